@@ -1,0 +1,14 @@
+/* cli.h: the subcommands of the qatplan executable. Each lives in cli/cmd_NAME.c and
+ * returns a process exit code; only main() exits. */
+#ifndef CLI_H
+#define CLI_H
+
+#include "qp.h"
+
+int cmd_plan(int argc, char **argv);
+int cmd_law(int argc, char **argv);
+
+/* Print "qatplan: <message>" for a failed status and return its exit code. */
+int cli_report(qp_status st, const qp_error *err);
+
+#endif

@@ -1,0 +1,82 @@
+/* qatplan law show [FILE...]: print laws with their coefficients and provenance. */
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "data.h"
+#include "fit.h"
+#include "plan.h"
+
+static void law_help(FILE *f)
+{
+    fprintf(f, "usage: qatplan law show [FILE...]\n\n"
+               "Without FILE, prints the built-in laws (compiled in). With FILE, prints each law\n"
+               "file: its form, every coefficient by name (with bootstrap intervals when present)\n"
+               "and its provenance (data source, runs, N/D/bit ranges, fit quality).\n"
+               "  --json   print the law file(s) as JSON instead\n");
+}
+
+int cmd_law(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        law_help(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "show")) {
+        fprintf(stderr, "qatplan: unknown law subcommand '%s': use 'qatplan law show [FILE]'\n", argv[1]);
+        return 2;
+    }
+    int json = 0, nfiles = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--help")) {
+            law_help(stdout);
+            return 0;
+        } else if (argv[i][0] == '-') {
+            fprintf(stderr, "qatplan: unknown option '%s' for 'law show': see 'qatplan law --help'\n", argv[i]);
+            return 2;
+        } else nfiles++;
+    }
+    qp_error err = {0};
+    if (nfiles == 0) {
+        data_law laws[2];
+        fit_builtin_chinchilla(&laws[0]);
+        fit_builtin_fraction(&laws[1]);
+        for (int k = 0; k < 2; k++) {
+            if (json) {
+                char *t = data_law_to_json(&laws[k], &err);
+                if (!t) return cli_report(err.status, &err);
+                printf("%s\n", t);
+                free(t);
+            } else {
+                plan_print_law(stdout, &laws[k], k == 0 ? "built-in full-precision law" : "built-in QAT-fraction law");
+                printf("\n");
+            }
+        }
+        if (!json)
+            printf("No built-in QAT loss law yet: the paper's penalty coefficients are unpublished.\n"
+                   "Ranking bit widths needs a law fitted to runs: qatplan fit RUNS -o law.json,\n"
+                   "then qatplan plan --law law.json ...\n");
+        return 0;
+    }
+    for (int i = 2; i < argc; i++) {
+        if (argv[i][0] == '-') continue;
+        data_law law;
+        qp_status st = data_law_read(argv[i], &law, &err);
+        if (st) return cli_report(st, &err);
+        if (json) {
+            char *t = data_law_to_json(&law, &err);
+            if (!t) {
+                data_law_free(&law);
+                return cli_report(err.status, &err);
+            }
+            printf("%s\n", t);
+            free(t);
+        } else {
+            plan_print_law(stdout, &law, argv[i]);
+        }
+        data_law_free(&law);
+    }
+    return 0;
+}

@@ -1,0 +1,96 @@
+/* plan.h: turn a model size and a budget into a QAT plan: the QAT fraction, the bit
+ * width, the FP/QAT token split, the schedule and the predicted loss. Public symbols are
+ * prefixed plan_. Method: docs/planner.md. */
+#ifndef PLAN_H
+#define PLAN_H
+
+#include <stdio.h>
+
+#include "data.h"
+#include "fit.h"
+#include "qp.h"
+
+#define PLAN_MAX_BITS 16
+#define PLAN_MAX_WARNINGS 16
+
+/* The laws a plan uses, by role. The built-in set has fp (chinchilla) and fraction. */
+typedef struct {
+    data_law fp;        /* chinchilla form: full-precision loss */
+    data_law fraction;  /* fraction form: the constant a of f_hat */
+    data_law qat;       /* qat form: ranks bit widths and finds the law-optimal fraction */
+    int has_fp, has_fraction, has_qat;
+    char fp_name[256], fraction_name[256], qat_name[256]; /* "built-in" or the file */
+} plan_laws;
+
+void plan_laws_builtin(plan_laws *laws);
+/* Read a law file and put it in the role its form gives, replacing that role's law. */
+qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err);
+void plan_laws_free(plan_laws *laws); /* safe on NULL */
+
+typedef struct {
+    double n_params;        /* N, all parameters; NAN when planning from memory alone */
+    double memory_bytes;    /* weight-memory limit in bytes; NAN for none */
+    double flops;           /* training budget in FLOPs; NAN when tokens are given */
+    double tokens;          /* training budget in tokens; NAN when FLOPs are given */
+    double flops_per_token; /* training FLOPs per token; NAN means 6*N */
+    double batch_tokens;    /* tokens per optimizer step; NAN means no step numbers */
+    double decay_frac;      /* classic schedule: decay length as a fraction of each phase */
+    int bits[PLAN_MAX_BITS];
+    int n_bits;
+} plan_request;
+
+/* Defaults: bits 1,2,3,4,6,8; decay_frac 0.2; everything else NAN. */
+void plan_request_init(plan_request *r);
+
+typedef struct {
+    int bits;
+    double n_params;        /* N for this row (differs per bit width under a memory limit) */
+    double weight_bytes;    /* N*B/8: every parameter stored at B bits */
+    int fits_memory;        /* 1 fits, 0 does not, -1 no limit given */
+    double d_total;         /* tokens */
+    double s_total;         /* D_total / (N*B/8) */
+    double f_hat;           /* closed-form optimal fraction; NAN when S_total <= 1 */
+    double loss_fp;         /* full-precision loss the fp law predicts at (N, D_total) */
+    /* With a qat law (NAN otherwise): */
+    double f_opt;           /* law-optimal fraction in [0,1] */
+    double loss_opt;        /* predicted loss of the quantized model at f_opt */
+    double loss_f_hat;      /* ... at f_hat */
+    double loss_10pct;      /* ... with the 10% rule */
+    double extra_tokens_10pct; /* extra tokens the 10% rule needs to reach loss_opt; INFINITY if never */
+    double f_opt_lo, f_opt_hi, loss_opt_lo, loss_opt_hi; /* bootstrap interval; NAN without samples */
+    /* The split the plan uses: f_opt with a qat law, else f_hat. */
+    double fraction;
+    double d_fp, d_qat;     /* tokens */
+    data_schedule schedule; /* fused for >= 3 bits, classic for 1 and 2 */
+    double qat_start_token, decay_start_token, fp_decay_start_token; /* last: classic only, else NAN */
+    double qat_start_step, decay_start_step, fp_decay_start_step;    /* NAN without batch_tokens */
+} plan_row;
+
+typedef struct {
+    plan_request req;
+    plan_row rows[PLAN_MAX_BITS];
+    int n_rows;
+    int ranked;        /* 1 when a qat law ranked the bit widths */
+    int recommended;   /* row index, or -1 when no recommendation can be made */
+    char warnings[PLAN_MAX_WARNINGS][384];
+    int n_warnings;
+} plan_result;
+
+qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *out, qp_error *err);
+
+/* Law-optimal QAT fraction for one (N, D_total, bits): the best of a 1001-point grid on
+ * [0, 1] refined by Brent's method, so never worse than any grid point. */
+qp_status plan_optimal_fraction(const data_law *qat, double n_params, double d_total, int bits,
+                                double *f_opt, double *loss_opt, qp_error *err);
+/* Tokens D' >= d_total at which the 10% rule (f = 0.1) reaches `target` loss; INFINITY
+ * when no amount of tokens does (the law's floor at f = 0.1 is above target). */
+qp_status plan_tokens_to_reach(const data_law *qat, double n_params, double d_total, int bits,
+                               double fraction, double target, double *tokens, qp_error *err);
+
+void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws);
+/* JSON document (malloc'ed); schema in docs/cli.md. NULL with err on failure. */
+char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_error *err);
+/* A law with its provenance, for humans. */
+void plan_print_law(FILE *f, const data_law *law, const char *title);
+
+#endif

@@ -1,0 +1,241 @@
+/* Human-readable and JSON output of a plan, and a law printer. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan.h"
+
+void plan_print_law(FILE *f, const data_law *law, const char *title)
+{
+    const data_law_provenance *p = &law->prov;
+    char a[32], b[32];
+    fprintf(f, "%s: form %s\n", title, data_law_form_name(law->form));
+    for (int i = 0; i < data_law_ncoef(law->form); i++) {
+        fprintf(f, "  %-7s = %.6g", data_law_coef_name(law->form, i), law->coef[i]);
+        if (law->has_interval)
+            fprintf(f, "   [%.4g, %.4g] (%.0f%% bootstrap)", law->ci_lo[i], law->ci_hi[i], 100 * law->ci_level);
+        fprintf(f, "\n");
+    }
+    fprintf(f, "  source: %s\n", p->source);
+    if (p->method[0]) fprintf(f, "  method: %s\n", p->method);
+    if (p->created[0]) fprintf(f, "  created: %s (qatplan %s)\n", p->created, p->code_version);
+    if (p->n_runs > 0) fprintf(f, "  runs: %d used, %d excluded\n", p->n_runs, p->n_excluded);
+    if (isfinite(p->n_min))
+        fprintf(f, "  N range: %s-%s parameters (all, embeddings included)\n", qp_format_count(p->n_min, a, sizeof a),
+                qp_format_count(p->n_max, b, sizeof b));
+    if (isfinite(p->d_min))
+        fprintf(f, "  D range: %s-%s tokens\n", qp_format_count(p->d_min, a, sizeof a), qp_format_count(p->d_max, b, sizeof b));
+    if (isfinite(p->s_min)) fprintf(f, "  S_total range: %.3g-%.3g tokens per parameter byte\n", p->s_min, p->s_max);
+    if (p->n_bits > 0) {
+        fprintf(f, "  bit widths:");
+        for (int i = 0; i < p->n_bits; i++) fprintf(f, " %d", p->bits[i]);
+        fprintf(f, "\n");
+    }
+    if (isfinite(p->rmse_log) || isfinite(p->r2)) {
+        fprintf(f, "  fit quality:");
+        if (isfinite(p->rmse_log)) fprintf(f, " RMSE(log L) %.4f", p->rmse_log);
+        if (isfinite(p->mae_log)) fprintf(f, ", MAE(log L) %.4f", p->mae_log);
+        if (isfinite(p->r2)) fprintf(f, ", R^2 %.4f", p->r2);
+        if (isfinite(p->loo_rmse_log)) fprintf(f, ", leave-one-size-out RMSE %.4f", p->loo_rmse_log);
+        if (p->starts > 0) fprintf(f, ", %d/%d starts reached the best objective", p->starts_at_best, p->starts);
+        fprintf(f, "\n");
+    }
+    if (law->n_samples > 0) fprintf(f, "  bootstrap samples: %d\n", law->n_samples);
+}
+
+static const char *sched_label(data_schedule s)
+{
+    switch (s) {
+    case DATA_SCHED_FUSED: return "fused cooldown-QAT";
+    case DATA_SCHED_CLASSIC: return "classic FP-then-QAT";
+    case DATA_SCHED_FP_ONLY: return "FP only (no QAT)";
+    case DATA_SCHED_QAT_ONLY: return "QAT from scratch";
+    default: return "?";
+    }
+}
+
+static const char *fmt_tok(double x, char *buf, size_t n)
+{
+    if (!isfinite(x)) {
+        snprintf(buf, n, isinf(x) ? "never" : "-");
+        return buf;
+    }
+    return qp_format_count(x, buf, n);
+}
+
+void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
+{
+    const plan_request *q = &res->req;
+    char a[32], b[32], c[32], d[32], e[32];
+    if (isfinite(q->n_params))
+        fprintf(f, "Model: N = %s parameters (all, embeddings included)\n", qp_format_count(q->n_params, a, sizeof a));
+    if (isfinite(q->memory_bytes))
+        fprintf(f, "Memory limit for weights: %s (%.4g bytes)%s\n", qp_format_bytes(q->memory_bytes, a, sizeof a),
+                q->memory_bytes, isfinite(q->n_params) ? "" : "; N per bit width = memory * 8 / bits");
+    if (isfinite(q->flops))
+        fprintf(f, "Budget: %.4g FLOPs, D = C / (%s per token)\n", q->flops,
+                isfinite(q->flops_per_token) ? "given FLOPs" : "6*N FLOPs");
+    else
+        fprintf(f, "Budget: %s tokens\n", qp_format_count(q->tokens, a, sizeof a));
+    fprintf(f, "Laws: full-precision loss: %s (%s)\n", laws->has_fp ? laws->fp_name : "none",
+            laws->has_fp ? data_law_form_name(laws->fp.form) : "-");
+    fprintf(f, "      optimal fraction: %s (a = %.4f)\n", laws->has_fraction ? laws->fraction_name : "paper constant",
+            laws->has_fraction ? laws->fraction.coef[0] : FIT_FRACTION_A_PAPER);
+    fprintf(f, "      QAT loss law: %s\n", laws->has_qat ? laws->qat_name : "none (ranking bit widths needs one)");
+    fprintf(f, "\n");
+    if (res->ranked) {
+        fprintf(f, "%4s %10s %9s %6s %6s %8s %8s %8s %11s %10s %10s  %s\n", "bits", "N", "weights", "S_tot", "f_hat",
+                "f_opt", "L(f_opt)", "L(10%)", "10%-extra", "D_fp", "D_qat", "schedule");
+        for (int i = 0; i < res->n_rows; i++) {
+            const plan_row *r = &res->rows[i];
+            fprintf(f, "%4d %10s %9s %6.3g %6.3f %8.3f %8.4f %8.4f %11s %10s %10s  %s%s%s\n", r->bits,
+                    qp_format_count(r->n_params, a, sizeof a), qp_format_bytes(r->weight_bytes, b, sizeof b), r->s_total,
+                    r->f_hat, r->f_opt, r->loss_opt, r->loss_10pct, fmt_tok(r->extra_tokens_10pct, c, sizeof c),
+                    fmt_tok(r->d_fp, d, sizeof d), fmt_tok(r->d_qat, e, sizeof e), sched_label(r->schedule),
+                    r->fits_memory == 0 ? " (does not fit memory)" : "", i == res->recommended ? "  <= best" : "");
+        }
+        fprintf(f, "(f_opt: law-optimal QAT fraction; L: predicted validation loss, nats/token; 10%%-extra: tokens the\n"
+                   " 10%% rule would need on top of D to reach L(f_opt); D_fp, D_qat in tokens)\n");
+    } else {
+        fprintf(f, "%4s %10s %9s %8s %6s %10s %10s %12s  %s\n", "bits", "N", "weights", "S_total", "f_hat", "D_fp",
+                "D_qat", "QAT starts", "schedule");
+        for (int i = 0; i < res->n_rows; i++) {
+            const plan_row *r = &res->rows[i];
+            fprintf(f, "%4d %10s %9s %8.4g %6.3f %10s %10s %12s  %s%s\n", r->bits, qp_format_count(r->n_params, a, sizeof a),
+                    qp_format_bytes(r->weight_bytes, b, sizeof b), r->s_total, r->f_hat, fmt_tok(r->d_fp, c, sizeof c),
+                    fmt_tok(r->d_qat, d, sizeof d), fmt_tok(r->qat_start_token, e, sizeof e), sched_label(r->schedule),
+                    r->fits_memory == 0 ? " (does not fit memory)" : "");
+        }
+        fprintf(f, "(S_total: tokens per parameter byte; f_hat = exp(-a / ln S_total); D_fp, D_qat, QAT start in tokens;\n"
+                   " weights: N*bits/8 bytes)\n");
+    }
+    fprintf(f, "\n");
+    if (res->recommended >= 0) {
+        const plan_row *r = &res->rows[res->recommended];
+        fprintf(f, "Recommendation: %d-bit QAT, QAT fraction %.3f (%s)\n", r->bits, r->fraction,
+                res->ranked ? "law optimum" : "closed form");
+        fprintf(f, "  tokens: D_fp = %s full precision, then D_qat = %s QAT (D_total = %s)\n", fmt_tok(r->d_fp, a, sizeof a),
+                fmt_tok(r->d_qat, b, sizeof b), fmt_tok(r->d_total, c, sizeof c));
+        fprintf(f, "  schedule: %s. ", sched_label(r->schedule));
+        if (r->schedule == DATA_SCHED_FUSED)
+            fprintf(f, "FP warmup and stable phase for %s tokens; QAT starts at token %s at the peak learning rate, and the "
+                       "decay begins there and runs to the end.\n",
+                    fmt_tok(r->d_fp, a, sizeof a), fmt_tok(r->qat_start_token, b, sizeof b));
+        else if (r->schedule == DATA_SCHED_CLASSIC)
+            fprintf(f, "FP with its own decay from token %s; QAT starts at token %s with a short re-warmup, its decay "
+                       "begins at token %s.\n",
+                    fmt_tok(r->fp_decay_start_token, a, sizeof a), fmt_tok(r->qat_start_token, b, sizeof b),
+                    fmt_tok(r->decay_start_token, c, sizeof c));
+        else
+            fprintf(f, "decay begins at token %s.\n", fmt_tok(r->decay_start_token, a, sizeof a));
+        if (isfinite(r->qat_start_step))
+            fprintf(f, "  steps (at %.4g tokens/step): QAT starts at step %.0f, decay at step %.0f%s\n", q->batch_tokens,
+                    r->qat_start_step, r->decay_start_step, r->schedule == DATA_SCHED_CLASSIC ? " (of the QAT phase)" : "");
+        if (r->schedule == DATA_SCHED_CLASSIC && isfinite(r->fp_decay_start_step))
+            fprintf(f, "         FP decay starts at step %.0f\n", r->fp_decay_start_step);
+        if (res->ranked) {
+            fprintf(f, "  predicted loss: %.4f nats/token", r->loss_opt);
+            if (isfinite(r->loss_opt_lo))
+                fprintf(f, " [%.4f, %.4f]; fraction [%.3f, %.3f] (bootstrap)", r->loss_opt_lo, r->loss_opt_hi, r->f_opt_lo,
+                        r->f_opt_hi);
+            fprintf(f, "\n  the 10%% rule would predict %.4f; it needs %s more tokens to match\n", r->loss_10pct,
+                    fmt_tok(r->extra_tokens_10pct, a, sizeof a));
+        }
+    } else if (!res->ranked) {
+        fprintf(f, "No bit-width recommendation: ranking bit widths needs a QAT loss law fitted to runs.\n"
+                   "Fit one with 'qatplan fit RUNS -o law.json' and pass '--law law.json'. The split above follows the\n"
+                   "closed-form optimal fraction for each bit width.\n");
+    } else {
+        fprintf(f, "No recommendation: no bit width satisfies the constraints.\n");
+    }
+    for (int i = 0; i < res->n_warnings; i++) fprintf(f, "warning: %s\n", res->warnings[i]);
+}
+
+/* ---- JSON ------------------------------------------------------------------ */
+
+/* Non-finite values appear only where the schema says so, as explicit strings. */
+static void add_num(cJSON *o, const char *k, double v)
+{
+    if (isfinite(v)) cJSON_AddNumberToObject(o, k, v);
+    else cJSON_AddStringToObject(o, k, isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity"));
+}
+
+static void add_opt(cJSON *o, const char *k, double v)
+{
+    if (!isnan(v)) add_num(o, k, v);
+}
+
+static cJSON *law_ref(const data_law *law, const char *name)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "name", name);
+    cJSON_AddStringToObject(o, "form", data_law_form_name(law->form));
+    cJSON *c = cJSON_AddObjectToObject(o, "coefficients");
+    for (int i = 0; i < data_law_ncoef(law->form); i++) add_num(c, data_law_coef_name(law->form, i), law->coef[i]);
+    cJSON_AddStringToObject(o, "source", law->prov.source);
+    return o;
+}
+
+char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_error *err)
+{
+    const plan_request *q = &res->req;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "schema", "qatplan-plan-v1");
+    cJSON *in = cJSON_AddObjectToObject(o, "request");
+    add_opt(in, "n_params", q->n_params);
+    add_opt(in, "memory_bytes", q->memory_bytes);
+    add_opt(in, "budget_flops", q->flops);
+    add_opt(in, "budget_tokens", q->tokens);
+    add_opt(in, "flops_per_token", q->flops_per_token);
+    add_opt(in, "batch_tokens", q->batch_tokens);
+    add_num(in, "decay_frac", q->decay_frac);
+    cJSON_AddItemToObject(in, "bits", cJSON_CreateIntArray(q->bits, q->n_bits));
+    cJSON *l = cJSON_AddObjectToObject(o, "laws");
+    if (laws->has_fp) cJSON_AddItemToObject(l, "fp", law_ref(&laws->fp, laws->fp_name));
+    if (laws->has_fraction) cJSON_AddItemToObject(l, "fraction", law_ref(&laws->fraction, laws->fraction_name));
+    if (laws->has_qat) cJSON_AddItemToObject(l, "qat", law_ref(&laws->qat, laws->qat_name));
+    cJSON_AddBoolToObject(o, "ranked", res->ranked);
+    cJSON *rows = cJSON_AddArrayToObject(o, "rows");
+    for (int i = 0; i < res->n_rows; i++) {
+        const plan_row *r = &res->rows[i];
+        cJSON *x = cJSON_CreateObject();
+        cJSON_AddNumberToObject(x, "bits", r->bits);
+        add_num(x, "n_params", r->n_params);
+        add_num(x, "weight_bytes", r->weight_bytes);
+        if (r->fits_memory >= 0) cJSON_AddBoolToObject(x, "fits_memory", r->fits_memory);
+        add_num(x, "d_total_tokens", r->d_total);
+        add_num(x, "s_total", r->s_total);
+        add_num(x, "f_hat", r->f_hat);
+        add_opt(x, "loss_fp", r->loss_fp);
+        add_opt(x, "f_opt", r->f_opt);
+        add_opt(x, "loss_opt", r->loss_opt);
+        add_opt(x, "loss_f_hat", r->loss_f_hat);
+        add_opt(x, "loss_10pct", r->loss_10pct);
+        add_opt(x, "extra_tokens_10pct", r->extra_tokens_10pct);
+        if (isfinite(r->f_opt_lo)) {
+            double fi[2] = {r->f_opt_lo, r->f_opt_hi}, li[2] = {r->loss_opt_lo, r->loss_opt_hi};
+            cJSON_AddItemToObject(x, "f_opt_interval", cJSON_CreateDoubleArray(fi, 2));
+            cJSON_AddItemToObject(x, "loss_opt_interval", cJSON_CreateDoubleArray(li, 2));
+        }
+        add_num(x, "fraction", r->fraction);
+        add_num(x, "d_fp_tokens", r->d_fp);
+        add_num(x, "d_qat_tokens", r->d_qat);
+        cJSON_AddStringToObject(x, "schedule", data_schedule_name(r->schedule));
+        add_num(x, "qat_start_token", r->qat_start_token);
+        add_num(x, "decay_start_token", r->decay_start_token);
+        add_opt(x, "fp_decay_start_token", r->fp_decay_start_token);
+        add_opt(x, "qat_start_step", r->qat_start_step);
+        add_opt(x, "decay_start_step", r->decay_start_step);
+        add_opt(x, "fp_decay_start_step", r->fp_decay_start_step);
+        cJSON_AddItemToArray(rows, x);
+    }
+    if (res->recommended >= 0) cJSON_AddNumberToObject(o, "recommended_bits", res->rows[res->recommended].bits);
+    else cJSON_AddStringToObject(o, "recommended_bits", "none");
+    cJSON *w = cJSON_AddArrayToObject(o, "warnings");
+    for (int i = 0; i < res->n_warnings; i++) cJSON_AddItemToArray(w, cJSON_CreateString(res->warnings[i]));
+    char *text = cJSON_Print(o);
+    cJSON_Delete(o);
+    if (!text) qp_fail(err, QP_ERR_NOMEM, "out of memory formatting the plan");
+    return text;
+}

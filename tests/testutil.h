@@ -1,0 +1,24 @@
+/* Shared helpers for the CUnit suites: a per-suite temp directory, running the qatplan
+ * executable, and a main() that turns CUnit failure counts into the exit status. */
+#ifndef TESTUTIL_H
+#define TESTUTIL_H
+
+#include <CUnit/CUnit.h>
+
+/* A fresh directory for this suite's files: $QP_TEST_TMP/<suite>.XXXXXX */
+const char *tu_tmpdir(void);
+/* Path inside tu_tmpdir() (static buffer rotation of 8). */
+const char *tu_path(const char *name);
+/* Write a whole file; CU_FAIL on error. */
+void tu_write(const char *path, const char *text);
+/* Run `qatplan ARGS` through /bin/sh, capture stdout and stderr (malloc'ed, may be NULL
+ * arguments to ignore), return the exit status (-1 if it did not exit normally). */
+int tu_run_qatplan(const char *args, char **out, char **err);
+
+/* Register suites with CU_add_suite/CU_add_test in `add`, run, return non-zero if any
+ * assertion or test failed. */
+int tu_main(const char *suite_name, void (*add)(CU_pSuite));
+
+#define TU_ADD(suite, fn) CU_add_test((suite), #fn, (fn))
+
+#endif
