@@ -66,7 +66,8 @@ qp_status qp_append_line(const char *path, const char *line, qp_error *err)
     if (!buf) return qp_fail(err, QP_ERR_NOMEM, "out of memory appending to %s", path);
     memcpy(buf, line, len);
     if (need_nl) buf[len++] = '\n';
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+    /* O_RDWR, not O_WRONLY: the torn-line check below reads the last byte. */
+    int fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
     if (fd < 0) {
         free(buf);
         return qp_fail(err, QP_ERR_IO, "%s: cannot open for appending: %s", path, strerror(errno));

@@ -1,11 +1,30 @@
 #include "json_util.h"
 
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+cJSON *dj_number(double v)
+{
+    char buf[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    return cJSON_CreateRaw(buf);
+}
+
+cJSON *dj_number_array(const double *v, int n)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, dj_number(v[i]));
+    return a;
+}
 
 int dj_add_real(cJSON *obj, const char *key, double v)
 {
-    if (isfinite(v)) return cJSON_AddNumberToObject(obj, key, v) != NULL;
+    if (isfinite(v)) return cJSON_AddItemToObject(obj, key, dj_number(v));
     return cJSON_AddStringToObject(obj, key, isnan(v) ? "NaN" : (v > 0 ? "Infinity" : "-Infinity")) !=
            NULL;
 }

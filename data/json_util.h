@@ -8,6 +8,10 @@
 
 #include "qp.h"
 
+/* A JSON number that reads back bit-exactly (cJSON's own printer may drop the last
+ * bit: its round-trip check allows an epsilon). Finite values only. */
+cJSON *dj_number(double v);
+cJSON *dj_number_array(const double *v, int n);
 /* Adds a real number; non-finite values become the explicit strings above. */
 int dj_add_real(cJSON *obj, const char *key, double v);
 /* Reads a real: a JSON number or one of the explicit strings. Missing key: *out untouched

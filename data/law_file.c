@@ -112,7 +112,7 @@ qp_status data_law_validate(const data_law *law, qp_error *err)
 
 static void add_opt_real(cJSON *o, const char *key, double v)
 {
-    if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+    if (isfinite(v)) cJSON_AddItemToObject(o, key, dj_number(v));
 }
 
 char *data_law_to_json(const data_law *law, qp_error *err)
@@ -127,13 +127,13 @@ char *data_law_to_json(const data_law *law, qp_error *err)
     cJSON_AddStringToObject(o, "schema", DATA_LAW_SCHEMA);
     cJSON_AddStringToObject(o, "form", data_law_form_name(law->form));
     cJSON *c = cJSON_AddObjectToObject(o, "coefficients");
-    for (int i = 0; i < n; i++) cJSON_AddNumberToObject(c, data_law_coef_name(law->form, i), law->coef[i]);
+    for (int i = 0; i < n; i++) cJSON_AddItemToObject(c, data_law_coef_name(law->form, i), dj_number(law->coef[i]));
     if (law->has_interval) {
         cJSON *iv = cJSON_AddObjectToObject(o, "intervals");
         cJSON_AddNumberToObject(iv, "level", law->ci_level);
         for (int i = 0; i < n; i++) {
             double pair[2] = {law->ci_lo[i], law->ci_hi[i]};
-            cJSON_AddItemToObject(iv, data_law_coef_name(law->form, i), cJSON_CreateDoubleArray(pair, 2));
+            cJSON_AddItemToObject(iv, data_law_coef_name(law->form, i), dj_number_array(pair, 2));
         }
     }
     const data_law_provenance *p = &law->prov;
@@ -146,15 +146,15 @@ char *data_law_to_json(const data_law *law, qp_error *err)
     cJSON_AddNumberToObject(pr, "n_excluded", p->n_excluded);
     if (isfinite(p->n_min) && isfinite(p->n_max)) {
         double r[2] = {p->n_min, p->n_max};
-        cJSON_AddItemToObject(pr, "n_params_range", cJSON_CreateDoubleArray(r, 2));
+        cJSON_AddItemToObject(pr, "n_params_range", dj_number_array(r, 2));
     }
     if (isfinite(p->d_min) && isfinite(p->d_max)) {
         double r[2] = {p->d_min, p->d_max};
-        cJSON_AddItemToObject(pr, "tokens_range", cJSON_CreateDoubleArray(r, 2));
+        cJSON_AddItemToObject(pr, "tokens_range", dj_number_array(r, 2));
     }
     if (isfinite(p->s_min) && isfinite(p->s_max)) {
         double r[2] = {p->s_min, p->s_max};
-        cJSON_AddItemToObject(pr, "s_total_range", cJSON_CreateDoubleArray(r, 2));
+        cJSON_AddItemToObject(pr, "s_total_range", dj_number_array(r, 2));
     }
     if (p->n_bits > 0) cJSON_AddItemToObject(pr, "bits", cJSON_CreateIntArray(p->bits, p->n_bits));
     cJSON *q = cJSON_CreateObject();
@@ -174,7 +174,7 @@ char *data_law_to_json(const data_law *law, qp_error *err)
         cJSON_AddNumberToObject(b, "n_samples", law->n_samples);
         cJSON *arr = cJSON_AddArrayToObject(b, "samples");
         for (int s = 0; s < law->n_samples; s++)
-            cJSON_AddItemToArray(arr, cJSON_CreateDoubleArray(law->samples + (size_t)s * (size_t)n, n));
+            cJSON_AddItemToArray(arr, dj_number_array(law->samples + (size_t)s * (size_t)n, n));
     }
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
