@@ -85,11 +85,11 @@ void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
     fprintf(f, "      QAT loss law: %s\n", laws->has_qat ? laws->qat_name : "none (ranking bit widths needs one)");
     fprintf(f, "\n");
     if (res->ranked) {
-        fprintf(f, "%4s %10s %9s %6s %6s %8s %8s %8s %11s %10s %10s  %s\n", "bits", "N", "weights", "S_tot", "f_hat",
+        fprintf(f, "%4s %8s %10s %8s %6s %6s %8s %8s %10s %8s %8s  %s\n", "bits", "N", "weights", "S_total", "f_hat",
                 "f_opt", "L(f_opt)", "L(10%)", "10%-extra", "D_fp", "D_qat", "schedule");
         for (int i = 0; i < res->n_rows; i++) {
             const plan_row *r = &res->rows[i];
-            fprintf(f, "%4d %10s %9s %6.3g %6.3f %8.3f %8.4f %8.4f %11s %10s %10s  %s%s%s\n", r->bits,
+            fprintf(f, "%4d %8s %10s %8.4g %6.3f %6.3f %8.4f %8.4f %10s %8s %8s  %s%s%s\n", r->bits,
                     qp_format_count(r->n_params, a, sizeof a), qp_format_bytes(r->weight_bytes, b, sizeof b), r->s_total,
                     r->f_hat, r->f_opt, r->loss_opt, r->loss_10pct, fmt_tok(r->extra_tokens_10pct, c, sizeof c),
                     fmt_tok(r->d_fp, d, sizeof d), fmt_tok(r->d_qat, e, sizeof e), sched_label(r->schedule),
@@ -98,11 +98,11 @@ void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
         fprintf(f, "(f_opt: law-optimal QAT fraction; L: predicted validation loss, nats/token; 10%%-extra: tokens the\n"
                    " 10%% rule would need on top of D to reach L(f_opt); D_fp, D_qat in tokens)\n");
     } else {
-        fprintf(f, "%4s %10s %9s %8s %6s %10s %10s %12s  %s\n", "bits", "N", "weights", "S_total", "f_hat", "D_fp",
+        fprintf(f, "%4s %8s %10s %8s %6s %8s %8s %10s  %s\n", "bits", "N", "weights", "S_total", "f_hat", "D_fp",
                 "D_qat", "QAT starts", "schedule");
         for (int i = 0; i < res->n_rows; i++) {
             const plan_row *r = &res->rows[i];
-            fprintf(f, "%4d %10s %9s %8.4g %6.3f %10s %10s %12s  %s%s\n", r->bits, qp_format_count(r->n_params, a, sizeof a),
+            fprintf(f, "%4d %8s %10s %8.4g %6.3f %8s %8s %10s  %s%s\n", r->bits, qp_format_count(r->n_params, a, sizeof a),
                     qp_format_bytes(r->weight_bytes, b, sizeof b), r->s_total, r->f_hat, fmt_tok(r->d_fp, c, sizeof c),
                     fmt_tok(r->d_qat, d, sizeof d), fmt_tok(r->qat_start_token, e, sizeof e), sched_label(r->schedule),
                     r->fits_memory == 0 ? " (does not fit memory)" : "");
