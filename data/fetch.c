@@ -42,6 +42,11 @@ typedef struct {
     char etag[256], last_modified[128];
     long long cr_start; /* Content-Range start, -1 if none */
     long retry_after;   /* seconds, -1 if none */
+    /* stall detection: libcurl's low-speed check averages over its last ~5 s, so after a
+     * burst it fires up to 5 s late; this check aborts when no byte came for stall_s. */
+    double stall_s, t_activity;
+    curl_off_t last_now;
+    int stalled;
     /* progress */
     int progress;
     int printed;
@@ -124,8 +129,15 @@ static size_t on_body(char *buf, size_t size, size_t nitems, void *user)
 static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
 {
     xfer *x = user;
-    if (!x->progress || x->discard) return 0;
     double now = qp_now();
+    if (dlnow != x->last_now) {
+        x->last_now = dlnow;
+        x->t_activity = now;
+    } else if (now - x->t_activity > x->stall_s) {
+        x->stalled = 1;
+        return 1; /* CURLE_ABORTED_BY_CALLBACK */
+    }
+    if (!x->progress || x->discard) return 0;
     if (now - x->t_last < 0.25) return 0;
     x->t_last = now;
     char a[32], b[32], r[32];
@@ -260,7 +272,10 @@ qp_status data_fetch(const char *url, const char *out_path, const data_fetch_opt
         }
         curl_easy_reset(curl);
         errbuf[0] = 0;
-        x.decided = x.discard = x.bad_range = x.io_error = 0;
+        x.decided = x.discard = x.bad_range = x.io_error = x.stalled = 0;
+        x.stall_s = opt->stall_seconds;
+        x.last_now = 0;
+        x.t_activity = qp_now();
         x.cr_start = -1;
         x.resume_from = x.have;
         x.t_start = qp_now();
@@ -340,10 +355,10 @@ qp_status data_fetch(const char *url, const char *out_path, const data_fetch_opt
             last[0] = 0;
             break; /* complete */
         }
-        if (transient_curl(rc)) {
-            if (rc == CURLE_OPERATION_TIMEDOUT && code)
-                snprintf(last, sizeof last, "%s: stalled (under %ld bytes/s for %ld s) after %llu bytes", url,
-                         opt->low_speed_bytes, stall < 1 ? 1L : stall, (unsigned long long)x.have);
+        if (transient_curl(rc) || (rc == CURLE_ABORTED_BY_CALLBACK && x.stalled)) {
+            if (x.stalled || (rc == CURLE_OPERATION_TIMEDOUT && code))
+                snprintf(last, sizeof last, "%s: stalled (no progress for %g s) after %llu bytes", url,
+                         opt->stall_seconds, (unsigned long long)x.have);
             else
                 snprintf(last, sizeof last, "%s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
             continue;
