@@ -94,7 +94,7 @@ typedef struct {
     char *name;
     size_t bytes;
     char sha256[65];
-    uint64_t docs;
+    uint64_t docs, val_docs;
 } source_info;
 
 static uint64_t splitmix64(uint64_t *s)
@@ -292,6 +292,9 @@ qp_status data_prepare(const char *prefix, const char *const *inputs, int n_inpu
         free(perm);
     }
     uint64_t tn = 0, td = 0, vn = 0, vd = 0;
+    if (!st)
+        for (size_t i = 0; i < nd; i++)
+            if (is_val[i]) src[docs[i].source].val_docs++;
     if (!st) st = gather(all, docs, nd, is_val, 0, &tt, &tn, &td, err);
     if (!st) st = gather(all, docs, nd, is_val, 1, &vt, &vn, &vd, err);
     if (!st) {
@@ -326,6 +329,7 @@ qp_status data_prepare(const char *prefix, const char *const *inputs, int n_inpu
             cJSON_AddNumberToObject(o, "bytes", (double)src[s].bytes);
             cJSON_AddStringToObject(o, "sha256", src[s].sha256);
             cJSON_AddNumberToObject(o, "documents", (double)src[s].docs);
+            cJSON_AddNumberToObject(o, "val_documents", (double)src[s].val_docs);
             cJSON_AddItemToArray(arr, o);
         }
         cJSON_AddItemToObject(man, "train", split_json(base_name(ptrain), td, tn, tt));

@@ -146,6 +146,10 @@ static void test_whole_documents_held_out(void)
     CU_ASSERT_EQUAL(data_sha256_file(inputs[3], hex, &err), QP_OK);
     CU_ASSERT_STRING_EQUAL(cJSON_GetObjectItem(cJSON_GetArrayItem(src, 3), "sha256")->valuestring, hex);
     CU_ASSERT_EQUAL(cJSON_GetObjectItem(cJSON_GetArrayItem(src, 3), "documents")->valueint, 1);
+    int nval_src = 0;
+    for (int k = 0; k < NDOC; k++)
+        nval_src += cJSON_GetObjectItem(cJSON_GetArrayItem(src, k), "val_documents")->valueint;
+    CU_ASSERT_EQUAL(nval_src, nv);
     cJSON *val = cJSON_GetObjectItem(m, "val");
     CU_ASSERT_EQUAL((uint64_t)cJSON_GetObjectItem(val, "tokens")->valuedouble, va.n_tokens);
     CU_ASSERT_EQUAL(cJSON_GetObjectItem(val, "documents")->valueint, nv);
