@@ -165,7 +165,7 @@ qp_status data_law_read(const char *path, data_law *out, qp_error *err);
 qp_status data_law_write(const char *path, const data_law *law, qp_error *err);
 
 /* ======================================================================== */
-/* Token datasets (see docs/formats.md, "Token files").                      */
+/* Token datasets (see docs/data.md, "Token files").                         */
 /* ======================================================================== */
 
 #define DATA_TOKENS_MAGIC 0x4b4f5451u /* "QTOK" little-endian */

@@ -328,6 +328,9 @@ qp_status data_fetch(const char *url, const char *out_path, const data_fetch_opt
             st = qp_fail(err, QP_ERR_IO, "%s: cannot write the download: %s", out_path, strerror(x.io_error));
             break;
         }
+        /* 416 to a resume: the server's file is not longer than our partial one (it changed
+         * or shrank), so start over like for a wrong range. */
+        if (code == 416 && x.resume_from > 0) x.bad_range = 1;
         if (x.bad_range) {
             /* A 206 we did not ask for, or for the wrong offset: drop the partial file. */
             if (fflush(f) != 0 || ftruncate(fileno(f), 0) != 0 || fseek(f, 0, SEEK_SET) != 0) {

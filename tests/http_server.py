@@ -8,6 +8,7 @@ per full path (query included), so a test gets a fresh counter by adding ?k=...:
                      later: like /ok (so a client can resume with Range)
   /dropnorange/NAME  1st like /drop; later: ignores Range and always sends 200 + whole file
   /wrongrange/NAME   1st like /drop; 2nd: 206 whose Content-Range starts at 0 (wrong); later: /ok
+  /range416/NAME     1st like /drop; later: 416 to any Range request, else 200 + whole file
   /flaky/NAME        1st request 500, later /ok
   /busy/NAME         1st request 429 with Retry-After: 1, later /ok
   /stall/NAME        1st request: headers and a quarter of the body, then silence; later /ok
@@ -63,7 +64,7 @@ class Handler(BaseHTTPRequestHandler):
         first = n == 1
         if mode == "ok":
             return self.serve(data, True)
-        if mode in ("drop", "dropnorange", "wrongrange") and first:
+        if mode in ("drop", "dropnorange", "wrongrange", "range416") and first:
             return self.partial(data, len(data) // 2, stall=False)
         if mode == "drop":
             return self.serve(data, True)
@@ -79,6 +80,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
                 return
             return self.serve(data, True)
+        if mode == "range416":
+            return self.send_error_code(416) if self.headers.get("Range") else self.serve(data, False)
         if mode == "flaky":
             return self.send_error_code(500) if first else self.serve(data, True)
         if mode == "busy":

@@ -214,6 +214,17 @@ static void test_wrong_range_restarts(void)
     CU_ASSERT_EQUAL(log_count("/wrongrange/blob.bin", NULL), 3);
 }
 
+static void test_416_restarts(void)
+{
+    data_fetch_options o;
+    fast_opts(&o);
+    qp_error err = {0};
+    const char *out = tu_path("r416.bin");
+    CU_ASSERT_EQUAL(data_fetch(url("/range416/blob.bin"), out, &o, &err), QP_OK);
+    CU_ASSERT(same_as_blob(out));
+    CU_ASSERT_EQUAL(log_count("/range416/blob.bin", "code=416"), 1);
+}
+
 static void test_500_then_200(void)
 {
     data_fetch_options o;
@@ -422,6 +433,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_drop_resumes_with_range);
     TU_ADD(s, test_drop_without_range_support_restarts);
     TU_ADD(s, test_wrong_range_restarts);
+    TU_ADD(s, test_416_restarts);
     TU_ADD(s, test_500_then_200);
     TU_ADD(s, test_429_honours_retry_after);
     TU_ADD(s, test_404);
