@@ -31,7 +31,7 @@ void data_fetch_options_init(data_fetch_options *o)
 typedef struct {
     FILE *f;
     CURL *curl;
-    const char *label;
+    char label[96];
     uint64_t have;        /* bytes in the temp file */
     uint64_t resume_from; /* the Range start asked for in this attempt (0 = whole file) */
     int decided;          /* first body bytes of this attempt seen */
@@ -50,6 +50,7 @@ typedef struct {
     /* progress */
     int progress;
     int printed;
+    double total; /* expected size of the whole file, 0 = unknown */
     double t_last, t_start;
     uint64_t bytes_at_start;
 } xfer;
@@ -126,6 +127,22 @@ static size_t on_body(char *buf, size_t size, size_t nitems, void *user)
     return n;
 }
 
+static void print_progress(xfer *x, double now)
+{
+    char a[32], b[32], r[32];
+    double done = (double)x->have;
+    double rate = (done - (double)x->bytes_at_start) / (now - x->t_start > 1e-3 ? now - x->t_start : 1e-3);
+    qp_format_bytes(done, a, sizeof a);
+    qp_format_bytes(rate, r, sizeof r);
+    if (x->total > 0) {
+        qp_format_bytes(x->total, b, sizeof b);
+        fprintf(stderr, "\rqatplan: fetching %s  %s / %s  %3.0f%%  %s/s   ", x->label, a, b, 100.0 * done / x->total, r);
+    } else {
+        fprintf(stderr, "\rqatplan: fetching %s  %s  %s/s   ", x->label, a, r);
+    }
+    x->printed = 1;
+}
+
 static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
 {
     xfer *x = user;
@@ -137,23 +154,11 @@ static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_of
         x->stalled = 1;
         return 1; /* CURLE_ABORTED_BY_CALLBACK */
     }
-    if (!x->progress || x->discard) return 0;
+    if (dltotal > 0) x->total = (double)x->resume_from + (double)dltotal;
+    if (!x->progress || x->discard || (dlnow == 0 && dltotal == 0)) return 0;
     if (now - x->t_last < 0.25) return 0;
     x->t_last = now;
-    char a[32], b[32], r[32];
-    double done = (double)x->have;
-    double rate = (done - (double)x->bytes_at_start) / (now - x->t_start > 1e-3 ? now - x->t_start : 1e-3);
-    qp_format_bytes(done, a, sizeof a);
-    qp_format_bytes(rate, r, sizeof r);
-    if (dltotal > 0) {
-        double total = (double)x->resume_from + (double)dltotal;
-        qp_format_bytes(total, b, sizeof b);
-        fprintf(stderr, "\rqatplan: fetching %s  %s / %s  %3.0f%%  %s/s   ", x->label, a, b,
-                100.0 * done / (total > 0 ? total : 1), r);
-    } else {
-        fprintf(stderr, "\rqatplan: fetching %s  %s  %s/s   ", x->label, a, r);
-    }
-    x->printed = 1;
+    print_progress(x, now);
     return 0;
 }
 
@@ -195,10 +200,16 @@ static int valid_hex64(const char *s)
     return 1;
 }
 
-static const char *url_label(const char *url)
+/* The URL's file name, without query or fragment, for the progress line. */
+static void url_label(const char *url, char *out, size_t n)
 {
-    const char *s = strrchr(url, '/');
-    return s && s[1] ? s + 1 : url;
+    size_t end = strcspn(url, "?#");
+    const char *s = url;
+    for (size_t i = 0; i < end; i++)
+        if (url[i] == '/') s = url + i + 1;
+    size_t len = (size_t)(url + end - s);
+    if (len == 0) s = url, len = end;
+    snprintf(out, n, "%.*s", (int)(len < n - 1 ? len : n - 1), s);
 }
 
 qp_status data_fetch(const char *url, const char *out_path, const data_fetch_options *opt, qp_error *err)
@@ -247,7 +258,7 @@ qp_status data_fetch(const char *url, const char *out_path, const data_fetch_opt
     memset(&x, 0, sizeof x);
     x.f = f;
     x.curl = curl;
-    x.label = url_label(url);
+    url_label(url, x.label, sizeof x.label);
     x.progress = opt->progress < 0 ? isatty(STDERR_FILENO) : opt->progress;
     char errbuf[CURL_ERROR_SIZE];
     char useragent[96];
@@ -356,6 +367,10 @@ qp_status data_fetch(const char *url, const char *out_path, const data_fetch_opt
                 break;
             }
             last[0] = 0;
+            if (x.progress) {
+                if (x.total <= 0) x.total = (double)x.have;
+                print_progress(&x, qp_now());
+            }
             break; /* complete */
         }
         if (transient_curl(rc) || (rc == CURLE_ABORTED_BY_CALLBACK && x.stalled)) {

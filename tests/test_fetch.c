@@ -399,6 +399,17 @@ static void test_url_inputs(void)
     for (int i = 0; i < data_law_ncoef(law.form); i++) CU_ASSERT_DOUBLE_EQUAL(back.coef[i], law.coef[i], 1e-12);
     data_law_free(&back);
     data_law_free(&law);
+
+    /* a corpus over http: two text documents */
+    snprintf(p, sizeof p, "%s/a.txt", srv_dir);
+    tu_write(p, "The first document, served over http.\n");
+    snprintf(p, sizeof p, "%s/b.txt", srv_dir);
+    tu_write(p, "The second one, also over http, a little longer than the first.\n");
+    const char *in[2] = {url("/ok/a.txt"), url("/ok/b.txt")};
+    data_prepare_result r;
+    CU_ASSERT_EQUAL(data_prepare(tu_path("web"), in, 2, NULL, &r, &err), QP_OK);
+    CU_ASSERT_EQUAL(r.train_docs + r.val_docs, 2);
+    CU_ASSERT_EQUAL(r.train_tokens + r.val_tokens, (37 + 2) + (63 + 2)); /* trimmed text, newline, EOD */
     unsetenv("QATPLAN_CACHE");
 }
 
