@@ -14,7 +14,8 @@ per full path (query included), so a test gets a fresh counter by adding ?k=...:
   /stall/NAME        1st request: headers and a quarter of the body, then silence; later /ok
   /stallforever/NAME always stalls like the 1st /stall request
 anything else is 404. Prints the port on stdout, appends one line per request to --log
-("PATH range=HEADER code=N"), and exits after --lifetime seconds whatever happens.
+("PATH range=HEADER code=N"), and exits after --lifetime seconds, or as soon as the
+process that started it is gone.
 """
 import argparse
 import os
@@ -22,6 +23,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 counts = {}
@@ -146,9 +148,16 @@ def main():
     srv.daemon_threads = True
     srv.dir = a.dir
     srv.logpath = a.log
-    t = threading.Timer(a.lifetime, lambda: os._exit(0))
-    t.daemon = True
-    t.start()
+    parent = os.getppid()
+    deadline = time.monotonic() + a.lifetime
+
+    def watchdog():
+        # Exit when the lifetime ends or the test that started us is gone.
+        while time.monotonic() < deadline and os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watchdog, daemon=True).start()
     sys.stdout.write("%d\n" % srv.server_address[1])
     sys.stdout.flush()
     srv.serve_forever()

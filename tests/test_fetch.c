@@ -32,6 +32,17 @@ static void stop_server(void)
     }
 }
 
+/* The suite's time bound: stop the server too, then fail. */
+static void on_alarm(int sig)
+{
+    (void)sig;
+    if (server_pid > 0) kill(server_pid, SIGKILL);
+    static const char msg[] = "test_fetch: time limit reached, stopping\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(124);
+}
+
 /* Start the server, read its port from its stdout (within 20 s). */
 static int start_server(void)
 {
@@ -417,6 +428,7 @@ static void test_server_failed(void) { CU_FAIL("the local HTTP server (/usr/bin/
 
 static void add(CU_pSuite s)
 {
+    signal(SIGALRM, on_alarm);
     alarm(200); /* the whole suite is bounded even if a server misbehaves beyond design */
     snprintf(srv_dir, sizeof srv_dir, "%s/srv", tu_tmpdir());
     snprintf(srv_log, sizeof srv_log, "%s/requests.log", tu_tmpdir());
