@@ -244,7 +244,7 @@ qp_status data_split_documents(const char *text, size_t len, const data_prepare_
 typedef struct {
     const char *sha256;        /* expected hex digest of the file, or NULL */
     int retries;               /* extra attempts after transient failures (5) */
-    double stall_seconds;      /* abort an attempt slower than low_speed_bytes/s for this long (30) */
+    double stall_seconds;      /* abort an attempt that got no byte (or under low_speed_bytes/s) for this long (30) */
     long low_speed_bytes;      /* bytes per second that count as progress (1) */
     double connect_timeout_s;  /* per attempt (30) */
     double backoff_s;          /* first retry delay, doubled each retry (1) */
