@@ -13,6 +13,8 @@ typedef struct {
 static const command commands[] = {
     {"plan", cmd_plan, "recommend the QAT fraction, bit width, token split and schedule"},
     {"law", cmd_law, "show the built-in law or a law file (qatplan law show [FILE])"},
+    {"data", cmd_data, "make token files from text (data prepare), show one (data info)"},
+    {"fetch", cmd_fetch, "download a URL with resume, retries and a checksum check"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

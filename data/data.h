@@ -165,7 +165,7 @@ qp_status data_law_read(const char *path, data_law *out, qp_error *err);
 qp_status data_law_write(const char *path, const data_law *law, qp_error *err);
 
 /* ======================================================================== */
-/* Token datasets (see docs/formats.md, "Token files").                      */
+/* Token datasets (see docs/data.md, "Token files").                         */
 /* ======================================================================== */
 
 #define DATA_TOKENS_MAGIC 0x4b4f5451u /* "QTOK" little-endian */
@@ -182,5 +182,90 @@ qp_status data_tokens_read(const char *path, data_tokens *out, qp_error *err);
 qp_status data_tokens_write(const char *path, const uint16_t *tokens, uint64_t n, uint32_t vocab,
                             const char *dataset_id, qp_error *err);
 void data_tokens_free(data_tokens *t); /* safe on NULL */
+
+/* The header alone (data_tokens_read_header checks it against the file size but reads
+ * no tokens; data_tokens_read also verifies the checksum and every id). */
+typedef struct {
+    uint32_t version, header_bytes, vocab;
+    uint64_t n_tokens;
+    uint64_t n_docs;      /* documents in the file; 0 = not recorded */
+    uint64_t checksum;    /* FNV-1a 64 of the token bytes as stored */
+    uint64_t file_bytes;
+    char dataset[64];
+} data_tokens_header;
+
+qp_status data_tokens_read_header(const char *path, data_tokens_header *out, qp_error *err);
+/* data_tokens_write plus the number of documents recorded in the header. */
+qp_status data_tokens_write_docs(const char *path, const uint16_t *tokens, uint64_t n, uint32_t vocab,
+                                 uint64_t n_docs, const char *dataset_id, qp_error *err);
+/* The header's checksum of n tokens. */
+uint64_t data_tokens_checksum(const uint16_t *tokens, uint64_t n);
+
+/* ======================================================================== */
+/* Corpus preparation: text files -> byte-level train/validation token files. */
+/* ======================================================================== */
+
+#define DATA_CORPUS_SCHEMA "qatplan-corpus-v1"
+#define DATA_EOD_TOKEN 0 /* byte 0 ends every document; text containing NUL is refused */
+
+typedef struct {
+    double val_frac;      /* share of tokens held out for validation, by whole documents (0.05) */
+    uint64_t seed;        /* which documents are held out (1) */
+    const char *dataset_id; /* header/manifest id; NULL = PREFIX's file name */
+    size_t doc_bytes;     /* files larger than this are split into documents (262144) */
+    size_t chunk_bytes;   /* target document size when splitting at blank lines (65536) */
+    size_t min_doc_bytes; /* a chapter heading starts a new document past this size (4096) */
+    const char *cache_dir; /* for http(s) inputs; NULL = default cache */
+} data_prepare_options;
+
+void data_prepare_options_init(data_prepare_options *o);
+
+typedef struct {
+    uint64_t train_docs, val_docs, train_tokens, val_tokens;
+    int n_sources;
+} data_prepare_result;
+
+/* Reads the text inputs (files or http(s) URLs), splits them into documents, holds out
+ * whole documents for validation and writes PREFIX.train.tok, PREFIX.val.tok and
+ * PREFIX.manifest.json (each atomically). Deterministic for given inputs, order and seed. */
+qp_status data_prepare(const char *prefix, const char *const *inputs, int n_inputs,
+                       const data_prepare_options *o, data_prepare_result *res, qp_error *err);
+
+/* Document boundaries of one text (see docs/data.md, "Documents"): writes up to `max`
+ * end offsets into ends (ends[k] = one past the last byte of document k) and the count
+ * into *n. Empty/whitespace-only documents are kept as boundaries; data_prepare drops them. */
+qp_status data_split_documents(const char *text, size_t len, const data_prepare_options *o, size_t **ends,
+                               size_t *n, qp_error *err);
+
+/* ======================================================================== */
+/* Downloads and checksums.                                                  */
+/* ======================================================================== */
+
+typedef struct {
+    const char *sha256;        /* expected hex digest of the file, or NULL */
+    int retries;               /* extra attempts after transient failures (5) */
+    double stall_seconds;      /* abort an attempt that got no byte (or under low_speed_bytes/s) for this long (30) */
+    long low_speed_bytes;      /* bytes per second that count as progress (1) */
+    double connect_timeout_s;  /* per attempt (30) */
+    double backoff_s;          /* first retry delay, doubled each retry (1) */
+    double backoff_max_s;      /* cap on one delay (60) */
+    int progress;              /* 1 = progress line on stderr, 0 = none; -1 = when stderr is a tty (-1) */
+} data_fetch_options;
+
+void data_fetch_options_init(data_fetch_options *o);
+/* Download url (http or https) to out_path: a temp file beside it, renamed into place only
+ * after a complete, checked download. Transient failures (connection errors, stalls,
+ * HTTP 408/429/5xx) are retried with exponential backoff, resuming with a Range request
+ * when the server answers 206. A failure leaves no file at out_path and no temp file. */
+qp_status data_fetch(const char *url, const char *out_path, const data_fetch_options *o, qp_error *err);
+/* A local path for `path_or_url`: a copy of path for a file, or for an http(s) URL a fresh
+ * download into cache_dir (NULL: $QATPLAN_CACHE, else $XDG_CACHE_HOME/qatplan, else
+ * ~/.cache/qatplan). The cache file keeps the URL's file name. *local_path is malloc'ed. */
+qp_status data_open_input(const char *path_or_url, const char *cache_dir, char **local_path, qp_error *err);
+
+/* SHA-256 of a file as 64 lower-case hex digits plus NUL. */
+qp_status data_sha256_file(const char *path, char hex[65], qp_error *err);
+/* SHA-256 of a buffer, hex. */
+void data_sha256_hex(const void *data, size_t len, char hex[65]);
 
 #endif

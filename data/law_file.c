@@ -349,6 +349,13 @@ done:
 
 qp_status data_law_read(const char *path, data_law *out, qp_error *err)
 {
+    if (qp_is_url(path)) { /* download to the cache (data/fetch.c), then read that file */
+        char *local = NULL;
+        qp_status ust = data_open_input(path, NULL, &local, err);
+        if (!ust) ust = data_law_read(local, out, err);
+        free(local);
+        return ust;
+    }
     char *text = NULL;
     qp_status st = qp_read_file(path, &text, NULL, err);
     if (st) return st;

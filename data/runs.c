@@ -474,6 +474,13 @@ qp_status data_runs_parse_csv(const char *text, const char *name, data_run_list 
 
 qp_status data_runs_read(const char *path, data_run_list *out, qp_error *err)
 {
+    if (qp_is_url(path)) { /* download to the cache (data/fetch.c), then read that file */
+        char *local = NULL;
+        qp_status ust = data_open_input(path, NULL, &local, err);
+        if (!ust) ust = data_runs_read(local, out, err);
+        free(local);
+        return ust;
+    }
     char *text = NULL;
     qp_status st = qp_read_file(path, &text, NULL, err);
     if (st) return st;

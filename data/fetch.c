@@ -1,0 +1,492 @@
+/* HTTP(S) downloads with libcurl: temp file + rename, resume with Range only on a 206
+ * whose Content-Range starts where the partial file ends, retries with exponential backoff
+ * on transient failures (connection errors, stalls, 408/429/5xx), stall detection with the
+ * low-speed options instead of one total timeout, and an optional SHA-256 check. */
+#include "data.h"
+
+#include <curl/curl.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sha256.h"
+
+void data_fetch_options_init(data_fetch_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->retries = 5;
+    o->stall_seconds = 30;
+    o->low_speed_bytes = 1;
+    o->connect_timeout_s = 30;
+    o->backoff_s = 1;
+    o->backoff_max_s = 60;
+    o->progress = -1;
+}
+
+typedef struct {
+    FILE *f;
+    CURL *curl;
+    char label[96];
+    uint64_t have;        /* bytes in the temp file */
+    uint64_t resume_from; /* the Range start asked for in this attempt (0 = whole file) */
+    int decided;          /* first body bytes of this attempt seen */
+    int discard;          /* an error response: its body is not the file */
+    int bad_range;        /* a 206 that does not continue our partial file */
+    int io_error;
+    /* from the headers of the latest response */
+    char etag[256], last_modified[128];
+    long long cr_start; /* Content-Range start, -1 if none */
+    long retry_after;   /* seconds, -1 if none */
+    /* stall detection: libcurl's low-speed check averages over its last ~5 s, so after a
+     * burst it fires up to 5 s late; this check aborts when no byte came for stall_s. */
+    double stall_s, t_activity;
+    curl_off_t last_now;
+    int stalled;
+    /* progress */
+    int progress;
+    int printed;
+    double total; /* expected size of the whole file, 0 = unknown */
+    double t_last, t_start;
+    uint64_t bytes_at_start;
+} xfer;
+
+static void trim_value(char *s)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\r' || s[n - 1] == '\n' || s[n - 1] == ' ' || s[n - 1] == '\t')) s[--n] = 0;
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *user)
+{
+    xfer *x = user;
+    size_t n = size * nitems;
+    char line[512];
+    size_t m = n < sizeof line - 1 ? n : sizeof line - 1;
+    memcpy(line, buf, m);
+    line[m] = 0;
+    if (!strncmp(line, "HTTP/", 5)) { /* a new response (after a redirect or 100-continue) */
+        x->etag[0] = x->last_modified[0] = 0;
+        x->cr_start = -1;
+        x->retry_after = -1;
+        return n;
+    }
+    char *colon = strchr(line, ':');
+    if (!colon) return n;
+    *colon = 0;
+    char *v = colon + 1;
+    while (*v == ' ' || *v == '\t') v++;
+    trim_value(v);
+    if (!strcasecmp(line, "ETag")) snprintf(x->etag, sizeof x->etag, "%s", v);
+    else if (!strcasecmp(line, "Last-Modified")) snprintf(x->last_modified, sizeof x->last_modified, "%s", v);
+    else if (!strcasecmp(line, "Content-Range")) {
+        unsigned long long a;
+        if (sscanf(v, "bytes %llu-", &a) == 1) x->cr_start = (long long)a;
+    } else if (!strcasecmp(line, "Retry-After")) {
+        char *end;
+        long s = strtol(v, &end, 10);
+        if (end != v && s >= 0) x->retry_after = s;
+    }
+    return n;
+}
+
+static size_t on_body(char *buf, size_t size, size_t nitems, void *user)
+{
+    xfer *x = user;
+    size_t n = size * nitems;
+    if (!x->decided) {
+        x->decided = 1;
+        long code = 0;
+        curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &code);
+        if (code >= 300) x->discard = 1;
+        else if (code == 206) {
+            if (x->resume_from == 0 || x->cr_start != (long long)x->resume_from) {
+                x->bad_range = 1;
+                return 0; /* aborts the transfer; the caller restarts from zero */
+            }
+        } else if (x->have > 0) {
+            /* The server sent the whole file (no range support, or If-Range saw a change):
+             * start the temp file over. */
+            if (fflush(x->f) != 0 || ftruncate(fileno(x->f), 0) != 0 || fseek(x->f, 0, SEEK_SET) != 0) {
+                x->io_error = errno ? errno : EIO;
+                return 0;
+            }
+            x->have = 0;
+        }
+    }
+    if (x->discard) return n;
+    if (fwrite(buf, 1, n, x->f) != n) {
+        x->io_error = errno ? errno : EIO;
+        return 0;
+    }
+    x->have += n;
+    return n;
+}
+
+static void print_progress(xfer *x, double now)
+{
+    char a[32], b[32], r[32];
+    double done = (double)x->have;
+    double rate = (done - (double)x->bytes_at_start) / (now - x->t_start > 1e-3 ? now - x->t_start : 1e-3);
+    qp_format_bytes(done, a, sizeof a);
+    qp_format_bytes(rate, r, sizeof r);
+    if (x->total > 0) {
+        qp_format_bytes(x->total, b, sizeof b);
+        fprintf(stderr, "\rqatplan: fetching %s  %s / %s  %3.0f%%  %s/s   ", x->label, a, b, 100.0 * done / x->total, r);
+    } else {
+        fprintf(stderr, "\rqatplan: fetching %s  %s  %s/s   ", x->label, a, r);
+    }
+    x->printed = 1;
+}
+
+static int on_progress(void *user, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    xfer *x = user;
+    double now = qp_now();
+    if (dlnow != x->last_now) {
+        x->last_now = dlnow;
+        x->t_activity = now;
+    } else if (now - x->t_activity > x->stall_s) {
+        x->stalled = 1;
+        return 1; /* CURLE_ABORTED_BY_CALLBACK */
+    }
+    if (dltotal > 0) x->total = (double)x->resume_from + (double)dltotal;
+    if (!x->progress || x->discard || (dlnow == 0 && dltotal == 0)) return 0;
+    if (now - x->t_last < 0.25) return 0;
+    x->t_last = now;
+    print_progress(x, now);
+    return 0;
+}
+
+static int transient_curl(CURLcode c)
+{
+    switch (c) {
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int transient_http(long code) { return code == 408 || code == 429 || (code >= 500 && code <= 599); }
+
+static void sleep_seconds(double s)
+{
+    if (s <= 0) return;
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int valid_hex64(const char *s)
+{
+    if (strlen(s) != 64) return 0;
+    for (int i = 0; i < 64; i++)
+        if (!isxdigit((unsigned char)s[i])) return 0;
+    return 1;
+}
+
+/* The URL's file name, without query or fragment, for the progress line. */
+static void url_label(const char *url, char *out, size_t n)
+{
+    size_t end = strcspn(url, "?#");
+    const char *s = url;
+    for (size_t i = 0; i < end; i++)
+        if (url[i] == '/') s = url + i + 1;
+    size_t len = (size_t)(url + end - s);
+    if (len == 0) s = url, len = end;
+    snprintf(out, n, "%.*s", (int)(len < n - 1 ? len : n - 1), s);
+}
+
+qp_status data_fetch(const char *url, const char *out_path, const data_fetch_options *opt, qp_error *err)
+{
+    data_fetch_options defaults;
+    if (!opt) {
+        data_fetch_options_init(&defaults);
+        opt = &defaults;
+    }
+    if (!qp_is_url(url))
+        return qp_fail(err, QP_ERR_INPUT, "'%s' is not an http:// or https:// URL", url);
+    if (opt->sha256 && !valid_hex64(opt->sha256))
+        return qp_fail(err, QP_ERR_INPUT, "--sha256 '%s' is not 64 hex digits: give the file's SHA-256 (sha256sum)",
+                       opt->sha256);
+    if (opt->retries < 0 || !(opt->stall_seconds > 0) || !(opt->connect_timeout_s > 0) || opt->low_speed_bytes < 1)
+        return qp_fail(err, QP_ERR_INPUT, "download options out of range: retries >= 0, timeouts > 0");
+
+    size_t n = strlen(out_path);
+    char *tmp = malloc(n + 16);
+    if (!tmp) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    snprintf(tmp, n + 16, "%s.tmpXXXXXX", out_path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        qp_status s = qp_fail(err, QP_ERR_IO, "%s: cannot create a temporary file beside it: %s", out_path,
+                              strerror(errno));
+        free(tmp);
+        return s;
+    }
+    FILE *f = fdopen(fd, "w+b");
+    if (!f) {
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return qp_fail(err, QP_ERR_IO, "%s: cannot open the temporary file: %s", out_path, strerror(errno));
+    }
+
+    qp_status st = QP_OK;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fclose(f);
+        unlink(tmp);
+        free(tmp);
+        return qp_fail(err, QP_ERR_NETWORK, "libcurl failed to initialise");
+    }
+    CURL *curl = curl_easy_init();
+    xfer x;
+    memset(&x, 0, sizeof x);
+    x.f = f;
+    x.curl = curl;
+    url_label(url, x.label, sizeof x.label);
+    x.progress = opt->progress < 0 ? isatty(STDERR_FILENO) : opt->progress;
+    char errbuf[CURL_ERROR_SIZE];
+    char useragent[96];
+    snprintf(useragent, sizeof useragent, "qatplan/%s", qp_version());
+    if (!curl) st = qp_fail(err, QP_ERR_NOMEM, "libcurl could not create a handle");
+
+    char last[512] = "";
+    int attempts = 0;
+    for (int attempt = 0; !st && attempt <= opt->retries; attempt++) {
+        attempts = attempt + 1;
+        if (attempt > 0) {
+            double d = opt->backoff_s;
+            for (int k = 1; k < attempt && d < opt->backoff_max_s; k++) d *= 2;
+            if (x.retry_after > 0 && (double)x.retry_after > d) d = (double)x.retry_after;
+            if (d > opt->backoff_max_s) d = opt->backoff_max_s;
+            if (x.printed) {
+                fputc('\n', stderr);
+                x.printed = 0;
+            }
+            if (x.progress) fprintf(stderr, "qatplan: %s; retrying in %.1f s\n", last, d);
+            sleep_seconds(d);
+        }
+        curl_easy_reset(curl);
+        errbuf[0] = 0;
+        x.decided = x.discard = x.bad_range = x.io_error = x.stalled = 0;
+        x.stall_s = opt->stall_seconds;
+        x.last_now = 0;
+        x.t_activity = qp_now();
+        x.cr_start = -1;
+        x.resume_from = x.have;
+        x.t_start = qp_now();
+        x.t_last = 0;
+        x.bytes_at_start = x.have;
+        /* Resume only the same version of the file: If-Range makes the server send the whole
+         * file (200) when its ETag/Last-Modified changed. */
+        char validator[300] = "";
+        if (x.have > 0) {
+            if (x.etag[0] && strncmp(x.etag, "W/", 2)) snprintf(validator, sizeof validator, "If-Range: %s", x.etag);
+            else if (x.last_modified[0])
+                snprintf(validator, sizeof validator, "If-Range: %s", x.last_modified);
+        }
+        char etag_prev[256], lm_prev[128];
+        memcpy(etag_prev, x.etag, sizeof etag_prev);
+        memcpy(lm_prev, x.last_modified, sizeof lm_prev);
+        struct curl_slist *hdrs = validator[0] ? curl_slist_append(NULL, validator) : NULL;
+        char range[48];
+        snprintf(range, sizeof range, "%llu-", (unsigned long long)x.have);
+        curl_easy_setopt(curl, CURLOPT_URL, url);
+        curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+        curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+        curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+        curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(curl, CURLOPT_USERAGENT, useragent);
+        curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+        curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, (long)(opt->connect_timeout_s * 1000));
+        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, opt->low_speed_bytes);
+        long stall = (long)(opt->stall_seconds + 0.5);
+        curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, stall < 1 ? 1L : stall);
+        curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(curl, CURLOPT_WRITEDATA, &x);
+        curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(curl, CURLOPT_HEADERDATA, &x);
+        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &x);
+        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+        if (x.have > 0) curl_easy_setopt(curl, CURLOPT_RANGE, range);
+        if (hdrs) curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+        CURLcode rc = curl_easy_perform(curl);
+        curl_slist_free_all(hdrs);
+        long code = 0;
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+        /* Keep the validator of the version we hold when this response did not send one. */
+        if (!x.etag[0]) memcpy(x.etag, etag_prev, sizeof x.etag);
+        if (!x.last_modified[0]) memcpy(x.last_modified, lm_prev, sizeof x.last_modified);
+
+        if (x.io_error) {
+            st = qp_fail(err, QP_ERR_IO, "%s: cannot write the download: %s", out_path, strerror(x.io_error));
+            break;
+        }
+        /* 416 to a resume: the server's file is not longer than our partial one (it changed
+         * or shrank), so start over like for a wrong range. */
+        if (code == 416 && x.resume_from > 0) x.bad_range = 1;
+        if (x.bad_range) {
+            /* A 206 we did not ask for, or for the wrong offset: drop the partial file. */
+            if (fflush(f) != 0 || ftruncate(fileno(f), 0) != 0 || fseek(f, 0, SEEK_SET) != 0) {
+                st = qp_fail(err, QP_ERR_IO, "%s: cannot reset the temporary file", out_path);
+                break;
+            }
+            x.have = 0;
+            snprintf(last, sizeof last, "%s: the server answered a range request with the wrong range", url);
+            continue;
+        }
+        if (code >= 400 || (rc == CURLE_OK && code >= 300)) {
+            if (transient_http(code)) {
+                snprintf(last, sizeof last, "%s: HTTP %ld from the server", url, code);
+                continue;
+            }
+            st = qp_fail(err, QP_ERR_NETWORK, "%s: HTTP %ld%s: check the URL", url, code,
+                         code == 404 ? " (not found)" : code == 403 ? " (forbidden)" : code == 401 ? " (unauthorized)" : "");
+            break;
+        }
+        if (rc == CURLE_OK) {
+            if (code != 200 && code != 206 && code != 0) {
+                st = qp_fail(err, QP_ERR_NETWORK, "%s: unexpected HTTP %ld: expected 200 with the file", url, code);
+                break;
+            }
+            last[0] = 0;
+            if (x.progress) {
+                if (x.total <= 0) x.total = (double)x.have;
+                print_progress(&x, qp_now());
+            }
+            break; /* complete */
+        }
+        if (transient_curl(rc) || (rc == CURLE_ABORTED_BY_CALLBACK && x.stalled)) {
+            if (x.stalled || (rc == CURLE_OPERATION_TIMEDOUT && code))
+                snprintf(last, sizeof last, "%s: stalled (no progress for %g s) after %llu bytes", url,
+                         opt->stall_seconds, (unsigned long long)x.have);
+            else
+                snprintf(last, sizeof last, "%s: %s", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+            continue;
+        }
+        st = qp_fail(err, QP_ERR_NETWORK, "%s: %s: check the URL", url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        break;
+    }
+    if (x.printed) fputc('\n', stderr);
+    if (!st && last[0])
+        st = qp_fail(err, QP_ERR_NETWORK, "%s (gave up after %d attempt%s): check the network or try later, or "
+                     "raise --retries/--timeout", last, attempts, attempts == 1 ? "" : "s");
+    curl_easy_cleanup(curl);
+    curl_global_cleanup();
+
+    if (!st && (fflush(f) != 0 || fsync(fileno(f)) != 0))
+        st = qp_fail(err, QP_ERR_IO, "%s: cannot flush the download: %s", out_path, strerror(errno));
+    if (!st) {
+        mode_t mask = umask(0);
+        umask(mask);
+        fchmod(fileno(f), 0666 & ~mask);
+    }
+    if (fclose(f) != 0 && !st) st = qp_fail(err, QP_ERR_IO, "%s: close failed: %s", out_path, strerror(errno));
+    if (!st && opt->sha256) {
+        char got[65];
+        st = data_sha256_file(tmp, got, err);
+        if (!st && strcasecmp(got, opt->sha256))
+            st = qp_fail(err, QP_ERR_CHECKSUM,
+                         "%s: SHA-256 mismatch: expected %s, got %s; the download is corrupt or the checksum is "
+                         "wrong (nothing was written to %s)",
+                         url, opt->sha256, got, out_path);
+    }
+    if (!st && rename(tmp, out_path) != 0)
+        st = qp_fail(err, QP_ERR_IO, "%s: cannot rename the download into place: %s", out_path, strerror(errno));
+    if (st) unlink(tmp);
+    free(tmp);
+    return st;
+}
+
+static qp_status mkdir_p(const char *dir, qp_error *err)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf)
+        return qp_fail(err, QP_ERR_INPUT, "cache directory path is too long");
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+                return qp_fail(err, QP_ERR_IO, "%s: cannot create the download cache directory: %s (set "
+                               "QATPLAN_CACHE to a writable directory)", buf, strerror(errno));
+            *p = c;
+            if (!c) break;
+        }
+    }
+    return QP_OK;
+}
+
+qp_status data_open_input(const char *path_or_url, const char *cache_dir, char **local_path, qp_error *err)
+{
+    *local_path = NULL;
+    if (!qp_is_url(path_or_url)) {
+        *local_path = strdup(path_or_url);
+        return *local_path ? QP_OK : qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    char dir[4096];
+    const char *env;
+    if (cache_dir) snprintf(dir, sizeof dir, "%s", cache_dir);
+    else if ((env = getenv("QATPLAN_CACHE")) && *env) snprintf(dir, sizeof dir, "%s", env);
+    else if ((env = getenv("XDG_CACHE_HOME")) && *env) snprintf(dir, sizeof dir, "%s/qatplan", env);
+    else if ((env = getenv("HOME")) && *env) snprintf(dir, sizeof dir, "%s/.cache/qatplan", env);
+    else snprintf(dir, sizeof dir, "/tmp/qatplan-cache");
+    qp_status st = mkdir_p(dir, err);
+    if (st) return st;
+    /* <first 12 hex of sha256(url)>-<the URL's file name>: distinct URLs never collide and
+     * the extension (.csv, .jsonl, .json) that readers look at survives. */
+    char h[65];
+    data_sha256_hex(path_or_url, strlen(path_or_url), h);
+    char name[128];
+    const char *p = strstr(path_or_url, "://") + 3;
+    const char *slash = strchr(p, '/');
+    const char *base = "download";
+    size_t blen = strlen(base);
+    if (slash) {
+        size_t end = strcspn(slash, "?#");
+        const char *last = slash;
+        for (const char *q = slash; q < slash + end; q++)
+            if (*q == '/') last = q;
+        if (slash + end > last + 1) {
+            base = last + 1;
+            blen = (size_t)(slash + end - base);
+        }
+    }
+    if (blen > 80) blen = 80;
+    size_t k = (size_t)snprintf(name, sizeof name, "%.12s-", h);
+    for (size_t i = 0; i < blen && k + 1 < sizeof name; i++) {
+        char c = base[i];
+        name[k++] = (isalnum((unsigned char)c) || c == '.' || c == '-' || c == '_') ? c : '_';
+    }
+    name[k] = 0;
+    size_t len = strlen(dir) + strlen(name) + 2;
+    char *local = malloc(len);
+    if (!local) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    snprintf(local, len, "%s/%s", dir, name);
+    data_fetch_options o;
+    data_fetch_options_init(&o);
+    st = data_fetch(path_or_url, local, &o, err);
+    if (st) {
+        free(local);
+        return st;
+    }
+    *local_path = local;
+    return QP_OK;
+}
