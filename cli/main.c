@@ -13,6 +13,8 @@ typedef struct {
 static const command commands[] = {
     {"plan", cmd_plan, "recommend the QAT fraction, bit width, token split and schedule"},
     {"law", cmd_law, "show the built-in law or a law file (qatplan law show [FILE])"},
+    {"sweep", cmd_sweep, "run a grid of trainings and refit the law (or emit a Slurm job array)"},
+    {"plot", cmd_plot, "render the law and runs with gnuplot (PNG or SVG)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
