@@ -45,6 +45,8 @@ static qp_status workdir_make(workdir *w, const char *runs_path, qp_error *err)
 {
     if (snprintf(w->dir, sizeof w->dir, "%s.sweep", runs_path) >= (int)sizeof w->dir)
         return qp_fail(err, QP_ERR_INPUT, "results path too long");
+    if (mkdir(w->dir, 0777) != 0 && errno == ENOENT)
+        return qp_fail(err, QP_ERR_IO, "%s: the results file's directory does not exist: create it first", runs_path);
     if (mkdir(w->dir, 0777) != 0 && errno != EEXIST)
         return qp_fail(err, QP_ERR_IO, "%s: cannot create the sweep's work directory: %s", w->dir, strerror(errno));
     return QP_OK;
@@ -162,6 +164,8 @@ typedef struct {
     workdir w;
     double t0;
     double done_cost, done_secs; /* cost units (N*D) and wall seconds of runs finished here */
+    double sc, ss, scc, scs;     /* sums for the time model secs = a + b*cost */
+    size_t n_timed;
     double todo_cost;            /* of runs not started yet */
     size_t finished_here;        /* runs that ended here (any outcome) */
     size_t to_run;               /* points pending when the sweep started */
@@ -182,13 +186,32 @@ static void fmt_secs(double s, char *buf, size_t n)
     else snprintf(buf, n, "%lds", t);
 }
 
+/* A run's wall time as a + b * N * D: a is the fixed part (start, evaluation), b the
+ * training. Least squares over the runs finished here; proportional (a = 0) until their
+ * costs differ enough to tell a from b. */
+static void time_model(const progress *pr, double *a, double *b)
+{
+    double n = (double)pr->n_timed;
+    double var = pr->scc - pr->sc * pr->sc / n, cov = pr->scs - pr->sc * pr->ss / n;
+    *a = 0;
+    *b = pr->done_secs / pr->done_cost;
+    if (n >= 3 && var > 1e-12 * pr->scc) {
+        double bb = cov / var, aa = (pr->ss - bb * pr->sc) / n;
+        if (bb > 0 && aa >= 0) *a = aa, *b = bb;
+        else if (bb > 0) *a = 0, *b = pr->scs / pr->scc; /* through the origin */
+    }
+}
+
 static double eta(const progress *pr, const job *jobs, int njobs)
 {
-    if (pr->done_cost <= 0) return NAN;
-    double rate = pr->done_secs / pr->done_cost; /* seconds per cost unit, one run at a time */
-    double left = pr->todo_cost * rate, now = qp_now();
+    if (pr->done_cost <= 0 || pr->n_timed == 0) return NAN;
+    double a, b;
+    time_model(pr, &a, &b);
+    size_t busy = pr->finished_here + (size_t)njobs; /* launched (not skipped) so far */
+    size_t pending = pr->to_run > busy ? pr->to_run - busy : 0;
+    double left = pr->todo_cost * b + a * (double)pending, now = qp_now();
     for (int i = 0; i < njobs; i++) {
-        double r = point_cost(&pr->g->points[jobs[i].point]) * rate - (now - jobs[i].t_start);
+        double r = a + point_cost(&pr->g->points[jobs[i].point]) * b - (now - jobs[i].t_start);
         if (r > 0) left += r;
     }
     int par = pr->o->jobs > 0 ? pr->o->jobs : 1;
@@ -543,8 +566,14 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
         rec = sweep_results_find(&r2, p->run_id);
         pr.finished_here++;
         if (rec) {
-            pr.done_cost += point_cost(p);
+            double cst = point_cost(p);
+            pr.done_cost += cst;
             pr.done_secs += secs;
+            pr.sc += cst;
+            pr.ss += secs;
+            pr.scc += cst * cst;
+            pr.scs += cst * secs;
+            pr.n_timed++;
             unlink(statep); /* recorded: the resumable state is of no further use */
             if (rec->status == DATA_RUN_DIVERGED) {
                 sum->diverged++;

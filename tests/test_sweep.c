@@ -359,6 +359,47 @@ static void test_concurrent_sweeps(void)
     sweep_grid_free(&g);
 }
 
+/* The library directly, with a terminal-style log: a redrawn progress bar with an ETA. */
+static void test_progress_bar(void)
+{
+    fakes_install();
+    char grid[4096], runs[4096];
+    snprintf(grid, sizeof grid, "%s", tu_path("grid-p.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("runs-p.jsonl"));
+    tu_write(grid, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                   "\"tokens\":[1000,2000,3000,4000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}");
+    sweep_grid g;
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&text, &len);
+    sweep_options o;
+    sweep_options_init(&o);
+    o.runs_path = runs;
+    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
+    o.fit = 0;
+    o.log = log;
+    o.tty = 1;
+    sweep_summary sum;
+    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_OK);
+    fclose(log);
+    CU_ASSERT_EQUAL(sum.ok, 4);
+    CU_ASSERT_EQUAL(sum.ran, 4);
+    CU_ASSERT_EQUAL(sum.failed, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "\r\033[Ksweep [###"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "4/4 runs"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "ETA "));
+    CU_ASSERT_PTR_NULL(strstr(text, "[1/4, ETA")); /* the plain-line suffix is for non-terminals */
+    free(text);
+    /* --only-index outside the grid */
+    o.only_index = 4;
+    o.log = NULL;
+    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "0..3"));
+    sweep_grid_free(&g);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_grid_expand);
@@ -367,6 +408,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_sweep_run_faults_and_rerun);
     TU_ADD(s, test_sweep_killed_resumes);
     TU_ADD(s, test_concurrent_sweeps);
+    TU_ADD(s, test_progress_bar);
 }
 
 int main(void) { return tu_main("sweep", add); }
