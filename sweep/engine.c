@@ -637,6 +637,15 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
                        (int)g_stop, sum->ok + sum->diverged);
     }
     if (st) return st;
+    struct stat law_sb, runs_sb;
+    if (do_fit && sum->ran == 0 && stat(o->law_out, &law_sb) == 0 && stat(o->runs_path, &runs_sb) == 0 &&
+        (law_sb.st_mtim.tv_sec > runs_sb.st_mtim.tv_sec ||
+         (law_sb.st_mtim.tv_sec == runs_sb.st_mtim.tv_sec && law_sb.st_mtim.tv_nsec >= runs_sb.st_mtim.tv_nsec)) &&
+        (!o->report_path || access(o->report_path, F_OK) == 0)) {
+        /* nothing ran and the law is newer than every record: refitting would change nothing */
+        if (o->log) fprintf(o->log, "sweep: %s is newer than %s: not refitted (--refit-only forces it)\n", o->law_out, o->runs_path);
+        do_fit = 0;
+    }
     if (do_fit) {
         size_t n_used = 0;
         qp_error fe = {0};
