@@ -112,10 +112,10 @@ void plan_plot_opts_init(plan_plot_opts *o);
 /* (a) Loss against QAT fraction per bit width for one (N, D_total) group: observed runs
  * (points; classic, fused, fp-only and qat-only marked apart; full-precision runs as a
  * line) and the qat law's curve with its optimum. n_params/d_total NAN: the group with the
- * most quantized runs. qat may be NULL (points only) and runs may be NULL (law only; then
- * n_params and d_total are needed). bits/n_bits: widths to draw (n_bits 0: those of the
- * group's runs, or 1, 2, 4, 6 with a law alone). Runs match the group within 2% in N and
- * 5% in D_total (trainers round tokens to whole steps). */
+ * most quantized runs (ties: the largest N * D_total). qat may be NULL (points only) and
+ * runs may be NULL (law only; then n_params and d_total are needed). bits/n_bits: widths to
+ * draw (n_bits 0: those of the group's runs, or 1, 2, 4, 6 with a law alone). Runs match
+ * the group within 2% in N and 5% in D_total (trainers round tokens to whole steps). */
 qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs, double n_params,
                                   double d_total, const int *bits, int n_bits,
                                   const plan_plot_opts *o, qp_error *err);

@@ -442,7 +442,8 @@ qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs
             size_t cnt = 0;
             for (size_t j = 0; j < runs->n; j++)
                 if (usable(&runs->runs[j]) && runs->runs[j].bits < 16 && in_group(&runs->runs[j], r->n_params, data_run_tokens(r))) cnt++;
-            if (cnt > best) {
+            /* ties: the largest N * D, where training says most */
+            if (cnt > best || (cnt == best && r->n_params * data_run_tokens(r) > a.n * a.d * 1.0001)) {
                 best = cnt;
                 a.n = r->n_params;
                 a.d = data_run_tokens(r);
