@@ -499,7 +499,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
     }
     fprintf(g, "set logscale x\nset format x \"10^{%%L}\"\n");
     fprintf(g, "set xlabel \"S_{total} = D_{total} / (N B / 8)   (tokens per parameter byte)\"\n");
-    fprintf(g, "set ylabel \"optimal QAT fraction\"\nset yrange [0:1]\nset xrange [%g:%g]\n", s_lo, s_hi);
+    fprintf(g, "set ylabel \"optimal QAT fraction\"\nset yrange [-0.02:1.02]\nset xrange [%g:%g]\n", s_lo, s_hi);
     /* closed forms */
     double as[2] = {FIT_FRACTION_A_PAPER, a->fraction ? a->fraction->coef[0] : NAN};
     for (int k = 0; k < 2; k++) {
