@@ -9,6 +9,8 @@ int cmd_plan(int argc, char **argv);
 int cmd_law(int argc, char **argv);
 int cmd_data(int argc, char **argv);
 int cmd_fetch(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 /* Print "qatplan: <message>" for a failed status and return its exit code. */
 int cli_report(qp_status st, const qp_error *err);

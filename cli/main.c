@@ -15,6 +15,8 @@ static const command commands[] = {
     {"law", cmd_law, "show the built-in law or a law file (qatplan law show [FILE])"},
     {"data", cmd_data, "make token files from text (data prepare), show one (data info)"},
     {"fetch", cmd_fetch, "download a URL with resume, retries and a checksum check"},
+    {"sweep", cmd_sweep, "run a grid of trainings and refit the law (or emit a Slurm job array)"},
+    {"plot", cmd_plot, "render the law and runs with gnuplot (PNG or SVG)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -1,0 +1,240 @@
+/* qatplan sweep: run a grid of trainings, refit the law as results come in, or write a Slurm
+ * job array for it. */
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "sweep.h"
+
+static void sweep_help(FILE *f)
+{
+    fprintf(f,
+            "usage: qatplan sweep GRID.json -o RUNS.jsonl [options]\n\n"
+            "Runs every grid point (model shape x token budget x bits x QAT fraction x schedule x seed) whose\n"
+            "record is not yet in RUNS.jsonl, each as a 'qatplan train' subprocess, and refits the law.\n"
+            "Rerunning skips recorded runs; a killed sweep loses at most the runs in flight, which resume\n"
+            "from their saved state. Grid format and design: docs/sweep.md.\n\n"
+            "  -o, --output FILE       results file (JSONL run records); required\n"
+            "  --jobs N                trainers at once (default 1)\n"
+            "  --threads N             threads per trainer (default: the grid's train.threads, else cores/jobs)\n"
+            "  --refit-every K         refit after every K finished runs (default 0: only at the end)\n"
+            "  --law-out FILE          law file the refit writes (default: RUNS without .jsonl + .law.json)\n"
+            "  --report FILE           sweep report: fit quality, predicted vs observed per run\n"
+            "                          (default: RUNS without .jsonl + .report.txt)\n"
+            "  --fit-form F            qat, chinchilla or fraction (default qat; chinchilla for FP-only grids)\n"
+            "  --no-fit                do not refit\n"
+            "  --run-timeout SECONDS   stop a run that takes longer (it counts as failed; default: none)\n"
+            "  --no-state              do not keep resumable trainer state for interrupted runs\n"
+            "  --dry-run               list the runs, which are recorded, and the trainer commands; run nothing\n"
+            "  --only-index I          run grid point I only (0-based; what a Slurm array task does)\n"
+            "  --refit-only            only refit from RUNS and write the law and the report\n"
+            "  --emit slurm            write a Slurm job-array submission script instead of running\n"
+            "  --script FILE           where --emit writes the script (default: stdout)\n"
+            "  --slurm-cpus N          CPUs per array task (default 2; the trainer's --threads)\n"
+            "  --slurm-time T          time limit per array task, [D-]HH:MM:SS (default 04:00:00)\n"
+            "  --slurm-partition P     partition (default: the cluster's)\n"
+            "  --slurm-max-parallel M  at most M tasks at once (array throttle %%M; default none)\n"
+            "  --train-cmd CMD         trainer command prefix, run by /bin/sh (default: this qatplan's\n"
+            "                          'train'; env QP_SWEEP_TRAIN_CMD)\n"
+            "  --fit-cmd CMD           fitter command prefix (default: this qatplan's 'fit'; env QP_SWEEP_FIT_CMD)\n"
+            "  -q, --quiet             no progress output\n"
+            "  -h, --help              this help\n\n"
+            "exit status: 0 every run recorded (ok or diverged); 1 some run failed (no record) or the sweep\n"
+            "was interrupted; 2 bad usage or grid.\n");
+}
+
+/* RUNS.jsonl -> RUNS + suffix */
+static char *derived(const char *runs, const char *suffix)
+{
+    size_t n = strlen(runs);
+    if (n > 6 && !strcmp(runs + n - 6, ".jsonl")) n -= 6;
+    char *s = malloc(n + strlen(suffix) + 1);
+    if (!s) return NULL;
+    memcpy(s, runs, n);
+    strcpy(s + n, suffix);
+    return s;
+}
+
+static int dry_run(const sweep_grid *g, const sweep_options *o, qp_error *err)
+{
+    sweep_results res;
+    qp_status st = sweep_results_read(o->runs_path, &res, err);
+    if (st) return cli_report(st, err);
+    size_t done = 0, pending = 0;
+    double tok = 0, flops = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        const sweep_point *p = &g->points[i];
+        if (o->only_index >= 0 && (long)i != o->only_index) continue;
+        const data_run *r = sweep_results_find(&res, p->run_id);
+        printf("[%zu] %-56s N=%-9.4g D=%-9.4g %s\n", i, p->run_id, p->n_params, p->tokens,
+               r ? (r->status == DATA_RUN_DIVERGED ? "recorded (diverged)" : "recorded") : "to run");
+        if (r) {
+            done++;
+            continue;
+        }
+        pending++;
+        tok += p->tokens;
+        flops += 6 * p->n_params * p->tokens;
+        char **args;
+        if ((st = sweep_point_args(g, p, o->runs_path, NULL, 0, o->threads > 0 ? o->threads : 1, &args, err))) break;
+        printf("      %s", o->train_cmd ? o->train_cmd : "qatplan train");
+        for (char **a = args; *a; a++) printf(" %s", *a);
+        printf("\n");
+        sweep_argv_free(args);
+    }
+    if (res.n_bad_lines) printf("warning: %zu unreadable line(s) in %s ignored; first: %s\n", res.n_bad_lines, o->runs_path, res.first_bad_msg);
+    sweep_results_free(&res);
+    if (st) return cli_report(st, err);
+    printf("%zu runs: %zu recorded, %zu to run (%.4g training tokens, %.4g FLOPs at 6*N*D)\n", done + pending, done, pending,
+           tok, flops);
+    return 0;
+}
+
+int cmd_sweep(int argc, char **argv)
+{
+    enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_NOSTATE, O_DRY, O_ONLY,
+           O_REFIT_ONLY, O_EMIT, O_SCRIPT, O_SCPUS, O_STIME, O_SPART, O_SMAX, O_TRAIN, O_FIT };
+    static const struct option opts[] = {
+        {"output", required_argument, 0, 'o'},  {"jobs", required_argument, 0, O_JOBS},
+        {"threads", required_argument, 0, O_THREADS}, {"refit-every", required_argument, 0, O_REFIT},
+        {"law-out", required_argument, 0, O_LAW}, {"report", required_argument, 0, O_REPORT},
+        {"fit-form", required_argument, 0, O_FORM}, {"no-fit", no_argument, 0, O_NOFIT},
+        {"run-timeout", required_argument, 0, O_TIMEOUT}, {"no-state", no_argument, 0, O_NOSTATE},
+        {"dry-run", no_argument, 0, O_DRY},     {"only-index", required_argument, 0, O_ONLY},
+        {"refit-only", no_argument, 0, O_REFIT_ONLY}, {"emit", required_argument, 0, O_EMIT},
+        {"script", required_argument, 0, O_SCRIPT}, {"slurm-cpus", required_argument, 0, O_SCPUS},
+        {"slurm-time", required_argument, 0, O_STIME}, {"slurm-partition", required_argument, 0, O_SPART},
+        {"slurm-max-parallel", required_argument, 0, O_SMAX}, {"train-cmd", required_argument, 0, O_TRAIN},
+        {"fit-cmd", required_argument, 0, O_FIT}, {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
+    };
+    sweep_options o;
+    sweep_options_init(&o);
+    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
+    o.fit_cmd = getenv("QP_SWEEP_FIT_CMD");
+    if (o.train_cmd && !o.train_cmd[0]) o.train_cmd = NULL;
+    if (o.fit_cmd && !o.fit_cmd[0]) o.fit_cmd = NULL;
+    qp_error err = {0};
+    qp_status st = QP_OK;
+    int dry = 0, refit_only = 0, quiet = 0, form_given = 0;
+    long v;
+    const char *emit = NULL, *script = NULL, *law = NULL, *report = NULL;
+    sweep_slurm_options so = {0};
+    so.cpus_per_task = 2;
+    optind = 1;
+    opterr = 0;
+    int c;
+    while (!st && (c = getopt_long(argc, argv, ":o:qh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': o.runs_path = optarg; break;
+        case O_JOBS: st = qp_parse_long(optarg, "--jobs", 1, 1024, &v, &err); o.jobs = (int)v; break;
+        case O_THREADS: st = qp_parse_long(optarg, "--threads", 1, 1024, &v, &err); o.threads = (int)v; break;
+        case O_REFIT: st = qp_parse_long(optarg, "--refit-every", 0, LONG_MAX, &v, &err); o.refit_every = (int)(v > 1 << 30 ? 1 << 30 : v); break;
+        case O_LAW: law = optarg; break;
+        case O_REPORT: report = optarg; break;
+        case O_FORM: st = data_law_form_parse(optarg, &o.fit_form, &err); form_given = 1; break;
+        case O_NOFIT: o.fit = 0; break;
+        case O_TIMEOUT: st = qp_parse_real(optarg, "--run-timeout (seconds)", 1e-3, 1e9, &o.run_timeout, &err); break;
+        case O_NOSTATE: o.use_state = 0; break;
+        case O_DRY: dry = 1; break;
+        case O_ONLY: st = qp_parse_long(optarg, "--only-index", 0, 1L << 30, &o.only_index, &err); break;
+        case O_REFIT_ONLY: refit_only = 1; break;
+        case O_EMIT:
+            emit = optarg;
+            if (strcmp(emit, "slurm")) st = qp_fail(&err, QP_ERR_USAGE, "--emit %s: only 'slurm' is supported", emit);
+            break;
+        case O_SCRIPT: script = optarg; break;
+        case O_SCPUS: st = qp_parse_long(optarg, "--slurm-cpus", 1, 1024, &v, &err); so.cpus_per_task = (int)v; break;
+        case O_STIME: so.time_limit = optarg; break;
+        case O_SPART: so.partition = optarg; break;
+        case O_SMAX: st = qp_parse_long(optarg, "--slurm-max-parallel", 1, 1 << 20, &v, &err); so.max_parallel = (int)v; break;
+        case O_TRAIN: o.train_cmd = optarg[0] ? optarg : NULL; break;
+        case O_FIT: o.fit_cmd = optarg[0] ? optarg : NULL; break;
+        case 'q': quiet = 1; break;
+        case 'h': sweep_help(stdout); return 0;
+        case ':': st = qp_fail(&err, QP_ERR_USAGE, "option '%s' needs a value: see 'qatplan sweep --help'", argv[optind - 1]); break;
+        default: st = qp_fail(&err, QP_ERR_USAGE, "unknown option '%s': see 'qatplan sweep --help'", argv[optind - 1]); break;
+        }
+    }
+    if (st) return cli_report(st, &err);
+    if (optind >= argc) return cli_report(qp_fail(&err, QP_ERR_USAGE, "no grid: give GRID.json (format in docs/sweep.md)"), &err);
+    if (optind + 1 < argc)
+        return cli_report(qp_fail(&err, QP_ERR_USAGE, "unexpected argument '%s': give one grid file", argv[optind + 1]), &err);
+    const char *grid_path = argv[optind];
+    if (!o.runs_path) return cli_report(qp_fail(&err, QP_ERR_USAGE, "no results file: give -o RUNS.jsonl"), &err);
+    if (refit_only + dry + (emit != NULL) + 0 > 1)
+        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--dry-run, --refit-only and --emit exclude each other"), &err);
+    if (refit_only && o.only_index >= 0)
+        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--refit-only and --only-index exclude each other"), &err);
+
+    sweep_grid g;
+    if ((st = sweep_grid_read(grid_path, &g, &err))) return cli_report(st, &err);
+    if (!form_given && !g.has_quantized) o.fit_form = DATA_LAW_CHINCHILLA;
+    char *law_d = law ? NULL : derived(o.runs_path, ".law.json");
+    char *rep_d = report ? NULL : derived(o.runs_path, ".report.txt");
+    o.law_out = law ? law : law_d;
+    o.report_path = report ? report : rep_d;
+    o.log = quiet ? NULL : stderr;
+    o.tty = !quiet && isatty(2);
+    int rc = 0;
+    if (!o.law_out || !o.report_path) {
+        rc = cli_report(qp_fail(&err, QP_ERR_NOMEM, "out of memory"), &err);
+    } else if (dry) {
+        rc = dry_run(&g, &o, &err);
+    } else if (emit) {
+        char exe[PATH_MAX], cwd[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+        if (n <= 0 || !getcwd(cwd, sizeof cwd)) {
+            rc = cli_report(qp_fail(&err, QP_ERR_IO, "cannot find this program's path or the current directory"), &err);
+        } else {
+            exe[n] = 0;
+            so.qatplan = exe;
+            so.workdir = cwd;
+            so.grid_path = grid_path;
+            so.runs_path = o.runs_path;
+            so.law_out = o.law_out;
+            so.report_path = o.report_path;
+            so.fit_form = o.fit_form;
+            char *text = NULL;
+            st = sweep_emit_slurm(&g, &so, &text, &err);
+            if (!st && script) st = qp_write_file_atomic(script, text, strlen(text), &err);
+            else if (!st) fputs(text, stdout);
+            if (!st && script && !quiet)
+                fprintf(stderr, "qatplan: wrote %s (%zu array tasks); submit with: bash %s\n", script, g.n, script);
+            free(text);
+            rc = cli_report(st, &err);
+        }
+    } else if (refit_only) {
+        sweep_summary sum = {0};
+        st = sweep_refit(&g, &o, &sum, &err);
+        if (!st && !quiet) fprintf(stderr, "qatplan: wrote %s and %s\n", o.law_out, o.report_path);
+        rc = cli_report(st, &err);
+    } else {
+        sweep_summary sum;
+        st = sweep_run(&g, &o, &sum, &err);
+        if (!quiet && (!st || st == QP_ERR_INTERRUPTED)) {
+            fprintf(stderr, "sweep: %zu runs: %zu recorded before, %zu ok, %zu diverged, %zu failed", sum.total,
+                    sum.done_before, sum.ok, sum.diverged, sum.failed);
+            if (sum.busy) fprintf(stderr, ", %zu run by another process", sum.busy);
+            fprintf(stderr, "\n");
+            if (o.fit && o.only_index < 0 && !st) {
+                if (sum.fit_msg[0]) fprintf(stderr, "sweep: law not refitted: %s\n", sum.fit_msg);
+                else fprintf(stderr, "sweep: law %s, report %s\n", o.law_out, o.report_path);
+            }
+        }
+        rc = cli_report(st, &err);
+        if (!rc && sum.failed) {
+            fprintf(stderr, "qatplan: %zu run(s) failed without a record (logs in %s.sweep/); rerun the same command to retry them\n",
+                    sum.failed, o.runs_path);
+            rc = 1;
+        }
+    }
+    free(law_d);
+    free(rep_d);
+    sweep_grid_free(&g);
+    return rc;
+}

@@ -1,0 +1,96 @@
+/* Slurm: a bash script that submits the grid as a job array (task i = grid point i, which
+ * appends its record to the shared results file under flock) and the refit as a job that
+ * depends on the whole array (afterany: it runs whatever the tasks' outcome). */
+#include "sweep.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Single-quote s for the shell. */
+static void sq(FILE *f, const char *s)
+{
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'') fputs("'\\''", f);
+        else fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+qp_status sweep_emit_slurm(const sweep_grid *g, const sweep_slurm_options *so, char **script, qp_error *err)
+{
+    if (g->n == 0) return qp_fail(err, QP_ERR_INPUT, "the grid has no runs");
+    if (!so->qatplan || so->qatplan[0] != '/' || !so->workdir || so->workdir[0] != '/')
+        return qp_fail(err, QP_ERR_INPUT, "the Slurm script needs absolute paths for qatplan and the work directory");
+    const char *paths[] = {so->qatplan, so->workdir, so->grid_path, so->runs_path, so->law_out, so->report_path};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (!paths[i] || strpbrk(paths[i], "\"$`\\\n"))
+            return qp_fail(err, QP_ERR_INPUT, "path '%s' holds a character the job scripts cannot carry (\", $, `, \\, newline): rename it",
+                           paths[i] ? paths[i] : "(none)");
+    for (const char *s = so->time_limit; s && *s; s++)
+        if (!strchr("0123456789:-", *s))
+            return qp_fail(err, QP_ERR_INPUT, "--slurm-time '%s': use Slurm's [D-]HH:MM:SS", so->time_limit);
+    if (so->partition)
+        for (const char *s = so->partition; *s; s++)
+            if (!(isalnum((unsigned char)*s) || *s == '_' || *s == '-' || *s == ','))
+                return qp_fail(err, QP_ERR_INPUT, "--slurm-partition '%s': letters, digits, '_', '-' and ',' only", so->partition);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    int cpus = so->cpus_per_task > 0 ? so->cpus_per_task : 2;
+    const char *tl = so->time_limit && so->time_limit[0] ? so->time_limit : "04:00:00";
+    fprintf(f, "#!/bin/bash\n");
+    fprintf(f, "# Slurm submission of a qatplan sweep, written by qatplan %s.\n", qp_version());
+    fprintf(f, "# Grid %s: %zu runs, one job-array task each (task i runs grid point i).\n", so->grid_path, g->n);
+    fprintf(f, "# Every task appends its run record to the shared results file with a single write under\n"
+               "# flock(2); a task whose record is already there does nothing, so resubmitting this\n"
+               "# script only runs what is missing. The refit job waits for the whole array\n"
+               "# (--dependency=afterany) and writes the law and the report.\n");
+    fprintf(f, "# Submit with: bash THIS_FILE   (docs/sweep.md, \"Slurm\")\n");
+    fprintf(f, "set -euo pipefail\n\n");
+    fprintf(f, "QATPLAN=");
+    sq(f, so->qatplan);
+    fprintf(f, "\nWORKDIR=");
+    sq(f, so->workdir);
+    fprintf(f, "\nGRID=");
+    sq(f, so->grid_path);
+    fprintf(f, "\nRUNS=");
+    sq(f, so->runs_path);
+    fprintf(f, "\nLAW=");
+    sq(f, so->law_out);
+    fprintf(f, "\nREPORT=");
+    sq(f, so->report_path);
+    fprintf(f, "\nLOGS=\"$RUNS.sweep/slurm\"\n\n");
+    fprintf(f, "cd \"$WORKDIR\"\nmkdir -p \"$LOGS\"\n\n");
+    fprintf(f, "# The job scripts are given on stdin; variables are expanded now, at submission.\n");
+    fprintf(f, "array_job=$(sbatch --parsable --job-name=qatplan-sweep --array=0-%zu", g->n - 1);
+    if (so->max_parallel > 0) fprintf(f, "%%%d", so->max_parallel);
+    fprintf(f, " \\\n    --cpus-per-task=%d --time=%s", cpus, tl);
+    if (so->partition) fprintf(f, " --partition=%s", so->partition);
+    fprintf(f, " \\\n    --output=\"$LOGS/%%A_%%a.out\" <<EOF\n");
+    fprintf(f, "#!/bin/bash\n");
+    fprintf(f, "cd \"$WORKDIR\"\n");
+    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --only-index \"\\$SLURM_ARRAY_TASK_ID\" "
+               "--threads \"\\${SLURM_CPUS_PER_TASK:-%d}\"\n",
+            cpus);
+    fprintf(f, "EOF\n)\n");
+    fprintf(f, "array_job=${array_job%%%%;*}  # --parsable prints JOBID[;CLUSTER]\n\n");
+    fprintf(f, "refit_job=$(sbatch --parsable --job-name=qatplan-refit --dependency=afterany:$array_job \\\n"
+               "    --cpus-per-task=%d --time=01:00:00", cpus);
+    if (so->partition) fprintf(f, " --partition=%s", so->partition);
+    fprintf(f, " --output=\"$LOGS/refit_%%j.out\" <<EOF\n");
+    fprintf(f, "#!/bin/bash\n");
+    fprintf(f, "cd \"$WORKDIR\"\n");
+    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --refit-only --law-out \"$LAW\" --report \"$REPORT\" "
+               "--fit-form %s\n",
+            data_law_form_name(so->fit_form));
+    fprintf(f, "EOF\n)\n");
+    fprintf(f, "refit_job=${refit_job%%%%;*}\n\n");
+    fprintf(f, "echo \"qatplan sweep: submitted job array $array_job (%zu tasks) and refit job $refit_job\"\n", g->n);
+    fprintf(f, "echo \"results: $RUNS  law: $LAW  report: $REPORT  logs: $LOGS\"\n");
+    fclose(f);
+    *script = text;
+    return QP_OK;
+}

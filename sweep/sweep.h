@@ -1,0 +1,143 @@
+/* sweep.h: run a grid of training runs (model shapes x token budgets x bit widths x QAT
+ * fractions x schedules x seeds) as subprocesses of `qatplan train`, skip the ones whose
+ * record is already in the results file, refit the law as results come in, and write Slurm
+ * job-array scripts for clusters. Public symbols are prefixed sweep_. Design: docs/sweep.md. */
+#ifndef SWEEP_H
+#define SWEEP_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "data.h"
+#include "qp.h"
+
+#define SWEEP_GRID_SCHEMA "qatplan-grid-v1"
+#define SWEEP_MAX_ARGS 64
+
+/* ---- the grid ------------------------------------------------------------ */
+
+/* One training run of the grid. */
+typedef struct {
+    int index;              /* position in the expanded grid, 0-based (Slurm's task id) */
+    char run_id[96];        /* deterministic: readable settings + a hash of all of them */
+    data_model_shape shape; /* n_kv_head, d_ff, vocab filled with the trainer's defaults */
+    double n_params;        /* N: all parameters incl. the tied embedding, as the trainer counts */
+    double tokens;          /* D_total requested, tokens (whole number) */
+    int bits;               /* 1..8 QAT; 16/32 full precision */
+    double fraction;        /* QAT fraction f in [0, 1]; 0 for full precision */
+    data_schedule schedule; /* effective: classic|fused, fp-only (f = 0 or bits >= 16), qat-only (f = 1) */
+    uint64_t seed;
+} sweep_point;
+
+typedef struct {
+    char data[1024];   /* trainer --data PREFIX (as written in the grid: relative to the cwd) */
+    int batch;         /* sequences per step; 0 = trainer default */
+    double lr;         /* peak learning rate; NAN = trainer default */
+    int threads;       /* threads per trainer; 0 = cores / jobs */
+    char *args[SWEEP_MAX_ARGS]; /* further trainer options, verbatim */
+    int n_args;
+    int has_quantized; /* some point has bits < 16 */
+    sweep_point *points;
+    size_t n;
+} sweep_grid;
+
+/* Grid file (JSON, schema qatplan-grid-v1; docs/sweep.md). Duplicate points (e.g. f = 0 under
+ * two schedules, which is the same fp-only run) are kept once. */
+qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp_error *err);
+qp_status sweep_grid_read(const char *path, sweep_grid *g, qp_error *err);
+void sweep_grid_free(sweep_grid *g); /* safe on NULL */
+
+/* All parameters of a shape (tied embedding counted once), the trainer's count. Fills the
+ * defaults n_kv_head = n_head, d_ff = multiple of 8 near 8/3 d_model, vocab = 256. */
+double sweep_shape_params(data_model_shape *s);
+
+/* The trainer options for one point (after the command prefix), NULL-terminated, malloc'ed
+ * strings in a malloc'ed array; free with sweep_argv_free. */
+qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char *runs_path,
+                           const char *state_path, int resume, int threads, char ***out,
+                           qp_error *err);
+void sweep_argv_free(char **argv);
+
+/* ---- the results file ---------------------------------------------------- */
+
+typedef struct {
+    data_run_list runs;   /* every parseable record, in file order */
+    size_t n_bad_lines;   /* torn or malformed lines, ignored */
+    long first_bad_line;  /* line number of the first one (0 = none) */
+    char first_bad_msg[512];
+} sweep_results;
+
+/* Read a results file line by line, tolerating torn and malformed lines (counted). A missing
+ * file is an empty result. */
+qp_status sweep_results_read(const char *path, sweep_results *out, qp_error *err);
+void sweep_results_free(sweep_results *r); /* safe on NULL */
+/* The record of run_id that counts (the last with status ok or diverged), or NULL. */
+const data_run *sweep_results_find(const sweep_results *r, const char *run_id);
+
+/* ---- running ------------------------------------------------------------- */
+
+typedef struct {
+    const char *runs_path;   /* results file (JSONL); records are appended by the trainers */
+    int jobs;                /* trainers at once (default 1) */
+    int threads;             /* threads per trainer; 0 = grid's, else cores / jobs */
+    int refit_every;         /* refit after every K finished runs; 0 = only at the end */
+    int fit;                 /* 0 = never refit */
+    const char *law_out;     /* law file the refit writes */
+    const char *report_path; /* sweep report (text) */
+    data_law_form fit_form;
+    const char *train_cmd;   /* command prefix for the trainer, run by /bin/sh; NULL = self train */
+    const char *fit_cmd;     /* command prefix for the fitter; NULL = self fit */
+    const char *self_exe;    /* the qatplan binary (default /proc/self/exe) */
+    double run_timeout;      /* seconds; a run still going is stopped and counts failed; 0 = none */
+    long only_index;         /* run only this grid point (Slurm task); -1 = all */
+    int use_state;           /* pass --state/--resume so an interrupted run continues (default 1) */
+    FILE *log;               /* progress and per-run lines; NULL = quiet */
+    int tty;                 /* log is a terminal: progress bar instead of plain lines */
+} sweep_options;
+
+void sweep_options_init(sweep_options *o);
+
+typedef struct {
+    size_t total;          /* grid points considered (1 with only_index) */
+    size_t done_before;    /* already recorded when the sweep started */
+    size_t ran;            /* trainers started */
+    size_t ok, diverged, failed;
+    size_t busy;           /* skipped: another process holds the run's lock */
+    size_t bad_lines;      /* torn/malformed lines in the results file */
+    int fits_ok, fits_failed;
+    char fit_msg[512];     /* why the last fit did not produce a law ("" if it did) */
+    int interrupted;       /* stopped by SIGINT/SIGTERM */
+} sweep_summary;
+
+/* Run the missing points. Returns QP_OK even when some runs failed (see the summary);
+ * QP_ERR_INTERRUPTED when stopped by a signal. */
+qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *sum, qp_error *err);
+
+/* Refit once now (blocking) and write the report. QP_ERR_UNIDENTIFIED with a message when
+ * the fitter could not produce a law from the records (e.g. too few runs yet). */
+qp_status sweep_refit(const sweep_grid *g, const sweep_options *o, sweep_summary *sum, qp_error *err);
+
+/* The report: sweep progress, the law's fit quality, predicted against observed per run.
+ * `law` may be NULL (no law yet). Written atomically. */
+qp_status sweep_write_report(const char *path, const sweep_grid *g, const sweep_results *res,
+                             const data_law *law, const char *fit_msg, qp_error *err);
+
+/* ---- Slurm --------------------------------------------------------------- */
+
+typedef struct {
+    const char *qatplan;    /* absolute path of the qatplan binary */
+    const char *workdir;    /* directory the jobs cd into (absolute) */
+    const char *grid_path, *runs_path, *law_out, *report_path;
+    int cpus_per_task;      /* default 2 */
+    const char *time_limit; /* per array task, default "04:00:00" */
+    const char *partition;  /* NULL = cluster default */
+    int max_parallel;       /* array throttle %M; 0 = none */
+    data_law_form fit_form;
+} sweep_slurm_options;
+
+/* A bash script that submits the job array (task i = grid point i) and the dependent refit
+ * job. malloc'ed text. */
+qp_status sweep_emit_slurm(const sweep_grid *g, const sweep_slurm_options *so, char **script,
+                           qp_error *err);
+
+#endif

@@ -1,0 +1,417 @@
+/* The sweep: grid expansion and run ids, running with a fake trainer (crash, hang, diverge,
+ * torn lines, rerun skips, kill and resume), refits with a fake fitter, the report. */
+#include <fcntl.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sweep.h"
+#include "sweep_fakes.h"
+#include "testutil.h"
+
+/* 2 shapes x 2 budgets x bits {2, 4} x f {0, 0.25, 1} x {classic, fused} + FP runs:
+ * per shape and budget: f=0 -> 2 runs (one per bits), f=1 -> 2, f=0.25 -> 4, FP -> 1: 9. */
+static const char *grid_json =
+    "{\"schema\": \"qatplan-grid-v1\", \"data\": \"corpus/x\",\n"
+    " \"shapes\": [{\"layers\": 1, \"width\": 16, \"heads\": 2, \"context\": 32},\n"
+    "            {\"layers\": 2, \"width\": 32, \"heads\": 2, \"context\": 32, \"tokens\": [\"50K\", \"200K\"]}],\n"
+    " \"tokens_per_param\": [10, 40],\n"
+    " \"bits\": [2, 4, 16], \"fractions\": [0, 0.25, 1], \"schedules\": [\"classic\", \"fused\"],\n"
+    " \"train\": {\"batch\": 4, \"lr\": 0.003, \"args\": [\"--eval-tokens\", \"4096\"]}}\n";
+
+static char *slurp(const char *path)
+{
+    char *t = NULL;
+    if (qp_read_file(path, &t, NULL, NULL)) return NULL;
+    return t;
+}
+
+static int count_lines_with(const char *path, const char *needle)
+{
+    char *t = slurp(path);
+    if (!t) return 0;
+    int n = 0;
+    for (char *p = t; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    free(t);
+    return n;
+}
+
+/* Every grid point has exactly one record (ok or diverged) in the file. */
+static void assert_each_once(const sweep_grid *g, const char *runs)
+{
+    char *t = slurp(runs);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    for (size_t i = 0; i < g->n; i++) {
+        char key[160];
+        snprintf(key, sizeof key, "\"run_id\":\"%s\"", g->points[i].run_id);
+        int n = 0;
+        for (char *p = t; (p = strstr(p, key)); p += strlen(key)) n++;
+        if (n != 1) fprintf(stderr, "run %s recorded %d times\n", g->points[i].run_id, n);
+        CU_ASSERT_EQUAL(n, 1);
+    }
+    free(t);
+}
+
+static void test_grid_expand(void)
+{
+    sweep_grid g;
+    qp_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(grid_json, "grid.json", &g, &err), QP_OK);
+    CU_ASSERT_EQUAL(g.n, 2 * 2 * 9);
+    CU_ASSERT(g.has_quantized);
+    /* shape 1: L1 d16: d_ff = 48 (8/3*16 = 42.7 -> 48 as a multiple of 8) */
+    double n1 = 1 * (4 * 16 * 16 + 3 * 16 * 48 + 2 * 16) + 16 + 256 * 16;
+    CU_ASSERT_DOUBLE_EQUAL(g.points[0].n_params, n1, 0.5);
+    CU_ASSERT_DOUBLE_EQUAL(g.points[0].tokens, round(10 * n1), 0.5);
+    int fp = 0, qat_only = 0, fp_only = 0, fused = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        const sweep_point *p = &g.points[i];
+        CU_ASSERT_EQUAL(p->index, (int)i);
+        for (size_t j = 0; j < i; j++) CU_ASSERT(strcmp(p->run_id, g.points[j].run_id) != 0);
+        if (p->bits >= 16) {
+            fp++;
+            CU_ASSERT_EQUAL(p->fraction, 0);
+        }
+        if (p->schedule == DATA_SCHED_QAT_ONLY) {
+            qat_only++;
+            CU_ASSERT_EQUAL(p->fraction, 1);
+        }
+        if (p->schedule == DATA_SCHED_FP_ONLY && p->bits < 16) {
+            fp_only++;
+            CU_ASSERT_EQUAL(p->fraction, 0);
+        }
+        if (p->schedule == DATA_SCHED_FUSED) fused++;
+        if (p->shape.n_layer == 2) CU_ASSERT(p->tokens == 50000 || p->tokens == 200000);
+    }
+    CU_ASSERT_EQUAL(fp, 4);
+    CU_ASSERT_EQUAL(qat_only, 8);
+    CU_ASSERT_EQUAL(fp_only, 8);
+    CU_ASSERT_EQUAL(fused, 8);
+    /* Deterministic: the same grid gives the same ids; a changed setting changes them. */
+    sweep_grid g2;
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(grid_json, "grid.json", &g2, &err), QP_OK);
+    for (size_t i = 0; i < g.n; i++) CU_ASSERT_STRING_EQUAL(g.points[i].run_id, g2.points[i].run_id);
+    sweep_grid_free(&g2);
+    char *changed = strdup(grid_json);
+    memcpy(strstr(changed, "0.003"), "0.002", 5);
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(changed, "grid.json", &g2, &err), QP_OK);
+    for (size_t i = 0; i < g.n; i++) CU_ASSERT(strcmp(g.points[i].run_id, g2.points[i].run_id) != 0);
+    free(changed);
+    sweep_grid_free(&g2);
+    /* The trainer's arguments carry the point. */
+    char **args;
+    CU_ASSERT_EQUAL_FATAL(sweep_point_args(&g, &g.points[5], "r.jsonl", "s.state", 1, 2, &args, &err), QP_OK);
+    char joined[4096] = "";
+    for (char **a = args; *a; a++) {
+        strcat(joined, *a);
+        strcat(joined, " ");
+    }
+    CU_ASSERT_PTR_NOT_NULL(strstr(joined, "--data corpus/x "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(joined, "--batch 4 --lr 0.003 "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(joined, "--eval-tokens 4096 "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(joined, "--runs-out r.jsonl --state s.state --resume "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(joined, g.points[5].run_id));
+    sweep_argv_free(args);
+    sweep_grid_free(&g);
+    sweep_grid_free(NULL);
+}
+
+static void test_grid_errors(void)
+{
+    struct { const char *json, *expect; } bad[] = {
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000]}", "\"bits\" is missing"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4]}", "\"fractions\" is missing"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[1.5]}", "outside [0, 1]"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[9],\"fractions\":[0]}", "bits 9"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"bits\":[4],\"fractions\":[0]}", "no token budget"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"tokens_per_param\":[2],\"bits\":[4],\"fractions\":[0]}", "not both"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":18,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0]}", "even head size"},
+        {"{\"data\":\"x\",\"shapes\":[],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0]}", "\"shapes\" must list"},
+        {"{\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0]}", "\"data\" must name"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0],\"train\":{\"args\":[\"--bits\",\"2\"]}}", "must not set --bits"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0],\"fraction\":[1]}", "unknown key \"fraction\""},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[\"1m\"],\"bits\":[4],\"fractions\":[0]}", "1m"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[10],\"bits\":[4],\"fractions\":[0]}", "less than one context"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0],\"schedules\":[\"fp-only\"]}", "\"classic\" or \"fused\""},
+        {"[1,2", "not valid JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sweep_grid g;
+        qp_error err = {0};
+        qp_status st = sweep_grid_parse(bad[i].json, "g.json", &g, &err);
+        CU_ASSERT(st != QP_OK);
+        if (!strstr(err.msg, bad[i].expect)) fprintf(stderr, "case %zu: message '%s' lacks '%s'\n", i, err.msg, bad[i].expect);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].expect));
+    }
+    /* Through the CLI: exit 2 and the message. */
+    tu_write(tu_path("bad-grid.json"), bad[0].json);
+    char cmd[4096], *err = NULL;
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s", tu_path("bad-grid.json"), tu_path("bad-runs.jsonl"));
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "\"bits\" is missing"));
+    free(err);
+    CU_ASSERT_EQUAL(tu_run_qatplan("sweep", NULL, NULL), 2);
+    CU_ASSERT_EQUAL(tu_run_qatplan("sweep --emit pbs x.json -o y", NULL, NULL), 2);
+}
+
+static void test_results_torn_lines(void)
+{
+    const char *p = tu_path("torn.jsonl");
+    tu_write(p, "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"a\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":3.1,\"status\":\"ok\"}\n"
+                "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"b\",\"n_par\n"
+                "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"c\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":\"NaN\",\"status\":\"diverged\"}\n"
+                "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"d\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":3.1,\"status\":\"failed\"}\n"
+                "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"e\",\"n_params\":1e6");
+    sweep_results r;
+    qp_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_results_read(p, &r, &err), QP_OK);
+    CU_ASSERT_EQUAL(r.runs.n, 3);
+    CU_ASSERT_EQUAL(r.n_bad_lines, 2);
+    CU_ASSERT_EQUAL(r.first_bad_line, 2);
+    CU_ASSERT_PTR_NOT_NULL(sweep_results_find(&r, "a"));
+    CU_ASSERT_PTR_NOT_NULL(sweep_results_find(&r, "c"));   /* diverged counts as done */
+    CU_ASSERT_PTR_NULL(sweep_results_find(&r, "d"));       /* failed is rerun */
+    CU_ASSERT_PTR_NULL(sweep_results_find(&r, "b"));
+    sweep_results_free(&r);
+    CU_ASSERT_EQUAL(sweep_results_read(tu_path("does-not-exist.jsonl"), &r, &err), QP_OK);
+    CU_ASSERT_EQUAL(r.runs.n, 0);
+    sweep_results_free(&r);
+}
+
+/* The whole sweep through the CLI with the fake trainer: faults, rerun, torn line, refits. */
+static void test_sweep_run_faults_and_rerun(void)
+{
+    fakes_install();
+    char grid[4096], runs[4096];
+    snprintf(grid, sizeof grid, "%s", tu_path("grid.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("runs.jsonl"));
+    tu_write(grid, grid_json);
+    sweep_grid g;
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
+    /* crash the 2-bit f=0.25 classic runs, hang one, diverge the fused 4-bit ones */
+    setenv("FAKE_CRASH", "b2-f0.25-classic", 1);
+    setenv("FAKE_HANG", "L2d32-200K-b4-f0.25-classic", 1);
+    setenv("FAKE_DIVERGE", "b4-f0.25-fused", 1);
+    setenv("FAKE_FIT_MIN", "6", 1);
+    char cmd[8192], *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --jobs 3 --refit-every 4 --run-timeout 2", grid, runs);
+    double t0 = qp_now();
+    int rc = tu_run_qatplan(cmd, &out, &err);
+    double secs = qp_now() - t0;
+    CU_ASSERT_EQUAL(rc, 1); /* some runs failed */
+    CU_ASSERT(secs < 30);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "FAILED"));
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "killed by signal 11"));
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "timed out"));
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "fake trainer: crashing on purpose")); /* the log's last line */
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "diverged"));
+    int crashed = 0, hung = 0, diverged = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        crashed += strstr(g.points[i].run_id, "b2-f0.25-classic") != NULL;
+        hung += strstr(g.points[i].run_id, "L2d32-200K-b4-f0.25-classic") != NULL;
+        diverged += strstr(g.points[i].run_id, "b4-f0.25-fused") != NULL;
+    }
+    CU_ASSERT_EQUAL(crashed, 4);
+    CU_ASSERT_EQUAL(hung, 1);
+    CU_ASSERT_EQUAL(diverged, 4);
+    char summary[256];
+    snprintf(summary, sizeof summary, "%zu ok, %d diverged, %d failed", g.n - crashed - hung - diverged, diverged, crashed + hung);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, summary));
+    if (err && !strstr(err, summary)) fprintf(stderr, "expected '%s' in:\n%s\n", summary, err);
+    CU_ASSERT_EQUAL(count_lines_with(runs, "\"run_id\""), (int)g.n - crashed - hung);
+    CU_ASSERT_EQUAL(count_lines_with(runs, "\"status\":\"diverged\""), diverged);
+    /* refits: every 4 runs and at the end; the early ones lacked runs and did not fail the sweep */
+    int fits = count_lines_with(tu_path("fitcalls.log"), "fit n=");
+    CU_ASSERT(fits >= 3);
+    char law[4096], report[4096];
+    snprintf(law, sizeof law, "%s", tu_path("runs.law.json"));
+    snprintf(report, sizeof report, "%s", tu_path("runs.report.txt"));
+    CU_ASSERT_EQUAL(access(law, F_OK), 0);
+    char *rep = slurp(report);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
+    CU_ASSERT_PTR_NOT_NULL(strstr(rep, "predicted against observed"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(rep, "not recorded yet"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(rep, "by bit width"));
+    /* the fake law is the fake trainer's law: every residual is zero to 4 decimals */
+    CU_ASSERT_PTR_NULL(strstr(rep, "+0.0001"));
+    const char *rm = strstr(rep, "RMSE of the residual ");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rm);
+    double rmse = 1;
+    CU_ASSERT_EQUAL(sscanf(rm + strlen("RMSE of the residual "), "%lf", &rmse), 1);
+    CU_ASSERT(rmse < 1e-6);
+    free(rep);
+    free(out);
+    free(err);
+
+    /* A torn last line (a writer killed mid-write), then a rerun without faults: only the
+     * failed runs run, the torn line is reported and the new records start on a fresh line. */
+    FILE *f = fopen(runs, "ab");
+    fputs("{\"schema\":\"qatplan-run-v1\",\"run_id\":\"torn", f);
+    fclose(f);
+    unsetenv("FAKE_CRASH");
+    unsetenv("FAKE_HANG");
+    unsetenv("FAKE_DIVERGE");
+    unlink(tu_path("calls.log"));
+    rc = tu_run_qatplan(cmd, &out, &err);
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "unreadable line"));
+    CU_ASSERT_EQUAL(count_lines_with(tu_path("calls.log"), "resume="), crashed + hung);
+    assert_each_once(&g, runs);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "sweep: law "));
+    /* A third run does nothing. */
+    unlink(tu_path("calls.log"));
+    char *err3 = NULL;
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, &err3), 0);
+    CU_ASSERT_EQUAL(access(tu_path("calls.log"), F_OK), -1);
+    CU_ASSERT_PTR_NOT_NULL(err3 && strstr(err3, "not refitted")); /* the law is newer than every record */
+    free(err3);
+    assert_each_once(&g, runs);
+    free(out);
+    free(err);
+
+    /* --dry-run lists runs as recorded; --refit-only refits */
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --dry-run", grid, runs);
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, &out, NULL), 0);
+    char expect[128];
+    snprintf(expect, sizeof expect, "%zu runs: %zu recorded, 0 to run", g.n, g.n);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, expect));
+    free(out);
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --refit-only --law-out %s --report %s", grid, runs, tu_path("l2.json"),
+             tu_path("r2.txt"));
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(access(tu_path("l2.json"), F_OK), 0);
+    CU_ASSERT_EQUAL(access(tu_path("r2.txt"), F_OK), 0);
+    sweep_grid_free(&g);
+}
+
+/* SIGKILL the sweep mid-run: trainers die with it (no orphan writes a record later), no record
+ * is lost or doubled, and a rerun resumes the interrupted runs from their saved state. */
+static void test_sweep_killed_resumes(void)
+{
+    fakes_install();
+    char grid[4096], runs[4096];
+    snprintf(grid, sizeof grid, "%s", tu_path("grid-k.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("runs-k.jsonl"));
+    tu_write(grid, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                   "\"tokens\":[1000,2000,3000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}");
+    unlink(tu_path("calls.log"));
+    setenv("FAKE_SLOW", "3.00K", 1); /* the 3000-token run takes 60 s unless stopped */
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 2);
+        execl(QP_QATPLAN_EXE, "qatplan", "sweep", grid, "-o", runs, "--jobs", "3", "--no-fit", (char *)NULL);
+        _exit(127);
+    }
+    /* wait until the two fast runs are recorded and the slow one runs */
+    for (int i = 0; i < 100 && count_lines_with(runs, "\"run_id\"") < 2; i++) usleep(100000);
+    CU_ASSERT_EQUAL(count_lines_with(runs, "\"run_id\""), 2);
+    usleep(300000);
+    kill(pid, SIGKILL);
+    int ws;
+    waitpid(pid, &ws, 0);
+    /* the slow trainer got SIGTERM from the kernel (parent death), saved its state and ended */
+    char statep[4096];
+    sweep_grid g;
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
+    snprintf(statep, sizeof statep, "%s.sweep/%s.state", runs, g.points[2].run_id);
+    for (int i = 0; i < 30 && access(statep, F_OK) != 0; i++) usleep(100000);
+    CU_ASSERT_EQUAL(access(statep, F_OK), 0);
+    sleep(1);
+    CU_ASSERT_EQUAL(count_lines_with(runs, "\"run_id\""), 2); /* no orphan appended anything */
+    unsetenv("FAKE_SLOW");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --no-fit", grid, runs);
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(count_lines_with(tu_path("calls.log"), "resume=1"), 1);
+    CU_ASSERT_EQUAL(access(statep, F_OK), -1); /* recorded: the state is removed */
+    assert_each_once(&g, runs);
+    sweep_grid_free(&g);
+}
+
+/* Several sweeps over the same grid and results file at once: the per-run locks make each
+ * run happen exactly once. */
+static void test_concurrent_sweeps(void)
+{
+    fakes_install();
+    char grid[4096], runs[4096];
+    snprintf(grid, sizeof grid, "%s", tu_path("grid-c.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("runs-c.jsonl"));
+    tu_write(grid, grid_json);
+    unlink(tu_path("calls.log"));
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "for i in 1 2 3; do %s sweep %s -o %s --jobs 2 --no-fit -q & done; wait", QP_QATPLAN_EXE, grid,
+             runs);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+    sweep_grid g;
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
+    assert_each_once(&g, runs);
+    CU_ASSERT_EQUAL(count_lines_with(tu_path("calls.log"), "resume="), (int)g.n); /* each trained once */
+    sweep_grid_free(&g);
+}
+
+/* The library directly, with a terminal-style log: a redrawn progress bar with an ETA. */
+static void test_progress_bar(void)
+{
+    fakes_install();
+    char grid[4096], runs[4096];
+    snprintf(grid, sizeof grid, "%s", tu_path("grid-p.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("runs-p.jsonl"));
+    tu_write(grid, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                   "\"tokens\":[1000,2000,3000,4000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}");
+    sweep_grid g;
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&text, &len);
+    sweep_options o;
+    sweep_options_init(&o);
+    o.runs_path = runs;
+    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
+    o.fit = 0;
+    o.log = log;
+    o.tty = 1;
+    sweep_summary sum;
+    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_OK);
+    fclose(log);
+    CU_ASSERT_EQUAL(sum.ok, 4);
+    CU_ASSERT_EQUAL(sum.ran, 4);
+    CU_ASSERT_EQUAL(sum.failed, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "\r\033[Ksweep [###"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "4/4 runs"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, "ETA "));
+    CU_ASSERT_PTR_NULL(strstr(text, "[1/4, ETA")); /* the plain-line suffix is for non-terminals */
+    free(text);
+    /* --only-index outside the grid */
+    o.only_index = 4;
+    o.log = NULL;
+    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "0..3"));
+    sweep_grid_free(&g);
+}
+
+static void add(CU_pSuite s)
+{
+    TU_ADD(s, test_grid_expand);
+    TU_ADD(s, test_grid_errors);
+    TU_ADD(s, test_results_torn_lines);
+    TU_ADD(s, test_sweep_run_faults_and_rerun);
+    TU_ADD(s, test_sweep_killed_resumes);
+    TU_ADD(s, test_concurrent_sweeps);
+    TU_ADD(s, test_progress_bar);
+}
+
+int main(void) { return tu_main("sweep", add); }
