@@ -13,6 +13,7 @@ typedef struct {
 static const command commands[] = {
     {"plan", cmd_plan, "recommend the QAT fraction, bit width, token split and schedule"},
     {"law", cmd_law, "show the built-in law or a law file (qatplan law show [FILE])"},
+    {"fit", cmd_fit, "fit a loss law to run records and write a law file (qatplan fit RUNS -o LAW)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
