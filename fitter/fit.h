@@ -140,9 +140,11 @@ double fit_huber_objective(const data_law *law, const fit_point *x, const double
 
 typedef struct {
     int n_runs;          /* chinchilla: points drawn; qat: runs kept from the grid (0 = all) */
-    double noise;        /* sigma of the multiplicative log-normal noise: loss * exp(sigma*z) */
+    double noise;        /* sigma of the multiplicative log-normal noise: loss * exp(sigma*z);
+                            default 0.01 (chinchilla) and 0.002 (qat, see docs/fitter.md) */
     double outlier_frac; /* fraction of runs corrupted as outliers */
-    double outlier_lo, outlier_hi; /* outliers: loss * exp(+-U(lo, hi)); defaults 0.05, 0.3 */
+    double outlier_lo, outlier_hi; /* outliers: loss * exp(U(lo, hi)); defaults 0.05, 0.3 */
+    double outlier_down; /* probability that an outlier is exp(-U) instead (default 0) */
     uint64_t seed;
     /* chinchilla: N log-uniform in [n_lo, n_hi], tokens per parameter log-uniform in
      * [tpp_lo, tpp_hi]. qat: n_sizes sizes log-spaced in [n_lo, n_hi], n_tpp token ratios
@@ -155,7 +157,7 @@ typedef struct {
 
 /* Defaults for the form: chinchilla 500 points, N 1e7..1e10, 2..2000 tokens/parameter;
  * qat 757 runs from 6 sizes (3e7..1e9) x 4 token ratios (10..300) x bits 1,2,4,6 x 11
- * fractions + FP runs; noise 0.01, no outliers, seed 1. */
+ * fractions + FP runs; no outliers, seed 1. */
 void fit_synth_options_init(fit_synth_options *o, data_law_form form);
 /* Draw runs from `truth` (chinchilla or qat form). Appends to out; run ids synth-<k>. */
 qp_status fit_synth_runs(const data_law *truth, const fit_synth_options *o, data_run_list *out,

@@ -587,16 +587,39 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
         int best = fit_multistart(&P, starts, ns, opt.max_iter, opt.threads, fv, ends);
         rep->starts = ns;
         if (best >= 0) {
+            /* 16 parameters: loose convergence can rank basins wrongly, so the 8 best
+             * starts are polished tight before the best is chosen */
+            int order[8], no = 0;
+            for (int k = 0; k < ns; k++) {
+                if (!isfinite(fv[k])) continue;
+                int p = no < 8 ? no++ : 8;
+                if (p == 8 && !(fv[k] < fv[order[7]])) continue;
+                if (p == 8) p = 7;
+                while (p > 0 && fv[order[p - 1]] > fv[k]) {
+                    order[p] = order[p - 1];
+                    p--;
+                }
+                order[p] = k;
+            }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(opt.threads > 0 ? opt.threads : omp_get_max_threads())
+            for (int q = 0; q < no; q++) {
+                double f, uu[16];
+                int it, k = order[q];
+                memcpy(uu, ends + (size_t)k * 16, sizeof uu);
+                if (fit_minimize(&P, uu, opt.max_iter, 1, &f, &it) == 0 && f <= fv[k]) {
+                    fv[k] = f;
+                    memcpy(ends + (size_t)k * 16, uu, sizeof uu);
+                }
+            }
+            best = order[0];
+            for (int q = 1; q < no; q++)
+                if (fv[order[q]] < fv[best]) best = order[q];
             for (int k = 0; k < ns; k++) {
                 if (isfinite(fv[k])) rep->starts_ok++;
                 if (isfinite(fv[k]) && fv[k] - fv[best] <= opt.best_rtol * fabs(fv[best]) + 1e-15)
                     rep->starts_at_best++;
             }
             memcpy(u, ends + (size_t)best * 16, 16 * sizeof(double));
-            double f;
-            int it;
-            if (fit_minimize(&P, u, opt.max_iter, 1, &f, &it) != 0 || !(f <= fv[best]))
-                memcpy(u, ends + (size_t)best * 16, 16 * sizeof(double));
         }
         free(starts);
         free(fv);

@@ -15,6 +15,7 @@ void fit_synth_options_init(fit_synth_options *o, data_law_form form)
     o->seed = 1;
     if (form == DATA_LAW_QAT) {
         o->n_runs = 757;
+        o->noise = 0.002;
         o->n_lo = 3e7;
         o->n_hi = 1e9;
         o->n_sizes = 6;
@@ -44,8 +45,8 @@ void fit_synth_true_qat(data_law *out)
      * 0.35 at 1e3, 0.49 at 1e4). */
     const double c[16] = {1.8172, 482.01, 2085.43, 0.3478, 0.3658, /* E A B alpha beta */
                           0.3,    1.0,                             /* theta kappa */
-                          0.4677, 0.5,    0.1,    1.0,             /* phi chi psi omega */
-                          37.9,   0.5,    -1.56,  0.1,    0.0};    /* lambda mu xi nu rho */
+                          4.677,  0.5,    0.1,    1.0,             /* phi chi psi omega */
+                          379.0,  0.5,    -1.56,  0.1,    0.0};    /* lambda mu xi nu rho */
     memcpy(out->coef, c, sizeof c);
     snprintf(out->prov.source, sizeof out->prov.source,
              "synthetic truth: fit_synth_true_qat (docs/fitter.md)");
@@ -72,7 +73,9 @@ static void emit_point(const data_law *truth, const fit_synth_options *o, uint64
     double loss = fit_law_loss(truth, &x) * exp(o->noise * fit_rng_normal(rng));
     if (fit_rng_uniform(rng) < o->outlier_frac) {
         double m = o->outlier_lo + (o->outlier_hi - o->outlier_lo) * fit_rng_uniform(rng);
-        loss *= exp(fit_rng_uniform(rng) < 0.5 ? -m : m);
+        /* upward by default: a broken run reports a higher loss; a lower one than the law
+         * allows would also break the physical bound E <= lowest observed loss */
+        loss *= exp(fit_rng_uniform(rng) < o->outlier_down ? -m : m);
     }
     r->loss = loss;
 }
