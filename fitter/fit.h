@@ -155,7 +155,7 @@ typedef struct {
     int bits[8], n_bits;
 } fit_synth_options;
 
-/* Defaults for the form: chinchilla 500 points, N 1e7..1e10, 2..2000 tokens/parameter;
+/* Defaults for the form: chinchilla 500 points, N 1e3..1e11, 0.2..1e5 tokens/parameter;
  * qat 757 runs from 6 sizes (3e7..1e9) x 4 token ratios (10..300) x bits 1,2,4,6 x 11
  * fractions + FP runs; no outliers, seed 1. */
 void fit_synth_options_init(fit_synth_options *o, data_law_form form);

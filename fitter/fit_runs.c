@@ -725,7 +725,10 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
         }
 #pragma omp parallel for schedule(dynamic, 1) num_threads(opt.threads > 0 ? opt.threads : omp_get_max_threads())
         for (int k = 0; k < K; k++) {
-            uint64_t rng = (opt.seed + 1) * 0xd1342543de82ef95ull + (uint64_t)k * 0x9e3779b97f4a7c15ull;
+            /* each replicate's stream starts at a hashed state: plain seed + k * step would
+             * make replicate k the same stream as replicate 0 shifted by k draws */
+            uint64_t mix = (opt.seed + 1) * 0xd1342543de82ef95ull ^ ((uint64_t)k + 1) * 0xbf58476d1ce4e5b9ull;
+            uint64_t rng = fit_rng_next(&mix);
             double *ws = malloc(sizeof(double) * (n + 1)), uu[16], th[16];
             if (!ws) continue;
             for (int tries = 0; tries < 20; tries++) {

@@ -26,11 +26,14 @@ void fit_synth_options_init(fit_synth_options *o, data_law_form form)
         memcpy(o->bits, b, sizeof b);
         o->n_bits = 4;
     } else {
+        /* Wide on purpose: A and B are the law's values at N = 1 and D = 1, so their
+         * relative error is about ln(N) times alpha's; with N over 1e7..1e10 only, 1% noise
+         * leaves A and B uncertain by ~10% (docs/fitter.md). */
         o->n_runs = 500;
-        o->n_lo = 1e7;
-        o->n_hi = 1e10;
-        o->tpp_lo = 2;
-        o->tpp_hi = 2000;
+        o->n_lo = 1e3;
+        o->n_hi = 1e11;
+        o->tpp_lo = 0.2;
+        o->tpp_hi = 1e5;
     }
 }
 
