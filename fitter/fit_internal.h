@@ -21,15 +21,17 @@ typedef struct {
     double *zb, *zq, *zf;  /* quantized points: b ln 2 - m_b, log1p(S_qat) - m_q, log1p(S_fp) - m_f */
     unsigned char *quant;  /* 1 for a quantized point (bits < 16) in the qat form */
     double m_n, m_d, m_b, m_q, m_f;
+    /* covariates are also scaled to unit spread when centred: u_j = theta_j * sc[j] for an
+     * exponent j (sc = the spread of its covariate), sc = 1 for intercepts */
+    double sc[DATA_LAW_MAX_COEF];
     /* chinchilla fast path: distinct zn and zd values and each point's index into them */
     int *in, *id;
     int nu_n, nu_d;
     double *un, *ud;
     double delta;
-    double lo[DATA_LAW_MAX_COEF], hi[DATA_LAW_MAX_COEF]; /* bounds on theta (u has the same
-                                                              exponents; only E is an intercept
-                                                              that is bounded, and it is
-                                                              uncentred) */
+    double lo[DATA_LAW_MAX_COEF], hi[DATA_LAW_MAX_COEF]; /* bounds in u: theta's bounds on the
+                                                              exponents times sc; E (uncentred)
+                                                              is the one bounded intercept */
     double bound_w;        /* weight of the quadratic bound penalty */
     double *block;         /* the one allocation behind the arrays above */
 } fit_problem;
@@ -67,6 +69,14 @@ int fit_multistart(const fit_problem *P, const double *starts, int n_starts, int
 int fit_chinchilla_grid(double *starts, int n);
 
 int fit_cmp_double(const void *a, const void *b);
+
+/* fit_kernel.c: the chinchilla objective (summed Huber, no bound penalty) and gradient
+ * over all points in one vectorised loop; u's exponents of every point must lie in
+ * [-700, 700]. Its exp and log, exposed for tests. */
+double fit_kernel_chinchilla(size_t n, const double *zn, const double *zd, const double *y,
+                             const double *w, const double *u, double delta, double *g);
+double fit_kernel_exp(double x);
+double fit_kernel_log(double x);
 
 /* splitmix64: a small, seedable, thread-free generator. */
 uint64_t fit_rng_next(uint64_t *state);

@@ -117,15 +117,43 @@ qp_status fit_problem_init(fit_problem *P, data_law_form form, const fit_point *
     } else {
         P->m_n = P->m_d = P->m_b = P->m_q = P->m_f = 0;
     }
+    double s_n = 0, s_d = 0, s_b = 0, s_q = 0, s_f = 0;
     for (size_t i = 0; i < n; i++) {
         P->zn[i] -= P->m_n;
         P->zd[i] -= P->m_d;
+        s_n += P->zn[i] * P->zn[i];
+        s_d += P->zd[i] * P->zd[i];
         if (P->quant[i]) {
             P->zb[i] -= P->m_b;
             P->zq[i] -= P->m_q;
             P->zf[i] -= P->m_f;
+            s_b += P->zb[i] * P->zb[i];
+            s_q += P->zq[i] * P->zq[i];
+            s_f += P->zf[i] * P->zf[i];
         }
     }
+    /* unit spread: each exponent then moves the log loss as much as an intercept does,
+     * which BFGS's first steps (identity Hessian) rely on */
+#define SPREAD(s, cnt) ((center && (cnt) > 0 && (s) > 0) ? sqrt((s) / (double)(cnt)) : 1.0)
+    s_n = SPREAD(s_n, n);
+    s_d = SPREAD(s_d, n);
+    s_b = SPREAD(s_b, nq);
+    s_q = SPREAD(s_q, nq);
+    s_f = SPREAD(s_f, nq);
+#undef SPREAD
+    for (size_t i = 0; i < n; i++) {
+        P->zn[i] /= s_n;
+        P->zd[i] /= s_d;
+        P->zb[i] /= s_b;
+        P->zq[i] /= s_q;
+        P->zf[i] /= s_f;
+    }
+    for (int j = 0; j < DATA_LAW_MAX_COEF; j++) P->sc[j] = 1;
+    P->sc[P_ALPHA] = P->sc[P_PSI] = P->sc[P_NU] = s_n;
+    P->sc[P_BETA] = s_d;
+    P->sc[P_KAPPA] = P->sc[P_CHI] = P->sc[P_MU] = s_b;
+    P->sc[P_OMEGA] = P->sc[P_RHO] = s_q;
+    P->sc[P_XI] = s_f;
     P->nu_n = distinct(P->zn, n, P->un, P->in);
     P->nu_d = distinct(P->zd, n, P->ud, P->id);
     for (int j = 0; j < DATA_LAW_MAX_COEF; j++) {
@@ -143,7 +171,16 @@ void fit_problem_free(fit_problem *P)
     P->block = NULL;
 }
 
+static void set_theta_bounds(fit_problem *P, double lowest_loss);
+static void scale_bounds(fit_problem *P);
+
 void fit_problem_set_bounds(fit_problem *P, double lowest_loss)
+{
+    set_theta_bounds(P, lowest_loss);
+    scale_bounds(P);
+}
+
+static void set_theta_bounds(fit_problem *P, double lowest_loss)
 {
     /* E at most the lowest observed loss: an irreducible loss above an observed one is
      * unphysical. Exponents: Chinchilla-like ranges, wide enough for every published fit. */
@@ -161,21 +198,30 @@ void fit_problem_set_bounds(fit_problem *P, double lowest_loss)
     P->hi[P_XI] = 3;
 }
 
+/* theta's bounds into u (called last by fit_problem_set_bounds) */
+static void scale_bounds(fit_problem *P)
+{
+    for (int j = 0; j < P->np; j++) {
+        P->lo[j] *= P->sc[j];
+        P->hi[j] *= P->sc[j];
+    }
+}
+
 void fit_u_to_theta(const fit_problem *P, const double *u, double *t)
 {
-    memcpy(t, u, sizeof(double) * (size_t)P->np);
-    t[P_A] = u[P_A] + u[P_ALPHA] * P->m_n;
-    t[P_B] = u[P_B] + u[P_BETA] * P->m_d;
+    for (int j = 0; j < P->np; j++) t[j] = u[j] / P->sc[j];
+    t[P_A] = u[P_A] + t[P_ALPHA] * P->m_n;
+    t[P_B] = u[P_B] + t[P_BETA] * P->m_d;
     if (P->form != DATA_LAW_QAT) return;
-    t[P_THETA] = u[P_THETA] + u[P_KAPPA] * P->m_b;
-    t[P_PHI] = u[P_PHI] + u[P_CHI] * P->m_b + u[P_PSI] * P->m_n + u[P_OMEGA] * P->m_q;
-    t[P_LAMBDA] = u[P_LAMBDA] + u[P_MU] * P->m_b - u[P_XI] * P->m_f + u[P_NU] * P->m_n +
-                  u[P_RHO] * P->m_q;
+    t[P_THETA] = u[P_THETA] + t[P_KAPPA] * P->m_b;
+    t[P_PHI] = u[P_PHI] + t[P_CHI] * P->m_b + t[P_PSI] * P->m_n + t[P_OMEGA] * P->m_q;
+    t[P_LAMBDA] = u[P_LAMBDA] + t[P_MU] * P->m_b - t[P_XI] * P->m_f + t[P_NU] * P->m_n +
+                  t[P_RHO] * P->m_q;
 }
 
 void fit_theta_to_u(const fit_problem *P, const double *t, double *u)
 {
-    memcpy(u, t, sizeof(double) * (size_t)P->np);
+    for (int j = 0; j < P->np; j++) u[j] = t[j] * P->sc[j];
     u[P_A] = t[P_A] - t[P_ALPHA] * P->m_n;
     u[P_B] = t[P_B] - t[P_BETA] * P->m_d;
     if (P->form != DATA_LAW_QAT) return;
@@ -191,8 +237,8 @@ size_t fit_scratch_size(const fit_problem *P) { return 2 * (size_t)(P->nu_n + P-
 
 static inline double huber(double r, double d)
 {
-    double a = fabs(r);
-    return a <= d ? 0.5 * r * r : d * (a - 0.5 * d);
+    double a = fabs(r), c = fmin(a, d); /* 0.5 r^2 inside delta, d (|r| - d/2) outside */
+    return c * (a - 0.5 * c);
 }
 
 /* Any law, any point: log-sum-exp over the terms, safe for every finite u. */
@@ -246,54 +292,19 @@ static double objective_lse(const fit_problem *P, const double *u, double *g)
     return f;
 }
 
-/* Chinchilla form: the A and B terms depend only on N and only on D, so they are
- * computed once per distinct model size and token count; per point there is one log.
- * Returns NAN when an exponent could overflow (the caller then uses log-sum-exp). */
+/* Chinchilla form: the vectorised kernel (fit_kernel.c) when every exponent of every point
+ * lies in [-700, 700] (the extremes of a linear term are at the extreme covariates);
+ * NAN otherwise, and the caller uses log-sum-exp. */
 static double objective_chinchilla(const fit_problem *P, const double *u, double *g, double *scr)
 {
-    const double d = P->delta;
-    double *pa = scr, *pb = pa + P->nu_n, *sa = pb + P->nu_d, *sb = sa + P->nu_n;
-    if (fabs(u[P_E]) > 700) return NAN;
-    for (int j = 0; j < P->nu_n; j++) {
-        double t = u[P_A] - u[P_ALPHA] * P->un[j];
-        if (t > 700) return NAN;
-        pa[j] = exp(t);
-        sa[j] = 0;
-    }
-    for (int j = 0; j < P->nu_d; j++) {
-        double t = u[P_B] - u[P_BETA] * P->ud[j];
-        if (t > 700) return NAN;
-        pb[j] = exp(t);
-        sb[j] = 0;
-    }
-    const double E = exp(u[P_E]);
-    double f = 0, ge = 0;
-    for (size_t i = 0; i < P->n; i++) {
-        if (P->w[i] == 0) continue;
-        int a = P->in[i], b = P->id[i];
-        double L = E + pa[a] + pb[b];
-        double r = log(L) - P->y[i];
-        double ar = fabs(r);
-        f += P->w[i] * (ar <= d ? 0.5 * r * r : d * (ar - 0.5 * d));
-        if (!g) continue;
-        double psi = P->w[i] * (r > d ? d : r < -d ? -d : r) / L;
-        ge += psi;
-        sa[a] += psi;
-        sb[b] += psi;
-    }
-    if (g) {
-        g[P_E] = ge * E;
-        g[P_A] = g[P_ALPHA] = g[P_B] = g[P_BETA] = 0;
-        for (int j = 0; j < P->nu_n; j++) {
-            g[P_A] += pa[j] * sa[j];
-            g[P_ALPHA] -= pa[j] * sa[j] * P->un[j];
-        }
-        for (int j = 0; j < P->nu_d; j++) {
-            g[P_B] += pb[j] * sb[j];
-            g[P_BETA] -= pb[j] * sb[j] * P->ud[j];
-        }
-    }
-    return f;
+    (void)scr;
+    if (P->n == 0) return 0;
+    double a1 = u[P_A] - u[P_ALPHA] * P->un[0], a2 = u[P_A] - u[P_ALPHA] * P->un[P->nu_n - 1];
+    double b1 = u[P_B] - u[P_BETA] * P->ud[0], b2 = u[P_B] - u[P_BETA] * P->ud[P->nu_d - 1];
+    const double lim = 700;
+    if (!(fabs(u[P_E]) <= lim && fabs(a1) <= lim && fabs(a2) <= lim && fabs(b1) <= lim && fabs(b2) <= lim))
+        return NAN;
+    return fit_kernel_chinchilla(P->n, P->zn, P->zd, P->y, P->w, u, P->delta, g);
 }
 
 static double huber_part(const fit_problem *P, const double *u, double *g, double *scratch)

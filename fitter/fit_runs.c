@@ -201,12 +201,12 @@ static const char *unidentified(data_law_form form, const fit_census *c, char *b
 
 /* ---- starts -------------------------------------------------------------- */
 
-/* Latin hypercube over the penalty parameters in the centred space (docs/fitter.md):
- * each term's value at the mean quantized point, and the exponents. */
+/* Latin hypercube over the penalty parameters (docs/fitter.md): each term's log value at
+ * the mean quantized point, and the exponents (in theta units, scaled into u). */
 static const double lhs_lo[16] = {0, 0, 0, 0, 0, -9.2, 0, -11.5, 0, -0.5, 0, -11.5, 0, -2, -0.5, 0};
 static const double lhs_hi[16] = {0, 0, 0, 0, 0, -1.2, 2, 0, 2, 1, 1.5, 0, 2, 1, 1, 1.5};
 
-static void qat_lhs_starts(const double *u_chin, int n, uint64_t seed, double *starts)
+static void qat_lhs_starts(const fit_problem *P, const double *u_chin, int n, uint64_t seed, double *starts)
 {
     uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 5;
     int *perm = malloc(sizeof(int) * (size_t)n);
@@ -221,7 +221,7 @@ static void qat_lhs_starts(const double *u_chin, int n, uint64_t seed, double *s
         }
         for (int k = 0; k < n; k++)
             starts[(size_t)k * 16 + (size_t)j] =
-                lhs_lo[j] + (lhs_hi[j] - lhs_lo[j]) * (perm[k] + fit_rng_uniform(&rng)) / n;
+                P->sc[j] * (lhs_lo[j] + (lhs_hi[j] - lhs_lo[j]) * (perm[k] + fit_rng_uniform(&rng)) / n);
     }
     free(perm);
 }
@@ -583,7 +583,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
             st = qp_fail(err, QP_ERR_NOMEM, "out of memory for %d starts", ns);
             goto done;
         }
-        qat_lhs_starts(uc, ns, opt.seed, starts);
+        qat_lhs_starts(&P, uc, ns, opt.seed, starts);
         int best = fit_multistart(&P, starts, ns, opt.max_iter, opt.threads, fv, ends);
         rep->starts = ns;
         if (best >= 0) {

@@ -102,6 +102,44 @@ static void test_gradient_chinchilla(void)
 
 static void test_gradient_qat(void) { check_gradient(DATA_LAW_QAT, 1); }
 
+/* The vectorised kernel's own exp and log against libm, and its objective against the
+ * log-sum-exp evaluation of the same law. */
+static void test_kernel_accuracy(void)
+{
+    double worst_e = 0, worst_l = 0;
+    for (int i = 0; i <= 200000; i++) {
+        double x = -700 + 1400.0 * i / 200000 + 1e-7 * (i % 7);
+        worst_e = fmax(worst_e, fabs(fit_kernel_exp(x) / exp(x) - 1));
+        double v = exp(-690 + 1380.0 * i / 200000);
+        double lv = log(v);
+        worst_l = fmax(worst_l, fabs(fit_kernel_log(v) - lv) / fmax(fabs(lv), 1e-300));
+        double near1 = 1 + (i - 100000) * 1e-9;
+        if (near1 != 1) {
+            double l1 = log(near1);
+            worst_l = fmax(worst_l, fabs(fit_kernel_log(near1) - l1) / fabs(l1));
+        }
+    }
+    printf("  kernel exp max rel error %.2e, log %.2e\n", worst_e, worst_l);
+    CU_ASSERT(worst_e < 1e-15);
+    CU_ASSERT(worst_l < 1e-15);
+    data_law t;
+    fit_builtin_chinchilla(&t);
+    fit_point x[4] = {{1e8, 2e9, 0, 16}, {1e9, 2e10, 0, 16}, {3e8, 1e10, 0, 16}, {1e5, 1e6, 0, 16}};
+    double loss[4] = {3.1, 2.6, 2.9, 5.5};
+    fit_problem P;
+    CU_ASSERT_EQUAL_FATAL(fit_problem_init(&P, DATA_LAW_CHINCHILLA, x, loss, 4, 1e-3, 0, NULL), QP_OK);
+    double th[5], g[5];
+    fit_law_to_theta(&t, th);
+    double fk = fit_kernel_chinchilla(4, P.zn, P.zd, P.y, P.w, th, 1e-3, g);
+    double fl = 0;
+    for (int i = 0; i < 4; i++) {
+        double r = log(fit_law_loss(&t, &x[i])) - log(loss[i]), a = fabs(r);
+        fl += a <= 1e-3 ? 0.5 * r * r : 1e-3 * (a - 0.5e-3);
+    }
+    CU_ASSERT_DOUBLE_EQUAL(fk, fl, 1e-13 * fl);
+    fit_problem_free(&P);
+}
+
 static void test_huber_objective_by_hand(void)
 {
     data_law t;
@@ -503,6 +541,7 @@ static void add(CU_pSuite s)
 {
     TU_ADD(s, test_gradient_chinchilla);
     TU_ADD(s, test_gradient_qat);
+    TU_ADD(s, test_kernel_accuracy);
     TU_ADD(s, test_huber_objective_by_hand);
     TU_ADD(s, test_grid);
     TU_ADD(s, test_bad_data_excluded);
