@@ -51,7 +51,7 @@ void fit_report_print(FILE *f, const fit_report *r, const data_law *law)
     fprintf(f, "quality (log loss): RMSE %.5f, MAE %.5f, R^2 %.5f", r->rmse_log, r->mae_log, r->r2);
     if (isfinite(r->loo_rmse_log)) fprintf(f, ", leave-one-size-out RMSE %.5f", r->loo_rmse_log);
     else fprintf(f, ", leave-one-size-out: needs >= 3 model sizes");
-    fprintf(f, "\nresiduals log(observed) - log(predicted) by model size:\n");
+    fprintf(f, "\nresiduals log(observed) - log(predicted) by model size (8 log-spaced bins when > 12 sizes):\n");
     fprintf(f, "  %21s %5s %10s %10s\n", "N", "runs", "mean", "RMSE");
     for (int j = 0; j < r->n_sizes; j++) {
         const fit_resid_group *g = &r->by_size[j];
