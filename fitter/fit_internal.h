@@ -75,6 +75,8 @@ int fit_cmp_double(const void *a, const void *b);
  * [-700, 700]. Its exp and log, exposed for tests. */
 double fit_kernel_chinchilla(size_t n, const double *zn, const double *zd, const double *y,
                              const double *w, const double *u, double delta, double *g);
+/* Any form, log-sum-exp, safe for every finite u. */
+double fit_kernel_lse(const fit_problem *P, const double *u, double *g);
 double fit_kernel_exp(double x);
 double fit_kernel_log(double x);
 

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "fit_internal.h"
@@ -313,7 +314,7 @@ static double huber_part(const fit_problem *P, const double *u, double *g, doubl
         double f = objective_chinchilla(P, u, g, scratch);
         if (!isnan(f)) return f;
     }
-    return objective_lse(P, u, g);
+    return fit_kernel_lse(P, u, g);
 }
 
 double fit_huber_only(const fit_problem *P, const double *u, double *scratch)
@@ -353,7 +354,6 @@ typedef struct {
     int valid;
 } fit_ctx;
 
-long fit_eval_count;
 
 static double ctx_eval(fit_ctx *c, const gsl_vector *x)
 {
@@ -363,7 +363,6 @@ static double ctx_eval(fit_ctx *c, const gsl_vector *x)
         for (int j = 0; j < np && same; j++) same = gsl_vector_get(x, (size_t)j) == c->x[j];
         if (same) return c->f;
     }
-    fit_eval_count++;
     for (int j = 0; j < np; j++) c->x[j] = gsl_vector_get(x, (size_t)j);
     double f = fit_objective(c->P, c->x, c->g, c->scratch);
     c->f = isfinite(f) ? f : GSL_POSINF;

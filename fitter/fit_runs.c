@@ -329,6 +329,9 @@ static int clamp_to_bounds(const fit_problem *P, double *u, char *note, size_t l
 
 /* ---- one refit from a given point, with per-point weights ---------------- */
 
+/* Leave-one-out and bootstrap refits start at the point estimate, next to their optimum;
+ * they stop as the multi-start does (scipy's default tolerances): sampling noise is far
+ * larger than what tighter stopping would change, and it is 3x faster on the qat form. */
 static int refit_weighted(const fit_problem *P, const double *w, double lowest, const double *u0,
                           int max_iter, double *u)
 {
@@ -338,7 +341,7 @@ static int refit_weighted(const fit_problem *P, const double *w, double lowest, 
     memcpy(u, u0, sizeof(double) * (size_t)P->np);
     double f;
     int it;
-    if (fit_minimize(&Q, u, max_iter, 1, &f, &it) != 0) return -1;
+    if (fit_minimize(&Q, u, max_iter, 0, &f, &it) != 0) return -1;
     for (int j = 0; j < P->np; j++) {
         if (u[j] > Q.hi[j]) u[j] = Q.hi[j];
         if (u[j] < Q.lo[j]) u[j] = Q.lo[j];

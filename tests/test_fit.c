@@ -138,6 +138,17 @@ static void test_kernel_accuracy(void)
     }
     CU_ASSERT_DOUBLE_EQUAL(fk, fl, 1e-13 * fl);
     fit_problem_free(&P);
+    /* the qat form through the log-sum-exp kernel, against law.c (libm) point by point */
+    data_law q;
+    fit_synth_true_qat(&q);
+    fit_point xq[5] = {{1e8, 2e9, 0, 16}, {1e8, 1.6e9, 4e8, 4}, {3e8, 0, 6e9, 2}, {1e9, 1e10, 0, 1},
+                       {5e7, 9e8, 1e8, 6}};
+    double lq[5] = {3.0, 3.2, 3.1, 4.0, 3.3}, want = 0;
+    for (int i = 0; i < 5; i++) {
+        double r = log(fit_law_loss(&q, &xq[i])) - log(lq[i]), a = fabs(r);
+        want += a <= 1e-3 ? 0.5 * r * r : 1e-3 * (a - 0.5e-3);
+    }
+    CU_ASSERT_DOUBLE_EQUAL(fit_huber_objective(&q, xq, lq, 5, 1e-3), want, 1e-13 * want);
 }
 
 static void test_huber_objective_by_hand(void)
