@@ -1,0 +1,312 @@
+/* The fraction form: the constant a of f_hat = exp(-a / ln S_total), fitted by least
+ * squares to the best QAT fraction of each (N, D_total, bits) group with >= 3 fractions. */
+#include <gsl/gsl_errno.h>
+#include <gsl/gsl_min.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fit_internal.h"
+
+#define MAX_FRACS 64
+
+typedef struct {
+    double n, d;
+    int bits, nf;
+    double f[MAX_FRACS], y[MAX_FRACS]; /* distinct fractions, mean log loss at each */
+    int c[MAX_FRACS];
+} group_acc;
+
+static int same(double a, double b) { return fabs(a - b) <= 1e-6 * fabs(a); }
+
+/* Best fraction of a group: the parabola in (sqrt f, log loss) through the argmin and its
+ * two neighbours (the three lowest-lying points at an edge); its vertex when it is convex,
+ * clamped to those points' range; the argmin itself otherwise. sqrt(f) because the loss
+ * curves fall steeply at small f and flatten beyond the optimum: on the synthetic law's
+ * 0.1 grid a parabola in f is off by up to 0.023 (0.073 over 5 points), in sqrt f by up to
+ * 0.022 with a third of the mean error (docs/fitter.md). */
+static double best_fraction(const group_acc *g, double *f_argmin)
+{
+    int k = 0;
+    for (int i = 1; i < g->nf; i++)
+        if (g->y[i] < g->y[k]) k = i;
+    *f_argmin = g->f[k];
+    int lo = k - 1 < 0 ? 0 : k - 1, hi = k + 1 >= g->nf ? g->nf - 1 : k + 1;
+    while (hi - lo < 2) { /* at least three points */
+        if (lo > 0) lo--;
+        else if (hi < g->nf - 1) hi++;
+        else break;
+    }
+    /* normal equations of y = c0 + c1 t + c2 t^2 with t = sqrt(f) - sqrt(f_k) */
+    double s[5] = {0}, r[3] = {0}, sk = sqrt(g->f[k]);
+    for (int i = lo; i <= hi; i++) {
+        double t = sqrt(g->f[i]) - sk, p = 1;
+        for (int j = 0; j < 5; j++, p *= t) {
+            s[j] += p;
+            if (j < 3) r[j] += p * g->y[i];
+        }
+    }
+    double M[3][3] = {{s[0], s[1], s[2]}, {s[1], s[2], s[3]}, {s[2], s[3], s[4]}};
+    double det = M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) -
+                 M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
+                 M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
+    if (!(fabs(det) > 1e-300)) return g->f[k];
+    /* Cramer's rule for c1 and c2 */
+    double d1 = M[0][0] * (r[1] * M[2][2] - M[1][2] * r[2]) - r[0] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
+                M[0][2] * (M[1][0] * r[2] - r[1] * M[2][0]);
+    double d2 = M[0][0] * (M[1][1] * r[2] - r[1] * M[2][1]) - M[0][1] * (M[1][0] * r[2] - r[1] * M[2][0]) +
+                r[0] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
+    double c1 = d1 / det, c2 = d2 / det;
+    if (!(c2 > 0)) return g->f[k];
+    double v = sk - c1 / (2 * c2);
+    if (v < sqrt(g->f[lo])) v = sqrt(g->f[lo]);
+    if (v > sqrt(g->f[hi])) v = sqrt(g->f[hi]);
+    return v * v;
+}
+
+typedef struct {
+    const double *ls, *f, *w;
+    int n;
+} afit_data;
+
+static double sse_a(double a, void *p)
+{
+    const afit_data *d = p;
+    double s = 0;
+    for (int i = 0; i < d->n; i++) {
+        double e = exp(-a / d->ls[i]) - d->f[i];
+        s += (d->w ? d->w[i] : 1) * e * e;
+    }
+    return s;
+}
+
+/* Least-squares a in [1e-3, 100]: the best of a log-spaced grid, refined by Brent. */
+static int fit_a(const double *ls, const double *f, const double *w, int n, double *a_out)
+{
+    afit_data d = {ls, f, w, n};
+    double best = INFINITY, ab = NAN;
+    const int G = 400;
+    double grid[400];
+    for (int i = 0; i < G; i++) {
+        grid[i] = exp(log(1e-3) + (log(100.0) - log(1e-3)) * i / (G - 1));
+        double s = sse_a(grid[i], &d);
+        if (s < best) {
+            best = s;
+            ab = grid[i];
+        }
+    }
+    if (!isfinite(ab)) return -1;
+    int k = 0;
+    while (grid[k] != ab) k++;
+    *a_out = ab;
+    if (k == 0 || k == G - 1) return 0; /* on the edge: keep the grid point */
+    gsl_min_fminimizer *m = gsl_min_fminimizer_alloc(gsl_min_fminimizer_brent);
+    if (!m) return 0;
+    gsl_function F = {sse_a, &d};
+    if (gsl_min_fminimizer_set(m, &F, ab, grid[k - 1], grid[k + 1]) == GSL_SUCCESS) {
+        for (int it = 0; it < 100; it++) {
+            if (gsl_min_fminimizer_iterate(m) != GSL_SUCCESS) break;
+            double lo = gsl_min_fminimizer_x_lower(m), hi = gsl_min_fminimizer_x_upper(m);
+            if (gsl_min_test_interval(lo, hi, 1e-10, 0) == GSL_SUCCESS) break;
+        }
+        double x = gsl_min_fminimizer_x_minimum(m);
+        if (isfinite(x) && sse_a(x, &d) <= best) *a_out = x;
+    }
+    gsl_min_fminimizer_free(m);
+    return 0;
+}
+
+qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used,
+                            const fit_options *opt, data_law *out, fit_report *rep, qp_error *err);
+
+qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used,
+                            const fit_options *opt, data_law *out, fit_report *rep, qp_error *err)
+{
+    size_t n = runs->n;
+    group_acc *g = calloc(n + 1, sizeof *g);
+    if (!g) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    int ng = 0, q_runs = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!used[i]) continue;
+        const data_run *r = &runs->runs[i];
+        if (data_run_is_fp(r)) {
+            rep->n_other_form++;
+            continue;
+        }
+        q_runs++;
+        double d = r->d_fp + r->d_qat, f = r->d_qat / d;
+        int j = 0;
+        while (j < ng && !(same(g[j].n, r->n_params) && same(g[j].d, d) && g[j].bits == r->bits)) j++;
+        if (j == ng) {
+            g[ng].n = r->n_params;
+            g[ng].d = d;
+            g[ng].bits = r->bits;
+            ng++;
+        }
+        int k = 0;
+        while (k < g[j].nf && fabs(g[j].f[k] - f) > 1e-9) k++;
+        if (k == g[j].nf) {
+            if (k == MAX_FRACS) continue;
+            g[j].f[k] = f;
+            g[j].nf++;
+        }
+        g[j].y[k] += log(r->loss); /* repeated seeds: mean log loss */
+        g[j].c[k]++;
+    }
+    rep->n_used = q_runs;
+    /* keep groups with >= 3 fractions and S_total > 1; sort each by fraction */
+    fit_fraction_group *fg = calloc((size_t)ng + 1, sizeof *fg);
+    double *ls = malloc(sizeof(double) * ((size_t)ng + 1)), *fb = malloc(sizeof(double) * ((size_t)ng + 1));
+    double *w = malloc(sizeof(double) * ((size_t)ng + 1));
+    qp_status st = QP_OK;
+    if (!fg || !ls || !fb || !w) {
+        st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    int m = 0, sizes = 0;
+    double size_seen[64];
+    for (int j = 0; j < ng; j++) {
+        group_acc *a = &g[j];
+        for (int k = 0; k < a->nf; k++) a->y[k] /= a->c[k];
+        for (int p = 1; p < a->nf; p++)
+            for (int q = p; q > 0 && a->f[q] < a->f[q - 1]; q--) {
+                double tf = a->f[q], ty = a->y[q];
+                a->f[q] = a->f[q - 1];
+                a->y[q] = a->y[q - 1];
+                a->f[q - 1] = tf;
+                a->y[q - 1] = ty;
+            }
+        double s = fit_tokens_per_param_byte(a->d, a->n, a->bits);
+        if (a->nf < 3 || !(s > 1)) continue;
+        fit_fraction_group *o = &fg[m];
+        o->n_params = a->n;
+        o->d_total = a->d;
+        o->s_total = s;
+        o->bits = a->bits;
+        o->n_fractions = a->nf;
+        o->f_best = best_fraction(a, &o->f_argmin);
+        ls[m] = log(s);
+        fb[m] = o->f_best;
+        int z = 0;
+        while (z < sizes && !same(size_seen[z], a->n)) z++;
+        if (z == sizes && sizes < 64) size_seen[sizes++] = a->n;
+        m++;
+    }
+    if (m < 2) {
+        st = qp_fail(err, QP_ERR_UNIDENTIFIED,
+                     "cannot identify the fraction form: %d (N, D_total, bits) group(s) with >= 3 "
+                     "QAT fractions and S_total > 1 (from %d quantized runs); it needs >= 2: run "
+                     "each configuration at three or more fractions, e.g. 0.1, 0.3, 0.5", m, q_runs);
+        goto done;
+    }
+    double a;
+    if (fit_a(ls, fb, NULL, m, &a) != 0 || !isfinite(a)) {
+        st = qp_fail(err, QP_ERR_NUMERIC, "the fraction fit failed to find a finite a");
+        goto done;
+    }
+    out->coef[0] = a;
+    double se = 0, ae = 0;
+    for (int j = 0; j < m; j++) {
+        fg[j].f_fit = exp(-a / ls[j]);
+        double e = fg[j].f_fit - fg[j].f_best;
+        se += e * e;
+        ae += fabs(e);
+    }
+    rep->frac_rmse = sqrt(se / m);
+    rep->frac_mae = ae / m;
+    rep->groups = fg;
+    rep->n_groups = m;
+    fg = NULL;
+    rep->starts = rep->starts_ok = rep->starts_at_best = 1;
+    rep->best_objective = se;
+
+    /* leave one model size out, in the fraction's units */
+    if (opt->loo && sizes >= 3) {
+        double sq = 0;
+        int c = 0;
+        for (int z = 0; z < sizes; z++) {
+            for (int j = 0; j < m; j++) w[j] = same(rep->groups[j].n_params, size_seen[z]) ? 0 : 1;
+            double az;
+            if (fit_a(ls, fb, w, m, &az) != 0) continue;
+            for (int j = 0; j < m; j++)
+                if (w[j] == 0) {
+                    double e = exp(-az / ls[j]) - fb[j];
+                    sq += e * e;
+                    c++;
+                }
+        }
+        if (c) rep->loo_rmse_log = sqrt(sq / c); /* reported as the fraction's LOO RMSE */
+    }
+    if (opt->bootstrap > 0) {
+        int K = opt->bootstrap, ks = 0;
+        double *smp = malloc(sizeof(double) * (size_t)K);
+        if (!smp) {
+            st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        uint64_t rng = (opt->seed + 1) * 0xd1342543de82ef95ull;
+        for (int k = 0; k < K; k++) {
+            memset(w, 0, sizeof(double) * (size_t)m);
+            for (int j = 0; j < m; j++) {
+                int t = (int)(fit_rng_uniform(&rng) * m);
+                w[t < m ? t : m - 1] += 1;
+            }
+            double ak;
+            if (fit_a(ls, fb, w, m, &ak) == 0 && isfinite(ak)) smp[ks++] = ak;
+        }
+        rep->bootstrap_done = ks;
+        rep->bootstrap_failed = K - ks;
+        if (ks >= 2) {
+            double *c = malloc(sizeof(double) * (size_t)ks);
+            if (!c) {
+                free(smp);
+                st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            memcpy(c, smp, sizeof(double) * (size_t)ks);
+            qsort(c, (size_t)ks, sizeof(double), fit_cmp_double);
+            double lvl = opt->ci_level, al = (1 - lvl) / 2;
+            double p1 = al * (ks - 1), p2 = (1 - al) * (ks - 1);
+            int i1 = (int)p1, i2 = (int)p2;
+            out->ci_lo[0] = c[i1] + (i1 + 1 < ks ? (p1 - i1) * (c[i1 + 1] - c[i1]) : 0);
+            out->ci_hi[0] = c[i2] + (i2 + 1 < ks ? (p2 - i2) * (c[i2 + 1] - c[i2]) : 0);
+            out->has_interval = 1;
+            out->ci_level = lvl;
+            out->n_samples = ks;
+            out->samples = smp;
+            free(c);
+        } else {
+            free(smp);
+        }
+    }
+    data_law_provenance *p = &out->prov;
+    snprintf(p->method, sizeof p->method,
+             "least squares of exp(-a/ln S_total) to the best fraction of %d (N, D_total, bits) "
+             "groups (parabola through each group's argmin, docs/fitter.md); fraction RMSE "
+             "%.4f, MAE %.4f", m, rep->frac_rmse, rep->frac_mae);
+    p->starts = 1;
+    p->starts_at_best = 1;
+    p->loo_rmse_log = NAN; /* that field is in log loss; the fraction's LOO is in the report */
+    p->n_min = p->d_min = p->s_min = INFINITY;
+    p->n_max = p->d_max = p->s_max = -INFINITY;
+    for (int j = 0; j < m; j++) {
+        const fit_fraction_group *o = &rep->groups[j];
+        p->n_min = fmin(p->n_min, o->n_params);
+        p->n_max = fmax(p->n_max, o->n_params);
+        p->d_min = fmin(p->d_min, o->d_total);
+        p->d_max = fmax(p->d_max, o->d_total);
+        p->s_min = fmin(p->s_min, o->s_total);
+        p->s_max = fmax(p->s_max, o->s_total);
+        int z = 0;
+        while (z < p->n_bits && p->bits[z] != o->bits) z++;
+        if (z == p->n_bits && p->n_bits < 16) p->bits[p->n_bits++] = o->bits;
+    }
+done:
+    free(g);
+    free(fg);
+    free(ls);
+    free(fb);
+    free(w);
+    return st;
+}
