@@ -182,12 +182,8 @@ int cmd_fit(int argc, char **argv)
 
     data_run_list runs;
     data_run_list_init(&runs);
-    for (int i = optind; i < argc && !st; i++) {
-        if (qp_is_url(argv[i]))
-            st = qp_fail(&err, QP_ERR_UNSUPPORTED, "%s: downloading run files is not supported yet: "
-                         "download it and pass the local file", argv[i]);
-        else st = data_runs_read(argv[i], &runs, &err);
-    }
+    /* data_runs_read accepts files and http(s) URLs */
+    for (int i = optind; i < argc && !st; i++) st = data_runs_read(argv[i], &runs, &err);
     char *src = st ? NULL : join_sources(argv + optind, argc - optind);
     if (!st && !src) st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
     data_law law;
