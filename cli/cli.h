@@ -7,6 +7,7 @@
 
 int cmd_plan(int argc, char **argv);
 int cmd_law(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 /* Print "qatplan: <message>" for a failed status and return its exit code. */
 int cli_report(qp_status st, const qp_error *err);

@@ -13,6 +13,7 @@ typedef struct {
 static const command commands[] = {
     {"plan", cmd_plan, "recommend the QAT fraction, bit width, token split and schedule"},
     {"law", cmd_law, "show the built-in law or a law file (qatplan law show [FILE])"},
+    {"train", cmd_train, "train a model FP-then-QAT (or fused) and append its run record"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
