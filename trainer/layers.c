@@ -42,13 +42,16 @@ void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float 
     }
 }
 
-/* dx += d/dx; dg += d/dg. */
+/* dx += d/dx; dg += d/dg. The gain gradient is summed per thread and the partial sums are
+ * added in thread order, so results do not depend on timing (a resumed run must match). */
 void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
                             const float *g, const float *rstd, int N, int D)
 {
-#pragma omp parallel
+    int nt = omp_get_max_threads();
+    float *part = calloc((size_t)nt * D, sizeof *part);
+#pragma omp parallel num_threads(nt)
     {
-        float *dgl = calloc((size_t)D, sizeof *dgl);
+        float *dgl = part ? part + (size_t)omp_get_thread_num() * D : NULL;
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * D, *dy = dout + (size_t)n * D;
@@ -57,18 +60,20 @@ void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float
 #pragma omp simd reduction(+ : dot)
             for (int d = 0; d < D; d++) dot += dy[d] * g[d] * xr[d];
             float c = dot * r * r * r / (float)D;
-            for (int d = 0; d < D; d++) {
-                dxr[d] += r * dy[d] * g[d] - c * xr[d];
-                if (dgl) dgl[d] += dy[d] * xr[d] * r;
-            }
-        }
-#pragma omp critical
-        {
+            for (int d = 0; d < D; d++) dxr[d] += r * dy[d] * g[d] - c * xr[d];
             if (dgl)
-                for (int d = 0; d < D; d++) dg[d] += dgl[d];
+                for (int d = 0; d < D; d++) dgl[d] += dy[d] * xr[d] * r;
         }
-        free(dgl);
     }
+    if (part) {
+        for (int t = 0; t < nt; t++)
+            for (int d = 0; d < D; d++) dg[d] += part[(size_t)t * D + d];
+    } else {
+        /* out of memory for the partial sums: the slow serial path */
+        for (int n = 0; n < N; n++)
+            for (int d = 0; d < D; d++) dg[d] += dout[(size_t)n * D + d] * x[(size_t)n * D + d] * rstd[n];
+    }
+    free(part);
 }
 
 void layer_rope_tables(float *cos_t, float *sin_t, int T, int hd)
@@ -230,8 +235,7 @@ void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int
 
 float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tgt, int N, int V)
 {
-    double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total)
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         float *p = probs + (size_t)n * V;
         float mx = p[0];
@@ -248,8 +252,9 @@ float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tg
         float inv = 1.0f / sum;
         for (int v = 0; v < V; v++) p[v] *= inv;
         losses[n] = loss;
-        total += loss;
     }
+    double total = 0.0; /* summed serially: the same value whatever the thread count */
+    for (int n = 0; n < N; n++) total += losses[n];
     return (float)(total / N);
 }
 

@@ -52,11 +52,20 @@ static void adamw(model *m, const train_config *c, double lr, int64_t t)
 
 static double grad_norm(const model *m)
 {
-    double ss = 0.0;
-    long n = (long)m->n_floats;
+    /* fixed blocks summed in order: clipping (hence the trajectory) must not depend on timing */
+    enum { NB = 64 };
+    double part[NB] = {0};
+    long n = (long)m->n_floats, per = (n + NB - 1) / NB;
     const float *g = m->grads_mem;
-#pragma omp parallel for schedule(static) reduction(+ : ss)
-    for (long j = 0; j < n; j++) ss += (double)g[j] * g[j];
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < NB; b++) {
+        double ss = 0.0;
+        long hi = (b + 1) * per < n ? (b + 1) * per : n;
+        for (long j = b * per; j < hi; j++) ss += (double)g[j] * g[j];
+        part[b] = ss;
+    }
+    double ss = 0.0;
+    for (int b = 0; b < NB; b++) ss += part[b];
     return sqrt(ss);
 }
 
