@@ -48,6 +48,7 @@ static void usage(FILE *f)
 "  --min-lr-frac X        learning rate at the end of a decay, fraction of --lr (0)\n"
 "  --weight-decay X (0.1)  --grad-clip X (1.0, global norm)   AdamW betas 0.9, 0.95\n"
 "  --reset-optimizer      zero Adam's moments at the FP->QAT switch (default: keep)\n"
+"  --diverge-loss X       training loss (nats/token) that marks the run diverged (3 ln V + 5)\n"
 "  --seed S (1)   --threads N (2)   --device cpu|cuda|auto (auto = cpu)\n"
 "evaluation and outputs:\n"
 "  --eval-tokens N        validation tokens per evaluation (65536)\n"
@@ -197,6 +198,7 @@ int cmd_train(int argc, char **argv)
         REALOPT("--min-lr-frac", 0, 1, c.min_lr_frac)
         REALOPT("--weight-decay", 0, 10, c.weight_decay)
         REALOPT("--grad-clip", 0, 1e6, c.grad_clip)
+        REALOPT("--diverge-loss", 0, 1e6, c.diverge_loss)
         if (!strcmp(a, "--decay-shape")) {
             if (!need(i, argc, argv)) return 2;
             const char *v = argv[++i];

@@ -337,19 +337,16 @@ static void test_diverged(void)
     CU_ASSERT_FATAL(make_corpus());
     data_run r;
     char *err = NULL;
-    int rc = run_train("--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 20K --lr 0.9 "
-                       "--grad-clip 0 --warmup-frac 0 --weight-decay 0 --quiet --run-id boom --bits 32 "
-                       "--eval-tokens 1K --min-lr-frac 1",
+    /* the initial loss (about ln 256 = 5.5) is above a limit of 4: diverged at step 0 */
+    int rc = run_train("--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 20K --quiet "
+                       "--run-id boom --diverge-loss 4",
                        tu_path("div.jsonl"), &r, &err);
-    /* a huge learning rate either blows up (exit 3, status diverged) or at best ends poor */
-    if (rc == 3) {
-        CU_ASSERT_EQUAL(r.status, DATA_RUN_DIVERGED);
-        CU_ASSERT(strlen(r.reason) > 10);
-        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "diverged"));
-    } else {
-        CU_ASSERT_EQUAL(rc, 0);
-        CU_ASSERT(r.loss > 2.5);
-    }
+    CU_ASSERT_EQUAL(rc, 3);
+    CU_ASSERT_EQUAL(r.status, DATA_RUN_DIVERGED);
+    CU_ASSERT_STRING_EQUAL(r.run_id, "boom");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.reason, "step 0"));
+    CU_ASSERT(r.loss > 4);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "diverged"));
     free(err);
 }
 

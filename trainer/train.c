@@ -254,13 +254,14 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         model_backward(&m, inp, tgt, B, T);
         if (qat) model_quant_backward(&m);
         double gn = grad_norm(&m);
-        if (!isfinite(loss) || !isfinite(gn) || loss > 3.0 * log((double)c.shape.vocab) + 5.0) {
+        double lim = c.diverge_loss > 0 ? c.diverge_loss : 3.0 * log((double)c.shape.vocab) + 5.0;
+        if (!isfinite(loss) || !isfinite(gn) || loss > lim) {
             rec->status = DATA_RUN_DIVERGED;
             rec->loss = isfinite(loss) ? (double)loss : (double)loss;
             snprintf(rec->reason, sizeof rec->reason,
-                     "training loss %g (gradient norm %g) at step %ld of %ld (%.0f tokens, %s phase, "
-                     "lr %.3g); lower --lr",
-                     (double)loss, gn, step, s.total, (double)step * tps, qat ? "QAT" : "FP", lr);
+                     "training loss %g (limit %g; gradient norm %g) at step %ld of %ld (%.0f tokens, "
+                     "%s phase, lr %.3g); lower --lr",
+                     (double)loss, lim, gn, step, s.total, (double)step * tps, qat ? "QAT" : "FP", lr);
             st = qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
             goto record;
         }

@@ -68,6 +68,8 @@ typedef struct {
     int decay_sqrt;          /* 0 linear, 1 1-sqrt */
     int reset_optimizer;     /* zero the Adam moments at the FP->QAT switch */
     double weight_decay, beta1, beta2, adam_eps, grad_clip;
+    double diverge_loss;     /* training loss (nats/token) above which the run is diverged;
+                              * 0 = 3 ln(vocab) + 5 (far above a uniform guess) */
     uint64_t seed;
     int threads;
     double eval_tokens;      /* validation tokens per evaluation */
