@@ -9,6 +9,36 @@
 
 #include "model.h"
 
+extern void openblas_set_num_threads(int n);
+
+/* exp(x) for float without a libm call and without branches, so loops vectorise: Cody-Waite
+ * range reduction and Cephes' degree-6 polynomial (about 2 ulp); x is clamped to
+ * [-87.3, 88.7], so exp(-inf) gives 1e-38 rather than 0. */
+static inline float qp_expf(float x)
+{
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.7f ? 88.7f : x;
+    float n = x * 1.44269504088896341f;
+    n = (n >= 0 ? (n + 12582912.0f) - 12582912.0f : -((-n + 12582912.0f) - 12582912.0f));
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { float f; int32_t i; } u;
+    int32_t e = (int32_t)n;
+    /* 2^n in two halves so n = 128 (x near 88.7) does not overflow the exponent field */
+    int32_t e1 = e / 2, e2 = e - e1;
+    u.i = (e1 + 127) << 23;
+    p *= u.f;
+    u.i = (e2 + 127) << 23;
+    return p * u.f;
+}
+
 /* out[N, R] = inp[N, C] @ w[R, C]^T */
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R)
 {
@@ -109,47 +139,45 @@ void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T
 }
 
 /* Causal multi-head attention with grouped KV heads. att: [B, H, T, T] probabilities
- * (entries above the diagonal unused). out: [N, H*hd]. */
+ * (zero above the diagonal). out: [N, H*hd]. Each (batch, head) is a few small matrix
+ * products: they run single-threaded inside BLAS, in parallel over (batch, head) with OpenMP,
+ * which beats both hand loops and threading each small product. */
 void layer_attention_forward(float *out, float *att, const float *qkv, int B, int T, int H,
                              int Hkv, int hd)
 {
     int QKV = (H + 2 * Hkv) * hd, D = H * hd, grp = H / Hkv;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for collapse(2) schedule(static)
+    int nt = omp_get_max_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nt)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++) {
             int kh = h / grp;
+            const float *q = qkv + (size_t)b * T * QKV + h * hd;
+            const float *k = qkv + (size_t)b * T * QKV + D + kh * hd;
+            const float *v = qkv + (size_t)b * T * QKV + D + Hkv * hd + kh * hd;
+            float *P = att + ((size_t)b * H + h) * T * T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, QKV, k, QKV,
+                        0.0f, P, T);
             for (int t = 0; t < T; t++) {
-                const float *q = qkv + (size_t)(b * T + t) * QKV + h * hd;
-                float *row = att + (((size_t)b * H + h) * T + t) * T;
-                float mx = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = qkv + (size_t)(b * T + t2) * QKV + D + kh * hd;
-                    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                    for (int d = 0; d < hd; d++) s += q[d] * k[d];
-                    s *= scale;
-                    row[t2] = s;
-                    if (s > mx) mx = s;
-                }
+                float *row = P + (size_t)t * T;
+                float mx = row[0];
+                for (int t2 = 1; t2 <= t; t2++)
+                    if (row[t2] > mx) mx = row[t2];
                 float sum = 0.0f;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    float e = expf(row[t2] - mx);
+                    float e = qp_expf(row[t2] - mx);
                     row[t2] = e;
                     sum += e;
                 }
                 float inv = 1.0f / sum;
-                float *o = out + (size_t)(b * T + t) * D + h * hd;
-                for (int d = 0; d < hd; d++) o[d] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    float p = row[t2] * inv;
-                    row[t2] = p;
-                    const float *v = qkv + (size_t)(b * T + t2) * QKV + D + Hkv * hd + kh * hd;
-#pragma omp simd
-                    for (int d = 0; d < hd; d++) o[d] += p * v[d];
-                }
+                for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
+                for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
             }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, QKV,
+                        0.0f, out + (size_t)b * T * D + h * hd, D);
         }
+    openblas_set_num_threads(nt);
 }
 
 /* dqkv accumulates (zero it first). Parallel over (batch, kv head) so that the heads that
@@ -159,48 +187,47 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
 {
     int QKV = (H + 2 * Hkv) * hd, D = H * hd, grp = H / Hkv;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel
+    int nt = omp_get_max_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nt)
     {
-        float *dp = malloc((size_t)T * sizeof *dp);
+        float *dS = malloc((size_t)T * T * sizeof *dS);
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int kh = 0; kh < Hkv; kh++) {
-                if (!dp) continue;
-                for (int h = kh * grp; h < (kh + 1) * grp; h++)
+                if (!dS) continue;
+                size_t base = (size_t)b * T * QKV;
+                const float *k = qkv + base + D + kh * hd, *v = qkv + base + D + Hkv * hd + kh * hd;
+                float *dk = dqkv + base + D + kh * hd, *dv = dqkv + base + D + Hkv * hd + kh * hd;
+                for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+                    const float *P = att + ((size_t)b * H + h) * T * T;
+                    const float *dy = dout + (size_t)b * T * D + h * hd;
+                    const float *q = qkv + base + h * hd;
+                    float *dq = dqkv + base + h * hd;
+                    /* dP = dY V^T; dV += P^T dY */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dy, D, v,
+                                QKV, 0.0f, dS, T);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dy, D,
+                                1.0f, dv, QKV);
+                    /* softmax backward: dS = P (dP - sum(P dP)) * scale, zero above the diagonal */
                     for (int t = 0; t < T; t++) {
-                        const float *row = att + (((size_t)b * H + h) * T + t) * T;
-                        const float *dy = dout + (size_t)(b * T + t) * D + h * hd;
-                        const float *q = qkv + (size_t)(b * T + t) * QKV + h * hd;
-                        float *dq = dqkv + (size_t)(b * T + t) * QKV + h * hd;
+                        const float *pr = P + (size_t)t * T;
+                        float *dr = dS + (size_t)t * T;
                         float sum = 0.0f;
-                        for (int t2 = 0; t2 <= t; t2++) {
-                            size_t base = (size_t)(b * T + t2) * QKV + D + Hkv * hd + kh * hd;
-                            const float *v = qkv + base;
-                            float *dv = dqkv + base;
-                            float p = row[t2], s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                            for (int d = 0; d < hd; d++) {
-                                s += dy[d] * v[d];
-                                dv[d] += p * dy[d];
-                            }
-                            dp[t2] = s;
-                            sum += p * s;
-                        }
-                        for (int t2 = 0; t2 <= t; t2++) {
-                            size_t base = (size_t)(b * T + t2) * QKV + D + kh * hd;
-                            const float *k = qkv + base;
-                            float *dk = dqkv + base;
-                            float ds = row[t2] * (dp[t2] - sum) * scale;
-#pragma omp simd
-                            for (int d = 0; d < hd; d++) {
-                                dq[d] += ds * k[d];
-                                dk[d] += ds * q[d];
-                            }
-                        }
+                        for (int t2 = 0; t2 <= t; t2++) sum += pr[t2] * dr[t2];
+                        for (int t2 = 0; t2 <= t; t2++) dr[t2] = pr[t2] * (dr[t2] - sum) * scale;
+                        for (int t2 = t + 1; t2 < T; t2++) dr[t2] = 0.0f;
                     }
+                    /* dQ += dS K; dK += dS^T Q */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, k,
+                                QKV, 1.0f, dq, QKV);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, q,
+                                QKV, 1.0f, dk, QKV);
+                }
             }
-        free(dp);
+        free(dS);
     }
+    openblas_set_num_threads(nt);
 }
 
 /* h13 rows: [gate (F) | up (F)]; out = silu(gate) * up. */
@@ -211,7 +238,7 @@ void layer_swiglu_forward(float *out, const float *h13, int N, int F)
         const float *a = h13 + (size_t)n * 2 * F, *u = a + F;
         float *o = out + (size_t)n * F;
         for (int f = 0; f < F; f++) {
-            float sg = 1.0f / (1.0f + expf(-a[f]));
+            float sg = 1.0f / (1.0f + qp_expf(-a[f]));
             o[f] = a[f] * sg * u[f];
         }
     }
@@ -225,7 +252,7 @@ void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int
         const float *a = h13 + (size_t)n * 2 * F, *u = a + F, *dy = dout + (size_t)n * F;
         float *da = dh13 + (size_t)n * 2 * F, *du = da + F;
         for (int f = 0; f < F; f++) {
-            float sg = 1.0f / (1.0f + expf(-a[f]));
+            float sg = 1.0f / (1.0f + qp_expf(-a[f]));
             float silu = a[f] * sg;
             du[f] = dy[f] * silu;
             da[f] = dy[f] * u[f] * sg * (1.0f + a[f] * (1.0f - sg));
@@ -245,7 +272,7 @@ float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tg
         float lt = p[tgt[n]] - mx;
         float sum = 0.0f;
         for (int v = 0; v < V; v++) {
-            p[v] = expf(p[v] - mx);
+            p[v] = qp_expf(p[v] - mx);
             sum += p[v];
         }
         float loss = logf(sum) - lt;

@@ -135,6 +135,12 @@ void quant_init(train_quantizer k, int bits, int group, const float *w, size_t r
 int quant_code(train_quantizer k, int bits, float w, float s, float z);
 float quant_dequant(train_quantizer k, int bits, int code, float s, float z);
 
+/* One training step in two halves (train.c): quantize (when m->qat / m->qat_embed), forward,
+ * backward, STE; returns the loss and the global gradient norm. Then clip and AdamW. */
+float train_forward_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T,
+                             double *gnorm);
+void train_update(model *m, const train_config *c, double lr, int64_t t, double gnorm);
+
 /* ---- RNG --------------------------------------------------------------------- */
 uint64_t train_rng_next(uint64_t *state);
 float train_rng_normal(uint64_t *state);

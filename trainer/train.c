@@ -77,6 +77,24 @@ static void scale_grads(model *m, float k)
     for (long j = 0; j < n; j++) g[j] *= k;
 }
 
+float train_forward_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T,
+                             double *gnorm)
+{
+    if (m->qat || m->qat_embed) model_quantize(m);
+    float loss = model_forward(m, inp, tgt, B, T);
+    model_zero_grad(m);
+    model_backward(m, inp, tgt, B, T);
+    if (m->qat || m->qat_embed) model_quant_backward(m);
+    *gnorm = grad_norm(m);
+    return loss;
+}
+
+void train_update(model *m, const train_config *c, double lr, int64_t t, double gnorm)
+{
+    if (c->grad_clip > 0 && gnorm > c->grad_clip) scale_grads(m, (float)(c->grad_clip / gnorm));
+    adamw(m, c, lr, t);
+}
+
 /* Mean validation loss (nats/token) over n_seq non-overlapping sequences. */
 static double eval_loss(model *m, const train_data *d, long n_seq, uint16_t *inp, uint16_t *tgt)
 {
@@ -248,12 +266,8 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         m.qat_embed = qat && c.quant.embed_bits > 0;
         double lr = train_lr_at(&s, step);
         sample_batch(d, B, T, &pr.rng, inp, tgt);
-        if (qat) model_quantize(&m);
-        float loss = model_forward(&m, inp, tgt, B, T);
-        model_zero_grad(&m);
-        model_backward(&m, inp, tgt, B, T);
-        if (qat) model_quant_backward(&m);
-        double gn = grad_norm(&m);
+        double gn;
+        float loss = train_forward_backward(&m, inp, tgt, B, T, &gn);
         double lim = c.diverge_loss > 0 ? c.diverge_loss : 3.0 * log((double)c.shape.vocab) + 5.0;
         if (!isfinite(loss) || !isfinite(gn) || loss > lim) {
             rec->status = DATA_RUN_DIVERGED;
@@ -265,9 +279,8 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
             st = qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
             goto record;
         }
-        if (c.grad_clip > 0 && gn > c.grad_clip) scale_grads(&m, (float)(c.grad_clip / gn));
         pr.adam_t++;
-        adamw(&m, &c, lr, pr.adam_t);
+        train_update(&m, &c, lr, pr.adam_t, gn);
         pr.train_loss = isnan(pr.train_loss) ? loss : 0.9 * pr.train_loss + 0.1 * loss;
         steps_here++;
         double now = qp_now();
