@@ -154,6 +154,38 @@ static void test_attention_grad(void)
     CU_ASSERT_DOUBLE_EQUAL(a_out[0], a_qkv[(QH + QHKV) * QHD], 1e-6);
 }
 
+/* more positions than one attention block (64 rows): the causal blocking is exercised */
+enum { LT = 80, LH = 2, LHKV = 1, LHD = 4, LQKV = (LH + 2 * LHKV) * LHD };
+static float l_qkv[LT * LQKV], l_out[LT * LH * LHD], l_att[LH * LT * LT], l_r[LT * LH * LHD];
+static double f_att_long(void *c)
+{
+    (void)c;
+    layer_attention_forward(l_out, l_att, l_qkv, 1, LT, LH, LHKV, LHD);
+    return dotd(l_out, l_r, LT * LH * LHD);
+}
+static void test_attention_long_grad(void)
+{
+    fill(l_qkv, LT * LQKV, 1);
+    fill(l_r, LT * LH * LHD, 1);
+    f_att_long(NULL);
+    static float dq[LT * LQKV];
+    memset(dq, 0, sizeof dq);
+    layer_attention_backward(dq, l_r, l_att, l_qkv, 1, LT, LH, LHKV, LHD);
+    CU_ASSERT_EQUAL(fd_check("attention(T=80) dqkv", l_qkv, dq, LT * LQKV, f_att_long, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    /* every row of probabilities sums to 1 and is 0 above the diagonal */
+    int bad = 0;
+    for (int t = 0; t < LT; t++) {
+        double sum = 0;
+        for (int t2 = 0; t2 < LT; t2++) {
+            float p = l_att[(size_t)LT * LT + (size_t)t * LT + t2];
+            sum += p;
+            if (t2 > t && p != 0.0f) bad++;
+        }
+        if (fabs(sum - 1.0) > 1e-5) bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
 /* ---- swiglu ---------------------------------------------------------------- */
 enum { SN = 4, SF = 6 };
 static float s_h[SN * 2 * SF], s_out[SN * SF], s_r[SN * SF];
@@ -306,6 +338,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_rmsnorm_grad);
     TU_ADD(s, test_rope_grad);
     TU_ADD(s, test_attention_grad);
+    TU_ADD(s, test_attention_long_grad);
     TU_ADD(s, test_swiglu_grad);
     TU_ADD(s, test_xent_grad);
     TU_ADD(s, test_model_grad);

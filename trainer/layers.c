@@ -138,6 +138,8 @@ void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T
     }
 }
 
+#define ATT_CHUNK 64 /* query rows per block in attention */
+
 /* Causal multi-head attention with grouped KV heads. att: [B, H, T, T] probabilities
  * (zero above the diagonal). out: [N, H*hd]. Each (batch, head) is a few small matrix
  * products: they run single-threaded inside BLAS, in parallel over (batch, head) with OpenMP,
@@ -157,25 +159,28 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
             const float *k = qkv + (size_t)b * T * QKV + D + kh * hd;
             const float *v = qkv + (size_t)b * T * QKV + D + Hkv * hd + kh * hd;
             float *P = att + ((size_t)b * H + h) * T * T;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, q, QKV, k, QKV,
-                        0.0f, P, T);
-            for (int t = 0; t < T; t++) {
-                float *row = P + (size_t)t * T;
-                float mx = row[0];
-                for (int t2 = 1; t2 <= t; t2++)
-                    if (row[t2] > mx) mx = row[t2];
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    float e = qp_expf(row[t2] - mx);
-                    row[t2] = e;
-                    sum += e;
+            /* row chunks only multiply the keys they can see (causal): about 5/8 of the work */
+            for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
+                int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale,
+                            q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T);
+                for (int t = r0; t < keys; t++) {
+                    float *row = P + (size_t)t * T;
+                    float mx = row[0];
+                    for (int t2 = 1; t2 <= t; t2++) mx = row[t2] > mx ? row[t2] : mx;
+                    float sum = 0.0f;
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        float e = qp_expf(row[t2] - mx);
+                        row[t2] = e;
+                        sum += e;
+                    }
+                    float inv = 1.0f / sum;
+                    for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
+                    for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
                 }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f,
+                            P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, v, QKV,
-                        0.0f, out + (size_t)b * T * D + h * hd, D);
         }
     openblas_set_num_threads(nt);
 }
@@ -204,25 +209,30 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                     const float *dy = dout + (size_t)b * T * D + h * hd;
                     const float *q = qkv + base + h * hd;
                     float *dq = dqkv + base + h * hd;
-                    /* dP = dY V^T; dV += P^T dY */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dy, D, v,
-                                QKV, 0.0f, dS, T);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, P, T, dy, D,
-                                1.0f, dv, QKV);
-                    /* softmax backward: dS = P (dP - sum(P dP)) * scale, zero above the diagonal */
-                    for (int t = 0; t < T; t++) {
-                        const float *pr = P + (size_t)t * T;
-                        float *dr = dS + (size_t)t * T;
-                        float sum = 0.0f;
-                        for (int t2 = 0; t2 <= t; t2++) sum += pr[t2] * dr[t2];
-                        for (int t2 = 0; t2 <= t; t2++) dr[t2] = pr[t2] * (dr[t2] - sum) * scale;
-                        for (int t2 = t + 1; t2 < T; t2++) dr[t2] = 0.0f;
+                    for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
+                        int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
+                        const float *Pc = P + (size_t)r0 * T, *dyc = dy + (size_t)r0 * D;
+                        float *dSc = dS + (size_t)r0 * T;
+                        /* dP = dY V^T; dV += P^T dY */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dyc,
+                                    D, v, QKV, 0.0f, dSc, T);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, Pc, T,
+                                    dyc, D, 1.0f, dv, QKV);
+                        /* softmax backward: dS = P (dP - sum(P dP)) * scale, 0 above the diagonal */
+                        for (int t = r0; t < keys; t++) {
+                            const float *pr = P + (size_t)t * T;
+                            float *dr = dS + (size_t)t * T;
+                            float sum = 0.0f;
+                            for (int t2 = 0; t2 <= t; t2++) sum += pr[t2] * dr[t2];
+                            for (int t2 = 0; t2 <= t; t2++) dr[t2] = pr[t2] * (dr[t2] - sum) * scale;
+                            for (int t2 = t + 1; t2 < keys; t2++) dr[t2] = 0.0f;
+                        }
+                        /* dQ += dS K; dK += dS^T Q */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, dSc,
+                                    T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, dSc,
+                                    T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV);
                     }
-                    /* dQ += dS K; dK += dS^T Q */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, k,
-                                QKV, 1.0f, dq, QKV);
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, dS, T, q,
-                                QKV, 1.0f, dk, QKV);
                 }
             }
         free(dS);
