@@ -13,8 +13,10 @@ Usage:
       Recomputes loss and gradients in float64 (quantizers in float32, as in C) and exits 1
       unless |loss_c - loss_t| <= 1e-6 * loss_t and, for every tensor,
       ||g_c - g_t|| <= 1e-5 * ||g_t|| + 1e-8 (measured: 5e-8 and 8e-7 at worst).
-  torch_reference.py --eval CKPT.safetensors --text FILE [--tokens N]
-      Validation loss (nats/token) of a checkpoint on the first N+1 bytes of FILE, FP weights.
+  torch_reference.py --eval CKPT.safetensors --text FILE [--tokens N] [--quantized]
+      Validation loss (nats/token) of a checkpoint on the first N+1 bytes of FILE, with the
+      latent full-precision weights or (--quantized) the quantized ones; with the same N as
+      `qatplan train --eval-tokens` it reproduces the run record's loss.
 
 The safetensors files are parsed here (no safetensors package in Debian 12).
 """
@@ -187,7 +189,7 @@ def check(path):
     return 0 if ok else 1
 
 
-def evaluate(ckpt, text, n):
+def evaluate(ckpt, text, n, quantized):
     meta, t = load_safetensors(ckpt)
     model = Model(meta, t)
     T = int(meta["context"])
@@ -195,8 +197,9 @@ def evaluate(ckpt, text, n):
     nseq = (len(data) - 1) // T
     toks = torch.stack([torch.from_numpy(data[i * T:i * T + T + 1]) for i in range(nseq)])
     with torch.no_grad():
-        loss = model.forward(toks, False)
-    print("val loss %.6f nats/token over %d tokens" % (loss.item(), nseq * T))
+        loss = model.forward(toks, quantized)
+    print("val loss %.6f nats/token over %d tokens (%s weights)" %
+          (loss.item(), nseq * T, "quantized" if quantized else "full-precision"))
     return 0
 
 
@@ -206,6 +209,7 @@ def main():
     ap.add_argument("--eval")
     ap.add_argument("--text")
     ap.add_argument("--tokens", type=int, default=65536)
+    ap.add_argument("--quantized", action="store_true", help="evaluate with the quantizers applied")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.check:
@@ -215,7 +219,7 @@ def main():
             rc |= check(path)
         return rc
     if a.eval and a.text:
-        return evaluate(a.eval, a.text, a.tokens)
+        return evaluate(a.eval, a.text, a.tokens, a.quantized)
     ap.print_help()
     return 2
 

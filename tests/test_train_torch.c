@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "data.h"
 #include "model.h"
 #include "testutil.h"
 
@@ -92,6 +93,47 @@ static void test_torch_parity(void)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
-static void add(CU_pSuite s) { TU_ADD(s, test_torch_parity); }
+/* PyTorch reads a checkpoint written by `qatplan train` and reproduces the run record's
+ * final (quantized) validation loss. */
+static void test_torch_reads_checkpoint(void)
+{
+    if (!have_torch()) {
+        fprintf(stderr, "SKIPPED: /usr/bin/python3 cannot import torch - checkpoint not checked\n");
+        return;
+    }
+    /* a small text: this test's own source */
+    char args[8192], src[4096];
+    snprintf(src, sizeof src, "%s/tests/test_train_torch.c", QP_SOURCE_DIR);
+    snprintf(args, sizeof args,
+             "train --train-text %s/trainer/model.c --val-text %s --layers 1 --width 32 --heads 4 "
+             "--kv-heads 2 --context 32 --batch 4 --tokens 8K --bits 3 --embed-bits 5 --eval-tokens 2048 "
+             "--quiet --checkpoint %s --runs-out %s",
+             QP_SOURCE_DIR, src, tu_path("run.safetensors"), tu_path("run.jsonl"));
+    CU_ASSERT_EQUAL_FATAL(tu_run_qatplan(args, NULL, NULL), 0);
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error err;
+    CU_ASSERT_EQUAL_FATAL(data_runs_read(tu_path("run.jsonl"), &l, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 1);
+    double want = l.runs[0].loss;
+    data_run_list_free(&l);
+    char ev[8192];
+    snprintf(ev, sizeof ev,
+             "/usr/bin/python3 %s/scripts/torch_reference.py --eval %s --text %s --tokens 2048 --quantized",
+             QP_SOURCE_DIR, tu_path("run.safetensors"), src);
+    FILE *p = popen(ev, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    double got = NAN;
+    CU_ASSERT_EQUAL(fscanf(p, "val loss %lf", &got), 1);
+    pclose(p);
+    fprintf(stderr, "record loss %.6f, PyTorch on the checkpoint %.6f\n", want, got);
+    CU_ASSERT_DOUBLE_EQUAL(got, want, 1e-5 * want);
+}
+
+static void add(CU_pSuite s)
+{
+    TU_ADD(s, test_torch_parity);
+    TU_ADD(s, test_torch_reads_checkpoint);
+}
 
 int main(void) { return tu_main("train_torch", add); }
