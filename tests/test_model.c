@@ -146,7 +146,7 @@ static void test_attention_grad(void)
     fill(a_r, QB * QT * QH * QHD, 1);
     f_att(NULL);
     float dq[QB * QT * QQKV] = {0};
-    layer_attention_backward(dq, a_r, a_att, a_qkv, QB, QT, QH, QHKV, QHD);
+    layer_attention_backward(dq, a_r, a_att, a_qkv, QB, QT, QH, QHKV, QHD, NULL);
     CU_ASSERT_EQUAL(fd_check("attention dqkv", a_qkv, dq, QB * QT * QQKV, f_att, NULL, 1e-2f, 1e-2, 1e-2), 0);
     /* causality: the first position attends only to itself */
     CU_ASSERT_DOUBLE_EQUAL(a_att[0], 1.0, 1e-6);
@@ -170,7 +170,7 @@ static void test_attention_long_grad(void)
     f_att_long(NULL);
     static float dq[LT * LQKV];
     memset(dq, 0, sizeof dq);
-    layer_attention_backward(dq, l_r, l_att, l_qkv, 1, LT, LH, LHKV, LHD);
+    layer_attention_backward(dq, l_r, l_att, l_qkv, 1, LT, LH, LHKV, LHD, NULL);
     CU_ASSERT_EQUAL(fd_check("attention(T=80) dqkv", l_qkv, dq, LT * LQKV, f_att_long, NULL, 1e-2f, 1e-2, 1e-2), 0);
     /* every row of probabilities sums to 1 and is 0 above the diagonal */
     int bad = 0;

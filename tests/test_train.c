@@ -262,8 +262,9 @@ static void test_tiny_model_learns(void)
 static void test_schedules_and_ends(void)
 {
     CU_ASSERT_FATAL(make_corpus());
+    /* one thread: these models are too small to gain from two (the other tests use two) */
     const char *small = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 20K "
-                        "--eval-tokens 2K --quiet";
+                        "--eval-tokens 2K --quiet --threads 1";
     struct { const char *opts; data_schedule sch; int bits; double dfp_zero, dqat_zero; } cases[] = {
         {"--qat-fraction 0 --bits 2", DATA_SCHED_FP_ONLY, 2, 0, 1},
         {"--qat-fraction 1 --bits 1", DATA_SCHED_QAT_ONLY, 1, 1, 0},

@@ -188,7 +188,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
 /* dqkv accumulates (zero it first). Parallel over (batch, kv head) so that the heads that
  * share a K/V head never write the same gradient concurrently. */
 void layer_attention_backward(float *dqkv, const float *dout, const float *att, const float *qkv,
-                              int B, int T, int H, int Hkv, int hd)
+                              int B, int T, int H, int Hkv, int hd, float *scratch)
 {
     int QKV = (H + 2 * Hkv) * hd, D = H * hd, grp = H / Hkv;
     float scale = 1.0f / sqrtf((float)hd);
@@ -196,7 +196,10 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
     openblas_set_num_threads(1);
 #pragma omp parallel num_threads(nt)
     {
-        float *dS = malloc((size_t)T * T * sizeof *dS);
+        /* per-thread T x T scratch: given (allocated once with the model) or, if NULL, malloc'ed
+         * here (a fresh 256 KiB block per call costs page faults) */
+        float *dS = scratch ? scratch + (size_t)omp_get_thread_num() * T * T
+                            : malloc((size_t)T * T * sizeof *dS);
 #pragma omp for collapse(2) schedule(static)
         for (int b = 0; b < B; b++)
             for (int kh = 0; kh < Hkv; kh++) {
@@ -235,7 +238,7 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                     }
                 }
             }
-        free(dS);
+        if (!scratch) free(dS);
     }
     openblas_set_num_threads(nt);
 }

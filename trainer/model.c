@@ -1,6 +1,7 @@
 /* model.c: parameter layout, allocation, initialisation, and the whole-model forward,
  * backward and quantization passes (llm.c style: one allocation per tensor family). */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,8 +101,10 @@ qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int
     m->acts_mem = alloc_floats(na);
     m->rope_cos = alloc_floats((size_t)T * hd / 2);
     m->rope_sin = alloc_floats((size_t)T * hd / 2);
+    m->scratch_threads = omp_get_max_threads();
+    m->att_scratch = alloc_floats((size_t)m->scratch_threads * T * T);
     if (!m->params_mem || !m->grads_mem || !m->m_mem || !m->v_mem || !m->qw_mem || !m->acts_mem ||
-        !m->rope_cos || !m->rope_sin) {
+        !m->rope_cos || !m->rope_sin || !m->att_scratch) {
         double gib = (4.0 * off + 4.0 * off * 3 + 4.0 * nq + 4.0 * na) / 1073741824.0;
         model_free(m);
         return qp_fail(err, QP_ERR_NOMEM,
@@ -143,6 +146,7 @@ void model_free(model *m)
     free(m->acts_mem);
     free(m->rope_cos);
     free(m->rope_sin);
+    free(m->att_scratch);
     memset(m, 0, sizeof *m);
 }
 
@@ -320,7 +324,8 @@ void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, i
         layer_matmul_backward(a->datty, lay(m, m->g.wo, P_WO, l), a->dx, atty,
                               lay(m, weights_for(m, P_WO), P_WO, l), N, D, D);
         memset(a->dqkv, 0, (size_t)N * QKV * sizeof(float));
-        layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd);
+        layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd,
+                                 omp_get_max_threads() <= m->scratch_threads ? m->att_scratch : NULL);
         layer_rope(a->dqkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
         layer_matmul_backward(a->dln, lay(m, m->g.wqkv, P_WQKV, l), a->dqkv, ln1,
                               lay(m, weights_for(m, P_WQKV), P_WQKV, l), N, D, QKV);

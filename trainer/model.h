@@ -63,6 +63,8 @@ typedef struct {
     model_acts a;
     int B, T;                /* activation buffers are sized for B x T */
     float *rope_cos, *rope_sin; /* T x hd/2 */
+    float *att_scratch;      /* scratch_threads x T x T for the attention backward */
+    int scratch_threads;
     int qat;                 /* block linears use quantized weights */
     int qat_embed;           /* embeddings/head use quantized weights */
 } model;
@@ -109,8 +111,9 @@ void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T
                 int hd, int inverse);
 void layer_attention_forward(float *out, float *att, const float *qkv, int B, int T, int H,
                              int Hkv, int hd);
+/* scratch: omp_get_max_threads() x T x T floats, or NULL to allocate per call. */
 void layer_attention_backward(float *dqkv, const float *dout, const float *att, const float *qkv,
-                              int B, int T, int H, int Hkv, int hd);
+                              int B, int T, int H, int Hkv, int hd, float *scratch);
 void layer_swiglu_forward(float *out, const float *h13, int N, int F);
 void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F);
 /* probs: logits in, softmax out (in place); returns the mean loss. */
