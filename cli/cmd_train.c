@@ -9,10 +9,13 @@
 #include "data.h"
 #include "train.h"
 
-/* The token-file reader lives in the data module; it may be absent from a build of this
- * branch (weak reference), in which case token files are refused with a hint. */
+/* The token-file reader lives in the data module. Where that module does not define it yet
+ * (trainer/CMakeLists.txt checks), the reference is weak and token files are refused with a
+ * hint. */
+#ifndef QP_HAVE_DATA_TOKENS
 #pragma weak data_tokens_read
 #pragma weak data_tokens_free
+#endif
 
 static void usage(FILE *f)
 {
@@ -85,9 +88,11 @@ static qp_status read_text(const char *path, uint16_t **out, uint64_t *n, qp_err
 
 static qp_status read_tokens(const char *path, data_tokens *t, qp_error *err)
 {
+#ifndef QP_HAVE_DATA_TOKENS
     if (!data_tokens_read)
         return qp_fail(err, QP_ERR_UNSUPPORTED,
                        "this build has no token-file reader (data module); use --train-text/--val-text");
+#endif
     return data_tokens_read(path, t, err);
 }
 
@@ -342,7 +347,10 @@ out:
         free((void *)train_tok);
         free((void *)val_tok);
     }
-    if (data_tokens_free) {
+#ifndef QP_HAVE_DATA_TOKENS
+    if (data_tokens_free)
+#endif
+    {
         data_tokens_free(&tt);
         data_tokens_free(&tv);
     }

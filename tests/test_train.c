@@ -422,6 +422,54 @@ static void test_bad_input(void)
     free(out);
 }
 
+/* Token files of the data module (weak where that module does not define them yet: the test
+ * then says so and checks the refusal instead). */
+#ifndef QP_HAVE_DATA_TOKENS
+#pragma weak data_tokens_write
+#endif
+static void test_token_files(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+#ifndef QP_HAVE_DATA_TOKENS
+    char *err = NULL;
+    if (!data_tokens_write) {
+        fprintf(stderr, "(data_tokens_write not in this build: --data refuses with a hint)\n");
+        char args[4096];
+        snprintf(args, sizeof args, "train --data %s --quiet", tu_path("corpus"));
+        CU_ASSERT_NOT_EQUAL(tu_run_qatplan(args, NULL, &err), 0);
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--train-text"));
+        free(err);
+        return;
+    }
+#endif
+    const char *files[2] = {train_txt, val_txt}, *suffix[2] = {"train.tok", "val.tok"};
+    for (int k = 0; k < 2; k++) {
+        size_t n;
+        char *b = slurp(files[k], &n);
+        uint16_t *t = malloc(n * sizeof *t);
+        for (size_t i = 0; i < n; i++) t[i] = (unsigned char)b[i];
+        char path[4096];
+        snprintf(path, sizeof path, "%s.%s", tu_path("corpus"), suffix[k]);
+        qp_error e;
+        CU_ASSERT_EQUAL(data_tokens_write(path, t, n, 256, "licenses-test", &e), QP_OK);
+        free(t);
+        free(b);
+    }
+    char opts[4096];
+    snprintf(opts, sizeof opts, "--data %s --layers 1 --width 32 --heads 2 --context 32 --batch 4 "
+                                "--tokens 8K --eval-tokens 1K --quiet --threads 1", tu_path("corpus"));
+    char args[8192];
+    snprintf(args, sizeof args, "train %s --runs-out %s", opts, tu_path("tok.jsonl"));
+    CU_ASSERT_EQUAL(tu_run_qatplan(args, NULL, NULL), 0);
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error e;
+    CU_ASSERT_EQUAL_FATAL(data_runs_read(tu_path("tok.jsonl"), &l, &e), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 1);
+    CU_ASSERT_STRING_EQUAL(l.runs[0].dataset, "licenses-test");
+    data_run_list_free(&l);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_lr_classic);
@@ -433,6 +481,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_resume_same_result);
     TU_ADD(s, test_sigterm_resume);
     TU_ADD(s, test_diverged);
+    TU_ADD(s, test_token_files);
 }
 
 int main(void) { return tu_main("train", add); }
