@@ -398,6 +398,7 @@ static void test_bad_input(void)
         {"--schedule cosine", "classic or fused"},
         {"--quantizer asym --bits 4 --group-size 48", "--group-size 48"},
         {"--embed-bits 2", "--embed-bits 2"},
+        {"--bits 16 --embed-bits 4", "drop --embed-bits"},
         {"--resume", "--state"},
         {"--context 200000", "--context"},
     };

@@ -83,6 +83,10 @@ qp_status train_qspec_check(const train_qspec *q, const train_shape *s, qp_error
     switch (q->kind) {
     case TRAIN_Q_NONE:
         if (q->bits < 16) return qp_fail(err, QP_ERR_INPUT, "--bits %d needs a quantizer", q->bits);
+        if (q->embed_bits)
+            return qp_fail(err, QP_ERR_INPUT, "--embed-bits %d with --bits %d: a full-precision run "
+                                              "keeps the embeddings in FP; drop --embed-bits",
+                           q->embed_bits, q->bits);
         break;
     case TRAIN_Q_BINARY:
         if (q->bits != 1) return qp_fail(err, QP_ERR_INPUT, "--quantizer binary needs --bits 1");
