@@ -10,9 +10,11 @@
  * exact for |x| < 2^22, and callers clamp first. Same ties as torch.round. */
 static inline float round_even(float x)
 {
-    const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    if (x >= 0.0f) return (x + magic) - magic;
-    return -((-x + magic) - magic);
+    const float magic = 8388608.0f; /* 2^23: adding it leaves no fraction bits */
+    float a = fabsf(x);
+    float r = (a + magic) - magic;
+    r = a < magic ? r : a; /* already an integer */
+    return copysignf(r, x);
 }
 
 static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
@@ -88,14 +90,50 @@ void quant_forward(train_quantizer k, int bits, int group, const float *w, float
                    size_t rows, size_t cols, const float *s, const float *z)
 {
     size_t G = group_len(k, group, cols), ng = cols / G;
+    float L = 1.0f, sh = 0.0f;
+    if (k == TRAIN_Q_SEQ || k == TRAIN_Q_TERNARY) seq_params(k, &L, &sh);
+    float qn = -(float)(1 << (bits - 1)), qp = (float)((1 << (bits - 1)) - 1);
+    float mx = (float)((1 << bits) - 1);
+    /* one loop per quantizer, branch-free inside, so each vectorises; the values are the same
+     * as quant_dequant(quant_code(...)) (the export relies on it, tests check it) */
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < rows; r++) {
         for (size_t gi = 0; gi < ng; gi++) {
             size_t si = r * ng + gi;
-            float sc = s[si], zz = z ? z[si] : 0.0f;
+            float sc = s[si];
             const float *wr = w + r * cols + gi * G;
             float *o = w_hat + r * cols + gi * G;
-            for (size_t c = 0; c < G; c++) o[c] = quant_dequant(k, bits, quant_code(k, bits, wr[c], sc, zz), sc, zz);
+            switch (k) {
+            case TRAIN_Q_BINARY:
+#pragma omp simd
+                for (size_t c = 0; c < G; c++) o[c] = sc * (wr[c] >= 0.0f ? 1.0f : -1.0f);
+                break;
+            case TRAIN_Q_TERNARY:
+            case TRAIN_Q_SEQ:
+#pragma omp simd
+                for (size_t c = 0; c < G; c++) {
+                    float u = clampf(wr[c] / sc, -SEQ_CLIP, SEQ_CLIP);
+                    o[c] = sc * ((round_even(u * L - sh) + sh) / L);
+                }
+                break;
+            case TRAIN_Q_LSQ:
+#pragma omp simd
+                for (size_t c = 0; c < G; c++)
+                    o[c] = sc * clampf(round_even(clampf(wr[c] / sc, qn - 1.0f, qp + 1.0f)), qn, qp);
+                break;
+            case TRAIN_Q_ASYM: {
+                float zr = round_even(clampf(z[si], -mx, 2.0f * mx));
+#pragma omp simd
+                for (size_t c = 0; c < G; c++) {
+                    float code = clampf(round_even(clampf(wr[c] / sc, -4194304.0f, 4194304.0f)) + zr, 0.0f, mx);
+                    o[c] = (code - zr) * sc;
+                }
+                break;
+            }
+            default:
+                for (size_t c = 0; c < G; c++) o[c] = wr[c];
+                break;
+            }
         }
     }
 }
@@ -119,50 +157,52 @@ void quant_backward(train_quantizer k, int bits, int group, const float *w, floa
             float acc = 0.0f, accz = 0.0f;
             switch (k) {
             case TRAIN_Q_BINARY:
+#pragma omp simd reduction(+ : acc)
                 for (size_t c = 0; c < G; c++) {
                     float q = wr[c] / sc;
                     acc += (wr[c] >= 0.0f ? 1.0f : -1.0f) * gr[c];
-                    if (fabsf(q) > 1.0f) gr[c] = 0.0f;
+                    gr[c] = fabsf(q) > 1.0f ? 0.0f : gr[c];
                 }
                 break;
             case TRAIN_Q_TERNARY:
             case TRAIN_Q_SEQ: {
                 float L, sh;
                 seq_params(k, &L, &sh);
+#pragma omp simd reduction(+ : acc)
                 for (size_t c = 0; c < G; c++) {
                     float q = wr[c] / sc;
                     float u = clampf(q, -SEQ_CLIP, SEQ_CLIP);
                     float Qv = (round_even(u * L - sh) + sh) / L;
                     int in = fabsf(q) <= SEQ_CLIP;
                     acc += gr[c] * (in ? Qv - q : Qv);
-                    if (!in) gr[c] = 0.0f;
+                    gr[c] = in ? gr[c] : 0.0f;
                 }
                 break;
             }
             case TRAIN_Q_LSQ: {
                 float qn = -(float)(1 << (bits - 1)), qp = (float)((1 << (bits - 1)) - 1);
+#pragma omp simd reduction(+ : acc)
                 for (size_t c = 0; c < G; c++) {
                     float q = wr[c] / sc;
                     float code = clampf(round_even(clampf(q, qn - 1.0f, qp + 1.0f)), qn, qp);
                     int in = q >= qn && q <= qp;
                     acc += gr[c] * (in ? code - q : code);
-                    if (!in) gr[c] = 0.0f;
+                    gr[c] = in ? gr[c] : 0.0f;
                 }
                 break;
             }
             case TRAIN_Q_ASYM: {
                 float mx = (float)((1 << bits) - 1);
                 float zr = round_even(clampf(z[si], -mx, 2.0f * mx));
+#pragma omp simd reduction(+ : acc, accz)
                 for (size_t c = 0; c < G; c++) {
                     float q = wr[c] / sc;
                     float pre = round_even(clampf(q, -4194304.0f, 4194304.0f)) + zr;
                     float code = clampf(pre, 0.0f, mx);
                     int in = pre >= 0.0f && pre <= mx;
                     acc += gr[c] * (in ? (code - zr) - q : (code - zr));
-                    if (!in) {
-                        accz += gr[c] * -sc;
-                        gr[c] = 0.0f;
-                    }
+                    accz += in ? 0.0f : gr[c] * -sc;
+                    gr[c] = in ? gr[c] : 0.0f;
                 }
                 break;
             }

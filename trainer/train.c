@@ -61,6 +61,7 @@ static double grad_norm(const model *m)
     for (int b = 0; b < NB; b++) {
         double ss = 0.0;
         long hi = (b + 1) * per < n ? (b + 1) * per : n;
+#pragma omp simd reduction(+ : ss)
         for (long j = b * per; j < hi; j++) ss += (double)g[j] * g[j];
         part[b] = ss;
     }
