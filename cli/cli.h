@@ -12,6 +12,7 @@ int cmd_fetch(int argc, char **argv);
 int cmd_sweep(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_fit(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 /* Print "qatplan: <message>" for a failed status and return its exit code. */
 int cli_report(qp_status st, const qp_error *err);

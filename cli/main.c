@@ -18,6 +18,7 @@ static const command commands[] = {
     {"sweep", cmd_sweep, "run a grid of trainings and refit the law (or emit a Slurm job array)"},
     {"plot", cmd_plot, "render the law and runs with gnuplot (PNG or SVG)"},
     {"fit", cmd_fit, "fit a loss law to run records and write a law file (qatplan fit RUNS -o LAW)"},
+    {"train", cmd_train, "train a model FP-then-QAT (or fused) and append its run record"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

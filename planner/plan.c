@@ -259,7 +259,7 @@ static qp_status bootstrap_interval(const data_law *qat, plan_row *row, double l
     int k = 0;
     for (int i = 0; i < ns; i++) {
         memcpy(s.coef, qat->samples + (size_t)i * (size_t)n, sizeof(double) * (size_t)n);
-        double fo, lo;
+        double fo = 0, lo = 0;
         /* a coarser grid per sample keeps the planner fast; Brent refines it */
         if (optimal_fraction_grid(&s, row->n_params, row->d_total, row->bits, 201, &fo, &lo, NULL) == QP_OK) {
             f[k] = fo;

@@ -1,0 +1,349 @@
+/* Finite-difference gradient checks of every layer and of the whole model (fp32 values,
+ * losses accumulated in double, central differences). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "testutil.h"
+
+static uint64_t rng = 12345;
+static float rnd(void) { return train_rng_normal(&rng); }
+static void fill(float *x, size_t n, float sd)
+{
+    for (size_t i = 0; i < n; i++) x[i] = sd * rnd();
+}
+
+/* sum(out * r) in double */
+static double dotd(const float *a, const float *b, size_t n)
+{
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+typedef double (*loss_fn)(void *ctx);
+
+/* Compare analytic gradient `g` of buffer `x` (n entries) with central differences of f. */
+static int fd_check(const char *what, float *x, const float *g, size_t n, loss_fn f, void *ctx,
+                    float h, double tol, double floor_)
+{
+    int bad = 0;
+    size_t stride = n > 60 ? n / 60 : 1;
+    double worst = 0;
+    for (size_t i = 0; i < n; i += stride) {
+        float x0 = x[i];
+        x[i] = x0 + h;
+        double lp = f(ctx);
+        x[i] = x0 - h;
+        double lm = f(ctx);
+        x[i] = x0;
+        double fd = (lp - lm) / (2.0 * h);
+        double e = fabs(fd - g[i]) / (tol * (floor_ + fabs(fd)));
+        if (e > worst) worst = e;
+        if (e > 1.0) {
+            if (bad < 3) fprintf(stderr, "%s[%zu]: analytic %.6g, finite difference %.6g\n", what, i, g[i], fd);
+            bad++;
+        }
+    }
+    if (bad) fprintf(stderr, "%s: %d mismatches (worst %.2f x tolerance)\n", what, bad, worst);
+    return bad;
+}
+
+/* ---- matmul ---------------------------------------------------------------- */
+enum { MN = 6, MC = 5, MR = 4 };
+static float m_inp[MN * MC], m_w[MR * MC], m_out[MN * MR], m_r[MN * MR];
+static double f_matmul(void *c)
+{
+    (void)c;
+    layer_matmul_forward(m_out, m_inp, m_w, MN, MC, MR);
+    return dotd(m_out, m_r, MN * MR);
+}
+static void test_matmul_grad(void)
+{
+    fill(m_inp, MN * MC, 1);
+    fill(m_w, MR * MC, 1);
+    fill(m_r, MN * MR, 1);
+    float dinp[MN * MC], dw[MR * MC] = {0};
+    layer_matmul_backward(dinp, dw, m_r, m_inp, m_w, MN, MC, MR);
+    CU_ASSERT_EQUAL(fd_check("matmul dinp", m_inp, dinp, MN * MC, f_matmul, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    CU_ASSERT_EQUAL(fd_check("matmul dw", m_w, dw, MR * MC, f_matmul, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    /* dw accumulates */
+    float dw2[MR * MC];
+    memcpy(dw2, dw, sizeof dw);
+    layer_matmul_backward(NULL, dw2, m_r, m_inp, m_w, MN, MC, MR);
+    CU_ASSERT_DOUBLE_EQUAL(dw2[3], 2 * dw[3], 1e-5);
+}
+
+/* ---- rmsnorm --------------------------------------------------------------- */
+enum { RN = 5, RD = 8 };
+static float r_x[RN * RD], r_g[RD], r_out[RN * RD], r_rstd[RN], r_r[RN * RD];
+static double f_rms(void *c)
+{
+    (void)c;
+    layer_rmsnorm_forward(r_out, r_rstd, r_x, r_g, RN, RD);
+    return dotd(r_out, r_r, RN * RD);
+}
+static void test_rmsnorm_grad(void)
+{
+    fill(r_x, RN * RD, 1);
+    fill(r_g, RD, 1);
+    fill(r_r, RN * RD, 1);
+    f_rms(NULL);
+    float dx[RN * RD] = {0}, dg[RD] = {0};
+    layer_rmsnorm_backward(dx, dg, r_r, r_x, r_g, r_rstd, RN, RD);
+    CU_ASSERT_EQUAL(fd_check("rmsnorm dx", r_x, dx, RN * RD, f_rms, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    CU_ASSERT_EQUAL(fd_check("rmsnorm dg", r_g, dg, RD, f_rms, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    /* the output has unit RMS when g = 1 */
+    float ones[RD], out[RN * RD], rs[RN];
+    for (int i = 0; i < RD; i++) ones[i] = 1;
+    layer_rmsnorm_forward(out, rs, r_x, ones, RN, RD);
+    double ss = 0;
+    for (int d = 0; d < RD; d++) ss += out[d] * out[d];
+    CU_ASSERT_DOUBLE_EQUAL(ss / RD, 1.0, 1e-3);
+}
+
+/* ---- rope ------------------------------------------------------------------ */
+enum { QB = 2, QT = 5, QH = 4, QHKV = 2, QHD = 4, QQKV = (QH + 2 * QHKV) * QHD };
+static float q_cos[QT * QHD / 2], q_sin[QT * QHD / 2];
+static float q_x[QB * QT * QQKV], q_y[QB * QT * QQKV], q_r[QB * QT * QQKV];
+static double f_rope(void *c)
+{
+    (void)c;
+    memcpy(q_y, q_x, sizeof q_x);
+    layer_rope(q_y, q_cos, q_sin, QB, QT, QH, QHKV, QHD, 0);
+    return dotd(q_y, q_r, QB * QT * QQKV);
+}
+static void test_rope_grad(void)
+{
+    layer_rope_tables(q_cos, q_sin, QT, QHD);
+    fill(q_x, QB * QT * QQKV, 1);
+    fill(q_r, QB * QT * QQKV, 1);
+    float d[QB * QT * QQKV];
+    memcpy(d, q_r, sizeof d);
+    layer_rope(d, q_cos, q_sin, QB, QT, QH, QHKV, QHD, 1);
+    /* v is not rotated: its gradient passes through unchanged */
+    size_t vi = (size_t)(QH + QHKV) * QHD;
+    CU_ASSERT_EQUAL(d[vi], q_r[vi]);
+    CU_ASSERT_EQUAL(fd_check("rope", q_x, d, QB * QT * QQKV, f_rope, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    /* position 0 is not rotated */
+    f_rope(NULL);
+    CU_ASSERT_EQUAL(q_y[0], q_x[0]);
+}
+
+/* ---- attention ----------------------------------------------------------- */
+static float a_qkv[QB * QT * QQKV], a_out[QB * QT * QH * QHD], a_att[QB * QH * QT * QT],
+    a_r[QB * QT * QH * QHD];
+static double f_att(void *c)
+{
+    (void)c;
+    layer_attention_forward(a_out, a_att, a_qkv, QB, QT, QH, QHKV, QHD);
+    return dotd(a_out, a_r, QB * QT * QH * QHD);
+}
+static void test_attention_grad(void)
+{
+    fill(a_qkv, QB * QT * QQKV, 1);
+    fill(a_r, QB * QT * QH * QHD, 1);
+    f_att(NULL);
+    float dq[QB * QT * QQKV] = {0};
+    layer_attention_backward(dq, a_r, a_att, a_qkv, QB, QT, QH, QHKV, QHD, NULL);
+    CU_ASSERT_EQUAL(fd_check("attention dqkv", a_qkv, dq, QB * QT * QQKV, f_att, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    /* causality: the first position attends only to itself */
+    CU_ASSERT_DOUBLE_EQUAL(a_att[0], 1.0, 1e-6);
+    /* the output at t = 0 is v_0 exactly (head 0 reads kv head 0) */
+    CU_ASSERT_DOUBLE_EQUAL(a_out[0], a_qkv[(QH + QHKV) * QHD], 1e-6);
+}
+
+/* more positions than one attention block (64 rows): the causal blocking is exercised */
+enum { LT = 80, LH = 2, LHKV = 1, LHD = 4, LQKV = (LH + 2 * LHKV) * LHD };
+static float l_qkv[LT * LQKV], l_out[LT * LH * LHD], l_att[LH * LT * LT], l_r[LT * LH * LHD];
+static double f_att_long(void *c)
+{
+    (void)c;
+    layer_attention_forward(l_out, l_att, l_qkv, 1, LT, LH, LHKV, LHD);
+    return dotd(l_out, l_r, LT * LH * LHD);
+}
+static void test_attention_long_grad(void)
+{
+    fill(l_qkv, LT * LQKV, 1);
+    fill(l_r, LT * LH * LHD, 1);
+    f_att_long(NULL);
+    static float dq[LT * LQKV];
+    memset(dq, 0, sizeof dq);
+    layer_attention_backward(dq, l_r, l_att, l_qkv, 1, LT, LH, LHKV, LHD, NULL);
+    CU_ASSERT_EQUAL(fd_check("attention(T=80) dqkv", l_qkv, dq, LT * LQKV, f_att_long, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    /* every row of probabilities sums to 1 and is 0 above the diagonal */
+    int bad = 0;
+    for (int t = 0; t < LT; t++) {
+        double sum = 0;
+        for (int t2 = 0; t2 < LT; t2++) {
+            float p = l_att[(size_t)LT * LT + (size_t)t * LT + t2];
+            sum += p;
+            if (t2 > t && p != 0.0f) bad++;
+        }
+        if (fabs(sum - 1.0) > 1e-5) bad++;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
+/* ---- swiglu ---------------------------------------------------------------- */
+enum { SN = 4, SF = 6 };
+static float s_h[SN * 2 * SF], s_out[SN * SF], s_r[SN * SF];
+static double f_swi(void *c)
+{
+    (void)c;
+    layer_swiglu_forward(s_out, s_h, SN, SF);
+    return dotd(s_out, s_r, SN * SF);
+}
+static void test_swiglu_grad(void)
+{
+    fill(s_h, SN * 2 * SF, 1.5f);
+    fill(s_r, SN * SF, 1);
+    float d[SN * 2 * SF];
+    layer_swiglu_backward(d, s_r, s_h, SN, SF);
+    CU_ASSERT_EQUAL(fd_check("swiglu", s_h, d, SN * 2 * SF, f_swi, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    /* silu(0) = 0, silu(x) * 1 at x = 1 is 1 / (1 + e^-1) */
+    float h[2] = {1.0f, 1.0f}, o;
+    layer_swiglu_forward(&o, h, 1, 1);
+    CU_ASSERT_DOUBLE_EQUAL(o, 1.0 / (1.0 + exp(-1.0)), 1e-6);
+}
+
+/* ---- softmax cross-entropy ----------------------------------------------- */
+enum { XN = 4, XV = 7 };
+static float x_logits[XN * XV], x_p[XN * XV], x_l[XN];
+static uint16_t x_t[XN] = {0, 3, 6, 2};
+static double f_xent(void *c)
+{
+    (void)c;
+    memcpy(x_p, x_logits, sizeof x_p);
+    return layer_softmax_xent_forward(x_p, x_l, x_t, XN, XV);
+}
+static void test_xent_grad(void)
+{
+    fill(x_logits, XN * XV, 2);
+    f_xent(NULL);
+    float d[XN * XV];
+    memcpy(d, x_p, sizeof d);
+    layer_softmax_xent_backward(d, x_t, XN, XV);
+    CU_ASSERT_EQUAL(fd_check("xent", x_logits, d, XN * XV, f_xent, NULL, 1e-2f, 1e-2, 1e-2), 0);
+    /* uniform logits: loss = ln V */
+    float u[XV] = {0}, l;
+    uint16_t t = 1;
+    CU_ASSERT_DOUBLE_EQUAL(layer_softmax_xent_forward(u, &l, &t, 1, XV), log(7.0), 1e-6);
+    /* a huge margin must not produce inf (no log of an underflowed 0) */
+    float big[XV] = {0};
+    big[0] = 200.0f;
+    CU_ASSERT(isfinite(layer_softmax_xent_forward(big, &l, &t, 1, XV)));
+    CU_ASSERT_DOUBLE_EQUAL(l, 200.0, 1e-3);
+}
+
+/* ---- whole model ----------------------------------------------------------- */
+static model M;
+static uint16_t w_inp[2 * 8], w_tgt[2 * 8];
+static double f_model(void *c)
+{
+    (void)c;
+    return model_forward(&M, w_inp, w_tgt, 2, 8);
+}
+
+static void whole_model_check(int qkind_embed)
+{
+    train_shape s = {2, 16, 4, 2, 24, 8, 32};
+    qp_error err;
+    CU_ASSERT_EQUAL_FATAL(train_shape_finish(&s, &err), QP_OK);
+    train_qspec q = {TRAIN_Q_LSQ, 4, 0, qkind_embed ? 4 : 0};
+    CU_ASSERT_EQUAL_FATAL(model_create(&M, &s, &q, 2, 8, &err), QP_OK);
+    model_init(&M, 7);
+    /* larger weights than the init so every path carries signal */
+    for (int i = 0; i < MODEL_NT; i++)
+        if (M.desc[i].decay)
+            for (size_t j = 0; j < M.numel[i]; j++) M.p.t[i][j] *= 10.0f;
+    for (int i = 0; i < 16; i++) {
+        w_inp[i] = (uint16_t)(train_rng_next(&rng) % 32);
+        w_tgt[i] = (uint16_t)(train_rng_next(&rng) % 32);
+    }
+    M.qat = M.qat_embed = 0;
+    f_model(NULL);
+    model_zero_grad(&M);
+    model_backward(&M, w_inp, w_tgt, 2, 8);
+    float *g = malloc(M.n_floats * sizeof *g);
+    memcpy(g, M.grads_mem, M.n_floats * sizeof *g);
+    int bad = 0;
+    for (int i = 0; i < P_S_WTE; i++)
+        bad += fd_check(M.desc[i].name, M.p.t[i], g + M.off[i], M.numel[i], f_model, NULL, 1e-2f, 5e-2, 1e-3);
+    CU_ASSERT_EQUAL(bad, 0);
+    /* gradient of a step size is nonzero only in QAT; none in FP mode */
+    if (M.numel[P_S_QKV]) CU_ASSERT_EQUAL(g[M.off[P_S_QKV]], 0.0f);
+    free(g);
+    model_free(&M);
+}
+
+static void test_model_grad(void) { whole_model_check(0); }
+
+/* In QAT mode, the STE gradient w.r.t. the quantized weights equals the FP gradient of a model
+ * whose weights are the quantized values. */
+static void test_model_qat_uses_quantized_weights(void)
+{
+    train_shape s = {1, 16, 2, 2, 16, 8, 32};
+    qp_error err;
+    train_shape_finish(&s, &err);
+    train_qspec q = {TRAIN_Q_LSQ, 3, 0, 4};
+    model a, b;
+    CU_ASSERT_EQUAL_FATAL(model_create(&a, &s, &q, 2, 8, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(model_create(&b, &s, &q, 2, 8, &err), QP_OK);
+    model_init(&a, 3);
+    model_quant_init(&a);
+    a.qat = a.qat_embed = 1;
+    model_quantize(&a);
+    float la = model_forward(&a, w_inp, w_tgt, 2, 8);
+    memcpy(b.params_mem, a.params_mem, a.n_floats * sizeof(float));
+    memcpy(b.p.wte, a.qw.wte, a.numel[P_WTE] * sizeof(float));
+    memcpy(b.p.wqkv, a.qw.wqkv, a.numel[P_WQKV] * sizeof(float));
+    memcpy(b.p.wo, a.qw.wo, a.numel[P_WO] * sizeof(float));
+    memcpy(b.p.w13, a.qw.w13, a.numel[P_W13] * sizeof(float));
+    memcpy(b.p.w2, a.qw.w2, a.numel[P_W2] * sizeof(float));
+    float lb = model_forward(&b, w_inp, w_tgt, 2, 8);
+    CU_ASSERT_DOUBLE_EQUAL(la, lb, 1e-6);
+    /* quantized and latent weights differ: the test is not vacuous */
+    CU_ASSERT(fabsf(a.qw.wqkv[5] - a.p.wqkv[5]) > 0 || fabsf(a.qw.wqkv[6] - a.p.wqkv[6]) > 0);
+    model_free(&a);
+    model_free(&b);
+}
+
+static void test_param_counts(void)
+{
+    train_shape s = {2, 64, 2, 0, 0, 128, 256};
+    qp_error err;
+    CU_ASSERT_EQUAL(train_shape_finish(&s, &err), QP_OK);
+    CU_ASSERT_EQUAL(s.d_ff, 176);
+    /* per layer: qkv 3*64*64, o 64*64, mlp 3*64*176, two norms 2*64; final norm 64 */
+    double ne = 2 * (3 * 64 * 64 + 64 * 64 + 3 * 64 * 176 + 2 * 64) + 64;
+    CU_ASSERT_DOUBLE_EQUAL(train_shape_params_nonembed(&s), ne, 0);
+    CU_ASSERT_DOUBLE_EQUAL(train_shape_params(&s), ne + 256 * 64, 0);
+    train_qspec q = {TRAIN_Q_NONE, 32, 0, 0};
+    model m;
+    CU_ASSERT_EQUAL_FATAL(model_create(&m, &s, &q, 1, 4, &err), QP_OK);
+    size_t n = 0;
+    for (int i = 0; i < P_S_WTE; i++) n += m.numel[i];
+    CU_ASSERT_EQUAL(n, (size_t)train_shape_params(&s));
+    model_free(&m);
+    train_shape bad = {2, 64, 3, 0, 0, 128, 256};
+    CU_ASSERT_EQUAL(train_shape_finish(&bad, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "--heads"));
+}
+
+static void add(CU_pSuite s)
+{
+    TU_ADD(s, test_matmul_grad);
+    TU_ADD(s, test_rmsnorm_grad);
+    TU_ADD(s, test_rope_grad);
+    TU_ADD(s, test_attention_grad);
+    TU_ADD(s, test_attention_long_grad);
+    TU_ADD(s, test_swiglu_grad);
+    TU_ADD(s, test_xent_grad);
+    TU_ADD(s, test_model_grad);
+    TU_ADD(s, test_model_qat_uses_quantized_weights);
+    TU_ADD(s, test_param_counts);
+}
+
+int main(void) { return tu_main("model", add); }

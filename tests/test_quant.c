@@ -1,0 +1,154 @@
+/* Quantizers: forward, STE backward and initialisation against hand-computed values. */
+#include <math.h>
+#include <string.h>
+
+#include "model.h"
+#include "testutil.h"
+
+#define EQ(a, b) CU_ASSERT_DOUBLE_EQUAL((a), (b), 1e-6)
+
+static void test_binary(void)
+{
+    float w[4] = {0.5f, -0.2f, 1.5f, -0.1f}, s, wh[4];
+    quant_init(TRAIN_Q_BINARY, 1, 0, w, 1, 4, &s, NULL);
+    EQ(s, 0.575); /* mean |w| */
+    quant_forward(TRAIN_Q_BINARY, 1, 0, w, wh, 1, 4, &s, NULL);
+    EQ(wh[0], 0.575);
+    EQ(wh[1], -0.575);
+    EQ(wh[2], 0.575);
+    EQ(wh[3], -0.575);
+    float g[4] = {1, 2, 3, 4}, ds = 0;
+    quant_backward(TRAIN_Q_BINARY, 1, 0, w, g, 1, 4, &s, NULL, &ds, NULL);
+    /* |w/s| = 2.6 > 1 for the third weight: no gradient there */
+    EQ(g[0], 1);
+    EQ(g[1], 2);
+    EQ(g[2], 0);
+    EQ(g[3], 4);
+    EQ(ds, (1 - 2 + 3 - 4) / 2.0); /* sum(sign(w) g) / sqrt(numel) */
+}
+
+static void test_seq2(void)
+{
+    float w[5] = {0.1f, 0.3f, -0.6f, 2.0f, -0.05f}, s = 1.0f, wh[5];
+    quant_forward(TRAIN_Q_SEQ, 2, 0, w, wh, 1, 5, &s, NULL);
+    float want[5] = {0.25f, 0.25f, -0.75f, 0.75f, -0.25f};
+    for (int i = 0; i < 5; i++) EQ(wh[i], want[i]);
+    float g[5] = {1, 1, 1, 1, 1}, ds = 0;
+    quant_backward(TRAIN_Q_SEQ, 2, 0, w, g, 1, 5, &s, NULL, &ds, NULL);
+    EQ(g[3], 0); /* clipped */
+    EQ(g[0], 1);
+    /* inside: Q(q) - q; outside: Q(q) */
+    EQ(ds, (0.15 - 0.05 - 0.15 + 0.75 - 0.2) / sqrt(5.0));
+    float w2[3] = {-0.9f, 0.1f, 0.4f}, s2;
+    quant_init(TRAIN_Q_SEQ, 2, 0, w2, 1, 3, &s2, NULL);
+    EQ(s2, 0.9); /* max |w| */
+    /* four levels, no zero */
+    for (int c = -2; c <= 1; c++) CU_ASSERT(quant_dequant(TRAIN_Q_SEQ, 2, c, 1.0f, 0) != 0.0f);
+}
+
+static void test_ternary(void)
+{
+    float w[4] = {0.2f, 0.4f, -0.5f, -1.2f}, s = 1.0f, wh[4];
+    quant_forward(TRAIN_Q_TERNARY, 2, 0, w, wh, 1, 4, &s, NULL);
+    EQ(wh[0], 0);
+    EQ(wh[1], 2.0 / 3);
+    EQ(wh[2], -2.0 / 3);
+    EQ(wh[3], -2.0 / 3);
+    CU_ASSERT_EQUAL(quant_code(TRAIN_Q_TERNARY, 2, 0.4f, 1.0f, 0), 1);
+}
+
+static void test_lsq3(void)
+{
+    float w[6] = {0.1f, 0.3f, -0.8f, 2.5f, -3.0f, 0.25f}, s = 0.5f, wh[6];
+    quant_forward(TRAIN_Q_LSQ, 3, 0, w, wh, 1, 6, &s, NULL);
+    /* q = w/s = .2 .6 -1.6 5 -6 .5 -> round (ties to even) and clamp to [-4, 3] */
+    float want[6] = {0, 0.5f, -1.0f, 1.5f, -2.0f, 0};
+    for (int i = 0; i < 6; i++) EQ(wh[i], want[i]);
+    float g[6] = {1, 1, 1, 1, 1, 1}, ds = 0;
+    quant_backward(TRAIN_Q_LSQ, 3, 0, w, g, 1, 6, &s, NULL, &ds, NULL);
+    EQ(g[3], 0);
+    EQ(g[4], 0);
+    EQ(g[5], 1);
+    EQ(ds, (-0.2 + 0.4 - 0.4 + 3 - 4 - 0.5) / sqrt(6.0 * 3.0));
+    float s8;
+    quant_init(TRAIN_Q_LSQ, 8, 0, w, 1, 6, &s8, NULL);
+    EQ(s8, 3.0 / 127); /* max|w| / (2^(b-1) - 1) */
+    CU_ASSERT_EQUAL(quant_code(TRAIN_Q_LSQ, 8, 1e9f, 0.01f, 0), 127);
+    CU_ASSERT_EQUAL(quant_code(TRAIN_Q_LSQ, 8, -1e9f, 0.01f, 0), -128);
+}
+
+static void test_asym(void)
+{
+    float w[4] = {0.0f, 0.3f, -0.2f, 0.4f}, s[2], z[2], wh[4];
+    quant_init(TRAIN_Q_ASYM, 2, 2, w, 1, 4, s, z);
+    EQ(s[0], 0.1);
+    EQ(z[0], 0);
+    EQ(s[1], 0.2);
+    EQ(z[1], 1);
+    quant_forward(TRAIN_Q_ASYM, 2, 2, w, wh, 1, 4, s, z);
+    EQ(wh[0], 0);
+    EQ(wh[1], 0.3);
+    EQ(wh[2], -0.2);
+    EQ(wh[3], 0.4);
+    /* out of range on both sides */
+    float w2[2] = {0.5f, -0.3f}, s2 = 0.1f, z2 = 1.0f, g[2] = {1, 1}, ds = 0, dz = 0;
+    quant_forward(TRAIN_Q_ASYM, 2, 0, w2, wh, 1, 2, &s2, &z2);
+    EQ(wh[0], 0.2);
+    EQ(wh[1], -0.1);
+    quant_backward(TRAIN_Q_ASYM, 2, 0, w2, g, 1, 2, &s2, &z2, &ds, &dz);
+    EQ(g[0], 0);
+    EQ(g[1], 0);
+    EQ(ds, (3 - 1) + (0 - 1));
+    EQ(dz, -0.2);
+    /* inside: dw passes, dz is 0, ds = (q - z) - w/s */
+    float w3 = 0.12f, g3 = 2.0f, ds3 = 0, dz3 = 0;
+    quant_backward(TRAIN_Q_ASYM, 2, 0, &w3, &g3, 1, 1, &s2, &z2, &ds3, &dz3);
+    EQ(g3, 2);
+    EQ(dz3, 0);
+    CU_ASSERT_DOUBLE_EQUAL(ds3, 2.0 * ((2 - 1) - 1.2), 1e-5);
+}
+
+/* Integer codes times scales reproduce the fake-quantized weights bit for bit, and codes
+ * stay in their ranges: the export is exact. */
+static void test_codes_roundtrip(void)
+{
+    uint64_t st = 99;
+    enum { R = 3, C = 16 };
+    float w[R * C], wh[R * C], s[R * 4], z[R * 4];
+    for (int i = 0; i < R * C; i++) w[i] = 0.05f * train_rng_normal(&st);
+    struct { train_quantizer k; int bits, group, lo, hi; } cases[] = {
+        {TRAIN_Q_BINARY, 1, 0, -1, 1}, {TRAIN_Q_SEQ, 2, 0, -2, 1}, {TRAIN_Q_TERNARY, 2, 0, -1, 1},
+        {TRAIN_Q_LSQ, 3, 0, -4, 3},    {TRAIN_Q_LSQ, 6, 0, -32, 31}, {TRAIN_Q_LSQ, 8, 0, -128, 127},
+        {TRAIN_Q_ASYM, 4, 4, 0, 15},   {TRAIN_Q_ASYM, 3, 0, 0, 7},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int G = cases[k].group ? cases[k].group : C, ng = C / G;
+        quant_init(cases[k].k, cases[k].bits, cases[k].group, w, R, C, s, z);
+        quant_forward(cases[k].k, cases[k].bits, cases[k].group, w, wh, R, C, s,
+                      cases[k].k == TRAIN_Q_ASYM ? z : NULL);
+        int bad = 0, distinct_nonzero = 0;
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++) {
+                int si = r * ng + c / G;
+                float zz = cases[k].k == TRAIN_Q_ASYM ? z[si] : 0;
+                int code = quant_code(cases[k].k, cases[k].bits, w[r * C + c], s[si], zz);
+                if (code < cases[k].lo || code > cases[k].hi) bad++;
+                if (quant_dequant(cases[k].k, cases[k].bits, code, s[si], zz) != wh[r * C + c]) bad++;
+                if (wh[r * C + c] != 0) distinct_nonzero++;
+            }
+        CU_ASSERT_EQUAL(bad, 0);
+        CU_ASSERT(distinct_nonzero > 0);
+    }
+}
+
+static void add(CU_pSuite s)
+{
+    TU_ADD(s, test_binary);
+    TU_ADD(s, test_seq2);
+    TU_ADD(s, test_ternary);
+    TU_ADD(s, test_lsq3);
+    TU_ADD(s, test_asym);
+    TU_ADD(s, test_codes_roundtrip);
+}
+
+int main(void) { return tu_main("quant", add); }

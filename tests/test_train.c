@@ -1,0 +1,472 @@
+/* The training loop: learning-rate schedules at their boundaries, a tiny model that learns,
+ * the f = 0 / f = 1 / fused paths, run records, resume, checkpoints and bad input. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "data.h"
+#include "testutil.h"
+#include "train.h"
+
+#define NEAR(a, b) CU_ASSERT_DOUBLE_EQUAL((a), (b), 1e-12)
+
+static train_config cfg(double tokens, double f, data_schedule sch)
+{
+    train_config c;
+    train_config_default(&c);
+    c.batch = 1;
+    c.shape.context = 10;
+    c.tokens = tokens * 10; /* steps = tokens */
+    c.qat_fraction = f;
+    c.schedule = sch;
+    c.warmup_frac = 0.1;
+    c.lr = 1.0;
+    return c;
+}
+
+static void test_lr_classic(void)
+{
+    train_config c = cfg(100, 0.3, DATA_SCHED_CLASSIC);
+    train_sched s;
+    qp_error err;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    CU_ASSERT_EQUAL(s.n_fp, 70);
+    CU_ASSERT_EQUAL(s.n_qat, 30);
+    CU_ASSERT_EQUAL(s.schedule, DATA_SCHED_CLASSIC);
+    NEAR(s.decay_frac, 0.2);
+    NEAR(train_lr_at(&s, 0), 1.0 / 7);  /* FP warmup: 7 steps */
+    NEAR(train_lr_at(&s, 6), 1.0);
+    NEAR(train_lr_at(&s, 55), 1.0);     /* last stable step */
+    NEAR(train_lr_at(&s, 56), 1.0);     /* decay starts at the peak (14 steps) */
+    NEAR(train_lr_at(&s, 69), 1.0 / 14);
+    NEAR(train_lr_at(&s, 70), 1.0 / 3); /* QAT re-warmup: 3 steps */
+    NEAR(train_lr_at(&s, 72), 1.0);
+    NEAR(train_lr_at(&s, 93), 1.0);
+    NEAR(train_lr_at(&s, 94), 1.0);     /* QAT decay: 6 steps */
+    NEAR(train_lr_at(&s, 99), 1.0 / 6);
+}
+
+static void test_lr_fused(void)
+{
+    train_config c = cfg(100, 0.4, DATA_SCHED_FUSED);
+    train_sched s;
+    qp_error err;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    CU_ASSERT_EQUAL(s.schedule, DATA_SCHED_FUSED);
+    NEAR(s.decay_frac, 1.0);
+    NEAR(train_lr_at(&s, 9), 1.0);  /* warmup: 10% of all steps */
+    NEAR(train_lr_at(&s, 59), 1.0); /* FP never decays */
+    NEAR(train_lr_at(&s, 60), 1.0); /* QAT starts at the peak ... */
+    NEAR(train_lr_at(&s, 80), 0.5); /* ... and decays over all 40 QAT steps */
+    NEAR(train_lr_at(&s, 99), 1.0 / 40);
+    c.decay_sqrt = 1;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    NEAR(train_lr_at(&s, 70), 1.0 - sqrt(0.25)); /* 1-sqrt shape: p = 10/40 */
+    c.decay_frac = 0.5;
+    c.decay_sqrt = 0;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    NEAR(train_lr_at(&s, 79), 1.0);
+    NEAR(train_lr_at(&s, 90), 0.5);
+}
+
+static void test_lr_ends(void)
+{
+    train_sched s;
+    qp_error err;
+    train_config c = cfg(100, 0.0, DATA_SCHED_CLASSIC);
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    CU_ASSERT_EQUAL(s.schedule, DATA_SCHED_FP_ONLY);
+    CU_ASSERT_EQUAL(s.n_qat, 0);
+    NEAR(train_lr_at(&s, 80), 1.0);
+    NEAR(train_lr_at(&s, 90), 0.5);
+    c = cfg(100, 1.0, DATA_SCHED_FUSED);
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    CU_ASSERT_EQUAL(s.schedule, DATA_SCHED_QAT_ONLY);
+    CU_ASSERT_EQUAL(s.n_fp, 0);
+    NEAR(train_lr_at(&s, 0), 0.1);
+    /* a full-precision run has no QAT phase whatever f says */
+    c = cfg(100, 0.5, DATA_SCHED_CLASSIC);
+    c.quant.kind = TRAIN_Q_NONE;
+    c.quant.bits = 32;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    CU_ASSERT_EQUAL(s.n_qat, 0);
+    /* min-lr floor */
+    c = cfg(100, 0.0, DATA_SCHED_CLASSIC);
+    c.min_lr_frac = 0.1;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    NEAR(train_lr_at(&s, 90), 0.1 + 0.9 * 0.5);
+    /* fewer tokens than one step */
+    c = cfg(100, 0.2, DATA_SCHED_CLASSIC);
+    c.tokens = 5;
+    CU_ASSERT_EQUAL(train_sched_make(&c, &s, &err), QP_ERR_INPUT);
+}
+
+/* ---- end to end through the command line ------------------------------------ */
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
+    b[n] = 0;
+    fclose(f);
+    if (len) *len = (size_t)n;
+    return b;
+}
+
+/* English text: the license texts every Debian system has; the project's own sources
+ * otherwise. */
+static const char *train_txt, *val_txt;
+static int make_corpus(void)
+{
+    if (train_txt) return 1;
+    static const char *tr[] = {"GPL-3", "LGPL-3", "Apache-2.0", "Artistic", "GFDL-1.3", "MPL-2.0", "CC0-1.0"};
+    FILE *o = fopen(tu_path("train.txt"), "wb");
+    size_t total = 0;
+    for (size_t i = 0; i < sizeof tr / sizeof tr[0]; i++) {
+        char p[512];
+        snprintf(p, sizeof p, "/usr/share/common-licenses/%s", tr[i]);
+        size_t n;
+        char *b = slurp(p, &n);
+        if (b) {
+            fwrite(b, 1, n, o);
+            total += n;
+        }
+        free(b);
+    }
+    fclose(o);
+    size_t n = 0;
+    char *v = slurp("/usr/share/common-licenses/GPL-2", &n);
+    if (total < 50000 || !v) {
+        fprintf(stderr, "(license texts missing: using the project's sources as text)\n");
+        free(v);
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "cat %s/*/*.c > %s; cat %s/*/*.h > %s", QP_SOURCE_DIR,
+                 tu_path("train.txt"), QP_SOURCE_DIR, tu_path("val.txt"));
+        if (system(cmd) != 0) return 0;
+    } else {
+        FILE *f = fopen(tu_path("val.txt"), "wb");
+        fwrite(v, 1, n, f);
+        fclose(f);
+        free(v);
+    }
+    static char a[4096], b[4096];
+    snprintf(a, sizeof a, "%s", tu_path("train.txt"));
+    snprintf(b, sizeof b, "%s", tu_path("val.txt"));
+    train_txt = a;
+    val_txt = b;
+    return 1;
+}
+
+/* Cross-entropy (nats/byte) of the validation bytes under the training unigram distribution. */
+static double unigram_entropy(void)
+{
+    size_t nt, nv;
+    char *t = slurp(train_txt, &nt), *v = slurp(val_txt, &nv);
+    double cnt[256];
+    for (int i = 0; i < 256; i++) cnt[i] = 1.0; /* add-one */
+    for (size_t i = 0; i < nt; i++) cnt[(unsigned char)t[i]] += 1;
+    double h = 0;
+    for (size_t i = 0; i < nv; i++) h -= log(cnt[(unsigned char)v[i]] / (nt + 256.0));
+    free(t);
+    free(v);
+    return h / (double)nv;
+}
+
+static int run_train(const char *extra, const char *runs, data_run *out, char **errtxt)
+{
+    char args[8192];
+    snprintf(args, sizeof args, "train --train-text %s --val-text %s --runs-out %s %s", train_txt,
+             val_txt, runs, extra);
+    char *err = NULL;
+    int rc = tu_run_qatplan(args, NULL, &err);
+    if (rc != 0 && rc != 3) fprintf(stderr, "qatplan %s -> %d: %s\n", args, rc, err ? err : "");
+    if (errtxt) *errtxt = err;
+    else free(err);
+    if (out) {
+        data_run_list l;
+        data_run_list_init(&l);
+        qp_error e;
+        memset(out, 0, sizeof *out);
+        if (data_runs_read(runs, &l, &e) == QP_OK && l.n > 0) *out = l.runs[l.n - 1];
+        else out->loss = NAN;
+        data_run_list_free(&l);
+    }
+    return rc;
+}
+
+static void test_tiny_model_learns(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    double h1 = unigram_entropy();
+    data_run r;
+    char opts[2048];
+    snprintf(opts, sizeof opts,
+             "--layers 2 --width 64 --heads 2 --context 64 --batch 16 --tokens 400K --bits 4 "
+             "--qat-fraction 0.25 --eval-tokens 16K --run-id learn --checkpoint %s --export-int %s",
+             tu_path("ck.safetensors"), tu_path("ex.safetensors"));
+    int rc = run_train(opts, tu_path("learn.jsonl"), &r, NULL);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    fprintf(stderr, "unigram %.3f nats/byte; FP at switch %.3f; final 4-bit %.3f (%.3f bits/byte)\n",
+            h1, r.loss_fp_switch, r.loss, r.val_bpb);
+    CU_ASSERT(h1 > 2.5);
+    CU_ASSERT(r.loss < h1 - 0.6);          /* well below the unigram entropy */
+    CU_ASSERT(r.loss_fp_switch < h1 - 0.5);
+    CU_ASSERT_DOUBLE_EQUAL(r.val_bpb, r.loss / log(2.0), 1e-9);
+    CU_ASSERT_STRING_EQUAL(r.run_id, "learn");
+    CU_ASSERT_STRING_EQUAL(r.quantizer, "lsq");
+    CU_ASSERT_EQUAL(r.bits, 4);
+    CU_ASSERT_EQUAL(r.schedule, DATA_SCHED_CLASSIC);
+    CU_ASSERT_EQUAL(r.status, DATA_RUN_OK);
+    CU_ASSERT_DOUBLE_EQUAL(r.d_fp + r.d_qat, 400384, 0); /* 391 steps x 1024 tokens */
+    CU_ASSERT_DOUBLE_EQUAL(r.d_qat, 98 * 1024, 0);
+    CU_ASSERT_EQUAL(r.shape.d_ff, 176);
+    CU_ASSERT(r.n_params > r.n_params_nonembed);
+    CU_ASSERT_EQUAL(r.optimizer_reset, 0);
+    CU_ASSERT_STRING_EQUAL(r.device, "cpu");
+    CU_ASSERT(r.wall_seconds > 0);
+    /* the checkpoint is a safetensors file: 8-byte header length, JSON, data to the end */
+    size_t n;
+    char *ck = slurp(tu_path("ck.safetensors"), &n);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ck);
+    uint64_t hl = 0;
+    for (int i = 0; i < 8; i++) hl |= (uint64_t)(unsigned char)ck[i] << (8 * i);
+    CU_ASSERT(hl % 8 == 0 && 8 + hl < n);
+    CU_ASSERT_EQUAL(ck[8], '{');
+    char *hdr = strndup(ck + 8, hl);
+    CU_ASSERT_PTR_NOT_NULL(strstr(hdr, "\"layers.1.wqkv\":{\"dtype\":\"F32\",\"shape\":[192,64]"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(hdr, "\"layers.0.wqkv.scale\""));
+    /* the last tensor ends exactly at the end of the file */
+    size_t maxend = 0;
+    for (char *p = strstr(hdr, "data_offsets"); p; p = strstr(p + 1, "data_offsets")) {
+        size_t a, b;
+        if (sscanf(p, "data_offsets\":[%zu,%zu]", &a, &b) == 2 && b > maxend) maxend = b;
+    }
+    CU_ASSERT_EQUAL(8 + hl + maxend, n);
+    free(hdr);
+    free(ck);
+    char *ex = slurp(tu_path("ex.safetensors"), &n);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ex);
+    CU_ASSERT_PTR_NOT_NULL(strstr(ex + 8, "\"layers.0.w2.qweight\":{\"dtype\":\"I8\""));
+    free(ex);
+}
+
+static void test_schedules_and_ends(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    /* one thread: these models are too small to gain from two (the other tests use two) */
+    const char *small = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 20K "
+                        "--eval-tokens 2K --quiet --threads 1";
+    struct { const char *opts; data_schedule sch; int bits; double dfp_zero, dqat_zero; } cases[] = {
+        {"--qat-fraction 0 --bits 2", DATA_SCHED_FP_ONLY, 2, 0, 1},
+        {"--qat-fraction 1 --bits 1", DATA_SCHED_QAT_ONLY, 1, 1, 0},
+        {"--qat-fraction 0.5 --bits 3 --schedule fused --reset-optimizer", DATA_SCHED_FUSED, 3, 0, 0},
+        {"--qat-fraction 0.5 --bits 2 --quantizer ternary --embed-bits 4", DATA_SCHED_CLASSIC, 2, 0, 0},
+        {"--qat-fraction 0.5 --bits 4 --quantizer asym --group-size 16 --ffn 96 --decay-shape 1-sqrt",
+         DATA_SCHED_CLASSIC, 4, 0, 0},
+        {"--bits 16", DATA_SCHED_FP_ONLY, 16, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char opts[1024], runs[64];
+        snprintf(opts, sizeof opts, "%s %s", small, cases[i].opts);
+        snprintf(runs, sizeof runs, "sched%zu.jsonl", i);
+        data_run r;
+        CU_ASSERT_EQUAL(run_train(opts, tu_path(runs), &r, NULL), 0);
+        CU_ASSERT_EQUAL(r.schedule, cases[i].sch);
+        CU_ASSERT_EQUAL(r.bits, cases[i].bits);
+        CU_ASSERT(isfinite(r.loss) && r.loss > 0 && r.loss < 6);
+        CU_ASSERT_EQUAL(r.d_fp == 0, cases[i].dfp_zero != 0);
+        CU_ASSERT_EQUAL(r.d_qat == 0, cases[i].dqat_zero != 0);
+        if (cases[i].sch == DATA_SCHED_QAT_ONLY) {
+            CU_ASSERT(isnan(r.loss_fp_switch));
+        } else {
+            CU_ASSERT(isfinite(r.loss_fp_switch));
+        }
+        if (cases[i].sch == DATA_SCHED_FUSED) CU_ASSERT_EQUAL(r.optimizer_reset, 1);
+    }
+}
+
+static void test_resume_same_result(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 16K "
+                       "--qat-fraction 0.5 --bits 2 --eval-tokens 2K --quiet --seed 5";
+    char opts[2048];
+    data_run a, b;
+    snprintf(opts, sizeof opts, "%s --state %s", base, tu_path("a.state"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("resume_a.jsonl"), &a, NULL), 0);
+    /* three slices: before the switch, across it, to the end */
+    snprintf(opts, sizeof opts, "%s --state %s --max-steps 40", base, tu_path("b.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("resume_b.jsonl"), NULL, NULL), 1);
+    snprintf(opts, sizeof opts, "%s --state %s --max-steps 40 --resume", base, tu_path("b.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("resume_b.jsonl"), NULL, NULL), 1);
+    snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("b.state"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("resume_b.jsonl"), &b, NULL), 0);
+    CU_ASSERT_EQUAL(a.loss, b.loss); /* bit for bit */
+    CU_ASSERT_EQUAL(a.loss_fp_switch, b.loss_fp_switch);
+    /* a stopped run wrote no record */
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error e;
+    CU_ASSERT_EQUAL(data_runs_read(tu_path("resume_b.jsonl"), &l, &e), QP_OK);
+    CU_ASSERT_EQUAL(l.n, 1);
+    data_run_list_free(&l);
+    /* a state from other options is refused */
+    char *err = NULL;
+    snprintf(opts, sizeof opts, "%s --state %s --resume --bits 3", base, tu_path("b.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("resume_c.jsonl"), NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "different model"));
+    free(err);
+    /* a truncated state is refused */
+    if (truncate(tu_path("b.state"), 100) == 0) {
+        snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("b.state"));
+        CU_ASSERT_NOT_EQUAL(run_train(opts, tu_path("resume_c.jsonl"), NULL, &err), 0);
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "delete it"));
+        free(err);
+    }
+}
+
+/* SIGTERM mid-run: the state is saved, the exit status is 1, and resuming gives the same
+ * final loss as an uninterrupted run. */
+static void test_sigterm_resume(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 200K "
+                       "--qat-fraction 0.5 --bits 4 --eval-tokens 2K --quiet --seed 9";
+    char opts[4096], cmd[8192];
+    data_run a, b;
+    CU_ASSERT_EQUAL_FATAL(run_train(base, tu_path("sig_a.jsonl"), &a, NULL), 0);
+    snprintf(cmd, sizeof cmd,
+             "%s train --train-text %s --val-text %s --runs-out %s %s --state %s >/dev/null 2>%s & "
+             "pid=$!; sleep 0.7; kill -TERM $pid; wait $pid; exit $?",
+             QP_QATPLAN_EXE, train_txt, val_txt, tu_path("sig_b.jsonl"), base, tu_path("sig.state"),
+             tu_path("sig.err"));
+    int rc = system(cmd);
+    rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    if (rc == 0) {
+        fprintf(stderr, "(the run finished before the signal: nothing to resume on this machine)\n");
+        return;
+    }
+    CU_ASSERT_EQUAL(rc, 1);
+    size_t n;
+    char *e = slurp(tu_path("sig.err"), &n);
+    CU_ASSERT_PTR_NOT_NULL(e && strstr(e, "continue with --resume"));
+    free(e);
+    snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("sig.state"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("sig_b.jsonl"), &b, NULL), 0);
+    CU_ASSERT_EQUAL(a.loss, b.loss);
+    CU_ASSERT_EQUAL(a.loss_fp_switch, b.loss_fp_switch);
+}
+
+static void test_diverged(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    data_run r;
+    char *err = NULL;
+    /* the initial loss (about ln 256 = 5.5) is above a limit of 4: diverged at step 0 */
+    int rc = run_train("--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 20K --quiet "
+                       "--run-id boom --diverge-loss 4",
+                       tu_path("div.jsonl"), &r, &err);
+    CU_ASSERT_EQUAL(rc, 3);
+    CU_ASSERT_EQUAL(r.status, DATA_RUN_DIVERGED);
+    CU_ASSERT_STRING_EQUAL(r.run_id, "boom");
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.reason, "step 0"));
+    CU_ASSERT(r.loss > 4);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "diverged"));
+    free(err);
+}
+
+static void test_bad_input(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    struct { const char *args; const char *msg; } cases[] = {
+        {"--bits 9", "--bits 9"},
+        {"--device cuda", "not built with CUDA"},
+        {"--quantizer binary --bits 4", "--bits 1"},
+        {"--heads 3", "--heads 3"},
+        {"--qat-fraction 1.5", "--qat-fraction"},
+        {"--tokens 10", "less than one step"},
+        {"--frobnicate", "unknown option"},
+        {"--schedule cosine", "classic or fused"},
+        {"--quantizer asym --bits 4 --group-size 48", "--group-size 48"},
+        {"--embed-bits 2", "--embed-bits 2"},
+        {"--bits 16 --embed-bits 4", "drop --embed-bits"},
+        {"--resume", "--state"},
+        {"--context 200000", "--context"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *err = NULL;
+        int rc = run_train(cases[i].args, tu_path("bad.jsonl"), NULL, &err);
+        CU_ASSERT_EQUAL(rc, 2);
+        if (!err || !strstr(err, cases[i].msg))
+            fprintf(stderr, "case '%s': stderr '%s'\n", cases[i].args, err ? err : "(null)");
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, cases[i].msg));
+        free(err);
+    }
+    struct stat sb;
+    CU_ASSERT_NOT_EQUAL(stat(tu_path("bad.jsonl"), &sb), 0); /* nothing recorded */
+    char *err = NULL;
+    CU_ASSERT_EQUAL(tu_run_qatplan("train --layers 1", NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--data"));
+    free(err);
+    char *out = NULL;
+    CU_ASSERT_EQUAL(tu_run_qatplan("train --help", &out, NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "--qat-fraction"));
+    free(out);
+}
+
+/* Token files written by the data module, read through --data PREFIX. */
+static void test_token_files(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *files[2] = {train_txt, val_txt}, *suffix[2] = {"train.tok", "val.tok"};
+    for (int k = 0; k < 2; k++) {
+        size_t n;
+        char *b = slurp(files[k], &n);
+        uint16_t *t = malloc(n * sizeof *t);
+        for (size_t i = 0; i < n; i++) t[i] = (unsigned char)b[i];
+        char path[4096];
+        snprintf(path, sizeof path, "%s.%s", tu_path("corpus"), suffix[k]);
+        qp_error e;
+        CU_ASSERT_EQUAL(data_tokens_write(path, t, n, 256, "licenses-test", &e), QP_OK);
+        free(t);
+        free(b);
+    }
+    char opts[4096];
+    snprintf(opts, sizeof opts, "--data %s --layers 1 --width 32 --heads 2 --context 32 --batch 4 "
+                                "--tokens 8K --eval-tokens 1K --quiet --threads 1", tu_path("corpus"));
+    char args[8192];
+    snprintf(args, sizeof args, "train %s --runs-out %s", opts, tu_path("tok.jsonl"));
+    CU_ASSERT_EQUAL(tu_run_qatplan(args, NULL, NULL), 0);
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error e;
+    CU_ASSERT_EQUAL_FATAL(data_runs_read(tu_path("tok.jsonl"), &l, &e), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 1);
+    CU_ASSERT_STRING_EQUAL(l.runs[0].dataset, "licenses-test");
+    data_run_list_free(&l);
+}
+
+static void add(CU_pSuite s)
+{
+    TU_ADD(s, test_lr_classic);
+    TU_ADD(s, test_lr_fused);
+    TU_ADD(s, test_lr_ends);
+    TU_ADD(s, test_bad_input);
+    TU_ADD(s, test_tiny_model_learns);
+    TU_ADD(s, test_schedules_and_ends);
+    TU_ADD(s, test_resume_same_result);
+    TU_ADD(s, test_sigterm_resume);
+    TU_ADD(s, test_diverged);
+    TU_ADD(s, test_token_files);
+}
+
+int main(void) { return tu_main("train", add); }

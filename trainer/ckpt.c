@@ -1,0 +1,353 @@
+/* ckpt.c: safetensors checkpoints (PyTorch and the safetensors library read them), the
+ * integer export of quantized weights, and the resumable training state. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt.h"
+
+static int dtype_size(const char *dt)
+{
+    if (!strcmp(dt, "F32") || !strcmp(dt, "I32")) return 4;
+    if (!strcmp(dt, "I8") || !strcmp(dt, "U8")) return 1;
+    if (!strcmp(dt, "I64") || !strcmp(dt, "F64")) return 8;
+    return 0;
+}
+
+typedef struct {
+    char *b;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void sb_add(sbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(sbuf *s, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        size_t room = s->cap - s->n;
+        va_start(ap, fmt);
+        int k = vsnprintf(s->b ? s->b + s->n : NULL, s->b ? room : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) { s->oom = 1; return; }
+        if (s->b && (size_t)k < room) { s->n += (size_t)k; return; }
+        size_t nc = (s->cap ? s->cap * 2 : 4096) + (size_t)k + 1;
+        char *nb = realloc(s->b, nc);
+        if (!nb) { s->oom = 1; return; }
+        s->b = nb;
+        s->cap = nc;
+    }
+}
+
+qp_status st_write(const char *path, const st_tensor *t, int n, const char *const *meta, int n_meta,
+                   qp_error *err)
+{
+    sbuf h = {0};
+    sb_add(&h, "{\"__metadata__\":{");
+    for (int i = 0; i < n_meta; i++) sb_add(&h, "%s\"%s\":\"%s\"", i ? "," : "", meta[2 * i], meta[2 * i + 1]);
+    sb_add(&h, "}");
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1;
+        sb_add(&h, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[", t[i].name, t[i].dtype);
+        for (int d = 0; d < t[i].ndim; d++) {
+            sb_add(&h, "%s%lld", d ? "," : "", (long long)t[i].shape[d]);
+            numel *= (size_t)t[i].shape[d];
+        }
+        size_t nb = numel * (size_t)dtype_size(t[i].dtype);
+        sb_add(&h, "],\"data_offsets\":[%zu,%zu]}", off, off + nb);
+        off += nb;
+    }
+    sb_add(&h, "}");
+    while (!h.oom && h.n % 8) sb_add(&h, " "); /* the format allows trailing spaces; keeps data aligned */
+    if (h.oom) {
+        free(h.b);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory writing %s", path);
+    }
+    size_t total = 8 + h.n + off;
+    unsigned char *buf = malloc(total);
+    if (!buf) {
+        free(h.b);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory writing %s", path);
+    }
+    uint64_t hl = h.n;
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)(hl >> (8 * i));
+    memcpy(buf + 8, h.b, h.n);
+    unsigned char *p = buf + 8 + h.n;
+    for (int i = 0; i < n; i++) {
+        size_t numel = 1;
+        for (int d = 0; d < t[i].ndim; d++) numel *= (size_t)t[i].shape[d];
+        size_t nb = numel * (size_t)dtype_size(t[i].dtype);
+        if (nb) memcpy(p, t[i].data, nb);
+        p += nb;
+    }
+    free(h.b);
+    qp_status st = qp_write_file_atomic(path, buf, total, err);
+    free(buf);
+    return st;
+}
+
+/* Name, shape and data of every parameter tensor, split per layer. Returns the count. */
+static int model_tensors(const model *m, const model_params *src, const char *prefix,
+                         st_tensor *out, char (*names)[96])
+{
+    int n = 0;
+    for (int i = 0; i < MODEL_NT; i++) {
+        const model_tdesc *d = &m->desc[i];
+        if (m->numel[i] == 0) continue;
+        int nl = d->layered ? m->s.n_layer : 1;
+        size_t per = d->rows * d->cols;
+        for (int l = 0; l < nl; l++) {
+            if (d->layered) snprintf(names[n], 96, "%slayers.%d.%s", prefix, l, d->name);
+            else snprintf(names[n], 96, "%s%s", prefix, d->name);
+            out[n].name = names[n];
+            out[n].dtype = "F32";
+            out[n].ndim = d->cols == 1 ? 1 : 2;
+            out[n].shape[0] = (int64_t)d->rows;
+            out[n].shape[1] = (int64_t)d->cols;
+            out[n].data = src->t[i] + (size_t)l * per;
+            n++;
+        }
+    }
+    return n;
+}
+
+static void model_meta(const model *m, char (*vals)[64], const char **kv, int *n)
+{
+    const char *keys[] = {"format", "n_layer", "d_model", "n_head", "n_kv_head", "d_ff", "context",
+                          "vocab", "quantizer", "bits", "group_size", "embed_bits", "rope_theta",
+                          "norm_eps", "code_version"};
+    int k = 0;
+    snprintf(vals[k++], 64, "qatplan-llama-v1");
+    snprintf(vals[k++], 64, "%d", m->s.n_layer);
+    snprintf(vals[k++], 64, "%d", m->s.d_model);
+    snprintf(vals[k++], 64, "%d", m->s.n_head);
+    snprintf(vals[k++], 64, "%d", m->s.n_kv_head);
+    snprintf(vals[k++], 64, "%d", m->s.d_ff);
+    snprintf(vals[k++], 64, "%d", m->s.context);
+    snprintf(vals[k++], 64, "%d", m->s.vocab);
+    snprintf(vals[k++], 64, "%s", train_quantizer_name(m->q.kind));
+    snprintf(vals[k++], 64, "%d", m->q.bits);
+    snprintf(vals[k++], 64, "%d", m->q.group_size);
+    snprintf(vals[k++], 64, "%d", m->q.embed_bits);
+    snprintf(vals[k++], 64, "10000");
+    snprintf(vals[k++], 64, "1e-5");
+    snprintf(vals[k++], 64, "%s", qp_version());
+    for (int i = 0; i < k; i++) {
+        kv[2 * i] = keys[i];
+        kv[2 * i + 1] = vals[i];
+    }
+    *n = k;
+}
+
+qp_status ckpt_write_model(const char *path, const model *m, const model_params *grads,
+                           const st_tensor *extra, int n_extra, qp_error *err)
+{
+    int cap = MODEL_NT * (m->s.n_layer + 1) * 2 + n_extra + 4;
+    st_tensor *t = calloc((size_t)cap, sizeof *t);
+    char(*names)[96] = calloc((size_t)cap, sizeof *names);
+    if (!t || !names) {
+        free(t);
+        free(names);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory writing %s", path);
+    }
+    int n = model_tensors(m, &m->p, "", t, names);
+    if (grads) n += model_tensors(m, grads, "grad.", t + n, names + n);
+    for (int i = 0; i < n_extra; i++) t[n++] = extra[i];
+    char vals[20][64];
+    const char *kv[40];
+    int nk;
+    model_meta(m, vals, kv, &nk);
+    qp_status st = st_write(path, t, n, kv, nk, err);
+    free(t);
+    free(names);
+    return st;
+}
+
+qp_status ckpt_export_int(const char *path, const model *m, qp_error *err)
+{
+    if (m->q.kind == TRAIN_Q_NONE && m->q.embed_bits == 0)
+        return qp_fail(err, QP_ERR_INPUT, "--export-int needs a quantized model (--bits 1..8 or "
+                                          "--embed-bits 4..8)");
+    int L = m->s.n_layer, cap = 4 * L * 3 + 2 * L + 8;
+    st_tensor *t = calloc((size_t)cap, sizeof *t);
+    char(*names)[96] = calloc((size_t)cap, sizeof *names);
+    size_t codes_n = 0;
+    for (int k = 0; k < 4; k++) codes_n += m->numel[model_linears[k].tensor];
+    codes_n += m->numel[P_WTE];
+    int8_t *codes = malloc(codes_n ? codes_n : 1);
+    if (!t || !names || !codes) {
+        free(t);
+        free(names);
+        free(codes);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory exporting %s", path);
+    }
+    int n = 0;
+    int8_t *cp = codes;
+    int asym = m->q.kind == TRAIN_Q_ASYM;
+    if (m->q.kind != TRAIN_Q_NONE) {
+        for (int k = 0; k < 4; k++) {
+            const model_linear *ln = &model_linears[k];
+            const model_tdesc *d = &m->desc[ln->tensor];
+            size_t R = d->rows, C = d->cols, ns = m->desc[ln->scale].rows, G = C / (ns / R);
+            for (int l = 0; l < L; l++) {
+                const float *w = m->p.t[ln->tensor] + (size_t)l * R * C;
+                const float *s = m->p.t[ln->scale] + (size_t)l * ns;
+                const float *z = asym ? m->p.t[ln->zero] + (size_t)l * ns : NULL;
+                for (size_t r = 0; r < R; r++)
+                    for (size_t c = 0; c < C; c++) {
+                        size_t si = r * (C / G) + c / G;
+                        int code = quant_code(m->q.kind, m->q.bits, w[r * C + c], s[si], z ? z[si] : 0);
+                        /* asym codes are 0..255 at 8 bits: stored as U8 */
+                        cp[r * C + c] = (int8_t)(uint8_t)code;
+                    }
+                snprintf(names[n], 96, "layers.%d.%s.qweight", l, d->name);
+                t[n] = (st_tensor){names[n], asym ? "U8" : "I8", 2, {(int64_t)R, (int64_t)C, 0}, cp};
+                n++;
+                snprintf(names[n], 96, "layers.%d.%s.scale", l, d->name);
+                t[n] = (st_tensor){names[n], "F32", 2, {(int64_t)R, (int64_t)(C / G), 0}, s};
+                n++;
+                if (asym) {
+                    /* zero points as the rounded integers the quantizer uses */
+                    snprintf(names[n], 96, "layers.%d.%s.zero", l, d->name);
+                    t[n] = (st_tensor){names[n], "F32", 2, {(int64_t)R, (int64_t)(C / G), 0}, z};
+                    n++;
+                }
+                cp += R * C;
+            }
+        }
+    }
+    size_t V = (size_t)m->s.vocab, D = (size_t)m->s.d_model;
+    if (m->q.embed_bits > 0) {
+        for (size_t r = 0; r < V; r++)
+            for (size_t c = 0; c < D; c++)
+                cp[r * D + c] = (int8_t)quant_code(TRAIN_Q_LSQ, m->q.embed_bits, m->p.wte[r * D + c],
+                                                   m->p.s_wte[r], 0);
+        t[n++] = (st_tensor){"embed.qweight", "I8", 2, {(int64_t)V, (int64_t)D, 0}, cp};
+        t[n++] = (st_tensor){"embed.scale", "F32", 2, {(int64_t)V, 1, 0}, m->p.s_wte};
+    } else {
+        t[n++] = (st_tensor){"embed", "F32", 2, {(int64_t)V, (int64_t)D, 0}, m->p.wte};
+    }
+    for (int l = 0; l < L; l++) {
+        /* norm gains stay in floating point */
+        snprintf(names[n], 96, "layers.%d.attn_norm", l);
+        t[n] = (st_tensor){names[n], "F32", 1, {(int64_t)D, 0, 0}, m->p.ln1 + (size_t)l * D};
+        n++;
+        snprintf(names[n], 96, "layers.%d.mlp_norm", l);
+        t[n] = (st_tensor){names[n], "F32", 1, {(int64_t)D, 0, 0}, m->p.ln2 + (size_t)l * D};
+        n++;
+    }
+    t[n++] = (st_tensor){"final_norm", "F32", 1, {(int64_t)D, 0, 0}, m->p.lnf};
+    char vals[20][64];
+    const char *kv[42];
+    int nk;
+    model_meta(m, vals, kv, &nk);
+    kv[2 * nk] = "dequant";
+    kv[2 * nk + 1] = m->q.kind == TRAIN_Q_SEQ       ? "w = scale * (q + 0.5) / 2"
+                     : m->q.kind == TRAIN_Q_TERNARY ? "w = scale * q / 1.5"
+                     : asym                         ? "w = (q - zero) * scale"
+                                                    : "w = scale * q";
+    nk++;
+    qp_status st = st_write(path, t, n, kv, nk, err);
+    free(t);
+    free(names);
+    free(codes);
+    return st;
+}
+
+/* ---- resumable state ------------------------------------------------------- */
+
+#define STATE_MAGIC 0x54535451u /* "QTST" */
+#define STATE_VERSION 1u
+
+typedef struct {
+    uint32_t magic, version;
+    uint64_t n_floats;
+    int32_t shape[7];
+    int32_t qkind, bits, group, embed_bits, batch, pad;
+    int64_t total, n_fp;
+    uint64_t seed;
+} state_header;
+
+static void make_header(state_header *h, const model *m, const train_config *c,
+                        const train_sched *s)
+{
+    memset(h, 0, sizeof *h);
+    h->magic = STATE_MAGIC;
+    h->version = STATE_VERSION;
+    h->n_floats = m->n_floats;
+    int32_t sh[7] = {m->s.n_layer, m->s.d_model, m->s.n_head, m->s.n_kv_head, m->s.d_ff, m->s.context, m->s.vocab};
+    memcpy(h->shape, sh, sizeof sh);
+    h->qkind = m->q.kind;
+    h->bits = m->q.bits;
+    h->group = m->q.group_size;
+    h->embed_bits = m->q.embed_bits;
+    h->batch = c->batch;
+    h->total = s->total;
+    h->n_fp = s->n_fp;
+    h->seed = c->seed;
+}
+
+qp_status state_save(const char *path, const model *m, const train_config *c,
+                     const train_sched *s, const train_progress *pr, qp_error *err)
+{
+    state_header h;
+    make_header(&h, m, c, s);
+    size_t fl = m->n_floats * sizeof(float);
+    size_t total = sizeof h + sizeof *pr + 3 * fl;
+    unsigned char *buf = malloc(total);
+    if (!buf) return qp_fail(err, QP_ERR_NOMEM, "out of memory saving the state to %s", path);
+    unsigned char *p = buf;
+    memcpy(p, &h, sizeof h); p += sizeof h;
+    memcpy(p, pr, sizeof *pr); p += sizeof *pr;
+    memcpy(p, m->params_mem, fl); p += fl;
+    memcpy(p, m->m_mem, fl); p += fl;
+    memcpy(p, m->v_mem, fl);
+    qp_status st = qp_write_file_atomic(path, buf, total, err);
+    free(buf);
+    return st;
+}
+
+qp_status state_load(const char *path, model *m, const train_config *c, const train_sched *s,
+                     train_progress *pr, qp_error *err)
+{
+    char *buf;
+    size_t len;
+    qp_status st = qp_read_file(path, &buf, &len, err);
+    if (st) return st;
+    state_header h, want;
+    make_header(&want, m, c, s);
+    size_t fl = m->n_floats * sizeof(float);
+    size_t total = sizeof h + sizeof *pr + 3 * fl;
+    if (len < sizeof h) {
+        free(buf);
+        return qp_fail(err, QP_ERR_PARSE, "%s: too short to be a qatplan training state; delete it "
+                                          "or drop --resume", path);
+    }
+    memcpy(&h, buf, sizeof h);
+    if (h.magic != STATE_MAGIC || h.version != STATE_VERSION) {
+        free(buf);
+        return qp_fail(err, QP_ERR_PARSE, "%s: not a qatplan training state (version %u expected); "
+                                          "delete it or drop --resume", path, STATE_VERSION);
+    }
+    if (memcmp(&h, &want, sizeof h)) {
+        free(buf);
+        return qp_fail(err, QP_ERR_INPUT, "%s: saved for a different model, quantizer, batch, token "
+                                          "budget or seed; resume with the same options or delete it",
+                       path);
+    }
+    if (len != total) {
+        free(buf);
+        return qp_fail(err, QP_ERR_PARSE, "%s: %zu bytes, expected %zu (truncated?); delete it or "
+                                          "drop --resume", path, len, total);
+    }
+    const char *p = buf + sizeof h;
+    memcpy(pr, p, sizeof *pr); p += sizeof *pr;
+    memcpy(m->params_mem, p, fl); p += fl;
+    memcpy(m->m_mem, p, fl); p += fl;
+    memcpy(m->v_mem, p, fl);
+    free(buf);
+    return QP_OK;
+}

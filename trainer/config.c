@@ -1,0 +1,223 @@
+/* config.c: shapes, quantizer choices, defaults and the warmup-stable-decay schedule. */
+#include <math.h>
+#include <string.h>
+
+#include "model.h"
+
+qp_status train_shape_finish(train_shape *s, qp_error *err)
+{
+    if (s->n_layer < 1 || s->n_layer > 256)
+        return qp_fail(err, QP_ERR_INPUT, "--layers %d: use 1..256", s->n_layer);
+    if (s->d_model < 2 || s->d_model > 65536)
+        return qp_fail(err, QP_ERR_INPUT, "--width %d: use 2..65536", s->d_model);
+    if (s->n_head < 1 || s->d_model % s->n_head)
+        return qp_fail(err, QP_ERR_INPUT, "--heads %d must divide --width %d", s->n_head, s->d_model);
+    if ((s->d_model / s->n_head) % 2)
+        return qp_fail(err, QP_ERR_INPUT,
+                       "head size %d (width/heads) must be even for rotary positions; change --heads",
+                       s->d_model / s->n_head);
+    if (s->n_kv_head == 0) s->n_kv_head = s->n_head;
+    if (s->n_kv_head < 1 || s->n_head % s->n_kv_head)
+        return qp_fail(err, QP_ERR_INPUT, "--kv-heads %d must divide --heads %d", s->n_kv_head,
+                       s->n_head);
+    if (s->d_ff == 0) {
+        /* Llama's 2/3 * 4d, rounded up to a multiple of 8 */
+        int f = (8 * s->d_model + 2) / 3;
+        s->d_ff = (f + 7) / 8 * 8;
+    }
+    if (s->d_ff < 1) return qp_fail(err, QP_ERR_INPUT, "--ffn %d must be positive", s->d_ff);
+    if (s->context < 2 || s->context > 65536)
+        return qp_fail(err, QP_ERR_INPUT, "--context %d: use 2..65536 tokens", s->context);
+    if (s->vocab == 0) s->vocab = 256;
+    if (s->vocab < 2 || s->vocab > 65536)
+        return qp_fail(err, QP_ERR_INPUT, "vocabulary %d: must be 2..65536", s->vocab);
+    return QP_OK;
+}
+
+double train_shape_params_nonembed(const train_shape *s)
+{
+    double D = s->d_model, F = s->d_ff, hd = D / s->n_head, Dkv = hd * s->n_kv_head;
+    double per_layer = D * (D + 2 * Dkv) + D * D + 3 * D * F + 2 * D;
+    return s->n_layer * per_layer + D;
+}
+
+double train_shape_params(const train_shape *s)
+{
+    return train_shape_params_nonembed(s) + (double)s->vocab * s->d_model;
+}
+
+static const char *qnames[TRAIN_Q_COUNT_] = {"none", "binary", "ternary", "seq", "lsq", "asym"};
+
+const char *train_quantizer_name(train_quantizer q)
+{
+    return (q >= 0 && q < TRAIN_Q_COUNT_) ? qnames[q] : "?";
+}
+
+qp_status train_quantizer_parse(const char *name, int bits, train_quantizer *out, qp_error *err)
+{
+    if (bits >= 16) {
+        *out = TRAIN_Q_NONE;
+        if (!strcmp(name, "auto") || !strcmp(name, "none")) return QP_OK;
+        return qp_fail(err, QP_ERR_INPUT, "--quantizer %s with --bits %d: a full-precision run has "
+                                          "no quantizer; drop --quantizer or choose --bits 1..8",
+                       name, bits);
+    }
+    if (!strcmp(name, "auto")) {
+        *out = bits == 1 ? TRAIN_Q_BINARY : bits == 2 ? TRAIN_Q_SEQ : TRAIN_Q_LSQ;
+        return QP_OK;
+    }
+    for (int i = 1; i < TRAIN_Q_COUNT_; i++)
+        if (!strcmp(name, qnames[i])) {
+            *out = (train_quantizer)i;
+            return QP_OK;
+        }
+    return qp_fail(err, QP_ERR_INPUT,
+                   "unknown --quantizer '%s': use auto, binary, ternary, seq, lsq or asym", name);
+}
+
+qp_status train_qspec_check(const train_qspec *q, const train_shape *s, qp_error *err)
+{
+    if (!((q->bits >= 1 && q->bits <= 8) || q->bits == 16 || q->bits == 32))
+        return qp_fail(err, QP_ERR_INPUT, "--bits %d: use 1..8 for QAT, or 16/32 for full precision",
+                       q->bits);
+    switch (q->kind) {
+    case TRAIN_Q_NONE:
+        if (q->bits < 16) return qp_fail(err, QP_ERR_INPUT, "--bits %d needs a quantizer", q->bits);
+        if (q->embed_bits)
+            return qp_fail(err, QP_ERR_INPUT, "--embed-bits %d with --bits %d: a full-precision run "
+                                              "keeps the embeddings in FP; drop --embed-bits",
+                           q->embed_bits, q->bits);
+        break;
+    case TRAIN_Q_BINARY:
+        if (q->bits != 1) return qp_fail(err, QP_ERR_INPUT, "--quantizer binary needs --bits 1");
+        break;
+    case TRAIN_Q_TERNARY:
+    case TRAIN_Q_SEQ:
+        if (q->bits != 2)
+            return qp_fail(err, QP_ERR_INPUT, "--quantizer %s needs --bits 2 (use lsq for 3..8)",
+                           train_quantizer_name(q->kind));
+        break;
+    case TRAIN_Q_LSQ:
+        if (q->bits < 3)
+            return qp_fail(err, QP_ERR_INPUT, "--quantizer lsq needs --bits 3..8 (use binary or seq "
+                                              "below 3)");
+        break;
+    case TRAIN_Q_ASYM:
+        if (q->bits < 2)
+            return qp_fail(err, QP_ERR_INPUT, "--quantizer asym needs --bits 2..8");
+        if (q->group_size > 0 && (s->d_model % q->group_size || s->d_ff % q->group_size))
+            return qp_fail(err, QP_ERR_INPUT,
+                           "--group-size %d must divide --width %d and --ffn %d (or use 0 = per row)",
+                           q->group_size, s->d_model, s->d_ff);
+        break;
+    default:
+        return qp_fail(err, QP_ERR_INPUT, "unknown quantizer");
+    }
+    if (q->group_size < 0) return qp_fail(err, QP_ERR_INPUT, "--group-size must be >= 0");
+    if (q->group_size > 0 && q->kind != TRAIN_Q_ASYM)
+        return qp_fail(err, QP_ERR_INPUT, "--group-size applies to --quantizer asym only");
+    if (q->embed_bits != 0 && (q->embed_bits < 4 || q->embed_bits > 8))
+        return qp_fail(err, QP_ERR_INPUT, "--embed-bits %d: use 0 (full precision) or 4..8",
+                       q->embed_bits);
+    return QP_OK;
+}
+
+void train_config_default(train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->shape = (train_shape){2, 64, 2, 0, 0, 128, 256};
+    c->quant = (train_qspec){TRAIN_Q_LSQ, 4, 0, 0};
+    c->schedule = DATA_SCHED_CLASSIC;
+    c->tokens = 1e6;
+    c->qat_fraction = 0.2;
+    c->batch = 16;
+    c->lr = 3e-3;
+    c->min_lr_frac = 0.0;
+    c->warmup_frac = 0.05;
+    c->decay_frac = -1.0;
+    c->weight_decay = 0.1;
+    c->beta1 = 0.9;
+    c->beta2 = 0.95;
+    c->adam_eps = 1e-8;
+    c->grad_clip = 1.0;
+    c->seed = 1;
+    c->threads = 2;
+    c->eval_tokens = 65536;
+    c->progress = 1;
+}
+
+static long lround_pos(double x) { return x <= 0 ? 0 : (long)floor(x + 0.5); }
+
+qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err)
+{
+    memset(s, 0, sizeof *s);
+    double tps = (double)c->batch * c->shape.context;
+    if (!(c->tokens >= tps))
+        return qp_fail(err, QP_ERR_INPUT,
+                       "--tokens %.0f is less than one step (batch %d x context %d = %.0f tokens)",
+                       c->tokens, c->batch, c->shape.context, tps);
+    if (!(c->qat_fraction >= 0 && c->qat_fraction <= 1))
+        return qp_fail(err, QP_ERR_INPUT, "--qat-fraction %g: use 0..1", c->qat_fraction);
+    s->total = lround_pos(c->tokens / tps);
+    if (s->total < 1) s->total = 1;
+    int fp_run = c->quant.kind == TRAIN_Q_NONE;
+    s->n_qat = fp_run ? 0 : lround_pos(c->qat_fraction * (double)s->total);
+    if (s->n_qat > s->total) s->n_qat = s->total;
+    s->n_fp = s->total - s->n_qat;
+    s->lr = c->lr;
+    s->min_lr_frac = c->min_lr_frac;
+    s->decay_sqrt = c->decay_sqrt;
+    if (s->n_qat == 0) s->schedule = DATA_SCHED_FP_ONLY;
+    else if (s->n_fp == 0) s->schedule = DATA_SCHED_QAT_ONLY;
+    else s->schedule = c->schedule == DATA_SCHED_FUSED ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
+    /* fused: the QAT phase is the cooldown, so by default the decay spans all of it */
+    double df = c->decay_frac >= 0 ? c->decay_frac : (s->schedule == DATA_SCHED_FUSED ? 1.0 : 0.2);
+    if (df > 1) return qp_fail(err, QP_ERR_INPUT, "--decay-frac %g: use 0..1", df);
+    if (!(c->warmup_frac >= 0 && c->warmup_frac + (s->schedule == DATA_SCHED_FUSED ? 0 : df) <= 1))
+        return qp_fail(err, QP_ERR_INPUT,
+                       "--warmup-frac %g + --decay-frac %g exceed the phase; lower one of them",
+                       c->warmup_frac, df);
+    s->decay_frac = df;
+    switch (s->schedule) {
+    case DATA_SCHED_FUSED:
+        s->fp_warm = lround_pos(c->warmup_frac * (double)s->total);
+        if (s->fp_warm > s->n_fp) s->fp_warm = s->n_fp;
+        s->fp_decay = 0;
+        s->qat_warm = 0;
+        s->qat_decay = lround_pos(df * (double)s->n_qat);
+        break;
+    case DATA_SCHED_QAT_ONLY:
+        s->qat_warm = lround_pos(c->warmup_frac * (double)s->n_qat);
+        s->qat_decay = lround_pos(df * (double)s->n_qat);
+        break;
+    default: /* classic and FP only: each phase its own warmup and decay */
+        s->fp_warm = lround_pos(c->warmup_frac * (double)s->n_fp);
+        s->fp_decay = lround_pos(df * (double)s->n_fp);
+        s->qat_warm = lround_pos(c->warmup_frac * (double)s->n_qat);
+        s->qat_decay = lround_pos(df * (double)s->n_qat);
+        break;
+    }
+    return QP_OK;
+}
+
+/* Warmup-stable-decay inside one phase of n steps: linear warmup over w steps (ending at the
+ * peak), stable, then decay over the last d steps starting at the peak. */
+static double wsd(const train_sched *s, long i, long n, long w, long d)
+{
+    double lo = s->lr * s->min_lr_frac;
+    if (i < w) return s->lr * (double)(i + 1) / (double)w;
+    if (d > 0 && i >= n - d) {
+        double p = (double)(i - (n - d)) / (double)d; /* 0 at the first decay step */
+        double k = s->decay_sqrt ? 1.0 - sqrt(p) : 1.0 - p;
+        return lo + (s->lr - lo) * k;
+    }
+    return s->lr;
+}
+
+double train_lr_at(const train_sched *s, long step)
+{
+    if (step < 0) step = 0;
+    if (step >= s->total) step = s->total - 1;
+    if (step < s->n_fp) return wsd(s, step, s->n_fp, s->fp_warm, s->fp_decay);
+    return wsd(s, step - s->n_fp, s->n_qat, s->qat_warm, s->qat_decay);
+}

@@ -1,0 +1,310 @@
+/* layers.c: forward/backward pairs of the model's layers on raw arrays with explicit
+ * shapes (N = B*T tokens). Matrix products go through CBLAS; the rest are OpenMP loops.
+ * Backward functions accumulate into parameter gradients (dw, dg); see each for dinp. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+extern void openblas_set_num_threads(int n);
+
+/* exp(x) for float without a libm call and without branches, so loops vectorise: Cody-Waite
+ * range reduction and Cephes' degree-6 polynomial (about 2 ulp); x is clamped to
+ * [-87.3, 88.7], so exp(-inf) gives 1e-38 rather than 0. */
+static inline float qp_expf(float x)
+{
+    x = x < -87.3f ? -87.3f : x;
+    x = x > 88.7f ? 88.7f : x;
+    float n = x * 1.44269504088896341f;
+    n = (n >= 0 ? (n + 12582912.0f) - 12582912.0f : -((-n + 12582912.0f) - 12582912.0f));
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { float f; int32_t i; } u;
+    int32_t e = (int32_t)n;
+    /* 2^n in two halves so n = 128 (x near 88.7) does not overflow the exponent field */
+    int32_t e1 = e / 2, e2 = e - e1;
+    u.i = (e1 + 127) << 23;
+    p *= u.f;
+    u.i = (e2 + 127) << 23;
+    return p * u.f;
+}
+
+/* out[N, R] = inp[N, C] @ w[R, C]^T */
+void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
+}
+
+/* dinp[N, C] = dout @ w (overwritten); dw[R, C] += dout^T @ inp. dinp may be NULL. */
+void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                           const float *w, int N, int C, int R)
+{
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, dout, R, w, C, 0.0f,
+                    dinp, C);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
+}
+
+#define RMS_EPS 1e-5f
+
+void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int D)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * D;
+        float *o = out + (size_t)n * D;
+        float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+        for (int d = 0; d < D; d++) ss += xr[d] * xr[d];
+        float r = 1.0f / sqrtf(ss / (float)D + RMS_EPS);
+        rstd[n] = r;
+        for (int d = 0; d < D; d++) o[d] = xr[d] * r * g[d];
+    }
+}
+
+/* dx += d/dx; dg += d/dg. The gain gradient is summed per thread and the partial sums are
+ * added in thread order, so results do not depend on timing (a resumed run must match). */
+void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
+                            const float *g, const float *rstd, int N, int D)
+{
+    int nt = omp_get_max_threads();
+    float *part = calloc((size_t)nt * D, sizeof *part);
+#pragma omp parallel num_threads(nt)
+    {
+        float *dgl = part ? part + (size_t)omp_get_thread_num() * D : NULL;
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *xr = x + (size_t)n * D, *dy = dout + (size_t)n * D;
+            float *dxr = dx + (size_t)n * D;
+            float r = rstd[n], dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int d = 0; d < D; d++) dot += dy[d] * g[d] * xr[d];
+            float c = dot * r * r * r / (float)D;
+            for (int d = 0; d < D; d++) dxr[d] += r * dy[d] * g[d] - c * xr[d];
+            if (dgl)
+                for (int d = 0; d < D; d++) dgl[d] += dy[d] * xr[d] * r;
+        }
+    }
+    if (part) {
+        for (int t = 0; t < nt; t++)
+            for (int d = 0; d < D; d++) dg[d] += part[(size_t)t * D + d];
+    } else {
+        /* out of memory for the partial sums: the slow serial path */
+        for (int n = 0; n < N; n++)
+            for (int d = 0; d < D; d++) dg[d] += dout[(size_t)n * D + d] * x[(size_t)n * D + d] * rstd[n];
+    }
+    free(part);
+}
+
+void layer_rope_tables(float *cos_t, float *sin_t, int T, int hd)
+{
+    int half = hd / 2;
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < half; j++) {
+            double freq = pow(10000.0, -2.0 * j / hd);
+            cos_t[t * half + j] = (float)cos(t * freq);
+            sin_t[t * half + j] = (float)sin(t * freq);
+        }
+}
+
+/* Rotate-half RoPE (the Hugging Face Llama layout): pairs (j, j + hd/2). */
+void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int H, int Hkv,
+                int hd, int inverse)
+{
+    int half = hd / 2, QKV = (H + 2 * Hkv) * hd, nh = H + Hkv;
+    float sg = inverse ? -1.0f : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < B * T; n++) {
+        int t = n % T;
+        const float *c = cos_t + t * half, *s = sin_t + t * half;
+        for (int h = 0; h < nh; h++) {
+            float *v = qkv + (size_t)n * QKV + h * hd;
+            for (int j = 0; j < half; j++) {
+                float a = v[j], b = v[j + half], sn = sg * s[j];
+                v[j] = a * c[j] - b * sn;
+                v[j + half] = b * c[j] + a * sn;
+            }
+        }
+    }
+}
+
+#define ATT_CHUNK 64 /* query rows per block in attention */
+
+/* Causal multi-head attention with grouped KV heads. att: [B, H, T, T] probabilities
+ * (zero above the diagonal). out: [N, H*hd]. Each (batch, head) is a few small matrix
+ * products: they run single-threaded inside BLAS, in parallel over (batch, head) with OpenMP,
+ * which beats both hand loops and threading each small product. */
+void layer_attention_forward(float *out, float *att, const float *qkv, int B, int T, int H,
+                             int Hkv, int hd)
+{
+    int QKV = (H + 2 * Hkv) * hd, D = H * hd, grp = H / Hkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    int nt = omp_get_max_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel for collapse(2) schedule(static) num_threads(nt)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            int kh = h / grp;
+            const float *q = qkv + (size_t)b * T * QKV + h * hd;
+            const float *k = qkv + (size_t)b * T * QKV + D + kh * hd;
+            const float *v = qkv + (size_t)b * T * QKV + D + Hkv * hd + kh * hd;
+            float *P = att + ((size_t)b * H + h) * T * T;
+            /* row chunks only multiply the keys they can see (causal): about 5/8 of the work */
+            for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
+                int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale,
+                            q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T);
+                for (int t = r0; t < keys; t++) {
+                    float *row = P + (size_t)t * T;
+                    float mx = row[0];
+                    for (int t2 = 1; t2 <= t; t2++) mx = row[t2] > mx ? row[t2] : mx;
+                    float sum = 0.0f;
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        float e = qp_expf(row[t2] - mx);
+                        row[t2] = e;
+                        sum += e;
+                    }
+                    float inv = 1.0f / sum;
+                    for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
+                    for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f,
+                            P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D);
+            }
+        }
+    openblas_set_num_threads(nt);
+}
+
+/* dqkv accumulates (zero it first). Parallel over (batch, kv head) so that the heads that
+ * share a K/V head never write the same gradient concurrently. */
+void layer_attention_backward(float *dqkv, const float *dout, const float *att, const float *qkv,
+                              int B, int T, int H, int Hkv, int hd, float *scratch)
+{
+    int QKV = (H + 2 * Hkv) * hd, D = H * hd, grp = H / Hkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    int nt = omp_get_max_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nt)
+    {
+        /* per-thread T x T scratch: given (allocated once with the model) or, if NULL, malloc'ed
+         * here (a fresh 256 KiB block per call costs page faults) */
+        float *dS = scratch ? scratch + (size_t)omp_get_thread_num() * T * T
+                            : malloc((size_t)T * T * sizeof *dS);
+#pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++)
+            for (int kh = 0; kh < Hkv; kh++) {
+                if (!dS) continue;
+                size_t base = (size_t)b * T * QKV;
+                const float *k = qkv + base + D + kh * hd, *v = qkv + base + D + Hkv * hd + kh * hd;
+                float *dk = dqkv + base + D + kh * hd, *dv = dqkv + base + D + Hkv * hd + kh * hd;
+                for (int h = kh * grp; h < (kh + 1) * grp; h++) {
+                    const float *P = att + ((size_t)b * H + h) * T * T;
+                    const float *dy = dout + (size_t)b * T * D + h * hd;
+                    const float *q = qkv + base + h * hd;
+                    float *dq = dqkv + base + h * hd;
+                    for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
+                        int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
+                        const float *Pc = P + (size_t)r0 * T, *dyc = dy + (size_t)r0 * D;
+                        float *dSc = dS + (size_t)r0 * T;
+                        /* dP = dY V^T; dV += P^T dY */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dyc,
+                                    D, v, QKV, 0.0f, dSc, T);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, Pc, T,
+                                    dyc, D, 1.0f, dv, QKV);
+                        /* softmax backward: dS = P (dP - sum(P dP)) * scale, 0 above the diagonal */
+                        for (int t = r0; t < keys; t++) {
+                            const float *pr = P + (size_t)t * T;
+                            float *dr = dS + (size_t)t * T;
+                            float sum = 0.0f;
+                            for (int t2 = 0; t2 <= t; t2++) sum += pr[t2] * dr[t2];
+                            for (int t2 = 0; t2 <= t; t2++) dr[t2] = pr[t2] * (dr[t2] - sum) * scale;
+                            for (int t2 = t + 1; t2 < keys; t2++) dr[t2] = 0.0f;
+                        }
+                        /* dQ += dS K; dK += dS^T Q */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, dSc,
+                                    T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV);
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, dSc,
+                                    T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV);
+                    }
+                }
+            }
+        if (!scratch) free(dS);
+    }
+    openblas_set_num_threads(nt);
+}
+
+/* h13 rows: [gate (F) | up (F)]; out = silu(gate) * up. */
+void layer_swiglu_forward(float *out, const float *h13, int N, int F)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *a = h13 + (size_t)n * 2 * F, *u = a + F;
+        float *o = out + (size_t)n * F;
+        for (int f = 0; f < F; f++) {
+            float sg = 1.0f / (1.0f + qp_expf(-a[f]));
+            o[f] = a[f] * sg * u[f];
+        }
+    }
+}
+
+/* dh13 overwritten. */
+void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *a = h13 + (size_t)n * 2 * F, *u = a + F, *dy = dout + (size_t)n * F;
+        float *da = dh13 + (size_t)n * 2 * F, *du = da + F;
+        for (int f = 0; f < F; f++) {
+            float sg = 1.0f / (1.0f + qp_expf(-a[f]));
+            float silu = a[f] * sg;
+            du[f] = dy[f] * silu;
+            da[f] = dy[f] * u[f] * sg * (1.0f + a[f] * (1.0f - sg));
+        }
+    }
+}
+
+float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tgt, int N, int V)
+{
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *p = probs + (size_t)n * V;
+        float mx = p[0];
+        for (int v = 1; v < V; v++)
+            if (p[v] > mx) mx = p[v];
+        /* loss = log(sum exp(logit - max)) - (logit_t - max): no log of an underflowed 0 */
+        float lt = p[tgt[n]] - mx;
+        float sum = 0.0f;
+        for (int v = 0; v < V; v++) {
+            p[v] = qp_expf(p[v] - mx);
+            sum += p[v];
+        }
+        float loss = logf(sum) - lt;
+        float inv = 1.0f / sum;
+        for (int v = 0; v < V; v++) p[v] *= inv;
+        losses[n] = loss;
+    }
+    double total = 0.0; /* summed serially: the same value whatever the thread count */
+    for (int n = 0; n < N; n++) total += losses[n];
+    return (float)(total / N);
+}
+
+void layer_softmax_xent_backward(float *probs, const uint16_t *tgt, int N, int V)
+{
+    float inv = 1.0f / (float)N;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *p = probs + (size_t)n * V;
+        for (int v = 0; v < V; v++) p[v] *= inv;
+        p[tgt[n]] -= inv;
+    }
+}

@@ -1,0 +1,341 @@
+/* model.c: parameter layout, allocation, initialisation, and the whole-model forward,
+ * backward and quantization passes (llm.c style: one allocation per tensor family). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+
+const model_linear model_linears[4] = {
+    {P_WQKV, P_S_QKV, P_Z_QKV, 0, 0},
+    {P_WO, P_S_O, P_Z_O, 0, 0},
+    {P_W13, P_S_13, P_Z_13, 0, 0},
+    {P_W2, P_S_2, P_Z_2, 0, 0},
+};
+
+uint64_t train_rng_next(uint64_t *state)
+{
+    /* splitmix64: tiny state (one word) that is trivially saved in the resumable state */
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+float train_rng_normal(uint64_t *state)
+{
+    double u1 = ((double)(train_rng_next(state) >> 11) + 0.5) * 0x1.0p-53;
+    double u2 = (double)(train_rng_next(state) >> 11) * 0x1.0p-53;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+}
+
+size_t model_scale_count(const model *m, size_t rows, size_t cols)
+{
+    if (m->q.kind == TRAIN_Q_NONE) return 0;
+    if (m->q.kind == TRAIN_Q_ASYM && m->q.group_size > 0 && (size_t)m->q.group_size < cols)
+        return rows * (cols / (size_t)m->q.group_size);
+    return rows;
+}
+
+static void *alloc_floats(size_t n)
+{
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    bytes = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, bytes);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
+                       qp_error *err)
+{
+    memset(m, 0, sizeof *m);
+    m->s = *s;
+    m->q = *q;
+    m->B = B;
+    m->T = T;
+    size_t L = (size_t)s->n_layer, D = (size_t)s->d_model, F = (size_t)s->d_ff, V = (size_t)s->vocab;
+    size_t hd = D / (size_t)s->n_head, Dkv = hd * (size_t)s->n_kv_head;
+    size_t QKV = D + 2 * Dkv;
+    m->qkv_rows = (int)QKV;
+    size_t lin_r[4] = {QKV, D, 2 * F, D}, lin_c[4] = {D, D, D, F};
+    const model_tdesc base[8] = {
+        {"embed", 0, V, D, 1},       {"attn_norm", 1, D, 1, 0}, {"wqkv", 1, QKV, D, 1},
+        {"wo", 1, D, D, 1},          {"mlp_norm", 1, D, 1, 0},  {"w13", 1, 2 * F, D, 1},
+        {"w2", 1, D, F, 1},          {"final_norm", 0, D, 1, 0},
+    };
+    for (int i = 0; i < 8; i++) m->desc[i] = base[i];
+    m->desc[P_S_WTE] = (model_tdesc){"embed.scale", 0, q->embed_bits > 0 ? V : 0, 1, 0};
+    static const char *sn[4] = {"wqkv.scale", "wo.scale", "w13.scale", "w2.scale"};
+    static const char *zn[4] = {"wqkv.zero", "wo.zero", "w13.zero", "w2.zero"};
+    for (int k = 0; k < 4; k++) {
+        size_t ns = model_scale_count(m, lin_r[k], lin_c[k]);
+        m->desc[P_S_QKV + k] = (model_tdesc){sn[k], 1, ns, 1, 0};
+        m->desc[P_Z_QKV + k] = (model_tdesc){zn[k], 1, q->kind == TRAIN_Q_ASYM ? ns : 0, 1, 0};
+    }
+    size_t off = 0;
+    for (int i = 0; i < MODEL_NT; i++) {
+        m->numel[i] = (m->desc[i].layered ? L : 1) * m->desc[i].rows * m->desc[i].cols;
+        m->off[i] = off;
+        off += m->numel[i];
+    }
+    m->n_floats = off;
+    m->params_mem = alloc_floats(off);
+    m->grads_mem = alloc_floats(off);
+    m->m_mem = alloc_floats(off);
+    m->v_mem = alloc_floats(off);
+    size_t nq = V * D + L * (QKV * D + D * D + 2 * F * D + D * F);
+    m->qw_mem = alloc_floats(nq);
+    size_t N = (size_t)B * T, H = (size_t)s->n_head;
+    size_t acts_n[] = {
+        (L + 1) * N * D, L * N * D,                   /* resid, mid */
+        L * N * D,       L * N,     L * N * QKV,     /* ln1, ln1_rstd, qkv */
+        L * B * H * T * (size_t)T, L * N * D,        /* att, atty */
+        L * N * D,       L * N,     L * N * 2 * F, L * N * F, /* ln2, ln2_rstd, h13, hact */
+        N * D,           N,         N * V,   N,      /* lnf, lnf_rstd, probs, losses */
+        N * D,           N * D,     N * D,   N * QKV, N * 2 * F, N * F, /* scratch */
+    };
+    size_t na = 0;
+    for (size_t i = 0; i < sizeof acts_n / sizeof acts_n[0]; i++) na += (acts_n[i] + 15) / 16 * 16;
+    m->acts_mem = alloc_floats(na);
+    m->rope_cos = alloc_floats((size_t)T * hd / 2);
+    m->rope_sin = alloc_floats((size_t)T * hd / 2);
+    m->scratch_threads = omp_get_max_threads();
+    m->att_scratch = alloc_floats((size_t)m->scratch_threads * T * T);
+    if (!m->params_mem || !m->grads_mem || !m->m_mem || !m->v_mem || !m->qw_mem || !m->acts_mem ||
+        !m->rope_cos || !m->rope_sin || !m->att_scratch) {
+        double gib = (4.0 * off + 4.0 * off * 3 + 4.0 * nq + 4.0 * na) / 1073741824.0;
+        model_free(m);
+        return qp_fail(err, QP_ERR_NOMEM,
+                       "cannot allocate %.2f GiB for the model and its activations; use a smaller "
+                       "--batch, --context or model",
+                       gib);
+    }
+    for (int i = 0; i < MODEL_NT; i++) {
+        m->p.t[i] = m->params_mem + m->off[i];
+        m->g.t[i] = m->grads_mem + m->off[i];
+    }
+    float *qp = m->qw_mem;
+    m->qw.wte = qp; qp += V * D;
+    m->qw.wqkv = qp; qp += L * QKV * D;
+    m->qw.wo = qp; qp += L * D * D;
+    m->qw.w13 = qp; qp += L * 2 * F * D;
+    m->qw.w2 = qp;
+    float *ap = m->acts_mem;
+    float **dst[] = {&m->a.resid, &m->a.mid, &m->a.ln1, &m->a.ln1_rstd, &m->a.qkv, &m->a.att,
+                     &m->a.atty, &m->a.ln2, &m->a.ln2_rstd, &m->a.h13, &m->a.hact, &m->a.lnf,
+                     &m->a.lnf_rstd, &m->a.probs, &m->a.losses, &m->a.dx, &m->a.dln, &m->a.datty,
+                     &m->a.dqkv, &m->a.dh13, &m->a.dhact};
+    for (size_t i = 0; i < sizeof acts_n / sizeof acts_n[0]; i++) {
+        *dst[i] = ap;
+        ap += (acts_n[i] + 15) / 16 * 16;
+    }
+    layer_rope_tables(m->rope_cos, m->rope_sin, T, (int)hd);
+    return QP_OK;
+}
+
+void model_free(model *m)
+{
+    if (!m) return;
+    free(m->params_mem);
+    free(m->grads_mem);
+    free(m->m_mem);
+    free(m->v_mem);
+    free(m->qw_mem);
+    free(m->acts_mem);
+    free(m->rope_cos);
+    free(m->rope_sin);
+    free(m->att_scratch);
+    memset(m, 0, sizeof *m);
+}
+
+void model_init(model *m, uint64_t seed)
+{
+    uint64_t st = seed * 0x2545F4914F6CDD1Dull + 1;
+    float std_out = 0.02f / sqrtf(2.0f * (float)m->s.n_layer);
+    for (int i = 0; i < MODEL_NT; i++) {
+        float *p = m->p.t[i];
+        size_t n = m->numel[i];
+        if (i == P_LN1 || i == P_LN2 || i == P_LNF || (i >= P_S_WTE && i <= P_S_2)) {
+            for (size_t j = 0; j < n; j++) p[j] = 1.0f;
+        } else if (i >= P_Z_QKV) {
+            for (size_t j = 0; j < n; j++) p[j] = 0.0f;
+        } else {
+            float sd = (i == P_WO || i == P_W2) ? std_out : 0.02f;
+            for (size_t j = 0; j < n; j++) p[j] = sd * train_rng_normal(&st);
+        }
+    }
+    memset(m->m_mem, 0, m->n_floats * sizeof(float));
+    memset(m->v_mem, 0, m->n_floats * sizeof(float));
+}
+
+void model_zero_grad(model *m) { memset(m->grads_mem, 0, m->n_floats * sizeof(float)); }
+
+/* Per-layer slice of a layered tensor. */
+static inline float *lay(const model *m, float *base, int i, int l)
+{
+    return base + (size_t)l * m->desc[i].rows * m->desc[i].cols;
+}
+
+static float *weights_for(model *m, int i)
+{
+    if (!m->qat) return m->p.t[i];
+    switch (i) {
+    case P_WQKV: return m->qw.wqkv;
+    case P_WO: return m->qw.wo;
+    case P_W13: return m->qw.w13;
+    case P_W2: return m->qw.w2;
+    default: return m->p.t[i];
+    }
+}
+
+static float *quant_buf(model *m, int i)
+{
+    switch (i) {
+    case P_WQKV: return m->qw.wqkv;
+    case P_WO: return m->qw.wo;
+    case P_W13: return m->qw.w13;
+    default: return m->qw.w2;
+    }
+}
+
+void model_quantize(model *m)
+{
+    if (m->qat && m->q.kind != TRAIN_Q_NONE) {
+        for (int k = 0; k < 4; k++) {
+            const model_linear *ln = &model_linears[k];
+            int i = ln->tensor;
+            size_t R = m->desc[i].rows, C = m->desc[i].cols;
+            for (int l = 0; l < m->s.n_layer; l++)
+                quant_forward(m->q.kind, m->q.bits, m->q.group_size, lay(m, m->p.t[i], i, l),
+                              lay(m, quant_buf(m, i), i, l), R, C,
+                              lay(m, m->p.t[ln->scale], ln->scale, l),
+                              m->q.kind == TRAIN_Q_ASYM ? lay(m, m->p.t[ln->zero], ln->zero, l) : NULL);
+        }
+    }
+    if (m->qat_embed && m->q.embed_bits > 0)
+        quant_forward(TRAIN_Q_LSQ, m->q.embed_bits, 0, m->p.wte, m->qw.wte, (size_t)m->s.vocab,
+                      (size_t)m->s.d_model, m->p.s_wte, NULL);
+}
+
+void model_quant_init(model *m)
+{
+    if (m->q.kind != TRAIN_Q_NONE) {
+        for (int k = 0; k < 4; k++) {
+            const model_linear *ln = &model_linears[k];
+            int i = ln->tensor;
+            size_t R = m->desc[i].rows, C = m->desc[i].cols;
+            for (int l = 0; l < m->s.n_layer; l++)
+                quant_init(m->q.kind, m->q.bits, m->q.group_size, lay(m, m->p.t[i], i, l), R, C,
+                           lay(m, m->p.t[ln->scale], ln->scale, l),
+                           m->q.kind == TRAIN_Q_ASYM ? lay(m, m->p.t[ln->zero], ln->zero, l) : NULL);
+        }
+    }
+    if (m->q.embed_bits > 0)
+        quant_init(TRAIN_Q_LSQ, m->q.embed_bits, 0, m->p.wte, (size_t)m->s.vocab,
+                   (size_t)m->s.d_model, m->p.s_wte, NULL);
+}
+
+void model_quant_backward(model *m)
+{
+    if (m->qat && m->q.kind != TRAIN_Q_NONE) {
+        for (int k = 0; k < 4; k++) {
+            const model_linear *ln = &model_linears[k];
+            int i = ln->tensor;
+            size_t R = m->desc[i].rows, C = m->desc[i].cols;
+            int asym = m->q.kind == TRAIN_Q_ASYM;
+            for (int l = 0; l < m->s.n_layer; l++)
+                quant_backward(m->q.kind, m->q.bits, m->q.group_size, lay(m, m->p.t[i], i, l),
+                               lay(m, m->g.t[i], i, l), R, C,
+                               lay(m, m->p.t[ln->scale], ln->scale, l),
+                               asym ? lay(m, m->p.t[ln->zero], ln->zero, l) : NULL,
+                               lay(m, m->g.t[ln->scale], ln->scale, l),
+                               asym ? lay(m, m->g.t[ln->zero], ln->zero, l) : NULL);
+        }
+    }
+    if (m->qat_embed && m->q.embed_bits > 0)
+        quant_backward(TRAIN_Q_LSQ, m->q.embed_bits, 0, m->p.wte, m->g.wte, (size_t)m->s.vocab,
+                       (size_t)m->s.d_model, m->p.s_wte, NULL, m->g.s_wte, NULL);
+}
+
+float model_forward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T)
+{
+    int L = m->s.n_layer, D = m->s.d_model, F = m->s.d_ff, V = m->s.vocab, H = m->s.n_head;
+    int Hkv = m->s.n_kv_head, hd = D / H, QKV = m->qkv_rows, N = B * T;
+    model_acts *a = &m->a;
+    const float *wte = (m->qat_embed && m->q.embed_bits > 0) ? m->qw.wte : m->p.wte;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) memcpy(a->resid + (size_t)n * D, wte + (size_t)inp[n] * D, D * sizeof(float));
+    for (int l = 0; l < L; l++) {
+        float *x = a->resid + (size_t)l * N * D, *xo = a->resid + (size_t)(l + 1) * N * D;
+        float *ln1 = a->ln1 + (size_t)l * N * D, *r1 = a->ln1_rstd + (size_t)l * N;
+        float *qkv = a->qkv + (size_t)l * N * QKV, *att = a->att + (size_t)l * B * H * T * T;
+        float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
+        float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
+        float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
+        layer_rmsnorm_forward(ln1, r1, x, m->p.ln1 + (size_t)l * D, N, D);
+        layer_matmul_forward(qkv, ln1, lay(m, weights_for(m, P_WQKV), P_WQKV, l), N, D, QKV);
+        layer_rope(qkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 0);
+        layer_attention_forward(atty, att, qkv, B, T, H, Hkv, hd);
+        layer_matmul_forward(mid, atty, lay(m, weights_for(m, P_WO), P_WO, l), N, D, D);
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < (size_t)N * D; j++) mid[j] += x[j];
+        layer_rmsnorm_forward(ln2, r2, mid, m->p.ln2 + (size_t)l * D, N, D);
+        layer_matmul_forward(h13, ln2, lay(m, weights_for(m, P_W13), P_W13, l), N, D, 2 * F);
+        layer_swiglu_forward(hact, h13, N, F);
+        layer_matmul_forward(xo, hact, lay(m, weights_for(m, P_W2), P_W2, l), N, F, D);
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < (size_t)N * D; j++) xo[j] += mid[j];
+    }
+    layer_rmsnorm_forward(a->lnf, a->lnf_rstd, a->resid + (size_t)L * N * D, m->p.lnf, N, D);
+    layer_matmul_forward(a->probs, a->lnf, wte, N, D, V);
+    if (!tgt) return NAN;
+    return layer_softmax_xent_forward(a->probs, a->losses, tgt, N, V);
+}
+
+void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T)
+{
+    int L = m->s.n_layer, D = m->s.d_model, F = m->s.d_ff, V = m->s.vocab, H = m->s.n_head;
+    int Hkv = m->s.n_kv_head, hd = D / H, QKV = m->qkv_rows, N = B * T;
+    model_acts *a = &m->a;
+    const float *wte = (m->qat_embed && m->q.embed_bits > 0) ? m->qw.wte : m->p.wte;
+    layer_softmax_xent_backward(a->probs, tgt, N, V);
+    layer_matmul_backward(a->dln, m->g.wte, a->probs, a->lnf, wte, N, D, V);
+    memset(a->dx, 0, (size_t)N * D * sizeof(float));
+    layer_rmsnorm_backward(a->dx, m->g.lnf, a->dln, a->resid + (size_t)L * N * D, m->p.lnf,
+                           a->lnf_rstd, N, D);
+    for (int l = L - 1; l >= 0; l--) {
+        float *x = a->resid + (size_t)l * N * D;
+        float *ln1 = a->ln1 + (size_t)l * N * D, *r1 = a->ln1_rstd + (size_t)l * N;
+        float *qkv = a->qkv + (size_t)l * N * QKV, *att = a->att + (size_t)l * B * H * T * T;
+        float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
+        float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
+        float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
+        /* MLP: xo = mid + swiglu(rms(mid) W13^T) W2^T */
+        layer_matmul_backward(a->dhact, lay(m, m->g.w2, P_W2, l), a->dx, hact,
+                              lay(m, weights_for(m, P_W2), P_W2, l), N, F, D);
+        layer_swiglu_backward(a->dh13, a->dhact, h13, N, F);
+        layer_matmul_backward(a->dln, lay(m, m->g.w13, P_W13, l), a->dh13, ln2,
+                              lay(m, weights_for(m, P_W13), P_W13, l), N, D, 2 * F);
+        layer_rmsnorm_backward(a->dx, m->g.ln2 + (size_t)l * D, a->dln, mid,
+                               m->p.ln2 + (size_t)l * D, r2, N, D);
+        /* attention: mid = x + attn(rms(x)) Wo^T */
+        layer_matmul_backward(a->datty, lay(m, m->g.wo, P_WO, l), a->dx, atty,
+                              lay(m, weights_for(m, P_WO), P_WO, l), N, D, D);
+        memset(a->dqkv, 0, (size_t)N * QKV * sizeof(float));
+        layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd,
+                                 omp_get_max_threads() <= m->scratch_threads ? m->att_scratch : NULL);
+        layer_rope(a->dqkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
+        layer_matmul_backward(a->dln, lay(m, m->g.wqkv, P_WQKV, l), a->dqkv, ln1,
+                              lay(m, weights_for(m, P_WQKV), P_WQKV, l), N, D, QKV);
+        layer_rmsnorm_backward(a->dx, m->g.ln1 + (size_t)l * D, a->dln, x,
+                               m->p.ln1 + (size_t)l * D, r1, N, D);
+    }
+    /* embedding rows: serial over tokens (rows repeat), vectorised over D */
+    for (int n = 0; n < N; n++) {
+        float *gw = m->g.wte + (size_t)inp[n] * D;
+        const float *d = a->dx + (size_t)n * D;
+        for (int j = 0; j < D; j++) gw[j] += d[j];
+    }
+}

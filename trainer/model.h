@@ -1,0 +1,151 @@
+/* model.h (internal to the trainer and its tests): the Llama-style model in the llm.c
+ * manner: one allocation per tensor family (parameters, gradients, Adam moments,
+ * quantized weights, activations) with named pointers into it, and explicit
+ * forward/backward pairs per layer on raw arrays. */
+#ifndef TRAIN_MODEL_H
+#define TRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "train.h"
+
+/* Parameter tensors. The four block linears per layer are stored fused:
+ *   wqkv [L, D + 2*Dkv, D]  rows: q (H*hd), k (Hkv*hd), v (Hkv*hd)
+ *   wo   [L, D, D]
+ *   w13  [L, 2F, D]         rows: gate (F), up (F)
+ *   w2   [L, D, F]
+ * s_* are quantizer step sizes (per row, or per group for asym), z_* asym zero points. */
+#define MODEL_NT 17
+typedef union {
+    struct {
+        float *wte, *ln1, *wqkv, *wo, *ln2, *w13, *w2, *lnf;
+        float *s_wte, *s_qkv, *s_o, *s_13, *s_2;
+        float *z_qkv, *z_o, *z_13, *z_2;
+    };
+    float *t[MODEL_NT];
+} model_params;
+
+enum { P_WTE, P_LN1, P_WQKV, P_WO, P_LN2, P_W13, P_W2, P_LNF, P_S_WTE, P_S_QKV, P_S_O, P_S_13,
+       P_S_2, P_Z_QKV, P_Z_O, P_Z_13, P_Z_2 };
+
+typedef struct {
+    const char *name;
+    int layered;         /* 1: L copies of [rows, cols] */
+    size_t rows, cols;   /* per layer; cols 1 for vectors */
+    int decay;           /* AdamW weight decay applies */
+} model_tdesc;
+
+/* The quantized (fake-quant) weights used by the forward pass during QAT. */
+typedef struct {
+    float *wte, *wqkv, *wo, *w13, *w2;
+} model_qweights;
+
+typedef struct {
+    float *resid;    /* (L+1) x BT x D: input of each layer; [L] is the last block's output */
+    float *mid;      /* L x BT x D: after the attention residual */
+    float *ln1, *ln1_rstd, *qkv, *att, *atty, *ln2, *ln2_rstd, *h13, *hact;
+    float *lnf, *lnf_rstd, *probs, *losses;
+    /* backward scratch */
+    float *dx, *dln, *datty, *dqkv, *dh13, *dhact;
+} model_acts;
+
+typedef struct {
+    train_shape s;
+    train_qspec q;
+    int qkv_rows;            /* D + 2*Dkv */
+    model_tdesc desc[MODEL_NT];
+    size_t off[MODEL_NT], numel[MODEL_NT];
+    size_t n_floats;         /* parameters incl. quantizer scales */
+    float *params_mem, *grads_mem, *m_mem, *v_mem, *qw_mem, *acts_mem;
+    model_params p, g;
+    model_qweights qw;
+    model_acts a;
+    int B, T;                /* activation buffers are sized for B x T */
+    float *rope_cos, *rope_sin; /* T x hd/2 */
+    float *att_scratch;      /* scratch_threads x T x T for the attention backward */
+    int scratch_threads;
+    int qat;                 /* block linears use quantized weights */
+    int qat_embed;           /* embeddings/head use quantized weights */
+} model;
+
+qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
+                       qp_error *err);
+void model_free(model *m);
+/* Seeded initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2L), gains 1. */
+void model_init(model *m, uint64_t seed);
+/* Forward on tokens [B x T] with targets [B x T]; returns the mean loss (nats/token).
+ * targets may be NULL (no loss). Uses m->qat / m->qat_embed to choose the weights. */
+float model_forward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T);
+/* Backward of the last forward; gradients are ACCUMULATED into m->g (zero them first). */
+void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T);
+void model_zero_grad(model *m);
+/* Recompute the quantized weights from the latent weights and the step sizes. */
+void model_quantize(model *m);
+/* Initialise the step sizes (and zero points) from the current weights. */
+void model_quant_init(model *m);
+/* Straight-through backward: turn gradients w.r.t. the quantized weights (in m->g) into
+ * gradients w.r.t. the latent weights and the step sizes. */
+void model_quant_backward(model *m);
+
+/* Per-layer tensor views for the four block linears (for export and tests). */
+typedef struct {
+    int tensor, scale, zero; /* P_* indices */
+    size_t rows, cols;
+} model_linear;
+extern const model_linear model_linears[4];
+size_t model_scale_count(const model *m, size_t rows, size_t cols);
+
+/* ---- layer functions (exposed for gradient checks) ------------------------ */
+
+void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R);
+void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                           const float *w, int N, int C, int R);
+void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int D);
+void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
+                            const float *g, const float *rstd, int N, int D);
+void layer_rope_tables(float *cos_t, float *sin_t, int T, int hd);
+/* Applies RoPE in place to q and k inside qkv rows [N=B*T, H+2Hkv heads]; inverse = 1 undoes
+ * it (the backward of a rotation is the inverse rotation). */
+void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int H, int Hkv,
+                int hd, int inverse);
+void layer_attention_forward(float *out, float *att, const float *qkv, int B, int T, int H,
+                             int Hkv, int hd);
+/* scratch: omp_get_max_threads() x T x T floats, or NULL to allocate per call. */
+void layer_attention_backward(float *dqkv, const float *dout, const float *att, const float *qkv,
+                              int B, int T, int H, int Hkv, int hd, float *scratch);
+void layer_swiglu_forward(float *out, const float *h13, int N, int F);
+void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F);
+/* probs: logits in, softmax out (in place); returns the mean loss. */
+float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tgt, int N, int V);
+/* probs becomes dlogits. */
+void layer_softmax_xent_backward(float *probs, const uint16_t *tgt, int N, int V);
+
+/* ---- quantizer kernels (quant.c) ------------------------------------------ */
+
+/* Quantize a [rows, cols] matrix: per row (nscale == rows) or per group of `group` columns
+ * (asym). z may be NULL except for asym. */
+void quant_forward(train_quantizer k, int bits, int group, const float *w, float *w_hat,
+                   size_t rows, size_t cols, const float *s, const float *z);
+/* STE backward. g: gradient w.r.t. w_hat in, gradient w.r.t. w out (in place).
+ * ds, dz accumulate. */
+void quant_backward(train_quantizer k, int bits, int group, const float *w, float *g,
+                    size_t rows, size_t cols, const float *s, const float *z, float *ds,
+                    float *dz);
+void quant_init(train_quantizer k, int bits, int group, const float *w, size_t rows, size_t cols,
+                float *s, float *z);
+/* Integer code of one weight and the dequantised value: w_hat = deq(code). */
+int quant_code(train_quantizer k, int bits, float w, float s, float z);
+float quant_dequant(train_quantizer k, int bits, int code, float s, float z);
+
+/* One training step in two halves (train.c): quantize (when m->qat / m->qat_embed), forward,
+ * backward, STE; returns the loss and the global gradient norm. Then clip and AdamW. */
+float train_forward_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T,
+                             double *gnorm);
+void train_update(model *m, const train_config *c, double lr, int64_t t, double gnorm);
+
+/* ---- RNG --------------------------------------------------------------------- */
+uint64_t train_rng_next(uint64_t *state);
+float train_rng_normal(uint64_t *state);
+
+#endif
