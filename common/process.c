@@ -9,9 +9,7 @@
 #ifndef QATPLAN_VERSION
 #define QATPLAN_VERSION "0.0.0"
 #endif
-#ifndef QATPLAN_GIT
-#define QATPLAN_GIT "unknown"
-#endif
+#include "qp_git.h" /* QATPLAN_GIT, written at build time by cmake/git-version.cmake */
 
 const char *qp_version(void) { return QATPLAN_VERSION " (git " QATPLAN_GIT ")"; }
 
