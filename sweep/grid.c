@@ -87,6 +87,9 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
+/* A shape's own learning rate wins over the grid's (small models train best with a larger one). */
+static double point_lr(const sweep_grid *g, const sweep_point *p) { return isfinite(p->lr) ? p->lr : g->lr; }
+
 static void make_run_id(const sweep_grid *g, sweep_point *p)
 {
     char key[4096];
@@ -94,7 +97,7 @@ static void make_run_id(const sweep_grid *g, sweep_point *p)
                                       "sched=%s|seed=%llu|batch=%d|lr=%.6g",
                      g->data, p->shape.n_layer, p->shape.d_model, p->shape.n_head, p->shape.n_kv_head,
                      p->shape.d_ff, p->shape.context, p->shape.vocab, p->tokens, p->bits, p->fraction,
-                     data_schedule_name(p->schedule), (unsigned long long)p->seed, g->batch, g->lr);
+                     data_schedule_name(p->schedule), (unsigned long long)p->seed, g->batch, point_lr(g, p));
     for (int i = 0; i < g->n_args && k > 0 && (size_t)k < sizeof key; i++)
         k += snprintf(key + k, sizeof key - (size_t)k, "|%s", g->args[i]);
     uint64_t h = fnv1a(key);
@@ -303,13 +306,13 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
             goto done;
         }
         static const char *sk[] = {"layers", "width", "heads", "kv_heads", "ffn", "context", "vocab", "tokens",
-                                   "tokens_per_param"};
+                                   "tokens_per_param", "lr"};
         for (const cJSON *c = sh->child; c; c = c->next) {
             int ok = 0;
             for (size_t i = 0; i < sizeof sk / sizeof sk[0]; i++) ok |= !strcmp(c->string, sk[i]);
             if (!ok) {
                 st = qp_fail(err, QP_ERR_PARSE, "%s: unknown key \"%s\" (known: layers, width, heads, kv_heads, ffn, "
-                                                "context, vocab, tokens, tokens_per_param)", where, c->string);
+                                                "context, vocab, tokens, tokens_per_param, lr)", where, c->string);
                 goto done;
             }
         }
@@ -326,6 +329,15 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
             st = qp_fail(err, QP_ERR_INPUT, "%s: width %d / heads %d must be a whole, even head size", where, s.d_model,
                          s.n_head);
             goto done;
+        }
+        double shape_lr = NAN;
+        const cJSON *slr = cJSON_GetObjectItemCaseSensitive(sh, "lr");
+        if (slr) {
+            if (!cJSON_IsNumber(slr) || !(slr->valuedouble > 0) || !isfinite(slr->valuedouble)) {
+                st = qp_fail(err, QP_ERR_PARSE, "%s: \"lr\" must be a positive number, e.g. 0.01", where);
+                goto done;
+            }
+            shape_lr = slr->valuedouble;
         }
         double n_params = sweep_shape_params(&s);
         if ((st = budgets(sh, root, n_params, tok, &nt, where, err))) goto done;
@@ -348,6 +360,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
                             p.seed = (uint64_t)seeds[k];
                             p.fraction = bits[b] >= 16 ? 0 : fr[f];
                             p.schedule = sched[q];
+                            p.lr = shape_lr;
                             if (p.bits >= 16 || p.fraction == 0) p.schedule = DATA_SCHED_FP_ONLY;
                             else if (p.fraction == 1) p.schedule = DATA_SCHED_QAT_ONLY;
                             if ((st = push_point(g, &cap, &p, err))) goto done;
@@ -409,7 +422,7 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
     ADD("--bits"); ADDF("%d", p->bits);
     ADD("--schedule"); ADD(p->schedule == DATA_SCHED_FUSED ? "fused" : "classic");
     if (g->batch > 0) { ADD("--batch"); ADDF("%d", g->batch); }
-    if (isfinite(g->lr)) { ADD("--lr"); ADDF("%.6g", g->lr); }
+    if (isfinite(point_lr(g, p))) { ADD("--lr"); ADDF("%.6g", point_lr(g, p)); }
     ADD("--seed"); ADDF("%llu", (unsigned long long)p->seed);
     ADD("--threads"); ADDF("%d", threads > 0 ? threads : 1);
     for (int i = 0; i < g->n_args; i++) ADD(g->args[i]);

@@ -27,6 +27,7 @@ typedef struct {
     double fraction;        /* QAT fraction f in [0, 1]; 0 for full precision */
     data_schedule schedule; /* effective: classic|fused, fp-only (f = 0 or bits >= 16), qat-only (f = 1) */
     uint64_t seed;
+    double lr;              /* peak learning rate of its shape ("lr" in the shape); NAN = the grid's */
 } sweep_point;
 
 typedef struct {

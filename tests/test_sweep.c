@@ -117,6 +117,36 @@ static void test_grid_expand(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(joined, "--runs-out r.jsonl --state s.state --resume "));
     CU_ASSERT_PTR_NOT_NULL(strstr(joined, g.points[5].run_id));
     sweep_argv_free(args);
+    /* A shape's own "lr" wins for that shape only, and changes only that shape's ids. */
+    char *own = strdup(grid_json);
+    char *open_shape = strstr(own, "\"layers\"");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(open_shape);
+    size_t at = (size_t)(open_shape - own);
+    char *with_lr = malloc(strlen(own) + 32);
+    sprintf(with_lr, "%.*s\"lr\": 0.01, %s", (int)at, own, own + at);
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(with_lr, "grid.json", &g2, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(g2.n, g.n);
+    int first_shape = 0, other_shapes = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        int same_shape = g.points[i].shape.d_model == g.points[0].shape.d_model &&
+                         g.points[i].shape.n_layer == g.points[0].shape.n_layer;
+        int changed_id = strcmp(g.points[i].run_id, g2.points[i].run_id) != 0;
+        CU_ASSERT_EQUAL(changed_id, same_shape);
+        CU_ASSERT_EQUAL_FATAL(sweep_point_args(&g2, &g2.points[i], "r.jsonl", NULL, 0, 1, &args, &err), QP_OK);
+        joined[0] = 0;
+        for (char **a = args; *a; a++) {
+            strcat(joined, *a);
+            strcat(joined, " ");
+        }
+        CU_ASSERT_PTR_NOT_NULL(strstr(joined, same_shape ? "--lr 0.01 " : "--lr 0.003 "));
+        sweep_argv_free(args);
+        first_shape += same_shape;
+        other_shapes += !same_shape;
+    }
+    CU_ASSERT(first_shape > 0 && other_shapes > 0);
+    free(with_lr);
+    free(own);
+    sweep_grid_free(&g2);
     sweep_grid_free(&g);
     sweep_grid_free(NULL);
 }
@@ -138,6 +168,7 @@ static void test_grid_errors(void)
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[\"1m\"],\"bits\":[4],\"fractions\":[0]}", "1m"},
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[10],\"bits\":[4],\"fractions\":[0]}", "less than one context"},
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0],\"schedules\":[\"fp-only\"]}", "\"classic\" or \"fused\""},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32,\"lr\":-1}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0]}", "\"lr\" must be a positive number"},
         {"[1,2", "not valid JSON"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
