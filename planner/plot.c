@@ -249,6 +249,14 @@ static qp_status make_tmp_out(const char *output, char *buf, size_t n, qp_error 
     if (snprintf(buf, n, "%s.tmpXXXXXX", output) >= (int)n) return qp_fail(err, QP_ERR_INPUT, "output path too long");
     int fd = mkstemp(buf);
     if (fd < 0) return qp_fail(err, QP_ERR_IO, "%s: cannot create a file beside it: %s", output, strerror(errno));
+    /* mkstemp makes 0600 files; gnuplot rewrites this one in place, so give it the usual mode. */
+    mode_t mask = umask(0);
+    umask(mask);
+    if (fchmod(fd, 0666 & ~mask) != 0) {
+        close(fd);
+        unlink(buf);
+        return qp_fail(err, QP_ERR_IO, "%s: cannot set the mode of a file beside it: %s", output, strerror(errno));
+    }
     close(fd);
     return QP_OK;
 }

@@ -133,6 +133,12 @@ static void test_loss_fraction(void)
     free(out);
     free(err);
     check_png(png, 960, 640);
+    /* an image is an ordinary output: the umask's mode, not mkstemp's 0600 */
+    struct stat sb;
+    mode_t mask = umask(0);
+    umask(mask);
+    CU_ASSERT_EQUAL(stat(png, &sb), 0);
+    CU_ASSERT_EQUAL(sb.st_mode & 0777, 0666 & ~mask);
     snprintf(cmd, sizeof cmd, "plot loss-fraction --runs %s --law %s --params 4M --tokens 80M -o %s", runs_path, law_path, svg);
     CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, NULL), 0);
     char *t = check_svg(svg);
