@@ -63,6 +63,7 @@ typedef struct {
     char decay_shape[16];     /* "linear" or "1-sqrt" */
     int optimizer_reset;      /* -1 unknown, 0 kept, 1 reset at the FP->QAT switch */
     char device[16];          /* "cpu", "cuda" */
+    char precision[8];        /* "fp32", "bf16" (matrix products; master weights are fp32) */
 } data_run;
 
 /* Defaults: optional numbers NAN, ints 0 (optimizer_reset -1), strings empty,

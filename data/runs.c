@@ -157,6 +157,7 @@ char *data_run_to_json(const data_run *r)
     if (r->decay_shape[0]) cJSON_AddStringToObject(o, "decay_shape", r->decay_shape);
     if (r->optimizer_reset >= 0) cJSON_AddBoolToObject(o, "optimizer_reset", r->optimizer_reset);
     if (r->device[0]) cJSON_AddStringToObject(o, "device", r->device);
+    if (r->precision[0]) cJSON_AddStringToObject(o, "precision", r->precision);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;
@@ -262,6 +263,8 @@ static qp_status run_from_json(const cJSON *o, data_run *r, const char *where, q
         r->optimizer_reset = cJSON_IsTrue(reset);
     }
     if ((st = dj_get_string(o, "device", 0, r->device, sizeof r->device, where, err))) return st;
+    if ((st = dj_get_string(o, "precision", 0, r->precision, sizeof r->precision, where, err)))
+        return st;
     if ((st = data_run_validate(r, err))) {
         qp_error_prefix(err, "%s: ", where);
         return QP_ERR_PARSE;
