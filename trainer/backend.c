@@ -1,4 +1,9 @@
-#include "train.h"
+/* backend.c: which compute backends exist, and the glue between the host model (model.h)
+ * and the CUDA backend's plain-C interface (cuda_backend.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
 
 const char *train_backends(void)
 {
@@ -8,3 +13,73 @@ const char *train_backends(void)
     return "cpu";
 #endif
 }
+
+const char *train_device_name(train_device d) { return d == TRAIN_DEVICE_CUDA ? "cuda" : "cpu"; }
+
+const char *train_precision_name(train_precision p) { return p == TRAIN_PREC_BF16 ? "bf16" : "fp32"; }
+
+int train_cuda_devices(char *why, size_t n)
+{
+#ifdef QATPLAN_HAVE_CUDA
+    return cuda_device_count(why, n);
+#else
+    if (why && n) snprintf(why, n, "this qatplan was built without CUDA");
+    return 0;
+#endif
+}
+
+#ifdef QATPLAN_HAVE_CUDA
+/* the CUDA source repeats these numbers (it includes no trainer header) */
+_Static_assert(CUDA_NT == MODEL_NT, "tensor count");
+_Static_assert(P_WTE == 0 && P_WQKV == 2 && P_W13 == 5 && P_LNF == 7 && P_S_WTE == 8 &&
+                   P_S_QKV == 9 && P_S_2 == 12 && P_Z_QKV == 13 && P_Z_2 == 16,
+               "tensor order");
+_Static_assert(TRAIN_Q_NONE == 0 && TRAIN_Q_BINARY == 1 && TRAIN_Q_TERNARY == 2 &&
+                   TRAIN_Q_SEQ == 3 && TRAIN_Q_LSQ == 4 && TRAIN_Q_ASYM == 5,
+               "quantizer numbers");
+
+qp_status model_cuda_create(cuda_model **g, const model *m, int bf16, qp_error *err)
+{
+    cuda_layout y;
+    memset(&y, 0, sizeof y);
+    y.L = m->s.n_layer;
+    y.D = m->s.d_model;
+    y.F = m->s.d_ff;
+    y.V = m->s.vocab;
+    y.H = m->s.n_head;
+    y.Hkv = m->s.n_kv_head;
+    y.QKV = m->qkv_rows;
+    y.B = m->B;
+    y.T = m->T;
+    y.qkind = m->q.kind;
+    y.bits = m->q.bits;
+    y.group = m->q.group_size;
+    y.embed_bits = m->q.embed_bits;
+    y.bf16 = bf16;
+    y.n_floats = m->n_floats;
+    for (int i = 0; i < MODEL_NT; i++) {
+        y.off[i] = m->off[i];
+        y.numel[i] = m->numel[i];
+        y.rows[i] = m->desc[i].rows;
+        y.cols[i] = m->desc[i].cols;
+        y.decay[i] = m->desc[i].decay;
+    }
+    char msg[QP_ERRMSG_MAX];
+    if (cuda_model_create(g, &y, m->rope_cos, m->rope_sin, msg, sizeof msg))
+        return qp_fail(err, QP_ERR_NOMEM, "%s", msg);
+    cuda_upload(*g, m->params_mem, m->m_mem, m->v_mem);
+    qp_status st = model_cuda_check(*g, err);
+    if (st) {
+        cuda_model_free(*g);
+        *g = NULL;
+    }
+    return st;
+}
+
+qp_status model_cuda_check(const cuda_model *g, qp_error *err)
+{
+    char msg[QP_ERRMSG_MAX];
+    if (!cuda_failed(g, msg, sizeof msg)) return QP_OK;
+    return qp_fail(err, QP_ERR_UNSUPPORTED, "%s; run with --device cpu", msg);
+}
+#endif

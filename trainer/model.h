@@ -144,6 +144,15 @@ float train_forward_backward(model *m, const uint16_t *inp, const uint16_t *tgt,
                              double *gnorm);
 void train_update(model *m, const train_config *c, double lr, int64_t t, double gnorm);
 
+/* ---- CUDA backend glue (backend.c; the kernels are in train_cuda.cu) ----------- */
+#ifdef QATPLAN_HAVE_CUDA
+#include "cuda_backend.h"
+/* A device copy of m (its layout; parameters and moments uploaded from m). */
+qp_status model_cuda_create(cuda_model **g, const model *m, int bf16, qp_error *err);
+/* QP_OK, or the first CUDA failure as QP_ERR_UNSUPPORTED with its message. */
+qp_status model_cuda_check(const cuda_model *g, qp_error *err);
+#endif
+
 /* ---- RNG --------------------------------------------------------------------- */
 uint64_t train_rng_next(uint64_t *state);
 float train_rng_normal(uint64_t *state);

@@ -5,6 +5,7 @@
 #ifndef TRAIN_H
 #define TRAIN_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "data.h"
@@ -12,6 +13,16 @@
 
 /* Human-readable name of the compute backend compiled in ("cpu", or "cpu+cuda"). */
 const char *train_backends(void);
+
+typedef enum { TRAIN_DEVICE_CPU = 0, TRAIN_DEVICE_CUDA } train_device;
+/* fp32 everywhere, or (CUDA only) bf16 matrix products with fp32 accumulation and fp32
+ * master weights, optimizer and element-wise work. */
+typedef enum { TRAIN_PREC_FP32 = 0, TRAIN_PREC_BF16 } train_precision;
+const char *train_device_name(train_device d);       /* "cpu", "cuda" */
+const char *train_precision_name(train_precision p); /* "fp32", "bf16" */
+/* Number of CUDA GPUs this process can use: 0, with the reason in why (not built with CUDA,
+ * no driver, no device), when there are none. Safe without a driver. */
+int train_cuda_devices(char *why, size_t n);
 
 /* ---- model shape -------------------------------------------------------- */
 
@@ -72,6 +83,8 @@ typedef struct {
                               * 0 = 3 ln(vocab) + 5 (far above a uniform guess) */
     uint64_t seed;
     int threads;
+    train_device device;     /* TRAIN_DEVICE_CUDA needs train_cuda_devices() > 0 */
+    train_precision precision; /* TRAIN_PREC_BF16 needs TRAIN_DEVICE_CUDA */
     double eval_tokens;      /* validation tokens per evaluation */
     const char *run_id, *dataset;
     const char *state_path;  /* resumable state, saved at the end and on SIGINT/SIGTERM; NULL none */
