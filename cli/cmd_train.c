@@ -44,7 +44,12 @@ static void usage(FILE *f)
 "  --weight-decay X (0.1)  --grad-clip X (1.0, global norm)   AdamW betas 0.9, 0.95\n"
 "  --reset-optimizer      zero Adam's moments at the FP->QAT switch (default: keep)\n"
 "  --diverge-loss X       training loss (nats/token) that marks the run diverged (3 ln V + 5)\n"
-"  --seed S (1)   --threads N (2)   --device cpu|cuda|auto (auto = cpu)\n"
+"  --seed S (1)   --threads N (2)\n"
+"device:\n"
+"  --device D             cpu|cuda|auto (auto): auto uses a CUDA GPU when this qatplan has the\n"
+"                         CUDA backend and one is found, else the CPU (with a note)\n"
+"  --precision P          fp32|bf16 (fp32); bf16 (cuda only): bf16 matrix products, fp32\n"
+"                         accumulation, fp32 master weights and optimizer\n"
 "evaluation and outputs:\n"
 "  --eval-tokens N        validation tokens per evaluation (65536)\n"
 "  --run-id ID            run id in the record (default: generated)\n"
@@ -118,7 +123,7 @@ int cmd_train(int argc, char **argv)
     qp_status st = QP_OK;
     const char *data_prefix = NULL, *train_tok = NULL, *val_tok = NULL, *train_txt = NULL,
                *val_txt = NULL, *runs_out = NULL, *ckpt = NULL, *exp = NULL, *qname = "auto",
-               *device = "auto", *dataset = NULL;
+               *device = "auto", *precision = "fp32", *dataset = NULL;
     char run_id[96] = "";
     int bits = 4, quiet = 0, force_progress = 0;
     for (int i = 1; i < argc; i++) {
@@ -232,17 +237,42 @@ int cmd_train(int argc, char **argv)
             continue;
         }
         STROPT("--device", device)
+        STROPT("--precision", precision)
         if (!strcmp(a, "--quiet")) { quiet = 1; continue; }
         if (!strcmp(a, "--progress")) { force_progress = 1; continue; }
         fprintf(stderr, "qatplan: unknown option '%s' for train: see 'qatplan train --help'\n", a);
         return 2;
     }
-    if (!strcmp(device, "cuda")) {
-        fprintf(stderr, "qatplan: --device cuda: this qatplan was not built with CUDA; use --device cpu\n");
+    if (strcmp(device, "cpu") && strcmp(device, "cuda") && strcmp(device, "auto")) {
+        fprintf(stderr, "qatplan: --device %s: use cpu, cuda or auto\n", device);
         return 2;
     }
-    if (strcmp(device, "cpu") && strcmp(device, "auto")) {
-        fprintf(stderr, "qatplan: --device %s: use cpu, cuda or auto\n", device);
+    if (!strcmp(precision, "bf16")) c.precision = TRAIN_PREC_BF16;
+    else if (strcmp(precision, "fp32")) {
+        fprintf(stderr, "qatplan: --precision %s: use fp32 or bf16\n", precision);
+        return 2;
+    }
+    if (strcmp(device, "cpu")) {
+        char why[256];
+        int have_cuda = !strcmp(train_backends(), "cpu+cuda");
+        int gpus = train_cuda_devices(why, sizeof why);
+        if (!strcmp(device, "cuda") && !have_cuda) {
+            fprintf(stderr, "qatplan: --device cuda: this qatplan was not built with CUDA; use "
+                            "--device cpu\n");
+            return 2;
+        }
+        if (!strcmp(device, "cuda") && gpus < 1) {
+            fprintf(stderr, "qatplan: --device cuda: no CUDA GPU found (%s): use --device cpu\n", why);
+            return 2;
+        }
+        if (gpus > 0) c.device = TRAIN_DEVICE_CUDA;
+        else if (have_cuda && !quiet)
+            fprintf(stderr, "qatplan: note: --device auto: no CUDA GPU found (%s); training on the CPU\n",
+                    why);
+    }
+    if (c.precision == TRAIN_PREC_BF16 && c.device != TRAIN_DEVICE_CUDA) {
+        fprintf(stderr, "qatplan: --precision bf16 runs only on a CUDA GPU (%s); use --precision fp32\n",
+                !strcmp(device, "cpu") ? "--device cpu was given" : "none was found");
         return 2;
     }
     if (!((bits >= 1 && bits <= 8) || bits == 16 || bits == 32)) {

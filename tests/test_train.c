@@ -389,7 +389,9 @@ static void test_bad_input(void)
     CU_ASSERT_FATAL(make_corpus());
     struct { const char *args; const char *msg; } cases[] = {
         {"--bits 9", "--bits 9"},
-        {"--device cuda", "not built with CUDA"},
+        {"--device cuda", "use --device cpu"}, /* not built with CUDA, or no GPU */
+        {"--precision bf16 --device cpu", "--precision fp32"},
+        {"--precision fp16", "fp32 or bf16"},
         {"--quantizer binary --bits 4", "--bits 1"},
         {"--heads 3", "--heads 3"},
         {"--qat-fraction 1.5", "--qat-fraction"},

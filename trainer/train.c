@@ -1,5 +1,8 @@
 /* train.c: the training job: data sampling, AdamW with clipping, the FP->QAT switch,
- * validation, divergence detection, progress output, state saving and the run record. */
+ * validation, divergence detection, progress output, state saving and the run record.
+ * On --device cuda the steps and evaluations run on the device copy (train_cuda.cu); the
+ * host model stays the reference for quantizer initialisation, states and checkpoints, and
+ * is synchronised at those boundaries only. */
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -11,6 +14,10 @@
 #include "model.h"
 
 extern void openblas_set_num_threads(int n);
+
+#ifndef QATPLAN_HAVE_CUDA
+typedef struct cuda_model cuda_model; /* never created without CUDA: always NULL */
+#endif
 
 static volatile sig_atomic_t stop_requested;
 
@@ -96,8 +103,64 @@ void train_update(model *m, const train_config *c, double lr, int64_t t, double 
     adamw(m, c, lr, t);
 }
 
+/* ---- the device copy (NULL on the CPU) --------------------------------------------------- */
+
+/* Parameters and Adam moments: device -> host (to_host) or host -> device. */
+static void dev_sync(model *m, cuda_model *gpu, int to_host)
+{
+#ifdef QATPLAN_HAVE_CUDA
+    if (!gpu) return;
+    if (to_host) cuda_download(gpu, m->params_mem, m->m_mem, m->v_mem, NULL);
+    else cuda_upload(gpu, m->params_mem, m->m_mem, m->v_mem);
+#else
+    (void)m, (void)gpu, (void)to_host;
+#endif
+}
+
+static qp_status dev_check(const cuda_model *gpu, qp_error *err)
+{
+#ifdef QATPLAN_HAVE_CUDA
+    if (gpu) return model_cuda_check(gpu, err);
+#else
+    (void)gpu, (void)err;
+#endif
+    return QP_OK;
+}
+
+static float dev_forward(model *m, cuda_model *gpu, const uint16_t *inp, const uint16_t *tgt,
+                         int B, int T)
+{
+#ifdef QATPLAN_HAVE_CUDA
+    if (gpu) return cuda_forward(gpu, inp, tgt, B, m->qat, m->qat_embed);
+#endif
+    return model_forward(m, inp, tgt, B, T);
+}
+
+static float dev_forward_backward(model *m, cuda_model *gpu, const uint16_t *inp,
+                                  const uint16_t *tgt, int B, int T, double *gnorm)
+{
+#ifdef QATPLAN_HAVE_CUDA
+    if (gpu) return cuda_forward_backward(gpu, inp, tgt, B, m->qat, m->qat_embed, gnorm);
+#endif
+    return train_forward_backward(m, inp, tgt, B, T, gnorm);
+}
+
+static void dev_update(model *m, cuda_model *gpu, const train_config *c, double lr, int64_t t,
+                       double gnorm)
+{
+#ifdef QATPLAN_HAVE_CUDA
+    if (gpu) {
+        cuda_adam hp = {lr, c->weight_decay, c->beta1, c->beta2, c->adam_eps, c->grad_clip};
+        cuda_update(gpu, &hp, t, gnorm);
+        return;
+    }
+#endif
+    train_update(m, c, lr, t, gnorm);
+}
+
 /* Mean validation loss (nats/token) over n_seq non-overlapping sequences. */
-static double eval_loss(model *m, const train_data *d, long n_seq, uint16_t *inp, uint16_t *tgt)
+static double eval_loss(model *m, cuda_model *gpu, const train_data *d, long n_seq, uint16_t *inp,
+                        uint16_t *tgt)
 {
     int B = m->B, T = m->T;
     double sum = 0.0;
@@ -109,7 +172,7 @@ static double eval_loss(model *m, const train_data *d, long n_seq, uint16_t *inp
             memcpy(inp + (size_t)i * T, src, T * sizeof *inp);
             memcpy(tgt + (size_t)i * T, src + 1, T * sizeof *tgt);
         }
-        float l = model_forward(m, inp, tgt, b, T);
+        float l = dev_forward(m, gpu, inp, tgt, b, T);
         sum += (double)l * b;
         done += b;
     }
@@ -151,7 +214,8 @@ static void fill_record(data_run *r, const train_config *c, const train_sched *s
     snprintf(r->decay_shape, sizeof r->decay_shape, "%s", c->decay_sqrt ? "1-sqrt" : "linear");
     r->optimizer_reset = (s->schedule == DATA_SCHED_CLASSIC || s->schedule == DATA_SCHED_FUSED)
                              ? (c->reset_optimizer ? 1 : 0) : -1;
-    snprintf(r->device, sizeof r->device, "cpu");
+    snprintf(r->device, sizeof r->device, "%s", train_device_name(c->device));
+    snprintf(r->precision, sizeof r->precision, "%s", train_precision_name(c->precision));
     (void)m;
 }
 
@@ -175,6 +239,15 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     if (c.batch < 1) return qp_fail(err, QP_ERR_INPUT, "--batch %d: use at least 1 sequence", c.batch);
     if (!(c.lr > 0 && c.lr < 1)) return qp_fail(err, QP_ERR_INPUT, "--lr %g: use a value in (0, 1)", c.lr);
     if (c.threads < 1) return qp_fail(err, QP_ERR_INPUT, "--threads %d: use at least 1", c.threads);
+    if (c.precision == TRAIN_PREC_BF16 && c.device != TRAIN_DEVICE_CUDA)
+        return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on --device cuda (the CPU "
+                                          "trainer is fp32); use --precision fp32");
+    if (c.device == TRAIN_DEVICE_CUDA) {
+        char why[256];
+        if (train_cuda_devices(why, sizeof why) < 1)
+            return qp_fail(err, QP_ERR_UNSUPPORTED, "--device cuda: no CUDA GPU found (%s): use "
+                                                    "--device cpu", why);
+    }
     train_sched s;
     if ((st = train_sched_make(&c, &s, err))) return st;
     int T = c.shape.context, B = c.batch;
@@ -206,6 +279,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     openblas_set_num_threads(c.threads);
 
     model m;
+    cuda_model *gpu = NULL;
     if ((st = model_create(&m, &c.shape, &c.quant, B, T, err))) return st;
     uint16_t *inp = malloc((size_t)B * T * sizeof *inp), *tgt = malloc((size_t)B * T * sizeof *tgt);
     if (!inp || !tgt) {
@@ -225,6 +299,11 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     } else {
         model_init(&m, c.seed);
     }
+#ifdef QATPLAN_HAVE_CUDA
+    if (c.device == TRAIN_DEVICE_CUDA &&
+        (st = model_cuda_create(&gpu, &m, c.precision == TRAIN_PREC_BF16, err)))
+        goto done;
+#endif
     int quant = c.quant.kind != TRAIN_Q_NONE;
     double tps = (double)B * T;
     double t_loop = qp_now(), last_print = 0.0;
@@ -235,6 +314,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         if (stop_requested || (c.max_steps > 0 && steps_here >= c.max_steps)) {
             pr.step = step;
             pr.wall_seconds += qp_now() - t_start;
+            dev_sync(&m, gpu, 1);
             if (c.state_path) {
                 if ((st = state_save(c.state_path, &m, &c, &s, &pr, err))) goto done;
                 if (c.progress) fprintf(stderr, "%sstopped at step %ld of %ld; state saved to %s\n",
@@ -250,13 +330,15 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
             /* the FP->QAT switch: evaluate the FP model, initialise the quantizers from the
              * current weights, optionally reset Adam */
             m.qat = m.qat_embed = 0;
-            if (s.n_fp > 0) pr.loss_fp_switch = eval_loss(&m, d, n_eval, inp, tgt);
+            if (s.n_fp > 0) pr.loss_fp_switch = eval_loss(&m, gpu, d, n_eval, inp, tgt);
+            dev_sync(&m, gpu, 1); /* the step sizes are initialised on the host, as on the CPU */
             model_quant_init(&m);
             if (c.reset_optimizer && s.n_fp > 0) {
                 memset(m.m_mem, 0, m.n_floats * sizeof(float));
                 memset(m.v_mem, 0, m.n_floats * sizeof(float));
                 pr.adam_t = 0;
             }
+            dev_sync(&m, gpu, 0);
             pr.switched = 1;
             if (c.progress && s.n_fp > 0)
                 fprintf(stderr, "%sswitch to %d-bit QAT (%s) at step %ld: FP val loss %.4f nats/token\n",
@@ -268,7 +350,8 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         double lr = train_lr_at(&s, step);
         sample_batch(d, B, T, &pr.rng, inp, tgt);
         double gn;
-        float loss = train_forward_backward(&m, inp, tgt, B, T, &gn);
+        float loss = dev_forward_backward(&m, gpu, inp, tgt, B, T, &gn);
+        if ((st = dev_check(gpu, err))) goto done;
         double lim = c.diverge_loss > 0 ? c.diverge_loss : 3.0 * log((double)c.shape.vocab) + 5.0;
         if (!isfinite(loss) || !isfinite(gn) || loss > lim) {
             rec->status = DATA_RUN_DIVERGED;
@@ -281,7 +364,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
             goto record;
         }
         pr.adam_t++;
-        train_update(&m, &c, lr, pr.adam_t, gn);
+        dev_update(&m, gpu, &c, lr, pr.adam_t, gn);
         pr.train_loss = isnan(pr.train_loss) ? loss : 0.9 * pr.train_loss + 0.1 * loss;
         steps_here++;
         double now = qp_now();
@@ -302,18 +385,23 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     if (c.progress == 2) fprintf(stderr, "\n");
     pr.step = s.total;
     (void)step0;
+    dev_sync(&m, gpu, 1);
     /* final evaluation with the weights actually quantized */
     m.qat = m.qat_embed = 0;
     if (s.n_qat == 0) {
-        pr.loss_fp_switch = eval_loss(&m, d, n_eval, inp, tgt);
-        if (quant) model_quant_init(&m); /* f = 0: quantize the trained FP model (PTQ) */
+        pr.loss_fp_switch = eval_loss(&m, gpu, d, n_eval, inp, tgt);
+        if (quant) {
+            model_quant_init(&m); /* f = 0: quantize the trained FP model (PTQ) */
+            dev_sync(&m, gpu, 0);
+        }
     }
     if (quant || c.quant.embed_bits > 0) {
         m.qat = quant;
         m.qat_embed = c.quant.embed_bits > 0;
         model_quantize(&m);
     }
-    rec->loss = eval_loss(&m, d, n_eval, inp, tgt);
+    rec->loss = eval_loss(&m, gpu, d, n_eval, inp, tgt);
+    if ((st = dev_check(gpu, err))) goto done;
     rec->loss_fp_switch = quant && s.n_fp > 0 ? pr.loss_fp_switch : (quant ? NAN : rec->loss);
     if (c.shape.vocab == 256) rec->val_bpb = rec->loss / log(2.0);
     if (!isfinite(rec->loss)) {
@@ -334,6 +422,9 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
 record:
     rec->wall_seconds = pr.wall_seconds + (qp_now() - t_start);
 done:
+#ifdef QATPLAN_HAVE_CUDA
+    cuda_model_free(gpu);
+#endif
     free(inp);
     free(tgt);
     model_free(&m);
