@@ -181,11 +181,13 @@ static double unigram_entropy(void)
     return h / (double)nv;
 }
 
+/* The CPU unless the options name a device: these tests check the CPU trainer's exact
+ * behaviour (bit-exact resume) also on machines with a GPU, where --device auto picks it. */
 static int run_train(const char *extra, const char *runs, data_run *out, char **errtxt)
 {
     char args[8192];
-    snprintf(args, sizeof args, "train --train-text %s --val-text %s --runs-out %s %s", train_txt,
-             val_txt, runs, extra);
+    snprintf(args, sizeof args, "train --train-text %s --val-text %s --runs-out %s %s%s", train_txt,
+             val_txt, runs, extra, strstr(extra, "--device") ? "" : " --device cpu");
     char *err = NULL;
     int rc = tu_run_qatplan(args, NULL, &err);
     if (rc != 0 && rc != 3) fprintf(stderr, "qatplan %s -> %d: %s\n", args, rc, err ? err : "");
@@ -345,7 +347,7 @@ static void test_sigterm_resume(void)
     data_run a, b;
     CU_ASSERT_EQUAL_FATAL(run_train(base, tu_path("sig_a.jsonl"), &a, NULL), 0);
     snprintf(cmd, sizeof cmd,
-             "%s train --train-text %s --val-text %s --runs-out %s %s --state %s >/dev/null 2>%s & "
+             "%s train --train-text %s --val-text %s --runs-out %s %s --device cpu --state %s >/dev/null 2>%s & "
              "pid=$!; sleep 0.7; kill -TERM $pid; wait $pid; exit $?",
              QP_QATPLAN_EXE, train_txt, val_txt, tu_path("sig_b.jsonl"), base, tu_path("sig.state"),
              tu_path("sig.err"));
@@ -389,7 +391,7 @@ static void test_bad_input(void)
     CU_ASSERT_FATAL(make_corpus());
     struct { const char *args; const char *msg; } cases[] = {
         {"--bits 9", "--bits 9"},
-        {"--device cuda", "use --device cpu"}, /* not built with CUDA, or no GPU */
+        {"--device tpu", "use cpu, cuda or auto"}, /* --device cuda: test_device_selection */
         {"--precision bf16 --device cpu", "--precision fp32"},
         {"--precision fp16", "fp32 or bf16"},
         {"--quantizer binary --bits 4", "--bits 1"},
@@ -423,6 +425,68 @@ static void test_bad_input(void)
     CU_ASSERT_EQUAL(tu_run_qatplan("train --help", &out, NULL), 0);
     CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "--qat-fraction"));
     free(out);
+}
+
+/* --device: cuda without a GPU is refused (exit 2, nothing recorded); auto falls back to the
+ * CPU with a note. With a GPU, auto and cuda train on it and the record says so, and a run
+ * stopped and resumed on the GPU ends where an uninterrupted one does. */
+static void test_device_selection(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *small = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 16K "
+                        "--eval-tokens 2K --threads 1 --qat-fraction 0.5 --bits 2 --seed 3";
+    char why[256], opts[2048];
+    int gpus = train_cuda_devices(why, sizeof why);
+    int built = !strcmp(train_backends(), "cpu+cuda");
+    data_run r;
+    char *err = NULL;
+    if (gpus < 1) {
+        fprintf(stderr, "(no CUDA GPU: %s; checking the CPU fallback)\n", why);
+        snprintf(opts, sizeof opts, "%s --device cuda", small);
+        CU_ASSERT_EQUAL(run_train(opts, tu_path("dev_cuda.jsonl"), NULL, &err), 2);
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, built ? "no CUDA GPU found" : "not built with CUDA"));
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "use --device cpu"));
+        CU_ASSERT(err && strchr(err, '\n') == strrchr(err, '\n')); /* one line */
+        free(err);
+        struct stat sb;
+        CU_ASSERT_NOT_EQUAL(stat(tu_path("dev_cuda.jsonl"), &sb), 0);
+        snprintf(opts, sizeof opts, "%s --device auto", small);
+        CU_ASSERT_EQUAL(run_train(opts, tu_path("dev_auto.jsonl"), &r, &err), 0);
+        /* the note only where a CUDA backend was there to fall back from */
+        CU_ASSERT_EQUAL(err && strstr(err, "note: --device auto: no CUDA GPU found"), built ? 1 : 0);
+        free(err);
+        CU_ASSERT_STRING_EQUAL(r.device, "cpu");
+        CU_ASSERT_STRING_EQUAL(r.precision, "fp32");
+        snprintf(opts, sizeof opts, "%s --device auto --precision bf16", small);
+        CU_ASSERT_EQUAL(run_train(opts, tu_path("dev_bf16.jsonl"), NULL, &err), 2);
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--precision fp32"));
+        free(err);
+        return;
+    }
+    data_run a, b, c;
+    snprintf(opts, sizeof opts, "%s --device auto --quiet", small);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("gpu_a.jsonl"), &a, NULL), 0);
+    CU_ASSERT_STRING_EQUAL(a.device, "cuda");
+    CU_ASSERT_STRING_EQUAL(a.precision, "fp32");
+    snprintf(opts, sizeof opts, "%s --device cpu --quiet", small);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("gpu_cpu.jsonl"), &c, NULL), 0);
+    CU_ASSERT_STRING_EQUAL(c.device, "cpu");
+    /* the same run on both devices: final losses within 1% (see docs/trainer.md) */
+    fprintf(stderr, "final loss: cuda %.6f cpu %.6f\n", a.loss, c.loss);
+    CU_ASSERT(fabs(a.loss - c.loss) <= 1e-2 * c.loss);
+    /* stopped across the switch and resumed on the GPU (state through the host) */
+    snprintf(opts, sizeof opts, "%s --device cuda --quiet --state %s --max-steps 40", small,
+             tu_path("gpu.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("gpu_b.jsonl"), NULL, NULL), 1);
+    snprintf(opts, sizeof opts, "%s --device cuda --quiet --state %s --resume", small,
+             tu_path("gpu.state"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("gpu_b.jsonl"), &b, NULL), 0);
+    CU_ASSERT(fabs(a.loss - b.loss) <= 1e-5 * a.loss);
+    snprintf(opts, sizeof opts, "%s --device cuda --precision bf16 --quiet", small);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("gpu_bf16.jsonl"), &b, NULL), 0);
+    CU_ASSERT_STRING_EQUAL(b.precision, "bf16");
+    fprintf(stderr, "final loss: cuda bf16 %.6f\n", b.loss);
+    CU_ASSERT(fabs(b.loss - c.loss) <= 5e-2 * c.loss);
 }
 
 /* Token files written by the data module, read through --data PREFIX. */
@@ -469,6 +533,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_sigterm_resume);
     TU_ADD(s, test_diverged);
     TU_ADD(s, test_token_files);
+    TU_ADD(s, test_device_selection);
 }
 
 int main(void) { return tu_main("train", add); }
