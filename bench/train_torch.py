@@ -6,8 +6,13 @@ sets OPENBLAS_CORETYPE=SkylakeX, OMP_WAIT_POLICY=PASSIVE and the thread count.
 
 Prints one line: "torch ms_per_step MEDIAN tokens_per_s X" (median over --steps timed steps
 after --warmup steps).
+
+GPU reference for bench/bench_train_cuda.c: --device cuda, with --precision fp32 (TF32 off,
+as qatplan's fp32 mode) or bf16 (autocast: bf16 matrix products, fp32 master weights), and
+--compile for torch.compile. Steps are timed with torch.cuda.synchronize().
 """
 import argparse
+import contextlib
 import math
 import statistics
 import time
@@ -90,21 +95,39 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    m = Model(a.layers, a.width, a.heads, a.ffn, 256, a.context)
+    dev = torch.device(a.device)
+    if a.device == "cuda":
+        # fp32 means fp32: no TF32 in the products, as qatplan's fp32 mode
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    m = Model(a.layers, a.width, a.heads, a.ffn, 256, a.context).to(dev)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
+    step_model = torch.compile(m) if a.compile else m
+    bf16 = a.device == "cuda" and a.precision == "bf16"
+
+    def sync():
+        if a.device == "cuda":
+            torch.cuda.synchronize()
+
     times = []
     for i in range(a.warmup + a.steps):
-        idx = torch.randint(0, 256, (a.batch, a.context))
-        tgt = torch.randint(0, 256, (a.batch, a.context))
+        idx = torch.randint(0, 256, (a.batch, a.context), device=dev)
+        tgt = torch.randint(0, 256, (a.batch, a.context), device=dev)
+        sync()
         t0 = time.perf_counter()
-        loss = m(idx, tgt)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = step_model(idx, tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
+        sync()
         dt = time.perf_counter() - t0
         if i >= a.warmup:
             times.append(dt)

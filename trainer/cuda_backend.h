@@ -58,6 +58,12 @@ float cuda_forward_backward(cuda_model *g, const uint16_t *inp, const uint16_t *
                             int qat, int qat_embed, double *gnorm);
 /* Clip to hp->grad_clip and take one AdamW step (t: Adam's step counter from 1). */
 void cuda_update(cuda_model *g, const cuda_adam *hp, int64_t t, double gnorm);
+/* Wait for the queued work (cuda_update returns before the GPU is done): for timing. */
+void cuda_synchronize(cuda_model *g);
+/* Best measured GEMM throughput (FLOP/s) of this GPU on large squares, fp32 (no TF32) or bf16
+ * inputs with fp32 accumulation: the peak that benchmarks quote utilisation against. 0 with
+ * a message in msg on failure. */
+double cuda_gemm_peak(int bf16, char *msg, size_t n);
 
 #ifdef __cplusplus
 }

@@ -251,6 +251,7 @@ __global__ void softmax_xent_forward_k(float *probs, float *losses, const uint16
     for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, p[v]);
     mx = block_max(mx);
     float lt = p[tgt[n]] - mx;
+    __syncthreads(); /* every thread has read the target's logit before any overwrites it */
     float sum = 0.0f;
     for (int v = threadIdx.x; v < V; v += blockDim.x) {
         float e = expf(p[v] - mx);
@@ -999,4 +1000,67 @@ extern "C" void cuda_update(cuda_model *g, const cuda_adam *hp, int64_t t, doubl
     size_t ns = y->off[P_S_2] + y->numel[P_S_2] - y->off[P_S_WTE];
     if (ns) clamp_min_k<<<blocks_for(ns, 256), 256>>>(g->p[P_S_WTE], ns, 1e-8f);
     LAUNCHED(g, "adamw");
+}
+
+extern "C" void cuda_synchronize(cuda_model *g)
+{
+    ck(g, cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+}
+
+extern "C" double cuda_gemm_peak(int bf16, char *msg, size_t n)
+{
+    cuda_model tmp; /* only for the error handling and gemm()'s bf16 path */
+    memset(&tmp, 0, sizeof tmp);
+    cuda_model *g = &tmp;
+    g->y.bf16 = bf16;
+    const int sizes[] = {2048, 4096, 8192};
+    size_t big = 8192ull * 8192;
+    float *a = NULL, *b = NULL, *c = NULL;
+    double best = 0;
+    ck(g, cudaSetDevice(0), "cudaSetDevice");
+    if (!g->failed) ckb(g, cublasCreate(&g->blas), "cublasCreate");
+    if (!g->failed) ck(g, cudaMalloc(&a, big * sizeof(float)), "cudaMalloc");
+    if (!g->failed) ck(g, cudaMalloc(&b, big * sizeof(float)), "cudaMalloc");
+    if (!g->failed) ck(g, cudaMalloc(&c, big * sizeof(float)), "cudaMalloc");
+    if (!g->failed) ck(g, cudaMemset(a, 0, big * sizeof(float)), "cudaMemset");
+    if (!g->failed) ck(g, cudaMemset(b, 0, big * sizeof(float)), "cudaMemset");
+    if (bf16 && !g->failed) {
+        g->n_bf = big;
+        ck(g, cudaMalloc(&g->bf_a, big * sizeof(__nv_bfloat16)), "cudaMalloc");
+        if (!g->failed) ck(g, cudaMalloc(&g->bf_b, big * sizeof(__nv_bfloat16)), "cudaMalloc");
+    }
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    if (!g->failed) ck(g, cudaEventCreate(&e0), "cudaEventCreate");
+    if (!g->failed) ck(g, cudaEventCreate(&e1), "cudaEventCreate");
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0] && !g->failed; k++) {
+        int s = sizes[k];
+        for (int rep = 0; rep < 4 && !g->failed; rep++) {
+            float ms = 0;
+            cudaEventRecord(e0);
+            if (bf16) {
+                /* the inputs are already bf16: time the product alone */
+                float one = 1.0f, zero = 0.0f;
+                ckb(g, cublasGemmEx(g->blas, CUBLAS_OP_T, CUBLAS_OP_N, s, s, s, &one, g->bf_a,
+                                    CUDA_R_16BF, s, g->bf_b, CUDA_R_16BF, s, &zero, c, CUDA_R_32F,
+                                    s, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), "cublasGemmEx");
+            } else {
+                gemm(g, 1, 0, s, s, s, a, s, 0, b, s, 0, c, s, 0, 1, 1.0f, 0.0f);
+            }
+            cudaEventRecord(e1);
+            ck(g, cudaEventSynchronize(e1), "cudaEventSynchronize");
+            cudaEventElapsedTime(&ms, e0, e1);
+            double f = 2.0 * s * s * (double)s / (ms / 1e3);
+            if (rep > 0 && f > best) best = f; /* the first call of a size warms up */
+        }
+    }
+    if (g->failed && msg && n) snprintf(msg, n, "%s", g->msg);
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    if (g->blas) cublasDestroy(g->blas);
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    cudaFree(g->bf_a);
+    cudaFree(g->bf_b);
+    return g->failed ? 0.0 : best;
 }
