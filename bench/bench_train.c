@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_torch.h"
 #include "model.h"
 
 extern void openblas_set_num_threads(int n);
@@ -109,31 +110,14 @@ static double run_ours(const train_shape *s, int steps, double *ms_fp, double *m
     return B * T / (*ms_fp / 1e3);
 }
 
-/* bench/train_torch.py next to this source file (CMake compiles with absolute paths). */
-static const char *torch_script(void)
-{
-    static char path[4096];
-    snprintf(path, sizeof path, "%s", __FILE__);
-    char *slash = strrchr(path, '/');
-    if (slash) snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "train_torch.py");
-    else snprintf(path, sizeof path, "bench/train_torch.py");
-    return path;
-}
-
 static double run_torch(const train_shape *s, int threads, int steps)
 {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "OPENBLAS_CORETYPE=SkylakeX OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=%d "
-             "/usr/bin/python3 %s --layers %d --width %d --heads %d --ffn %d "
-             "--threads %d --steps %d 2>/dev/null",
-             threads, torch_script(), s->n_layer, s->d_model, s->n_head, s->d_ff, threads, steps);
-    FILE *p = popen(cmd, "r");
-    if (!p) return NAN;
-    double ms = NAN, tps = NAN;
-    if (fscanf(p, "torch ms_per_step %lf tokens_per_s %lf", &ms, &tps) != 2) tps = NAN;
-    pclose(p);
-    return tps;
+    char env[256], args[512];
+    snprintf(env, sizeof env, "OPENBLAS_CORETYPE=SkylakeX OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=%d",
+             threads);
+    snprintf(args, sizeof args, "--layers %d --width %d --heads %d --ffn %d --threads %d --steps %d",
+             s->n_layer, s->d_model, s->n_head, s->d_ff, threads, steps);
+    return bench_torch_tokens_per_s(env, args);
 }
 
 int main(int argc, char **argv)

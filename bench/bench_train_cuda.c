@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_torch.h"
 #include "model.h"
 
 typedef struct {
@@ -32,30 +33,15 @@ static const bshape shapes[] = {
 };
 #define NSHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
-static const char *torch_script(void)
-{
-    static char path[4096];
-    snprintf(path, sizeof path, "%s", __FILE__);
-    char *slash = strrchr(path, '/');
-    if (slash) snprintf(slash + 1, sizeof path - (size_t)(slash + 1 - path), "train_torch.py");
-    else snprintf(path, sizeof path, "bench/train_torch.py");
-    return path;
-}
-
 static double run_torch(const train_shape *s, int B, int bf16, int compile, int steps)
 {
-    char cmd[8192];
-    snprintf(cmd, sizeof cmd,
-             "/usr/bin/python3 %s --device cuda --precision %s %s --layers %d --width %d --heads %d "
-             "--ffn %d --batch %d --context %d --steps %d --warmup 3 2>/dev/null",
-             torch_script(), bf16 ? "bf16" : "fp32", compile ? "--compile" : "", s->n_layer,
-             s->d_model, s->n_head, s->d_ff, B, s->context, steps);
-    FILE *p = popen(cmd, "r");
-    if (!p) return NAN;
-    double ms = NAN, tps = NAN;
-    if (fscanf(p, "torch ms_per_step %lf tokens_per_s %lf", &ms, &tps) != 2) tps = NAN;
-    pclose(p);
-    return tps;
+    char args[512];
+    snprintf(args, sizeof args,
+             "--device cuda --precision %s %s --layers %d --width %d --heads %d --ffn %d --batch %d "
+             "--context %d --steps %d --warmup 3",
+             bf16 ? "bf16" : "fp32", compile ? "--compile" : "", s->n_layer, s->d_model, s->n_head,
+             s->d_ff, B, s->context, steps);
+    return bench_torch_tokens_per_s("", args);
 }
 
 #ifdef QATPLAN_HAVE_CUDA
