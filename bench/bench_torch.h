@@ -9,7 +9,7 @@
 
 /* Run `ENV /usr/bin/python3 bench/train_torch.py ARGS` (the script next to this header; CMake
  * compiles with absolute paths) and return its tokens/s; NAN when it fails (no torch, no GPU). */
-static double bench_torch_tokens_per_s(const char *env, const char *args)
+static inline double bench_torch_tokens_per_s(const char *env, const char *args)
 {
     char script[4096], cmd[8192];
     snprintf(script, sizeof script, "%s", __FILE__);

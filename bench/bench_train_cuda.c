@@ -21,6 +21,18 @@
 #include "bench_torch.h"
 #include "model.h"
 
+#ifndef QATPLAN_HAVE_CUDA
+
+int main(void)
+{
+    char why[256];
+    train_cuda_devices(why, sizeof why);
+    printf("bench_train_cuda: SKIPPED: no CUDA GPU: %s\n", why);
+    return 0;
+}
+
+#else
+
 typedef struct {
     const char *label;
     int L, D, H, T, F;
@@ -44,7 +56,6 @@ static double run_torch(const train_shape *s, int B, int bf16, int compile, int 
     return bench_torch_tokens_per_s("", args);
 }
 
-#ifdef QATPLAN_HAVE_CUDA
 /* Mean ms per FP step and per 4-bit LSQ QAT step; NAN on failure (message printed). */
 static void run_ours(const train_shape *s, int B, int bf16, int steps, double *ms_fp, double *ms_qat)
 {
@@ -103,7 +114,6 @@ static void run_ours(const train_shape *s, int B, int bf16, int steps, double *m
     cuda_model_free(g);
     model_free(&m);
 }
-#endif
 
 int main(int argc, char **argv)
 {
@@ -131,7 +141,6 @@ int main(int argc, char **argv)
         printf("bench_train_cuda: SKIPPED: no CUDA GPU: %s\n", why);
         return 0;
     }
-#ifdef QATPLAN_HAVE_CUDA
     printf("bench_train_cuda: batch %d, %d timed steps; PyTorch %s\n", B, steps,
            torch ? (compile ? "eager + torch.compile" : "eager") : "not run");
     printf("%-10s %8s %5s %9s %10s %8s %6s %10s %7s %8s\n", "shape", "params", "prec", "ms/step",
@@ -170,7 +179,6 @@ int main(int argc, char **argv)
     printf("\nQAT step = 4-bit LSQ step / FP step - 1. x torch = qatplan tok/s / PyTorch tok/s "
            "(NaN: PyTorch with CUDA not found).\n");
     return 0;
-#else
-    return 0; /* not reached: train_cuda_devices is 0 without the CUDA backend */
-#endif
 }
+
+#endif
