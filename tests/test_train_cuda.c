@@ -137,9 +137,10 @@ static void curve(int bf16, double tol)
     if (!have_gpu()) return;
     int B = 4, steps = 200, n_fp = 150;
     train_qspec q = {TRAIN_Q_LSQ, 4, 0, 0};
-    model m;
+    model m, mg; /* the CPU run; a host copy of the GPU run's parameters for the switch */
     train_shape s;
     CU_ASSERT_EQUAL_FATAL(setup(&m, &q, B, &s), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(setup(&mg, &q, 1, &s), QP_OK);
     int T = s.context;
     train_config c;
     train_config_default(&c);
@@ -155,9 +156,12 @@ static void curve(int bf16, double tol)
     double worst = 0, first = NAN, last = NAN;
     for (int step = 0; step < steps; step++) {
         if (step == n_fp) {
-            /* the switch as train.c does it: step sizes from the host's copy of the weights */
+            /* the switch as train.c does it, each run from its own weights: the GPU's step
+             * sizes are initialised on a host copy of its parameters */
             model_quant_init(&m);
-            cuda_upload(g, m.params_mem, m.m_mem, m.v_mem);
+            cuda_download(g, mg.params_mem, mg.m_mem, mg.v_mem, NULL);
+            model_quant_init(&mg);
+            cuda_upload(g, mg.params_mem, mg.m_mem, mg.v_mem);
             m.qat = 1;
         }
         for (int b = 0; b < B; b++) {
@@ -186,6 +190,7 @@ static void curve(int bf16, double tol)
     free(inp);
     free(tgt);
     model_free(&m);
+    model_free(&mg);
 }
 
 static void test_step_fp32(void) { one_step(0, FP32_LOSS_REL, FP32_GRAD_REL); }
