@@ -802,7 +802,10 @@ extern "C" int cuda_device_count(char *why, size_t n)
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
-        if (why && n) snprintf(why, n, "%s", cudaGetErrorString(e));
+        if (why && n && e == cudaErrorInsufficientDriver)
+            snprintf(why, n, "no NVIDIA driver, or one too old for CUDA runtime %d.%d",
+                     CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+        else if (why && n) snprintf(why, n, "%s", cudaGetErrorString(e));
         (void)cudaGetLastError(); /* clear it */
         return 0;
     }
