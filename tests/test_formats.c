@@ -36,7 +36,8 @@ static data_run sample_run(void)
     r.decay_frac = 0.2;
     snprintf(r.decay_shape, sizeof r.decay_shape, "linear");
     r.optimizer_reset = 0;
-    snprintf(r.device, sizeof r.device, "cpu");
+    snprintf(r.device, sizeof r.device, "cuda");
+    snprintf(r.precision, sizeof r.precision, "bf16");
     return r;
 }
 
@@ -66,6 +67,8 @@ static void test_run_round_trip(void)
     CU_ASSERT_EQUAL(b->seed, r.seed);
     CU_ASSERT_EQUAL(b->optimizer_reset, 0);
     CU_ASSERT_STRING_EQUAL(b->decay_shape, "linear");
+    CU_ASSERT_STRING_EQUAL(b->device, "cuda");
+    CU_ASSERT_STRING_EQUAL(b->precision, "bf16");
     free(line);
     data_run_list_free(&l);
     data_run_list_free(NULL);
