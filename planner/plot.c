@@ -651,7 +651,7 @@ static qp_status rs_body(plot_ctx *c, void *p, qp_error *err)
     rs_arg *a = p;
     FILE *g = c->gp;
     char path[4200], title[128], uw[128];
-    fprintf(g, "set logscale x\nset xlabel \"N (all parameters; bit widths drawn side by side)\" offset 0,0.3\n");
+    fprintf(g, "set logscale x\nset xlabel \"N (all parameters; bit widths drawn side by side)\"\nset key height 1.5\n");
     fprintf(g, "set ylabel \"residual: ln(observed loss) - ln(predicted loss)\"\n");
     fprintf(g, "set xzeroaxis lt -1 lw 1\n");
     /* every `set` must come before the plot clauses: find the N range first */
