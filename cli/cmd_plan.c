@@ -28,6 +28,9 @@ static void plan_help(FILE *f)
             "  --decay-frac X        classic schedule: decay length as a fraction of each phase (default 0.2)\n"
             "  --law FILE            law file from 'qatplan fit' (repeatable; each replaces the law of\n"
             "                        its form: chinchilla, fraction or qat). Default: the built-in laws\n"
+            "  --no-qat-law          plan without a QAT loss law: fractions from the paper's closed form\n"
+            "                        only, no ranking of bit widths (the built-in QAT law comes from\n"
+            "                        models of 7.5K-117K parameters; docs/own-law.md)\n"
             "  --json                print JSON (schema qatplan-plan-v1, docs/cli.md)\n"
             "  -h, --help            this help\n");
 }
@@ -54,7 +57,7 @@ static qp_status parse_bits(const char *s, plan_request *req, qp_error *err)
 
 int cmd_plan(int argc, char **argv)
 {
-    enum { O_PARAMS = 256, O_BUDGET, O_TOKENS, O_PEAK, O_MFU, O_FPT, O_MEMORY, O_BITS, O_BATCH, O_DECAY, O_LAW, O_JSON };
+    enum { O_PARAMS = 256, O_BUDGET, O_TOKENS, O_PEAK, O_MFU, O_FPT, O_MEMORY, O_BITS, O_BATCH, O_DECAY, O_LAW, O_JSON, O_NO_QAT };
     static const struct option opts[] = {
         {"params", required_argument, 0, O_PARAMS}, {"budget", required_argument, 0, O_BUDGET},
         {"tokens", required_argument, 0, O_TOKENS}, {"peak-flops", required_argument, 0, O_PEAK},
@@ -62,14 +65,15 @@ int cmd_plan(int argc, char **argv)
         {"memory", required_argument, 0, O_MEMORY}, {"bits", required_argument, 0, O_BITS},
         {"batch-tokens", required_argument, 0, O_BATCH}, {"decay-frac", required_argument, 0, O_DECAY},
         {"law", required_argument, 0, O_LAW},       {"json", no_argument, 0, O_JSON},
+        {"no-qat-law", no_argument, 0, O_NO_QAT},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     plan_request req;
     plan_request_init(&req);
     plan_laws laws;
-    plan_laws_builtin(&laws);
     qp_error err = {0};
-    qp_status st = QP_OK;
+    qp_status st = plan_laws_builtin(&laws, &err);
+    int no_qat = 0;
     int json = 0, is_gpuh = 0;
     double budget = NAN, peak = NAN, mfu = NAN;
     optind = 1;
@@ -89,6 +93,7 @@ int cmd_plan(int argc, char **argv)
         case O_DECAY: st = qp_parse_real(optarg, "--decay-frac", 1e-6, 0.999999, &req.decay_frac, &err); break;
         case O_LAW: st = plan_laws_add_file(&laws, optarg, &err); break;
         case O_JSON: json = 1; break;
+        case O_NO_QAT: no_qat = 1; break;
         case 'h':
             plan_help(stdout);
             plan_laws_free(&laws);
@@ -121,6 +126,12 @@ int cmd_plan(int argc, char **argv)
         st = qp_fail(&err, QP_ERR_USAGE, "--peak-flops and --mfu apply to a GPU-hour budget (--budget 50000gpuh) only");
     } else if (!st) {
         req.flops = budget;
+    }
+    if (!st && no_qat) {
+        if (laws.has_qat && strcmp(laws.qat_name, "built-in"))
+            st = qp_fail(&err, QP_ERR_USAGE, "--no-qat-law contradicts the qat law %s given with --law: drop one",
+                         laws.qat_name);
+        else plan_laws_drop_qat(&laws);
     }
     plan_result res;
     if (!st) st = plan_run(&req, &laws, &res, &err);

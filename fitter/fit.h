@@ -53,6 +53,9 @@ double fit_law_log_loss(data_law_form form, const double *theta, const fit_point
  * fraction form: a = 6.7297 (Dremov et al. 2025). */
 void fit_builtin_chinchilla(data_law *out);
 void fit_builtin_fraction(data_law *out);
+/* qat form: the law qatplan fitted to its own sweep (data/laws/own-qat.law.json, compiled in;
+ * docs/own-law.md), with its provenance and bootstrap samples. Free with data_law_free. */
+qp_status fit_builtin_qat(data_law *out, qp_error *err);
 
 /* ======================================================================== */
 /* Fitting a law to run records (docs/fitter.md)                            */

@@ -134,6 +134,20 @@ void fit_builtin_chinchilla(data_law *out)
     out->prov.d_max = 5e11;
 }
 
+extern const char fit_builtin_qat_json[]; /* generated: build/generated/builtin_qat_law.c */
+
+qp_status fit_builtin_qat(data_law *out, qp_error *err)
+{
+    qp_status st = data_law_parse(fit_builtin_qat_json, "built-in QAT law", out, err);
+    if (st) return st;
+    if (out->form != DATA_LAW_QAT) {
+        data_law_free(out);
+        return qp_fail(err, QP_ERR_PARSE, "the built-in QAT law is of form %s, not qat: rebuild from "
+                       "data/laws/own-qat.law.json", data_law_form_name(out->form));
+    }
+    return QP_OK;
+}
+
 void fit_builtin_fraction(data_law *out)
 {
     data_law_init(out, DATA_LAW_FRACTION);

@@ -12,7 +12,7 @@
 
 #define GRID_POINTS 1001
 
-void plan_laws_builtin(plan_laws *laws)
+qp_status plan_laws_builtin(plan_laws *laws, qp_error *err)
 {
     memset(laws, 0, sizeof *laws);
     fit_builtin_chinchilla(&laws->fp);
@@ -20,6 +20,18 @@ void plan_laws_builtin(plan_laws *laws)
     laws->has_fp = laws->has_fraction = 1;
     snprintf(laws->fp_name, sizeof laws->fp_name, "built-in");
     snprintf(laws->fraction_name, sizeof laws->fraction_name, "built-in");
+    qp_status st = fit_builtin_qat(&laws->qat, err);
+    if (st) return st;
+    laws->has_qat = 1;
+    snprintf(laws->qat_name, sizeof laws->qat_name, "built-in");
+    return QP_OK;
+}
+
+void plan_laws_drop_qat(plan_laws *laws)
+{
+    if (laws->has_qat) data_law_free(&laws->qat);
+    laws->has_qat = 0;
+    laws->qat_name[0] = 0;
 }
 
 qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err)

@@ -13,7 +13,8 @@
 #define PLAN_MAX_BITS 16
 #define PLAN_MAX_WARNINGS 16
 
-/* The laws a plan uses, by role. The built-in set has fp (chinchilla) and fraction. */
+/* The laws a plan uses, by role. The built-in set has all three: fp (Epoch AI's Chinchilla
+ * fit), fraction (the paper's a) and qat (fitted to qatplan's own sweep). */
 typedef struct {
     data_law fp;        /* chinchilla form: full-precision loss */
     data_law fraction;  /* fraction form: the constant a of f_hat */
@@ -22,7 +23,9 @@ typedef struct {
     char fp_name[256], fraction_name[256], qat_name[256]; /* "built-in" or the file */
 } plan_laws;
 
-void plan_laws_builtin(plan_laws *laws);
+qp_status plan_laws_builtin(plan_laws *laws, qp_error *err); /* fails only on a broken build */
+/* Plan without a qat law: the fraction from the closed form, no ranking of bit widths. */
+void plan_laws_drop_qat(plan_laws *laws);
 /* Read a law file and put it in the role its form gives, replacing that role's law. */
 qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err);
 void plan_laws_free(plan_laws *laws); /* safe on NULL */

@@ -32,9 +32,22 @@ static void test_readme_command(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "2.20B parameters (all, embeddings included)"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "fused cooldown-QAT"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "classic FP-then-QAT"));
+    /* the built-in QAT law ranks bit widths, and says it extrapolates */
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "QAT loss law: built-in"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "Recommendation: "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "<= best"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "outside the QAT law's fitted range"));
+    free(out);
+    free(err);
+    /* without it: the closed-form split for every width, and a pointer to --law */
+    CU_ASSERT_EQUAL(tu_run_qatplan("--params 2.2B --budget 1e22 --no-qat-law", &out, &err), 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "ranking bit widths needs a QAT loss law"));
+    /* closed-form fractions: classic for 1 and 2 bits, fused from 3 bits */
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "classic FP-then-QAT"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "fused cooldown-QAT"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "--law"));
+    CU_ASSERT_PTR_NULL(strstr(out, "<= best"));
     free(out);
     free(err);
     /* `plan` spelled out gives the same answer */
@@ -101,6 +114,16 @@ static void test_with_law_file_ranks(void)
     CU_ASSERT_EQUAL(tu_run_qatplan(args, &out, NULL), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "xi      = -0.5"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "source: test"));
+    free(out);
+    /* a qat law given and --no-qat-law contradict */
+    snprintf(args, sizeof args, "--params 2.2B --budget 1e22 --law %s --no-qat-law", law);
+    CU_ASSERT_EQUAL(tu_run_qatplan(args, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "contradicts"));
+    free(err);
+    /* the built-in laws, all three, with the QAT law's provenance */
+    CU_ASSERT_EQUAL(tu_run_qatplan("law show", &out, NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "built-in QAT loss law: form qat"));
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "runs: "));
     free(out);
 }
 

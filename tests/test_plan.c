@@ -14,7 +14,8 @@ static const double TEST_QAT[16] = {1.8, 400, 2000, 0.34, 0.36, 0.3, 0.7, 0.5, 0
 
 static void make_laws(plan_laws *laws)
 {
-    plan_laws_builtin(laws);
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(laws, NULL), QP_OK);
+    plan_laws_drop_qat(laws);
     data_law_init(&laws->qat, DATA_LAW_QAT);
     memcpy(laws->qat.coef, TEST_QAT, sizeof TEST_QAT);
     snprintf(laws->qat.prov.source, sizeof laws->qat.prov.source, "test");
@@ -166,10 +167,11 @@ static void test_memory_constraint(void)
     plan_laws_free(&laws);
 }
 
-static void test_builtin_law_does_not_rank(void)
+static void test_without_qat_law_does_not_rank(void)
 {
     plan_laws laws;
-    plan_laws_builtin(&laws);
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
+    plan_laws_drop_qat(&laws);
     plan_request req;
     plan_request_init(&req);
     req.n_params = 2.2e9;
@@ -198,7 +200,7 @@ static void test_builtin_law_does_not_rank(void)
 static void test_small_s_and_extrapolation_warnings(void)
 {
     plan_laws laws;
-    plan_laws_builtin(&laws);
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
     plan_request req;
     plan_request_init(&req);
     req.n_params = 1e9;
@@ -252,7 +254,7 @@ static void test_bootstrap_interval(void)
 static void test_bad_requests(void)
 {
     plan_laws laws;
-    plan_laws_builtin(&laws);
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
     plan_request req;
     plan_result res;
     qp_error err = {0};
@@ -268,13 +270,47 @@ static void test_bad_requests(void)
     plan_laws_free(&laws);
 }
 
+/* The built-in set includes the project's own QAT law: it ranks bit widths at the README's
+ * query, with its provenance, and warns that 2.2B parameters is far outside its range. */
+static void test_builtin_qat_law_ranks(void)
+{
+    plan_laws laws;
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
+    CU_ASSERT_TRUE(laws.has_qat);
+    CU_ASSERT_EQUAL(laws.qat.form, DATA_LAW_QAT);
+    CU_ASSERT_TRUE(laws.qat.prov.n_runs > 0);
+    CU_ASSERT_TRUE(laws.qat.prov.n_max < 1e9); /* fitted on small models */
+    CU_ASSERT_TRUE(laws.qat.prov.n_bits >= 4);
+    plan_request req;
+    plan_request_init(&req);
+    req.n_params = 2.2e9;
+    req.flops = 1e22;
+    plan_result res;
+    CU_ASSERT_EQUAL_FATAL(plan_run(&req, &laws, &res, NULL), QP_OK);
+    CU_ASSERT_TRUE(res.ranked);
+    CU_ASSERT_TRUE_FATAL(res.recommended >= 0 && res.recommended < res.n_rows);
+    const plan_row *best = &res.rows[res.recommended];
+    for (int i = 0; i < res.n_rows; i++) {
+        CU_ASSERT_TRUE(isfinite(res.rows[i].loss_opt));
+        CU_ASSERT_TRUE(res.rows[i].f_opt >= 0 && res.rows[i].f_opt <= 1);
+        CU_ASSERT_TRUE(best->loss_opt <= res.rows[i].loss_opt);
+    }
+    int extrap = 0;
+    for (int i = 0; i < res.n_warnings; i++)
+        extrap |= strstr(res.warnings[i], "QAT law's fitted range") != NULL;
+    CU_ASSERT_TRUE(extrap);
+    plan_laws_free(&laws);
+    plan_laws_free(NULL);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_optimum_never_worse_than_grid);
     TU_ADD(s, test_optimal_fraction_grows_with_s);
     TU_ADD(s, test_plan_rows_consistent);
     TU_ADD(s, test_memory_constraint);
-    TU_ADD(s, test_builtin_law_does_not_rank);
+    TU_ADD(s, test_without_qat_law_does_not_rank);
+    TU_ADD(s, test_builtin_qat_law_ranks);
     TU_ADD(s, test_small_s_and_extrapolation_warnings);
     TU_ADD(s, test_bootstrap_interval);
     TU_ADD(s, test_bad_requests);
