@@ -139,8 +139,12 @@ void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
             if (isfinite(r->loss_opt_lo))
                 fprintf(f, " [%.4f, %.4f]; fraction [%.3f, %.3f] (bootstrap)", r->loss_opt_lo, r->loss_opt_hi, r->f_opt_lo,
                         r->f_opt_hi);
-            fprintf(f, "\n  the 10%% rule would predict %.4f; it needs %s more tokens to match\n", r->loss_10pct,
-                    fmt_tok(r->extra_tokens_10pct, a, sizeof a));
+            if (isinf(r->extra_tokens_10pct))
+                fprintf(f, "\n  the 10%% rule would predict %.4f; under this law no number of extra tokens brings it to %.4f\n",
+                        r->loss_10pct, r->loss_opt);
+            else
+                fprintf(f, "\n  the 10%% rule would predict %.4f; it needs %s more tokens to match\n", r->loss_10pct,
+                        fmt_tok(r->extra_tokens_10pct, a, sizeof a));
         }
     } else if (!res->ranked) {
         fprintf(f, "No bit-width recommendation: ranking bit widths needs a QAT loss law fitted to runs.\n"

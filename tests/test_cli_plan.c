@@ -37,6 +37,8 @@ static void test_readme_command(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "Recommendation: "));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "<= best"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "outside the QAT law's fitted range"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "the 10% rule would predict"));
+    CU_ASSERT_PTR_NULL(strstr(out, "needs never")); /* an infinite top-up is said in words */
     free(out);
     free(err);
     /* without it: the closed-form split for every width, and a pointer to --law */
