@@ -1,9 +1,11 @@
 /* qatplan plot: render the law and the runs with gnuplot. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "plan.h"
@@ -34,12 +36,23 @@ static void plot_help(FILE *f)
             "  -h, --help          this help\n");
 }
 
+/* JSONL is read leniently, as a sweep reads its own results (a torn last line of a sweep
+ * still running is skipped with a warning); unlike a sweep, a missing file is an error. */
 static qp_status read_runs(const char *path, data_run_list *all, qp_error *err)
 {
     size_t n = strlen(path);
     if (n > 4 && !strcasecmp(path + n - 4, ".csv")) return data_runs_read(path, all, err);
+    char *local = NULL;
+    qp_status st = data_open_input(path, NULL, &local, err); /* http(s): downloaded to the cache */
+    if (st) return st;
+    if (access(local, R_OK) != 0) {
+        st = qp_fail(err, QP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        free(local);
+        return st;
+    }
     sweep_results res;
-    qp_status st = sweep_results_read(path, &res, err);
+    st = sweep_results_read(local, &res, err);
+    free(local);
     if (st) return st;
     if (res.n_bad_lines)
         fprintf(stderr, "qatplan: warning: %zu unreadable line(s) in %s skipped; first: %s\n", res.n_bad_lines, path,

@@ -396,7 +396,24 @@ static void test_url_inputs(void)
     CU_ASSERT_EQUAL(data_runs_read(url("/ok/runs.csv"), &l, &err), QP_OK);
     CU_ASSERT_EQUAL(l.n, 2);
     if (l.n == 2) CU_ASSERT_DOUBLE_EQUAL(l.runs[1].loss, 3.25, 1e-12);
+    /* the same runs as JSONL, plotted from URLs (plot reads JSONL its own, lenient way) */
+    snprintf(p, sizeof p, "%s/runs.jsonl", srv_dir);
+    for (size_t i = 0; i < l.n; i++) CU_ASSERT_EQUAL(data_run_append(p, &l.runs[i], &err), QP_OK);
     data_run_list_free(&l);
+    data_law fp_law;
+    fit_builtin_chinchilla(&fp_law);
+    snprintf(p, sizeof p, "%s/fp.law.json", srv_dir);
+    CU_ASSERT_EQUAL(data_law_write(p, &fp_law, &err), QP_OK);
+    data_law_free(&fp_law);
+    char cmd[8192], svg[4096];
+    snprintf(svg, sizeof svg, "%s", tu_path("url-residuals.svg"));
+    int len = snprintf(cmd, sizeof cmd, "plot residuals --runs %s", url("/ok/runs.jsonl"));
+    snprintf(cmd + len, sizeof cmd - (size_t)len, " --law %s -o %s", url("/ok/fp.law.json"), svg);
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(access(svg, R_OK), 0);
+    len = snprintf(cmd, sizeof cmd, "plot residuals --runs %s", url("/ok/nope.jsonl"));
+    snprintf(cmd + len, sizeof cmd - (size_t)len, " --law %s -o %s", url("/ok/fp.law.json"), svg);
+    CU_ASSERT_NOT_EQUAL(tu_run_qatplan(cmd, NULL, NULL), 0);
     data_run_list_init(&l);
     CU_ASSERT_EQUAL(data_runs_read(url("/ok/nope.csv"), &l, &err), QP_ERR_NETWORK);
     data_run_list_free(&l);

@@ -211,6 +211,12 @@ static void test_residuals(void)
     /* needs a law */
     snprintf(cmd, sizeof cmd, "plot residuals --runs %s -o %s", runs_path, svg);
     CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, NULL), 2);
+    /* a run-record file that is not there is named, not taken for an empty one */
+    char *err = NULL;
+    snprintf(cmd, sizeof cmd, "plot residuals --runs %s --law %s -o %s", tu_path("missing.jsonl"), law_path, svg);
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, &err), 1); /* as for every unreadable input file */
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "missing.jsonl: cannot open: No such file"));
+    free(err);
 }
 
 static void test_errors(void)
