@@ -24,16 +24,9 @@ static const char *grid_json =
     " \"bits\": [2, 4, 16], \"fractions\": [0, 0.25, 1], \"schedules\": [\"classic\", \"fused\"],\n"
     " \"train\": {\"batch\": 4, \"lr\": 0.003, \"args\": [\"--eval-tokens\", \"4096\"]}}\n";
 
-static char *slurp(const char *path)
-{
-    char *t = NULL;
-    if (qp_read_file(path, &t, NULL, NULL)) return NULL;
-    return t;
-}
-
 static int count_lines_with(const char *path, const char *needle)
 {
-    char *t = slurp(path);
+    char *t = tu_read(path, NULL);
     if (!t) return 0;
     int n = 0;
     for (char *p = t; (p = strstr(p, needle)); p += strlen(needle)) n++;
@@ -44,7 +37,7 @@ static int count_lines_with(const char *path, const char *needle)
 /* Every grid point has exactly one record (ok or diverged) in the file. */
 static void assert_each_once(const sweep_grid *g, const char *runs)
 {
-    char *t = slurp(runs);
+    char *t = tu_read(runs, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
     for (size_t i = 0; i < g->n; i++) {
         char key[160];
@@ -267,7 +260,7 @@ static void test_sweep_run_faults_and_rerun(void)
     snprintf(law, sizeof law, "%s", tu_path("runs.law.json"));
     snprintf(report, sizeof report, "%s", tu_path("runs.report.txt"));
     CU_ASSERT_EQUAL(access(law, F_OK), 0);
-    char *rep = slurp(report);
+    char *rep = tu_read(report, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(rep);
     CU_ASSERT_PTR_NOT_NULL(strstr(rep, "predicted against observed"));
     CU_ASSERT_PTR_NOT_NULL(strstr(rep, "not recorded yet"));

@@ -37,13 +37,6 @@ static const char *fake_sbatch =
     "fi\n"
     "echo \"$n;fakecluster\"\n";
 
-static char *slurp(const char *path)
-{
-    char *t = NULL;
-    if (qp_read_file(path, &t, NULL, NULL)) return NULL;
-    return t;
-}
-
 static void test_emit_and_run(void)
 {
     fakes_install();
@@ -67,7 +60,7 @@ static void test_emit_and_run(void)
     CU_ASSERT_EQUAL_FATAL(tu_run_qatplan(cmd, &out, &err), 0);
     free(out);
     free(err);
-    char *s = slurp(script);
+    char *s = tu_read(script, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     char want[512];
     snprintf(want, sizeof want, "--array=0-%zu%%8 ", g.n - 1);
@@ -102,15 +95,15 @@ static void test_emit_and_run(void)
     unlink(tu_path("calls.log"));
     snprintf(cmd, sizeof cmd, "PATH=%s:$PATH bash %s > %s 2>&1", bin, script, tu_path("submit.out"));
     CU_ASSERT_EQUAL(system(cmd), 0);
-    char *so = slurp(tu_path("submit.out"));
+    char *so = tu_read(tu_path("submit.out"), NULL);
     CU_ASSERT_PTR_NOT_NULL(so && strstr(so, "submitted job array 101"));
     CU_ASSERT_PTR_NOT_NULL(so && strstr(so, "refit job 102"));
     free(so);
-    char *log = slurp(tu_path("sbatch.log"));
+    char *log = tu_read(tu_path("sbatch.log"), NULL);
     CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "--dependency=afterany:101 ")); /* the ";cluster" suffix is cut */
     free(log);
     /* each grid point recorded exactly once, though each task ran twice at once */
-    char *t = slurp(runs);
+    char *t = tu_read(runs, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
     size_t lines = 0;
     for (char *p = t; *p; p++) lines += *p == '\n';
@@ -124,14 +117,14 @@ static void test_emit_and_run(void)
     }
     free(t);
     /* each trainer ran once: the twin task found the run locked or recorded */
-    char *calls = slurp(tu_path("calls.log"));
+    char *calls = tu_read(tu_path("calls.log"), NULL);
     size_t ncalls = 0;
     for (char *p = calls; p && (p = strstr(p, "resume=")); p++) ncalls++;
     CU_ASSERT_EQUAL(ncalls, g.n);
     free(calls);
     /* the dependent refit wrote the law and the report */
     CU_ASSERT_EQUAL(access(law, F_OK), 0);
-    char *rep = slurp(tu_path("runs.report.txt"));
+    char *rep = tu_read(tu_path("runs.report.txt"), NULL);
     CU_ASSERT_PTR_NOT_NULL(rep && strstr(rep, "predicted against observed"));
     free(rep);
     sweep_grid_free(&g);

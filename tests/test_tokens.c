@@ -8,14 +8,6 @@
 #include "data.h"
 #include "testutil.h"
 
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    char *t = NULL;
-    qp_error err = {0};
-    if (qp_read_file(path, &t, n, &err)) return NULL;
-    return (unsigned char *)t;
-}
-
 static void spit(const char *path, const unsigned char *b, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -76,7 +68,7 @@ static void test_layout_is_little_endian(void)
     uint16_t t[2] = {0x0102, 0x00ff};
     CU_ASSERT_EQUAL_FATAL(data_tokens_write(tu_path("le.tok"), t, 2, 1000, "x", &err), QP_OK);
     size_t n;
-    unsigned char *b = slurp(tu_path("le.tok"), &n);
+    unsigned char *b = (unsigned char *)tu_read(tu_path("le.tok"), &n);
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     CU_ASSERT_EQUAL(n, 132);
     const unsigned char magic[4] = {'Q', 'T', 'O', 'K'};
@@ -126,7 +118,7 @@ static void test_reader_refuses_damage(void)
     const char *good = tu_path("good.tok");
     CU_ASSERT_EQUAL_FATAL(data_tokens_write(good, t, 64, 256, "set", &err), QP_OK);
     size_t n;
-    unsigned char *orig = slurp(good, &n);
+    unsigned char *orig = (unsigned char *)tu_read(good, &n);
     CU_ASSERT_PTR_NOT_NULL_FATAL(orig);
     const damage cases[] = {
         {"bad magic", 0, 'X', 0, QP_ERR_PARSE, "bad magic"},

@@ -107,21 +107,6 @@ static void test_lr_ends(void)
 
 /* ---- end to end through the command line ------------------------------------ */
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (fread(b, 1, (size_t)n, f) != (size_t)n) n = 0;
-    b[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return b;
-}
-
 /* English text: the license texts every Debian system has; the project's own sources
  * otherwise. */
 static const char *train_txt, *val_txt;
@@ -135,7 +120,7 @@ static int make_corpus(void)
         char p[512];
         snprintf(p, sizeof p, "/usr/share/common-licenses/%s", tr[i]);
         size_t n;
-        char *b = slurp(p, &n);
+        char *b = tu_read(p, &n);
         if (b) {
             fwrite(b, 1, n, o);
             total += n;
@@ -144,7 +129,7 @@ static int make_corpus(void)
     }
     fclose(o);
     size_t n = 0;
-    char *v = slurp("/usr/share/common-licenses/GPL-2", &n);
+    char *v = tu_read("/usr/share/common-licenses/GPL-2", &n);
     if (total < 50000 || !v) {
         fprintf(stderr, "(license texts missing: using the project's sources as text)\n");
         free(v);
@@ -170,7 +155,7 @@ static int make_corpus(void)
 static double unigram_entropy(void)
 {
     size_t nt, nv;
-    char *t = slurp(train_txt, &nt), *v = slurp(val_txt, &nv);
+    char *t = tu_read(train_txt, &nt), *v = tu_read(val_txt, &nv);
     double cnt[256];
     for (int i = 0; i < 256; i++) cnt[i] = 1.0; /* add-one */
     for (size_t i = 0; i < nt; i++) cnt[(unsigned char)t[i]] += 1;
@@ -237,7 +222,7 @@ static void test_tiny_model_learns(void)
     CU_ASSERT(r.wall_seconds > 0);
     /* the checkpoint is a safetensors file: 8-byte header length, JSON, data to the end */
     size_t n;
-    char *ck = slurp(tu_path("ck.safetensors"), &n);
+    char *ck = tu_read(tu_path("ck.safetensors"), &n);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ck);
     uint64_t hl = 0;
     for (int i = 0; i < 8; i++) hl |= (uint64_t)(unsigned char)ck[i] << (8 * i);
@@ -255,7 +240,7 @@ static void test_tiny_model_learns(void)
     CU_ASSERT_EQUAL(8 + hl + maxend, n);
     free(hdr);
     free(ck);
-    char *ex = slurp(tu_path("ex.safetensors"), &n);
+    char *ex = tu_read(tu_path("ex.safetensors"), &n);
     CU_ASSERT_PTR_NOT_NULL_FATAL(ex);
     CU_ASSERT_PTR_NOT_NULL(strstr(ex + 8, "\"layers.0.w2.qweight\":{\"dtype\":\"I8\""));
     free(ex);
@@ -359,7 +344,7 @@ static void test_sigterm_resume(void)
     }
     CU_ASSERT_EQUAL(rc, 1);
     size_t n;
-    char *e = slurp(tu_path("sig.err"), &n);
+    char *e = tu_read(tu_path("sig.err"), &n);
     CU_ASSERT_PTR_NOT_NULL(e && strstr(e, "continue with --resume"));
     free(e);
     snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("sig.state"));
@@ -496,7 +481,7 @@ static void test_token_files(void)
     const char *files[2] = {train_txt, val_txt}, *suffix[2] = {"train.tok", "val.tok"};
     for (int k = 0; k < 2; k++) {
         size_t n;
-        char *b = slurp(files[k], &n);
+        char *b = tu_read(files[k], &n);
         uint16_t *t = malloc(n * sizeof *t);
         for (size_t i = 0; i < n; i++) t[i] = (unsigned char)b[i];
         char path[4096];

@@ -30,7 +30,7 @@ void tu_write(const char *path, const char *text)
     fclose(f);
 }
 
-static char *slurp(const char *path)
+char *tu_read(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
@@ -43,6 +43,7 @@ static char *slurp(const char *path)
     }
     b[n] = 0;
     fclose(f);
+    if (len) *len = n;
     return b;
 }
 
@@ -52,8 +53,8 @@ int tu_run_qatplan(const char *args, char **out, char **err)
     const char *o = tu_path("stdout.txt"), *e = tu_path("stderr.txt");
     snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s </dev/null", QP_QATPLAN_EXE, args, o, e);
     int rc = system(cmd);
-    if (out) *out = slurp(o);
-    if (err) *err = slurp(e);
+    if (out) *out = tu_read(o, NULL);
+    if (err) *err = tu_read(e, NULL);
     if (rc == -1 || !WIFEXITED(rc)) return -1;
     return WEXITSTATUS(rc);
 }

@@ -11,6 +11,9 @@ const char *tu_tmpdir(void);
 const char *tu_path(const char *name);
 /* Write a whole file; CU_FAIL on error. */
 void tu_write(const char *path, const char *text);
+/* Read a whole file, NUL-terminated (malloc'ed; NULL if it cannot be opened); its length in
+ * bytes in *len unless len is NULL. */
+char *tu_read(const char *path, size_t *len);
 /* Run `qatplan ARGS` through /bin/sh, capture stdout and stderr (malloc'ed, may be NULL
  * arguments to ignore), return the exit status (-1 if it did not exit normally). */
 int tu_run_qatplan(const char *args, char **out, char **err);
