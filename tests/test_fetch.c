@@ -407,12 +407,13 @@ static void test_url_inputs(void)
     data_law_free(&fp_law);
     char cmd[8192], svg[4096];
     snprintf(svg, sizeof svg, "%s", tu_path("url-residuals.svg"));
-    int len = snprintf(cmd, sizeof cmd, "plot residuals --runs %s", url("/ok/runs.jsonl"));
-    snprintf(cmd + len, sizeof cmd - (size_t)len, " --law %s -o %s", url("/ok/fp.law.json"), svg);
+    /* url() rotates four buffers, so two calls may share one format */
+    snprintf(cmd, sizeof cmd, "plot residuals --runs %s --law %s -o %s", url("/ok/runs.jsonl"),
+             url("/ok/fp.law.json"), svg);
     CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, NULL), 0);
     CU_ASSERT_EQUAL(access(svg, R_OK), 0);
-    len = snprintf(cmd, sizeof cmd, "plot residuals --runs %s", url("/ok/nope.jsonl"));
-    snprintf(cmd + len, sizeof cmd - (size_t)len, " --law %s -o %s", url("/ok/fp.law.json"), svg);
+    snprintf(cmd, sizeof cmd, "plot residuals --runs %s --law %s -o %s", url("/ok/nope.jsonl"),
+             url("/ok/fp.law.json"), svg);
     CU_ASSERT_NOT_EQUAL(tu_run_qatplan(cmd, NULL, NULL), 0);
     data_run_list_init(&l);
     CU_ASSERT_EQUAL(data_runs_read(url("/ok/nope.csv"), &l, &err), QP_ERR_NETWORK);
