@@ -46,7 +46,7 @@ int main(int argc, char **argv)
     }
     qp_blas_select_kernels(argc, argv);
     data_law truth;
-    fit_builtin_chinchilla(&truth);
+    law_builtin_chinchilla(&truth);
     fit_synth_options so;
     fit_synth_options_init(&so, DATA_LAW_CHINCHILLA);
     data_run_list runs;

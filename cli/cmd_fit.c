@@ -63,7 +63,7 @@ static qp_status write_synth(const char *path, data_law_form form, const char *l
     } else if (form == DATA_LAW_QAT) {
         fit_synth_true_qat(&truth);
     } else {
-        fit_builtin_chinchilla(&truth);
+        law_builtin_chinchilla(&truth);
     }
     data_run_list runs;
     data_run_list_init(&runs);

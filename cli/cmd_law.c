@@ -41,9 +41,9 @@ int cmd_law(int argc, char **argv)
     qp_error err = {0};
     if (nfiles == 0) {
         data_law laws[3];
-        fit_builtin_chinchilla(&laws[0]);
-        fit_builtin_fraction(&laws[1]);
-        qp_status st = fit_builtin_qat(&laws[2], &err);
+        law_builtin_chinchilla(&laws[0]);
+        law_builtin_fraction(&laws[1]);
+        qp_status st = law_builtin_own(&laws[2], &err);
         if (st) return cli_report(st, &err);
         static const char *titles[3] = {"built-in full-precision law", "built-in QAT-fraction law",
                                         "built-in QAT loss law"};

@@ -112,6 +112,8 @@ typedef enum {
     DATA_LAW_CHINCHILLA = 0, /* E, A, B, alpha, beta: full-precision loss */
     DATA_LAW_QAT,            /* Chinchilla part + three QAT penalty terms (16 coefficients) */
     DATA_LAW_FRACTION,       /* a: f_hat = exp(-a / ln S_total) */
+    DATA_LAW_PENALTY,        /* the qat form's three penalty terms alone (11 coefficients, theta..rho):
+                                composes with any full-precision law of the same units */
     DATA_LAW_FORM_COUNT_
 } data_law_form;
 
@@ -121,6 +123,18 @@ int data_law_ncoef(data_law_form f);
 const char *data_law_coef_name(data_law_form f, int i);
 /* Index of coefficient `name` in form f, or -1. */
 int data_law_coef_index(data_law_form f, const char *name);
+
+/* What a law's loss is measured in. Losses of different units are never compared. */
+typedef enum {
+    DATA_UNITS_UNKNOWN = 0,   /* law files written before units were recorded */
+    DATA_UNITS_NATS_PER_TOKEN,
+    DATA_UNITS_NATS_PER_BYTE, /* byte-level models: a token is a byte */
+    DATA_UNITS_COUNT_
+} data_loss_units;
+
+/* "unknown", "nats_per_token", "nats_per_byte" (the law file's spelling). */
+const char *data_loss_units_name(data_loss_units u);
+qp_status data_loss_units_parse(const char *name, data_loss_units *out, qp_error *err);
 
 typedef struct {
     char source[512];     /* where the data came from ("built-in: ...", file names) */
@@ -142,6 +156,9 @@ typedef struct {
 typedef struct {
     data_law_form form;
     double coef[DATA_LAW_MAX_COEF];
+    data_loss_units units; /* of the loss (or, for a penalty, of the loss it adds to) */
+    int vocab;             /* vocabulary size of the tokenizer; 0 = unknown */
+    char tokenizer[64];    /* e.g. "GPT-2 BPE"; "" = unknown */
     /* Bootstrap: confidence interval per coefficient and the raw samples (row-major,
      * n_samples x ncoef). has_interval = 0 and samples = NULL when not bootstrapped. */
     int has_interval;

@@ -9,7 +9,8 @@
 
 #include "json_util.h"
 
-static const char *form_names[DATA_LAW_FORM_COUNT_] = {"chinchilla", "qat", "fraction"};
+static const char *form_names[DATA_LAW_FORM_COUNT_] = {"chinchilla", "qat", "fraction", "penalty"};
+static const char *unit_names[DATA_UNITS_COUNT_] = {"unknown", "nats_per_token", "nats_per_byte"};
 static const char *chinchilla_coefs[] = {"E", "A", "B", "alpha", "beta"};
 static const char *qat_coefs[] = {"E", "A", "B", "alpha", "beta", "theta", "kappa", "phi",
                                   "chi", "psi", "omega", "lambda", "mu", "xi", "nu", "rho"};
@@ -27,8 +28,23 @@ qp_status data_law_form_parse(const char *name, data_law_form *out, qp_error *er
             *out = (data_law_form)i;
             return QP_OK;
         }
-    return qp_fail(err, QP_ERR_INPUT, "unknown law form '%s': qatplan knows chinchilla, qat and fraction",
+    return qp_fail(err, QP_ERR_INPUT, "unknown law form '%s': qatplan knows chinchilla, qat, fraction and penalty",
                    name);
+}
+
+const char *data_loss_units_name(data_loss_units u)
+{
+    return (unsigned)u < DATA_UNITS_COUNT_ ? unit_names[u] : "unknown";
+}
+
+qp_status data_loss_units_parse(const char *name, data_loss_units *out, qp_error *err)
+{
+    for (int i = 0; i < DATA_UNITS_COUNT_; i++)
+        if (!strcmp(name, unit_names[i])) {
+            *out = (data_loss_units)i;
+            return QP_OK;
+        }
+    return qp_fail(err, QP_ERR_INPUT, "unknown loss unit '%s': use nats_per_token or nats_per_byte", name);
 }
 
 int data_law_ncoef(data_law_form f)
@@ -37,6 +53,7 @@ int data_law_ncoef(data_law_form f)
     case DATA_LAW_CHINCHILLA: return 5;
     case DATA_LAW_QAT: return 16;
     case DATA_LAW_FRACTION: return 1;
+    case DATA_LAW_PENALTY: return 11;
     case DATA_LAW_FORM_COUNT_: break;
     }
     return 0;
@@ -49,6 +66,7 @@ const char *data_law_coef_name(data_law_form f, int i)
     case DATA_LAW_CHINCHILLA: return chinchilla_coefs[i];
     case DATA_LAW_QAT: return qat_coefs[i];
     case DATA_LAW_FRACTION: return fraction_coefs[i];
+    case DATA_LAW_PENALTY: return qat_coefs[5 + i]; /* theta..rho: the qat form's penalty terms */
     case DATA_LAW_FORM_COUNT_: break;
     }
     return NULL;
@@ -128,6 +146,12 @@ char *data_law_to_json(const data_law *law, qp_error *err)
     cJSON_AddStringToObject(o, "form", data_law_form_name(law->form));
     cJSON *c = cJSON_AddObjectToObject(o, "coefficients");
     for (int i = 0; i < n; i++) cJSON_AddItemToObject(c, data_law_coef_name(law->form, i), dj_number(law->coef[i]));
+    if (law->units != DATA_UNITS_UNKNOWN) {
+        cJSON *u = cJSON_AddObjectToObject(o, "units");
+        cJSON_AddStringToObject(u, "loss", data_loss_units_name(law->units));
+        if (law->vocab > 0) cJSON_AddNumberToObject(u, "vocab", law->vocab);
+        if (law->tokenizer[0]) cJSON_AddStringToObject(u, "tokenizer", law->tokenizer);
+    }
     if (law->has_interval) {
         cJSON *iv = cJSON_AddObjectToObject(o, "intervals");
         cJSON_AddNumberToObject(iv, "level", law->ci_level);
@@ -195,6 +219,25 @@ static qp_status get_range(const cJSON *pr, const char *key, double *lo, double 
     return QP_OK;
 }
 
+/* Optional "units": {"loss": "nats_per_token", "vocab": 50304, "tokenizer": "GPT-2 BPE"}. */
+static qp_status parse_units(const cJSON *o, data_law *law, const char *name, qp_error *err)
+{
+    const cJSON *u = cJSON_GetObjectItemCaseSensitive(o, "units");
+    if (!u) return QP_OK;
+    if (!cJSON_IsObject(u)) return qp_fail(err, QP_ERR_PARSE, "%s: \"units\" must be an object", name);
+    char buf[32] = "";
+    qp_status st = dj_get_string(u, "loss", 1, buf, sizeof buf, name, err);
+    if (!st && (st = data_loss_units_parse(buf, &law->units, err))) {
+        qp_error_prefix(err, "%s: ", name);
+        return QP_ERR_PARSE;
+    }
+    long v = 0;
+    if (!st) st = dj_get_int(u, "vocab", 0, 0, 1L << 30, &v, name, err);
+    law->vocab = (int)v;
+    if (!st) st = dj_get_string(u, "tokenizer", 0, law->tokenizer, sizeof law->tokenizer, name, err);
+    return st;
+}
+
 qp_status data_law_parse(const char *json, const char *name, data_law *out, qp_error *err)
 {
     cJSON *o = cJSON_Parse(json);
@@ -243,6 +286,7 @@ qp_status data_law_parse(const char *json, const char *name, data_law *out, qp_e
         }
         if ((st = dj_get_real(c, cn, 1, &law.coef[i], name, err))) goto done;
     }
+    if ((st = parse_units(o, &law, name, err))) goto done;
     const cJSON *iv = cJSON_GetObjectItemCaseSensitive(o, "intervals");
     if (iv) {
         law.has_interval = 1;

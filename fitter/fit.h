@@ -1,5 +1,5 @@
-/* fit.h: the loss law (value and gradient) and fitting it to run records.
- * Public symbols are prefixed fit_. The law's definition: docs/law.md. */
+/* fit.h: fitting loss laws (law/law.h) to run records and to calibration points.
+ * Public symbols are prefixed fit_. Method: docs/fitter.md. */
 #ifndef FIT_H
 #define FIT_H
 
@@ -7,55 +7,8 @@
 #include <stdio.h>
 
 #include "data.h"
+#include "law.h"
 #include "qp.h"
-
-/* ======================================================================== */
-/* The statistic and the closed-form optimal fraction                       */
-/* ======================================================================== */
-
-/* The paper's constant a of f_hat = exp(-a / ln S_total) (natural log). */
-#define FIT_FRACTION_A_PAPER 6.7297
-
-/* Tokens per parameter byte: S = D / (N * B / 8). N = all parameters. */
-double fit_tokens_per_param_byte(double tokens, double n_params, int bits);
-/* Closed-form optimal QAT fraction exp(-a / ln S). NAN when S <= 1 (meaningless there). */
-double fit_fraction_hat(double a, double s_total);
-
-/* ======================================================================== */
-/* The loss law                                                               */
-/* ======================================================================== */
-
-/* One point of the law's domain. bits >= 16 means full precision: the QAT penalty
- * terms are zero and D = d_fp + d_qat is all full-precision training. */
-typedef struct {
-    double n_params; /* N, all parameters */
-    double d_fp;     /* tokens */
-    double d_qat;    /* tokens */
-    int bits;
-} fit_point;
-
-/* Predicted loss (nats/token) of a chinchilla- or qat-form law. NAN for a fraction law
- * or a point outside the domain (non-positive N or D). */
-double fit_law_loss(const data_law *law, const fit_point *x);
-
-/* The law in the fitter's parametrization: theta holds the log of every positive
- * coefficient (E, A, B, theta, phi, lambda) and the exponents as they are, so the law is
- * log L = LSE(terms) with every term linear in theta. Lengths: data_law_ncoef(form). */
-void fit_law_to_theta(const data_law *law, double *theta);
-void fit_theta_to_coef(data_law_form form, const double *theta, double *coef);
-/* 1 if parameter i of the form is fitted in log space. */
-int fit_theta_is_log(data_law_form form, int i);
-/* log L at x for theta; if grad != NULL, also d log L / d theta (length ncoef). */
-double fit_law_log_loss(data_law_form form, const double *theta, const fit_point *x, double *grad);
-
-/* The built-in laws, compiled in (see docs/law.md for provenance):
- * chinchilla form: Epoch AI's replication of Chinchilla (Besiroglu et al. 2024);
- * fraction form: a = 6.7297 (Dremov et al. 2025). */
-void fit_builtin_chinchilla(data_law *out);
-void fit_builtin_fraction(data_law *out);
-/* qat form: the law qatplan fitted to its own sweep (data/laws/own-qat.law.json, compiled in;
- * docs/own-law.md), with its provenance and bootstrap samples. Free with data_law_free. */
-qp_status fit_builtin_qat(data_law *out, qp_error *err);
 
 /* ======================================================================== */
 /* Fitting a law to run records (docs/fitter.md)                            */
@@ -134,8 +87,59 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt, data_law *
 
 /* Summed Huber objective of a chinchilla or qat law on the given points (log residuals),
  * as the fitter minimises it, without the bound penalty. For benchmarks and tests. */
-double fit_huber_objective(const data_law *law, const fit_point *x, const double *loss, size_t n,
+double fit_huber_objective(const data_law *law, const law_point *x, const double *loss, size_t n,
                            double delta);
+
+/* ======================================================================== */
+/* Fitting a penalty law (form penalty) to penalty observations             */
+/* (docs/fitter.md, "Penalty fits"; the reference law: docs/reference-law.md)*/
+/* ======================================================================== */
+
+/* One observed QAT penalty: loss of the quantized model minus the full-precision loss of
+ * the same N and D (nats, in the units of the full-precision law it composes with). */
+typedef struct {
+    law_point x;
+    double penalty;
+    double weight;      /* relative weight in the least-squares fit (1 = default) */
+    char source[48];    /* where it came from, for messages */
+} fit_penalty_point;
+
+typedef struct {
+    double anchor_a;     /* NAN = no fraction anchors; else make f_hat(a) the law's optimum */
+    double anchor_weight;/* weight of an anchor residual (default 1) */
+    int n_starts;        /* Latin hypercube starts (default 48) */
+    int bootstrap;       /* resamples of the observations (default 0) */
+    double ci_level;     /* default 0.95 */
+    uint64_t seed;       /* default 1 */
+    int reproducible;    /* 1: no creation time or code version in the provenance, so the
+                            same inputs give the same file byte for byte */
+    char source[512];    /* provenance source */
+} fit_penalty_options;
+
+void fit_penalty_options_init(fit_penalty_options *o);
+
+typedef struct {
+    double cost;         /* 0.5 * sum of squared weighted residuals at the best start */
+    double rmse_log;     /* of the observations alone */
+    double anchor_max;   /* largest |anchor residual| (0 = f_hat exactly optimal) */
+    int starts, starts_at_best, n_anchors;
+} fit_penalty_report;
+
+/* Fit the penalty form. At least 11 observations. `out` is initialised here. */
+qp_status fit_penalty(const fit_penalty_point *pts, size_t n, const fit_penalty_options *o, data_law *out,
+                      fit_penalty_report *rep, qp_error *err);
+
+/* Penalty observations from run records: each status-ok quantized run minus the
+ * full-precision loss of the same N and D, taken from `fp_law` when given (chinchilla or
+ * qat law) or else from the mean of the matching full-precision runs (N within 2%, D_total
+ * within 5%). Runs without a match, and non-positive penalties (within noise), are
+ * skipped and counted. *pts is malloc'ed. */
+qp_status fit_penalty_points_from_runs(const data_run_list *runs, const data_law *fp_law,
+                                       fit_penalty_point **pts, size_t *n, int *n_unmatched,
+                                       int *n_nonpositive, qp_error *err);
+/* Penalty observations from a CSV file with the header
+ * source,n_params,d_fp,d_qat,bits,penalty,weight[,note] (docs/formats.md). */
+qp_status fit_penalty_points_read(const char *path, fit_penalty_point **pts, size_t *n, qp_error *err);
 
 /* ======================================================================== */
 /* Synthetic runs (docs/fitter.md, "Synthetic runs")                        */

@@ -177,7 +177,7 @@ qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used
                 a->f[q - 1] = tf;
                 a->y[q - 1] = ty;
             }
-        double s = fit_tokens_per_param_byte(a->d, a->n, a->bits);
+        double s = law_tokens_per_param_byte(a->d, a->n, a->bits);
         if (a->nf < 3 || !(s > 1)) continue;
         fit_fraction_group *o = &fg[m];
         o->n_params = a->n;

@@ -37,7 +37,7 @@ typedef struct {
 } fit_problem;
 
 /* Build the problem from points (x, loss) with weights (NULL = all 1). */
-qp_status fit_problem_init(fit_problem *P, data_law_form form, const fit_point *x,
+qp_status fit_problem_init(fit_problem *P, data_law_form form, const law_point *x,
                            const double *loss, size_t n, double delta, int center, qp_error *err);
 void fit_problem_free(fit_problem *P);
 /* The bounds keeping a law physical (docs/fitter.md); E <= e_max (the lowest observed loss). */

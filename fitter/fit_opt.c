@@ -59,7 +59,7 @@ static int distinct(const double *v, size_t n, double *uniq, int *idx)
     return m;
 }
 
-qp_status fit_problem_init(fit_problem *P, data_law_form form, const fit_point *x,
+qp_status fit_problem_init(fit_problem *P, data_law_form form, const law_point *x,
                            const double *loss, size_t n, double delta, int center, qp_error *err)
 {
     memset(P, 0, sizeof *P);

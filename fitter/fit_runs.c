@@ -137,7 +137,7 @@ typedef struct {
     int n, sizes, tokens, q_n, q_sizes, q_bits, q_fracs, q_tokens;
 } fit_census;
 
-static qp_status census(const fit_point *x, const double *w, size_t n, fit_census *c, qp_error *err)
+static qp_status census(const law_point *x, const double *w, size_t n, fit_census *c, qp_error *err)
 {
     memset(c, 0, sizeof *c);
     double *v = malloc(sizeof(double) * (n + 1));
@@ -251,7 +251,7 @@ static double predict_log(const fit_problem *P, const double *u, size_t i)
 /* The model-size group of each point: the size itself, or, with more than 12 distinct
  * sizes, one of 8 log-spaced bins (its geometric centre), so that residuals by size and
  * leave-one-size-out stay meaningful for data with continuous sizes. */
-static void size_groups(const fit_point *x, size_t n, double *key)
+static void size_groups(const law_point *x, size_t n, double *key)
 {
     double mn = INFINITY, mx = -INFINITY;
     for (size_t i = 0; i < n; i++) {
@@ -367,7 +367,7 @@ static void iso_utc_now(char *buf, size_t len)
     strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static void fill_ranges(const fit_point *x, size_t n, data_law_provenance *p)
+static void fill_ranges(const law_point *x, size_t n, data_law_provenance *p)
 {
     p->n_min = p->d_min = p->s_min = INFINITY;
     p->n_max = p->d_max = p->s_max = -INFINITY;
@@ -379,7 +379,7 @@ static void fill_ranges(const fit_point *x, size_t n, data_law_provenance *p)
         if (d < p->d_min) p->d_min = d;
         if (d > p->d_max) p->d_max = d;
         if (x[i].bits < 16) {
-            double s = fit_tokens_per_param_byte(d, x[i].n_params, x[i].bits);
+            double s = law_tokens_per_param_byte(d, x[i].n_params, x[i].bits);
             if (s < p->s_min) p->s_min = s;
             if (s > p->s_max) p->s_max = s;
         }
@@ -480,7 +480,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
     }
 
     size_t n = (size_t)rep->n_used;
-    fit_point *x = malloc(sizeof(fit_point) * (n + 1));
+    law_point *x = malloc(sizeof(law_point) * (n + 1));
     double *loss = malloc(sizeof(double) * (n + 1));
     double *res = malloc(sizeof(double) * (n + 1));
     double *key = malloc(sizeof(double) * (n + 1));
@@ -496,7 +496,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
     for (size_t i = 0; i < runs->n; i++) {
         if (!used[i]) continue;
         const data_run *r = &runs->runs[i];
-        x[m] = (fit_point){r->n_params, r->d_fp, r->d_qat, r->bits};
+        x[m] = (law_point){r->n_params, r->d_fp, r->d_qat, r->bits};
         loss[m] = r->loss;
         if (r->loss < lowest) lowest = r->loss;
         m++;
@@ -536,7 +536,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
         /* Stage 1: the chinchilla part from the full-precision runs (all runs when there are
          * too few), with the grid; stage 2: the whole law from a Latin hypercube over the
          * penalty terms, each start carrying the stage-1 chinchilla part. */
-        fit_point *xf = malloc(sizeof(fit_point) * (n + 1));
+        law_point *xf = malloc(sizeof(law_point) * (n + 1));
         double *lf = malloc(sizeof(double) * (n + 1));
         if (!xf || !lf) {
             free(xf);
@@ -554,7 +554,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
         int fp_ok = census(xf, NULL, nf, &cf, NULL) == QP_OK && nf > 0 &&
                     !unidentified(DATA_LAW_CHINCHILLA, &cf, why, sizeof why);
         if (!fp_ok) {
-            memcpy(xf, x, sizeof(fit_point) * n);
+            memcpy(xf, x, sizeof(law_point) * n);
             memcpy(lf, loss, sizeof(double) * n);
             nf = n;
             for (size_t i = 0; i < n; i++) xf[i].bits = 16; /* chinchilla form on all runs */
@@ -641,7 +641,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
     rep->bounds_active = clamp_to_bounds(&P, u, rep->bound_note, sizeof rep->bound_note);
     rep->best_objective = fit_huber_only(&P, u, NULL);
     fit_u_to_theta(&P, u, theta);
-    fit_theta_to_coef(opt.form, theta, out->coef);
+    law_theta_to_coef(opt.form, theta, out->coef);
     for (int j = 0; j < np; j++)
         if (!isfinite(out->coef[j])) {
             st = qp_fail(err, QP_ERR_NUMERIC, "the fit produced a non-finite %s: the data do not "
@@ -749,7 +749,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
                 if (refit_weighted(&P, ws, low, u, opt.max_iter, uu) != 0) break;
                 fit_u_to_theta(&P, uu, th);
                 double *row = samples + (size_t)k * (size_t)np;
-                fit_theta_to_coef(opt.form, th, row);
+                law_theta_to_coef(opt.form, th, row);
                 int fin = 1;
                 for (int j = 0; j < np; j++) fin &= isfinite(row[j]);
                 okk[k] = fin;
@@ -830,13 +830,13 @@ done_used:
     return st;
 }
 
-double fit_huber_objective(const data_law *law, const fit_point *x, const double *loss, size_t n,
+double fit_huber_objective(const data_law *law, const law_point *x, const double *loss, size_t n,
                            double delta)
 {
     fit_problem P;
     if (fit_problem_init(&P, law->form, x, loss, n, delta, 0, NULL)) return NAN;
     double t[DATA_LAW_MAX_COEF];
-    fit_law_to_theta(law, t);
+    law_to_theta(law, t);
     double f = fit_huber_only(&P, t, NULL);
     fit_problem_free(&P);
     return f;

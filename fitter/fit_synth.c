@@ -72,8 +72,8 @@ static void emit_point(const data_law *truth, const fit_synth_options *o, uint64
     snprintf(r->quantizer, sizeof r->quantizer, "%s", bits >= 16 ? "none" : "lsq");
     snprintf(r->dataset, sizeof r->dataset, "synthetic");
     r->seed = (uint64_t)k;
-    fit_point x = {n, d_fp, d_qat, bits};
-    double loss = fit_law_loss(truth, &x) * exp(o->noise * fit_rng_normal(rng));
+    law_point x = {n, d_fp, d_qat, bits};
+    double loss = law_loss(truth, &x) * exp(o->noise * fit_rng_normal(rng));
     if (fit_rng_uniform(rng) < o->outlier_frac) {
         double m = o->outlier_lo + (o->outlier_hi - o->outlier_lo) * fit_rng_uniform(rng);
         /* upward by default: a broken run reports a higher loss; a lower one than the law

@@ -15,23 +15,54 @@
 qp_status plan_laws_builtin(plan_laws *laws, qp_error *err)
 {
     memset(laws, 0, sizeof *laws);
-    fit_builtin_chinchilla(&laws->fp);
-    fit_builtin_fraction(&laws->fraction);
+    law_builtin_chinchilla(&laws->fp);
+    law_builtin_fraction(&laws->fraction);
     laws->has_fp = laws->has_fraction = 1;
-    snprintf(laws->fp_name, sizeof laws->fp_name, "built-in");
+    snprintf(laws->fp_name, sizeof laws->fp_name, "built-in chinchilla");
     snprintf(laws->fraction_name, sizeof laws->fraction_name, "built-in");
-    qp_status st = fit_builtin_qat(&laws->qat, err);
+    qp_status st = law_builtin_reference(&laws->penalty, err);
     if (st) return st;
-    laws->has_qat = 1;
-    snprintf(laws->qat_name, sizeof laws->qat_name, "built-in");
+    laws->has_penalty = 1;
+    snprintf(laws->penalty_name, sizeof laws->penalty_name, "built-in reference");
     return QP_OK;
 }
 
 void plan_laws_drop_qat(plan_laws *laws)
 {
     if (laws->has_qat) data_law_free(&laws->qat);
-    laws->has_qat = 0;
-    laws->qat_name[0] = 0;
+    if (laws->has_penalty) data_law_free(&laws->penalty);
+    laws->has_qat = laws->has_penalty = 0;
+    laws->qat_name[0] = laws->penalty_name[0] = 0;
+}
+
+/* Put a law in the role its form gives. A qat law and a penalty law are alternatives (a
+ * qat law carries its own full-precision part): the later one replaces the earlier. */
+static qp_status laws_put(plan_laws *laws, data_law *law, const char *name, qp_error *err)
+{
+    data_law *slot = NULL;
+    int *has = NULL;
+    char *dst = NULL;
+    switch (law->form) {
+    case DATA_LAW_CHINCHILLA:
+        slot = &laws->fp, has = &laws->has_fp, dst = laws->fp_name;
+        laws->fp_given = 1;
+        break;
+    case DATA_LAW_FRACTION: slot = &laws->fraction, has = &laws->has_fraction, dst = laws->fraction_name; break;
+    case DATA_LAW_QAT:
+    case DATA_LAW_PENALTY:
+        plan_laws_drop_qat(laws);
+        if (law->form == DATA_LAW_QAT) slot = &laws->qat, has = &laws->has_qat, dst = laws->qat_name;
+        else slot = &laws->penalty, has = &laws->has_penalty, dst = laws->penalty_name;
+        break;
+    case DATA_LAW_FORM_COUNT_:
+        data_law_free(law);
+        return qp_fail(err, QP_ERR_INPUT, "%s: unknown law form", name);
+    }
+    if (*has) data_law_free(slot);
+    *slot = *law;
+    *has = 1;
+    snprintf(dst, sizeof laws->fp_name, "%s", name);
+    return QP_OK;
 }
 
 qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err)
@@ -39,22 +70,38 @@ qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err)
     data_law law;
     qp_status st = data_law_read(path, &law, err);
     if (st) return st;
-    data_law *slot = NULL;
-    int *has = NULL;
-    char *name = NULL;
-    switch (law.form) {
-    case DATA_LAW_CHINCHILLA: slot = &laws->fp; has = &laws->has_fp; name = laws->fp_name; break;
-    case DATA_LAW_FRACTION: slot = &laws->fraction; has = &laws->has_fraction; name = laws->fraction_name; break;
-    case DATA_LAW_QAT: slot = &laws->qat; has = &laws->has_qat; name = laws->qat_name; break;
-    case DATA_LAW_FORM_COUNT_:
-        data_law_free(&law);
-        return qp_fail(err, QP_ERR_INPUT, "%s: unknown law form", path);
+    return laws_put(laws, &law, path, err);
+}
+
+qp_status plan_laws_add_builtin(plan_laws *laws, const char *name, qp_error *err)
+{
+    data_law law;
+    qp_status st = law_builtin_by_name(name, &law, err);
+    if (st) return st;
+    char label[64];
+    snprintf(label, sizeof label, "built-in %s", name);
+    if (law.form == DATA_LAW_CHINCHILLA) { /* the default again, not a law given on purpose */
+        st = laws_put(laws, &law, label, err);
+        laws->fp_given = 0;
+        return st;
     }
-    if (*has) data_law_free(slot);
-    *slot = law;
-    *has = 1;
-    snprintf(name, sizeof laws->fp_name, "%s", path);
-    return QP_OK;
+    return laws_put(laws, &law, label, err);
+}
+
+qp_status plan_laws_add(plan_laws *laws, const char *file_or_name, qp_error *err)
+{
+    static const char *const names[] = {"reference", "own", "chinchilla", "fraction"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(file_or_name, names[i])) return plan_laws_add_builtin(laws, file_or_name, err);
+    return plan_laws_add_file(laws, file_or_name, err);
+}
+
+qp_status plan_laws_model(const plan_laws *laws, law_model *m, qp_error *err)
+{
+    const data_law *pen = laws->has_qat ? &laws->qat : laws->has_penalty ? &laws->penalty : NULL;
+    /* A qat law is its own full-precision reference unless a chinchilla law was given on purpose. */
+    const data_law *fp = laws->has_qat && !laws->fp_given ? &laws->qat : laws->has_fp ? &laws->fp : NULL;
+    return law_model_init(m, fp, pen, err);
 }
 
 void plan_laws_free(plan_laws *laws)
@@ -62,8 +109,8 @@ void plan_laws_free(plan_laws *laws)
     if (!laws) return;
     if (laws->has_fp) data_law_free(&laws->fp);
     if (laws->has_fraction) data_law_free(&laws->fraction);
-    if (laws->has_qat) data_law_free(&laws->qat);
-    laws->has_fp = laws->has_fraction = laws->has_qat = 0;
+    plan_laws_drop_qat(laws);
+    laws->has_fp = laws->has_fraction = 0;
 }
 
 void plan_request_init(plan_request *r)
@@ -79,7 +126,7 @@ void plan_request_init(plan_request *r)
 /* ---- numerical optimum -------------------------------------------------- */
 
 typedef struct {
-    const data_law *law;
+    const law_model *m;
     double n, d;
     int bits;
 } frac_ctx;
@@ -87,11 +134,11 @@ typedef struct {
 static double loss_at_fraction(double f, void *p)
 {
     const frac_ctx *c = p;
-    fit_point x = {c->n, (1 - f) * c->d, f * c->d, c->bits};
-    return fit_law_loss(c->law, &x);
+    law_point x = {c->n, (1 - f) * c->d, f * c->d, c->bits};
+    return law_model_loss(c->m, &x);
 }
 
-static qp_status optimal_fraction_grid(const data_law *qat, double n, double d, int bits, int grid,
+static qp_status optimal_fraction_grid(const law_model *qat, double n, double d, int bits, int grid,
                                        double *f_opt, double *loss_opt, qp_error *err)
 {
     frac_ctx c = {qat, n, d, bits};
@@ -134,18 +181,17 @@ static qp_status optimal_fraction_grid(const data_law *qat, double n, double d, 
     return QP_OK;
 }
 
-qp_status plan_optimal_fraction(const data_law *qat, double n_params, double d_total, int bits,
+qp_status plan_optimal_fraction(const law_model *qat, double n_params, double d_total, int bits,
                                 double *f_opt, double *loss_opt, qp_error *err)
 {
-    if (qat->form != DATA_LAW_QAT)
-        return qp_fail(err, QP_ERR_INPUT, "the optimal fraction needs a qat-form law, not %s",
-                       data_law_form_name(qat->form));
+    if (!qat->penalty)
+        return qp_fail(err, QP_ERR_INPUT, "the optimal fraction needs a QAT law (a penalty or qat law)");
     gsl_set_error_handler_off();
     return optimal_fraction_grid(qat, n_params, d_total, bits, GRID_POINTS, f_opt, loss_opt, err);
 }
 
 typedef struct {
-    const data_law *law;
+    const law_model *m;
     double n, f, target;
     int bits;
 } reach_ctx;
@@ -154,11 +200,11 @@ static double reach_residual(double log_d, void *p)
 {
     const reach_ctx *c = p;
     double d = exp(log_d);
-    fit_point x = {c->n, (1 - c->f) * d, c->f * d, c->bits};
-    return fit_law_loss(c->law, &x) - c->target;
+    law_point x = {c->n, (1 - c->f) * d, c->f * d, c->bits};
+    return law_model_loss(c->m, &x) - c->target;
 }
 
-qp_status plan_tokens_to_reach(const data_law *qat, double n_params, double d_total, int bits,
+qp_status plan_tokens_to_reach(const law_model *qat, double n_params, double d_total, int bits,
                                double fraction, double target, double *tokens, qp_error *err)
 {
     gsl_set_error_handler_off();
@@ -257,39 +303,47 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static qp_status bootstrap_interval(const data_law *qat, plan_row *row, double level, qp_error *err)
+/* Interval of the optimum over the QAT law's bootstrap samples (the full-precision law is
+ * fixed unless the QAT law is its own full-precision reference). */
+static qp_status bootstrap_interval(const law_model *m, plan_row *row, double level, qp_error *err)
 {
-    int n = data_law_ncoef(DATA_LAW_QAT), ns = qat->n_samples;
-    double *f = malloc(sizeof(double) * (size_t)ns), *l = malloc(sizeof(double) * (size_t)ns);
-    if (!f || !l) {
-        free(f);
-        free(l);
-        return qp_fail(err, QP_ERR_NOMEM, "out of memory in the bootstrap interval");
-    }
+    const data_law *q = m->penalty;
+    int n = data_law_ncoef(q->form), ns = q->n_samples;
+    double *f = malloc(sizeof(double) * (size_t)ns * 3);
+    if (!f) return qp_fail(err, QP_ERR_NOMEM, "out of memory in the bootstrap interval");
+    double *l = f + ns, *pen = l + ns;
     data_law s;
-    data_law_init(&s, DATA_LAW_QAT);
+    data_law_init(&s, q->form);
+    s.units = q->units;
+    law_model sm = *m;
+    sm.penalty = &s;
+    if (m->fp == m->penalty) sm.fp = &s;
     int k = 0;
     for (int i = 0; i < ns; i++) {
-        memcpy(s.coef, qat->samples + (size_t)i * (size_t)n, sizeof(double) * (size_t)n);
+        memcpy(s.coef, q->samples + (size_t)i * (size_t)n, sizeof(double) * (size_t)n);
         double fo = 0, lo = 0;
         /* a coarser grid per sample keeps the planner fast; Brent refines it */
-        if (optimal_fraction_grid(&s, row->n_params, row->d_total, row->bits, 201, &fo, &lo, NULL) == QP_OK) {
+        if (optimal_fraction_grid(&sm, row->n_params, row->d_total, row->bits, 201, &fo, &lo, NULL) == QP_OK) {
             f[k] = fo;
             l[k] = lo;
+            pen[k] = law_model_penalty(&sm, &(law_point){row->n_params, (1 - fo) * row->d_total, fo * row->d_total,
+                                                         row->bits});
             k++;
         }
     }
     if (k >= 2) {
         qsort(f, (size_t)k, sizeof(double), cmp_double);
         qsort(l, (size_t)k, sizeof(double), cmp_double);
+        qsort(pen, (size_t)k, sizeof(double), cmp_double);
         double a = (1 - level) / 2;
         row->f_opt_lo = percentile(f, k, a);
         row->f_opt_hi = percentile(f, k, 1 - a);
         row->loss_opt_lo = percentile(l, k, a);
         row->loss_opt_hi = percentile(l, k, 1 - a);
+        row->penalty_lo = percentile(pen, k, a);
+        row->penalty_hi = percentile(pen, k, 1 - a);
     }
     free(f);
-    free(l);
     return QP_OK;
 }
 
@@ -320,83 +374,74 @@ static void set_schedule(const plan_request *req, plan_row *r)
     r->fp_decay_start_step = isfinite(bt) && isfinite(r->fp_decay_start_token) ? floor(r->fp_decay_start_token / bt) : NAN;
 }
 
-qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *out, qp_error *err)
+/* Rows share one law model; a row breaking a physical check is marked invalid. */
+static qp_status plan_row_law(const plan_request *req, const law_model *m, plan_result *out, plan_row *r,
+                              qp_error *err)
 {
-    memset(out, 0, sizeof *out);
-    out->req = *req;
-    out->recommended = -1;
-    gsl_set_error_handler_off();
-    int from_memory = !isfinite(req->n_params);
-    if (from_memory && !isfinite(req->memory_bytes))
-        return qp_fail(err, QP_ERR_USAGE, "give the model size (--params 2.2B) or a memory limit (--memory 1.5GiB)");
-    if (isfinite(req->flops) == isfinite(req->tokens))
-        return qp_fail(err, QP_ERR_USAGE, "give exactly one budget: --budget FLOPs (or GPU-hours) or --tokens");
-    if (req->n_bits < 1) return qp_fail(err, QP_ERR_USAGE, "no bit widths to plan for: --bits needs at least one");
-    if (!(req->decay_frac > 0 && req->decay_frac < 1))
-        return qp_fail(err, QP_ERR_INPUT, "--decay-frac must be in (0, 1)");
-    double a = laws->has_fraction ? laws->fraction.coef[0] : FIT_FRACTION_A_PAPER;
-    for (int i = 0; i < req->n_bits; i++) {
-        plan_row *r = &out->rows[out->n_rows++];
-        memset(r, 0, sizeof *r);
-        r->bits = req->bits[i];
-        r->n_params = from_memory ? req->memory_bytes * 8.0 / r->bits : req->n_params;
-        r->weight_bytes = r->n_params * r->bits / 8.0;
-        r->fits_memory = isfinite(req->memory_bytes) ? r->weight_bytes <= req->memory_bytes * (1 + 1e-12) : -1;
-        double fpt = isfinite(req->flops_per_token) ? req->flops_per_token : 6.0 * r->n_params;
-        r->d_total = isfinite(req->tokens) ? req->tokens : req->flops / fpt;
-        if (!isfinite(r->d_total) || !(r->d_total > 0))
-            return qp_fail(err, QP_ERR_INPUT, "the budget gives %g tokens: it must give a positive finite number", r->d_total);
-        r->s_total = fit_tokens_per_param_byte(r->d_total, r->n_params, r->bits);
-        r->f_hat = fit_fraction_hat(a, r->s_total);
-        if (!isfinite(r->f_hat))
-            warn(out, "S_total = %.3g <= 1 at %d bits: the closed-form fraction is meaningless there (fewer tokens "
-                      "than weight bytes); give a larger budget",
-                 r->s_total, r->bits);
-        r->loss_fp = laws->has_fp ? fit_law_loss(&laws->fp, &(fit_point){r->n_params, r->d_total, 0, 32}) : NAN;
-        if (laws->has_fp) check_range(out, &laws->fp, "full-precision", r->n_params, r->d_total, 32, NAN);
-        if (laws->has_fraction) check_range(out, &laws->fraction, "fraction", r->n_params, r->d_total, r->bits, r->s_total);
-        r->f_opt = r->loss_opt = r->loss_f_hat = r->loss_10pct = r->extra_tokens_10pct = NAN;
-        r->f_opt_lo = r->f_opt_hi = r->loss_opt_lo = r->loss_opt_hi = NAN;
-        r->fraction = r->f_hat;
-        if (laws->has_qat) {
-            qp_status st;
-            check_range(out, &laws->qat, "QAT", r->n_params, r->d_total, r->bits, r->s_total);
-            if ((st = plan_optimal_fraction(&laws->qat, r->n_params, r->d_total, r->bits, &r->f_opt, &r->loss_opt, err)))
-                return st;
-            if (isfinite(r->f_hat))
-                r->loss_f_hat = loss_at_fraction(r->f_hat, &(frac_ctx){&laws->qat, r->n_params, r->d_total, r->bits});
-            r->loss_10pct = loss_at_fraction(0.1, &(frac_ctx){&laws->qat, r->n_params, r->d_total, r->bits});
-            if ((st = plan_tokens_to_reach(&laws->qat, r->n_params, r->d_total, r->bits, 0.1, r->loss_opt,
-                                           &r->extra_tokens_10pct, err)))
-                return st;
-            r->extra_tokens_10pct -= r->d_total;
-            if (r->extra_tokens_10pct < 0) r->extra_tokens_10pct = 0;
-            if (laws->qat.n_samples >= 2) {
-                double level = laws->qat.has_interval && laws->qat.ci_level > 0 ? laws->qat.ci_level : 0.95;
-                if ((st = bootstrap_interval(&laws->qat, r, level, err))) return st;
-            }
-            r->fraction = r->f_opt;
-        }
-        if (isfinite(r->fraction)) {
-            r->d_qat = r->fraction * r->d_total;
-            r->d_fp = r->d_total - r->d_qat;
-        } else {
-            r->d_qat = r->d_fp = NAN;
-        }
-        if (isfinite(r->fraction)) set_schedule(req, r);
-        else {
-            r->schedule = r->bits >= 3 ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
-            r->qat_start_token = r->decay_start_token = r->fp_decay_start_token = NAN;
-            r->qat_start_step = r->decay_start_step = r->fp_decay_start_step = NAN;
+    qp_status st;
+    (void)req;
+    if ((st = plan_optimal_fraction(m, r->n_params, r->d_total, r->bits, &r->f_opt, &r->loss_opt, err))) return st;
+    frac_ctx c = {m, r->n_params, r->d_total, r->bits};
+    law_point opt = {r->n_params, (1 - r->f_opt) * r->d_total, r->f_opt * r->d_total, r->bits};
+    r->penalty = law_model_penalty(m, &opt);
+    if (isfinite(r->f_hat)) r->loss_f_hat = loss_at_fraction(r->f_hat, &c);
+    r->loss_10pct = loss_at_fraction(0.1, &c);
+    if ((st = plan_tokens_to_reach(m, r->n_params, r->d_total, r->bits, 0.1, r->loss_opt, &r->extra_tokens_10pct,
+                                   err)))
+        return st;
+    r->extra_tokens_10pct -= r->d_total;
+    if (r->extra_tokens_10pct < 0) r->extra_tokens_10pct = 0;
+    if (m->penalty->n_samples >= 2) {
+        double level = m->penalty->has_interval && m->penalty->ci_level > 0 ? m->penalty->ci_level : 0.95;
+        if ((st = bootstrap_interval(m, r, level, err))) return st;
+    }
+    r->fraction = r->f_opt;
+    /* The checks at the optimum, at f_hat and at 10%: any physically impossible number disqualifies the row. */
+    const double fs[3] = {r->f_opt, r->f_hat, 0.1};
+    for (int k = 0; k < 3 && r->valid; k++) {
+        if (!isfinite(fs[k])) continue;
+        law_point x = {r->n_params, (1 - fs[k]) * r->d_total, fs[k] * r->d_total, r->bits};
+        if (law_check_point(m, &x, r->invalid_reason, sizeof r->invalid_reason) != LAW_CHECK_OK) {
+            r->valid = 0;
+            warn(out, "%d bits is not recommended: %s", r->bits, r->invalid_reason);
         }
     }
-    /* Recommend: with a qat law, the lowest predicted loss among rows that fit memory. */
-    if (laws->has_qat) {
-        out->ranked = 1;
+    return QP_OK;
+}
+
+static void row_init(const plan_request *req, plan_row *r, int bits, int from_memory)
+{
+    memset(r, 0, sizeof *r);
+    r->bits = bits;
+    r->valid = 1;
+    r->n_params = from_memory ? req->memory_bytes * 8.0 / r->bits : req->n_params;
+    r->weight_bytes = r->n_params * r->bits / 8.0;
+    r->fits_memory = isfinite(req->memory_bytes) ? r->weight_bytes <= req->memory_bytes * (1 + 1e-12) : -1;
+    r->f_opt = r->loss_opt = r->loss_f_hat = r->loss_10pct = r->extra_tokens_10pct = r->penalty = NAN;
+    r->f_opt_lo = r->f_opt_hi = r->loss_opt_lo = r->loss_opt_hi = r->penalty_lo = r->penalty_hi = NAN;
+}
+
+static void row_split(const plan_request *req, plan_row *r)
+{
+    if (isfinite(r->fraction)) {
+        r->d_qat = r->fraction * r->d_total;
+        r->d_fp = r->d_total - r->d_qat;
+        set_schedule(req, r);
+    } else {
+        r->d_qat = r->d_fp = NAN;
+        r->schedule = r->bits >= 3 ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
+        r->qat_start_token = r->decay_start_token = r->fp_decay_start_token = NAN;
+        r->qat_start_step = r->decay_start_step = r->fp_decay_start_step = NAN;
+    }
+}
+
+static void recommend(const plan_request *req, plan_result *out)
+{
+    if (out->ranked) { /* the lowest predicted loss among valid rows that fit memory */
         double best = INFINITY;
         for (int i = 0; i < out->n_rows; i++) {
             const plan_row *r = &out->rows[i];
-            if (r->fits_memory == 0 || !isfinite(r->loss_opt)) continue;
+            if (r->fits_memory == 0 || !r->valid || !isfinite(r->loss_opt)) continue;
             if (r->loss_opt < best) {
                 best = r->loss_opt;
                 out->recommended = i;
@@ -404,14 +449,67 @@ qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *
         }
         if (out->recommended < 0 && isfinite(req->memory_bytes))
             warn(out, "no bit width fits the memory limit: the smallest weights need %.3g bytes", out->rows[0].weight_bytes);
-    } else {
-        int candidates = 0, last = -1;
-        for (int i = 0; i < out->n_rows; i++)
-            if (out->rows[i].fits_memory != 0 && isfinite(out->rows[i].fraction)) {
-                candidates++;
-                last = i;
-            }
-        if (candidates == 1) out->recommended = last; /* one bit width asked for: plan it */
+        return;
     }
+    int candidates = 0, last = -1;
+    for (int i = 0; i < out->n_rows; i++)
+        if (out->rows[i].fits_memory != 0 && isfinite(out->rows[i].fraction)) {
+            candidates++;
+            last = i;
+        }
+    if (candidates == 1) out->recommended = last; /* one bit width asked for: plan it */
+}
+
+static qp_status check_request(const plan_request *req, qp_error *err)
+{
+    if (!isfinite(req->n_params) && !isfinite(req->memory_bytes))
+        return qp_fail(err, QP_ERR_USAGE, "give the model size (--params 2.2B) or a memory limit (--memory 1.5GiB)");
+    if (isfinite(req->flops) == isfinite(req->tokens))
+        return qp_fail(err, QP_ERR_USAGE, "give exactly one budget: --budget FLOPs (or GPU-hours) or --tokens");
+    if (req->n_bits < 1) return qp_fail(err, QP_ERR_USAGE, "no bit widths to plan for: --bits needs at least one");
+    if (!(req->decay_frac > 0 && req->decay_frac < 1))
+        return qp_fail(err, QP_ERR_INPUT, "--decay-frac must be in (0, 1)");
+    return QP_OK;
+}
+
+qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *out, qp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->req = *req;
+    out->recommended = -1;
+    gsl_set_error_handler_off();
+    qp_status st = check_request(req, err);
+    if (st) return st;
+    law_model m;
+    int has_model = laws->has_fp || laws->has_qat;
+    if (has_model && (st = plan_laws_model(laws, &m, err))) return st;
+    out->units = has_model ? m.units : DATA_UNITS_UNKNOWN;
+    out->ranked = has_model && m.penalty != NULL;
+    int from_memory = !isfinite(req->n_params);
+    double a = laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER;
+    for (int i = 0; i < req->n_bits; i++) {
+        plan_row *r = &out->rows[out->n_rows++];
+        row_init(req, r, req->bits[i], from_memory);
+        double fpt = isfinite(req->flops_per_token) ? req->flops_per_token : 6.0 * r->n_params;
+        r->d_total = isfinite(req->tokens) ? req->tokens : req->flops / fpt;
+        if (!isfinite(r->d_total) || !(r->d_total > 0))
+            return qp_fail(err, QP_ERR_INPUT, "the budget gives %g tokens: it must give a positive finite number", r->d_total);
+        r->s_total = law_tokens_per_param_byte(r->d_total, r->n_params, r->bits);
+        r->f_hat = law_fraction_hat(a, r->s_total);
+        if (!isfinite(r->f_hat))
+            warn(out, "S_total = %.3g <= 1 at %d bits: the closed-form fraction is meaningless there (fewer tokens "
+                      "than weight bytes); give a larger budget",
+                 r->s_total, r->bits);
+        r->loss_fp = has_model ? law_model_loss_fp(&m, r->n_params, r->d_total) : NAN;
+        if (has_model) check_range(out, m.fp, "full-precision", r->n_params, r->d_total, LAW_FP_BITS, NAN);
+        if (laws->has_fraction) check_range(out, &laws->fraction, "fraction", r->n_params, r->d_total, r->bits, r->s_total);
+        r->fraction = r->f_hat;
+        if (out->ranked) {
+            check_range(out, m.penalty, "QAT", r->n_params, r->d_total, r->bits, r->s_total);
+            if ((st = plan_row_law(req, &m, out, r, err))) return st;
+        }
+        row_split(req, r);
+    }
+    recommend(req, out);
     return QP_OK;
 }

@@ -7,27 +7,38 @@
 #include <stdio.h>
 
 #include "data.h"
-#include "fit.h"
+#include "law.h"
 #include "qp.h"
 
 #define PLAN_MAX_BITS 16
-#define PLAN_MAX_WARNINGS 16
+#define PLAN_MAX_WARNINGS 32
 
-/* The laws a plan uses, by role. The built-in set has all three: fp (Epoch AI's Chinchilla
- * fit), fraction (the paper's a) and qat (fitted to qatplan's own sweep). */
+/* The laws a plan uses, by role. The built-in set: fp (Epoch AI's Chinchilla fit, nats per
+ * token), fraction (the paper's a) and penalty (the reference QAT penalty, docs/reference-law.md).
+ * A qat law (e.g. the built-in "own") replaces the penalty and is its own full-precision
+ * reference unless a chinchilla law was given on purpose (fp_given). */
 typedef struct {
     data_law fp;        /* chinchilla form: full-precision loss */
     data_law fraction;  /* fraction form: the constant a of f_hat */
-    data_law qat;       /* qat form: ranks bit widths and finds the law-optimal fraction */
-    int has_fp, has_fraction, has_qat;
-    char fp_name[256], fraction_name[256], qat_name[256]; /* "built-in" or the file */
+    data_law penalty;   /* penalty form: the QAT penalty over the fp law */
+    data_law qat;       /* qat form: a whole QAT law (full-precision part and penalty) */
+    int has_fp, has_fraction, has_penalty, has_qat;
+    int fp_given;       /* the chinchilla law was given with --law, not the default */
+    char fp_name[256], fraction_name[256], penalty_name[256], qat_name[256]; /* "built-in ..." or the file */
 } plan_laws;
 
 qp_status plan_laws_builtin(plan_laws *laws, qp_error *err); /* fails only on a broken build */
-/* Plan without a qat law: the fraction from the closed form, no ranking of bit widths. */
+/* Plan without a QAT law (penalty or qat): the fraction from the closed form, no ranking. */
 void plan_laws_drop_qat(plan_laws *laws);
-/* Read a law file and put it in the role its form gives, replacing that role's law. */
+/* Read a law file and put it in the role its form gives, replacing that role's law (a qat
+ * law and a penalty law replace each other). */
 qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err);
+/* The same for a built-in law by name (reference, own, chinchilla, fraction). */
+qp_status plan_laws_add_builtin(plan_laws *laws, const char *name, qp_error *err);
+/* A built-in name or else a file. */
+qp_status plan_laws_add(plan_laws *laws, const char *file_or_name, qp_error *err);
+/* The model the plan evaluates: refuses laws of different units. */
+qp_status plan_laws_model(const plan_laws *laws, law_model *m, qp_error *err);
 void plan_laws_free(plan_laws *laws); /* safe on NULL */
 
 typedef struct {
@@ -53,9 +64,13 @@ typedef struct {
     double d_total;         /* tokens */
     double s_total;         /* D_total / (N*B/8) */
     double f_hat;           /* closed-form optimal fraction; NAN when S_total <= 1 */
-    double loss_fp;         /* full-precision loss the fp law predicts at (N, D_total) */
-    /* With a qat law (NAN otherwise): */
+    double loss_fp;         /* full-precision loss at (N, D_total), the plan's units */
+    /* With a QAT law (NAN otherwise): */
     double f_opt;           /* law-optimal fraction in [0,1] */
+    double penalty;         /* loss_opt - loss_fp: the QAT penalty at f_opt */
+    double penalty_lo, penalty_hi; /* bootstrap interval of the penalty; NAN without samples */
+    int valid;              /* 0: a prediction of this row breaks a physical check */
+    char invalid_reason[256];
     double loss_opt;        /* predicted loss of the quantized model at f_opt */
     double loss_f_hat;      /* ... at f_hat */
     double loss_10pct;      /* ... with the 10% rule */
@@ -73,7 +88,8 @@ typedef struct {
     plan_request req;
     plan_row rows[PLAN_MAX_BITS];
     int n_rows;
-    int ranked;        /* 1 when a qat law ranked the bit widths */
+    int ranked;        /* 1 when a QAT law ranked the bit widths */
+    data_loss_units units; /* of every loss in the plan */
     int recommended;   /* row index, or -1 when no recommendation can be made */
     char warnings[PLAN_MAX_WARNINGS][384];
     int n_warnings;
@@ -83,11 +99,11 @@ qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *
 
 /* Law-optimal QAT fraction for one (N, D_total, bits): the best of a 1001-point grid on
  * [0, 1] refined by Brent's method, so never worse than any grid point. */
-qp_status plan_optimal_fraction(const data_law *qat, double n_params, double d_total, int bits,
+qp_status plan_optimal_fraction(const law_model *qat, double n_params, double d_total, int bits,
                                 double *f_opt, double *loss_opt, qp_error *err);
 /* Tokens D' >= d_total at which the 10% rule (f = 0.1) reaches `target` loss; INFINITY
  * when no amount of tokens does (the law's floor at f = 0.1 is above target). */
-qp_status plan_tokens_to_reach(const data_law *qat, double n_params, double d_total, int bits,
+qp_status plan_tokens_to_reach(const law_model *qat, double n_params, double d_total, int bits,
                                double fraction, double target, double *tokens, qp_error *err);
 
 void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws);

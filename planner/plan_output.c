@@ -81,7 +81,7 @@ void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
     fprintf(f, "Laws: full-precision loss: %s (%s)\n", laws->has_fp ? laws->fp_name : "none",
             laws->has_fp ? data_law_form_name(laws->fp.form) : "-");
     fprintf(f, "      optimal fraction: %s (a = %.4f)\n", laws->has_fraction ? laws->fraction_name : "paper constant",
-            laws->has_fraction ? laws->fraction.coef[0] : FIT_FRACTION_A_PAPER);
+            laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER);
     fprintf(f, "      QAT loss law: %s\n", laws->has_qat ? laws->qat_name : "none (ranking bit widths needs one)");
     fprintf(f, "\n");
     if (res->ranked) {

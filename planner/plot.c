@@ -334,10 +334,23 @@ double plan_best_fraction(const double *f, const double *l, int n)
     return v;
 }
 
+/* A QAT law for plotting: a qat law alone, or a penalty law over Epoch's chinchilla law. */
+static qp_status plot_model(const data_law *qat, data_law *chin, law_model *m, qp_error *err)
+{
+    law_builtin_chinchilla(chin);
+    if (!qat) return QP_OK;
+    if (qat->form != DATA_LAW_QAT && qat->form != DATA_LAW_PENALTY)
+        return qp_fail(err, QP_ERR_INPUT, "a %s law cannot give the optimal fraction: give a qat or penalty law",
+                       data_law_form_name(qat->form));
+    return law_model_init(m, qat->form == DATA_LAW_QAT ? qat : chin, qat, err);
+}
+
 /* ---- (a) loss against QAT fraction ------------------------------------- */
 
 typedef struct {
     const data_law *qat;
+    law_model m;     /* the qat law, or a penalty law over the built-in chinchilla law */
+    data_law chin;
     const data_run_list *runs;
     double n, d;
     int bits[PLAN_MAX_BITS];
@@ -379,8 +392,8 @@ static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
             int np = 0;
             for (int k = 0; k <= 200; k++) {
                 double fr = k / 200.0;
-                fit_point x = {a->n, (1 - fr) * a->d, fr * a->d, b};
-                double l = fit_law_loss(a->qat, &x);
+                law_point x = {a->n, (1 - fr) * a->d, fr * a->d, b};
+                double l = law_model_loss(&a->m, &x);
                 if (isfinite(l)) fprintf(f, "%.6f %.10g\n", fr, l), np++;
             }
             fclose(f);
@@ -391,7 +404,7 @@ static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
             }
             double fo, lo;
             qp_error e2 = {0};
-            if (plan_optimal_fraction(a->qat, a->n, a->d, b, &fo, &lo, &e2) == QP_OK && isfinite(lo)) {
+            if (plan_optimal_fraction(&a->m, a->n, a->d, b, &fo, &lo, &e2) == QP_OK && isfinite(lo)) {
                 f = ctx_data(c, path, sizeof path);
                 if (!f) return qp_fail(err, QP_ERR_IO, "cannot write plot data in %s", c->dir);
                 fprintf(f, "%.6f %.10g\n", fo, lo);
@@ -431,6 +444,8 @@ qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs
 {
     lf_arg a = {0};
     a.qat = qat;
+    qp_status mst = plot_model(qat, &a.chin, &a.m, err);
+    if (mst) return mst;
     a.runs = runs;
     a.n = n_params;
     a.d = d_total;
@@ -480,11 +495,15 @@ qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs
 
 typedef struct {
     const data_law *qat, *fraction;
+    law_model m;
+    data_law chin;
     const data_run_list *runs;
     double n;
     int bits[PLAN_MAX_BITS];
     int nb;
 } of_arg;
+
+
 
 typedef struct {
     double n, d;
@@ -501,7 +520,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
     for (size_t i = 0; a->runs && i < a->runs->n; i++) {
         const data_run *r = &a->runs->runs[i];
         if (!usable(r) || r->bits >= 16) continue;
-        double s = fit_tokens_per_param_byte(data_run_tokens(r), r->n_params, r->bits);
+        double s = law_tokens_per_param_byte(data_run_tokens(r), r->n_params, r->bits);
         if (s > 1.5 && s / 2 < s_lo) s_lo = fmax(1.5, s / 2);
         if (s * 2 > s_hi) s_hi = s * 2;
     }
@@ -509,14 +528,14 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
     fprintf(g, "set xlabel \"S_{total} = D_{total} / (N B / 8)   (tokens per parameter byte)\"\n");
     fprintf(g, "set ylabel \"optimal QAT fraction\"\nset yrange [-0.02:1.02]\nset xrange [%g:%g]\n", s_lo, s_hi);
     /* closed forms */
-    double as[2] = {FIT_FRACTION_A_PAPER, a->fraction ? a->fraction->coef[0] : NAN};
+    double as[2] = {LAW_FRACTION_A_PAPER, a->fraction ? a->fraction->coef[0] : NAN};
     for (int k = 0; k < 2; k++) {
         if (!isfinite(as[k]) || (k == 1 && fabs(as[1] - as[0]) < 1e-9)) continue;
         FILE *f = ctx_data(c, path, sizeof path);
         if (!f) return qp_fail(err, QP_ERR_IO, "cannot write plot data in %s", c->dir);
         for (int i = 0; i <= 200; i++) {
             double s = exp(log(s_lo) + (log(s_hi) - log(s_lo)) * i / 200.0);
-            double fh = fit_fraction_hat(as[k], s);
+            double fh = law_fraction_hat(as[k], s);
             if (isfinite(fh)) fprintf(f, "%.6g %.6g\n", s, fh);
         }
         fclose(f);
@@ -533,7 +552,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
             double s = exp(log(s_lo) + (log(s_hi) - log(s_lo)) * i / 60.0);
             double d = s * a->n * b / 8.0, fo, lo;
             qp_error e2 = {0};
-            if (plan_optimal_fraction(a->qat, a->n, d, b, &fo, &lo, &e2) == QP_OK && isfinite(fo))
+            if (plan_optimal_fraction(&a->m, a->n, d, b, &fo, &lo, &e2) == QP_OK && isfinite(fo))
                 fprintf(f, "%.6g %.6g\n", s, fo), np++;
         }
         fclose(f);
@@ -590,7 +609,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
                             t = ls[y]; ls[y] = ls[y - 1]; ls[y - 1] = t;
                         }
                     double best = plan_best_fraction(fr, ls, nf);
-                    double s = fit_tokens_per_param_byte(data_run_tokens(r), r->n_params, r->bits);
+                    double s = law_tokens_per_param_byte(data_run_tokens(r), r->n_params, r->bits);
                     if (!f && !(f = ctx_data(c, path, sizeof path))) return qp_fail(err, QP_ERR_IO, "cannot write plot data in %s", c->dir);
                     fprintf(f, "%.6g %.6g\n", s, best);
                     np++;
@@ -609,12 +628,12 @@ qp_status plan_plot_optimal_fraction(const data_law *qat, const data_law *fracti
                                      const data_run_list *runs, double n_params, const int *bits,
                                      int n_bits, const plan_plot_opts *o, qp_error *err)
 {
-    if (qat && qat->form != DATA_LAW_QAT)
-        return qp_fail(err, QP_ERR_INPUT, "a %s law cannot give the optimal fraction: give a qat-form law", data_law_form_name(qat->form));
     if (fraction && fraction->form != DATA_LAW_FRACTION)
         return qp_fail(err, QP_ERR_INPUT, "expected a fraction-form law, got %s", data_law_form_name(fraction->form));
     of_arg a = {0};
     a.qat = qat;
+    qp_status mst = plot_model(qat, &a.chin, &a.m, err);
+    if (mst) return mst;
     a.fraction = fraction;
     a.runs = runs;
     a.n = n_params;
@@ -670,8 +689,8 @@ static qp_status rs_body(plot_ctx *c, void *p, qp_error *err)
         for (size_t i = 0; i < a->runs->n; i++) {
             const data_run *r = &a->runs->runs[i];
             if (!usable(r) || r->bits != a->bits[bi]) continue;
-            fit_point x = {r->n_params, r->d_fp, r->d_qat, r->bits};
-            double pred = fit_law_loss(a->law, &x);
+            law_point x = {r->n_params, r->d_fp, r->d_qat, r->bits};
+            double pred = law_loss(a->law, &x);
             if (!(pred > 0) || !isfinite(pred)) continue;
             double res = log(r->loss) - log(pred);
             if (!f && !(f = ctx_data(c, path, sizeof path))) return qp_fail(err, QP_ERR_IO, "cannot write plot data in %s", c->dir);

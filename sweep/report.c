@@ -84,8 +84,8 @@ qp_status sweep_write_report(const char *path, const sweep_grid *g, const sweep_
             const data_run *r = &res->runs.runs[i];
             if (r->status != DATA_RUN_OK) continue;
             if (law->form == DATA_LAW_CHINCHILLA && r->bits < 16) continue;
-            fit_point x = {r->n_params, r->d_fp, r->d_qat, r->bits};
-            double pred = fit_law_loss(law, &x);
+            law_point x = {r->n_params, r->d_fp, r->d_qat, r->bits};
+            double pred = law_loss(law, &x);
             double d = data_run_tokens(r), fr = d > 0 ? r->d_qat / d : NAN;
             double resid = log(r->loss) - log(pred);
             fprintf(f, "%-56s %10.4g %10.4g %4d %6.3f %-8s %9.4f %9.4f %+9.4f\n", r->run_id, r->n_params, d, r->bits,

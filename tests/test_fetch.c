@@ -401,7 +401,7 @@ static void test_url_inputs(void)
     for (size_t i = 0; i < l.n; i++) CU_ASSERT_EQUAL(data_run_append(p, &l.runs[i], &err), QP_OK);
     data_run_list_free(&l);
     data_law fp_law;
-    fit_builtin_chinchilla(&fp_law);
+    law_builtin_chinchilla(&fp_law);
     snprintf(p, sizeof p, "%s/fp.law.json", srv_dir);
     CU_ASSERT_EQUAL(data_law_write(p, &fp_law, &err), QP_OK);
     data_law_free(&fp_law);
@@ -421,7 +421,7 @@ static void test_url_inputs(void)
 
     /* a law over http */
     data_law law, back;
-    fit_builtin_chinchilla(&law);
+    law_builtin_chinchilla(&law);
     snprintf(p, sizeof p, "%s/law.json", srv_dir);
     CU_ASSERT_EQUAL_FATAL(data_law_write(p, &law, &err), QP_OK);
     CU_ASSERT_EQUAL_FATAL(data_law_read(url("/flaky/law.json"), &back, &err), QP_OK);

@@ -13,12 +13,15 @@
 #include "plan.h"
 #include "testutil.h"
 
+/* The model of a qat-form law, for the planner's numerical functions. */
+#define QM(law) (&(law_model){(law), (law), DATA_UNITS_UNKNOWN, 0})
+
 static void synth(data_law_form form, int n, double noise, double outliers, uint64_t seed,
                   data_run_list *runs)
 {
     data_law truth;
     if (form == DATA_LAW_QAT) fit_synth_true_qat(&truth);
-    else fit_builtin_chinchilla(&truth);
+    else law_builtin_chinchilla(&truth);
     fit_synth_options so;
     fit_synth_options_init(&so, form);
     so.n_runs = n;
@@ -52,11 +55,11 @@ static void check_gradient(data_law_form form, int center)
     data_run_list runs;
     synth(form, form == DATA_LAW_QAT ? 200 : 60, 0.01, 0, 3, &runs);
     size_t n = runs.n;
-    fit_point *x = malloc(n * sizeof *x);
+    law_point *x = malloc(n * sizeof *x);
     double *loss = malloc(n * sizeof *loss);
     for (size_t i = 0; i < n; i++) {
         const data_run *r = &runs.runs[i];
-        x[i] = (fit_point){r->n_params, r->d_fp, r->d_qat, r->bits};
+        x[i] = (law_point){r->n_params, r->d_fp, r->d_qat, r->bits};
         loss[i] = r->loss;
     }
     fit_problem P;
@@ -65,9 +68,9 @@ static void check_gradient(data_law_form form, int center)
     fit_problem_set_bounds(&P, 100.0); /* E far below its bound: no penalty term */
     data_law t;
     if (form == DATA_LAW_QAT) fit_synth_true_qat(&t);
-    else fit_builtin_chinchilla(&t);
+    else law_builtin_chinchilla(&t);
     double th[16], u[16], g[16], up[16];
-    fit_law_to_theta(&t, th);
+    law_to_theta(&t, th);
     fit_theta_to_u(&P, th, u);
     for (int j = 0; j < P.np; j++) u[j] += 0.03 * (j % 3 - 1); /* off the optimum; E above its bound */
     double back[16];
@@ -123,17 +126,17 @@ static void test_kernel_accuracy(void)
     CU_ASSERT(worst_e < 1e-15);
     CU_ASSERT(worst_l < 1e-15);
     data_law t;
-    fit_builtin_chinchilla(&t);
-    fit_point x[4] = {{1e8, 2e9, 0, 16}, {1e9, 2e10, 0, 16}, {3e8, 1e10, 0, 16}, {1e5, 1e6, 0, 16}};
+    law_builtin_chinchilla(&t);
+    law_point x[4] = {{1e8, 2e9, 0, 16}, {1e9, 2e10, 0, 16}, {3e8, 1e10, 0, 16}, {1e5, 1e6, 0, 16}};
     double loss[4] = {3.1, 2.6, 2.9, 5.5};
     fit_problem P;
     CU_ASSERT_EQUAL_FATAL(fit_problem_init(&P, DATA_LAW_CHINCHILLA, x, loss, 4, 1e-3, 0, NULL), QP_OK);
     double th[5], g[5];
-    fit_law_to_theta(&t, th);
+    law_to_theta(&t, th);
     double fk = fit_kernel_chinchilla(4, P.zn, P.zd, P.y, P.w, th, 1e-3, g);
     double fl = 0;
     for (int i = 0; i < 4; i++) {
-        double r = log(fit_law_loss(&t, &x[i])) - log(loss[i]), a = fabs(r);
+        double r = log(law_loss(&t, &x[i])) - log(loss[i]), a = fabs(r);
         fl += a <= 1e-3 ? 0.5 * r * r : 1e-3 * (a - 0.5e-3);
     }
     CU_ASSERT_DOUBLE_EQUAL(fk, fl, 1e-13 * fl);
@@ -141,11 +144,11 @@ static void test_kernel_accuracy(void)
     /* the qat form through the log-sum-exp kernel, against law.c (libm) point by point */
     data_law q;
     fit_synth_true_qat(&q);
-    fit_point xq[5] = {{1e8, 2e9, 0, 16}, {1e8, 1.6e9, 4e8, 4}, {3e8, 0, 6e9, 2}, {1e9, 1e10, 0, 1},
+    law_point xq[5] = {{1e8, 2e9, 0, 16}, {1e8, 1.6e9, 4e8, 4}, {3e8, 0, 6e9, 2}, {1e9, 1e10, 0, 1},
                        {5e7, 9e8, 1e8, 6}};
     double lq[5] = {3.0, 3.2, 3.1, 4.0, 3.3}, want = 0;
     for (int i = 0; i < 5; i++) {
-        double r = log(fit_law_loss(&q, &xq[i])) - log(lq[i]), a = fabs(r);
+        double r = log(law_loss(&q, &xq[i])) - log(lq[i]), a = fabs(r);
         want += a <= 1e-3 ? 0.5 * r * r : 1e-3 * (a - 0.5e-3);
     }
     CU_ASSERT_DOUBLE_EQUAL(fit_huber_objective(&q, xq, lq, 5, 1e-3), want, 1e-13 * want);
@@ -154,13 +157,13 @@ static void test_kernel_accuracy(void)
 static void test_huber_objective_by_hand(void)
 {
     data_law t;
-    fit_builtin_chinchilla(&t);
-    fit_point x[3] = {{1e8, 2e9, 0, 16}, {1e9, 2e10, 0, 16}, {3e8, 1e10, 0, 16}};
+    law_builtin_chinchilla(&t);
+    law_point x[3] = {{1e8, 2e9, 0, 16}, {1e9, 2e10, 0, 16}, {3e8, 1e10, 0, 16}};
     double loss[3];
     const double r[3] = {0.0005, -0.002, 0.01}; /* log residuals: inside and outside delta */
     double want = 0;
     for (int i = 0; i < 3; i++) {
-        loss[i] = fit_law_loss(&t, &x[i]) * exp(r[i]);
+        loss[i] = law_loss(&t, &x[i]) * exp(r[i]);
         double a = fabs(r[i]);
         want += a <= 1e-3 ? 0.5 * a * a : 1e-3 * (a - 0.5e-3);
     }
@@ -341,7 +344,7 @@ static void test_fraction_form(void)
     for (int j = 0; j < rep.n_groups; j++) {
         const fit_fraction_group *g = &rep.groups[j];
         double f, l;
-        CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(&truth, g->n_params, g->d_total, g->bits, &f, &l, &err), QP_OK);
+        CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(QM(&truth), g->n_params, g->d_total, g->bits, &f, &l, &err), QP_OK);
         worst = fmax(worst, fabs(g->f_best - f));
         if (fabs(g->f_best - f) > 0.03)
             printf("  N %.3g D %.3g bits %d S %.1f: argmin %.2f best %.3f law-optimal %.3f\n", g->n_params,
@@ -423,7 +426,7 @@ static void test_degenerate_never_nan(void)
 static void test_synth_generator(void)
 {
     data_law t;
-    fit_builtin_chinchilla(&t);
+    law_builtin_chinchilla(&t);
     data_run_list runs;
     synth(DATA_LAW_CHINCHILLA, 2000, 0.01, 0.1, 12, &runs);
     CU_ASSERT_EQUAL_FATAL(runs.n, 2000);
@@ -431,8 +434,8 @@ static void test_synth_generator(void)
     int n_in = 0, n_out = 0;
     for (size_t i = 0; i < runs.n; i++) {
         const data_run *r = &runs.runs[i];
-        fit_point x = {r->n_params, r->d_fp, r->d_qat, r->bits};
-        double res = log(r->loss / fit_law_loss(&t, &x));
+        law_point x = {r->n_params, r->d_fp, r->d_qat, r->bits};
+        double res = log(r->loss / law_loss(&t, &x));
         if (fabs(res) < 0.04) {
             s2 += res * res;
             n_in++;

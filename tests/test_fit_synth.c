@@ -10,10 +10,13 @@
 #include "plan.h"
 #include "testutil.h"
 
+/* The model of a qat-form law, for the planner's numerical functions. */
+#define QM(law) (&(law_model){(law), (law), DATA_UNITS_UNKNOWN, 0})
+
 static void chinchilla_case(double outliers, uint64_t seed)
 {
     data_law truth, law;
-    fit_builtin_chinchilla(&truth);
+    law_builtin_chinchilla(&truth);
     fit_synth_options so;
     fit_synth_options_init(&so, DATA_LAW_CHINCHILLA);
     CU_ASSERT_EQUAL(so.n_runs, 500);
@@ -77,8 +80,8 @@ static void qat_case(double outliers, uint64_t seed)
             double tpp = exp(log(so.tpp_lo) + (log(so.tpp_hi) - log(so.tpp_lo)) * it / (so.n_tpp - 1));
             for (int ib = 0; ib < so.n_bits; ib++) {
                 double f1, l1, f2, l2;
-                CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(&truth, N, N * tpp, so.bits[ib], &f1, &l1, &err), QP_OK);
-                CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(&law, N, N * tpp, so.bits[ib], &f2, &l2, &err), QP_OK);
+                CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(QM(&truth), N, N * tpp, so.bits[ib], &f1, &l1, &err), QP_OK);
+                CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(QM(&law), N, N * tpp, so.bits[ib], &f2, &l2, &err), QP_OK);
                 if (fabs(f1 - f2) > worst) worst = fabs(f1 - f2);
                 /* the truth's optimum is interior: the test is not trivially 0 vs 0 */
                 CU_ASSERT(f1 > 0.05 && f1 < 0.6);
@@ -108,8 +111,8 @@ static void test_true_qat_law_shape(void)
     for (int i = 0; i < 4; i++) {
         int bits = 4;
         double N = 1e8, D = s[i] * N * bits / 8, f, l;
-        CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(&t, N, D, bits, &f, &l, &err), QP_OK);
-        double paper = fit_fraction_hat(FIT_FRACTION_A_PAPER, s[i]);
+        CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(QM(&t), N, D, bits, &f, &l, &err), QP_OK);
+        double paper = law_fraction_hat(LAW_FRACTION_A_PAPER, s[i]);
         printf("  S=%g: law-optimal %.3f, paper f_hat %.3f\n", s[i], f, paper);
         CU_ASSERT(f > prev);
         CU_ASSERT(fabs(f - paper) < 0.04);

@@ -17,27 +17,27 @@ static void make_qat_law(data_law *law)
 static void test_chinchilla_values(void)
 {
     data_law law;
-    fit_builtin_chinchilla(&law);
+    law_builtin_chinchilla(&law);
     /* E + A/N^alpha + B/D^beta with Epoch AI's coefficients */
-    CU_ASSERT_DOUBLE_EQUAL(fit_law_loss(&law, &(fit_point){1e9, 2e10, 0, 32}), 2.530050323678703, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(fit_law_loss(&law, &(fit_point){2.2e9, 1.4e12, 0, 32}), 2.163881618368049, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(law_loss(&law, &(law_point){1e9, 2e10, 0, 32}), 2.530050323678703, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(law_loss(&law, &(law_point){2.2e9, 1.4e12, 0, 32}), 2.163881618368049, 1e-12);
     /* D = D_fp + D_qat in the Chinchilla part, whatever the split */
-    CU_ASSERT_DOUBLE_EQUAL(fit_law_loss(&law, &(fit_point){8.6e7, 1.3e9, 1e9, 4}), 3.4402226621576437, 1e-12);
-    CU_ASSERT_TRUE(isnan(fit_law_loss(&law, &(fit_point){0, 1e9, 0, 32})));
-    CU_ASSERT_TRUE(isnan(fit_law_loss(&law, &(fit_point){1e9, 0, 0, 32})));
+    CU_ASSERT_DOUBLE_EQUAL(law_loss(&law, &(law_point){8.6e7, 1.3e9, 1e9, 4}), 3.4402226621576437, 1e-12);
+    CU_ASSERT_TRUE(isnan(law_loss(&law, &(law_point){0, 1e9, 0, 32})));
+    CU_ASSERT_TRUE(isnan(law_loss(&law, &(law_point){1e9, 0, 0, 32})));
 }
 
 static void test_qat_values(void)
 {
     data_law law;
     make_qat_law(&law);
-    CU_ASSERT_DOUBLE_EQUAL(fit_law_loss(&law, &(fit_point){1e8, 8e9, 2e9, 4}), 3.3525763576537075, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(law_loss(&law, &(law_point){1e8, 8e9, 2e9, 4}), 3.3525763576537075, 1e-12);
     /* QAT from scratch (D_fp = 0) and no QAT at all (D_qat = 0) are finite */
-    CU_ASSERT_DOUBLE_EQUAL(fit_law_loss(&law, &(fit_point){1e8, 0, 1e10, 2}), 3.535481471353656, 1e-12);
-    CU_ASSERT_DOUBLE_EQUAL(fit_law_loss(&law, &(fit_point){1e8, 1e10, 0, 1}), 4.676115433677589, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(law_loss(&law, &(law_point){1e8, 0, 1e10, 2}), 3.535481471353656, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(law_loss(&law, &(law_point){1e8, 1e10, 0, 1}), 4.676115433677589, 1e-12);
     /* full precision: the penalty terms vanish */
     double fp = 1.8 + 400 / pow(1e8, 0.34) + 2000 / pow(1e10, 0.36);
-    CU_ASSERT_DOUBLE_EQUAL(fit_law_loss(&law, &(fit_point){1e8, 1e10, 0, 16}), fp, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(law_loss(&law, &(law_point){1e8, 1e10, 0, 16}), fp, 1e-12);
 }
 
 static void test_gradient_matches_finite_differences(void)
@@ -45,16 +45,16 @@ static void test_gradient_matches_finite_differences(void)
     data_law law;
     make_qat_law(&law);
     double th[16], g[16];
-    fit_law_to_theta(&law, th);
-    const fit_point pts[] = {{1e8, 8e9, 2e9, 4}, {3e8, 0, 5e9, 1}, {5e7, 4e9, 1e9, 2}, {1e9, 1e10, 0, 6}, {1e8, 1e9, 0, 16}};
+    law_to_theta(&law, th);
+    const law_point pts[] = {{1e8, 8e9, 2e9, 4}, {3e8, 0, 5e9, 1}, {5e7, 4e9, 1e9, 2}, {1e9, 1e10, 0, 6}, {1e8, 1e9, 0, 16}};
     for (size_t p = 0; p < sizeof pts / sizeof pts[0]; p++) {
-        fit_law_log_loss(DATA_LAW_QAT, th, &pts[p], g);
+        law_log_loss(DATA_LAW_QAT, th, &pts[p], g);
         for (int i = 0; i < 16; i++) {
             double h = 1e-6, t0 = th[i];
             th[i] = t0 + h;
-            double up = fit_law_log_loss(DATA_LAW_QAT, th, &pts[p], NULL);
+            double up = law_log_loss(DATA_LAW_QAT, th, &pts[p], NULL);
             th[i] = t0 - h;
-            double dn = fit_law_log_loss(DATA_LAW_QAT, th, &pts[p], NULL);
+            double dn = law_log_loss(DATA_LAW_QAT, th, &pts[p], NULL);
             th[i] = t0;
             double fd = (up - dn) / (2 * h);
             CU_ASSERT_DOUBLE_EQUAL(g[i], fd, 1e-7 + 1e-6 * fabs(fd));
@@ -68,10 +68,10 @@ static void test_theta_round_trip(void)
     make_qat_law(&law);
     data_law_init(&back, DATA_LAW_QAT);
     double th[16];
-    fit_law_to_theta(&law, th);
+    law_to_theta(&law, th);
     CU_ASSERT_DOUBLE_EQUAL(th[0], log(1.8), 1e-15);  /* E in log space */
     CU_ASSERT_DOUBLE_EQUAL(th[3], 0.34, 0);          /* alpha as it is */
-    fit_theta_to_coef(DATA_LAW_QAT, th, back.coef);
+    law_theta_to_coef(DATA_LAW_QAT, th, back.coef);
     for (int i = 0; i < 16; i++) CU_ASSERT_DOUBLE_EQUAL(back.coef[i], law.coef[i], 1e-12 * fabs(law.coef[i]));
 }
 
@@ -81,20 +81,20 @@ static void test_fraction_table(void)
     static const double s[] = {10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 3e4, 1e5};
     static const double f[] = {0.054, 0.106, 0.179, 0.232, 0.281, 0.339, 0.377, 0.413, 0.454, 0.482, 0.521, 0.557};
     for (size_t i = 0; i < sizeof s / sizeof s[0]; i++)
-        CU_ASSERT_DOUBLE_EQUAL(fit_fraction_hat(FIT_FRACTION_A_PAPER, s[i]), f[i], 0.0005);
-    CU_ASSERT_TRUE(isnan(fit_fraction_hat(FIT_FRACTION_A_PAPER, 1.0)));
-    CU_ASSERT_TRUE(isnan(fit_fraction_hat(FIT_FRACTION_A_PAPER, 0.5)));
+        CU_ASSERT_DOUBLE_EQUAL(law_fraction_hat(LAW_FRACTION_A_PAPER, s[i]), f[i], 0.0005);
+    CU_ASSERT_TRUE(isnan(law_fraction_hat(LAW_FRACTION_A_PAPER, 1.0)));
+    CU_ASSERT_TRUE(isnan(law_fraction_hat(LAW_FRACTION_A_PAPER, 0.5)));
 }
 
 static void test_worked_examples(void)
 {
-    double s = fit_tokens_per_param_byte(1.4e12, 2.2e9, 4);
+    double s = law_tokens_per_param_byte(1.4e12, 2.2e9, 4);
     CU_ASSERT_DOUBLE_EQUAL(s, 1272.727, 0.001);
-    CU_ASSERT_DOUBLE_EQUAL(fit_fraction_hat(FIT_FRACTION_A_PAPER, s), 0.39, 0.005);
-    s = fit_tokens_per_param_byte(2.3e9, 86e6, 6);
+    CU_ASSERT_DOUBLE_EQUAL(law_fraction_hat(LAW_FRACTION_A_PAPER, s), 0.39, 0.005);
+    s = law_tokens_per_param_byte(2.3e9, 86e6, 6);
     CU_ASSERT_DOUBLE_EQUAL(s, 35.66, 0.01);
-    CU_ASSERT_DOUBLE_EQUAL(fit_fraction_hat(FIT_FRACTION_A_PAPER, s), 0.15, 0.005);
-    CU_ASSERT_TRUE(isnan(fit_tokens_per_param_byte(1e9, 0, 4)));
+    CU_ASSERT_DOUBLE_EQUAL(law_fraction_hat(LAW_FRACTION_A_PAPER, s), 0.15, 0.005);
+    CU_ASSERT_TRUE(isnan(law_tokens_per_param_byte(1e9, 0, 4)));
 }
 
 static void add(CU_pSuite s)

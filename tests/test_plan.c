@@ -8,6 +8,9 @@
 #include "plan.h"
 #include "testutil.h"
 
+/* The model of a qat-form law, for the planner's numerical functions. */
+#define QM(law) (&(law_model){(law), (law), DATA_UNITS_UNKNOWN, 0})
+
 /* A QAT law whose optimal fraction grows with S_total (xi < 0, omega < |xi| + rho; see
  * docs/law.md), with per-bit precision floors so bit widths rank differently. */
 static const double TEST_QAT[16] = {1.8, 400, 2000, 0.34, 0.36, 0.3, 0.7, 0.5, 0.5, 0.02, 0.15, 6.0, 0.5, -0.5, 0.02, 0.25};
@@ -25,7 +28,7 @@ static void make_laws(plan_laws *laws)
 
 static double loss_at(const data_law *law, double n, double d, double f, int bits)
 {
-    return fit_law_loss(law, &(fit_point){n, (1 - f) * d, f * d, bits});
+    return law_loss(law, &(law_point){n, (1 - f) * d, f * d, bits});
 }
 
 static void test_optimum_never_worse_than_grid(void)
@@ -41,7 +44,7 @@ static void test_optimum_never_worse_than_grid(void)
             for (size_t c = 0; c < 6; c++) {
                 double d = ss[b] * ns[a] * bits[c] / 8;
                 double f, l;
-                CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(&laws.qat, ns[a], d, bits[c], &f, &l, NULL), QP_OK);
+                CU_ASSERT_EQUAL_FATAL(plan_optimal_fraction(QM(&laws.qat), ns[a], d, bits[c], &f, &l, NULL), QP_OK);
                 CU_ASSERT_TRUE(f >= 0 && f <= 1);
                 CU_ASSERT_DOUBLE_EQUAL(l, loss_at(&laws.qat, ns[a], d, f, bits[c]), 1e-12);
                 /* a grid 10x finer than the search's own, offset so it hits other points */
@@ -67,7 +70,7 @@ static void test_optimal_fraction_grows_with_s(void)
     double prev = -1;
     for (double s = 10; s <= 1e5; s *= 10) {
         double f, l;
-        CU_ASSERT_EQUAL(plan_optimal_fraction(&laws.qat, 1e9, s * 1e9 * 4 / 8, 4, &f, &l, NULL), QP_OK);
+        CU_ASSERT_EQUAL(plan_optimal_fraction(QM(&laws.qat), 1e9, s * 1e9 * 4 / 8, 4, &f, &l, NULL), QP_OK);
         CU_ASSERT_TRUE(f > prev);
         prev = f;
     }
@@ -183,7 +186,7 @@ static void test_without_qat_law_does_not_rank(void)
     for (int i = 0; i < res.n_rows; i++) {
         const plan_row *r = &res.rows[i];
         CU_ASSERT_TRUE(isnan(r->loss_opt));
-        CU_ASSERT_DOUBLE_EQUAL(r->fraction, exp(-FIT_FRACTION_A_PAPER / log(r->s_total)), 1e-12);
+        CU_ASSERT_DOUBLE_EQUAL(r->fraction, exp(-LAW_FRACTION_A_PAPER / log(r->s_total)), 1e-12);
         if (r->bits == 4) CU_ASSERT_DOUBLE_EQUAL(r->fraction, 0.39, 0.005); /* the paper's worked example */
     }
     /* one bit width asked for: planned with the closed form */

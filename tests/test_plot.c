@@ -65,8 +65,8 @@ static void setup_files(void)
                         r.bits = bb;
                         r.schedule = bb >= 16 || fr_ == 0 ? DATA_SCHED_FP_ONLY : fr_ == 1 ? DATA_SCHED_QAT_ONLY
                                                                              : s ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
-                        fit_point x = {r.n_params, r.d_fp, r.d_qat, r.bits};
-                        r.loss = fit_law_loss(&law, &x) * exp(0.01 * sin(3.7 * k)) * (s && bb == 4 ? 0.995 : 1.0);
+                        law_point x = {r.n_params, r.d_fp, r.d_qat, r.bits};
+                        r.loss = law_loss(&law, &x) * exp(0.01 * sin(3.7 * k)) * (s && bb == 4 ? 0.995 : 1.0);
                         r.seed = 1;
                         char *line = data_run_to_json(&r);
                         fprintf(f, "%s\n", line);
