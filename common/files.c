@@ -189,12 +189,13 @@ qp_status qp_check_writable(const char *path, const char *what, int append, qp_e
 }
 
 /* Same file: same st_dev and st_ino when both exist; when neither exists, the same
- * realpath of the folder and the same name. */
+ * realpath of the folder and the same name. Devices and FIFOs hold no data to lose: two
+ * outputs to /dev/null are fine. */
 static int same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
     int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
-    if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    if (ea && eb) return S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
     if (ea || eb) return 0;
     char *ca = NULL, *cb = NULL;
     int same = 0;
