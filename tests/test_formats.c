@@ -128,6 +128,11 @@ static void test_run_malformed(void)
     expect_jsonl_error(buf, "runs.jsonl:2", "missing field \"n_params\"");
     snprintf(buf, sizeof buf, "{\"schema\":\"qatplan-run-v9\"}\n");
     expect_jsonl_error(buf, "runs.jsonl:1", "qatplan-run-v9");
+    /* text after a record on its line: two records glued together, or junk */
+    snprintf(buf, sizeof buf, "%s\n%s %s\n", good, good, good);
+    expect_jsonl_error(buf, "runs.jsonl:2", "unexpected text after the record");
+    snprintf(buf, sizeof buf, "%s x\n", good);
+    expect_jsonl_error(buf, "runs.jsonl:1", "one record per line");
     /* a line cut off by a crash */
     snprintf(buf, sizeof buf, "%s\n%.40s", good, good);
     expect_jsonl_error(buf, "runs.jsonl:2", "incomplete");
