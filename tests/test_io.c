@@ -331,6 +331,36 @@ static void test_directory_as_input(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "is a directory"));
 }
 
+/* Other counts and lists typed on the command line: fractions and empty entries refused */
+static void test_cli_counts_and_lists(void)
+{
+    static const struct { const char *args, *msg; } cases[] = {
+        {"fit --synth /dev/null --runs 2.5", "--runs '2.5' is not a whole number"},
+        {"data prepare --out /dev/null/x --doc-bytes 100.5 README.md", "not a whole number of bytes"},
+        {"plot residuals -o x.svg --bits 4,", "empty entry"},
+        {"plot residuals -o x.svg --bits 2,2", "twice"},
+        {"plot residuals -o x.svg --size 960x640px", "WIDTHxHEIGHT"},
+        {"plot residuals -o x.svg --size 960,640", "WIDTHxHEIGHT"},
+        {"--params 1B --tokens 1T --bits 4,", "empty entry"},
+        {"--params 1B --tokens 1T --batch-tokens 0.5M", ""},
+        {"--params 1B --tokens 1T --batch-tokens 1.5", "not a whole number"},
+        {"--params -nan --tokens 1T", "not a number"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *err = NULL;
+        int rc = tu_run_qatplan(cases[i].args, NULL, &err);
+        if (!cases[i].msg[0]) { /* a whole count written with a fraction and a suffix is fine */
+            CU_ASSERT_EQUAL(rc, 0);
+        } else {
+            CU_ASSERT_EQUAL(rc, 2);
+            CU_ASSERT_PTR_NOT_NULL(err && strstr(err, cases[i].msg));
+            if (rc != 2 || !err || !strstr(err, cases[i].msg))
+                fprintf(stderr, "qatplan %s -> %d: %s\n", cases[i].args, rc, err ? err : "");
+        }
+        free(err);
+    }
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_sweep_output_is_input);
@@ -341,6 +371,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_writer_symlinks);
     TU_ADD(s, test_writer_dev_null);
     TU_ADD(s, test_directory_as_input);
+    TU_ADD(s, test_cli_counts_and_lists);
 }
 
 int main(void) { return tu_main("io", add); }
