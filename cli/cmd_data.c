@@ -1,4 +1,5 @@
 /* qatplan data prepare|info: text -> byte-level token files, and token-file headers. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,10 +31,34 @@ static int bytes_opt(const char *s, const char *what, size_t *out)
     qp_error err = {0};
     double v;
     qp_status st = qp_parse_bytes(s, what, &v, &err);
-    if (!st && (v < 1 || v > 1e15)) st = qp_fail(&err, QP_ERR_INPUT, "%s %s is out of range", what, s);
+    if (!st && (v < 1 || v > 1e15)) st = qp_fail(&err, QP_ERR_INPUT, "%s %s is out of range: use 1 byte to 1PB", what, s);
+    if (!st && v != floor(v)) st = qp_fail(&err, QP_ERR_INPUT, "%s %s is not a whole number of bytes", what, s);
     if (st) return cli_report(st, &err);
     *out = (size_t)v;
     return 0;
+}
+
+/* Before reading any text: no output file may be one of the inputs or unwritable. */
+static int check_paths(const char *prefix, const char **inputs, int n)
+{
+    qp_error err = {0};
+    static const char *const ext[3] = {".train.tok", ".val.tok", ".manifest.json"};
+    char *paths[3] = {0};
+    qp_named_path out[3];
+    qp_named_path *in = calloc((size_t)n + 1, sizeof *in);
+    qp_status st = in ? QP_OK : qp_fail(&err, QP_ERR_NOMEM, "out of memory");
+    for (int k = 0; !st && k < 3; k++) {
+        size_t len = strlen(prefix) + strlen(ext[k]) + 1;
+        if (!(paths[k] = malloc(len))) st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
+        else snprintf(paths[k], len, "%s%s", prefix, ext[k]);
+        out[k] = (qp_named_path){paths[k], "--out"};
+    }
+    for (int i = 0; !st && i < n; i++) in[i] = (qp_named_path){inputs[i], "text"};
+    if (!st) st = qp_refuse_output_is_input(out, 3, in, (size_t)n, &err);
+    for (int k = 0; !st && k < 3; k++) st = qp_check_writable(paths[k], "--out", 0, &err);
+    for (int k = 0; k < 3; k++) free(paths[k]);
+    free(in);
+    return cli_report(st, &err);
 }
 
 static int prepare(int argc, char **argv)
@@ -86,6 +111,7 @@ static int prepare(int argc, char **argv)
         rc = 2;
     }
     if (!rc && o.min_doc_bytes > o.chunk_bytes) o.min_doc_bytes = o.chunk_bytes;
+    if (!rc) rc = check_paths(out, inputs, n);
     if (!rc) {
         data_prepare_result r;
         qp_status st = data_prepare(out, inputs, n, &o, &r, &err);

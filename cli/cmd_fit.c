@@ -90,6 +90,21 @@ static qp_status write_synth(const char *path, data_law_form form, const char *l
     return st;
 }
 
+/* Before reading or fitting: the law and the report must be neither a run file nor each
+ * other, and writable now (a bootstrap fit can take long). */
+static qp_status check_paths(char **files, int n, const char *out, const char *report, qp_error *err)
+{
+    qp_named_path *in = calloc((size_t)n, sizeof *in);
+    if (!in) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) in[i] = (qp_named_path){files[i], "run file"};
+    const qp_named_path outs[] = {{out, "-o"}, {report, "--report"}};
+    qp_status st = qp_refuse_output_is_input(outs, 2, in, (size_t)n, err);
+    free(in);
+    if (!st) st = qp_check_writable(out, "-o", 0, err);
+    if (!st && report) st = qp_check_writable(report, "--report", 0, err);
+    return st;
+}
+
 int cmd_fit(int argc, char **argv)
 {
     enum { O_FORM = 256, O_BOOT, O_HUBER, O_SEED, O_STARTS, O_THREADS, O_REPORT, O_SYNTH,
@@ -139,7 +154,7 @@ int cmd_fit(int argc, char **argv)
         case 'q': quiet = 1; break;
         case O_SYNTH: synth_path = optarg; break;
         case O_SYNTH_LAW: synth_law = optarg; break;
-        case O_RUNS: st = qp_parse_real(optarg, "--runs", 1, 1e7, &runs_n, &err); break;
+        case O_RUNS: st = qp_parse_whole_count(optarg, "--runs", 1e7, &runs_n, &err); break;
         case O_NOISE: st = qp_parse_real(optarg, "--noise", 0, 1, &noise, &err); break;
         case O_OUTLIERS: st = qp_parse_real(optarg, "--outliers", 0, 1, &outliers, &err); break;
         case 'h': fit_help(stdout); return 0;
@@ -168,6 +183,8 @@ int cmd_fit(int argc, char **argv)
         if (isfinite(runs_n)) so.n_runs = (int)runs_n;
         if (isfinite(noise)) so.noise = noise;
         if (isfinite(outliers)) so.outlier_frac = outliers;
+        const qp_named_path sin[] = {{synth_law, "--synth-law"}}, sout[] = {{synth_path, "--synth"}};
+        if ((st = qp_refuse_output_is_input(sout, 1, sin, 1, &err))) return cli_report(st, &err);
         return cli_report(write_synth(synth_path, fo.form, synth_law, &so, &err), &err);
     }
     if (synth_law || isfinite(runs_n) || isfinite(noise) || isfinite(outliers))
@@ -180,6 +197,7 @@ int cmd_fit(int argc, char **argv)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "no output: add -o LAW.json (the law file to "
                                   "write)"), &err);
 
+    if ((st = check_paths(argv + optind, argc - optind, out_path, report_path, &err))) return cli_report(st, &err);
     data_run_list runs;
     data_run_list_init(&runs);
     /* data_runs_read accepts files and http(s) URLs */

@@ -37,21 +37,11 @@ static void plan_help(FILE *f)
 
 static qp_status parse_bits(const char *s, plan_request *req, qp_error *err)
 {
+    long b[PLAN_MAX_BITS];
+    int n = 0;
+    qp_status st = qp_parse_long_list(s, "--bits", 1, 8, b, PLAN_MAX_BITS, &n, err);
     req->n_bits = 0;
-    char *copy = strdup(s);
-    if (!copy) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
-    qp_status st = QP_OK;
-    char *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {
-        long b;
-        if ((st = qp_parse_long(t, "--bits entry", 1, 8, &b, err))) break;
-        for (int i = 0; i < req->n_bits; i++)
-            if (req->bits[i] == b) st = qp_fail(err, QP_ERR_INPUT, "--bits lists %ld twice", b);
-        if (!st && req->n_bits == PLAN_MAX_BITS) st = qp_fail(err, QP_ERR_INPUT, "--bits lists too many widths");
-        if (!st) req->bits[req->n_bits++] = (int)b;
-    }
-    free(copy);
-    if (!st && req->n_bits == 0) st = qp_fail(err, QP_ERR_INPUT, "--bits is empty: give e.g. --bits 2,4");
+    for (int i = 0; !st && i < n; i++) req->bits[req->n_bits++] = (int)b[i];
     return st;
 }
 
@@ -89,7 +79,7 @@ int cmd_plan(int argc, char **argv)
         case O_FPT: st = qp_parse_flops(optarg, "--flops-per-token", &req.flops_per_token, &err); break;
         case O_MEMORY: st = qp_parse_bytes(optarg, "--memory", &req.memory_bytes, &err); break;
         case O_BITS: st = parse_bits(optarg, &req, &err); break;
-        case O_BATCH: st = qp_parse_count(optarg, "--batch-tokens", &req.batch_tokens, &err); break;
+        case O_BATCH: st = qp_parse_whole_count(optarg, "--batch-tokens", 1e12, &req.batch_tokens, &err); break;
         case O_DECAY: st = qp_parse_real(optarg, "--decay-frac", 1e-6, 0.999999, &req.decay_frac, &err); break;
         case O_LAW: st = plan_laws_add_file(&laws, optarg, &err); break;
         case O_JSON: json = 1; break;

@@ -79,47 +79,39 @@ int cmd_plot(int argc, char **argv)
     data_run_list_init(&runs);
     data_law laws[DATA_LAW_FORM_COUNT_];
     int have[DATA_LAW_FORM_COUNT_] = {0};
-    int nruns_files = 0, bits[PLAN_MAX_BITS], nb = 0;
+    int nruns_files = 0, bits[PLAN_MAX_BITS], nb = 0, used = 0;
+    char sep = 0;
     double n_params = NAN, tokens = NAN;
     qp_error err = {0};
     qp_status st = QP_OK;
+    qp_named_path *in = calloc((size_t)argc, sizeof *in); /* --runs and --law, in order */
+    size_t n_in = 0;
+    if (!in) return cli_report(qp_fail(&err, QP_ERR_NOMEM, "out of memory"), &err);
     optind = 1;
     opterr = 0;
     int c;
     while (!st && (c = getopt_long(argc, argv, ":o:h", opts, NULL)) != -1) {
         switch (c) {
         case 'o': po.output = optarg; break;
-        case O_RUNS: st = read_runs(optarg, &runs, &err); nruns_files++; break;
-        case O_LAW: {
-            data_law l;
-            if ((st = data_law_read(optarg, &l, &err))) break;
-            if (have[l.form]) data_law_free(&laws[l.form]);
-            laws[l.form] = l;
-            have[l.form] = 1;
-            break;
-        }
+        case O_RUNS: in[n_in++] = (qp_named_path){optarg, "--runs"}; nruns_files++; break;
+        case O_LAW: in[n_in++] = (qp_named_path){optarg, "--law"}; break;
         case O_PARAMS: st = qp_parse_count(optarg, "--params", &n_params, &err); break;
         case O_TOKENS: st = qp_parse_count(optarg, "--tokens", &tokens, &err); break;
         case O_BITS: {
-            char *copy = strdup(optarg), *save = NULL;
-            nb = 0;
-            for (char *t = strtok_r(copy, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {
-                long b;
-                if ((st = qp_parse_long(t, "--bits entry", 1, 32, &b, &err))) break;
-                if (nb == PLAN_MAX_BITS) st = qp_fail(&err, QP_ERR_INPUT, "--bits lists too many widths");
-                else bits[nb++] = (int)b;
-            }
-            free(copy);
+            long b[PLAN_MAX_BITS];
+            st = qp_parse_long_list(optarg, "--bits", 1, 32, b, PLAN_MAX_BITS, &nb, &err);
+            for (int i = 0; !st && i < nb; i++) bits[i] = (int)b[i];
             break;
         }
         case O_SIZE:
-            if (sscanf(optarg, "%dx%d", &po.width, &po.height) != 2)
+            if (sscanf(optarg, "%d%c%d%n", &po.width, &sep, &po.height, &used) != 3 || sep != 'x' || optarg[used])
                 st = qp_fail(&err, QP_ERR_USAGE, "--size %s: give WIDTHxHEIGHT in pixels, e.g. 960x640", optarg);
             break;
         case O_TITLE: po.title = optarg; break;
         case O_TIMEOUT: st = qp_parse_real(optarg, "--timeout (seconds)", 0.1, 3600, &po.timeout_s, &err); break;
         case 'h':
             plot_help(stdout);
+            free(in);
             data_run_list_free(&runs);
             for (int i = 0; i < DATA_LAW_FORM_COUNT_; i++)
                 if (have[i]) data_law_free(&laws[i]);
@@ -128,6 +120,22 @@ int cmd_plot(int argc, char **argv)
         default: st = qp_fail(&err, QP_ERR_USAGE, "unknown option '%s': see 'qatplan plot --help'", argv[optind - 1]); break;
         }
     }
+    /* the image must be no input (checked before anything is read), then the inputs in order */
+    const qp_named_path out[] = {{po.output, "-o"}};
+    if (!st) st = qp_refuse_output_is_input(out, 1, in, n_in, &err);
+    if (!st && po.output) st = qp_check_writable(po.output, "-o", 0, &err);
+    for (size_t i = 0; !st && i < n_in; i++) {
+        if (!strcmp(in[i].what, "--runs")) {
+            st = read_runs(in[i].path, &runs, &err);
+            continue;
+        }
+        data_law l;
+        if ((st = data_law_read(in[i].path, &l, &err))) break;
+        if (have[l.form]) data_law_free(&laws[l.form]);
+        laws[l.form] = l;
+        have[l.form] = 1;
+    }
+    free(in);
     const char *kind = NULL;
     if (!st && optind >= argc)
         st = qp_fail(&err, QP_ERR_USAGE, "which plot? give loss-fraction, optimal-fraction or residuals (see 'qatplan plot --help')");

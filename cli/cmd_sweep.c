@@ -59,6 +59,24 @@ static char *derived(const char *runs, const char *suffix)
     return s;
 }
 
+/* Before any work: no output may be the grid or another output (the results file is read
+ * and appended to, so it counts as an output), and every output this mode writes ('d' dry
+ * run, 'e' emit, 'r' refit only, 0 run) must be writable now, not after hours of training. */
+static qp_status check_paths(const char *grid, const sweep_options *o, const char *script, int mode, qp_error *err)
+{
+    const qp_named_path in[] = {{grid, "grid"}};
+    const qp_named_path out[] = {{o->runs_path, "-o"}, {o->law_out, "--law-out"},
+                                 {o->report_path, "--report"}, {script, "--script"}};
+    qp_status st = qp_refuse_output_is_input(out, 4, in, 1, err);
+    if (st || mode == 'd') return st; /* a dry run writes nothing */
+    if (mode == 'e') return script ? qp_check_writable(script, "--script", 0, err) : QP_OK;
+    if (mode != 'r') st = qp_check_writable(o->runs_path, "-o", 1, err);
+    int fits = mode == 'r' || (o->fit && o->only_index < 0);
+    if (!st && fits) st = qp_check_writable(o->law_out, "--law-out", 0, err);
+    if (!st && fits) st = qp_check_writable(o->report_path, "--report", 0, err);
+    return st;
+}
+
 static int dry_run(const sweep_grid *g, const sweep_options *o, qp_error *err)
 {
     sweep_results res;
@@ -171,13 +189,22 @@ int cmd_sweep(int argc, char **argv)
     if (refit_only && o.only_index >= 0)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "--refit-only and --only-index exclude each other"), &err);
 
-    sweep_grid g;
-    if ((st = sweep_grid_read(grid_path, &g, &err))) return cli_report(st, &err);
-    if (!form_given && !g.has_quantized) o.fit_form = DATA_LAW_CHINCHILLA;
     char *law_d = law ? NULL : derived(o.runs_path, ".law.json");
     char *rep_d = report ? NULL : derived(o.runs_path, ".report.txt");
     o.law_out = law ? law : law_d;
     o.report_path = report ? report : rep_d;
+    if (o.law_out && o.report_path && (st = check_paths(grid_path, &o, script, dry ? 'd' : emit ? 'e' : refit_only ? 'r' : 0, &err))) {
+        free(law_d);
+        free(rep_d);
+        return cli_report(st, &err);
+    }
+    sweep_grid g;
+    if ((st = sweep_grid_read(grid_path, &g, &err))) {
+        free(law_d);
+        free(rep_d);
+        return cli_report(st, &err);
+    }
+    if (!form_given && !g.has_quantized) o.fit_form = DATA_LAW_CHINCHILLA;
     o.log = quiet ? NULL : stderr;
     o.tty = !quiet && isatty(2);
     int rc = 0;

@@ -97,6 +97,21 @@ static int need(int i, int argc, char **argv)
     return 1;
 }
 
+/* Before reading data or training: no output may be a data file or another output (the
+ * state is read on --resume and rewritten, so it counts as an output), and each must be
+ * writable now, not after the run. */
+static qp_status check_paths(const char *train, const char *val, const char *runs_out, const char *ckpt,
+                             const char *exp, const char *state, qp_error *err)
+{
+    const qp_named_path in[] = {{train, "training data"}, {val, "validation data"}};
+    const qp_named_path out[] = {{runs_out, "--runs-out"}, {ckpt, "--checkpoint"}, {exp, "--export-int"},
+                                 {state, "--state"}};
+    qp_status st = qp_refuse_output_is_input(out, 4, in, 2, err);
+    for (int i = 0; !st && i < 4; i++)
+        if (out[i].path) st = qp_check_writable(out[i].path, out[i].what, i == 0, err);
+    return st;
+}
+
 /* With 2 cores, OpenMP's spinning threads and OpenBLAS's spinning workers fight over the
  * cores between matrix products (measured: 2-25x slower steps). Both libraries read their
  * settings when they load, so set them and re-exec once, unless the user chose. */
@@ -308,6 +323,9 @@ int cmd_train(int argc, char **argv)
         train_tok = strdup(pt);
         val_tok = strdup(pv);
     }
+    if ((st = check_paths(train_tok ? train_tok : train_txt, train_tok ? val_tok : val_txt, runs_out, ckpt, exp,
+                          c.state_path, &err)))
+        goto out;
     if (train_tok) {
         if ((st = read_tokens(train_tok, &tt, &err)) || (st = read_tokens(val_tok, &tv, &err))) goto out;
         d = (train_data){tt.tokens, tt.n_tokens, tv.tokens, tv.n_tokens, tt.vocab};

@@ -1,5 +1,6 @@
-/* Crash-safe file writes: temp file + fsync + rename for whole files, single
- * O_APPEND write under flock for lines. */
+/* Crash-safe file writes: temp file + fsync + rename for whole files (through symlinks;
+ * devices and FIFOs written in place), single O_APPEND write under flock for lines; and the
+ * checks commands run before any work: output equal to an input, output not writable. */
 #include "qp.h"
 
 #include <errno.h>
@@ -26,36 +27,221 @@ static qp_status write_all(int fd, const char *p, size_t len, const char *path, 
     return QP_OK;
 }
 
+/* The file a write to `path` lands in: symlinks followed to their last link's target,
+ * which may not exist yet (as the shell's `>` does). *target is malloc'ed; *exists says
+ * whether it exists, with its stat in *sb. */
+static qp_status resolve_target(const char *path, char **target, int *exists, struct stat *sb, qp_error *err)
+{
+    char *cur = strdup(path);
+    if (!cur) return qp_fail(err, QP_ERR_NOMEM, "out of memory writing %s", path);
+    for (int hops = 0; hops < 40; hops++) {
+        if (lstat(cur, sb) != 0) {
+            if (errno != ENOENT) {
+                qp_status st = qp_fail(err, QP_ERR_IO, "%s: cannot inspect %s: %s", path, cur, strerror(errno));
+                free(cur);
+                return st;
+            }
+            *exists = 0;
+            *target = cur;
+            return QP_OK;
+        }
+        if (!S_ISLNK(sb->st_mode)) {
+            *exists = 1;
+            *target = cur;
+            return QP_OK;
+        }
+        char link[4096];
+        ssize_t n = readlink(cur, link, sizeof link - 1);
+        if (n < 0 || n == (ssize_t)sizeof link - 1) {
+            qp_status st = qp_fail(err, QP_ERR_IO, "%s: cannot read the symlink %s", path, cur);
+            free(cur);
+            return st;
+        }
+        link[n] = '\0';
+        /* a relative link is relative to the folder holding the link */
+        const char *slash = strrchr(cur, '/');
+        size_t dlen = link[0] == '/' || !slash ? 0 : (size_t)(slash - cur) + 1;
+        char *next = malloc(dlen + (size_t)n + 1);
+        if (!next) {
+            free(cur);
+            return qp_fail(err, QP_ERR_NOMEM, "out of memory writing %s", path);
+        }
+        memcpy(next, cur, dlen);
+        memcpy(next + dlen, link, (size_t)n + 1);
+        free(cur);
+        cur = next;
+    }
+    free(cur);
+    return qp_fail(err, QP_ERR_IO, "%s: too many levels of symbolic links", path);
+}
+
+static const char *kind_name(mode_t m)
+{
+    return S_ISDIR(m) ? "a directory" : S_ISBLK(m) ? "a block device" : S_ISSOCK(m) ? "a socket" : "not a regular file";
+}
+
+/* Regular files are replaced through a temp file; character devices and FIFOs are written
+ * in place; anything else would be destroyed or cannot hold a file's bytes. */
+static qp_status check_kind(const char *path, const struct stat *sb, qp_error *err)
+{
+    if (S_ISREG(sb->st_mode) || S_ISCHR(sb->st_mode) || S_ISFIFO(sb->st_mode)) return QP_OK;
+    return qp_fail(err, QP_ERR_IO,
+                   "%s is %s: qatplan writes regular files, character devices (e.g. /dev/null) and FIFOs only; "
+                   "give a file path",
+                   path, kind_name(sb->st_mode));
+}
+
+/* mkstemp beside `target`: *tmp is malloc'ed, the descriptor is returned (-1 on error). */
+static int temp_beside(const char *path, const char *target, char **tmp, qp_error *err)
+{
+    size_t n = strlen(target);
+    *tmp = malloc(n + 16);
+    if (!*tmp) {
+        qp_fail(err, QP_ERR_NOMEM, "out of memory writing %s", path);
+        return -1;
+    }
+    snprintf(*tmp, n + 16, "%s.tmpXXXXXX", target);
+    int fd = mkstemp(*tmp);
+    if (fd < 0) {
+        qp_fail(err, QP_ERR_IO, "%s: cannot create a temporary file beside %s: %s", path, target, strerror(errno));
+        free(*tmp);
+        *tmp = NULL;
+    }
+    return fd;
+}
+
+static qp_status write_in_place(const char *path, const char *target, const void *data, size_t len, qp_error *err)
+{
+    int fd = open(target, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return qp_fail(err, QP_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+    qp_status st = write_all(fd, data, len, path, err);
+    if (close(fd) != 0 && !st) st = qp_fail(err, QP_ERR_IO, "%s: close failed: %s", path, strerror(errno));
+    return st;
+}
+
 qp_status qp_write_file_atomic(const char *path, const void *data, size_t len, qp_error *err)
 {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 16);
-    if (!tmp) return qp_fail(err, QP_ERR_NOMEM, "out of memory writing %s", path);
-    snprintf(tmp, n + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        qp_status st = qp_fail(err, QP_ERR_IO, "%s: cannot create a temporary file beside it: %s",
-                               path, strerror(errno));
-        free(tmp);
-        return st;
+    char *target = NULL, *tmp = NULL;
+    int exists = 0;
+    struct stat sb;
+    qp_status st = resolve_target(path, &target, &exists, &sb, err);
+    if (st) return st;
+    if (exists && (st = check_kind(path, &sb, err))) goto out;
+    if (exists && !S_ISREG(sb.st_mode)) {
+        st = write_in_place(path, target, data, len, err);
+        goto out;
     }
-    qp_status st = write_all(fd, data, len, path, err);
+    int fd = temp_beside(path, target, &tmp, err);
+    if (fd < 0) {
+        st = err ? err->status : QP_ERR_IO;
+        goto out;
+    }
+    st = write_all(fd, data, len, path, err);
     if (!st && fsync(fd) != 0)
         st = qp_fail(err, QP_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
-    /* mkstemp makes 0600 files; results are meant to be shared like any other output. */
+    /* mkstemp makes 0600 files: keep the mode of the file replaced, else the usual one. */
     if (!st) {
         mode_t mask = umask(0);
         umask(mask);
-        fchmod(fd, 0666 & ~mask);
+        fchmod(fd, exists ? (sb.st_mode & 07777) : (0666 & ~mask));
     }
     if (close(fd) != 0 && !st)
         st = qp_fail(err, QP_ERR_IO, "%s: close failed: %s", path, strerror(errno));
-    if (!st && rename(tmp, path) != 0)
+    if (!st && rename(tmp, target) != 0)
         st = qp_fail(err, QP_ERR_IO, "%s: cannot rename the temporary file into place: %s", path,
                      strerror(errno));
     if (st) unlink(tmp);
+out:
     free(tmp);
+    free(target);
     return st;
+}
+
+qp_status qp_check_writable(const char *path, const char *what, int append, qp_error *err)
+{
+    char *target = NULL, *tmp = NULL;
+    int exists = 0;
+    struct stat sb;
+    qp_status st = resolve_target(path, &target, &exists, &sb, err);
+    if (!st && exists) st = check_kind(path, &sb, err);
+    if (!st && exists && S_ISFIFO(sb.st_mode)) {
+        /* opening a FIFO with no reader would hang or fail; the write itself will wait */
+    } else if (!st && exists && (append || !S_ISREG(sb.st_mode))) {
+        int fd = open(target, O_WRONLY | O_APPEND | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) st = qp_fail(err, QP_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
+        else close(fd);
+    } else if (!st) {
+        int fd = temp_beside(path, target, &tmp, err);
+        if (fd < 0) st = err ? err->status : QP_ERR_IO;
+        else {
+            close(fd);
+            unlink(tmp);
+        }
+    }
+    if (st && err) {
+        size_t l = strlen(err->msg);
+        snprintf(err->msg + l, sizeof err->msg - l, " (checked before starting%s%s)", what ? "; fix " : "",
+                 what ? what : "");
+    }
+    free(tmp);
+    free(target);
+    return st;
+}
+
+/* Same file: same st_dev and st_ino when both exist; when neither exists, the same
+ * realpath of the folder and the same name. Devices and FIFOs hold no data to lose: two
+ * outputs to /dev/null are fine. */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea && eb) return S_ISREG(sa.st_mode) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    if (ea || eb) return 0;
+    char *ca = NULL, *cb = NULL;
+    int same = 0;
+    for (int k = 0; k < 2; k++) {
+        const char *p = k ? b : a;
+        const char *slash = strrchr(p, '/');
+        char *dir = slash ? strndup(p, (size_t)(slash - p) + (slash == p)) : strdup(".");
+        char *real = dir ? realpath(dir, NULL) : NULL;
+        const char *base = slash ? slash + 1 : p;
+        char *c = real ? malloc(strlen(real) + strlen(base) + 2) : NULL;
+        if (c) sprintf(c, "%s/%s", real, base);
+        free(dir);
+        free(real);
+        if (k) cb = c;
+        else ca = c;
+    }
+    same = ca && cb ? !strcmp(ca, cb) : !strcmp(a, b);
+    free(ca);
+    free(cb);
+    return same;
+}
+
+qp_status qp_refuse_output_is_input(const qp_named_path *outputs, size_t n_out,
+                                    const qp_named_path *inputs, size_t n_in, qp_error *err)
+{
+    for (size_t i = 0; i < n_out; i++) {
+        const qp_named_path *o = &outputs[i];
+        if (!o->path || qp_is_url(o->path)) continue;
+        for (size_t j = 0; j < n_in; j++) {
+            const qp_named_path *in = &inputs[j];
+            if (!in->path || qp_is_url(in->path) || !same_file(o->path, in->path)) continue;
+            return qp_fail(err, QP_ERR_USAGE,
+                           "%s %s is the same file as the input %s %s: writing it would destroy that input; "
+                           "give %s another path",
+                           o->what, o->path, in->what, in->path, o->what);
+        }
+        for (size_t k = 0; k < i; k++) {
+            const qp_named_path *p = &outputs[k];
+            if (!p->path || qp_is_url(p->path) || !same_file(o->path, p->path)) continue;
+            return qp_fail(err, QP_ERR_USAGE,
+                           "%s %s is the same file as the output %s %s: one would overwrite the other; "
+                           "give %s another path",
+                           o->what, o->path, p->what, p->path, o->what);
+        }
+    }
+    return QP_OK;
 }
 
 qp_status qp_append_line(const char *path, const char *line, qp_error *err)
@@ -90,7 +276,10 @@ qp_status qp_append_line(const char *path, const char *line, qp_error *err)
         }
     }
     if (!st) st = write_all(fd, buf, len, path, err);
-    if (!st && fsync(fd) != 0) st = qp_fail(err, QP_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    /* fsync fails with EINVAL on /dev/null and FIFOs, which hold nothing to make durable */
+    struct stat fs;
+    int regular = fstat(fd, &fs) == 0 && S_ISREG(fs.st_mode);
+    if (!st && regular && fsync(fd) != 0) st = qp_fail(err, QP_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
     flock(fd, LOCK_UN);
     close(fd);
     free(buf);
@@ -101,6 +290,11 @@ qp_status qp_read_file(const char *path, char **out, size_t *len, qp_error *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return qp_fail(err, QP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        fclose(f);
+        return qp_fail(err, QP_ERR_IO, "%s is a directory: give a file", path);
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     if (!buf) {
@@ -122,11 +316,11 @@ qp_status qp_read_file(const char *path, char **out, size_t *len, qp_error *err)
         n += r;
         if (r == 0) break;
     }
-    int bad = ferror(f);
+    int bad = ferror(f), e = errno;
     fclose(f);
     if (bad) {
         free(buf);
-        return qp_fail(err, QP_ERR_IO, "%s: read error", path);
+        return qp_fail(err, QP_ERR_IO, "%s: read error: %s", path, strerror(e));
     }
     buf[n] = '\0';
     *out = buf;

@@ -68,6 +68,14 @@ qp_status qp_parse_real(const char *s, const char *what, double lo, double hi, d
 /* A whole number in [lo, hi]. */
 qp_status qp_parse_long(const char *s, const char *what, long lo, long hi, long *out,
                         qp_error *err);
+/* A count that must be whole (tokens per batch, bytes): as qp_parse_count, but a fraction
+ * ("1.5", "0.5K" is fine: 500) or a value above `max` (named in the message) is refused. */
+qp_status qp_parse_whole_count(const char *s, const char *what, double max, double *out, qp_error *err);
+/* A comma-separated list of whole numbers in [lo, hi], e.g. "2,4,8" -> out[0..*n-1]. An empty
+ * list, an empty element ("4," or "2,,4"), a repeated value or more than max_n values is
+ * refused. */
+qp_status qp_parse_long_list(const char *s, const char *what, long lo, long hi, long *out, int max_n, int *n,
+                             qp_error *err);
 
 /* Human-readable formatting into buf: "2.20B", "1.40T", "86.0M". */
 const char *qp_format_count(double x, char *buf, size_t n);
@@ -77,13 +85,37 @@ const char *qp_format_bytes(double bytes, char *buf, size_t n);
 /* ---- files -------------------------------------------------------------- */
 
 /* Write `len` bytes to `path` through a temp file in the same directory, fsync, rename:
- * a crash leaves either the old file or the new one, never a half-written file. */
+ * a crash leaves either the old file or the new one, never a half-written file.
+ * A symlink is written through: the temp file goes beside the link's final target and is
+ * renamed over the target, so the link stays a link. A character device or FIFO (such as
+ * /dev/null) is written directly, never replaced. A directory, block device or socket is
+ * refused. */
 qp_status qp_write_file_atomic(const char *path, const void *data, size_t len, qp_error *err);
+/* Check, before long work, that `path` can be written later the way its writer will:
+ * append (`append` = 1, qp_append_line) opens an existing file for appending; a whole-file
+ * write creates (and removes) a temp file beside the target. Writes nothing that stays.
+ * The message names the path and says the check ran before starting. */
+qp_status qp_check_writable(const char *path, const char *what, int append, qp_error *err);
+
+/* A path a command reads or writes, with how the user named it ("-o", "--law-out", "the
+ * grid") for the message. */
+typedef struct {
+    const char *path;
+    const char *what;
+} qp_named_path;
+/* Refuse, before any work, an output that is one of the inputs or another output: same
+ * st_dev and st_ino when both exist, else the same folder (realpath) and name, so an output
+ * not created yet still matches. NULL paths and URLs are skipped. The one-line message
+ * names both paths. A command that appends to a file it also reads (a sweep's results)
+ * lists it as an output only. */
+qp_status qp_refuse_output_is_input(const qp_named_path *outputs, size_t n_out,
+                                    const qp_named_path *inputs, size_t n_in, qp_error *err);
 /* Append one whole line (a '\n' is added when missing) with a single write(2) on an
  * O_APPEND descriptor under an exclusive flock, then fsync: concurrent writers never
  * interleave and a crash never leaves half a line. */
 qp_status qp_append_line(const char *path, const char *line, qp_error *err);
-/* Read a whole file into a NUL-terminated malloc'ed buffer. */
+/* Read a whole file into a NUL-terminated malloc'ed buffer. A directory is refused as
+ * such ("is a directory"), not as a read error. */
 qp_status qp_read_file(const char *path, char **out, size_t *len, qp_error *err);
 /* 1 when `s` starts with http:// or https://. */
 int qp_is_url(const char *s);

@@ -18,8 +18,10 @@ static qp_status parse_leading(const char *s, const char *what, double *x, const
     if (!s || !*s)
         return qp_fail(err, QP_ERR_INPUT, "%s is empty: give a number such as 2.2e9", what);
     while (isspace((unsigned char)*s)) s++;
-    if (!strncasecmp(s, "nan", 3) || !strncasecmp(s, "inf", 3) || !strncasecmp(s, "-inf", 4) ||
-        !strncasecmp(s, "+inf", 4))
+    const char *mag = s + (*s == '-' || *s == '+'); /* "-nan" is NaN too, not an overflow */
+    if (!strncasecmp(mag, "nan", 3))
+        return qp_fail(err, QP_ERR_INPUT, "%s '%s' is not a number (NaN): give a finite number", what, s);
+    if (!strncasecmp(mag, "inf", 3))
         return qp_fail(err, QP_ERR_INPUT, "%s '%s' is not finite: give a finite number", what, s);
     if (!isdigit((unsigned char)*s) && *s != '.' && *s != '-' && *s != '+')
         return qp_fail(err, QP_ERR_INPUT, "%s '%s' is not a number", what, s);
@@ -173,6 +175,48 @@ qp_status qp_parse_long(const char *s, const char *what, long lo, long hi, long 
         return qp_fail(err, QP_ERR_INPUT, "%s '%s' is out of range: it must be in [%ld, %ld]", what, s,
                        lo, hi);
     *out = v;
+    return QP_OK;
+}
+
+qp_status qp_parse_whole_count(const char *s, const char *what, double max, double *out, qp_error *err)
+{
+    double v;
+    qp_status st = qp_parse_count(s, what, &v, err);
+    if (st) return st;
+    if (v != floor(v))
+        return qp_fail(err, QP_ERR_INPUT, "%s '%s' is not a whole number: it is a count (%.17g)", what, s, v);
+    if (v > max)
+        return qp_fail(err, QP_ERR_INPUT, "%s '%s' is too large: at most %.17g", what, s, max);
+    *out = v;
+    return QP_OK;
+}
+
+qp_status qp_parse_long_list(const char *s, const char *what, long lo, long hi, long *out, int max_n, int *n,
+                             qp_error *err)
+{
+    if (!s || !*s) return qp_fail(err, QP_ERR_INPUT, "%s is empty: give values separated by commas, e.g. 2,4", what);
+    int k = 0;
+    for (const char *p = s;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (len == 0)
+            return qp_fail(err, QP_ERR_INPUT, "%s '%s' has an empty entry: separate values by single commas, e.g. 2,4",
+                           what, s);
+        char item[64];
+        if (len >= sizeof item) return qp_fail(err, QP_ERR_INPUT, "%s '%s': an entry is too long", what, s);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        long v;
+        qp_status st = qp_parse_long(item, what, lo, hi, &v, err);
+        if (st) return st;
+        for (int i = 0; i < k; i++)
+            if (out[i] == v) return qp_fail(err, QP_ERR_INPUT, "%s '%s' lists %ld twice", what, s, v);
+        if (k == max_n) return qp_fail(err, QP_ERR_INPUT, "%s '%s' lists more than %d values", what, s, max_n);
+        out[k++] = v;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    *n = k;
     return QP_OK;
 }
 

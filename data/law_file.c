@@ -3,6 +3,7 @@
  * values are refused. */
 #include "data.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,8 +241,15 @@ static qp_status parse_units(const cJSON *o, data_law *law, const char *name, qp
 
 qp_status data_law_parse(const char *json, const char *name, data_law *out, qp_error *err)
 {
-    cJSON *o = cJSON_Parse(json);
+    const char *end = NULL;
+    cJSON *o = cJSON_ParseWithOpts(json, &end, 0);
     if (!o) return qp_fail(err, QP_ERR_PARSE, "%s: not valid JSON", name);
+    while (end && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+    if (end && *end) { /* a law followed by anything is a damaged or concatenated file */
+        cJSON_Delete(o);
+        return qp_fail(err, QP_ERR_PARSE, "%s: unexpected text after the JSON object (byte %ld): a law file holds one object",
+                       name, (long)(end - json));
+    }
     qp_status st = QP_OK;
     char buf[64] = "";
     data_law law;
@@ -311,10 +319,10 @@ qp_status data_law_parse(const char *json, const char *name, data_law *out, qp_e
         (st = get_range(pr, "tokens_range", &p->d_min, &p->d_max, name, err)) ||
         (st = get_range(pr, "s_total_range", &p->s_min, &p->s_max, name, err)))
         goto done;
-    if ((st = dj_get_int(pr, "n_runs", 0, 0, 1L << 40, &v, name, err))) goto done;
+    if ((st = dj_get_int(pr, "n_runs", 0, 0, INT_MAX, &v, name, err))) goto done;
     p->n_runs = (int)v;
     v = 0;
-    if ((st = dj_get_int(pr, "n_excluded", 0, 0, 1L << 40, &v, name, err))) goto done;
+    if ((st = dj_get_int(pr, "n_excluded", 0, 0, INT_MAX, &v, name, err))) goto done;
     p->n_excluded = (int)v;
     const cJSON *bits = cJSON_GetObjectItemCaseSensitive(pr, "bits");
     if (bits) {
@@ -339,10 +347,10 @@ qp_status data_law_parse(const char *json, const char *name, data_law *out, qp_e
             (st = dj_get_real(q, "loo_rmse_log", 0, &p->loo_rmse_log, name, err)))
             goto done;
         v = 0;
-        if ((st = dj_get_int(q, "starts", 0, 0, 1L << 40, &v, name, err))) goto done;
+        if ((st = dj_get_int(q, "starts", 0, 0, INT_MAX, &v, name, err))) goto done;
         p->starts = (int)v;
         v = 0;
-        if ((st = dj_get_int(q, "starts_at_best", 0, 0, 1L << 40, &v, name, err))) goto done;
+        if ((st = dj_get_int(q, "starts_at_best", 0, 0, INT_MAX, &v, name, err))) goto done;
         p->starts_at_best = (int)v;
     }
     const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "bootstrap");
@@ -401,9 +409,12 @@ qp_status data_law_read(const char *path, data_law *out, qp_error *err)
         return ust;
     }
     char *text = NULL;
-    qp_status st = qp_read_file(path, &text, NULL, err);
+    size_t len = 0;
+    qp_status st = qp_read_file(path, &text, &len, err);
     if (st) return st;
-    st = data_law_parse(text, path, out, err);
+    if (strlen(text) != len) /* the parser would stop at the NUL and ignore the rest */
+        st = qp_fail(err, QP_ERR_PARSE, "%s: a NUL byte at offset %zu: a law file is JSON text", path, strlen(text));
+    else st = data_law_parse(text, path, out, err);
     free(text);
     return st;
 }

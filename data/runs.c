@@ -299,7 +299,15 @@ qp_status data_runs_parse_jsonl(const char *text, const char *name, data_run_lis
                 }
                 cJSON_Delete(probe);
             }
-            cJSON *o = cJSON_ParseWithLength(p, len);
+            const char *end = NULL;
+            cJSON *o = cJSON_ParseWithLengthOpts(p, len, &end, 0);
+            while (o && end && end < p + len && isspace((unsigned char)*end)) end++;
+            if (o && end && end < p + len) { /* two records glued together, or junk after one */
+                cJSON_Delete(o);
+                out->n = start_n;
+                return qp_fail(err, QP_ERR_PARSE, "%s: unexpected text after the record at column %ld: one record per line",
+                               where, (long)(end - p + 1));
+            }
             if (!o) {
                 out->n = start_n;
                 return qp_fail(err, QP_ERR_PARSE, "%s: not valid JSON near column %ld", where,

@@ -150,6 +150,7 @@ qp_status data_tokens_read_header(const char *path, data_tokens_header *out, qp_
     unsigned char h[HEADER_BYTES];
     qp_status st = QP_OK;
     if (fstat(fileno(f), &sb) != 0) st = qp_fail(err, QP_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    else if (S_ISDIR(sb.st_mode)) st = qp_fail(err, QP_ERR_IO, "%s is a directory: give a token file", path);
     else if ((uint64_t)sb.st_size < HEADER_BYTES || fread(h, 1, HEADER_BYTES, f) != HEADER_BYTES)
         st = qp_fail(err, QP_ERR_PARSE, "%s: too short for a token file header (%lld bytes)" FIX, path,
                      (long long)sb.st_size);

@@ -1,7 +1,7 @@
 /* Plots with gnuplot: loss against QAT fraction, the optimal fraction against S_total, and
- * fit residuals. Each plot writes its data files and script to a temp dir, runs gnuplot with
- * a timeout, and renames the image into place, so a failed or killed gnuplot never leaves
- * a half-written image under the requested name. */
+ * fit residuals. Each plot writes its data files, script and image to a temp dir, runs
+ * gnuplot with a timeout, and writes the finished image with qp_write_file_atomic, so a
+ * failed or killed gnuplot never leaves a half-written image under the requested name. */
 #include "plan.h"
 
 #include <dirent.h>
@@ -72,16 +72,18 @@ static void gp_path(FILE *f, const char *s)
     fputc('\'', f);
 }
 
-/* A gnuplot double-quoted string (enhanced text markup in it is kept). */
+/* Titles too are single-quoted: inside double quotes gnuplot runs `backquoted` text as a
+ * shell command, and a title may come from the user (--title) or from run files. Enhanced
+ * text markup still applies; newlines are dropped. */
 static void gp_str(FILE *f, const char *s)
 {
-    fputc('"', f);
+    fputc('\'', f);
     for (; *s; s++) {
-        if (*s == '"' || *s == '\\') fputc('\\', f);
-        if (*s == '\n') continue;
+        if (*s == '\n' || *s == '\r') continue;
+        if (*s == '\'') fputc('\'', f);
         fputc(*s, f);
     }
-    fputc('"', f);
+    fputc('\'', f);
 }
 
 static qp_status ctx_open(plot_ctx *c, const plan_plot_opts *o, qp_error *err)
@@ -181,7 +183,7 @@ static void log_tail(const char *path, char *buf, size_t n)
     fclose(f);
 }
 
-/* Write the script, run gnuplot on it with the timeout, check the image, rename it into place. */
+/* Write the script, run gnuplot on it with the timeout, check the image, write it to the output. */
 static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
 {
     if (c->n_series == 0) return qp_fail(err, QP_ERR_INPUT, "nothing to plot: no runs or law values fall in this plot");
@@ -237,28 +239,13 @@ static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
     struct stat sb;
     if (stat(tmp_out, &sb) != 0 || sb.st_size == 0)
         return qp_fail(err, QP_ERR_IO, "gnuplot wrote no image%s%s", tail[0] ? ": " : "", tail);
-    if (rename(tmp_out, c->o->output) != 0)
-        return qp_fail(err, QP_ERR_IO, "%s: cannot move the image into place: %s", c->o->output, strerror(errno));
-    return QP_OK;
-}
-
-/* The image is first written beside the output under a temp name (same file system, so the
- * rename is atomic). */
-static qp_status make_tmp_out(const char *output, char *buf, size_t n, qp_error *err)
-{
-    if (snprintf(buf, n, "%s.tmpXXXXXX", output) >= (int)n) return qp_fail(err, QP_ERR_INPUT, "output path too long");
-    int fd = mkstemp(buf);
-    if (fd < 0) return qp_fail(err, QP_ERR_IO, "%s: cannot create a file beside it: %s", output, strerror(errno));
-    /* mkstemp makes 0600 files; gnuplot rewrites this one in place, so give it the usual mode. */
-    mode_t mask = umask(0);
-    umask(mask);
-    if (fchmod(fd, 0666 & ~mask) != 0) {
-        close(fd);
-        unlink(buf);
-        return qp_fail(err, QP_ERR_IO, "%s: cannot set the mode of a file beside it: %s", output, strerror(errno));
-    }
-    close(fd);
-    return QP_OK;
+    /* the common writer: atomic for files, through symlinks, in place for /dev/null */
+    char *img = NULL;
+    size_t len = 0;
+    qp_status st = qp_read_file(tmp_out, &img, &len, err);
+    if (!st) st = qp_write_file_atomic(c->o->output, img, len, err);
+    free(img);
+    return st;
 }
 
 typedef qp_status (*plot_body)(plot_ctx *c, void *arg, qp_error *err);
@@ -271,15 +258,12 @@ static qp_status render(const plan_plot_opts *o, const char *title, plot_body bo
         ctx_close(&c);
         return st;
     }
+    /* gnuplot writes the image into the temp dir; it is copied to the output when complete */
     char tmp_out[4200];
-    if ((st = make_tmp_out(o->output, tmp_out, sizeof tmp_out, err))) {
-        ctx_close(&c);
-        return st;
-    }
+    snprintf(tmp_out, sizeof tmp_out, "%s/image%s", c.dir, c.svg ? ".svg" : ".png");
     ctx_header(&c, tmp_out, o->title ? o->title : title, o->title != NULL);
     st = body(&c, arg, err);
     if (!st) st = ctx_render(&c, tmp_out, err);
-    if (st) unlink(tmp_out);
     ctx_close(&c);
     return st;
 }

@@ -134,7 +134,8 @@ static void test_bad_input(void)
     expect_fail("--params 2.2b --budget 1e22", 2, "ambiguous lower-case suffix");
     expect_fail("--params -1B --budget 1e22", 2, "negative");
     expect_fail("--params 2.2B --budget 0", 2, "zero");
-    expect_fail("--params 2.2B --budget nan", 2, "not finite");
+    expect_fail("--params 2.2B --budget nan", 2, "not a number");
+    expect_fail("--params 2.2B --budget -nan", 2, "not a number");
     expect_fail("--params 2.2B --budget 1e999", 2, "overflows");
     expect_fail("--params 2.2B", 2, "no budget");
     expect_fail("--budget 1e22", 2, "no model size");
@@ -142,7 +143,12 @@ static void test_bad_input(void)
     expect_fail("--params 2.2B --budget 50000gpuh", 2, "--peak-flops");
     expect_fail("--params 2.2B --budget 1e22 --mfu 0.4", 2, "GPU-hour budget");
     expect_fail("--params 2.2B --budget 1e22 --mfu 1.5 --peak-flops 1e15", 2, "out of range");
-    expect_fail("--params 2.2B --budget 1e22 --bits 4,9", 2, "--bits entry");
+    expect_fail("--params 2.2B --budget 1e22 --bits 4,9", 2, "--bits '9' is out of range");
+    expect_fail("--params 2.2B --budget 1e22 --bits 4,", 2, "empty entry");
+    expect_fail("--params 2.2B --budget 1e22 --bits ,4", 2, "empty entry");
+    expect_fail("--params 2.2B --budget 1e22 --bits 2,,4", 2, "empty entry");
+    expect_fail("--params 2.2B --budget 1e22 --batch-tokens 1.5", 2, "not a whole number");
+    expect_fail("--params 2.2B --budget 1e22 --batch-tokens 1e13", 2, "at most");
     expect_fail("--params 2.2B --budget 1e22 --bits 4,4", 2, "twice");
     expect_fail("--params 2.2B --budget 1e22 --memory 2Gb", 2, "ambiguous");
     expect_fail("--params 2.2B --budget 1e22 --frobnicate", 2, "unknown option");

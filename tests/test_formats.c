@@ -128,6 +128,11 @@ static void test_run_malformed(void)
     expect_jsonl_error(buf, "runs.jsonl:2", "missing field \"n_params\"");
     snprintf(buf, sizeof buf, "{\"schema\":\"qatplan-run-v9\"}\n");
     expect_jsonl_error(buf, "runs.jsonl:1", "qatplan-run-v9");
+    /* text after a record on its line: two records glued together, or junk */
+    snprintf(buf, sizeof buf, "%s\n%s %s\n", good, good, good);
+    expect_jsonl_error(buf, "runs.jsonl:2", "unexpected text after the record");
+    snprintf(buf, sizeof buf, "%s x\n", good);
+    expect_jsonl_error(buf, "runs.jsonl:1", "one record per line");
     /* a line cut off by a crash */
     snprintf(buf, sizeof buf, "%s\n%.40s", good, good);
     expect_jsonl_error(buf, "runs.jsonl:2", "incomplete");
@@ -341,6 +346,34 @@ static void test_law_refusals(void)
     expect_law_error("{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7}}", "provenance");
     expect_law_error("{\"form\":\"fraction\"", "not valid JSON");
     expect_law_error("{\"schema\":\"qatplan-law-v2\",\"form\":\"fraction\"}", "qatplan-law-v2");
+#define FRAC_LAW(prov) "{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7}," \
+                       "\"provenance\":{\"source\":\"x\"" prov "}}"
+    /* anything after the object: a damaged or concatenated file */
+    expect_law_error(FRAC_LAW("") " trailing", "unexpected text after the JSON object");
+    expect_law_error(FRAC_LAW("") "\n" FRAC_LAW(""), "unexpected text after the JSON object");
+    expect_law_error(FRAC_LAW("") "}", "unexpected text after the JSON object");
+    /* counters are int: above 2^31 - 1 is refused, not wrapped */
+    expect_law_error(FRAC_LAW(",\"n_runs\":2147483648"), "\"n_runs\" = 2147483648 is out of range [0, 2147483647]");
+    expect_law_error(FRAC_LAW(",\"n_excluded\":1e12"), "out of range [0, 2147483647]");
+    expect_law_error(FRAC_LAW(",\"quality\":{\"starts\":4294967296}"), "\"starts\"");
+    expect_law_error(FRAC_LAW(",\"quality\":{\"starts_at_best\":3000000000}"), "\"starts_at_best\"");
+    /* the largest counter and trailing white space are fine */
+    data_law law;
+    qp_error err = {0};
+    CU_ASSERT_EQUAL(data_law_parse(FRAC_LAW(",\"n_runs\":2147483647") " \n\t\r\n", "law.json", &law, &err), QP_OK);
+    CU_ASSERT_EQUAL(law.prov.n_runs, 2147483647);
+    data_law_free(&law);
+    /* a NUL byte in a law file (the parser would stop there and ignore the rest) */
+    const char *path = tu_path("nul-law.json");
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs(FRAC_LAW(""), f);
+    fputc(0, f);
+    fputs("garbage", f);
+    fclose(f);
+    CU_ASSERT_EQUAL(data_law_read(path, &law, &err), QP_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "NUL byte"));
+#undef FRAC_LAW
 }
 
 static void test_law_nonfinite_never_written(void)

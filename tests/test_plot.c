@@ -262,6 +262,56 @@ static void test_errors(void)
     CU_ASSERT_EQUAL(access(out_png, F_OK), -1);
 }
 
+/* --title reaches gnuplot quoted so that nothing in it runs: backquotes (gnuplot's own
+ * command substitution in double-quoted strings), $(...), quotes and macros stay text. The
+ * image written through a symlink leaves the link a link. */
+static void test_title_not_executed(void)
+{
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "SKIPPED: test_title_not_executed: gnuplot is not installed (apt-get install gnuplot-nox)\n");
+        return;
+    }
+    setup_files();
+    char a[4096], b[4096], title[16384], quoted[32768], cmd[65536];
+    snprintf(a, sizeof a, "%s", tu_path("pwned-backquote"));
+    snprintf(b, sizeof b, "%s", tu_path("pwned-dollar"));
+    unlink(a);
+    unlink(b);
+    snprintf(title, sizeof title, "T `touch %s` $(touch %s) it's \"q\" \\ @x `touch %s`", a, b, a);
+    /* one shell word: single quotes, a ' written as '\'' */
+    char *q = quoted;
+    *q++ = '\'';
+    for (const char *p = title; *p; p++) {
+        if (*p == '\'') {
+            memcpy(q, "'\\''", 4);
+            q += 4;
+        } else *q++ = *p;
+    }
+    *q++ = '\'';
+    *q = 0;
+    char target[4096], link_[4096];
+    snprintf(target, sizeof target, "%s", tu_path("title-target.svg"));
+    snprintf(link_, sizeof link_, "%s", tu_path("title-link.svg"));
+    unlink(link_);
+    tu_write(target, "old");
+    CU_ASSERT_EQUAL(symlink(target, link_), 0);
+    snprintf(cmd, sizeof cmd, "plot residuals --runs %s --law %s -o %s --title %s", runs_path, law_path, link_, quoted);
+    char *err = NULL;
+    int rc = tu_run_qatplan(cmd, NULL, &err);
+    CU_ASSERT_EQUAL(rc, 0);
+    if (rc != 0) fprintf(stderr, "%s", err ? err : "");
+    free(err);
+    CU_ASSERT_EQUAL(access(a, F_OK), -1);
+    CU_ASSERT_EQUAL(access(b, F_OK), -1);
+    struct stat sb;
+    CU_ASSERT(lstat(link_, &sb) == 0 && S_ISLNK(sb.st_mode));
+    char *t = check_svg(target);
+    /* the title is drawn as typed */
+    CU_ASSERT_PTR_NOT_NULL(t && strstr(t, "`touch "));
+    CU_ASSERT_PTR_NOT_NULL(t && strstr(t, "$(touch "));
+    free(t);
+}
+
 static void test_best_fraction(void)
 {
     /* a parabola with its vertex at 0.3, sampled on a coarse grid: the vertex is recovered */
@@ -283,6 +333,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_optimal_fraction);
     TU_ADD(s, test_residuals);
     TU_ADD(s, test_errors);
+    TU_ADD(s, test_title_not_executed);
 }
 
 int main(void) { return tu_main("plot", add); }

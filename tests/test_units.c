@@ -27,7 +27,8 @@ static void test_count_bad(void)
 {
     static const bad_case cases[] = {
         {"2.2b", "ambiguous"}, {"86m", "ambiguous"}, {"-5B", "negative"}, {"0", "zero"},
-        {"nan", "not finite"}, {"inf", "not finite"}, {"1e400", "overflows"}, {"", "empty"},
+        {"nan", "not a number"}, {"-nan", "not a number"}, {"+NaN", "not a number"}, {"inf", "not finite"},
+        {"-inf", "not finite"}, {"1e400", "overflows"}, {"", "empty"},
         {"abc", "not a number"}, {"2.2X", "unknown suffix"}, {"2.2BB", "unknown suffix"},
         {"0x10", "hexadecimal"}, {"2.2 B", "unknown suffix"}, {"1e308T", "overflows"},
     };
@@ -103,6 +104,41 @@ static void test_real_and_long(void)
     CU_ASSERT_EQUAL(qp_parse_long("99999999999999999999", "--bits", 1, 8, &l, NULL), QP_ERR_INPUT);
 }
 
+/* counts that must be whole, and comma lists: empty entries, repeats, too many */
+static void test_whole_count_and_lists(void)
+{
+    double v = -1;
+    qp_error err = {0};
+    CU_ASSERT_EQUAL(qp_parse_whole_count("1M", "--batch-tokens", 1e12, &v, &err), QP_OK);
+    CU_ASSERT_EQUAL(v, 1e6);
+    CU_ASSERT_EQUAL(qp_parse_whole_count("0.5K", "--batch-tokens", 1e12, &v, &err), QP_OK);
+    CU_ASSERT_EQUAL(v, 500);
+    v = -1;
+    CU_ASSERT_EQUAL(qp_parse_whole_count("1.5", "--batch-tokens", 1e12, &v, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "not a whole number"));
+    CU_ASSERT_EQUAL(qp_parse_whole_count("2T", "--batch-tokens", 1e12, &v, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "at most 1000000000000"));
+    CU_ASSERT_EQUAL(v, -1);
+
+    long b[4];
+    int n = -1;
+    CU_ASSERT_EQUAL(qp_parse_long_list("2,4,8", "--bits", 1, 8, b, 4, &n, &err), QP_OK);
+    CU_ASSERT_EQUAL(n, 3);
+    CU_ASSERT(b[0] == 2 && b[1] == 4 && b[2] == 8);
+    static const bad_case bad[] = {
+        {"4,", "empty entry"}, {",4", "empty entry"}, {"2,,4", "empty entry"}, {"", "empty"}, {",", "empty entry"},
+        {"4,4", "twice"}, {"1,2,3,4,5", "more than 4"}, {"9", "out of range"}, {"4,x", "not a whole number"},
+        {"4.5", "not a whole number"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        n = -1;
+        CU_ASSERT_EQUAL(qp_parse_long_list(bad[i].in, "--bits", 1, 8, b, 4, &n, &err), QP_ERR_INPUT);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[i].msg_part));
+        if (!strstr(err.msg, bad[i].msg_part)) fprintf(stderr, "input '%s': message '%s'\n", bad[i].in, err.msg);
+        CU_ASSERT_EQUAL(n, -1);
+    }
+}
+
 static void test_format(void)
 {
     char b[32];
@@ -121,6 +157,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_flops_and_budget);
     TU_ADD(s, test_bytes);
     TU_ADD(s, test_real_and_long);
+    TU_ADD(s, test_whole_count_and_lists);
     TU_ADD(s, test_format);
 }
 
