@@ -415,6 +415,7 @@ qp_status data_fetch(const char *url, const char *out_path, const data_fetch_opt
     return st;
 }
 
+/* Creates the missing directories of `dir`; the last one private (0700). */
 static qp_status mkdir_p(const char *dir, qp_error *err)
 {
     char buf[4096];
@@ -424,13 +425,39 @@ static qp_status mkdir_p(const char *dir, qp_error *err)
         if (*p == '/' || *p == 0) {
             char c = *p;
             *p = 0;
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
+            if (mkdir(buf, c ? 0777 : 0700) != 0 && errno != EEXIST)
                 return qp_fail(err, QP_ERR_IO, "%s: cannot create the download cache directory: %s (set "
                                "QATPLAN_CACHE to a writable directory)", buf, strerror(errno));
             *p = c;
             if (!c) break;
         }
     }
+    return QP_OK;
+}
+
+/* The cache must be this user's own directory that nobody else can write: whoever can write
+ * there can plant or swap the files that commands then read as run records, laws or corpora
+ * (or a FILE.part that a download would resume from). lstat: a symlink is refused, not
+ * followed. */
+static qp_status check_cache_dir(const char *dir, qp_error *err)
+{
+    struct stat sb;
+    if (lstat(dir, &sb) != 0)
+        return qp_fail(err, QP_ERR_IO, "%s: cannot inspect the download cache directory: %s", dir, strerror(errno));
+    if (S_ISLNK(sb.st_mode))
+        return qp_fail(err, QP_ERR_INPUT, "%s: the download cache is a symbolic link, which is not followed: set "
+                       "QATPLAN_CACHE to the directory itself", dir);
+    if (!S_ISDIR(sb.st_mode))
+        return qp_fail(err, QP_ERR_INPUT, "%s: the download cache is not a directory: set QATPLAN_CACHE to a "
+                       "directory of your own", dir);
+    if (sb.st_uid != geteuid())
+        return qp_fail(err, QP_ERR_INPUT, "%s: the download cache belongs to user id %lu, not to you (%lu): set "
+                       "QATPLAN_CACHE to a directory of your own", dir, (unsigned long)sb.st_uid,
+                       (unsigned long)geteuid());
+    if (sb.st_mode & (S_IWGRP | S_IWOTH))
+        return qp_fail(err, QP_ERR_INPUT, "%s: the download cache is writable by %s (mode %03o): run 'chmod go-w %s' "
+                       "or set QATPLAN_CACHE to a private directory", dir,
+                       sb.st_mode & S_IWOTH ? "everyone" : "its group", (unsigned)(sb.st_mode & 0777), dir);
     return QP_OK;
 }
 
@@ -447,8 +474,10 @@ qp_status data_open_input(const char *path_or_url, const char *cache_dir, char *
     else if ((env = getenv("QATPLAN_CACHE")) && *env) snprintf(dir, sizeof dir, "%s", env);
     else if ((env = getenv("XDG_CACHE_HOME")) && *env) snprintf(dir, sizeof dir, "%s/qatplan", env);
     else if ((env = getenv("HOME")) && *env) snprintf(dir, sizeof dir, "%s/.cache/qatplan", env);
-    else snprintf(dir, sizeof dir, "/tmp/qatplan-cache");
+    else snprintf(dir, sizeof dir, "/tmp/qatplan-cache-%lu", (unsigned long)geteuid()); /* one per user */
+    for (size_t n = strlen(dir); n > 1 && dir[n - 1] == '/';) dir[--n] = 0; /* "link/" would follow the link */
     qp_status st = mkdir_p(dir, err);
+    if (!st) st = check_cache_dir(dir, err);
     if (st) return st;
     /* <first 12 hex of sha256(url)>-<the URL's file name>: distinct URLs never collide and
      * the extension (.csv, .jsonl, .json) that readers look at survives. */

@@ -442,6 +442,65 @@ static void test_url_inputs(void)
     unsetenv("QATPLAN_CACHE");
 }
 
+/* The download cache must be the user's own, private directory: anyone who can write there
+ * could plant the files commands read. Refused before anything is downloaded. */
+static void test_cache_dir_checked(void)
+{
+    qp_error err = {0};
+    char dir[4096], *local = NULL;
+    /* a fresh cache is created private */
+    snprintf(dir, sizeof dir, "%s/newcache/sub", tu_tmpdir());
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c0"), dir, &local, &err), QP_OK);
+    CU_ASSERT(local && same_as_blob(local));
+    free(local);
+    struct stat sb;
+    CU_ASSERT_EQUAL_FATAL(stat(dir, &sb), 0);
+    CU_ASSERT_EQUAL(sb.st_mode & 077, 0);
+    /* writable by everyone, or by the group: refused, nothing fetched */
+    snprintf(dir, sizeof dir, "%s/sharedcache", tu_tmpdir());
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    CU_ASSERT_EQUAL_FATAL(chmod(dir, 01777), 0); /* like /tmp itself */
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c1"), dir, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NULL(local);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "writable by everyone"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "chmod go-w"));
+    CU_ASSERT_EQUAL(log_count("/ok/blob.bin?k=c1", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(chmod(dir, 0770), 0);
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c1"), dir, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "writable by its group"));
+    /* through the CLI, from $QATPLAN_CACHE: exit non-zero with the message */
+    char cmd[8192], *errs = NULL;
+    snprintf(cmd, sizeof cmd, "law show %s", url("/ok/x.law.json"));
+    setenv("QATPLAN_CACHE", dir, 1);
+    CU_ASSERT_NOT_EQUAL(tu_run_qatplan(cmd, NULL, &errs), 0);
+    CU_ASSERT_PTR_NOT_NULL(errs && strstr(errs, "writable by its group"));
+    free(errs);
+    unsetenv("QATPLAN_CACHE");
+    CU_ASSERT_EQUAL_FATAL(chmod(dir, 0700), 0);
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c1"), dir, &local, &err), QP_OK);
+    free(local);
+    /* a symlink to it is not followed */
+    char link[4096];
+    snprintf(link, sizeof link, "%s/linkcache", tu_tmpdir());
+    CU_ASSERT_EQUAL_FATAL(symlink(dir, link), 0);
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c2"), link, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "symbolic link"));
+    strcat(link, "/");
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c2"), link, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "symbolic link"));
+    /* another user's directory (as root: one given to nobody; else the root directory) */
+    const char *other = "/";
+    if (geteuid() == 0) {
+        snprintf(dir, sizeof dir, "%s/otherscache", tu_tmpdir());
+        CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0755), 0);
+        CU_ASSERT_EQUAL_FATAL(chown(dir, 65534, 65534), 0);
+        other = dir;
+    }
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c3"), other, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "not to you"));
+    CU_ASSERT_EQUAL(log_count("/ok/blob.bin?k=c2", NULL) + log_count("/ok/blob.bin?k=c3", NULL), 0);
+}
+
 static void test_server_failed(void) { CU_FAIL("the local HTTP server (/usr/bin/python3) did not start"); }
 
 static void add(CU_pSuite s)
@@ -484,6 +543,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_connection_refused);
     TU_ADD(s, test_cli);
     TU_ADD(s, test_url_inputs);
+    TU_ADD(s, test_cache_dir_checked);
 }
 
 int main(void) { return tu_main("fetch", add); }
