@@ -70,6 +70,11 @@ typedef struct {
     size_t n_bad_lines;   /* torn or malformed lines, ignored */
     long first_bad_line;  /* line number of the first one (0 = none) */
     char first_bad_msg[512];
+    /* run_id -> the record that counts: a hash set built by sweep_results_read (slots hold
+     * index + 1, 0 = empty), so that looking up every point of a large grid is linear;
+     * sweep_results_find scans instead if `runs` changed since (index_n != runs.n). */
+    uint32_t *index;
+    size_t index_mask, index_n;
 } sweep_results;
 
 /* Read a results file line by line, tolerating torn and malformed lines (counted). A missing

@@ -244,6 +244,23 @@ static void test_grid_cap_and_size(void)
     CU_ASSERT(dt < 30);
     CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "50000 runs: 0 recorded, 50000 to run"));
     free(out);
+    /* ... and with every one of them recorded (the lookups in the results file were a scan
+     * per point too: 80 s here, 0.8 s with the index) */
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(j, "g50k.json", &g, &err), QP_OK);
+    FILE *rf = fopen(tu_path("g50k-runs.jsonl"), "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rf);
+    for (size_t i = 0; i < g.n; i++)
+        fprintf(rf, "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"%s\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,"
+                    "\"bits\":16,\"schedule\":\"fp-only\",\"loss\":3.1,\"status\":\"ok\"}\n", g.points[i].run_id);
+    fclose(rf);
+    sweep_grid_free(&g);
+    t0 = qp_now();
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, &out, NULL), 0);
+    dt = qp_now() - t0;
+    fprintf(stderr, "dry run of 50000 recorded points: %.2f s\n", dt);
+    CU_ASSERT(dt < 30);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "50000 runs: 50000 recorded, 0 to run"));
+    free(out);
     free(j);
 
     /* Duplicates still found: the shape listed twice and f = 0 under two schedules (the same
@@ -281,6 +298,19 @@ static void test_results_torn_lines(void)
     CU_ASSERT_PTR_NOT_NULL(sweep_results_find(&r, "c"));   /* diverged counts as done */
     CU_ASSERT_PTR_NULL(sweep_results_find(&r, "d"));       /* failed is rerun */
     CU_ASSERT_PTR_NULL(sweep_results_find(&r, "b"));
+    CU_ASSERT_PTR_NULL(sweep_results_find(&r, "e"));
+    sweep_results_free(&r);
+    /* the record that counts is the last ok or diverged one of its run id */
+    tu_write(p, "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"a\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":3.1,\"status\":\"ok\"}\n"
+                "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"a\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":3.0,\"status\":\"ok\"}\n"
+                "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"a\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":2.9,\"status\":\"failed\"}\n");
+    CU_ASSERT_EQUAL_FATAL(sweep_results_read(p, &r, &err), QP_OK);
+    const data_run *a = sweep_results_find(&r, "a");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_DOUBLE_EQUAL(a->loss, 3.0, 1e-12);
     sweep_results_free(&r);
     CU_ASSERT_EQUAL(sweep_results_read(tu_path("does-not-exist.jsonl"), &r, &err), QP_OK);
     CU_ASSERT_EQUAL(r.runs.n, 0);
