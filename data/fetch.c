@@ -357,6 +357,14 @@ static qp_status part_resume_point(xfer *x, const char *out_path, qp_error *err)
     struct stat sb;
     if (fstat(x->fd, &sb) != 0)
         return qp_fail(err, QP_ERR_IO, "%s: cannot stat %s: %s", out_path, x->part, strerror(errno));
+    struct stat mb;
+    if (sb.st_size > 0 && lstat(x->meta, &mb) != 0 && errno == ENOENT) {
+        /* Ours always has its meta before its first byte: this file is someone else's. */
+        close(x->fd);
+        x->fd = -1; /* so that it is not removed either */
+        return qp_fail(err, QP_ERR_INPUT, "%s already exists and is not a download in progress (%lld bytes, no %s): "
+                       "move it away or choose another -o", x->part, (long long)sb.st_size, x->meta);
+    }
     if (sb.st_size > 0 && meta_read(x) == 0 && resumable(x)) {
         x->have = (uint64_t)sb.st_size;
         if (lseek(x->fd, 0, SEEK_END) < 0)

@@ -492,6 +492,16 @@ static void test_killed_fetch_resumes(void)
     CU_ASSERT(same_as_blob(out2));
     CU_ASSERT_EQUAL(log_count("/ok/blob.bin?k=other", "range=- code=200"), 1);
     CU_ASSERT(no_temp_left("killed2.bin"));
+    /* a FILE.part that is not a download of ours (no meta) is neither used nor removed */
+    const char *mine = tu_path("mine.bin.part");
+    tu_write(mine, "the user's own file\n");
+    CU_ASSERT_EQUAL(data_fetch(url("/ok/blob.bin?k=mine"), tu_path("mine.bin"), &o, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "is not a download in progress"));
+    char *t = tu_read(mine, NULL);
+    CU_ASSERT(t && !strcmp(t, "the user's own file\n"));
+    free(t);
+    CU_ASSERT(!file_exists(tu_path("mine.bin")));
+    CU_ASSERT_EQUAL(log_count("/ok/blob.bin?k=mine", NULL), 0);
 }
 
 /* Without an ETag or Last-Modified the server's file may have changed between two requests,
