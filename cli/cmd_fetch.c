@@ -8,10 +8,12 @@
 static void fetch_help(FILE *f)
 {
     fprintf(f, "usage: qatplan fetch URL -o FILE [--sha256 HEX] [--retries N] [--timeout S] [--quiet]\n\n"
-               "Downloads an http(s) URL to FILE through a temporary file renamed into place only when\n"
+               "Downloads an http(s) URL to FILE through FILE.part, renamed into place only when\n"
                "complete (and, with --sha256, checked). Transient failures (connection errors, stalls,\n"
                "HTTP 408/429/5xx) are retried with exponential backoff (1 s, 2 s, 4 s, ... up to 60 s),\n"
-               "resuming with a Range request when the server supports it.\n"
+               "resuming with a Range request when the server supports it and names the file's version\n"
+               "(ETag or Last-Modified). Ctrl-C or SIGTERM removes FILE.part; after a kill, the next\n"
+               "fetch into FILE resumes it if the server still has the same version.\n"
                "  -o, --out FILE   where to write (required)\n"
                "  --sha256 HEX     expected SHA-256 of the file (64 hex digits); mismatch = error, no file\n"
                "  --retries N      extra attempts after a transient failure (default 5)\n"

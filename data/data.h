@@ -271,10 +271,14 @@ typedef struct {
 } data_fetch_options;
 
 void data_fetch_options_init(data_fetch_options *o);
-/* Download url (http or https) to out_path: a temp file beside it, renamed into place only
- * after a complete, checked download. Transient failures (connection errors, stalls,
- * HTTP 408/429/5xx) are retried with exponential backoff, resuming with a Range request
- * when the server answers 206. A failure leaves no file at out_path and no temp file. */
+/* Download url (http or https) to out_path: OUT.part beside it (flock'ed: a second fetch
+ * into the same path waits), renamed into place only after a complete, checked download.
+ * Transient failures (connection errors, stalls, HTTP 408/429/5xx) are retried with
+ * exponential backoff, resuming with a Range request when the server answers 206 for the
+ * same version (ETag or Last-Modified; without one, from zero). A failure, or SIGINT/SIGTERM
+ * during the download (QP_ERR_INTERRUPTED), leaves no file at out_path and no OUT.part; a
+ * killed process leaves OUT.part and OUT.part.meta, which the next fetch of the same URL
+ * into out_path resumes. */
 qp_status data_fetch(const char *url, const char *out_path, const data_fetch_options *o, qp_error *err);
 /* A local path for `path_or_url`: a copy of path for a file, or for an http(s) URL a fresh
  * download into cache_dir (NULL: $QATPLAN_CACHE, else $XDG_CACHE_HOME/qatplan, else

@@ -114,21 +114,22 @@ static void make_run_id(const sweep_grid *g, sweep_point *p)
                  (unsigned long long)(h >> 16));
 }
 
-static qp_status push_point(sweep_grid *g, size_t *cap, sweep_point *p, qp_error *err)
+/* Points with a hash set of run ids (open addressing; slots hold index + 1, 0 = empty):
+ * the duplicate check was a linear scan per point, quadratic in the grid's size. */
+typedef struct {
+    uint32_t *slot;
+    size_t mask;
+} id_set;
+
+static void push_point(sweep_grid *g, id_set *ids, sweep_point *p)
 {
     make_run_id(g, p);
-    for (size_t i = 0; i < g->n; i++)
-        if (!strcmp(g->points[i].run_id, p->run_id)) return QP_OK; /* the same run twice */
-    if (g->n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 64;
-        sweep_point *np = realloc(g->points, nc * sizeof *np);
-        if (!np) return qp_fail(err, QP_ERR_NOMEM, "out of memory expanding the grid");
-        g->points = np;
-        *cap = nc;
-    }
+    size_t i = (size_t)fnv1a(p->run_id) & ids->mask;
+    for (; ids->slot[i]; i = (i + 1) & ids->mask)
+        if (!strcmp(g->points[ids->slot[i] - 1].run_id, p->run_id)) return; /* the same run twice */
     p->index = (int)g->n;
     g->points[g->n++] = *p;
-    return QP_OK;
+    ids->slot[i] = (uint32_t)g->n;
 }
 
 static qp_status parse_train(const cJSON *t, sweep_grid *g, const char *name, qp_error *err)
@@ -198,6 +199,139 @@ static qp_status budgets(const cJSON *shape, const cJSON *root, double n_params,
                    where);
 }
 
+/* The value lists every shape is crossed with. */
+typedef struct {
+    double bits[MAX_LIST], fr[MAX_LIST], seeds[MAX_LIST];
+    int nb, nf, ns, nsched;
+    data_schedule sched[DATA_SCHED_COUNT_];
+} grid_axes;
+
+/* One shape of the grid, checked, with its token budgets. */
+typedef struct {
+    data_model_shape s;
+    double lr, n_params;
+    double tok[MAX_LIST];
+    int nt;
+} grid_shape;
+
+static qp_status parse_shape(const cJSON *sh, const cJSON *root, const char *where, grid_shape *out, qp_error *err)
+{
+    if (!cJSON_IsObject(sh)) return qp_fail(err, QP_ERR_PARSE, "%s must be an object", where);
+    static const char *sk[] = {"layers", "width", "heads", "kv_heads", "ffn", "context", "vocab", "tokens",
+                               "tokens_per_param", "lr"};
+    for (const cJSON *c = sh->child; c; c = c->next) {
+        int ok = 0;
+        for (size_t i = 0; i < sizeof sk / sizeof sk[0]; i++) ok |= !strcmp(c->string, sk[i]);
+        if (!ok)
+            return qp_fail(err, QP_ERR_PARSE, "%s: unknown key \"%s\" (known: layers, width, heads, kv_heads, ffn, "
+                                              "context, vocab, tokens, tokens_per_param, lr)", where, c->string);
+    }
+    data_model_shape s = {0};
+    qp_status st;
+    if ((st = get_int(sh, "layers", 1, 1, 1024, &s.n_layer, where, err)) ||
+        (st = get_int(sh, "width", 1, 2, 1 << 16, &s.d_model, where, err)) ||
+        (st = get_int(sh, "heads", 1, 1, 1024, &s.n_head, where, err)) ||
+        (st = get_int(sh, "kv_heads", 0, 1, 1024, &s.n_kv_head, where, err)) ||
+        (st = get_int(sh, "ffn", 0, 1, 1 << 20, &s.d_ff, where, err)) ||
+        (st = get_int(sh, "context", 1, 2, 65536, &s.context, where, err)) ||
+        (st = get_int(sh, "vocab", 0, 2, 65536, &s.vocab, where, err)))
+        return st;
+    if (s.d_model % s.n_head || (s.d_model / s.n_head) % 2)
+        return qp_fail(err, QP_ERR_INPUT, "%s: width %d / heads %d must be a whole, even head size", where, s.d_model,
+                       s.n_head);
+    out->lr = NAN;
+    const cJSON *slr = cJSON_GetObjectItemCaseSensitive(sh, "lr");
+    if (slr) {
+        if (!cJSON_IsNumber(slr) || !(slr->valuedouble > 0) || !isfinite(slr->valuedouble))
+            return qp_fail(err, QP_ERR_PARSE, "%s: \"lr\" must be a positive number, e.g. 0.01", where);
+        out->lr = slr->valuedouble;
+    }
+    out->n_params = sweep_shape_params(&s);
+    out->s = s;
+    if ((st = budgets(sh, root, out->n_params, out->tok, &out->nt, where, err))) return st;
+    for (int t = 0; t < out->nt; t++)
+        if (!(out->tok[t] >= s.context))
+            return qp_fail(err, QP_ERR_INPUT, "%s: token budget %g is less than one context (%d tokens)", where,
+                           out->tok[t], s.context);
+    return QP_OK;
+}
+
+/* a * b, saturating at UINT64_MAX: point counts are checked before anything is allocated. */
+static uint64_t mul_sat(uint64_t a, uint64_t b) { return a && b > UINT64_MAX / a ? UINT64_MAX : a * b; }
+
+/* Points of one budget of one shape, before duplicates are dropped. */
+static uint64_t points_per_budget(const grid_axes *ax)
+{
+    uint64_t nfp = 0, nq = 0;
+    for (int b = 0; b < ax->nb; b++) ax->bits[b] >= 16 ? nfp++ : nq++;
+    uint64_t per_seed = mul_sat(nfp + mul_sat(nq, (uint64_t)ax->nf), (uint64_t)ax->nsched);
+    return mul_sat(per_seed, (uint64_t)ax->ns);
+}
+
+static void expand_shape(sweep_grid *g, id_set *ids, const grid_shape *gs, const grid_axes *ax)
+{
+    for (int t = 0; t < gs->nt; t++)
+        for (int b = 0; b < ax->nb; b++)
+            for (int k = 0; k < ax->ns; k++) {
+                int nfr = ax->bits[b] >= 16 ? 1 : ax->nf;
+                for (int f = 0; f < nfr; f++)
+                    for (int q = 0; q < ax->nsched; q++) {
+                        sweep_point p = {0};
+                        p.shape = gs->s;
+                        p.n_params = gs->n_params;
+                        p.tokens = gs->tok[t];
+                        p.bits = (int)ax->bits[b];
+                        p.seed = (uint64_t)ax->seeds[k];
+                        p.fraction = ax->bits[b] >= 16 ? 0 : ax->fr[f];
+                        p.schedule = ax->sched[q];
+                        p.lr = gs->lr;
+                        if (p.bits >= 16 || p.fraction == 0) p.schedule = DATA_SCHED_FP_ONLY;
+                        else if (p.fraction == 1) p.schedule = DATA_SCHED_QAT_ONLY;
+                        push_point(g, ids, &p);
+                    }
+            }
+}
+
+/* Count the points (checked against SWEEP_MAX_POINTS), then expand them: a few hundred bytes
+ * of grid can ask for billions of runs, refused here before any memory is spent on them. */
+static qp_status expand(sweep_grid *g, const cJSON *root, const cJSON *shapes, const grid_axes *ax,
+                        const char *name, qp_error *err)
+{
+    grid_shape *gs = malloc(sizeof *gs);
+    if (!gs) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    char where[600];
+    uint64_t total = 0, per_budget = points_per_budget(ax);
+    qp_status st = QP_OK;
+    int si = 0;
+    for (const cJSON *sh = shapes->child; sh && !st; sh = sh->next, si++) {
+        snprintf(where, sizeof where, "%s: shapes[%d]", name, si);
+        if (!(st = parse_shape(sh, root, where, gs, err))) {
+            uint64_t add = mul_sat((uint64_t)gs->nt, per_budget);
+            total = add > UINT64_MAX - total ? UINT64_MAX : total + add;
+        }
+    }
+    if (!st && total > SWEEP_MAX_POINTS)
+        st = qp_fail(err, QP_ERR_INPUT,
+                     "%s: the grid expands to %s%llu points (shapes x budgets x bits x fractions x schedules x "
+                     "seeds), more than the limit of %d: split it into smaller grids or list fewer values",
+                     name, total == UINT64_MAX ? "over " : "", (unsigned long long)total, SWEEP_MAX_POINTS);
+    id_set ids = {NULL, 0};
+    size_t nslot = 64;
+    while (!st && nslot < 2 * total) nslot *= 2;
+    if (!st && (!(g->points = malloc((size_t)(total ? total : 1) * sizeof *g->points)) ||
+                !(ids.slot = calloc(nslot, sizeof *ids.slot))))
+        st = qp_fail(err, QP_ERR_NOMEM, "out of memory expanding the grid (%llu points)", (unsigned long long)total);
+    ids.mask = nslot - 1;
+    si = 0;
+    for (const cJSON *sh = shapes->child; sh && !st; sh = sh->next, si++) {
+        snprintf(where, sizeof where, "%s: shapes[%d]", name, si);
+        if (!(st = parse_shape(sh, root, where, gs, err))) expand_shape(g, &ids, gs, ax);
+    }
+    free(ids.slot);
+    free(gs);
+    return st;
+}
+
 qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp_error *err)
 {
     memset(g, 0, sizeof *g);
@@ -205,10 +339,8 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     cJSON *root = cJSON_Parse(json);
     if (!root) return qp_fail(err, QP_ERR_PARSE, "%s: not valid JSON (near: %.40s)", name, cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "");
     qp_status st = QP_OK;
-    size_t cap = 0;
-    double bits[MAX_LIST], fr[MAX_LIST], seeds[MAX_LIST], tok[MAX_LIST];
-    int nb = 0, nf = 0, ns = 0, nt = 0, nsched = 0;
-    data_schedule sched[DATA_SCHED_COUNT_];
+    grid_axes ax;
+    memset(&ax, 0, sizeof ax);
     static const char *known[] = {"schema", "data", "shapes", "tokens", "tokens_per_param", "bits", "fractions",
                                   "schedules", "seeds", "train", "comment"};
     if (!cJSON_IsObject(root)) {
@@ -239,31 +371,32 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     strcpy(g->data, data->valuestring);
     const cJSON *train = cJSON_GetObjectItemCaseSensitive(root, "train");
     if (train && (st = parse_train(train, g, name, err))) goto done;
-    if ((st = get_list(root, "bits", 0, bits, &nb, name, err))) goto done;
-    if (nb == 0) {
+    if ((st = get_list(root, "bits", 0, ax.bits, &ax.nb, name, err))) goto done;
+    if (ax.nb == 0) {
         st = qp_fail(err, QP_ERR_INPUT, "%s: \"bits\" is missing: list bit widths, e.g. [2, 4] (16 = full precision)", name);
         goto done;
     }
-    for (int i = 0; i < nb; i++)
-        if (bits[i] != floor(bits[i]) || !((bits[i] >= 1 && bits[i] <= 8) || bits[i] == 16 || bits[i] == 32)) {
-            st = qp_fail(err, QP_ERR_INPUT, "%s: bits %g: use 1..8 for QAT or 16/32 for full precision", name, bits[i]);
+    for (int i = 0; i < ax.nb; i++)
+        if (ax.bits[i] != floor(ax.bits[i]) ||
+            !((ax.bits[i] >= 1 && ax.bits[i] <= 8) || ax.bits[i] == 16 || ax.bits[i] == 32)) {
+            st = qp_fail(err, QP_ERR_INPUT, "%s: bits %g: use 1..8 for QAT or 16/32 for full precision", name, ax.bits[i]);
             goto done;
-        } else if (bits[i] < 16) {
+        } else if (ax.bits[i] < 16) {
             g->has_quantized = 1;
         }
-    if ((st = get_list(root, "fractions", 0, fr, &nf, name, err))) goto done;
-    if (nf == 0 && g->has_quantized) {
+    if ((st = get_list(root, "fractions", 0, ax.fr, &ax.nf, name, err))) goto done;
+    if (ax.nf == 0 && g->has_quantized) {
         st = qp_fail(err, QP_ERR_INPUT, "%s: \"fractions\" is missing: list QAT fractions in [0, 1], e.g. [0, 0.2, 0.5, 1]", name);
         goto done;
     }
-    for (int i = 0; i < nf; i++)
-        if (!(fr[i] >= 0 && fr[i] <= 1)) {
-            st = qp_fail(err, QP_ERR_INPUT, "%s: QAT fraction %g is outside [0, 1]", name, fr[i]);
+    for (int i = 0; i < ax.nf; i++)
+        if (!(ax.fr[i] >= 0 && ax.fr[i] <= 1)) {
+            st = qp_fail(err, QP_ERR_INPUT, "%s: QAT fraction %g is outside [0, 1]", name, ax.fr[i]);
             goto done;
         }
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(root, "schedules");
     if (!sc) {
-        sched[nsched++] = DATA_SCHED_CLASSIC;
+        ax.sched[ax.nsched++] = DATA_SCHED_CLASSIC;
     } else {
         if (!cJSON_IsArray(sc) || !sc->child) {
             st = qp_fail(err, QP_ERR_PARSE, "%s: \"schedules\" must be a list like [\"classic\", \"fused\"]", name);
@@ -272,21 +405,21 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
         for (const cJSON *s = sc->child; s; s = s->next) {
             data_schedule d;
             if (!cJSON_IsString(s) || data_schedule_parse(s->valuestring, &d, err) ||
-                (d != DATA_SCHED_CLASSIC && d != DATA_SCHED_FUSED) || nsched == DATA_SCHED_COUNT_) {
+                (d != DATA_SCHED_CLASSIC && d != DATA_SCHED_FUSED) || ax.nsched == DATA_SCHED_COUNT_) {
                 st = qp_fail(err, QP_ERR_INPUT,
                              "%s: \"schedules\" entries must be \"classic\" or \"fused\" (f = 0 and 1 choose fp-only "
                              "and qat-only by themselves)",
                              name);
                 goto done;
             }
-            sched[nsched++] = d;
+            ax.sched[ax.nsched++] = d;
         }
     }
-    if ((st = get_list(root, "seeds", 0, seeds, &ns, name, err))) goto done;
-    if (ns == 0) seeds[ns++] = 1;
-    for (int i = 0; i < ns; i++)
-        if (seeds[i] < 0 || seeds[i] != floor(seeds[i]) || seeds[i] > 9007199254740992.0) {
-            st = qp_fail(err, QP_ERR_INPUT, "%s: seed %g must be a whole number >= 0", name, seeds[i]);
+    if ((st = get_list(root, "seeds", 0, ax.seeds, &ax.ns, name, err))) goto done;
+    if (ax.ns == 0) ax.seeds[ax.ns++] = 1;
+    for (int i = 0; i < ax.ns; i++)
+        if (ax.seeds[i] < 0 || ax.seeds[i] != floor(ax.seeds[i]) || ax.seeds[i] > 9007199254740992.0) {
+            st = qp_fail(err, QP_ERR_INPUT, "%s: seed %g must be a whole number >= 0", name, ax.seeds[i]);
             goto done;
         }
     const cJSON *shapes = cJSON_GetObjectItemCaseSensitive(root, "shapes");
@@ -297,77 +430,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
                      name);
         goto done;
     }
-    int si = 0;
-    for (const cJSON *sh = shapes->child; sh; sh = sh->next, si++) {
-        char where[600];
-        snprintf(where, sizeof where, "%s: shapes[%d]", name, si);
-        if (!cJSON_IsObject(sh)) {
-            st = qp_fail(err, QP_ERR_PARSE, "%s must be an object", where);
-            goto done;
-        }
-        static const char *sk[] = {"layers", "width", "heads", "kv_heads", "ffn", "context", "vocab", "tokens",
-                                   "tokens_per_param", "lr"};
-        for (const cJSON *c = sh->child; c; c = c->next) {
-            int ok = 0;
-            for (size_t i = 0; i < sizeof sk / sizeof sk[0]; i++) ok |= !strcmp(c->string, sk[i]);
-            if (!ok) {
-                st = qp_fail(err, QP_ERR_PARSE, "%s: unknown key \"%s\" (known: layers, width, heads, kv_heads, ffn, "
-                                                "context, vocab, tokens, tokens_per_param, lr)", where, c->string);
-                goto done;
-            }
-        }
-        data_model_shape s = {0};
-        if ((st = get_int(sh, "layers", 1, 1, 1024, &s.n_layer, where, err)) ||
-            (st = get_int(sh, "width", 1, 2, 1 << 16, &s.d_model, where, err)) ||
-            (st = get_int(sh, "heads", 1, 1, 1024, &s.n_head, where, err)) ||
-            (st = get_int(sh, "kv_heads", 0, 1, 1024, &s.n_kv_head, where, err)) ||
-            (st = get_int(sh, "ffn", 0, 1, 1 << 20, &s.d_ff, where, err)) ||
-            (st = get_int(sh, "context", 1, 2, 65536, &s.context, where, err)) ||
-            (st = get_int(sh, "vocab", 0, 2, 65536, &s.vocab, where, err)))
-            goto done;
-        if (s.d_model % s.n_head || (s.d_model / s.n_head) % 2) {
-            st = qp_fail(err, QP_ERR_INPUT, "%s: width %d / heads %d must be a whole, even head size", where, s.d_model,
-                         s.n_head);
-            goto done;
-        }
-        double shape_lr = NAN;
-        const cJSON *slr = cJSON_GetObjectItemCaseSensitive(sh, "lr");
-        if (slr) {
-            if (!cJSON_IsNumber(slr) || !(slr->valuedouble > 0) || !isfinite(slr->valuedouble)) {
-                st = qp_fail(err, QP_ERR_PARSE, "%s: \"lr\" must be a positive number, e.g. 0.01", where);
-                goto done;
-            }
-            shape_lr = slr->valuedouble;
-        }
-        double n_params = sweep_shape_params(&s);
-        if ((st = budgets(sh, root, n_params, tok, &nt, where, err))) goto done;
-        for (int t = 0; t < nt; t++) {
-            if (!(tok[t] >= s.context)) {
-                st = qp_fail(err, QP_ERR_INPUT, "%s: token budget %g is less than one context (%d tokens)", where,
-                             tok[t], s.context);
-                goto done;
-            }
-            for (int b = 0; b < nb; b++)
-                for (int k = 0; k < ns; k++) {
-                    int nfr = bits[b] >= 16 ? 1 : nf;
-                    for (int f = 0; f < nfr; f++)
-                        for (int q = 0; q < nsched; q++) {
-                            sweep_point p = {0};
-                            p.shape = s;
-                            p.n_params = n_params;
-                            p.tokens = tok[t];
-                            p.bits = (int)bits[b];
-                            p.seed = (uint64_t)seeds[k];
-                            p.fraction = bits[b] >= 16 ? 0 : fr[f];
-                            p.schedule = sched[q];
-                            p.lr = shape_lr;
-                            if (p.bits >= 16 || p.fraction == 0) p.schedule = DATA_SCHED_FP_ONLY;
-                            else if (p.fraction == 1) p.schedule = DATA_SCHED_QAT_ONLY;
-                            if ((st = push_point(g, &cap, &p, err))) goto done;
-                        }
-                }
-        }
-    }
+    st = expand(g, root, shapes, &ax, name, err);
 done:
     cJSON_Delete(root);
     if (st) sweep_grid_free(g);

@@ -11,7 +11,35 @@ void sweep_results_free(sweep_results *r)
 {
     if (!r) return;
     data_run_list_free(&r->runs);
+    free(r->index);
     memset(r, 0, sizeof *r);
+}
+
+static size_t hash_id(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return (size_t)h;
+}
+
+static int counts(const data_run *x) { return x->status == DATA_RUN_OK || x->status == DATA_RUN_DIVERGED; }
+
+/* The index of the records that count, the last one per run id winning. Without memory for
+ * it, sweep_results_find scans (slowly, but correctly). */
+static void build_index(sweep_results *r)
+{
+    size_t slots = 64;
+    while (slots < 2 * r->runs.n) slots *= 2;
+    if (r->runs.n >= UINT32_MAX || !(r->index = calloc(slots, sizeof *r->index))) return;
+    r->index_mask = slots - 1;
+    r->index_n = r->runs.n;
+    for (size_t i = 0; i < r->runs.n; i++) {
+        const data_run *x = &r->runs.runs[i];
+        if (!counts(x)) continue;
+        size_t k = hash_id(x->run_id) & r->index_mask;
+        while (r->index[k] && strcmp(r->runs.runs[r->index[k] - 1].run_id, x->run_id)) k = (k + 1) & r->index_mask;
+        r->index[k] = (uint32_t)(i + 1);
+    }
 }
 
 qp_status sweep_results_read(const char *path, sweep_results *out, qp_error *err)
@@ -61,15 +89,21 @@ qp_status sweep_results_read(const char *path, sweep_results *out, qp_error *err
         p = nl + 1;
     }
     free(text);
+    build_index(out);
     return QP_OK;
 }
 
 const data_run *sweep_results_find(const sweep_results *r, const char *run_id)
 {
+    if (r->index && r->index_n == r->runs.n) {
+        for (size_t k = hash_id(run_id) & r->index_mask; r->index[k]; k = (k + 1) & r->index_mask)
+            if (!strcmp(r->runs.runs[r->index[k] - 1].run_id, run_id)) return &r->runs.runs[r->index[k] - 1];
+        return NULL;
+    }
     const data_run *found = NULL;
     for (size_t i = 0; i < r->runs.n; i++) {
         const data_run *x = &r->runs.runs[i];
-        if ((x->status == DATA_RUN_OK || x->status == DATA_RUN_DIVERGED) && !strcmp(x->run_id, run_id)) found = x;
+        if (counts(x) && !strcmp(x->run_id, run_id)) found = x;
     }
     return found;
 }

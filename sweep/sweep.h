@@ -13,6 +13,9 @@
 
 #define SWEEP_GRID_SCHEMA "qatplan-grid-v1"
 #define SWEEP_MAX_ARGS 64
+/* Points one grid may expand to (counted before duplicates are dropped): far beyond any sweep
+ * that can be trained, small enough that expanding and listing them takes well under a second. */
+#define SWEEP_MAX_POINTS 100000
 
 /* ---- the grid ------------------------------------------------------------ */
 
@@ -43,7 +46,8 @@ typedef struct {
 } sweep_grid;
 
 /* Grid file (JSON, schema qatplan-grid-v1; docs/sweep.md). Duplicate points (e.g. f = 0 under
- * two schedules, which is the same fp-only run) are kept once. */
+ * two schedules, which is the same fp-only run) are kept once. A grid of more than
+ * SWEEP_MAX_POINTS points is refused, with the count, before it is expanded. */
 qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp_error *err);
 qp_status sweep_grid_read(const char *path, sweep_grid *g, qp_error *err);
 void sweep_grid_free(sweep_grid *g); /* safe on NULL */
@@ -66,6 +70,11 @@ typedef struct {
     size_t n_bad_lines;   /* torn or malformed lines, ignored */
     long first_bad_line;  /* line number of the first one (0 = none) */
     char first_bad_msg[512];
+    /* run_id -> the record that counts: a hash set built by sweep_results_read (slots hold
+     * index + 1, 0 = empty), so that looking up every point of a large grid is linear;
+     * sweep_results_find scans instead if `runs` changed since (index_n != runs.n). */
+    uint32_t *index;
+    size_t index_mask, index_n;
 } sweep_results;
 
 /* Read a results file line by line, tolerating torn and malformed lines (counted). A missing

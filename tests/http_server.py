@@ -13,6 +13,13 @@ per full path (query included), so a test gets a fresh counter by adding ?k=...:
   /busy/NAME         1st request 429 with Retry-After: 1, later /ok
   /stall/NAME        1st request: headers and a quarter of the body, then silence; later /ok
   /stallforever/NAME always stalls like the 1st /stall request
+  /slow/NAME         like /ok, but the body trickles: 8 KiB every 50 ms
+  /slow1/NAME        1st request like /slow, later like /ok (a later fetch may resume)
+  /slownov/NAME      1st like /slow, later like /ok, but never an ETag or Last-Modified
+  /dropnov/NAME      1st like /drop, later like /ok, but never an ETag or Last-Modified
+  /changed/NAME      1st like /slow (ETag "v1-N"); later the file has changed: every byte
+                     XOR 0x5a, ETag "v2-N", and Range is answered 206 whatever If-Range says
+  /changedlm/NAME    like /changed with Last-Modified (v1: 2001, v2: 2002) and no ETag
 anything else is 404. Prints the port on stdout, appends one line per request to --log
 ("PATH range=HEADER code=N"), and exits after --lifetime seconds, or as soon as the
 process that started it is gone.
@@ -28,6 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 counts = {}
 lock = threading.Lock()
+LM1 = "Mon, 01 Jan 2001 00:00:00 GMT"
+LM2 = "Tue, 01 Jan 2002 00:00:00 GMT"
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -66,6 +75,17 @@ class Handler(BaseHTTPRequestHandler):
         first = n == 1
         if mode == "ok":
             return self.serve(data, True)
+        if mode == "slow" or (mode in ("slow1", "slownov", "changed", "changedlm") and first):
+            v = {"changedlm": {"Last-Modified": LM1}, "slownov": {}}.get(mode)
+            return self.serve(data, True, slow=True, validators=v)
+        if mode == "slow1":
+            return self.serve(data, True)
+        if mode in ("slownov", "dropnov"):
+            return self.partial(data, len(data) // 2, False, {}) if first else self.serve(data, True, validators={})
+        if mode in ("changed", "changedlm"):
+            v2 = bytes(b ^ 0x5A for b in data)
+            v = {"ETag": '"v2-%d"' % len(data)} if mode == "changed" else {"Last-Modified": LM2}
+            return self.serve(v2, True, validators=v, if_range=False)
         if mode in ("drop", "dropnorange", "wrongrange", "range416") and first:
             return self.partial(data, len(data) // 2, stall=False)
         if mode == "drop":
@@ -97,11 +117,12 @@ class Handler(BaseHTTPRequestHandler):
     def etag(self, data):
         return '"v1-%d"' % len(data)
 
-    def partial(self, data, upto, stall):
+    def partial(self, data, upto, stall, validators=None):
         self.note(200)
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", self.etag(data))
+        for k, v in (self.validators(data) if validators is None else validators).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data[:upto])
         self.wfile.flush()
@@ -116,26 +137,37 @@ class Handler(BaseHTTPRequestHandler):
                     return
         self.close_connection = True
 
-    def serve(self, data, ranges):
+    def validators(self, data):
+        return {"ETag": self.etag(data)}
+
+    def serve(self, data, ranges, slow=False, validators=None, if_range=True):
+        """The file, or with ranges a 206 for "Range: bytes=N-" (unless an If-Range names
+        another version, when if_range is set); validators: headers to send (default ETag)."""
+        v = self.validators(data) if validators is None else validators
         rng = self.headers.get("Range")
+        ifr = self.headers.get("If-Range")
+        body, code = data, 200
         if ranges and rng and rng.startswith("bytes=") and rng.endswith("-"):
             start = int(rng[6:-1])
-            ifr = self.headers.get("If-Range")
-            if start < len(data) and (ifr is None or ifr == self.etag(data)):
-                self.note(206)
-                self.send_response(206)
-                self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
-                self.send_header("Content-Length", str(len(data) - start))
-                self.send_header("ETag", self.etag(data))
-                self.end_headers()
-                self.wfile.write(data[start:])
-                return
-        self.note(200)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("ETag", self.etag(data))
+            if start < len(data) and (not if_range or ifr is None or ifr in v.values()):
+                body, code = data[start:], 206
+        self.note(code)
+        self.send_response(code)
+        if code == 206:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (len(data) - len(body), len(data) - 1, len(data)))
+        self.send_header("Content-Length", str(len(body)))
+        for k, val in v.items():
+            self.send_header(k, val)
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            step = 8192 if slow else len(body) + 1
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i:i + step])
+                if slow:
+                    self.wfile.flush()
+                    time.sleep(0.05)
+        except OSError:  # the client went away (killed, or it gave up)
+            self.close_connection = True
 
 
 def main():

@@ -3,6 +3,7 @@
  * 404, checksum mismatch, stalls; plus SHA-256 vectors and URL inputs for runs/laws. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -112,7 +113,7 @@ static int file_exists(const char *p)
     return stat(p, &sb) == 0;
 }
 
-/* No "NAME.tmp*" leftovers in the test directory. */
+/* No "NAME.tmp*" or "NAME.part*" leftovers in the test directory. */
 static int no_temp_left(const char *name)
 {
     DIR *d = opendir(tu_tmpdir());
@@ -121,7 +122,7 @@ static int no_temp_left(const char *name)
     int ok = 1;
     size_t n = strlen(name);
     while ((e = readdir(d)))
-        if (!strncmp(e->d_name, name, n) && strstr(e->d_name + n, ".tmp")) ok = 0;
+        if (!strncmp(e->d_name, name, n) && (strstr(e->d_name + n, ".tmp") || strstr(e->d_name + n, ".part"))) ok = 0;
     closedir(d);
     return ok;
 }
@@ -371,6 +372,208 @@ static void test_cli(void)
     CU_ASSERT_EQUAL(tu_run_qatplan("fetch http://127.0.0.1:1/x", NULL, NULL), 2); /* no -o */
 }
 
+/* `qatplan fetch U -o OUT` as a child process (SIGINT and SIGTERM at their defaults, as from
+ * a terminal), its stderr in OUT.err. */
+static pid_t spawn_fetch(const char *u, const char *out)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        char e[4096];
+        snprintf(e, sizeof e, "%s.err", out);
+        int fd = open(e, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        execl(QP_QATPLAN_EXE, "qatplan", "fetch", u, "-o", out, "--retries", "1", (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static long long file_size(const char *p)
+{
+    struct stat sb;
+    return stat(p, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+static const char *with_suffix(const char *out, const char *suffix)
+{
+    static char b[4][4096];
+    static int k;
+    char *s = b[k++ % 4];
+    snprintf(s, 4096, "%s%s", out, suffix);
+    return s;
+}
+
+/* Waits (up to 15 s) until OUT.part holds at least `bytes`; 1 if it did. */
+static int wait_part(const char *out, long long bytes)
+{
+    for (int i = 0; i < 1500; i++) {
+        if (file_size(with_suffix(out, ".part")) >= bytes) return 1;
+        usleep(10000);
+    }
+    return 0;
+}
+
+/* SIGKILL a fetch of u into out once OUT.part holds `bytes`; returns the size of OUT.part. */
+static long long killed_fetch(const char *u, const char *out, long long bytes)
+{
+    pid_t pid = spawn_fetch(u, out);
+    CU_ASSERT_FATAL(pid > 0);
+    int got = wait_part(out, bytes);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    CU_ASSERT(got);
+    CU_ASSERT(file_exists(with_suffix(out, ".part.meta")));
+    long long k = file_size(with_suffix(out, ".part"));
+    CU_ASSERT(k >= bytes && k < (long long)blob_len);
+    return k;
+}
+
+/* Ctrl-C or a SIGTERM while the body trickles in: the command stops at once, says so, and
+ * leaves neither the file nor FILE.part. */
+static void test_signal_removes_part(void)
+{
+    const int sigs[2] = {SIGTERM, SIGINT};
+    for (int i = 0; i < 2; i++) {
+        char path[64];
+        snprintf(path, sizeof path, "/slow/blob.bin?k=sig%d", i);
+        const char *out = tu_path(i ? "int.bin" : "term.bin");
+        pid_t pid = spawn_fetch(url(path), out);
+        CU_ASSERT_FATAL(pid > 0);
+        CU_ASSERT(wait_part(out, 24 * 1024));
+        double t0 = qp_now();
+        kill(pid, sigs[i]);
+        int ws = 0;
+        waitpid(pid, &ws, 0);
+        CU_ASSERT(qp_now() - t0 < 3); /* the ~1.9 s transfer was not finished first */
+        CU_ASSERT(WIFEXITED(ws) && WEXITSTATUS(ws) == 1);
+        char *e = tu_read(with_suffix(out, ".err"), NULL);
+        CU_ASSERT_PTR_NOT_NULL(e && strstr(e, i ? "interrupted by SIGINT" : "interrupted by SIGTERM"));
+        free(e);
+        CU_ASSERT(!file_exists(out));
+        CU_ASSERT(!file_exists(with_suffix(out, ".part")));
+        CU_ASSERT(!file_exists(with_suffix(out, ".part.meta")));
+        CU_ASSERT(no_temp_left(i ? "int.bin" : "term.bin"));
+    }
+}
+
+/* After a SIGKILL, FILE.part stays; the next fetch asks for the rest only (Range from its
+ * end, same ETag) and the result is the file, byte for byte. A .part of another URL is not
+ * continued. */
+static void test_killed_fetch_resumes(void)
+{
+    data_fetch_options o;
+    fast_opts(&o);
+    qp_error err = {0};
+    const char *out = tu_path("killed.bin");
+    long long k = killed_fetch(url("/slow1/blob.bin?k=kill"), out, 64 * 1024);
+    CU_ASSERT(!file_exists(out));
+    CU_ASSERT_EQUAL_FATAL(data_fetch(url("/slow1/blob.bin?k=kill"), out, &o, &err), QP_OK);
+    CU_ASSERT(same_as_blob(out));
+    char want[80];
+    snprintf(want, sizeof want, "range=bytes=%lld- code=206", k);
+    CU_ASSERT_EQUAL(log_count("/slow1/blob.bin?k=kill", want), 1);
+    CU_ASSERT_EQUAL(log_count("/slow1/blob.bin?k=kill", NULL), 2);
+    CU_ASSERT(no_temp_left("killed.bin"));
+    /* the same through the CLI */
+    const char *out2 = tu_path("killed2.bin");
+    k = killed_fetch(url("/slow1/blob.bin?k=kill2"), out2, 32 * 1024);
+    char args[1024];
+    snprintf(args, sizeof args, "fetch %s -o %s", url("/slow1/blob.bin?k=kill2"), out2);
+    CU_ASSERT_EQUAL(tu_run_qatplan(args, NULL, NULL), 0);
+    CU_ASSERT(same_as_blob(out2));
+    snprintf(want, sizeof want, "range=bytes=%lld- code=206", k);
+    CU_ASSERT_EQUAL(log_count("/slow1/blob.bin?k=kill2", want), 1);
+    CU_ASSERT(no_temp_left("killed2.bin"));
+    /* another URL into the same file starts from zero */
+    killed_fetch(url("/slow1/blob.bin?k=kill3"), out2, 32 * 1024);
+    CU_ASSERT_EQUAL(data_fetch(url("/ok/blob.bin?k=other"), out2, &o, &err), QP_OK);
+    CU_ASSERT(same_as_blob(out2));
+    CU_ASSERT_EQUAL(log_count("/ok/blob.bin?k=other", "range=- code=200"), 1);
+    CU_ASSERT(no_temp_left("killed2.bin"));
+    /* a FILE.part that is not a download of ours (no meta) is neither used nor removed */
+    const char *mine = tu_path("mine.bin.part");
+    tu_write(mine, "the user's own file\n");
+    CU_ASSERT_EQUAL(data_fetch(url("/ok/blob.bin?k=mine"), tu_path("mine.bin"), &o, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "is not a download in progress"));
+    char *t = tu_read(mine, NULL);
+    CU_ASSERT(t && !strcmp(t, "the user's own file\n"));
+    free(t);
+    CU_ASSERT(!file_exists(tu_path("mine.bin")));
+    CU_ASSERT_EQUAL(log_count("/ok/blob.bin?k=mine", NULL), 0);
+}
+
+/* Without an ETag or Last-Modified the server's file may have changed between two requests,
+ * and a Range request would splice two versions: restart from zero, in one run and across
+ * runs. */
+static void test_no_validator_restarts(void)
+{
+    data_fetch_options o;
+    fast_opts(&o);
+    qp_error err = {0};
+    const char *out = tu_path("nov.bin");
+    CU_ASSERT_EQUAL(data_fetch(url("/dropnov/blob.bin"), out, &o, &err), QP_OK);
+    CU_ASSERT(same_as_blob(out));
+    CU_ASSERT_EQUAL(log_count("/dropnov/blob.bin", "range=- code=200"), 2);
+    CU_ASSERT_EQUAL(log_count("/dropnov/blob.bin", NULL), 2);
+
+    const char *out2 = tu_path("nov2.bin");
+    killed_fetch(url("/slownov/blob.bin?k=nov"), out2, 32 * 1024);
+    CU_ASSERT_EQUAL(data_fetch(url("/slownov/blob.bin?k=nov"), out2, &o, &err), QP_OK);
+    CU_ASSERT(same_as_blob(out2));
+    CU_ASSERT_EQUAL(log_count("/slownov/blob.bin?k=nov", "range=- code=200"), 2);
+    CU_ASSERT_EQUAL(log_count("/slownov/blob.bin?k=nov", NULL), 2);
+    CU_ASSERT(no_temp_left("nov2.bin"));
+}
+
+/* The file changed on the server between the killed fetch and the next one, and the server
+ * answers the range request anyway (ignoring If-Range) with the new version's validator:
+ * the 206 is refused and the new version fetched whole, never spliced onto the old prefix. */
+static void test_changed_version_restarts(void)
+{
+    unsigned char *v2 = malloc(blob_len);
+    for (size_t i = 0; i < blob_len; i++) v2[i] = blob[i] ^ 0x5a;
+    const char *paths[2] = {"/changed/blob.bin", "/changedlm/blob.bin"}; /* by ETag, by Last-Modified */
+    for (int i = 0; i < 2; i++) {
+        data_fetch_options o;
+        fast_opts(&o);
+        qp_error err = {0};
+        const char *out = tu_path(i ? "changedlm.bin" : "changed.bin");
+        long long k = killed_fetch(url(paths[i]), out, 32 * 1024);
+        CU_ASSERT_EQUAL_FATAL(data_fetch(url(paths[i]), out, &o, &err), QP_OK);
+        size_t n = 0;
+        char *t = tu_read(out, &n);
+        CU_ASSERT(t && n == blob_len && !memcmp(t, v2, n));
+        free(t);
+        char want[80];
+        snprintf(want, sizeof want, "range=bytes=%lld- code=206", k);
+        CU_ASSERT_EQUAL(log_count(paths[i], want), 1);             /* the sloppy 206, refused */
+        CU_ASSERT_EQUAL(log_count(paths[i], "range=- code=200"), 2); /* the killed one, the restart */
+        CU_ASSERT(no_temp_left(i ? "changedlm.bin" : "changed.bin"));
+    }
+    free(v2);
+}
+
+/* Two fetches into the same file at once: FILE.part is locked, the second waits for the
+ * first, and both end with the whole file. */
+static void test_concurrent_fetches(void)
+{
+    const char *out = tu_path("conc.bin");
+    pid_t a = spawn_fetch(url("/slow/blob.bin?k=conc"), out);
+    CU_ASSERT(wait_part(out, 1));
+    pid_t b = spawn_fetch(url("/slow/blob.bin?k=conc"), out);
+    int wa = 0, wb = 0;
+    waitpid(a, &wa, 0);
+    CU_ASSERT(WIFEXITED(wa) && WEXITSTATUS(wa) == 0);
+    CU_ASSERT(same_as_blob(out));
+    waitpid(b, &wb, 0);
+    CU_ASSERT(WIFEXITED(wb) && WEXITSTATUS(wb) == 0);
+    CU_ASSERT(same_as_blob(out));
+    CU_ASSERT_EQUAL(log_count("/slow/blob.bin?k=conc", "range=- code=200"), 2);
+    CU_ASSERT(no_temp_left("conc.bin"));
+}
+
 static void test_url_inputs(void)
 {
     qp_error err = {0};
@@ -442,6 +645,65 @@ static void test_url_inputs(void)
     unsetenv("QATPLAN_CACHE");
 }
 
+/* The download cache must be the user's own, private directory: anyone who can write there
+ * could plant the files commands read. Refused before anything is downloaded. */
+static void test_cache_dir_checked(void)
+{
+    qp_error err = {0};
+    char dir[4096], *local = NULL;
+    /* a fresh cache is created private */
+    snprintf(dir, sizeof dir, "%s/newcache/sub", tu_tmpdir());
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c0"), dir, &local, &err), QP_OK);
+    CU_ASSERT(local && same_as_blob(local));
+    free(local);
+    struct stat sb;
+    CU_ASSERT_EQUAL_FATAL(stat(dir, &sb), 0);
+    CU_ASSERT_EQUAL(sb.st_mode & 077, 0);
+    /* writable by everyone, or by the group: refused, nothing fetched */
+    snprintf(dir, sizeof dir, "%s/sharedcache", tu_tmpdir());
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    CU_ASSERT_EQUAL_FATAL(chmod(dir, 01777), 0); /* like /tmp itself */
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c1"), dir, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NULL(local);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "writable by everyone"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "chmod go-w"));
+    CU_ASSERT_EQUAL(log_count("/ok/blob.bin?k=c1", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(chmod(dir, 0770), 0);
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c1"), dir, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "writable by its group"));
+    /* through the CLI, from $QATPLAN_CACHE: exit non-zero with the message */
+    char cmd[8192], *errs = NULL;
+    snprintf(cmd, sizeof cmd, "law show %s", url("/ok/x.law.json"));
+    setenv("QATPLAN_CACHE", dir, 1);
+    CU_ASSERT_NOT_EQUAL(tu_run_qatplan(cmd, NULL, &errs), 0);
+    CU_ASSERT_PTR_NOT_NULL(errs && strstr(errs, "writable by its group"));
+    free(errs);
+    unsetenv("QATPLAN_CACHE");
+    CU_ASSERT_EQUAL_FATAL(chmod(dir, 0700), 0);
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c1"), dir, &local, &err), QP_OK);
+    free(local);
+    /* a symlink to it is not followed */
+    char link[4096];
+    snprintf(link, sizeof link, "%s/linkcache", tu_tmpdir());
+    CU_ASSERT_EQUAL_FATAL(symlink(dir, link), 0);
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c2"), link, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "symbolic link"));
+    strcat(link, "/");
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c2"), link, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "symbolic link"));
+    /* another user's directory (as root: one given to nobody; else the root directory) */
+    const char *other = "/";
+    if (geteuid() == 0) {
+        snprintf(dir, sizeof dir, "%s/otherscache", tu_tmpdir());
+        CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0755), 0);
+        CU_ASSERT_EQUAL_FATAL(chown(dir, 65534, 65534), 0);
+        other = dir;
+    }
+    CU_ASSERT_EQUAL(data_open_input(url("/ok/blob.bin?k=c3"), other, &local, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "not to you"));
+    CU_ASSERT_EQUAL(log_count("/ok/blob.bin?k=c2", NULL) + log_count("/ok/blob.bin?k=c3", NULL), 0);
+}
+
 static void test_server_failed(void) { CU_FAIL("the local HTTP server (/usr/bin/python3) did not start"); }
 
 static void add(CU_pSuite s)
@@ -483,7 +745,13 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_stall_then_resume);
     TU_ADD(s, test_connection_refused);
     TU_ADD(s, test_cli);
+    TU_ADD(s, test_signal_removes_part);
+    TU_ADD(s, test_killed_fetch_resumes);
+    TU_ADD(s, test_no_validator_restarts);
+    TU_ADD(s, test_changed_version_restarts);
+    TU_ADD(s, test_concurrent_fetches);
     TU_ADD(s, test_url_inputs);
+    TU_ADD(s, test_cache_dir_checked);
 }
 
 int main(void) { return tu_main("fetch", add); }

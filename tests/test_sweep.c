@@ -183,6 +183,100 @@ static void test_grid_errors(void)
     CU_ASSERT_EQUAL(tu_run_qatplan("sweep --emit pbs x.json -o y", NULL, NULL), 2);
 }
 
+/* A grid of n_tok budgets x 50 fractions x {classic, fused} x seeds 1..n_seed, one QAT bit
+ * width (bits_json) and the shape listed n_shape times: n_shape x n_tok x 50 x 2 x n_seed x
+ * n_bits points before duplicates are dropped. */
+static char *big_grid(int n_shape, int n_tok, int n_seed, const char *bits_json)
+{
+    size_t cap = 65536, k = 0;
+    char *s = malloc(cap);
+    k += (size_t)snprintf(s + k, cap - k, "{\"data\":\"x\",\"bits\":%s,\"schedules\":[\"classic\",\"fused\"],\"shapes\":[",
+                          bits_json);
+    for (int i = 0; i < n_shape; i++)
+        k += (size_t)snprintf(s + k, cap - k, "%s{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}", i ? "," : "");
+    k += (size_t)snprintf(s + k, cap - k, "],\"tokens\":[");
+    for (int i = 0; i < n_tok; i++) k += (size_t)snprintf(s + k, cap - k, "%s%d", i ? "," : "", 1000 + i);
+    k += (size_t)snprintf(s + k, cap - k, "],\"fractions\":[");
+    for (int i = 0; i < 50; i++) k += (size_t)snprintf(s + k, cap - k, "%s%.3f", i ? "," : "", 0.01 + 0.019 * i);
+    k += (size_t)snprintf(s + k, cap - k, "],\"seeds\":[");
+    for (int i = 0; i < n_seed; i++) k += (size_t)snprintf(s + k, cap - k, "%s%d", i ? "," : "", i + 1);
+    snprintf(s + k, cap - k, "]}");
+    return s;
+}
+
+static int cmp_ids(const void *a, const void *b)
+{
+    return strcmp(((const sweep_point *)a)->run_id, ((const sweep_point *)b)->run_id);
+}
+
+/* Points are capped (with the count, before expanding); large grids and their duplicate
+ * check are fast (a hash, not a scan per point). */
+static void test_grid_cap_and_size(void)
+{
+    sweep_grid g;
+    qp_error err = {0};
+    /* 110000 points: refused, the count and the limit named */
+    char *j = big_grid(1, 50, 11, "[2, 4]");
+    CU_ASSERT_EQUAL(sweep_grid_parse(j, "big.json", &g, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "expands to 110000 points"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "limit of 100000"));
+    CU_ASSERT_PTR_NULL(g.points);
+    free(j);
+    /* 200 shapes x 256 seeds x 100 budgets x 256 bits (repeats are allowed in lists) x 50 x 2:
+     * 1.3e11 points in a few KB, refused before any of them is built */
+    j = big_grid(200, 100, 256, "[4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4,4]");
+    double t0 = qp_now();
+    CU_ASSERT_EQUAL(sweep_grid_parse(j, "huge.json", &g, &err), QP_ERR_INPUT);
+    CU_ASSERT(qp_now() - t0 < 5);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "expands to 16384000000 points"));
+    free(j);
+
+    /* 50000 distinct points, through the CLI's --dry-run; the old per-point scan took ~5 s here
+     * (0.3 s now), so the bound only catches a quadratic check coming back */
+    j = big_grid(1, 50, 10, "[4]");
+    tu_write(tu_path("g50k.json"), j);
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --dry-run", tu_path("g50k.json"), tu_path("g50k-runs.jsonl"));
+    t0 = qp_now();
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, &out, NULL), 0);
+    double dt = qp_now() - t0;
+    fprintf(stderr, "dry run of 50000 points: %.2f s\n", dt);
+    CU_ASSERT(dt < 30);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "50000 runs: 0 recorded, 50000 to run"));
+    free(out);
+    /* ... and with every one of them recorded (the lookups in the results file were a scan
+     * per point too: 80 s here, 0.8 s with the index) */
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(j, "g50k.json", &g, &err), QP_OK);
+    FILE *rf = fopen(tu_path("g50k-runs.jsonl"), "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(rf);
+    for (size_t i = 0; i < g.n; i++)
+        fprintf(rf, "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"%s\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,"
+                    "\"bits\":16,\"schedule\":\"fp-only\",\"loss\":3.1,\"status\":\"ok\"}\n", g.points[i].run_id);
+    fclose(rf);
+    sweep_grid_free(&g);
+    t0 = qp_now();
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, &out, NULL), 0);
+    dt = qp_now() - t0;
+    fprintf(stderr, "dry run of 50000 recorded points: %.2f s\n", dt);
+    CU_ASSERT(dt < 30);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "50000 runs: 50000 recorded, 0 to run"));
+    free(out);
+    free(j);
+
+    /* Duplicates still found: the shape listed twice and f = 0 under two schedules (the same
+     * fp-only run): 2 x 20 x (49 x 2 + 1) x 3 = 11880 built, 20 x 99 x 3 = 5940 distinct. */
+    j = big_grid(2, 20, 3, "[4]");
+    char *f = strstr(j, "0.010");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    memcpy(f, "0.000", 5);
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(j, "dup.json", &g, &err), QP_OK);
+    CU_ASSERT_EQUAL(g.n, 20 * 99 * 3);
+    qsort(g.points, g.n, sizeof *g.points, cmp_ids);
+    for (size_t i = 1; i < g.n; i++) CU_ASSERT(strcmp(g.points[i - 1].run_id, g.points[i].run_id) != 0);
+    sweep_grid_free(&g);
+    free(j);
+}
+
 static void test_results_torn_lines(void)
 {
     const char *p = tu_path("torn.jsonl");
@@ -204,6 +298,19 @@ static void test_results_torn_lines(void)
     CU_ASSERT_PTR_NOT_NULL(sweep_results_find(&r, "c"));   /* diverged counts as done */
     CU_ASSERT_PTR_NULL(sweep_results_find(&r, "d"));       /* failed is rerun */
     CU_ASSERT_PTR_NULL(sweep_results_find(&r, "b"));
+    CU_ASSERT_PTR_NULL(sweep_results_find(&r, "e"));
+    sweep_results_free(&r);
+    /* the record that counts is the last ok or diverged one of its run id */
+    tu_write(p, "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"a\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":3.1,\"status\":\"ok\"}\n"
+                "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"a\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":3.0,\"status\":\"ok\"}\n"
+                "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"a\",\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,"
+                "\"schedule\":\"fp-only\",\"loss\":2.9,\"status\":\"failed\"}\n");
+    CU_ASSERT_EQUAL_FATAL(sweep_results_read(p, &r, &err), QP_OK);
+    const data_run *a = sweep_results_find(&r, "a");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_DOUBLE_EQUAL(a->loss, 3.0, 1e-12);
     sweep_results_free(&r);
     CU_ASSERT_EQUAL(sweep_results_read(tu_path("does-not-exist.jsonl"), &r, &err), QP_OK);
     CU_ASSERT_EQUAL(r.runs.n, 0);
@@ -431,6 +538,7 @@ static void add(CU_pSuite s)
 {
     TU_ADD(s, test_grid_expand);
     TU_ADD(s, test_grid_errors);
+    TU_ADD(s, test_grid_cap_and_size);
     TU_ADD(s, test_results_torn_lines);
     TU_ADD(s, test_sweep_run_faults_and_rerun);
     TU_ADD(s, test_sweep_killed_resumes);

@@ -2,6 +2,7 @@
 
 #include <CUnit/Basic.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,24 @@ int tu_run_qatplan(const char *args, char **out, char **err)
     return WEXITSTATUS(rc);
 }
 
+static unsigned n_skipped;
+static CU_pTest last_skipped;
+
+void tu_skip(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "SKIPPED: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    CU_pTest t = CU_get_current_test();
+    if (t != last_skipped) { /* a test may skip several parts: count it once */
+        last_skipped = t;
+        n_skipped++;
+    }
+}
+
 int tu_main(const char *suite_name, void (*add)(CU_pSuite))
 {
     const char *base = getenv("QP_TEST_TMP");
@@ -81,5 +100,11 @@ int tu_main(const char *suite_name, void (*add)(CU_pSuite))
     CU_cleanup_registry();
     if (e != CUE_SUCCESS) return 1;
     if (ran == 0) return 1;  /* a suite that ran nothing must not pass */
-    return failed ? 1 : 0;
+    if (failed) return 1;
+    if (n_skipped == ran) {
+        fprintf(stderr, "%s: all %u tests SKIPPED (exit %d: skipped, not passed)\n", suite_name, ran, TU_SKIP_EXIT);
+        return TU_SKIP_EXIT;
+    }
+    if (n_skipped) fprintf(stderr, "%s: %u of %u tests SKIPPED (see above); the others passed\n", suite_name, n_skipped, ran);
+    return 0;
 }
