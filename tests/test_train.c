@@ -533,7 +533,9 @@ static void test_sigkill_resume(void)
     const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 200K "
                        "--qat-fraction 0.5 --bits 4 --eval-tokens 2K --quiet --seed 9";
     data_run a, b;
-    CU_ASSERT_EQUAL_FATAL(run_train(base, tu_path("kill_a.jsonl"), &a, NULL), 0);
+    char opts[4096];
+    snprintf(opts, sizeof opts, "%s --checkpoint %s", base, tu_path("kill_a.safetensors"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("kill_a.jsonl"), &a, NULL), 0);
     char args[8192], st[4096], runs[4096]; /* tu_path's buffers rotate */
     snprintf(st, sizeof st, "%s", tu_path("kill.state"));
     snprintf(runs, sizeof runs, "%s", tu_path("kill_b.jsonl"));
@@ -553,8 +555,8 @@ static void test_sigkill_resume(void)
     pid_t second = spawn_train(args);
     CU_ASSERT_FATAL(second > 0);
     int killed = kill_after_save(second, st, sb.st_ino);
+    if (!killed) fprintf(stderr, "(the resumed run ended before a save by time: killed once only)\n");
     CU_ASSERT_EQUAL(count_records(runs), killed ? 0 : 1);
-    char opts[4096];
     snprintf(opts, sizeof opts, "%s --state %s --resume-if-exists", base, st);
     CU_ASSERT_EQUAL_FATAL(run_train(opts, runs, &b, NULL), 0);
     CU_ASSERT_EQUAL(a.loss, b.loss); /* bit for bit */
@@ -567,11 +569,18 @@ static void test_sigkill_resume(void)
     /* finished: again, and with --resume, nothing more is recorded */
     char *err = NULL;
     CU_ASSERT_EQUAL(run_train(opts, runs, NULL, NULL), 0);
-    snprintf(opts, sizeof opts, "%s --state %s --resume --progress", base, st);
+    snprintf(opts, sizeof opts, "%s --state %s --resume --checkpoint %s", base, st,
+             tu_path("kill_b.safetensors"));
     CU_ASSERT_EQUAL(run_train(opts, runs, NULL, &err), 0);
     CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "finished earlier and is recorded in"));
     free(err);
     CU_ASSERT_EQUAL(count_records(runs), 1);
+    /* the checkpoint written from the finished state is the uninterrupted run's */
+    size_t n1, n2;
+    char *c1 = tu_read(tu_path("kill_a.safetensors"), &n1), *c2 = tu_read(tu_path("kill_b.safetensors"), &n2);
+    CU_ASSERT(c1 && c2 && n1 == n2 && !memcmp(c1, c2, n1));
+    free(c1);
+    free(c2);
     /* a runs file without the record (killed between the final state and the append) gets it once */
     CU_ASSERT_EQUAL(run_train(opts, tu_path("kill_c.jsonl"), &b, NULL), 0);
     CU_ASSERT_EQUAL(run_train(opts, tu_path("kill_c.jsonl"), NULL, NULL), 0);
@@ -595,6 +604,16 @@ static void test_diverged(void)
     CU_ASSERT(r.loss > 4);
     CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "diverged"));
     free(err);
+    /* a diverged run is finished too: its state keeps the record, a resume adds none */
+    char opts[4096];
+    snprintf(opts, sizeof opts, "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 20K "
+             "--quiet --run-id boom2 --diverge-loss 4 --state %s --resume-if-exists", tu_path("div.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("div2.jsonl"), NULL, NULL), 3);
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("div2.jsonl"), &r, &err), 3);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "finished earlier and is recorded"));
+    free(err);
+    CU_ASSERT_EQUAL(count_records(tu_path("div2.jsonl")), 1);
+    CU_ASSERT_EQUAL(r.status, DATA_RUN_DIVERGED);
 }
 
 static void test_bad_input(void)
