@@ -51,8 +51,8 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
 
 /* The state's checksum (also usable for other data): 64-bit, streaming. */
 typedef struct {
-    uint64_t h, n;
-    unsigned char tail[8];
+    uint64_t h[4], n;
+    unsigned char tail[32];
     size_t nt;
 } state_hash;
 void state_hash_init(state_hash *x);

@@ -343,7 +343,7 @@ static void job_save_finished(job *j)
 
 /* A resumed state whose run had finished: its record, and the outputs asked for now. */
 static qp_status job_finished_before(job *j, const char *record, const char *ckpt, const char *exp,
-                                     qp_error *err)
+                                     int *fin, qp_error *err)
 {
     data_run_list l;
     data_run_list_init(&l);
@@ -352,6 +352,7 @@ static qp_status job_finished_before(job *j, const char *record, const char *ckp
     if (!st) *j->rec = l.runs[0];
     data_run_list_free(&l);
     if (st) return st;
+    *fin = 1; /* the caller writes rec where it is missing */
     if (j->rec->status == DATA_RUN_DIVERGED)
         return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", j->rec->reason);
     /* the state holds the final parameters: the same files the run wrote */
@@ -569,11 +570,9 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
             snprintf(rest, sizeof rest, "%s", nl ? nl : "");
             snprintf(j.settings, sizeof j.settings, "run-id %s%s", saved_id, rest);
         }
-        if (!st && j.pr.finished) {
-            fin = 1;
-            st = record ? job_finished_before(&j, record, checkpoint_path, export_path, err)
+        if (!st && j.pr.finished)
+            st = record ? job_finished_before(&j, record, checkpoint_path, export_path, &fin, err)
                         : qp_fail(err, QP_ERR_PARSE, "%s: finished, but holds no run record", c->state_path);
-        }
         free(record);
         if (st || fin) goto done;
     } else {
