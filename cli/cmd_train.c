@@ -64,7 +64,7 @@ static void usage(FILE *f)
 "  --save-every N|TIME    save the state every N steps, or every TIME (600s, 10m, 2h); 0 = only\n"
 "                         at the end and on signals (5m)\n"
 "  --max-steps N          stop after N steps in this process (state saved; for time slicing)\n"
-"  --max-memory BYTES     refuse a run that needs more (16GiB; default: the physical memory)\n"
+"  --max-memory BYTES     refuse a run that needs more, e.g. 16GiB (default: physical memory)\n"
 "  --quiet | --progress   no progress output | force the progress output\n"
 "A finished run's state holds its record: resuming it writes the record only where it is missing.\n"
 "exit status: 0 finished and recorded; 3 diverged (record written, status diverged);\n"
@@ -160,7 +160,7 @@ static qp_status record_once(const data_run *rec, const char *runs_out, const ch
     }
     if (have) {
         fprintf(stderr, "qatplan: %s: run %s finished earlier and is recorded in %s; nothing to do\n",
-                    state, rec->run_id, runs_out);
+                state, rec->run_id, runs_out);
         return QP_OK;
     }
     qp_status st = QP_OK;
