@@ -49,17 +49,24 @@ static void usage(FILE *f)
 "  --device D             cpu|cuda|auto (auto): auto uses a CUDA GPU when this qatplan has the\n"
 "                         CUDA backend and one is found, else the CPU (with a note)\n"
 "  --precision P          fp32|bf16 (fp32); bf16 (cuda only): bf16 matrix products, fp32\n"
-"                         accumulation, fp32 master weights and optimizer\n"
+"                         accumulation, fp32 master weights and optimizer\n");
+    fprintf(f,
 "evaluation and outputs:\n"
 "  --eval-tokens N        validation tokens per evaluation (65536)\n"
 "  --run-id ID            run id in the record (default: generated)\n"
 "  --runs-out FILE        append the run record (JSON line) here; default: print it to stdout\n"
 "  --checkpoint FILE      safetensors checkpoint of the final parameters\n"
 "  --export-int FILE      safetensors with the quantized weights as integers and their scales\n"
-"  --state FILE           resumable state, saved at the end and on SIGINT/SIGTERM\n"
-"  --resume               continue from --state FILE\n"
+"  --state FILE           resumable state: saved every --save-every, on SIGINT/SIGTERM and at\n"
+"                         the end; an existing FILE is continued only with --resume\n"
+"  --resume               continue from --state FILE (refused if a setting differs)\n"
+"  --resume-if-exists     continue from --state FILE when it exists, else start the run\n"
+"  --save-every N|TIME    save the state every N steps, or every TIME (600s, 10m, 2h); 0 = only\n"
+"                         at the end and on signals (5m)\n"
 "  --max-steps N          stop after N steps in this process (state saved; for time slicing)\n"
+"  --max-memory BYTES     refuse a run that needs more, e.g. 16GiB (default: physical memory)\n"
 "  --quiet | --progress   no progress output | force the progress output\n"
+"A finished run's state holds its record: resuming it writes the record only where it is missing.\n"
 "exit status: 0 finished and recorded; 3 diverged (record written, status diverged);\n"
 "             2 bad input; 1 other failures, and a run stopped by a signal or --max-steps\n"
 "docs/trainer.md describes the model, quantizers, schedules and file formats.\n");
@@ -86,6 +93,31 @@ static qp_status read_text(const char *path, uint16_t **out, uint64_t *n, qp_err
 static qp_status read_tokens(const char *path, data_tokens *t, qp_error *err)
 {
     return data_tokens_read(path, t, err);
+}
+
+/* --save-every: a step count, or a time with a unit (s, m, h); 0 turns periodic saves off. */
+static qp_status parse_save_every(const char *v, train_config *c, qp_error *err)
+{
+    size_t n = strlen(v);
+    char unit = n ? v[n - 1] : 0;
+    double mult = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : 0;
+    if (mult == 0) {
+        long lv;
+        qp_status st = qp_parse_long(v, "--save-every", 0, 1L << 40, &lv, err);
+        if (st) return st;
+        c->save_every_steps = lv;
+        c->save_every_seconds = 0;
+        return QP_OK;
+    }
+    char num[64];
+    double x;
+    snprintf(num, sizeof num, "%.*s", (int)(n - 1), v);
+    if (n < 2 || n > sizeof num || qp_parse_real(num, "--save-every", 0, 1e9, &x, NULL) || x * mult > 1e9)
+        return qp_fail(err, QP_ERR_INPUT, "--save-every '%s': use a step count (500), a time (600s, "
+                                          "10m, 2h), or 0 for no periodic saves", v);
+    c->save_every_steps = 0;
+    c->save_every_seconds = x * mult;
+    return QP_OK;
 }
 
 static int need(int i, int argc, char **argv)
@@ -126,6 +158,38 @@ static void tune_threads_env(char **argv_full)
     fflush(NULL);
     execv("/proc/self/exe", argv_full);
     /* exec failed: run anyway, only slower */
+}
+
+/* A resumed state whose run had finished: its record goes where it is missing, never twice
+ * (a process killed between the final state and the record append left it out). */
+static qp_status record_once(const data_run *rec, const char *runs_out, const char *state, qp_error *err)
+{
+    int have = 0;
+    if (runs_out && access(runs_out, F_OK) == 0) {
+        data_run_list l;
+        data_run_list_init(&l);
+        qp_status st = data_runs_read(runs_out, &l, err);
+        for (size_t i = 0; !st && i < l.n; i++) have |= !strcmp(l.runs[i].run_id, rec->run_id);
+        data_run_list_free(&l);
+        if (st) return st;
+    }
+    if (have) {
+        fprintf(stderr, "qatplan: %s: run %s finished earlier and is recorded in %s; nothing to do\n",
+                state, rec->run_id, runs_out);
+        return QP_OK;
+    }
+    qp_status st = QP_OK;
+    if (runs_out) st = data_run_append(runs_out, rec, err);
+    else {
+        char *j = data_run_to_json(rec);
+        if (j) printf("%s\n", j);
+        else st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+        free(j);
+    }
+    if (!st)
+        fprintf(stderr, "qatplan: %s: run %s finished earlier; its record was %s\n", state, rec->run_id,
+                runs_out ? "missing and is now appended" : "printed again");
+    return st;
 }
 
 int cmd_train(int argc, char **argv)
@@ -244,7 +308,18 @@ int cmd_train(int argc, char **argv)
         STROPT("--checkpoint", ckpt)
         STROPT("--export-int", exp)
         STROPT("--state", c.state_path)
-        if (!strcmp(a, "--resume")) { c.resume = 1; continue; }
+        if (!strcmp(a, "--resume")) { c.resume = TRAIN_RESUME_ALWAYS; continue; }
+        if (!strcmp(a, "--resume-if-exists")) { c.resume = TRAIN_RESUME_IF_EXISTS; continue; }
+        if (!strcmp(a, "--save-every")) {
+            if (!need(i, argc, argv)) return 2;
+            if ((st = parse_save_every(argv[++i], &c, &err))) return cli_report(st, &err);
+            continue;
+        }
+        if (!strcmp(a, "--max-memory")) {
+            if (!need(i, argc, argv)) return 2;
+            if ((st = qp_parse_bytes(argv[++i], "--max-memory", &c.max_memory, &err))) return cli_report(st, &err);
+            continue;
+        }
         if (!strcmp(a, "--max-steps")) {
             if (!need(i, argc, argv)) return 2;
             if ((st = qp_parse_long(argv[++i], "--max-steps", 1, 1L << 40, &lv, &err))) return cli_report(st, &err);
@@ -308,7 +383,8 @@ int cmd_train(int argc, char **argv)
         return 2;
     }
     if (c.resume && !c.state_path) {
-        fprintf(stderr, "qatplan: --resume needs --state FILE\n");
+        fprintf(stderr, "qatplan: %s needs --state FILE\n",
+                c.resume == TRAIN_RESUME_ALWAYS ? "--resume" : "--resume-if-exists");
         return 2;
     }
 
@@ -346,6 +422,7 @@ int cmd_train(int argc, char **argv)
         snprintf(ds, sizeof ds, "text:%s", b ? b + 1 : train_txt);
     }
     c.dataset = dataset ? dataset : ds;
+    c.run_id_auto = !run_id[0];
     if (!run_id[0])
         snprintf(run_id, sizeof run_id, "L%d-D%d-f%g-b%d-%s-s%llu-%ld", c.shape.n_layer,
                  c.shape.d_model, c.qat_fraction, bits, train_quantizer_name(c.quant.kind),
@@ -355,8 +432,12 @@ int cmd_train(int argc, char **argv)
     if (force_progress && !quiet) c.progress = isatty(2) ? 2 : 1;
     train_install_signal_handlers();
     data_run rec;
-    st = train_run_job(&c, &d, ckpt, exp, &rec, &err);
-    if (st == QP_OK || st == QP_ERR_DIVERGED || rec.status == DATA_RUN_FAILED) {
+    int finished_before = 0;
+    st = train_run_job(&c, &d, ckpt, exp, &rec, &finished_before, &err);
+    if (finished_before) {
+        qp_status s2 = record_once(&rec, runs_out, c.state_path, &err);
+        if (s2) st = s2;
+    } else if (st == QP_OK || st == QP_ERR_DIVERGED || rec.status == DATA_RUN_FAILED) {
         if (rec.n_params > 0) {
             qp_error e2 = {0};
             qp_status s2;

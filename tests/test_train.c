@@ -1,6 +1,7 @@
 /* The training loop: learning-rate schedules at their boundaries, a tiny model that learns,
  * the f = 0 / f = 1 / fused paths, run records, resume, checkpoints and bad input. */
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,7 +311,7 @@ static void test_resume_same_result(void)
     char *err = NULL;
     snprintf(opts, sizeof opts, "%s --state %s --resume --bits 3", base, tu_path("b.state"));
     CU_ASSERT_EQUAL(run_train(opts, tu_path("resume_c.jsonl"), NULL, &err), 2);
-    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "different model"));
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--bits differs: the state has 2, this run 3"));
     free(err);
     /* a truncated state is refused */
     if (truncate(tu_path("b.state"), 100) == 0) {
@@ -353,6 +354,240 @@ static void test_sigterm_resume(void)
     CU_ASSERT_EQUAL(a.loss_fp_switch, b.loss_fp_switch);
 }
 
+/* The settings that change a run's result are in the state: a resume with another value is
+ * refused naming the setting and both values, and changes nothing; an existing state is not
+ * overwritten by a fresh start; --resume without a state says so. */
+static void test_resume_refuses_other_settings(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 16K "
+                       "--qat-fraction 0.5 --bits 2 --eval-tokens 2K --quiet --seed 5 --threads 1";
+    char opts[4096], *err = NULL, st[4096];
+    snprintf(st, sizeof st, "%s", tu_path("set.state")); /* tu_path's buffers rotate */
+    snprintf(opts, sizeof opts, "%s --state %s --max-steps 20", base, st);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("set.jsonl"), NULL, NULL), 1);
+    size_t n0, n1;
+    char *before = tu_read(st, &n0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(before);
+    struct { const char *opt, *msg; } cases[] = {
+        {"--lr 0.001", "--lr differs: the state has 0.003, this run 0.001"},
+        {"--schedule fused", "--schedule differs: the state has classic, this run fused"},
+        {"--warmup-frac 0.1", "--warmup-frac differs"},
+        {"--decay-frac 0.3", "--decay-frac differs: the state has 0.2, this run 0.3"},
+        {"--decay-shape 1-sqrt", "--decay-shape differs"},
+        {"--min-lr-frac 0.1", "--min-lr-frac differs"},
+        {"--weight-decay 0.2", "--weight-decay differs"},
+        {"--grad-clip 0.5", "--grad-clip differs: the state has 1, this run 0.5"},
+        {"--reset-optimizer", "--reset-optimizer differs"},
+        {"--seed 6", "--seed differs"},
+        {"--batch 8", "--batch differs"},
+        {"--tokens 20K", "--tokens differs"},
+        {"--qat-fraction 0.25", "--qat-fraction differs"},
+        {"--eval-tokens 4K", "--eval-tokens differs"},
+        {"--diverge-loss 9", "--diverge-loss differs"},
+        {"--quantizer ternary", "--quantizer differs: the state has seq, this run ternary"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(opts, sizeof opts, "%s --state %s --resume %s", base, st, cases[i].opt);
+        CU_ASSERT_EQUAL(run_train(opts, tu_path("set.jsonl"), NULL, &err), 2);
+        if (!err || !strstr(err, cases[i].msg))
+            fprintf(stderr, "case '%s': stderr '%s'\n", cases[i].opt, err ? err : "(null)");
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, cases[i].msg));
+        free(err);
+    }
+    /* other data: the validation text swapped for the training text */
+    char args[8192];
+    snprintf(args, sizeof args, "train --train-text %s --val-text %s --runs-out %s %s --device cpu "
+             "--state %s --resume", train_txt, train_txt, tu_path("set.jsonl"), base, st);
+    CU_ASSERT_EQUAL(tu_run_qatplan(args, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "validation-data differs"));
+    free(err);
+    /* a fresh start must not overwrite the state; --resume needs one */
+    snprintf(opts, sizeof opts, "%s --state %s", base, st);
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("set.jsonl"), NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "exists: continue that run with --resume"));
+    free(err);
+    snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("none.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("set.jsonl"), NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "there is no state at"));
+    free(err);
+    char *after = tu_read(st, &n1);
+    CU_ASSERT(after && n0 == n1 && !memcmp(before, after, n0)); /* untouched */
+    free(before);
+    free(after);
+    struct stat sb;
+    CU_ASSERT_NOT_EQUAL(stat(tu_path("set.jsonl"), &sb), 0); /* nothing recorded */
+}
+
+static void write_bytes(const char *path, const char *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_EQUAL(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+/* A damaged or edited state is refused, never resumed into a record: a patched step count
+ * (the defect: it once resumed into status ok), a flipped bit in the weights, a truncation,
+ * the old format, and a file that is no state at all (left as it is). */
+static void test_state_damage_refused(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 16K "
+                       "--qat-fraction 0.5 --bits 2 --eval-tokens 2K --quiet --seed 5 --threads 1";
+    char opts[4096], *err = NULL;
+    snprintf(opts, sizeof opts, "%s --state %s --max-steps 20", base, tu_path("dmg.state"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("dmg.jsonl"), NULL, NULL), 1);
+    size_t n;
+    char *good = tu_read(tu_path("dmg.state"), &n);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(good);
+    CU_ASSERT_FATAL(n > 1000);
+    struct { const char *what; size_t at; int xor_; size_t len; const char *msg; } cases[] = {
+        {"step count 20 -> 120", 24, 20 ^ 120, 0, "checksum mismatch"},
+        {"one bit of a weight", 0, 1, 0, "checksum mismatch"},
+        {"truncated", 0, 0, 1000, "does not match its header"},
+        {"format 1", 4, 2 ^ 1, 0, "format 1"},
+        {"not a state", 0, 0, 0, "not a qatplan training state"},
+    };
+    cases[1].at = n - 5000;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *b = malloc(n);
+        memcpy(b, good, n);
+        size_t len = cases[i].len ? cases[i].len : n;
+        b[cases[i].at] ^= (char)cases[i].xor_;
+        if (i == 4) {
+            len = 20000;
+            memset(b, 'x', len); /* e.g. --state naming the training text */
+        }
+        write_bytes(tu_path("dmg2.state"), b, len);
+        snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("dmg2.state"));
+        int rc = run_train(opts, tu_path("dmg.jsonl"), NULL, &err);
+        CU_ASSERT(rc == 1 || rc == 2);
+        if (!err || !strstr(err, cases[i].msg))
+            fprintf(stderr, "case '%s': stderr '%s'\n", cases[i].what, err ? err : "(null)");
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, cases[i].msg));
+        free(err);
+        size_t n2;
+        char *after = tu_read(tu_path("dmg2.state"), &n2);
+        CU_ASSERT(after && n2 == len && !memcmp(after, b, len)); /* left as it was */
+        free(after);
+        free(b);
+    }
+    free(good);
+    struct stat sb;
+    CU_ASSERT_NOT_EQUAL(stat(tu_path("dmg.jsonl"), &sb), 0); /* nothing recorded */
+}
+
+/* Start `qatplan train ARGS` in the background (output discarded); its pid. */
+static pid_t spawn_train(const char *args)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "exec %s %s >/dev/null 2>&1 </dev/null", QP_QATPLAN_EXE, args);
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Wait until `path` is a file other than inode `old` (a new save renamed into place), then
+ * SIGKILL the child. Returns 1 when killed after such a save, 0 when the child ended first. */
+static int kill_after_save(pid_t pid, const char *path, ino_t old)
+{
+    for (int i = 0; i < 60000; i++) {
+        struct stat sb;
+        if (stat(path, &sb) == 0 && sb.st_ino != old) {
+            kill(pid, SIGKILL);
+            int ws;
+            waitpid(pid, &ws, 0);
+            return WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL;
+        }
+        int ws;
+        if (waitpid(pid, &ws, WNOHANG) == pid) return 0;
+        usleep(1000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    return 0;
+}
+
+static size_t count_records(const char *path)
+{
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error e;
+    size_t n = data_runs_read(path, &l, &e) == QP_OK ? l.n : 0;
+    data_run_list_free(&l);
+    return n;
+}
+
+/* SIGKILL (OOM killer, node failure) loses at most the steps since the last periodic save:
+ * killed once after a save by steps and once after a save by time, the run resumed with
+ * --resume-if-exists ends bit for bit where an uninterrupted one does, under the first
+ * process's run id. Resuming the finished state writes no second record; a runs file that
+ * lacks it gets it once. */
+static void test_sigkill_resume(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 200K "
+                       "--qat-fraction 0.5 --bits 4 --eval-tokens 2K --quiet --seed 9";
+    data_run a, b;
+    char opts[4096];
+    snprintf(opts, sizeof opts, "%s --checkpoint %s", base, tu_path("kill_a.safetensors"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("kill_a.jsonl"), &a, NULL), 0);
+    char args[8192], st[4096], runs[4096]; /* tu_path's buffers rotate */
+    snprintf(st, sizeof st, "%s", tu_path("kill.state"));
+    snprintf(runs, sizeof runs, "%s", tu_path("kill_b.jsonl"));
+    snprintf(args, sizeof args, "train --train-text %s --val-text %s --runs-out %s %s --device cpu "
+             "--state %s --resume-if-exists --save-every 100", train_txt, val_txt, runs, base, st);
+    pid_t first = spawn_train(args);
+    CU_ASSERT_FATAL(first > 0);
+    if (!kill_after_save(first, st, 0)) {
+        fprintf(stderr, "(the run ended before its first periodic save: nothing to resume here)\n");
+        return;
+    }
+    CU_ASSERT_EQUAL(count_records(runs), 0);
+    struct stat sb;
+    CU_ASSERT_EQUAL_FATAL(stat(st, &sb), 0);
+    snprintf(args, sizeof args, "train --train-text %s --val-text %s --runs-out %s %s --device cpu "
+             "--state %s --resume-if-exists --save-every 0.05s", train_txt, val_txt, runs, base, st);
+    pid_t second = spawn_train(args);
+    CU_ASSERT_FATAL(second > 0);
+    int killed = kill_after_save(second, st, sb.st_ino);
+    if (!killed) fprintf(stderr, "(the resumed run ended before a save by time: killed once only)\n");
+    CU_ASSERT_EQUAL(count_records(runs), killed ? 0 : 1);
+    snprintf(opts, sizeof opts, "%s --state %s --resume-if-exists", base, st);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, runs, &b, NULL), 0);
+    CU_ASSERT_EQUAL(a.loss, b.loss); /* bit for bit */
+    CU_ASSERT_EQUAL(a.loss_fp_switch, b.loss_fp_switch);
+    char tail[32];
+    snprintf(tail, sizeof tail, "-%ld", (long)first);
+    size_t lr = strlen(b.run_id), lt = strlen(tail);
+    CU_ASSERT(lr > lt && !strcmp(b.run_id + lr - lt, tail)); /* the generated id of the first process */
+    CU_ASSERT_EQUAL(count_records(runs), 1);
+    /* finished: again, and with --resume, nothing more is recorded */
+    char *err = NULL;
+    CU_ASSERT_EQUAL(run_train(opts, runs, NULL, NULL), 0);
+    snprintf(opts, sizeof opts, "%s --state %s --resume --checkpoint %s", base, st,
+             tu_path("kill_b.safetensors"));
+    CU_ASSERT_EQUAL(run_train(opts, runs, NULL, &err), 0);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "finished earlier and is recorded in"));
+    free(err);
+    CU_ASSERT_EQUAL(count_records(runs), 1);
+    /* the checkpoint written from the finished state is the uninterrupted run's */
+    size_t n1, n2;
+    char *c1 = tu_read(tu_path("kill_a.safetensors"), &n1), *c2 = tu_read(tu_path("kill_b.safetensors"), &n2);
+    CU_ASSERT(c1 && c2 && n1 == n2 && !memcmp(c1, c2, n1));
+    free(c1);
+    free(c2);
+    /* a runs file without the record (killed between the final state and the append) gets it once */
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("kill_c.jsonl"), &b, NULL), 0);
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("kill_c.jsonl"), NULL, NULL), 0);
+    CU_ASSERT_EQUAL(count_records(tu_path("kill_c.jsonl")), 1);
+    CU_ASSERT_EQUAL(a.loss, b.loss);
+}
+
 static void test_diverged(void)
 {
     CU_ASSERT_FATAL(make_corpus());
@@ -369,6 +604,16 @@ static void test_diverged(void)
     CU_ASSERT(r.loss > 4);
     CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "diverged"));
     free(err);
+    /* a diverged run is finished too: its state keeps the record, a resume adds none */
+    char opts[4096];
+    snprintf(opts, sizeof opts, "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 20K "
+             "--quiet --run-id boom2 --diverge-loss 4 --state %s --resume-if-exists", tu_path("div.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("div2.jsonl"), NULL, NULL), 3);
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("div2.jsonl"), &r, &err), 3);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "finished earlier and is recorded"));
+    free(err);
+    CU_ASSERT_EQUAL(count_records(tu_path("div2.jsonl")), 1);
+    CU_ASSERT_EQUAL(r.status, DATA_RUN_DIVERGED);
 }
 
 static void test_bad_input(void)
@@ -390,6 +635,17 @@ static void test_bad_input(void)
         {"--bits 16 --embed-bits 4", "drop --embed-bits"},
         {"--resume", "--state"},
         {"--context 200000", "--context"},
+        /* counts bounded before conversion or allocation, the limit in the message */
+        {"--tokens 1e30", "--tokens 1e+30: use 1 to 1e+15 tokens"},
+        {"--eval-tokens 1e30", "--eval-tokens 1e+30: use 1 to 1e+15"},
+        {"--batch 1048576 --context 65536 --tokens 1e12", "at most 2147483647"},
+        /* the memory need, refused before the first allocation: far above any machine */
+        {"--layers 64 --batch 16384 --context 4096 --tokens 1e15", "of memory"},
+        {"--batch 512 --context 4096 --tokens 1e9 --max-memory 1GiB", "more than --max-memory (1.00 GiB)"},
+        {"--save-every 10x", "--save-every"},
+        {"--save-every -5", "--save-every"},
+        {"--resume-if-exists", "--state"},
+        {"--max-memory 2Gb", "ambiguous"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *err = NULL;
@@ -516,6 +772,9 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_schedules_and_ends);
     TU_ADD(s, test_resume_same_result);
     TU_ADD(s, test_sigterm_resume);
+    TU_ADD(s, test_resume_refuses_other_settings);
+    TU_ADD(s, test_state_damage_refused);
+    TU_ADD(s, test_sigkill_resume);
     TU_ADD(s, test_diverged);
     TU_ADD(s, test_token_files);
     TU_ADD(s, test_device_selection);

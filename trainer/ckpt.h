@@ -29,14 +29,34 @@ typedef struct {
     int64_t adam_t;        /* Adam's step counter (restarts when the optimizer is reset) */
     uint64_t rng;          /* data-sampling RNG state (the data position) */
     int64_t switched;      /* quantizers initialised */
+    int64_t finished;      /* the run ended (ok or diverged) and the state holds its record */
     double loss_fp_switch; /* FP validation loss at the switch, NAN before it */
     double wall_seconds;   /* time spent in earlier processes */
     double train_loss;     /* smoothed training loss (progress only) */
 } train_progress;
 
-qp_status state_save(const char *path, const model *m, const train_config *c,
-                     const train_sched *s, const train_progress *pr, qp_error *err);
-qp_status state_load(const char *path, model *m, const train_config *c, const train_sched *s,
-                     train_progress *pr, qp_error *err);
+/* The settings that change a run's result, one "key value" line each (keys are the options
+ * that set them), and the run id as a label; the data are identified by count and hash. */
+void state_settings(char *buf, size_t n, const train_config *c, const train_sched *s, long n_eval,
+                    const train_data *d);
+/* Write the state atomically: settings, progress, parameters and Adam moments of m, the
+ * record (JSON, or NULL while the run is unfinished), and a checksum. */
+qp_status state_save(const char *path, const char *settings, const model *m, const train_progress *pr,
+                     const char *record, qp_error *err);
+/* Read a state into m and pr after checking its format, size and checksum, and that its
+ * settings equal `settings` (else the message names the first setting that differs).
+ * *record: the stored record (malloc'ed) or NULL; run_id: the saved run id ("" if none). */
+qp_status state_load(const char *path, const char *settings, model *m, train_progress *pr,
+                     char **record, char *run_id, size_t n_run_id, qp_error *err);
+
+/* The state's checksum (also usable for other data): 64-bit, streaming. */
+typedef struct {
+    uint64_t h[4], n;
+    unsigned char tail[32];
+    size_t nt;
+} state_hash;
+void state_hash_init(state_hash *x);
+void state_hash_update(state_hash *x, const void *data, size_t n);
+uint64_t state_hash_final(state_hash *x);
 
 #endif

@@ -143,7 +143,37 @@ void train_config_default(train_config *c)
     c->seed = 1;
     c->threads = 2;
     c->eval_tokens = 65536;
+    c->save_every_seconds = TRAIN_SAVE_EVERY_DEFAULT;
     c->progress = 1;
+}
+
+qp_status train_config_check(const train_config *c, qp_error *err)
+{
+    if (c->batch < 1) return qp_fail(err, QP_ERR_INPUT, "--batch %d: use at least 1 sequence", c->batch);
+    if (!(c->lr > 0 && c->lr < 1)) return qp_fail(err, QP_ERR_INPUT, "--lr %g: use a value in (0, 1)", c->lr);
+    if (c->threads < 1) return qp_fail(err, QP_ERR_INPUT, "--threads %d: use at least 1", c->threads);
+    if (c->precision == TRAIN_PREC_BF16 && c->device != TRAIN_DEVICE_CUDA)
+        return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on --device cuda (the CPU "
+                                          "trainer is fp32); use --precision fp32");
+    double tps = (double)c->batch * c->shape.context;
+    if (tps > TRAIN_MAX_STEP_TOKENS)
+        return qp_fail(err, QP_ERR_INPUT, "--batch %d x --context %d = %.0f tokens per step: at most "
+                                          "%.0f (2^31 - 1); use a smaller --batch or --context",
+                       c->batch, c->shape.context, tps, TRAIN_MAX_STEP_TOKENS);
+    if (!(c->tokens > 0 && c->tokens <= TRAIN_MAX_TOKENS))
+        return qp_fail(err, QP_ERR_INPUT, "--tokens %g: use 1 to %g tokens", c->tokens, TRAIN_MAX_TOKENS);
+    if (!(c->eval_tokens > 0 && c->eval_tokens <= TRAIN_MAX_TOKENS))
+        return qp_fail(err, QP_ERR_INPUT, "--eval-tokens %g: use 1 to %g tokens (more than the "
+                                          "validation file holds means all of it)",
+                       c->eval_tokens, TRAIN_MAX_TOKENS);
+    if (c->save_every_steps < 0 || !(c->save_every_seconds >= 0 && c->save_every_seconds <= 1e9))
+        return qp_fail(err, QP_ERR_INPUT, "--save-every: use a step count, a time such as 10m, or 0 "
+                                          "for no periodic saves");
+    if (!(c->max_memory >= 0 && c->max_memory < 1e18))
+        return qp_fail(err, QP_ERR_INPUT, "--max-memory %g: use a size such as 16GiB", c->max_memory);
+    if (c->resume && !c->state_path)
+        return qp_fail(err, QP_ERR_USAGE, "--resume needs --state FILE");
+    return QP_OK;
 }
 
 static long lround_pos(double x) { return x <= 0 ? 0 : (long)floor(x + 0.5); }
@@ -152,6 +182,9 @@ qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err)
 {
     memset(s, 0, sizeof *s);
     double tps = (double)c->batch * c->shape.context;
+    /* before the conversion to a step count: 1e30 tokens must not become a garbage long */
+    if (!(c->tokens <= TRAIN_MAX_TOKENS))
+        return qp_fail(err, QP_ERR_INPUT, "--tokens %g: at most %g tokens", c->tokens, TRAIN_MAX_TOKENS);
     if (!(c->tokens >= tps))
         return qp_fail(err, QP_ERR_INPUT,
                        "--tokens %.0f is less than one step (batch %d x context %d = %.0f tokens)",

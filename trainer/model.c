@@ -47,8 +47,22 @@ static void *alloc_floats(size_t n)
     return p;
 }
 
-qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
-                       qp_error *err)
+void model_act_counts(const train_shape *s, int B, int T, double out[MODEL_NACTS])
+{
+    double L = s->n_layer, D = s->d_model, F = s->d_ff, V = s->vocab, H = s->n_head;
+    double QKV = D + 2 * (D / H) * s->n_kv_head, N = (double)B * T;
+    const double n[MODEL_NACTS] = {
+        (L + 1) * N * D, L * N * D,                   /* resid, mid */
+        L * N * D,       L * N,     L * N * QKV,     /* ln1, ln1_rstd, qkv */
+        L * B * H * T * (double)T, L * N * D,        /* att, atty */
+        L * N * D,       L * N,     L * N * 2 * F, L * N * F, /* ln2, ln2_rstd, h13, hact */
+        N * D,           N,         N * V,   N,      /* lnf, lnf_rstd, probs, losses */
+        N * D,           N * D,     N * D,   N * QKV, N * 2 * F, N * F, /* scratch */
+    };
+    memcpy(out, n, sizeof n);
+}
+
+void model_layout(model *m, const train_shape *s, const train_qspec *q, int B, int T)
 {
     memset(m, 0, sizeof *m);
     m->s = *s;
@@ -81,23 +95,31 @@ qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int
         off += m->numel[i];
     }
     m->n_floats = off;
+    m->n_qw = V * D + L * (QKV * D + D * D + 2 * F * D + D * F);
+}
+
+qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
+                       qp_error *err)
+{
+    model_layout(m, s, q, B, T);
+    double acts_d[MODEL_NACTS];
+    model_act_counts(s, B, T, acts_d);
+    size_t acts_n[MODEL_NACTS], na = 0;
+    for (int i = 0; i < MODEL_NACTS; i++) {
+        if (!(acts_d[i] < 0x1p60)) /* train_memory_need refuses such sizes first */
+            return qp_fail(err, QP_ERR_NOMEM, "the activations for batch %d x context %d do not fit "
+                                              "in memory; use a smaller --batch or --context", B, T);
+        acts_n[i] = (size_t)acts_d[i];
+        na += (acts_n[i] + 15) / 16 * 16;
+    }
+    size_t off = m->n_floats, nq = m->n_qw, hd = (size_t)(s->d_model / s->n_head);
+    size_t L = (size_t)s->n_layer, D = (size_t)s->d_model, F = (size_t)s->d_ff, V = (size_t)s->vocab;
+    size_t QKV = (size_t)m->qkv_rows;
     m->params_mem = alloc_floats(off);
     m->grads_mem = alloc_floats(off);
     m->m_mem = alloc_floats(off);
     m->v_mem = alloc_floats(off);
-    size_t nq = V * D + L * (QKV * D + D * D + 2 * F * D + D * F);
     m->qw_mem = alloc_floats(nq);
-    size_t N = (size_t)B * T, H = (size_t)s->n_head;
-    size_t acts_n[] = {
-        (L + 1) * N * D, L * N * D,                   /* resid, mid */
-        L * N * D,       L * N,     L * N * QKV,     /* ln1, ln1_rstd, qkv */
-        L * B * H * T * (size_t)T, L * N * D,        /* att, atty */
-        L * N * D,       L * N,     L * N * 2 * F, L * N * F, /* ln2, ln2_rstd, h13, hact */
-        N * D,           N,         N * V,   N,      /* lnf, lnf_rstd, probs, losses */
-        N * D,           N * D,     N * D,   N * QKV, N * 2 * F, N * F, /* scratch */
-    };
-    size_t na = 0;
-    for (size_t i = 0; i < sizeof acts_n / sizeof acts_n[0]; i++) na += (acts_n[i] + 15) / 16 * 16;
     m->acts_mem = alloc_floats(na);
     m->rope_cos = alloc_floats((size_t)T * hd / 2);
     m->rope_sin = alloc_floats((size_t)T * hd / 2);
@@ -127,7 +149,7 @@ qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int
                      &m->a.atty, &m->a.ln2, &m->a.ln2_rstd, &m->a.h13, &m->a.hact, &m->a.lnf,
                      &m->a.lnf_rstd, &m->a.probs, &m->a.losses, &m->a.dx, &m->a.dln, &m->a.datty,
                      &m->a.dqkv, &m->a.dh13, &m->a.dhact};
-    for (size_t i = 0; i < sizeof acts_n / sizeof acts_n[0]; i++) {
+    for (size_t i = 0; i < MODEL_NACTS; i++) {
         *dst[i] = ap;
         ap += (acts_n[i] + 15) / 16 * 16;
     }

@@ -57,6 +57,7 @@ typedef struct {
     model_tdesc desc[MODEL_NT];
     size_t off[MODEL_NT], numel[MODEL_NT];
     size_t n_floats;         /* parameters incl. quantizer scales */
+    size_t n_qw;             /* floats of the quantized weights */
     float *params_mem, *grads_mem, *m_mem, *v_mem, *qw_mem, *acts_mem;
     model_params p, g;
     model_qweights qw;
@@ -71,6 +72,12 @@ typedef struct {
 
 qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
                        qp_error *err);
+/* The parameter layout of model_create (desc, numel, off, n_floats, n_qw), allocating nothing. */
+void model_layout(model *m, const train_shape *s, const train_qspec *q, int B, int T);
+/* Floats in each activation buffer of model_create (in model_acts order), in double so
+ * that impossible sizes can be refused before anything is converted or allocated. */
+#define MODEL_NACTS 21
+void model_act_counts(const train_shape *s, int B, int T, double out[MODEL_NACTS]);
 void model_free(model *m);
 /* Seeded initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2L), gains 1. */
 void model_init(model *m, uint64_t seed);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ckpt.h"
 #include "model.h"
@@ -227,33 +228,43 @@ static void fmt_eta(double sec, char *buf, size_t n)
     else snprintf(buf, n, "%ldm%02lds", s / 60, s % 60);
 }
 
-qp_status train_run_job(const train_config *cin, const train_data *d, const char *checkpoint_path,
-                        const char *export_path, data_run *rec, qp_error *err)
+/* ---- a job: checks, state, the loop, the end ----------------------------------------------- */
+
+typedef struct {
+    train_config c;
+    train_sched s;
+    const train_data *d;
+    data_run *rec;
+    model m;
+    cuda_model *gpu;
+    uint16_t *inp, *tgt;
+    long n_eval;
+    train_progress pr;
+    double t_start;     /* this process's start: wall time = pr.wall_seconds + now - t_start */
+    double last_print;  /* of the terminal progress line */
+    char settings[8192]; /* state_settings() of this run */
+} job;
+
+/* Everything that can be refused before the first allocation. */
+static qp_status job_check(job *j, qp_error *err)
 {
-    train_config c = *cin;
+    train_config *c = &j->c;
+    const train_data *d = j->d;
     qp_status st;
-    double t_start = qp_now();
-    data_run_init(rec);
-    if ((st = train_shape_finish(&c.shape, err))) return st;
-    if ((st = train_qspec_check(&c.quant, &c.shape, err))) return st;
-    if (c.batch < 1) return qp_fail(err, QP_ERR_INPUT, "--batch %d: use at least 1 sequence", c.batch);
-    if (!(c.lr > 0 && c.lr < 1)) return qp_fail(err, QP_ERR_INPUT, "--lr %g: use a value in (0, 1)", c.lr);
-    if (c.threads < 1) return qp_fail(err, QP_ERR_INPUT, "--threads %d: use at least 1", c.threads);
-    if (c.precision == TRAIN_PREC_BF16 && c.device != TRAIN_DEVICE_CUDA)
-        return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on --device cuda (the CPU "
-                                          "trainer is fp32); use --precision fp32");
-    if (c.device == TRAIN_DEVICE_CUDA) {
+    if ((st = train_shape_finish(&c->shape, err))) return st;
+    if ((st = train_qspec_check(&c->quant, &c->shape, err))) return st;
+    if ((st = train_config_check(c, err))) return st;
+    if (c->device == TRAIN_DEVICE_CUDA) {
         char why[256];
         if (train_cuda_devices(why, sizeof why) < 1)
             return qp_fail(err, QP_ERR_UNSUPPORTED, "--device cuda: no CUDA GPU found (%s): use "
                                                     "--device cpu", why);
     }
-    train_sched s;
-    if ((st = train_sched_make(&c, &s, err))) return st;
-    int T = c.shape.context, B = c.batch;
-    if (d->vocab && (int)d->vocab != c.shape.vocab)
+    if ((st = train_sched_make(c, &j->s, err))) return st;
+    int T = c->shape.context;
+    if (d->vocab && (int)d->vocab != c->shape.vocab)
         return qp_fail(err, QP_ERR_INPUT, "the token files have vocabulary %u but the model %d",
-                       d->vocab, c.shape.vocab);
+                       d->vocab, c->shape.vocab);
     if (d->n_train < (uint64_t)T + 2)
         return qp_fail(err, QP_ERR_INPUT, "the training tokens (%llu) are fewer than one context "
                                           "(%d + 1); use more data or a smaller --context",
@@ -263,170 +274,324 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
                                           "(%d + 1); use more validation data or a smaller --context",
                        (unsigned long long)d->n_val, T);
     for (uint64_t i = 0; i < d->n_train; i++)
-        if (d->train[i] >= c.shape.vocab)
+        if (d->train[i] >= c->shape.vocab)
             return qp_fail(err, QP_ERR_INPUT, "training token %llu has id %u >= vocabulary %d",
-                           (unsigned long long)i, d->train[i], c.shape.vocab);
+                           (unsigned long long)i, d->train[i], c->shape.vocab);
     for (uint64_t i = 0; i < d->n_val; i++)
-        if (d->val[i] >= c.shape.vocab)
+        if (d->val[i] >= c->shape.vocab)
             return qp_fail(err, QP_ERR_INPUT, "validation token %llu has id %u >= vocabulary %d",
-                           (unsigned long long)i, d->val[i], c.shape.vocab);
-    long n_eval = (long)(c.eval_tokens / T);
+                           (unsigned long long)i, d->val[i], c->shape.vocab);
+    long n_eval = (long)(c->eval_tokens / T); /* bounded by train_config_check */
     long max_eval = (long)((d->n_val - 1) / (uint64_t)T);
-    if (n_eval > max_eval) n_eval = max_eval;
-    if (n_eval < 1) n_eval = 1;
-
-    omp_set_num_threads(c.threads);
-    openblas_set_num_threads(c.threads);
-
-    model m;
-    cuda_model *gpu = NULL;
-    if ((st = model_create(&m, &c.shape, &c.quant, B, T, err))) return st;
-    uint16_t *inp = malloc((size_t)B * T * sizeof *inp), *tgt = malloc((size_t)B * T * sizeof *tgt);
-    if (!inp || !tgt) {
-        free(inp);
-        free(tgt);
-        model_free(&m);
-        return qp_fail(err, QP_ERR_NOMEM, "out of memory for the batch");
+    j->n_eval = n_eval > max_eval ? max_eval : n_eval < 1 ? 1 : n_eval;
+    train_memory need;
+    train_memory_need(c, &need);
+    const char *what;
+    double lim = train_memory_limit(c, &what);
+    if (lim > 0 && need.total > lim) {
+        char a[32], b[32], p[32], o[32], l[32];
+        return qp_fail(err, QP_ERR_INPUT,
+                       "this run needs %s of memory (parameters, gradients, Adam moments: %s; "
+                       "activations for --batch %d x --context %d: %s; buffers and state: %s), more "
+                       "than %s (%s); use a smaller --batch, --context or model%s",
+                       qp_format_bytes(need.total, a, sizeof a), qp_format_bytes(need.params, p, sizeof p),
+                       c->batch, T, qp_format_bytes(need.acts, b, sizeof b),
+                       qp_format_bytes(need.other, o, sizeof o), what,
+                       qp_format_bytes(lim, l, sizeof l),
+                       c->max_memory > 0 ? ", or a larger --max-memory" : "");
     }
-    fill_record(rec, &c, &s, &m);
-    train_progress pr = {0, 0, c.seed ^ 0xD1B54A32D192ED03ull, 0, NAN, 0.0, NAN};
-    if (c.resume) {
-        if (!c.state_path) {
-            st = qp_fail(err, QP_ERR_USAGE, "--resume needs --state FILE");
-            goto done;
-        }
-        if ((st = state_load(c.state_path, &m, &c, &s, &pr, err))) goto done;
-    } else {
-        model_init(&m, c.seed);
+    if (c->state_path) {
+        struct stat sb;
+        int exists = stat(c->state_path, &sb) == 0;
+        if (exists && c->resume == TRAIN_RESUME_NO)
+            return qp_fail(err, QP_ERR_INPUT, "%s exists: continue that run with --resume (or "
+                                              "--resume-if-exists), or delete it to start again",
+                           c->state_path);
+        if (!exists && c->resume == TRAIN_RESUME_ALWAYS)
+            return qp_fail(err, QP_ERR_INPUT, "--resume: there is no state at %s; drop --resume to "
+                                              "start the run (--resume-if-exists does both)",
+                           c->state_path);
+        if (!exists) c->resume = TRAIN_RESUME_NO;
+        state_settings(j->settings, sizeof j->settings, c, &j->s, j->n_eval, d);
     }
-#ifdef QATPLAN_HAVE_CUDA
-    if (c.device == TRAIN_DEVICE_CUDA &&
-        (st = model_cuda_create(&gpu, &m, c.precision == TRAIN_PREC_BF16, err)))
-        goto done;
-#endif
-    int quant = c.quant.kind != TRAIN_Q_NONE;
-    double tps = (double)B * T;
-    double t_loop = qp_now(), last_print = 0.0;
-    long step0 = (long)pr.step, steps_here = 0;
-    long print_every = s.total / 20 > 0 ? s.total / 20 : 1;
-    st = QP_OK;
-    for (long step = (long)pr.step; step < s.total; step++) {
-        if (stop_requested || (c.max_steps > 0 && steps_here >= c.max_steps)) {
-            pr.step = step;
-            pr.wall_seconds += qp_now() - t_start;
-            dev_sync(&m, gpu, 1);
-            if (c.state_path) {
-                if ((st = state_save(c.state_path, &m, &c, &s, &pr, err))) goto done;
-                if (c.progress) fprintf(stderr, "%sstopped at step %ld of %ld; state saved to %s\n",
-                                        c.progress == 2 ? "\n" : "", step, s.total, c.state_path);
+    return QP_OK;
+}
+
+/* Save the state with progress at `step` (unfinished: record NULL). */
+static qp_status job_save(job *j, long step, const char *record, qp_error *err)
+{
+    train_progress snap = j->pr;
+    snap.step = step;
+    snap.finished = record != NULL;
+    snap.wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
+    dev_sync(&j->m, j->gpu, 1);
+    return state_save(j->c.state_path, j->settings, &j->m, &snap, record, err);
+}
+
+/* The run is over (ok or diverged): the state keeps its record, so that resuming it writes
+ * no second one. A failure here only costs a rerun of the tail on a later resume. */
+static void job_save_finished(job *j)
+{
+    if (!j->c.state_path) return;
+    char *json = data_run_to_json(j->rec);
+    qp_error e = {0};
+    if (!json || job_save(j, j->s.total, json, &e))
+        fprintf(stderr, "qatplan: warning: the finished state could not be saved: %s\n",
+                json ? e.msg : "out of memory");
+    free(json);
+}
+
+/* A resumed state whose run had finished: its record, and the outputs asked for now. */
+static qp_status job_finished_before(job *j, const char *record, const char *ckpt, const char *exp,
+                                     int *fin, qp_error *err)
+{
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_status st = data_runs_parse_jsonl(record, j->c.state_path, &l, err);
+    if (!st && l.n != 1) st = qp_fail(err, QP_ERR_PARSE, "%s: the stored run record is missing", j->c.state_path);
+    if (!st) *j->rec = l.runs[0];
+    data_run_list_free(&l);
+    if (st) return st;
+    *fin = 1; /* the caller writes rec where it is missing */
+    if (j->rec->status == DATA_RUN_DIVERGED)
+        return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", j->rec->reason);
+    /* the state holds the final parameters: the same files the run wrote */
+    if (!st && ckpt) st = ckpt_write_model(ckpt, &j->m, NULL, NULL, 0, err);
+    if (!st && exp) st = ckpt_export_int(exp, &j->m, err);
+    return st;
+}
+
+static void job_progress(job *j, long step, int qat, double lr, long steps_here, double t_loop)
+{
+    const train_config *c = &j->c;
+    double tps = (double)c->batch * c->shape.context, now = qp_now();
+    long total = j->s.total, every = total / 20 > 0 ? total / 20 : 1;
+    double rate = (double)steps_here * tps / (now - t_loop);
+    char eta[32];
+    fmt_eta((double)(total - step - 1) * tps / rate, eta, sizeof eta);
+    if (c->progress == 2 && (now - j->last_print > 0.25 || step + 1 == total)) {
+        fprintf(stderr, "\rstep %ld/%ld %s loss %.4f lr %.2e %.0f tok/s ETA %s   ", step + 1, total,
+                qat ? "QAT" : "FP ", j->pr.train_loss, lr, rate, eta);
+        j->last_print = now;
+    } else if (c->progress == 1 && ((step + 1) % every == 0 || step + 1 == total)) {
+        fprintf(stderr, "step %ld/%ld %s loss %.4f lr %.2e %.0f tok/s ETA %s\n", step + 1, total,
+                qat ? "QAT" : "FP", j->pr.train_loss, lr, rate, eta);
+    }
+}
+
+/* The FP->QAT switch: evaluate the FP model, initialise the quantizers from the current
+ * weights, optionally reset Adam. */
+static void job_switch(job *j, long step)
+{
+    model *m = &j->m;
+    const train_config *c = &j->c;
+    m->qat = m->qat_embed = 0;
+    if (j->s.n_fp > 0) j->pr.loss_fp_switch = eval_loss(m, j->gpu, j->d, j->n_eval, j->inp, j->tgt);
+    dev_sync(m, j->gpu, 1); /* the step sizes are initialised on the host, as on the CPU */
+    model_quant_init(m);
+    if (c->reset_optimizer && j->s.n_fp > 0) {
+        memset(m->m_mem, 0, m->n_floats * sizeof(float));
+        memset(m->v_mem, 0, m->n_floats * sizeof(float));
+        j->pr.adam_t = 0;
+    }
+    dev_sync(m, j->gpu, 0);
+    j->pr.switched = 1;
+    if (c->progress && j->s.n_fp > 0)
+        fprintf(stderr, "%sswitch to %d-bit QAT (%s) at step %ld: FP val loss %.4f nats/token\n",
+                c->progress == 2 ? "\n" : "", c->quant.bits, train_quantizer_name(c->quant.kind), step,
+                j->pr.loss_fp_switch);
+}
+
+/* Periodic saves: every save_every_steps steps, or every save_every_seconds of wall time. */
+static void job_maybe_save(job *j, long done, double *last_save)
+{
+    const train_config *c = &j->c;
+    if (!c->state_path || done >= j->s.total) return; /* the end saves anyway */
+    double now = qp_now();
+    if (!((c->save_every_steps > 0 && done % c->save_every_steps == 0) ||
+          (c->save_every_seconds > 0 && now - *last_save >= c->save_every_seconds)))
+        return;
+    qp_error e = {0};
+    if (job_save(j, done, NULL, &e))
+        fprintf(stderr, "%sqatplan: warning: periodic state save failed (training goes on): %s\n",
+                c->progress == 2 ? "\n" : "", e.msg);
+    *last_save = qp_now();
+}
+
+/* Steps from pr.step to the end: QP_OK, QP_ERR_INTERRUPTED (state saved) or QP_ERR_DIVERGED
+ * (record filled). */
+static qp_status job_loop(job *j, qp_error *err)
+{
+    const train_config *c = &j->c;
+    const train_sched *s = &j->s;
+    model *m = &j->m;
+    int B = c->batch, T = c->shape.context, quant = c->quant.kind != TRAIN_Q_NONE;
+    double tps = (double)B * T, t_loop = qp_now(), last_save = t_loop;
+    double lim = c->diverge_loss > 0 ? c->diverge_loss : 3.0 * log((double)c->shape.vocab) + 5.0;
+    long steps_here = 0;
+    qp_status st;
+    for (long step = (long)j->pr.step; step < s->total; step++) {
+        if (stop_requested || (c->max_steps > 0 && steps_here >= c->max_steps)) {
+            if (c->state_path) {
+                if ((st = job_save(j, step, NULL, err))) return st;
+                if (c->progress) fprintf(stderr, "%sstopped at step %ld of %ld; state saved to %s\n",
+                                         c->progress == 2 ? "\n" : "", step, s->total, c->state_path);
             }
-            st = qp_fail(err, QP_ERR_INTERRUPTED, "stopped at step %ld of %ld%s%s", step, s.total,
-                         c.state_path ? "; continue with --resume --state " : " (no --state: progress lost)",
-                         c.state_path ? c.state_path : "");
-            goto done;
+            return qp_fail(err, QP_ERR_INTERRUPTED, "stopped at step %ld of %ld%s%s", step, s->total,
+                           c->state_path ? "; continue with --resume --state " : " (no --state: progress lost)",
+                           c->state_path ? c->state_path : "");
         }
-        int qat = quant && step >= s.n_fp;
-        if (qat && !pr.switched) {
-            /* the FP->QAT switch: evaluate the FP model, initialise the quantizers from the
-             * current weights, optionally reset Adam */
-            m.qat = m.qat_embed = 0;
-            if (s.n_fp > 0) pr.loss_fp_switch = eval_loss(&m, gpu, d, n_eval, inp, tgt);
-            dev_sync(&m, gpu, 1); /* the step sizes are initialised on the host, as on the CPU */
-            model_quant_init(&m);
-            if (c.reset_optimizer && s.n_fp > 0) {
-                memset(m.m_mem, 0, m.n_floats * sizeof(float));
-                memset(m.v_mem, 0, m.n_floats * sizeof(float));
-                pr.adam_t = 0;
-            }
-            dev_sync(&m, gpu, 0);
-            pr.switched = 1;
-            if (c.progress && s.n_fp > 0)
-                fprintf(stderr, "%sswitch to %d-bit QAT (%s) at step %ld: FP val loss %.4f nats/token\n",
-                        c.progress == 2 ? "\n" : "", c.quant.bits, train_quantizer_name(c.quant.kind),
-                        step, pr.loss_fp_switch);
-        }
-        m.qat = qat;
-        m.qat_embed = qat && c.quant.embed_bits > 0;
-        double lr = train_lr_at(&s, step);
-        sample_batch(d, B, T, &pr.rng, inp, tgt);
+        int qat = quant && step >= s->n_fp;
+        if (qat && !j->pr.switched) job_switch(j, step);
+        m->qat = qat;
+        m->qat_embed = qat && c->quant.embed_bits > 0;
+        double lr = train_lr_at(s, step);
+        sample_batch(j->d, B, T, &j->pr.rng, j->inp, j->tgt);
         double gn;
-        float loss = dev_forward_backward(&m, gpu, inp, tgt, B, T, &gn);
-        if ((st = dev_check(gpu, err))) goto done;
-        double lim = c.diverge_loss > 0 ? c.diverge_loss : 3.0 * log((double)c.shape.vocab) + 5.0;
+        float loss = dev_forward_backward(m, j->gpu, j->inp, j->tgt, B, T, &gn);
+        if ((st = dev_check(j->gpu, err))) return st;
         if (!isfinite(loss) || !isfinite(gn) || loss > lim) {
+            data_run *rec = j->rec;
             rec->status = DATA_RUN_DIVERGED;
-            rec->loss = isfinite(loss) ? (double)loss : (double)loss;
+            rec->loss = (double)loss;
             snprintf(rec->reason, sizeof rec->reason,
                      "training loss %g (limit %g; gradient norm %g) at step %ld of %ld (%.0f tokens, "
                      "%s phase, lr %.3g); lower --lr",
-                     (double)loss, lim, gn, step, s.total, (double)step * tps, qat ? "QAT" : "FP", lr);
-            st = qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
-            goto record;
+                     (double)loss, lim, gn, step, s->total, (double)step * tps, qat ? "QAT" : "FP", lr);
+            rec->wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
+            job_save_finished(j);
+            return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
         }
-        pr.adam_t++;
-        dev_update(&m, gpu, &c, lr, pr.adam_t, gn);
-        pr.train_loss = isnan(pr.train_loss) ? loss : 0.9 * pr.train_loss + 0.1 * loss;
+        j->pr.adam_t++;
+        dev_update(m, j->gpu, c, lr, j->pr.adam_t, gn);
+        j->pr.train_loss = isnan(j->pr.train_loss) ? loss : 0.9 * j->pr.train_loss + 0.1 * loss;
         steps_here++;
-        double now = qp_now();
-        if (c.progress) {
-            double rate = (double)steps_here * tps / (now - t_loop);
-            char eta[32];
-            fmt_eta((double)(s.total - step - 1) * tps / rate, eta, sizeof eta);
-            if (c.progress == 2 && (now - last_print > 0.25 || step + 1 == s.total)) {
-                fprintf(stderr, "\rstep %ld/%ld %s loss %.4f lr %.2e %.0f tok/s ETA %s   ", step + 1,
-                        s.total, qat ? "QAT" : "FP ", pr.train_loss, lr, rate, eta);
-                last_print = now;
-            } else if (c.progress == 1 && ((step + 1) % print_every == 0 || step + 1 == s.total)) {
-                fprintf(stderr, "step %ld/%ld %s loss %.4f lr %.2e %.0f tok/s ETA %s\n", step + 1,
-                        s.total, qat ? "QAT" : "FP", pr.train_loss, lr, rate, eta);
-            }
-        }
+        if (c->progress) job_progress(j, step, qat, lr, steps_here, t_loop);
+        job_maybe_save(j, step + 1, &last_save);
     }
-    if (c.progress == 2) fprintf(stderr, "\n");
-    pr.step = s.total;
-    (void)step0;
-    dev_sync(&m, gpu, 1);
-    /* final evaluation with the weights actually quantized */
-    m.qat = m.qat_embed = 0;
-    if (s.n_qat == 0) {
-        pr.loss_fp_switch = eval_loss(&m, gpu, d, n_eval, inp, tgt);
+    if (c->progress == 2) fprintf(stderr, "\n");
+    return QP_OK;
+}
+
+/* After the last step: the final evaluation with the weights actually quantized, the
+ * outputs, the finished state. */
+static qp_status job_finish(job *j, const char *checkpoint_path, const char *export_path, qp_error *err)
+{
+    const train_config *c = &j->c;
+    model *m = &j->m;
+    data_run *rec = j->rec;
+    int quant = c->quant.kind != TRAIN_Q_NONE;
+    qp_status st;
+    j->pr.step = j->s.total;
+    dev_sync(m, j->gpu, 1);
+    m->qat = m->qat_embed = 0;
+    if (j->s.n_qat == 0) {
+        j->pr.loss_fp_switch = eval_loss(m, j->gpu, j->d, j->n_eval, j->inp, j->tgt);
         if (quant) {
-            model_quant_init(&m); /* f = 0: quantize the trained FP model (PTQ) */
-            dev_sync(&m, gpu, 0);
+            model_quant_init(m); /* f = 0: quantize the trained FP model (PTQ) */
+            dev_sync(m, j->gpu, 0);
         }
     }
-    if (quant || c.quant.embed_bits > 0) {
-        m.qat = quant;
-        m.qat_embed = c.quant.embed_bits > 0;
-        model_quantize(&m);
+    if (quant || c->quant.embed_bits > 0) {
+        m->qat = quant;
+        m->qat_embed = c->quant.embed_bits > 0;
+        model_quantize(m);
     }
-    rec->loss = eval_loss(&m, gpu, d, n_eval, inp, tgt);
-    if ((st = dev_check(gpu, err))) goto done;
-    rec->loss_fp_switch = quant && s.n_fp > 0 ? pr.loss_fp_switch : (quant ? NAN : rec->loss);
-    if (c.shape.vocab == 256) rec->val_bpb = rec->loss / log(2.0);
+    rec->loss = eval_loss(m, j->gpu, j->d, j->n_eval, j->inp, j->tgt);
+    if ((st = dev_check(j->gpu, err))) return st;
+    rec->loss_fp_switch = quant && j->s.n_fp > 0 ? j->pr.loss_fp_switch : (quant ? NAN : rec->loss);
+    if (c->shape.vocab == 256) rec->val_bpb = rec->loss / log(2.0);
     if (!isfinite(rec->loss)) {
         rec->status = DATA_RUN_DIVERGED;
         snprintf(rec->reason, sizeof rec->reason, "final validation loss is %g; lower --lr", rec->loss);
         st = qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
     }
-    if (c.state_path) {
-        qp_status s2 = state_save(c.state_path, &m, &c, &s, &pr, err);
-        if (s2 && !st) st = s2;
-    }
-    if (!st && checkpoint_path) st = ckpt_write_model(checkpoint_path, &m, NULL, NULL, 0, err);
-    if (!st && export_path) st = ckpt_export_int(export_path, &m, err);
+    if (!st && checkpoint_path) st = ckpt_write_model(checkpoint_path, m, NULL, NULL, 0, err);
+    if (!st && export_path) st = ckpt_export_int(export_path, m, err);
+    rec->wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
     if (st && st != QP_ERR_DIVERGED) {
         rec->status = DATA_RUN_FAILED;
         snprintf(rec->reason, sizeof rec->reason, "%s", err ? err->msg : qp_strerror(st));
+        /* unfinished at the last step: a resume redoes only the evaluation and the outputs */
+        qp_error e2 = {0};
+        if (c->state_path) job_save(j, j->s.total, NULL, &e2);
+        return st;
     }
-record:
-    rec->wall_seconds = pr.wall_seconds + (qp_now() - t_start);
-done:
+    if (c->state_path && st != QP_ERR_DIVERGED) {
+        char *json = data_run_to_json(rec);
+        qp_status s2 = json ? job_save(j, j->s.total, json, err) : qp_fail(err, QP_ERR_NOMEM, "out of memory");
+        free(json);
+        if (s2) {
+            rec->status = DATA_RUN_FAILED;
+            snprintf(rec->reason, sizeof rec->reason, "%s", err ? err->msg : qp_strerror(s2));
+            return s2;
+        }
+    } else if (st == QP_ERR_DIVERGED) {
+        job_save_finished(j);
+    }
+    return st;
+}
+
+qp_status train_run_job(const train_config *cin, const train_data *d, const char *checkpoint_path,
+                        const char *export_path, data_run *rec, int *finished_before, qp_error *err)
+{
+    job j;
+    memset(&j, 0, sizeof j);
+    j.c = *cin;
+    j.d = d;
+    j.rec = rec;
+    j.t_start = qp_now();
+    int fin = 0;
+    if (finished_before) *finished_before = 0;
+    data_run_init(rec);
+    qp_status st = job_check(&j, err);
+    if (st) return st;
+    train_config *c = &j.c;
+    omp_set_num_threads(c->threads);
+    openblas_set_num_threads(c->threads);
+    int B = c->batch, T = c->shape.context;
+    if ((st = model_create(&j.m, &c->shape, &c->quant, B, T, err))) return st;
+    j.inp = malloc((size_t)B * T * sizeof *j.inp);
+    j.tgt = malloc((size_t)B * T * sizeof *j.tgt);
+    if (!j.inp || !j.tgt) {
+        st = qp_fail(err, QP_ERR_NOMEM, "out of memory for the batch");
+        goto done;
+    }
+    fill_record(rec, c, &j.s, &j.m);
+    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN};
+    if (c->resume) {
+        char *record = NULL, saved_id[sizeof rec->run_id];
+        st = state_load(c->state_path, j.settings, &j.m, &j.pr, &record, saved_id, sizeof saved_id, err);
+        /* a generated run id (it holds the pid) stays the first process's */
+        if (!st && c->run_id_auto && saved_id[0]) {
+            snprintf(rec->run_id, sizeof rec->run_id, "%s", saved_id);
+            char rest[sizeof j.settings];
+            const char *nl = strchr(j.settings, '\n'); /* the first line is the run id */
+            snprintf(rest, sizeof rest, "%s", nl ? nl : "");
+            snprintf(j.settings, sizeof j.settings, "run-id %s%s", saved_id, rest);
+        }
+        if (!st && j.pr.finished)
+            st = record ? job_finished_before(&j, record, checkpoint_path, export_path, &fin, err)
+                        : qp_fail(err, QP_ERR_PARSE, "%s: finished, but holds no run record", c->state_path);
+        free(record);
+        if (st || fin) goto done;
+    } else {
+        model_init(&j.m, c->seed);
+    }
 #ifdef QATPLAN_HAVE_CUDA
-    cuda_model_free(gpu);
+    if (c->device == TRAIN_DEVICE_CUDA &&
+        (st = model_cuda_create(&j.gpu, &j.m, c->precision == TRAIN_PREC_BF16, err)))
+        goto done;
 #endif
-    free(inp);
-    free(tgt);
-    model_free(&m);
+    st = job_loop(&j, err);
+    if (!st) st = job_finish(&j, checkpoint_path, export_path, err);
+done:
+    if (finished_before) *finished_before = fin;
+#ifdef QATPLAN_HAVE_CUDA
+    cuda_model_free(j.gpu);
+#endif
+    free(j.inp);
+    free(j.tgt);
+    model_free(&j.m);
     return st;
 }

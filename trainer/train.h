@@ -65,6 +65,9 @@ qp_status train_qspec_check(const train_qspec *q, const train_shape *s, qp_error
 
 /* ---- training configuration --------------------------------------------- */
 
+/* --resume (the state must exist) or --resume-if-exists (start afresh when it does not). */
+typedef enum { TRAIN_RESUME_NO = 0, TRAIN_RESUME_ALWAYS, TRAIN_RESUME_IF_EXISTS } train_resume;
+
 typedef struct {
     train_shape shape;
     train_qspec quant;
@@ -87,13 +90,36 @@ typedef struct {
     train_precision precision; /* TRAIN_PREC_BF16 needs TRAIN_DEVICE_CUDA */
     double eval_tokens;      /* validation tokens per evaluation */
     const char *run_id, *dataset;
-    const char *state_path;  /* resumable state, saved at the end and on SIGINT/SIGTERM; NULL none */
-    int resume;              /* start from state_path */
+    int run_id_auto;         /* run_id was generated: a resumed run keeps the state's run id */
+    const char *state_path;  /* resumable state (docs/trainer.md, "Resumable state"); NULL none */
+    train_resume resume;     /* start from state_path */
+    long save_every_steps;   /* > 0: save the state every this many steps */
+    double save_every_seconds; /* > 0: save the state every this many seconds of wall time */
     long max_steps;          /* > 0: stop (saving state) after this many steps in this process */
+    double max_memory;       /* bytes the run may use; 0 = the machine's (or cgroup's) memory */
     int progress;            /* 0 quiet, 1 plain lines, 2 terminal progress line */
 } train_config;
 
+/* Bounds checked before any conversion or allocation (docs/trainer.md, "Limits"). */
+#define TRAIN_MAX_TOKENS 1e15          /* --tokens, --eval-tokens */
+#define TRAIN_MAX_STEP_TOKENS 2147483647.0 /* batch x context: positions index with int */
+#define TRAIN_SAVE_EVERY_DEFAULT 300.0 /* seconds between periodic state saves */
+
 void train_config_default(train_config *c);
+/* Bounds and consistency of the settings that need no data: batch, learning rate, threads,
+ * token counts, tokens per step, save interval, memory limit. */
+qp_status train_config_check(const train_config *c, qp_error *err);
+
+/* Memory a run needs before it allocates anything, in bytes, split for the message:
+ * parameters with their gradients, Adam moments and quantized copies; activations for
+ * batch x context; everything else (batch buffers, the state being written). */
+typedef struct {
+    double params, acts, other, total;
+} train_memory;
+void train_memory_need(const train_config *c, train_memory *out);
+/* The limit a run is checked against: c->max_memory, else the physical memory or the
+ * cgroup's limit when lower. what names its source for messages. */
+double train_memory_limit(const train_config *c, const char **what);
 
 /* Learning-rate schedule resolved to steps. */
 typedef struct {
@@ -123,9 +149,13 @@ typedef struct train_run train_run;
 /* Run a training job. Fills `rec` (always, also on divergence) and returns QP_OK when the
  * run completed, QP_ERR_DIVERGED when it diverged (rec->status = diverged), QP_ERR_INTERRUPTED
  * when a signal or max_steps stopped it (state saved), another status on failure.
- * If checkpoint/export paths are non-NULL they are written at the end. */
+ * If checkpoint/export paths are non-NULL they are written at the end.
+ * *finished_before is set to 1 when the resumed state belongs to a run that had already
+ * finished: nothing was trained, rec is the record that run wrote (the caller appends it only
+ * where it is missing), and the return value is that run's (QP_OK or QP_ERR_DIVERGED). */
 qp_status train_run_job(const train_config *c, const train_data *d, const char *checkpoint_path,
-                        const char *export_path, data_run *rec, qp_error *err);
+                        const char *export_path, data_run *rec, int *finished_before,
+                        qp_error *err);
 
 /* Install SIGINT/SIGTERM handlers that ask a running job to save its state and stop. */
 void train_install_signal_handlers(void);

@@ -1,0 +1,65 @@
+/* memory.c: what a run needs in memory, and the limit it is checked against, so that an
+ * impossible batch x context is refused with a message before the first allocation instead
+ * of meeting the OOM killer halfway through zeroing the buffers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model.h"
+
+void train_memory_need(const train_config *c, train_memory *out)
+{
+    model lay; /* the layout only: nothing is allocated */
+    model_layout(&lay, &c->shape, &c->quant, c->batch, c->shape.context);
+    double nf = (double)lay.n_floats, T = c->shape.context, B = c->batch;
+    double hd = (double)c->shape.d_model / c->shape.n_head;
+    /* parameters, gradients, Adam m and v, quantized weights */
+    out->params = 4.0 * (4.0 * nf + (double)lay.n_qw);
+    double acts[MODEL_NACTS];
+    model_act_counts(&c->shape, c->batch, c->shape.context, acts);
+    double na = 0;
+    for (int i = 0; i < MODEL_NACTS; i++) na += acts[i] + 15;
+    /* activations, RoPE tables, one T x T attention scratch per thread */
+    out->acts = 4.0 * (na + T * hd + (double)c->threads * T * T);
+    /* batch buffers; a state is written from one buffer (parameters and moments) */
+    out->other = 2.0 * 2.0 * B * T + (c->state_path ? 3.0 * 4.0 * nf + 65536.0 : 0.0);
+    out->total = out->params + out->acts + out->other;
+}
+
+/* A cgroup (v2, else v1) memory limit in bytes, 0 when none is set. */
+static double cgroup_limit(void)
+{
+    static const char *files[] = {"/sys/fs/cgroup/memory.max",
+                                  "/sys/fs/cgroup/memory/memory.limit_in_bytes"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        FILE *f = fopen(files[i], "r");
+        if (!f) continue;
+        char buf[64] = "";
+        int ok = fgets(buf, sizeof buf, f) != NULL;
+        fclose(f);
+        if (!ok || !strncmp(buf, "max", 3)) continue;
+        char *end;
+        double v = strtod(buf, &end);
+        /* v1 reports "no limit" as a huge page-rounded number */
+        if (end != buf && v > 0 && v < 0x1p62) return v;
+    }
+    return 0;
+}
+
+double train_memory_limit(const train_config *c, const char **what)
+{
+    if (c->max_memory > 0) {
+        if (what) *what = "--max-memory";
+        return c->max_memory;
+    }
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double phys = pages > 0 && page > 0 ? (double)pages * (double)page : 0;
+    double cg = cgroup_limit();
+    if (cg > 0 && (phys <= 0 || cg < phys)) {
+        if (what) *what = "the cgroup's memory limit";
+        return cg;
+    }
+    if (what) *what = "the physical memory";
+    return phys; /* 0: unknown, no check */
+}

@@ -1,0 +1,375 @@
+/* state.c: the resumable training state (format 2, docs/trainer.md "Resumable state"):
+ * the settings that change a run's result as text, so that a resume can name the one that
+ * differs; progress; the final run record once the run has finished; parameters and Adam
+ * moments; and a checksum of everything before it, so that a damaged or edited state is
+ * refused instead of resumed into a wrong record. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ckpt.h"
+
+#define STATE_MAGIC 0x54535451u /* "QTST" */
+#define STATE_VERSION 2u
+#define STATE_PREFIX 88         /* magic, version, two lengths, n_floats, 8 progress words */
+#define STATE_MAX_TEXT 65536    /* settings and record: far above what they use */
+
+/* ---- checksum ------------------------------------------------------------------------ */
+
+/* FNV-1a over 8-byte words in four interleaved lanes (word i goes to lane i % 4, so the
+ * multiplications overlap), then the lanes, the length and a final mix combined: any change
+ * to a single word is always detected (each step is a bijection of its lane), and it runs
+ * at several GB/s. */
+#define FNV_PRIME 0x100000001b3ull
+
+void state_hash_init(state_hash *x)
+{
+    for (int i = 0; i < 4; i++) x->h[i] = 0xcbf29ce484222325ull + (uint64_t)i;
+    x->n = 0;
+    x->nt = 0;
+}
+
+static void hash_block(state_hash *x, const unsigned char *b)
+{
+    uint64_t w[4];
+    memcpy(w, b, 32);
+    for (int i = 0; i < 4; i++) x->h[i] = (x->h[i] ^ w[i]) * FNV_PRIME;
+}
+
+void state_hash_update(state_hash *x, const void *data, size_t n)
+{
+    const unsigned char *b = data;
+    x->n += n;
+    while (n && x->nt) {
+        x->tail[x->nt++] = *b++;
+        n--;
+        if (x->nt == 32) {
+            hash_block(x, x->tail);
+            x->nt = 0;
+        }
+    }
+    for (; n >= 32; b += 32, n -= 32) hash_block(x, b);
+    while (n--) x->tail[x->nt++] = *b++;
+}
+
+uint64_t state_hash_final(state_hash *x)
+{
+    if (x->nt) {
+        memset(x->tail + x->nt, 0, 32 - x->nt);
+        hash_block(x, x->tail);
+    }
+    uint64_t h = x->h[0];
+    for (int i = 1; i < 4; i++) h = (h ^ x->h[i]) * FNV_PRIME;
+    h ^= x->n; /* the length: zero padding must not collide */
+    h = (h ^ (h >> 33)) * 0xff51afd7ed558ccdull;
+    h = (h ^ (h >> 33)) * 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
+}
+
+static uint64_t hash_tokens(const uint16_t *t, uint64_t n)
+{
+    state_hash x;
+    state_hash_init(&x);
+    state_hash_update(&x, t, (size_t)n * sizeof *t);
+    return state_hash_final(&x);
+}
+
+/* ---- settings ------------------------------------------------------------------------- */
+
+/* The shortest %g that reads back as the same double: 0.003, not 0.0030000000000000001. */
+static void fmt_real(char *buf, size_t n, double v)
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, n, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) return;
+    }
+}
+
+static void add_line(char *buf, size_t n, size_t *at, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void add_line(char *buf, size_t n, size_t *at, const char *key, const char *fmt, ...)
+{
+    if (*at >= n) return;
+    int k = snprintf(buf + *at, n - *at, "%s ", key);
+    if (k > 0) *at += (size_t)k;
+    if (*at >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    k = vsnprintf(buf + *at, n - *at, fmt, ap);
+    va_end(ap);
+    if (k > 0) *at += (size_t)k;
+    if (*at < n - 1) buf[(*at)++] = '\n', buf[*at] = '\0';
+}
+
+static void add_real(char *buf, size_t n, size_t *at, const char *key, double v)
+{
+    char r[40];
+    fmt_real(r, sizeof r, v);
+    add_line(buf, n, at, key, "%s", r);
+}
+
+void state_settings(char *buf, size_t n, const train_config *c, const train_sched *s, long n_eval,
+                    const train_data *d)
+{
+    size_t at = 0;
+    buf[0] = '\0';
+    char id[96];
+    snprintf(id, sizeof id, "%s", c->run_id ? c->run_id : "");
+    for (char *p = id; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' '; /* one line per setting */
+    add_line(buf, n, &at, "run-id", "%s", id); /* a label: not compared */
+    const train_shape *sh = &c->shape;
+    add_line(buf, n, &at, "vocabulary", "%d", sh->vocab);
+    add_line(buf, n, &at, "--layers", "%d", sh->n_layer);
+    add_line(buf, n, &at, "--width", "%d", sh->d_model);
+    add_line(buf, n, &at, "--heads", "%d", sh->n_head);
+    add_line(buf, n, &at, "--kv-heads", "%d", sh->n_kv_head);
+    add_line(buf, n, &at, "--ffn", "%d", sh->d_ff);
+    add_line(buf, n, &at, "--context", "%d", sh->context);
+    add_line(buf, n, &at, "--bits", "%d", c->quant.bits);
+    add_line(buf, n, &at, "--quantizer", "%s", train_quantizer_name(c->quant.kind));
+    add_line(buf, n, &at, "--group-size", "%d", c->quant.group_size);
+    add_line(buf, n, &at, "--embed-bits", "%d", c->quant.embed_bits);
+    add_line(buf, n, &at, "--batch", "%d", c->batch);
+    add_real(buf, n, &at, "--tokens", c->tokens);
+    add_real(buf, n, &at, "--qat-fraction", c->qat_fraction);
+    add_line(buf, n, &at, "--schedule", "%s", data_schedule_name(s->schedule));
+    add_real(buf, n, &at, "--lr", c->lr);
+    add_real(buf, n, &at, "--warmup-frac", c->warmup_frac);
+    add_real(buf, n, &at, "--decay-frac", s->decay_frac);
+    add_line(buf, n, &at, "--decay-shape", "%s", c->decay_sqrt ? "1-sqrt" : "linear");
+    add_real(buf, n, &at, "--min-lr-frac", c->min_lr_frac);
+    add_real(buf, n, &at, "--weight-decay", c->weight_decay);
+    add_real(buf, n, &at, "--grad-clip", c->grad_clip);
+    add_line(buf, n, &at, "--reset-optimizer", "%s", c->reset_optimizer ? "yes" : "no");
+    add_real(buf, n, &at, "--diverge-loss",
+             c->diverge_loss > 0 ? c->diverge_loss : 3.0 * log((double)sh->vocab) + 5.0);
+    char b1[40], b2[40], ep[40];
+    fmt_real(b1, sizeof b1, c->beta1);
+    fmt_real(b2, sizeof b2, c->beta2);
+    fmt_real(ep, sizeof ep, c->adam_eps);
+    add_line(buf, n, &at, "adam-betas-eps", "%s %s %s", b1, b2, ep);
+    add_line(buf, n, &at, "--seed", "%llu", (unsigned long long)c->seed);
+    add_line(buf, n, &at, "--precision", "%s", train_precision_name(c->precision));
+    add_line(buf, n, &at, "--eval-tokens", "%ld (validation windows of %d)", n_eval * sh->context,
+             sh->context);
+    add_line(buf, n, &at, "training-data", "%llu tokens, hash %016llx", (unsigned long long)d->n_train,
+             (unsigned long long)hash_tokens(d->train, d->n_train));
+    add_line(buf, n, &at, "validation-data", "%llu tokens, hash %016llx", (unsigned long long)d->n_val,
+             (unsigned long long)hash_tokens(d->val, d->n_val));
+}
+
+/* The value of `key` in settings text (pointer to it and its length), or NULL. */
+static const char *find_key(const char *text, const char *key, size_t *len)
+{
+    size_t kl = strlen(key);
+    for (const char *p = text; p && *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        if (ll > kl && !strncmp(p, key, kl) && p[kl] == ' ') {
+            *len = ll - kl - 1;
+            return p + kl + 1;
+        }
+        p = eol ? eol + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* QP_OK when every setting of `want` has the same value in `saved`; else names the first
+ * one that differs with both values. */
+static qp_status compare_settings(const char *path, const char *saved, const char *want, qp_error *err)
+{
+    for (const char *p = want; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        const char *sp = memchr(p, ' ', ll);
+        if (sp) {
+            char key[64];
+            snprintf(key, sizeof key, "%.*s", (int)(sp - p), p);
+            const char *v = sp + 1;
+            size_t vl = ll - (size_t)(v - p), sl = 0;
+            const char *sv = find_key(saved, key, &sl);
+            if (strcmp(key, "run-id") && (!sv || sl != vl || memcmp(sv, v, vl)))
+                return qp_fail(err, QP_ERR_INPUT,
+                               "%s: %s differs: the state has %.*s, this run %.*s; resume with the "
+                               "same settings, or delete the state to start again",
+                               path, key, sv ? (int)(sl > 200 ? 200 : sl) : 4, sv ? sv : "none",
+                               (int)(vl > 200 ? 200 : vl), v);
+        }
+        p = eol ? eol + 1 : p + ll;
+    }
+    return QP_OK;
+}
+
+/* ---- writing and reading ---------------------------------------------------------------- */
+
+static void put64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+static uint64_t dbits(double d)
+{
+    uint64_t v;
+    memcpy(&v, &d, 8);
+    return v;
+}
+static double bitsd(uint64_t v)
+{
+    double d;
+    memcpy(&d, &v, 8);
+    return d;
+}
+
+static void put_prefix(unsigned char *b, uint32_t sl, uint32_t rl, uint64_t nf, const train_progress *pr)
+{
+    uint32_t head[4] = {STATE_MAGIC, STATE_VERSION, sl, rl};
+    memcpy(b, head, sizeof head);
+    put64(b + 16, nf);
+    uint64_t w[8] = {(uint64_t)pr->step, (uint64_t)pr->adam_t, pr->rng, (uint64_t)pr->switched,
+                     (uint64_t)pr->finished, dbits(pr->loss_fp_switch), dbits(pr->wall_seconds),
+                     dbits(pr->train_loss)};
+    for (int i = 0; i < 8; i++) put64(b + 24 + 8 * i, w[i]);
+}
+
+static void get_progress(const unsigned char *b, train_progress *pr)
+{
+    pr->step = (int64_t)get64(b + 24);
+    pr->adam_t = (int64_t)get64(b + 32);
+    pr->rng = get64(b + 40);
+    pr->switched = (int64_t)get64(b + 48);
+    pr->finished = (int64_t)get64(b + 56);
+    pr->loss_fp_switch = bitsd(get64(b + 64));
+    pr->wall_seconds = bitsd(get64(b + 72));
+    pr->train_loss = bitsd(get64(b + 80));
+}
+
+qp_status state_save(const char *path, const char *settings, const model *m, const train_progress *pr,
+                     const char *record, qp_error *err)
+{
+    size_t sl = strlen(settings), rl = record ? strlen(record) : 0, fl = m->n_floats * sizeof(float);
+    if (sl > STATE_MAX_TEXT || rl > STATE_MAX_TEXT)
+        return qp_fail(err, QP_ERR_INPUT, "%s: the settings or the run record are too long for a state", path);
+    size_t total = STATE_PREFIX + sl + rl + 3 * fl + 8;
+    unsigned char *buf = malloc(total);
+    if (!buf) return qp_fail(err, QP_ERR_NOMEM, "out of memory saving the state to %s", path);
+    put_prefix(buf, (uint32_t)sl, (uint32_t)rl, m->n_floats, pr);
+    unsigned char *p = buf + STATE_PREFIX;
+    memcpy(p, settings, sl); p += sl;
+    if (rl) memcpy(p, record, rl);
+    p += rl;
+    memcpy(p, m->params_mem, fl); p += fl;
+    memcpy(p, m->m_mem, fl); p += fl;
+    memcpy(p, m->v_mem, fl); p += fl;
+    state_hash x;
+    state_hash_init(&x);
+    state_hash_update(&x, buf, total - 8);
+    put64(p, state_hash_final(&x));
+    qp_status st = qp_write_file_atomic(path, buf, total, err);
+    free(buf);
+    return st;
+}
+
+/* Read n bytes into dst (or into a bounce buffer when dst is NULL), adding them to the hash. */
+static qp_status read_hashed(FILE *f, void *dst, size_t n, state_hash *x, const char *path, qp_error *err)
+{
+    unsigned char bounce[65536];
+    unsigned char *d = dst;
+    while (n) {
+        size_t k = d ? n : (n < sizeof bounce ? n : sizeof bounce);
+        size_t r = fread(d ? d : bounce, 1, k, f);
+        if (r == 0)
+            return qp_fail(err, QP_ERR_IO, "%s: read error%s", path, ferror(f) ? "" : " (file shrank?)");
+        state_hash_update(x, d ? d : bounce, r);
+        if (d) d += r;
+        n -= r;
+    }
+    return QP_OK;
+}
+
+static qp_status check_prefix(const char *path, const unsigned char *b, size_t size, size_t *sl,
+                              size_t *rl, uint64_t *nf, qp_error *err)
+{
+    uint32_t head[4];
+    memcpy(head, b, sizeof head);
+    if (head[0] != STATE_MAGIC)
+        return qp_fail(err, QP_ERR_PARSE, "%s: not a qatplan training state; check --state (it "
+                                          "names the file a run saves its state to)", path);
+    if (head[1] != STATE_VERSION)
+        return qp_fail(err, QP_ERR_PARSE, "%s: a training state of format %u, and this qatplan reads "
+                                          "format %u%s; delete it and start the run again (or finish "
+                                          "it with the qatplan that saved it)",
+                       path, head[1], STATE_VERSION, head[1] < STATE_VERSION ? " (saved by an older qatplan)" : "");
+    *sl = head[2];
+    *rl = head[3];
+    *nf = get64(b + 16);
+    if (*sl > STATE_MAX_TEXT || *rl > STATE_MAX_TEXT || *nf > (1ull << 40) ||
+        size != STATE_PREFIX + *sl + *rl + 3 * 4 * *nf + 8)
+        return qp_fail(err, QP_ERR_PARSE, "%s: %zu bytes, which does not match its header (truncated or "
+                                          "damaged); delete it and start again", path, size);
+    return QP_OK;
+}
+
+qp_status state_load(const char *path, const char *settings, model *m, train_progress *pr,
+                     char **record, char *run_id, size_t n_run_id, qp_error *err)
+{
+    *record = NULL;
+    run_id[0] = '\0';
+    FILE *f = fopen(path, "rb");
+    if (!f) return qp_fail(err, QP_ERR_IO, "%s: cannot open the state: %s", path, strerror(errno));
+    struct stat sb;
+    unsigned char pre[STATE_PREFIX];
+    char *text = NULL;
+    qp_status st = QP_OK;
+    size_t sl = 0, rl = 0;
+    uint64_t nf = 0;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode))
+        st = qp_fail(err, QP_ERR_INPUT, "%s: not a regular file; check --state", path);
+    else if ((size_t)sb.st_size < STATE_PREFIX + 8 || fread(pre, 1, sizeof pre, f) != sizeof pre)
+        st = qp_fail(err, QP_ERR_PARSE, "%s: too short to be a qatplan training state (truncated?); "
+                                        "delete it and start again", path);
+    else
+        st = check_prefix(path, pre, (size_t)sb.st_size, &sl, &rl, &nf, err);
+    state_hash x;
+    state_hash_init(&x);
+    state_hash_update(&x, pre, sizeof pre);
+    if (!st && !(text = malloc(sl + rl + 2))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    if (!st) st = read_hashed(f, text, sl + rl, &x, path, err);
+    /* straight into the model when the sizes agree; otherwise only to check the file (the
+     * settings below then name the difference) */
+    int fits = nf == m->n_floats;
+    float *dst[3] = {m->params_mem, m->m_mem, m->v_mem};
+    for (int i = 0; i < 3 && !st; i++) st = read_hashed(f, fits ? dst[i] : NULL, nf * 4, &x, path, err);
+    unsigned char sum[8];
+    if (!st && fread(sum, 1, 8, f) != 8) st = qp_fail(err, QP_ERR_IO, "%s: read error", path);
+    if (!st && get64(sum) != state_hash_final(&x))
+        st = qp_fail(err, QP_ERR_CHECKSUM, "%s: checksum mismatch: the state is damaged or was edited; "
+                                           "delete it and start again", path);
+    fclose(f);
+    if (!st) {
+        char *rec = text + sl + 1;
+        memmove(rec, text + sl, rl);
+        rec[rl] = '\0';
+        text[sl] = '\0';
+        st = compare_settings(path, text, settings, err);
+        if (!st && !fits)
+            st = qp_fail(err, QP_ERR_INPUT, "%s: saved for a model of %llu parameters, this one has %zu; "
+                                            "delete the state to start again", path,
+                         (unsigned long long)nf, m->n_floats);
+        if (!st) {
+            size_t vl = 0;
+            const char *v = find_key(text, "run-id", &vl);
+            if (v) snprintf(run_id, n_run_id, "%.*s", (int)vl, v);
+            get_progress(pre, pr);
+            if (rl && !(*record = strdup(rec))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+        }
+    }
+    free(text);
+    return st;
+}
