@@ -18,8 +18,9 @@ static void fit_help(FILE *f)
             "Method and formats: docs/fitter.md.\n\n"
             "  -o, --output FILE     law file to write (JSON, schema qatplan-law-v1); required\n"
             "  --form F              chinchilla (E, A, B, alpha, beta on full-precision runs), qat (the full\n"
-            "                        law, 16 coefficients, all bit widths; default) or fraction (the constant\n"
-            "                        a of f_hat = exp(-a/ln S_total))\n"
+            "                        law, 16 coefficients, all bit widths; default), fraction (the constant\n"
+            "                        a of f_hat = exp(-a/ln S_total)) or penalty (the QAT penalty alone,\n"
+            "                        11 coefficients, over a full-precision law: see below)\n"
             "  --bootstrap K         refit K resamples of the runs; the law carries 95%% intervals and the\n"
             "                        samples (default 0: none)\n"
             "  --huber-delta X       Huber threshold on log-loss residuals (default 1e-3)\n"
@@ -29,6 +30,21 @@ static void fit_help(FILE *f)
             "  --threads T           OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
             "  --report FILE         also write the fit report (residuals by size and bit width) to FILE\n"
             "  -q, --quiet           do not print the report on stdout\n\n"
+            "penalty fits (--form penalty):\n"
+            "  --fp-law FILE|NAME    full-precision law the penalty is measured over (a chinchilla or qat\n"
+            "                        law file, or the built-in 'chinchilla' or 'own'); without it each\n"
+            "                        quantized run is compared with the full-precision runs of the same\n"
+            "                        N and D (within 2%% and 5%%)\n"
+            "  --points              the inputs are penalty observations (CSV: source,n_params,d_fp,d_qat,\n"
+            "                        bits,penalty,weight[,note]; docs/formats.md), not run records\n"
+            "  --fraction-anchor A   make f_hat = exp(-A/ln S_total) the law's optimal fraction (6.7297 is\n"
+            "                        the paper's constant)\n"
+            "  --anchor-weight W     weight of the fraction anchors (default 1)\n"
+            "  --units U             nats_per_token or nats_per_byte: the loss unit (default: from the\n"
+            "                        runs' vocabulary, or the --fp-law's)\n"
+            "  --source TEXT         provenance source written into the law (default: the input files)\n"
+            "  --reproducible        no creation time or code version in the law file, so the same\n"
+            "                        inputs give the same bytes (scripts/build-reference-law.sh)\n\n"
             "synthetic runs (--synth OUT.jsonl writes runs instead of fitting):\n"
             "  --synth-law FILE      the true law (default: Epoch AI's chinchilla law for --form chinchilla,\n"
             "                        the documented synthetic qat law for --form qat)\n"
@@ -105,10 +121,147 @@ static qp_status check_paths(char **files, int n, const char *out, const char *r
     return st;
 }
 
+typedef struct {
+    const char *fp_law, *source;
+    int points, reproducible;
+    double anchor_a, anchor_w;
+    data_loss_units units;
+} penalty_args;
+
+static qp_status read_points(char **files, int n, const penalty_args *pa, const data_law *fp,
+                             fit_penalty_point **pts, size_t *np, qp_error *err)
+{
+    qp_status st = QP_OK;
+    *pts = NULL;
+    *np = 0;
+    for (int i = 0; i < n && !st; i++) {
+        fit_penalty_point *p = NULL;
+        size_t k = 0;
+        if (pa->points) {
+            st = fit_penalty_points_read(files[i], &p, &k, err);
+        } else {
+            data_run_list runs;
+            data_run_list_init(&runs);
+            int unmatched = 0, nonpos = 0;
+            st = data_runs_read(files[i], &runs, err);
+            if (!st) st = fit_penalty_points_from_runs(&runs, fp, &p, &k, &unmatched, &nonpos, err);
+            if (!st && (unmatched || nonpos))
+                fprintf(stderr, "qatplan: %s: %d quantized runs without a full-precision match, %d with a "
+                                "penalty <= 0 (within noise): skipped\n", files[i], unmatched, nonpos);
+            data_run_list_free(&runs);
+        }
+        fit_penalty_point *all = st ? NULL : realloc(*pts, sizeof **pts * (*np + k + 1));
+        if (!st && !all) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+        if (!st) {
+            memcpy(all + *np, p, sizeof *p * k);
+            *pts = all;
+            *np += k;
+        }
+        free(p);
+    }
+    return st;
+}
+
+/* Whether the law passes the physical checks over the range it was fitted on. */
+static void print_checks(FILE *f, const data_law *law, const data_law *fp)
+{
+    law_model m;
+    data_law chin;
+    law_builtin_chinchilla(&chin);
+    const data_law *pen = law->form == DATA_LAW_CHINCHILLA ? NULL : law;
+    const data_law *base = law->form == DATA_LAW_PENALTY ? (fp ? fp : &chin) : law;
+    const data_law_provenance *p = &law->prov;
+    if (law->form == DATA_LAW_FRACTION || !isfinite(p->n_min) || !isfinite(p->d_min) ||
+        law_model_init(&m, base, pen, NULL)) {
+        fprintf(f, "physical checks: not run (no fitted range, or a fraction law)\n");
+        return;
+    }
+    int bits[16], nb = 0;
+    for (int i = 0; i < p->n_bits && nb < 16; i++)
+        if (p->bits[i] < LAW_FP_BITS) bits[nb++] = p->bits[i];
+    if (nb == 0) bits[nb++] = LAW_FP_BITS; /* a full-precision law: check its floor and vocabulary */
+    law_check_summary cs;
+    double tpp_lo = p->d_min / p->n_max, tpp_hi = p->d_max / p->n_min;
+    law_check_grid(&m, p->n_min, p->n_max, tpp_lo, tpp_hi, bits, nb, &cs);
+    if (cs.n_failed == 0)
+        fprintf(f, "physical checks over the fitted range: all %ld points pass (QAT loss >= full-precision "
+                   "loss >= E, penalty not growing with bits, loss <= ln(vocab))\n", cs.n_points);
+    else
+        fprintf(f, "physical checks over the fitted range: %ld of %ld points FAIL; first: %s\n", cs.n_failed,
+                cs.n_points, cs.first);
+}
+
+static qp_status load_fp_law(const char *name, data_law *out, qp_error *err)
+{
+    if (!strcmp(name, "chinchilla") || !strcmp(name, "own")) return law_builtin_by_name(name, out, err);
+    return data_law_read(name, out, err);
+}
+
+static int cmd_fit_penalty(char **files, int n, const char *out_path, const char *report_path, int quiet,
+                           const fit_options *fo, const penalty_args *pa)
+{
+    qp_error err = {0};
+    qp_status st = check_paths(files, n, out_path, report_path, &err);
+    data_law fp, law;
+    int has_fp = 0;
+    data_law_init(&law, DATA_LAW_PENALTY);
+    if (!st && pa->fp_law && !(st = load_fp_law(pa->fp_law, &fp, &err))) has_fp = 1;
+    if (!st && has_fp && fp.form != DATA_LAW_CHINCHILLA && fp.form != DATA_LAW_QAT)
+        st = qp_fail(&err, QP_ERR_USAGE, "--fp-law must be a chinchilla or qat law, not %s", data_law_form_name(fp.form));
+    fit_penalty_point *pts = NULL;
+    size_t np = 0;
+    if (!st) st = read_points(files, n, pa, has_fp ? &fp : NULL, &pts, &np, &err);
+    fit_penalty_options po;
+    fit_penalty_options_init(&po);
+    po.anchor_a = pa->anchor_a;
+    po.anchor_weight = pa->anchor_w;
+    po.bootstrap = fo->bootstrap;
+    po.seed = fo->seed;
+    po.reproducible = pa->reproducible;
+    if (fo->n_starts > 0) po.n_starts = fo->n_starts;
+    char *src = join_sources(files, n);
+    snprintf(po.source, sizeof po.source, "%s", pa->source ? pa->source : src ? src : "penalty observations");
+    free(src);
+    fit_penalty_report rep;
+    if (!st) st = fit_penalty(pts, np, &po, &law, &rep, &err);
+    if (!st) {
+        law.units = pa->units ? pa->units : has_fp ? fp.units : DATA_UNITS_UNKNOWN;
+        if (has_fp && law.units == fp.units) law.vocab = fp.vocab;
+        st = data_law_write(out_path, &law, &err);
+    }
+    if (!st) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mem = open_memstream(&text, &len);
+        if (!mem) st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
+        else {
+            fprintf(mem, "penalty fit: %zu observations, %d fraction anchors; %d of %d starts reached the best "
+                         "cost %.6g\nRMSE(log penalty) %.4f; law-optimal fraction within %.3f of f_hat at every anchor\n",
+                    np, rep.n_anchors, rep.starts_at_best, rep.starts, rep.cost, rep.rmse_log, rep.anchor_max);
+            for (size_t i = 0; i < np; i++)
+                fprintf(mem, "  %-24s N %-9.4g D_fp %-9.4g D_qat %-9.4g %2d bits: observed %.4f, law %.4f (%+.1f%%)\n",
+                        pts[i].source, pts[i].x.n_params, pts[i].x.d_fp, pts[i].x.d_qat, pts[i].x.bits,
+                        pts[i].penalty, law_penalty(&law, &pts[i].x),
+                        100 * (law_penalty(&law, &pts[i].x) / pts[i].penalty - 1));
+            print_checks(mem, &law, has_fp ? &fp : NULL);
+            fprintf(mem, "wrote %s\n", out_path);
+            fclose(mem);
+            if (!quiet) fputs(text, stdout);
+            if (report_path) st = qp_write_file_atomic(report_path, text, len, &err);
+        }
+        free(text);
+    }
+    free(pts);
+    if (has_fp) data_law_free(&fp);
+    data_law_free(&law);
+    return cli_report(st, &err);
+}
+
 int cmd_fit(int argc, char **argv)
 {
     enum { O_FORM = 256, O_BOOT, O_HUBER, O_SEED, O_STARTS, O_THREADS, O_REPORT, O_SYNTH,
-           O_SYNTH_LAW, O_RUNS, O_NOISE, O_OUTLIERS };
+           O_SYNTH_LAW, O_RUNS, O_NOISE, O_OUTLIERS, O_FP_LAW, O_POINTS, O_ANCHOR, O_ANCHOR_W, O_UNITS,
+           O_SOURCE, O_REPRO };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},      {"form", required_argument, 0, O_FORM},
         {"bootstrap", required_argument, 0, O_BOOT}, {"huber-delta", required_argument, 0, O_HUBER},
@@ -117,6 +270,10 @@ int cmd_fit(int argc, char **argv)
         {"quiet", no_argument, 0, 'q'},             {"synth", required_argument, 0, O_SYNTH},
         {"synth-law", required_argument, 0, O_SYNTH_LAW}, {"runs", required_argument, 0, O_RUNS},
         {"noise", required_argument, 0, O_NOISE},   {"outliers", required_argument, 0, O_OUTLIERS},
+        {"fp-law", required_argument, 0, O_FP_LAW}, {"points", no_argument, 0, O_POINTS},
+        {"fraction-anchor", required_argument, 0, O_ANCHOR}, {"anchor-weight", required_argument, 0, O_ANCHOR_W},
+        {"units", required_argument, 0, O_UNITS},   {"source", required_argument, 0, O_SOURCE},
+        {"reproducible", no_argument, 0, O_REPRO},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     fit_options fo;
@@ -127,6 +284,7 @@ int cmd_fit(int argc, char **argv)
     int quiet = 0, form_given = 0;
     long v;
     double x, runs_n = NAN, noise = NAN, outliers = NAN;
+    penalty_args pa = {NULL, NULL, 0, 0, NAN, 1.0, DATA_UNITS_UNKNOWN};
     optind = 1;
     opterr = 0;
     int c;
@@ -157,6 +315,13 @@ int cmd_fit(int argc, char **argv)
         case O_RUNS: st = qp_parse_whole_count(optarg, "--runs", 1e7, &runs_n, &err); break;
         case O_NOISE: st = qp_parse_real(optarg, "--noise", 0, 1, &noise, &err); break;
         case O_OUTLIERS: st = qp_parse_real(optarg, "--outliers", 0, 1, &outliers, &err); break;
+        case O_FP_LAW: pa.fp_law = optarg; break;
+        case O_POINTS: pa.points = 1; break;
+        case O_ANCHOR: st = qp_parse_real(optarg, "--fraction-anchor", 0.01, 100, &pa.anchor_a, &err); break;
+        case O_ANCHOR_W: st = qp_parse_real(optarg, "--anchor-weight", 1e-6, 1e6, &pa.anchor_w, &err); break;
+        case O_UNITS: st = data_loss_units_parse(optarg, &pa.units, &err); break;
+        case O_SOURCE: pa.source = optarg; break;
+        case O_REPRO: pa.reproducible = 1; break;
         case 'h': fit_help(stdout); return 0;
         case ':':
             st = qp_fail(&err, QP_ERR_USAGE, "option %s needs a value: see 'qatplan fit --help'", argv[optind - 1]);
@@ -196,6 +361,12 @@ int cmd_fit(int argc, char **argv)
     if (!out_path)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "no output: add -o LAW.json (the law file to "
                                   "write)"), &err);
+    int penalty_opts = pa.fp_law || pa.points || isfinite(pa.anchor_a) || pa.source || pa.reproducible;
+    if (fo.form == DATA_LAW_PENALTY)
+        return cmd_fit_penalty(argv + optind, argc - optind, out_path, report_path, quiet, &fo, &pa);
+    if (penalty_opts)
+        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--fp-law, --points, --fraction-anchor, --source and "
+                                  "--reproducible go with --form penalty"), &err);
 
     if ((st = check_paths(argv + optind, argc - optind, out_path, report_path, &err))) return cli_report(st, &err);
     data_run_list runs;
@@ -212,6 +383,7 @@ int cmd_fit(int argc, char **argv)
         snprintf(fo.source, sizeof fo.source, "%s", src);
         st = fit_runs(&runs, &fo, &law, &rep, &err);
     }
+    if (!st && pa.units) law.units = pa.units;
     if (!st) st = data_law_write(out_path, &law, &err);
     if (!st) {
         char *text = NULL;
@@ -219,6 +391,7 @@ int cmd_fit(int argc, char **argv)
         FILE *mem = open_memstream(&text, &len);
         if (mem) {
             fit_report_print(mem, &rep, &law);
+            print_checks(mem, &law, NULL);
             fprintf(mem, "wrote %s\n", out_path);
             fclose(mem);
             if (!quiet) fputs(text, stdout);

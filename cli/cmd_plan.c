@@ -26,11 +26,15 @@ static void plan_help(FILE *f)
             "  --bits LIST           candidate QAT bit widths, comma-separated (default 1,2,3,4,6,8)\n"
             "  --batch-tokens N      tokens per optimizer step, to print step numbers (default: none)\n"
             "  --decay-frac X        classic schedule: decay length as a fraction of each phase (default 0.2)\n"
-            "  --law FILE            law file from 'qatplan fit' (repeatable; each replaces the law of\n"
-            "                        its form: chinchilla, fraction or qat). Default: the built-in laws\n"
-            "  --no-qat-law          plan without a QAT loss law: fractions from the paper's closed form\n"
-            "                        only, no ranking of bit widths (the built-in QAT law comes from\n"
-            "                        models of 7.5K-117K parameters; docs/own-law.md)\n"
+            "  --law FILE|NAME       a law file from 'qatplan fit', or a built-in law by name (repeatable;\n"
+            "                        each replaces the law of its role). Built-in: reference (the default\n"
+            "                        QAT penalty over Epoch AI's Chinchilla law, nats/token, LLM scale;\n"
+            "                        docs/reference-law.md), own (qatplan's law of byte-level models of\n"
+            "                        7.5K-117K parameters, nats/byte; docs/own-law.md), chinchilla, fraction.\n"
+            "                        A qat law is its own full-precision reference unless a chinchilla\n"
+            "                        law is also given; laws of different loss units are refused\n"
+            "  --no-qat-law          plan without a QAT law: fractions from the paper's closed form\n"
+            "                        only, no ranking of bit widths\n"
             "  --json                print JSON (schema qatplan-plan-v1, docs/cli.md)\n"
             "  -h, --help            this help\n");
 }
@@ -81,7 +85,7 @@ int cmd_plan(int argc, char **argv)
         case O_BITS: st = parse_bits(optarg, &req, &err); break;
         case O_BATCH: st = qp_parse_whole_count(optarg, "--batch-tokens", 1e12, &req.batch_tokens, &err); break;
         case O_DECAY: st = qp_parse_real(optarg, "--decay-frac", 1e-6, 0.999999, &req.decay_frac, &err); break;
-        case O_LAW: st = plan_laws_add_file(&laws, optarg, &err); break;
+        case O_LAW: st = plan_laws_add(&laws, optarg, &err); break;
         case O_JSON: json = 1; break;
         case O_NO_QAT: no_qat = 1; break;
         case 'h':
@@ -118,9 +122,9 @@ int cmd_plan(int argc, char **argv)
         req.flops = budget;
     }
     if (!st && no_qat) {
-        if (laws.has_qat && strcmp(laws.qat_name, "built-in"))
-            st = qp_fail(&err, QP_ERR_USAGE, "--no-qat-law contradicts the qat law %s given with --law: drop one",
-                         laws.qat_name);
+        const char *given = laws.has_qat ? laws.qat_name : laws.has_penalty ? laws.penalty_name : "";
+        if (given[0] && strcmp(given, "built-in reference"))
+            st = qp_fail(&err, QP_ERR_USAGE, "--no-qat-law contradicts the QAT law %s given with --law: drop one", given);
         else plan_laws_drop_qat(&laws);
     }
     plan_result res;

@@ -121,7 +121,7 @@ void fit_penalty_options_init(fit_penalty_options *o);
 typedef struct {
     double cost;         /* 0.5 * sum of squared weighted residuals at the best start */
     double rmse_log;     /* of the observations alone */
-    double anchor_max;   /* largest |anchor residual| (0 = f_hat exactly optimal) */
+    double anchor_max;   /* largest |law-optimal fraction - f_hat| over the anchors */
     int starts, starts_at_best, n_anchors;
 } fit_penalty_report;
 

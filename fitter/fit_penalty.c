@@ -27,22 +27,29 @@ void fit_penalty_options_init(fit_penalty_options *o)
     o->ci_level = 0.95;
 }
 
-/* The optimiser's vector v: kappa, chi and mu as logs, so the penalty never grows with
- * more bits; the other parameters as in law_to_theta (logs of theta, phi, lambda). */
+/* The optimiser's vector v maps into bounds (docs/fitter.md, "Penalty fits"): each
+ * parameter is lo + (hi - lo) * sigmoid(v), so the fit stays among physical laws. The
+ * bit-width exponents kappa, chi, mu are positive (a penalty that never grows with more
+ * bits); omega > 0 (the too-few-QAT-tokens term shrinks with QAT tokens, the paper's
+ * intent) and xi < 0 (FP tokens shrink the interaction term: without it the optimum is
+ * f = 1, docs/law.md); the ranges keep the terms from degenerating (an exponent of -11 on
+ * S_fp makes a term vanish wherever there are FP tokens, which would let the fraction
+ * anchors be met by a penalty flat in f). theta, phi, lambda are logs. */
+static const double v_lo[NP] = {-30, 0.05, -30, 0.05, -0.5, 0.05, -30, 0.05, -3, -0.5, -2};
+static const double v_hi[NP] = {5, 4, 15, 4, 1, 2, 15, 4, -0.05, 1, 2};
+
 static void v_to_theta(const double *v, double *th)
 {
-    memcpy(th, v, sizeof(double) * NP);
-    th[Q_KAPPA] = exp(v[Q_KAPPA]);
-    th[Q_CHI] = exp(v[Q_CHI]);
-    th[Q_MU] = exp(v[Q_MU]);
+    for (int j = 0; j < NP; j++) th[j] = v_lo[j] + (v_hi[j] - v_lo[j]) / (1 + exp(-v[j]));
 }
 
 static void theta_to_v(const double *th, double *v)
 {
-    memcpy(v, th, sizeof(double) * NP);
-    v[Q_KAPPA] = log(th[Q_KAPPA]);
-    v[Q_CHI] = log(th[Q_CHI]);
-    v[Q_MU] = log(th[Q_MU]);
+    for (int j = 0; j < NP; j++) {
+        double u = (th[j] - v_lo[j]) / (v_hi[j] - v_lo[j]);
+        u = fmin(fmax(u, 1e-9), 1 - 1e-9);
+        v[j] = log(u / (1 - u));
+    }
 }
 
 typedef struct {
@@ -54,7 +61,45 @@ typedef struct {
     double anchor_weight;
 } pen_problem;
 
-/* d/df log(penalty's f-dependent part) * f(1-f) at an anchor: zero where f is optimal. */
+/* The law's optimal fraction at an anchor's (N, D_total, bits) minus the anchor's f_hat.
+ * The argmin itself, not the slope at f_hat: a slope can be zero because the penalty is flat
+ * in f, which would satisfy a slope condition without an optimum there. A 41-point grid,
+ * then golden-section search in the best point's bracket. */
+static double anchor_argmin_error(const double *th, const law_point *x)
+{
+    double d = x->d_fp + x->d_qat, f_hat = x->d_qat / d;
+    enum { G = 41 };
+    double best = INFINITY;
+    int bi = 0;
+    for (int i = 0; i < G; i++) {
+        double f = (double)i / (G - 1);
+        law_point p = {x->n_params, (1 - f) * d, f * d, x->bits};
+        double v = law_log_loss(DATA_LAW_PENALTY, th, &p, NULL);
+        if (v < best) best = v, bi = i;
+    }
+    double lo = fmax(0, (bi - 1.0) / (G - 1)), hi = fmin(1, (bi + 1.0) / (G - 1));
+    const double g = 0.6180339887498949;
+    double a = hi - g * (hi - lo), b = lo + g * (hi - lo);
+    law_point pa = {x->n_params, (1 - a) * d, a * d, x->bits}, pb = {x->n_params, (1 - b) * d, b * d, x->bits};
+    double fa = law_log_loss(DATA_LAW_PENALTY, th, &pa, NULL), fb = law_log_loss(DATA_LAW_PENALTY, th, &pb, NULL);
+    for (int it = 0; it < 40; it++) {
+        if (fa < fb) {
+            hi = b, b = a, fb = fa, a = hi - g * (hi - lo);
+            pa = (law_point){x->n_params, (1 - a) * d, a * d, x->bits};
+            fa = law_log_loss(DATA_LAW_PENALTY, th, &pa, NULL);
+        } else {
+            lo = a, a = b, fa = fb, b = lo + g * (hi - lo);
+            pb = (law_point){x->n_params, (1 - b) * d, b * d, x->bits};
+            fb = law_log_loss(DATA_LAW_PENALTY, th, &pb, NULL);
+        }
+    }
+    return 0.5 * (lo + hi) - f_hat;
+}
+
+/* d/df log(the penalty's f-dependent part) * f(1-f) at an anchor (at f_hat): zero where f_hat
+ * is stationary. Smooth in the parameters, so Levenberg-Marquardt can use it; the bounds on
+ * omega and xi keep it from being met by a penalty flat in f, and the report checks the
+ * argmin itself (anchor_argmin_error). */
 static double anchor_residual(const double *th, const law_point *x)
 {
     double t[NP];
@@ -327,7 +372,7 @@ qp_status fit_penalty(const fit_penalty_point *pts, size_t n, const fit_penalty_
         rep->n_anchors = (int)P.n_anchors;
         rep->rmse_log = out->prov.rmse_log;
         double amax = 0;
-        for (size_t j = 0; j < P.n_anchors; j++) amax = fmax(amax, fabs(anchor_residual(th, &anchors[j])));
+        for (size_t j = 0; j < P.n_anchors; j++) amax = fmax(amax, fabs(anchor_argmin_error(th, &anchors[j])));
         rep->anchor_max = amax;
     }
     free(anchors);

@@ -359,6 +359,24 @@ static double percentile_sorted(const double *v, int n, double p)
 
 /* ---- the fit ------------------------------------------------------------- */
 
+/* The loss unit of the runs used, when their vocabularies say it: 256 byte tokens make the
+ * loss nats per byte; any other shared vocabulary makes it nats per token of that
+ * vocabulary; runs that disagree or do not say leave it unknown. */
+static void infer_units(const data_run_list *runs, const unsigned char *used, data_law *out)
+{
+    int vocab = -1;
+    for (size_t i = 0; i < runs->n; i++) {
+        if (!used[i]) continue;
+        int v = runs->runs[i].shape.vocab;
+        if (vocab < 0) vocab = v;
+        else if (vocab != v) vocab = 0;
+    }
+    if (vocab <= 0) return;
+    out->units = vocab == 256 ? DATA_UNITS_NATS_PER_BYTE : DATA_UNITS_NATS_PER_TOKEN;
+    out->vocab = vocab;
+    if (vocab == 256) snprintf(out->tokenizer, sizeof out->tokenizer, "bytes");
+}
+
 static void iso_utc_now(char *buf, size_t len)
 {
     time_t t = time(NULL);
@@ -820,6 +838,7 @@ finish:
         snprintf(p->code_version, sizeof p->code_version, "%s", qp_version());
         p->n_runs = rep->n_used;
         p->n_excluded = rep->n_bad + rep->n_diverged + rep->n_failed + rep->n_duplicate;
+        infer_units(runs, used, out);
         st = data_law_validate(out, err);
     }
 done_used:

@@ -138,19 +138,46 @@ double law_log_loss(data_law_form form, const double *th, const law_point *x, do
     return v;
 }
 
+/* Sum of c_k * exp(rest_k) over the terms of the law at x, in linear space, so a law file
+ * with a negative coefficient evaluates to what it says (and the physical checks can catch
+ * it) instead of to NaN. first, n: the terms to sum (chinchilla part 0-2, penalty 3-5). */
+static double signed_sum(const data_law *law, const law_point *x, int first, int n)
+{
+    int off = law->form == DATA_LAW_PENALTY ? P_THETA : 0; /* a penalty law's coef[0] is theta */
+    double theta[DATA_LAW_MAX_COEF] = {0}, c[DATA_LAW_MAX_COEF] = {0};
+    for (int i = 0; i < data_law_ncoef(law->form); i++) {
+        c[i + off] = law->coef[i];
+        theta[i + off] = law_theta_is_log(law->form, i) ? 0 : law->coef[i]; /* intercepts set to log 1 */
+    }
+    const int icpt[6] = {P_E, P_A, P_B, P_THETA, P_PHI, P_LAMBDA};
+    double t[6], aux[3];
+    double d_total = x->d_fp + x->d_qat, ln_n = log(x->n_params);
+    t[0] = 0;
+    t[1] = -theta[P_ALPHA] * ln_n;
+    t[2] = -theta[P_BETA] * log(d_total);
+    if (first + n > 3) penalty_terms(theta + P_THETA, x, ln_n, t + 3, aux);
+    double sum = 0;
+    for (int k = first; k < first + n; k++) sum += c[icpt[k]] * exp(t[k]);
+    return sum;
+}
+
+static int in_domain(const law_point *x)
+{
+    double d = x->d_fp + x->d_qat;
+    return x->n_params > 0 && d > 0 && x->d_fp >= 0 && x->d_qat >= 0 && x->bits >= 1;
+}
+
 double law_loss(const data_law *law, const law_point *x)
 {
     if (law->form != DATA_LAW_CHINCHILLA && law->form != DATA_LAW_QAT) return NAN;
-    double theta[DATA_LAW_MAX_COEF];
-    law_to_theta(law, theta);
-    return exp(law_log_loss(law->form, theta, x, NULL));
+    if (!in_domain(x)) return NAN;
+    double l = signed_sum(law, x, 0, 3);
+    return law->form == DATA_LAW_QAT && x->bits < LAW_FP_BITS ? l + signed_sum(law, x, 3, 3) : l;
 }
 
 double law_penalty(const data_law *law, const law_point *x)
 {
     if (law->form != DATA_LAW_PENALTY && law->form != DATA_LAW_QAT) return NAN;
-    double theta[DATA_LAW_MAX_COEF];
-    law_to_theta(law, theta);
-    const double *th = law->form == DATA_LAW_QAT ? theta + P_THETA : theta;
-    return exp(law_log_loss(DATA_LAW_PENALTY, th, x, NULL)); /* exp(-inf) = 0 at full precision */
+    if (!in_domain(x)) return NAN;
+    return x->bits >= LAW_FP_BITS ? 0 : signed_sum(law, x, 3, 3);
 }

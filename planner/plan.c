@@ -80,11 +80,6 @@ qp_status plan_laws_add_builtin(plan_laws *laws, const char *name, qp_error *err
     if (st) return st;
     char label[64];
     snprintf(label, sizeof label, "built-in %s", name);
-    if (law.form == DATA_LAW_CHINCHILLA) { /* the default again, not a law given on purpose */
-        st = laws_put(laws, &law, label, err);
-        laws->fp_given = 0;
-        return st;
-    }
     return laws_put(laws, &law, label, err);
 }
 
@@ -269,23 +264,39 @@ static int law_has_bits(const data_law *law, int bits)
     return law->prov.n_bits == 0;
 }
 
+/* How far x lies outside [lo, hi], as a factor (1 inside). */
+static double beyond(double x, double lo, double hi) { return x < lo ? lo / x : x > hi ? x / hi : 1; }
+
 static void check_range(plan_result *res, const data_law *law, const char *what, double n, double d,
                         int bits, double s)
 {
     const data_law_provenance *p = &law->prov;
     char a[32], b[32], c[32];
-    if (isfinite(p->n_min) && (n < p->n_min * 0.999 || n > p->n_max * 1.001))
-        warn(res, "N = %s is outside the %s law's fitted range %s-%s parameters: extrapolating", qp_format_count(n, a, sizeof a),
-             what, qp_format_count(p->n_min, b, sizeof b), qp_format_count(p->n_max, c, sizeof c));
-    if (isfinite(p->d_min) && (d < p->d_min * 0.999 || d > p->d_max * 1.001))
-        warn(res, "D = %s tokens is outside the %s law's fitted range %s-%s tokens: extrapolating",
-             qp_format_count(d, a, sizeof a), what, qp_format_count(p->d_min, b, sizeof b),
+    double k;
+    if (isfinite(p->n_min) && (k = beyond(n, p->n_min, p->n_max)) > 1.001)
+        warn(res, "N = %s is %.3gx outside the %s law's fitted range %s-%s parameters: extrapolating",
+             qp_format_count(n, a, sizeof a), k, what, qp_format_count(p->n_min, b, sizeof b),
+             qp_format_count(p->n_max, c, sizeof c));
+    if (isfinite(p->d_min) && (k = beyond(d, p->d_min, p->d_max)) > 1.001)
+        warn(res, "D = %s tokens is %.3gx outside the %s law's fitted range %s-%s tokens: extrapolating",
+             qp_format_count(d, a, sizeof a), k, what, qp_format_count(p->d_min, b, sizeof b),
              qp_format_count(p->d_max, c, sizeof c));
-    if (law->form != DATA_LAW_CHINCHILLA && !law_has_bits(law, bits))
-        warn(res, "%d bits is not among the bit widths the %s law was fitted on: extrapolating", bits, what);
-    if (isfinite(p->s_min) && isfinite(s) && (s < p->s_min * 0.999 || s > p->s_max * 1.001))
-        warn(res, "S_total = %.3g (%d bits) is outside the %s law's fitted range %.3g-%.3g: extrapolating", s, bits,
-             what, p->s_min, p->s_max);
+    if (law->form != DATA_LAW_CHINCHILLA && !law_has_bits(law, bits)) {
+        int lo = 0, hi = 0; /* the fitted widths around this one */
+        for (int i = 0; i < p->n_bits; i++) {
+            if (p->bits[i] < bits && p->bits[i] > lo) lo = p->bits[i];
+            if (p->bits[i] > bits && p->bits[i] < LAW_FP_BITS && (!hi || p->bits[i] < hi)) hi = p->bits[i];
+        }
+        if (lo && hi)
+            warn(res, "%d bits lies between the widths %d and %d the %s law was fitted on: interpolating", bits, lo,
+                 hi, what);
+        else
+            warn(res, "%d bits is outside the bit widths the %s law was fitted on (%d-%d): extrapolating", bits, what,
+                 p->n_bits ? p->bits[0] : 0, p->n_bits ? p->bits[p->n_bits - 1] : 0);
+    }
+    if (isfinite(p->s_min) && isfinite(s) && (k = beyond(s, p->s_min, p->s_max)) > 1.001)
+        warn(res, "S_total = %.3g (%d bits) is %.3gx outside the %s law's fitted range %.3g-%.3g: extrapolating", s,
+             bits, k, what, p->s_min, p->s_max);
 }
 
 static double percentile(double *v, int n, double q)
@@ -511,5 +522,36 @@ qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *
         row_split(req, r);
     }
     recommend(req, out);
+    return QP_OK;
+}
+
+qp_status plan_eval(const plan_laws *laws, const law_point *x, plan_eval_result *out, qp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->x = *x;
+    double d = x->d_fp + x->d_qat;
+    if (!(x->n_params > 0) || !(d > 0) || x->d_fp < 0 || x->d_qat < 0 || !isfinite(d) || x->bits < 1)
+        return qp_fail(err, QP_ERR_INPUT, "a law is evaluated at N > 0 and D_fp + D_qat > 0 tokens, bits >= 1");
+    law_model m;
+    qp_status st = plan_laws_model(laws, &m, err);
+    if (st) return st;
+    int quantized = x->bits < LAW_FP_BITS;
+    if (quantized && !m.penalty)
+        return qp_fail(err, QP_ERR_USAGE, "no QAT law to evaluate %d bits with: drop --no-qat-law or give --law", x->bits);
+    out->units = m.units;
+    out->loss_fp = law_model_loss_fp(&m, x->n_params, d);
+    out->penalty = law_model_penalty(&m, x);
+    out->loss = out->loss_fp + out->penalty;
+    out->valid = law_check_point(&m, x, out->invalid_reason, sizeof out->invalid_reason) == LAW_CHECK_OK;
+    /* the plan's range warnings, through a scratch plan */
+    plan_result *tmp = calloc(1, sizeof *tmp);
+    if (!tmp) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    double s = law_tokens_per_param_byte(d, x->n_params, x->bits);
+    check_range(tmp, m.fp, "full-precision", x->n_params, d, LAW_FP_BITS, NAN);
+    if (quantized) check_range(tmp, m.penalty, "QAT", x->n_params, d, x->bits, s);
+    if (!out->valid) warn(tmp, "physically impossible: %s", out->invalid_reason);
+    memcpy(out->warnings, tmp->warnings, sizeof out->warnings);
+    out->n_warnings = tmp->n_warnings;
+    free(tmp);
     return QP_OK;
 }

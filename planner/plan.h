@@ -97,6 +97,20 @@ typedef struct {
 
 qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *out, qp_error *err);
 
+/* One configuration under the plan's laws ('qatplan law eval'): the full-precision loss at
+ * (N, D_fp + D_qat), the QAT loss and penalty, the physical check and the same range
+ * warnings as a plan. bits >= 16: full precision (penalty 0). */
+typedef struct {
+    law_point x;
+    double loss_fp, loss, penalty;
+    data_loss_units units;
+    int valid;
+    char invalid_reason[256];
+    char warnings[PLAN_MAX_WARNINGS][384];
+    int n_warnings;
+} plan_eval_result;
+qp_status plan_eval(const plan_laws *laws, const law_point *x, plan_eval_result *out, qp_error *err);
+
 /* Law-optimal QAT fraction for one (N, D_total, bits): the best of a 1001-point grid on
  * [0, 1] refined by Brent's method, so never worse than any grid point. */
 qp_status plan_optimal_fraction(const law_model *qat, double n_params, double d_total, int bits,

@@ -17,6 +17,13 @@ void plan_print_law(FILE *f, const data_law *law, const char *title)
             fprintf(f, "   [%.4g, %.4g] (%.0f%% bootstrap)", law->ci_lo[i], law->ci_hi[i], 100 * law->ci_level);
         fprintf(f, "\n");
     }
+    if (law->units) {
+        fprintf(f, "  loss units: %s", law_units_label(law->units));
+        if (law->vocab > 0) fprintf(f, " (vocabulary %d%s%s)", law->vocab, law->tokenizer[0] ? ", " : "", law->tokenizer);
+        fprintf(f, "%s\n", law->form == DATA_LAW_PENALTY ? "; a penalty added to a full-precision law of these units" : "");
+    } else if (law->form != DATA_LAW_FRACTION) {
+        fprintf(f, "  loss units: not recorded (a law file from before units were recorded)\n");
+    }
     fprintf(f, "  source: %s\n", p->source);
     if (p->method[0]) fprintf(f, "  method: %s\n", p->method);
     if (p->created[0]) fprintf(f, "  created: %s (qatplan %s)\n", p->created, p->code_version);
@@ -64,6 +71,24 @@ static const char *fmt_tok(double x, char *buf, size_t n)
     return qp_format_count(x, buf, n);
 }
 
+static void print_laws(FILE *f, const plan_result *res, const plan_laws *laws)
+{
+    const data_law *fp = laws->has_qat && !laws->fp_given ? &laws->qat : &laws->fp;
+    const char *fp_name = laws->has_qat && !laws->fp_given ? laws->qat_name : laws->fp_name;
+    fprintf(f, "Laws: full-precision loss: %s (%s form), %s", fp_name, data_law_form_name(fp->form),
+            law_units_label(res->units));
+    if (fp->vocab > 0) fprintf(f, " of a %d-token vocabulary", fp->vocab);
+    fprintf(f, "\n");
+    if (laws->has_qat)
+        fprintf(f, "      QAT loss: %s (qat form: its own full-precision part plus penalty)\n", laws->qat_name);
+    else if (laws->has_penalty)
+        fprintf(f, "      QAT penalty: %s (penalty form, added to the full-precision loss)\n", laws->penalty_name);
+    else
+        fprintf(f, "      QAT loss: none (ranking bit widths needs one)\n");
+    fprintf(f, "      optimal fraction: %s (a = %.4f)\n", laws->has_fraction ? laws->fraction_name : "paper constant",
+            laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER);
+}
+
 void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
 {
     const plan_request *q = &res->req;
@@ -78,25 +103,25 @@ void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
                 isfinite(q->flops_per_token) ? "given FLOPs" : "6*N FLOPs");
     else
         fprintf(f, "Budget: %s tokens\n", qp_format_count(q->tokens, a, sizeof a));
-    fprintf(f, "Laws: full-precision loss: %s (%s)\n", laws->has_fp ? laws->fp_name : "none",
-            laws->has_fp ? data_law_form_name(laws->fp.form) : "-");
-    fprintf(f, "      optimal fraction: %s (a = %.4f)\n", laws->has_fraction ? laws->fraction_name : "paper constant",
-            laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER);
-    fprintf(f, "      QAT loss law: %s\n", laws->has_qat ? laws->qat_name : "none (ranking bit widths needs one)");
+    print_laws(f, res, laws);
     fprintf(f, "\n");
     if (res->ranked) {
-        fprintf(f, "%4s %8s %10s %8s %6s %6s %8s %8s %10s %8s %8s  %s\n", "bits", "N", "weights", "S_total", "f_hat",
-                "f_opt", "L(f_opt)", "L(10%)", "10%-extra", "D_fp", "D_qat", "schedule");
+        fprintf(f, "%4s %8s %10s %8s %6s %6s %7s %8s %8s %8s %10s %8s %8s  %s\n", "bits", "N", "weights", "S_total",
+                "f_hat", "f_opt", "L_fp", "penalty", "L(f_opt)", "L(10%)", "10%-extra", "D_fp", "D_qat", "schedule");
         for (int i = 0; i < res->n_rows; i++) {
             const plan_row *r = &res->rows[i];
-            fprintf(f, "%4d %8s %10s %8.4g %6.3f %6.3f %8.4f %8.4f %10s %8s %8s  %s%s%s\n", r->bits,
+            fprintf(f, "%4d %8s %10s %8.4g %6.3f %6.3f %7.4f %8.4f %8.4f %8.4f %10s %8s %8s  %s%s%s%s\n", r->bits,
                     qp_format_count(r->n_params, a, sizeof a), qp_format_bytes(r->weight_bytes, b, sizeof b), r->s_total,
-                    r->f_hat, r->f_opt, r->loss_opt, r->loss_10pct, fmt_tok(r->extra_tokens_10pct, c, sizeof c),
-                    fmt_tok(r->d_fp, d, sizeof d), fmt_tok(r->d_qat, e, sizeof e), sched_label(r->schedule),
-                    r->fits_memory == 0 ? " (does not fit memory)" : "", i == res->recommended ? "  <= best" : "");
+                    r->f_hat, r->f_opt, r->loss_fp, r->penalty, r->loss_opt, r->loss_10pct,
+                    fmt_tok(r->extra_tokens_10pct, c, sizeof c), fmt_tok(r->d_fp, d, sizeof d),
+                    fmt_tok(r->d_qat, e, sizeof e), sched_label(r->schedule),
+                    r->fits_memory == 0 ? " (does not fit memory)" : "", r->valid ? "" : " INVALID",
+                    i == res->recommended ? "  <= best" : "");
         }
-        fprintf(f, "(f_opt: law-optimal QAT fraction; L: predicted validation loss, nats/token; 10%%-extra: tokens the\n"
-                   " 10%% rule would need on top of D to reach L(f_opt); D_fp, D_qat in tokens)\n");
+        fprintf(f, "(f_opt: law-optimal QAT fraction; L_fp: full-precision loss at the same N and D; penalty =\n"
+                   " L(f_opt) - L_fp; losses in %s; 10%%-extra: tokens the 10%% rule would need on top of D to\n"
+                   " reach L(f_opt); D_fp, D_qat in tokens; INVALID: breaks a physical check, see the warnings)\n",
+                law_units_label(res->units));
     } else {
         fprintf(f, "%4s %8s %10s %8s %6s %8s %8s %10s  %s\n", "bits", "N", "weights", "S_total", "f_hat", "D_fp",
                 "D_qat", "QAT starts", "schedule");
@@ -135,10 +160,14 @@ void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
         if (r->schedule == DATA_SCHED_CLASSIC && isfinite(r->fp_decay_start_step))
             fprintf(f, "         FP decay starts at step %.0f\n", r->fp_decay_start_step);
         if (res->ranked) {
-            fprintf(f, "  predicted loss: %.4f nats/token", r->loss_opt);
+            const char *u = law_units_label(res->units);
+            fprintf(f, "  predicted loss: %.4f %s = %.4f full precision + %.4f QAT penalty", r->loss_opt, u, r->loss_fp,
+                    r->penalty);
             if (isfinite(r->loss_opt_lo))
-                fprintf(f, " [%.4f, %.4f]; fraction [%.3f, %.3f] (bootstrap)", r->loss_opt_lo, r->loss_opt_hi, r->f_opt_lo,
-                        r->f_opt_hi);
+                fprintf(f, "\n  %.0f%% intervals over the QAT law's bootstrap: loss [%.4f, %.4f], penalty [%.4f, %.4f], "
+                           "fraction [%.3f, %.3f]",
+                        100 * (laws->has_qat ? laws->qat.ci_level : laws->penalty.ci_level), r->loss_opt_lo,
+                        r->loss_opt_hi, r->penalty_lo, r->penalty_hi, r->f_opt_lo, r->f_opt_hi);
             if (isinf(r->extra_tokens_10pct))
                 fprintf(f, "\n  the 10%% rule would predict %.4f; under this law no number of extra tokens brings it to %.4f\n",
                         r->loss_10pct, r->loss_opt);
@@ -147,12 +176,15 @@ void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
                         fmt_tok(r->extra_tokens_10pct, a, sizeof a));
         }
     } else if (!res->ranked) {
-        fprintf(f, "No bit-width recommendation: ranking bit widths needs a QAT loss law fitted to runs.\n"
-                   "Fit one with 'qatplan fit RUNS -o law.json' and pass '--law law.json'. The split above follows the\n"
-                   "closed-form optimal fraction for each bit width.\n");
+        fprintf(f, "No bit-width recommendation: ranking bit widths needs a QAT law: the built-in reference\n"
+                   "penalty (drop --no-qat-law), or one fitted to your runs ('qatplan fit RUNS -o law.json', then\n"
+                   "'--law law.json'). The split above follows the closed-form optimal fraction for each bit width.\n");
     } else {
-        fprintf(f, "No recommendation: no bit width satisfies the constraints.\n");
+        fprintf(f, "No recommendation: no bit width satisfies the constraints (memory, physical checks).\n");
     }
+    if (res->ranked && !isfinite(q->memory_bytes) && res->n_rows > 1)
+        fprintf(f, "note: at a fixed N without a memory limit, more bits always predict a lower loss; give --memory "
+                   "to weigh model size against bit width\n");
     for (int i = 0; i < res->n_warnings; i++) fprintf(f, "warning: %s\n", res->warnings[i]);
 }
 
@@ -178,6 +210,8 @@ static cJSON *law_ref(const data_law *law, const char *name)
     cJSON *c = cJSON_AddObjectToObject(o, "coefficients");
     for (int i = 0; i < data_law_ncoef(law->form); i++) add_num(c, data_law_coef_name(law->form, i), law->coef[i]);
     cJSON_AddStringToObject(o, "source", law->prov.source);
+    cJSON_AddStringToObject(o, "loss_units", data_loss_units_name(law->units));
+    if (law->vocab > 0) cJSON_AddNumberToObject(o, "vocab", law->vocab);
     return o;
 }
 
@@ -199,7 +233,9 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
     if (laws->has_fp) cJSON_AddItemToObject(l, "fp", law_ref(&laws->fp, laws->fp_name));
     if (laws->has_fraction) cJSON_AddItemToObject(l, "fraction", law_ref(&laws->fraction, laws->fraction_name));
     if (laws->has_qat) cJSON_AddItemToObject(l, "qat", law_ref(&laws->qat, laws->qat_name));
+    if (laws->has_penalty) cJSON_AddItemToObject(l, "penalty", law_ref(&laws->penalty, laws->penalty_name));
     cJSON_AddBoolToObject(o, "ranked", res->ranked);
+    cJSON_AddStringToObject(o, "loss_units", data_loss_units_name(res->units));
     cJSON *rows = cJSON_AddArrayToObject(o, "rows");
     for (int i = 0; i < res->n_rows; i++) {
         const plan_row *r = &res->rows[i];
@@ -214,6 +250,9 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
         add_opt(x, "loss_fp", r->loss_fp);
         add_opt(x, "f_opt", r->f_opt);
         add_opt(x, "loss_opt", r->loss_opt);
+        add_opt(x, "penalty", r->penalty);
+        if (res->ranked) cJSON_AddBoolToObject(x, "valid", r->valid);
+        if (!r->valid) cJSON_AddStringToObject(x, "invalid_reason", r->invalid_reason);
         add_opt(x, "loss_f_hat", r->loss_f_hat);
         add_opt(x, "loss_10pct", r->loss_10pct);
         add_opt(x, "extra_tokens_10pct", r->extra_tokens_10pct);
@@ -221,6 +260,8 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
             double fi[2] = {r->f_opt_lo, r->f_opt_hi}, li[2] = {r->loss_opt_lo, r->loss_opt_hi};
             cJSON_AddItemToObject(x, "f_opt_interval", cJSON_CreateDoubleArray(fi, 2));
             cJSON_AddItemToObject(x, "loss_opt_interval", cJSON_CreateDoubleArray(li, 2));
+            double pi[2] = {r->penalty_lo, r->penalty_hi};
+            cJSON_AddItemToObject(x, "penalty_interval", cJSON_CreateDoubleArray(pi, 2));
         }
         add_num(x, "fraction", r->fraction);
         add_num(x, "d_fp_tokens", r->d_fp);

@@ -32,8 +32,13 @@ static void test_readme_command(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "2.20B parameters (all, embeddings included)"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "fused cooldown-QAT"));
-    /* the built-in QAT law ranks bit widths, and says it extrapolates */
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "QAT loss law: built-in"));
+    /* the built-in reference penalty ranks bit widths, beside the full-precision loss, and
+     * says where it extrapolates */
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "QAT penalty: built-in reference"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "L_fp  penalty L(f_opt)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "losses in nats/token"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "full precision + "));
+    CU_ASSERT_PTR_NULL(strstr(out, "is not recommended")); /* no row breaks a physical check */
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "Recommendation: "));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "<= best"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "outside the QAT law's fitted range"));
@@ -44,7 +49,7 @@ static void test_readme_command(void)
     /* without it: the closed-form split for every width, and a pointer to --law */
     CU_ASSERT_EQUAL(tu_run_qatplan("--params 2.2B --budget 1e22 --no-qat-law", &out, &err), 0);
     CU_ASSERT_PTR_NOT_NULL_FATAL(out);
-    CU_ASSERT_PTR_NOT_NULL(strstr(out, "ranking bit widths needs a QAT loss law"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "ranking bit widths needs a QAT"));
     /* closed-form fractions: classic for 1 and 2 bits, fused from 3 bits */
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "classic FP-then-QAT"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "fused cooldown-QAT"));
@@ -122,9 +127,12 @@ static void test_with_law_file_ranks(void)
     CU_ASSERT_EQUAL(tu_run_qatplan(args, NULL, &err), 2);
     CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "contradicts"));
     free(err);
-    /* the built-in laws, all three, with the QAT law's provenance */
+    /* the built-in laws, with the reference penalty's and the own law's provenance and units */
     CU_ASSERT_EQUAL(tu_run_qatplan("law show", &out, NULL), 0);
-    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "built-in QAT loss law: form qat"));
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "built-in reference QAT penalty (the default): form penalty"));
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "built-in own-sweep QAT law (--law own): form qat"));
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "loss units: nats/byte"));
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "loss units: nats/token"));
     CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "runs: "));
     free(out);
 }

@@ -275,15 +275,17 @@ static void test_bad_requests(void)
 
 /* The built-in set includes the project's own QAT law: it ranks bit widths at the README's
  * query, with its provenance, and warns that 2.2B parameters is far outside its range. */
-static void test_builtin_qat_law_ranks(void)
+/* The default laws: Epoch's Chinchilla law plus the reference penalty, in nats per token;
+ * every row passes the physical checks and the best valid row is recommended. */
+static void test_builtin_reference_law_ranks(void)
 {
     plan_laws laws;
     CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
-    CU_ASSERT_TRUE(laws.has_qat);
-    CU_ASSERT_EQUAL(laws.qat.form, DATA_LAW_QAT);
-    CU_ASSERT_TRUE(laws.qat.prov.n_runs > 0);
-    CU_ASSERT_TRUE(laws.qat.prov.n_max < 1e9); /* fitted on small models */
-    CU_ASSERT_TRUE(laws.qat.prov.n_bits >= 4);
+    CU_ASSERT_FALSE(laws.has_qat);
+    CU_ASSERT_TRUE_FATAL(laws.has_penalty);
+    CU_ASSERT_EQUAL(laws.penalty.form, DATA_LAW_PENALTY);
+    CU_ASSERT_EQUAL(laws.penalty.units, DATA_UNITS_NATS_PER_TOKEN);
+    CU_ASSERT_TRUE(laws.penalty.n_samples >= 100);
     plan_request req;
     plan_request_init(&req);
     req.n_params = 2.2e9;
@@ -291,12 +293,20 @@ static void test_builtin_qat_law_ranks(void)
     plan_result res;
     CU_ASSERT_EQUAL_FATAL(plan_run(&req, &laws, &res, NULL), QP_OK);
     CU_ASSERT_TRUE(res.ranked);
+    CU_ASSERT_EQUAL(res.units, DATA_UNITS_NATS_PER_TOKEN);
     CU_ASSERT_TRUE_FATAL(res.recommended >= 0 && res.recommended < res.n_rows);
     const plan_row *best = &res.rows[res.recommended];
     for (int i = 0; i < res.n_rows; i++) {
-        CU_ASSERT_TRUE(isfinite(res.rows[i].loss_opt));
-        CU_ASSERT_TRUE(res.rows[i].f_opt >= 0 && res.rows[i].f_opt <= 1);
-        CU_ASSERT_TRUE(best->loss_opt <= res.rows[i].loss_opt);
+        const plan_row *r = &res.rows[i];
+        CU_ASSERT_TRUE(r->valid);
+        CU_ASSERT_TRUE(isfinite(r->loss_opt));
+        CU_ASSERT_TRUE(r->f_opt >= 0 && r->f_opt <= 1);
+        CU_ASSERT_TRUE(r->loss_opt >= r->loss_fp);            /* QAT never beats full precision */
+        CU_ASSERT_TRUE(r->loss_fp >= laws.fp.coef[0]);        /* nor the floor E */
+        CU_ASSERT_DOUBLE_EQUAL(r->penalty, r->loss_opt - r->loss_fp, 1e-12);
+        CU_ASSERT_TRUE(best->loss_opt <= r->loss_opt);
+        if (i) CU_ASSERT_TRUE(r->penalty <= res.rows[i - 1].penalty); /* more bits, smaller penalty */
+        CU_ASSERT_TRUE(r->penalty_lo <= r->penalty * 1.0001 && r->penalty <= r->penalty_hi * 1.0001);
     }
     int extrap = 0;
     for (int i = 0; i < res.n_warnings; i++)
@@ -306,6 +316,71 @@ static void test_builtin_qat_law_ranks(void)
     plan_laws_free(NULL);
 }
 
+/* A law that breaks the physical checks: its rows are marked invalid, with the reason,
+ * and never recommended. */
+static void test_broken_law_never_recommended(void)
+{
+    plan_laws laws;
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
+    /* a negative precision floor: the penalty turns negative once the other terms are small */
+    laws.penalty.coef[0] = -3.0;
+    data_law_free(&laws.penalty); /* drop the samples: they are of the sound law */
+    laws.penalty.has_interval = 0;
+    plan_request req;
+    plan_request_init(&req);
+    req.n_params = 2.2e9;
+    req.tokens = 1.4e12;
+    plan_result res;
+    CU_ASSERT_EQUAL_FATAL(plan_run(&req, &laws, &res, NULL), QP_OK);
+    int invalid = 0, below = 0;
+    for (int i = 0; i < res.n_rows; i++)
+        if (!res.rows[i].valid) {
+            invalid++;
+            CU_ASSERT_NOT_EQUAL(i, res.recommended);
+            CU_ASSERT_TRUE(res.rows[i].invalid_reason[0] != 0);
+            below += strstr(res.rows[i].invalid_reason, "below the full-precision loss") != NULL;
+        }
+    CU_ASSERT_TRUE(invalid > 0);
+    CU_ASSERT_TRUE(below > 0); /* the negative penalty is named as such */
+    int said = 0;
+    for (int i = 0; i < res.n_warnings; i++) said |= strstr(res.warnings[i], "is not recommended") != NULL;
+    CU_ASSERT_TRUE(said);
+    /* a full-precision law below its own floor (negative A): every row is invalid, no recommendation */
+    plan_laws_free(&laws);
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
+    laws.fp.coef[1] = -482.01;
+    CU_ASSERT_EQUAL_FATAL(plan_run(&req, &laws, &res, NULL), QP_OK);
+    for (int i = 0; i < res.n_rows; i++) {
+        CU_ASSERT_FALSE(res.rows[i].valid);
+        CU_ASSERT_PTR_NOT_NULL(strstr(res.rows[i].invalid_reason, "below the law's irreducible loss"));
+    }
+    CU_ASSERT_EQUAL(res.recommended, -1);
+    plan_laws_free(&laws);
+}
+
+/* Laws of different loss units are never composed. */
+static void test_units_never_mixed(void)
+{
+    plan_laws laws;
+    qp_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(plan_laws_add(&laws, "own", &err), QP_OK);
+    law_model m;
+    CU_ASSERT_EQUAL(plan_laws_model(&laws, &m, &err), QP_OK); /* own is its own reference */
+    CU_ASSERT_EQUAL(m.units, DATA_UNITS_NATS_PER_BYTE);
+    CU_ASSERT_PTR_EQUAL(m.fp, &laws.qat);
+    CU_ASSERT_EQUAL_FATAL(plan_laws_add(&laws, "chinchilla", &err), QP_OK); /* on purpose */
+    CU_ASSERT_EQUAL(plan_laws_model(&laws, &m, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "different units"));
+    plan_request req;
+    plan_request_init(&req);
+    req.n_params = 1e5;
+    req.tokens = 1e7;
+    plan_result res;
+    CU_ASSERT_EQUAL(plan_run(&req, &laws, &res, &err), QP_ERR_INPUT);
+    plan_laws_free(&laws);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_optimum_never_worse_than_grid);
@@ -313,7 +388,9 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_plan_rows_consistent);
     TU_ADD(s, test_memory_constraint);
     TU_ADD(s, test_without_qat_law_does_not_rank);
-    TU_ADD(s, test_builtin_qat_law_ranks);
+    TU_ADD(s, test_builtin_reference_law_ranks);
+    TU_ADD(s, test_broken_law_never_recommended);
+    TU_ADD(s, test_units_never_mixed);
     TU_ADD(s, test_small_s_and_extrapolation_warnings);
     TU_ADD(s, test_bootstrap_interval);
     TU_ADD(s, test_bad_requests);
