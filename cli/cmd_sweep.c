@@ -154,7 +154,13 @@ int cmd_sweep(int argc, char **argv)
         case O_REFIT: st = qp_parse_long(optarg, "--refit-every", 0, LONG_MAX, &v, &err); o.refit_every = (int)(v > 1 << 30 ? 1 << 30 : v); break;
         case O_LAW: law = optarg; break;
         case O_REPORT: report = optarg; break;
-        case O_FORM: st = data_law_form_parse(optarg, &o.fit_form, &err); form_given = 1; break;
+        case O_FORM:
+            st = data_law_form_parse(optarg, &o.fit_form, &err);
+            if (!st && o.fit_form == DATA_LAW_PENALTY)
+                st = qp_fail(&err, QP_ERR_USAGE, "a sweep refits chinchilla, qat or fraction laws; fit a penalty "
+                                                 "afterwards with 'qatplan fit --form penalty RUNS'");
+            form_given = 1;
+            break;
         case O_NOFIT: o.fit = 0; break;
         case O_TIMEOUT: st = qp_parse_real(optarg, "--run-timeout (seconds)", 1e-3, 1e9, &o.run_timeout, &err); break;
         case O_NOSTATE: o.use_state = 0; break;

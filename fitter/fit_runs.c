@@ -485,7 +485,9 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
     if (!(opt.ci_level > 0 && opt.ci_level < 1)) opt.ci_level = 0.95;
     if (opt.max_iter <= 0) opt.max_iter = 3000;
     if (opt.form != DATA_LAW_CHINCHILLA && opt.form != DATA_LAW_QAT && opt.form != DATA_LAW_FRACTION)
-        return qp_fail(err, QP_ERR_INPUT, "unknown law form: use chinchilla, qat or fraction");
+        return qp_fail(err, QP_ERR_INPUT, opt.form == DATA_LAW_PENALTY
+                           ? "a penalty law is fitted from penalty observations: use fit_penalty ('qatplan fit --form penalty')"
+                           : "unknown law form: use chinchilla, qat or fraction");
 
     qp_status st = QP_OK;
     unsigned char *used = malloc(runs->n + 1);
