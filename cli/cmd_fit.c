@@ -239,7 +239,7 @@ static int cmd_fit_penalty(char **files, int n, const char *out_path, const char
                          "cost %.6g\nRMSE(log penalty) %.4f; law-optimal fraction within %.3f of f_hat at every anchor\n",
                     np, rep.n_anchors, rep.starts_at_best, rep.starts, rep.cost, rep.rmse_log, rep.anchor_max);
             for (size_t i = 0; i < np; i++)
-                fprintf(mem, "  %-24s N %-9.4g D_fp %-9.4g D_qat %-9.4g %2d bits: observed %.4f, law %.4f (%+.1f%%)\n",
+                fprintf(mem, "  %-24s N %-9.4g D_fp %-9.4g D_qat %-9.4g %2g bits: observed %.4f, law %.4f (%+.1f%%)\n",
                         pts[i].source, pts[i].x.n_params, pts[i].x.d_fp, pts[i].x.d_qat, pts[i].x.bits,
                         pts[i].penalty, law_penalty(&law, &pts[i].x),
                         100 * (law_penalty(&law, &pts[i].x) / pts[i].penalty - 1));

@@ -99,7 +99,7 @@ static void print_eval(const plan_eval_result *r, const char *fp_name, const cha
 {
     char a[32], b[32], c[32];
     const char *u = law_units_label(r->units);
-    printf("N = %s parameters (all), D_fp = %s, D_qat = %s tokens, %d bits\n",
+    printf("N = %s parameters (all), D_fp = %s, D_qat = %s tokens, %g bits\n",
            qp_format_count(r->x.n_params, a, sizeof a), qp_format_count(r->x.d_fp, b, sizeof b),
            qp_format_count(r->x.d_qat, c, sizeof c), r->x.bits);
     printf("laws: full precision %s; QAT %s\n", fp_name, pen_name);

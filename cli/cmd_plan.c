@@ -10,21 +10,33 @@
 static void plan_help(FILE *f)
 {
     fprintf(f,
-            "usage: qatplan plan --params N (--budget C | --tokens D) [options]\n"
-            "       qatplan plan --memory BYTES (--budget C | --tokens D) [options]\n\n"
-            "Recommends the QAT fraction, bit width, FP/QAT token split, schedule and predicted loss.\n\n"
+            "usage: qatplan plan [--params N] (--budget C | --tokens D | --tokens-per-param R) [options]\n\n"
+            "Recommends the model size (when not given), the bit width, the QAT fraction, the FP/QAT\n"
+            "token split, the schedule and the predicted loss. Modes (docs/planner.md):\n"
+            "  --params N            plan for this N;\n"
+            "  no --params, --budget C: search N per bit width (D = C / 6N) under the law and --memory;\n"
+            "  no --params, --memory M with --tokens, --tokens-per-param or --fill-memory: N per bit\n"
+            "                        width = the largest model whose weights fit M.\n\n"
             "  --params N            model size, all parameters incl. embeddings: 2.2B, 86M, 2.2e9\n"
             "  --budget C            training compute in FLOPs (1e22, 1e22FLOP), or GPU-hours\n"
-            "                        (50000gpuh, needs --peak-flops and --mfu)\n"
+            "                        (50000gpuh, 50Kgpuh; needs --peak-flops and --mfu)\n"
             "  --tokens D            training budget in tokens instead: 1.4T, 2.3B\n"
-            "  --peak-flops X        GPU peak FLOP/s for a GPU-hour budget (e.g. 989e12)\n"
-            "  --mfu X               model FLOP utilisation in (0, 1] for a GPU-hour budget\n"
-            "  --flops-per-token X   training FLOPs per token (default 6*N)\n"
-            "  --memory BYTES        weight-memory limit: 1.5GiB, 2GB, bytes when bare. With --params,\n"
-            "                        only bit widths whose N*bits/8 fit are recommended; without it,\n"
-            "                        N = memory*8/bits per bit width\n"
-            "  --bits LIST           candidate QAT bit widths, comma-separated (default 1,2,3,4,6,8)\n"
-            "  --batch-tokens N      tokens per optimizer step, to print step numbers (default: none)\n"
+            "  --tokens-per-param R  D = R * N (e.g. 20); with --budget and no --params, N = sqrt(C/(6R))\n"
+            "  --peak-flops X        GPU peak FLOP/s for a GPU-hour budget (989e12, 989TFLOPS)\n"
+            "  --mfu X               model FLOP utilisation for a GPU-hour budget: 0.4 or 40%%\n"
+            "  --flops-per-token X   training FLOPs per token (default 6*N; with --budget and --params)\n"
+            "  --memory BYTES        weight-memory limit: 1.5GiB, 2GB, bytes when bare; rows whose memory\n"
+            "                        (below) exceeds it are not recommended\n"
+            "  --fill-memory         without --params: N = the largest model that fits --memory\n"
+            "  --embed-params E      embedding + head parameters, stored at --embed-bits (default 0)\n"
+            "  --vocab V             vocabulary size: embeddings V*d_model (x2 unless --tied)\n"
+            "  --d-model D           hidden width (default 2.1*N^(1/3), the QuEST shapes' rule)\n"
+            "  --tied                the head shares the embedding matrix\n"
+            "  --embed-bits B        bits of embeddings and head (default 16)\n"
+            "  --group-size G        weights per 16-bit scale (default: one scale per row)\n"
+            "  --bits LIST           candidate QAT bit widths in 1..8, comma-separated, one decimal at\n"
+            "                        most; 1.58 (or ternary) = ternary, log2(3) bits (default 1,2,3,4,6,8)\n"
+            "  --batch-tokens N      tokens per optimizer step: whole batches, step numbers (default: none)\n"
             "  --decay-frac X        classic schedule: decay length as a fraction of each phase (default 0.2)\n"
             "  --law FILE|NAME       a law file from 'qatplan fit', or a built-in law by name (repeatable;\n"
             "                        each replaces the law of its role). Built-in: reference (the default\n"
@@ -39,108 +51,180 @@ static void plan_help(FILE *f)
             "  -h, --help            this help\n");
 }
 
+/* One width: 1..8 with at most one decimal, or ternary ("1.58", "ternary"). */
+static qp_status parse_one_bits(const char *t, double *out, qp_error *err)
+{
+    if (!strcmp(t, "1.58") || !strcmp(t, "1.585") || !strcmp(t, "ternary")) {
+        *out = PLAN_TERNARY_BITS;
+        return QP_OK;
+    }
+    qp_status st = qp_parse_real(t, "--bits entry", 1, 8, out, err);
+    if (!st && fabs(*out * 10 - round(*out * 10)) > 1e-9)
+        st = qp_fail(err, QP_ERR_INPUT, "--bits '%s' has more than one decimal: give e.g. 2.5, or 1.58 for ternary", t);
+    return st;
+}
+
 static qp_status parse_bits(const char *s, plan_request *req, qp_error *err)
 {
-    long b[PLAN_MAX_BITS];
-    int n = 0;
-    qp_status st = qp_parse_long_list(s, "--bits", 1, 8, b, PLAN_MAX_BITS, &n, err);
     req->n_bits = 0;
-    for (int i = 0; !st && i < n; i++) req->bits[req->n_bits++] = (int)b[i];
+    size_t len = strlen(s);
+    if (!len || s[0] == ',' || s[len - 1] == ',' || strstr(s, ",,"))
+        return qp_fail(err, QP_ERR_INPUT, "--bits '%s' has an empty entry: give e.g. --bits 2,4", s);
+    char *copy = strdup(s);
+    if (!copy) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    qp_status st = QP_OK;
+    char *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {
+        double b;
+        if ((st = parse_one_bits(t, &b, err))) break;
+        for (int i = 0; i < req->n_bits; i++)
+            if (fabs(req->bits[i] - b) < 1e-9) st = qp_fail(err, QP_ERR_INPUT, "--bits lists %s twice", t);
+        if (!st && req->n_bits == PLAN_MAX_BITS) st = qp_fail(err, QP_ERR_INPUT, "--bits lists more than %d widths", PLAN_MAX_BITS);
+        if (!st) req->bits[req->n_bits++] = b;
+    }
+    free(copy);
     return st;
+}
+
+/* "0.4" or "40%". */
+static qp_status parse_mfu(const char *s, double *out, qp_error *err)
+{
+    size_t n = strlen(s);
+    if (n > 1 && s[n - 1] == '%') {
+        char buf[64];
+        snprintf(buf, sizeof buf, "%.*s", (int)(n - 1), s);
+        qp_status st = qp_parse_real(buf, "--mfu", 1e-4, 100, out, err);
+        *out /= 100;
+        return st;
+    }
+    return qp_parse_real(s, "--mfu", 1e-6, 1, out, err);
+}
+
+enum { O_PARAMS = 256, O_BUDGET, O_TOKENS, O_PEAK, O_MFU, O_FPT, O_MEMORY, O_BITS, O_BATCH, O_DECAY, O_LAW,
+       O_JSON, O_NO_QAT, O_TPP, O_FILL, O_EMBED, O_VOCAB, O_DMODEL, O_TIED, O_EBITS, O_GROUP };
+
+typedef struct {
+    int json, no_qat, is_gpuh;
+    double budget;
+} plan_cli;
+
+static qp_status parse_option(int c, const char *arg, plan_request *req, plan_laws *laws, plan_cli *cl, qp_error *err)
+{
+    switch (c) {
+    case O_PARAMS: return qp_parse_count(arg, "--params", &req->n_params, err);
+    case O_BUDGET: return qp_parse_budget(arg, &cl->budget, &cl->is_gpuh, err);
+    case O_TOKENS: return qp_parse_count(arg, "--tokens", &req->tokens, err);
+    case O_TPP: return qp_parse_real(arg, "--tokens-per-param", 1e-3, 1e7, &req->tokens_per_param, err);
+    case O_PEAK: return qp_parse_flops(arg, "--peak-flops", &req->peak_flops, err);
+    case O_MFU: return parse_mfu(arg, &req->mfu, err);
+    case O_FPT: return qp_parse_flops(arg, "--flops-per-token", &req->flops_per_token, err);
+    case O_MEMORY: return qp_parse_bytes(arg, "--memory", &req->memory_bytes, err);
+    case O_FILL: req->fill_memory = 1; return QP_OK;
+    case O_EMBED:
+        if (!strcmp(arg, "0")) return req->embed_params = 0, QP_OK;
+        return qp_parse_count(arg, "--embed-params", &req->embed_params, err);
+    case O_VOCAB: req->embed_params = NAN; return qp_parse_whole_count(arg, "--vocab", 1e8, &req->vocab, err);
+    case O_DMODEL: return qp_parse_whole_count(arg, "--d-model", 1e7, &req->d_model, err);
+    case O_TIED: req->tied = 1; return QP_OK;
+    case O_EBITS: return qp_parse_real(arg, "--embed-bits", 1, 32, &req->embed_bits, err);
+    case O_GROUP: return qp_parse_whole_count(arg, "--group-size", 1e9, &req->group_size, err);
+    case O_BITS: return parse_bits(arg, req, err);
+    case O_BATCH: return qp_parse_whole_count(arg, "--batch-tokens", 1e12, &req->batch_tokens, err);
+    case O_DECAY: return qp_parse_real(arg, "--decay-frac", 1e-6, 0.999999, &req->decay_frac, err);
+    case O_LAW: return plan_laws_add(laws, arg, err);
+    case O_JSON: cl->json = 1; return QP_OK;
+    case O_NO_QAT: cl->no_qat = 1; return QP_OK;
+    default: return qp_fail(err, QP_ERR_USAGE, "unknown option: see 'qatplan plan --help'");
+    }
+}
+
+/* The budget in FLOPs: given, or GPU-hours x peak x MFU (echoed by the plan). */
+static qp_status resolve_budget(plan_request *req, const plan_cli *cl, qp_error *err)
+{
+    int have_gpu = isfinite(req->peak_flops) || isfinite(req->mfu);
+    if (!cl->is_gpuh) {
+        if (have_gpu)
+            return qp_fail(err, QP_ERR_USAGE, "--peak-flops and --mfu apply to a GPU-hour budget (--budget 50000gpuh) only");
+        req->flops = cl->budget;
+        return QP_OK;
+    }
+    if (!isfinite(req->peak_flops) || !isfinite(req->mfu))
+        return qp_fail(err, QP_ERR_USAGE,
+                       "a GPU-hour budget needs --peak-flops (e.g. 989TFLOPS for an H100's dense bf16) and --mfu (e.g. 40%%)");
+    req->gpu_hours = cl->budget;
+    req->flops = cl->budget * 3600.0 * req->peak_flops * req->mfu;
+    if (!isfinite(req->flops)) return qp_fail(err, QP_ERR_INPUT, "the GPU-hour budget overflows: check its value");
+    return QP_OK;
 }
 
 int cmd_plan(int argc, char **argv)
 {
-    enum { O_PARAMS = 256, O_BUDGET, O_TOKENS, O_PEAK, O_MFU, O_FPT, O_MEMORY, O_BITS, O_BATCH, O_DECAY, O_LAW, O_JSON, O_NO_QAT };
     static const struct option opts[] = {
-        {"params", required_argument, 0, O_PARAMS}, {"budget", required_argument, 0, O_BUDGET},
-        {"tokens", required_argument, 0, O_TOKENS}, {"peak-flops", required_argument, 0, O_PEAK},
-        {"mfu", required_argument, 0, O_MFU},       {"flops-per-token", required_argument, 0, O_FPT},
-        {"memory", required_argument, 0, O_MEMORY}, {"bits", required_argument, 0, O_BITS},
+        {"params", required_argument, 0, O_PARAMS},       {"budget", required_argument, 0, O_BUDGET},
+        {"tokens", required_argument, 0, O_TOKENS},       {"peak-flops", required_argument, 0, O_PEAK},
+        {"mfu", required_argument, 0, O_MFU},          {"flops-per-token", required_argument, 0, O_FPT},
+        {"memory", required_argument, 0, O_MEMORY},       {"bits", required_argument, 0, O_BITS},
         {"batch-tokens", required_argument, 0, O_BATCH}, {"decay-frac", required_argument, 0, O_DECAY},
-        {"law", required_argument, 0, O_LAW},       {"json", no_argument, 0, O_JSON},
-        {"no-qat-law", no_argument, 0, O_NO_QAT},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+        {"law", required_argument, 0, O_LAW},          {"json", no_argument, 0, O_JSON},
+        {"no-qat-law", no_argument, 0, O_NO_QAT},         {"tokens-per-param", required_argument, 0, O_TPP},
+        {"fill-memory", no_argument, 0, O_FILL},        {"embed-params", required_argument, 0, O_EMBED},
+        {"vocab", required_argument, 0, O_VOCAB},        {"d-model", required_argument, 0, O_DMODEL},
+        {"tied", no_argument, 0, O_TIED},               {"embed-bits", required_argument, 0, O_EBITS},
+        {"group-size", required_argument, 0, O_GROUP},   {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     plan_request req;
     plan_request_init(&req);
     plan_laws laws;
     qp_error err = {0};
     qp_status st = plan_laws_builtin(&laws, &err);
-    int no_qat = 0;
-    int json = 0, is_gpuh = 0;
-    double budget = NAN, peak = NAN, mfu = NAN;
+    plan_cli cl = {0, 0, 0, NAN};
     optind = 1;
     opterr = 0;
     int c;
     while (!st && (c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        switch (c) {
-        case O_PARAMS: st = qp_parse_count(optarg, "--params", &req.n_params, &err); break;
-        case O_BUDGET: st = qp_parse_budget(optarg, &budget, &is_gpuh, &err); break;
-        case O_TOKENS: st = qp_parse_count(optarg, "--tokens", &req.tokens, &err); break;
-        case O_PEAK: st = qp_parse_flops(optarg, "--peak-flops", &peak, &err); break;
-        case O_MFU: st = qp_parse_real(optarg, "--mfu", 1e-6, 1, &mfu, &err); break;
-        case O_FPT: st = qp_parse_flops(optarg, "--flops-per-token", &req.flops_per_token, &err); break;
-        case O_MEMORY: st = qp_parse_bytes(optarg, "--memory", &req.memory_bytes, &err); break;
-        case O_BITS: st = parse_bits(optarg, &req, &err); break;
-        case O_BATCH: st = qp_parse_whole_count(optarg, "--batch-tokens", 1e12, &req.batch_tokens, &err); break;
-        case O_DECAY: st = qp_parse_real(optarg, "--decay-frac", 1e-6, 0.999999, &req.decay_frac, &err); break;
-        case O_LAW: st = plan_laws_add(&laws, optarg, &err); break;
-        case O_JSON: json = 1; break;
-        case O_NO_QAT: no_qat = 1; break;
-        case 'h':
+        if (c == 'h') {
             plan_help(stdout);
             plan_laws_free(&laws);
             return 0;
-        case ':':
+        } else if (c == ':') {
             st = qp_fail(&err, QP_ERR_USAGE, "option '%s' needs a value: see 'qatplan plan --help'", argv[optind - 1]);
-            break;
-        default:
+        } else if (c == '?') {
             st = qp_fail(&err, QP_ERR_USAGE, "unknown option '%s': see 'qatplan plan --help'", argv[optind - 1]);
-            break;
+        } else {
+            st = parse_option(c, optarg, &req, &laws, &cl, &err);
         }
     }
     if (!st && optind < argc)
         st = qp_fail(&err, QP_ERR_USAGE, "unexpected argument '%s': options take the form --name VALUE", argv[optind]);
-    if (!st && isfinite(budget) && isfinite(req.tokens))
+    if (!st && isfinite(cl.budget) && isfinite(req.tokens))
         st = qp_fail(&err, QP_ERR_USAGE, "give either --budget or --tokens, not both");
-    if (!st && !isfinite(budget) && !isfinite(req.tokens))
-        st = qp_fail(&err, QP_ERR_USAGE, "no budget: give --budget FLOPs (e.g. 1e22) or --tokens (e.g. 1.4T)");
-    if (!st && !isfinite(req.n_params) && !isfinite(req.memory_bytes))
-        st = qp_fail(&err, QP_ERR_USAGE, "no model size: give --params (e.g. 2.2B) or --memory (e.g. 1.5GiB)");
-    if (!st && is_gpuh) {
-        if (!isfinite(peak) || !isfinite(mfu))
-            st = qp_fail(&err, QP_ERR_USAGE,
-                         "a GPU-hour budget needs --peak-flops (e.g. 989e12 for an H100's dense bf16) and --mfu (e.g. 0.4)");
-        else {
-            req.flops = budget * 3600.0 * peak * mfu;
-            if (!isfinite(req.flops)) st = qp_fail(&err, QP_ERR_INPUT, "the GPU-hour budget overflows: check its value");
-        }
-    } else if (!st && (isfinite(peak) || isfinite(mfu))) {
+    if (!st && !isfinite(cl.budget) && !isfinite(req.tokens) && !isfinite(req.tokens_per_param))
+        st = qp_fail(&err, QP_ERR_USAGE, "no budget: give --budget FLOPs (e.g. 1e22), --tokens (e.g. 1.4T) or "
+                                         "--tokens-per-param (e.g. 20)");
+    if (!st && isfinite(req.embed_params) && isfinite(req.n_params) && req.embed_params >= req.n_params)
+        st = qp_fail(&err, QP_ERR_INPUT, "--embed-params must be smaller than --params (N counts all parameters)");
+    if (!st && isfinite(cl.budget)) st = resolve_budget(&req, &cl, &err);
+    else if (!st && (isfinite(req.peak_flops) || isfinite(req.mfu)))
         st = qp_fail(&err, QP_ERR_USAGE, "--peak-flops and --mfu apply to a GPU-hour budget (--budget 50000gpuh) only");
-    } else if (!st) {
-        req.flops = budget;
-    }
-    if (!st && no_qat) {
+    if (!st && cl.no_qat) {
         const char *given = laws.has_qat ? laws.qat_name : laws.has_penalty ? laws.penalty_name : "";
         if (given[0] && strcmp(given, "built-in reference"))
             st = qp_fail(&err, QP_ERR_USAGE, "--no-qat-law contradicts the QAT law %s given with --law: drop one", given);
         else plan_laws_drop_qat(&laws);
     }
-    plan_result res;
-    if (!st) st = plan_run(&req, &laws, &res, &err);
-    if (!st) {
-        if (json) {
-            char *t = plan_result_to_json(&res, &laws, &err);
-            if (!t) st = err.status ? err.status : QP_ERR_NOMEM;
-            else {
-                printf("%s\n", t);
-                free(t);
-            }
-        } else {
-            plan_print_table(stdout, &res, &laws);
-        }
+    plan_result *res = st ? NULL : malloc(sizeof *res);
+    if (!st && !res) st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
+    if (!st) st = plan_run(&req, &laws, res, &err);
+    if (!st && cl.json) {
+        char *t = plan_result_to_json(res, &laws, &err);
+        if (!t) st = err.status ? err.status : QP_ERR_NOMEM;
+        else printf("%s\n", t);
+        free(t);
+    } else if (!st) {
+        plan_print_table(stdout, res, &laws);
     }
+    free(res);
     plan_laws_free(&laws);
     return cli_report(st, &err);
 }

@@ -82,14 +82,27 @@ qp_status qp_parse_count(const char *s, const char *what, double *out, qp_error 
     return QP_OK;
 }
 
+/* A decimal prefix K, M, G (or B), T, P, E before a unit; 1 when there is none. */
+static double unit_prefix(const char **rest)
+{
+    static const char pre[] = "KMGBTPE";
+    static const double mult[] = {1e3, 1e6, 1e9, 1e9, 1e12, 1e15, 1e18};
+    const char *p = strchr(pre, **rest);
+    if (!**rest || !p) return 1;
+    (*rest)++;
+    return mult[p - pre];
+}
+
 qp_status qp_parse_flops(const char *s, const char *what, double *out, qp_error *err)
 {
     double v;
     const char *rest;
     qp_status st = parse_leading(s, what, &v, &rest, err);
     if (st) return st;
-    if (*rest && strcmp(rest, "FLOP") && strcmp(rest, "FLOPs") && strcmp(rest, "FLOPS") &&
-        strcmp(rest, "flop") && strcmp(rest, "flops"))
+    const char *unit = rest;
+    v *= unit_prefix(&unit); /* "989TFLOPS", "2.5PFLOP", "989T" */
+    if (*unit && strcmp(unit, "FLOP") && strcmp(unit, "FLOPs") && strcmp(unit, "FLOPS") && strcmp(unit, "flop") &&
+        strcmp(unit, "flops"))
         return qp_fail(err, QP_ERR_INPUT,
                        "%s '%s' has an unknown unit '%s': give FLOPs (1e22 or 1e22FLOP), or GPU-hours "
                        "as 50000gpuh with --peak-flops and --mfu",
@@ -105,8 +118,11 @@ qp_status qp_parse_budget(const char *s, double *value, int *is_gpuh, qp_error *
     const char *rest;
     qp_status st = parse_leading(s, "budget", &v, &rest, err);
     if (st) return st;
-    if (!strcasecmp(rest, "gpuh") || !strcasecmp(rest, "gpu-h") || !strcasecmp(rest, "gpuhours") ||
-        !strcasecmp(rest, "gpu-hours")) {
+    const char *unit = rest;
+    double mult = unit_prefix(&unit); /* "50Kgpuh" */
+    if (!strcasecmp(unit, "gpuh") || !strcasecmp(unit, "gpu-h") || !strcasecmp(unit, "gpuhours") ||
+        !strcasecmp(unit, "gpu-hours")) {
+        v *= mult;
         if ((st = check_positive(v, s, "budget", err))) return st;
         *value = v;
         *is_gpuh = 1;

@@ -16,10 +16,10 @@
 enum { P_E, P_A, P_B, P_ALPHA, P_BETA, P_THETA, P_KAPPA, P_PHI, P_CHI, P_PSI, P_OMEGA,
        P_LAMBDA, P_MU, P_XI, P_NU, P_RHO };
 
-double law_tokens_per_param_byte(double tokens, double n_params, int bits)
+double law_tokens_per_param_byte(double tokens, double n_params, double bits)
 {
     if (!(n_params > 0) || bits <= 0) return NAN;
-    return tokens / (n_params * (double)bits / 8.0);
+    return tokens / (n_params * bits / 8.0);
 }
 
 double law_fraction_hat(double a, double s_total)

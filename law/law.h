@@ -17,7 +17,7 @@
 #define LAW_FRACTION_A_PAPER 6.7297
 
 /* Tokens per parameter byte: S = D / (N * B / 8). N = all parameters. */
-double law_tokens_per_param_byte(double tokens, double n_params, int bits);
+double law_tokens_per_param_byte(double tokens, double n_params, double bits);
 /* Closed-form optimal QAT fraction exp(-a / ln S). NAN when S <= 1 (meaningless there). */
 double law_fraction_hat(double a, double s_total);
 
@@ -32,7 +32,7 @@ typedef struct {
     double n_params; /* N, all parameters, embeddings included */
     double d_fp;     /* tokens */
     double d_qat;    /* tokens */
-    int bits;
+    double bits;     /* weight bit width; log2(3) for ternary; >= LAW_FP_BITS: full precision */
 } law_point;
 
 /* Predicted loss of a chinchilla- or qat-form law, in the law's units. NAN for other forms

@@ -86,7 +86,7 @@ law_check law_check_point(const law_model *m, const law_point *x, char *why, siz
         y.bits = x->bits + 1;
         double more = law_model_penalty(m, &y);
         if (more > pen * (1 + 1e-9) + 1e-12) {
-            snprintf(why, len, "the penalty grows with more bits: %.4g at %d bits, %.4g at %d bits %s", pen, x->bits,
+            snprintf(why, len, "the penalty grows with more bits: %.4g at %g bits, %.4g at %g bits %s", pen, x->bits,
                      more, y.bits, u);
             return LAW_CHECK_MORE_BITS_WORSE;
         }

@@ -1,361 +1,138 @@
-/* The planner: per bit width, the token split from the closed-form fraction, and with a
- * fitted QAT law the law-optimal fraction, the predicted losses and a ranking. */
-#include "plan.h"
+/* The planner: per bit width, the model size (given, searched or from memory), the token
+ * split from the law-optimal fraction (or the closed form without a QAT law), the schedule,
+ * the predicted losses with the physical checks, and a recommendation. docs/planner.md. */
+#include "plan_internal.h"
 
 #include <gsl/gsl_errno.h>
-#include <gsl/gsl_min.h>
-#include <gsl/gsl_roots.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define GRID_POINTS 1001
-
-qp_status plan_laws_builtin(plan_laws *laws, qp_error *err)
+const char *plan_mode_name(plan_mode m)
 {
-    memset(laws, 0, sizeof *laws);
-    law_builtin_chinchilla(&laws->fp);
-    law_builtin_fraction(&laws->fraction);
-    laws->has_fp = laws->has_fraction = 1;
-    snprintf(laws->fp_name, sizeof laws->fp_name, "built-in chinchilla");
-    snprintf(laws->fraction_name, sizeof laws->fraction_name, "built-in");
-    qp_status st = law_builtin_reference(&laws->penalty, err);
-    if (st) return st;
-    laws->has_penalty = 1;
-    snprintf(laws->penalty_name, sizeof laws->penalty_name, "built-in reference");
-    return QP_OK;
-}
-
-void plan_laws_drop_qat(plan_laws *laws)
-{
-    if (laws->has_qat) data_law_free(&laws->qat);
-    if (laws->has_penalty) data_law_free(&laws->penalty);
-    laws->has_qat = laws->has_penalty = 0;
-    laws->qat_name[0] = laws->penalty_name[0] = 0;
-}
-
-/* Put a law in the role its form gives. A qat law and a penalty law are alternatives (a
- * qat law carries its own full-precision part): the later one replaces the earlier. */
-static qp_status laws_put(plan_laws *laws, data_law *law, const char *name, qp_error *err)
-{
-    data_law *slot = NULL;
-    int *has = NULL;
-    char *dst = NULL;
-    switch (law->form) {
-    case DATA_LAW_CHINCHILLA:
-        slot = &laws->fp, has = &laws->has_fp, dst = laws->fp_name;
-        laws->fp_given = 1;
-        break;
-    case DATA_LAW_FRACTION: slot = &laws->fraction, has = &laws->has_fraction, dst = laws->fraction_name; break;
-    case DATA_LAW_QAT:
-    case DATA_LAW_PENALTY:
-        plan_laws_drop_qat(laws);
-        if (law->form == DATA_LAW_QAT) slot = &laws->qat, has = &laws->has_qat, dst = laws->qat_name;
-        else slot = &laws->penalty, has = &laws->has_penalty, dst = laws->penalty_name;
-        break;
-    case DATA_LAW_FORM_COUNT_:
-        data_law_free(law);
-        return qp_fail(err, QP_ERR_INPUT, "%s: unknown law form", name);
+    switch (m) {
+    case PLAN_MODE_SEARCH: return "search";
+    case PLAN_MODE_FILL_MEMORY: return "fill-memory";
+    default: return "given-n";
     }
-    if (*has) data_law_free(slot);
-    *slot = *law;
-    *has = 1;
-    snprintf(dst, sizeof laws->fp_name, "%s", name);
-    return QP_OK;
-}
-
-qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err)
-{
-    data_law law;
-    qp_status st = data_law_read(path, &law, err);
-    if (st) return st;
-    return laws_put(laws, &law, path, err);
-}
-
-qp_status plan_laws_add_builtin(plan_laws *laws, const char *name, qp_error *err)
-{
-    data_law law;
-    qp_status st = law_builtin_by_name(name, &law, err);
-    if (st) return st;
-    char label[64];
-    snprintf(label, sizeof label, "built-in %s", name);
-    return laws_put(laws, &law, label, err);
-}
-
-qp_status plan_laws_add(plan_laws *laws, const char *file_or_name, qp_error *err)
-{
-    static const char *const names[] = {"reference", "own", "chinchilla", "fraction"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strcmp(file_or_name, names[i])) return plan_laws_add_builtin(laws, file_or_name, err);
-    return plan_laws_add_file(laws, file_or_name, err);
-}
-
-qp_status plan_laws_model(const plan_laws *laws, law_model *m, qp_error *err)
-{
-    const data_law *pen = laws->has_qat ? &laws->qat : laws->has_penalty ? &laws->penalty : NULL;
-    /* A qat law is its own full-precision reference unless a chinchilla law was given on purpose. */
-    const data_law *fp = laws->has_qat && !laws->fp_given ? &laws->qat : laws->has_fp ? &laws->fp : NULL;
-    return law_model_init(m, fp, pen, err);
-}
-
-void plan_laws_free(plan_laws *laws)
-{
-    if (!laws) return;
-    if (laws->has_fp) data_law_free(&laws->fp);
-    if (laws->has_fraction) data_law_free(&laws->fraction);
-    plan_laws_drop_qat(laws);
-    laws->has_fp = laws->has_fraction = 0;
 }
 
 void plan_request_init(plan_request *r)
 {
     memset(r, 0, sizeof *r);
     r->n_params = r->memory_bytes = r->flops = r->tokens = r->flops_per_token = r->batch_tokens = NAN;
+    r->tokens_per_param = r->vocab = r->d_model = r->gpu_hours = r->peak_flops = r->mfu = NAN;
+    r->embed_params = 0;
+    r->embed_bits = 16;
     r->decay_frac = 0.2;
-    static const int defaults[] = {1, 2, 3, 4, 6, 8};
+    static const double defaults[] = {1, 2, 3, 4, 6, 8};
     r->n_bits = 6;
     memcpy(r->bits, defaults, sizeof defaults);
 }
 
-/* ---- numerical optimum -------------------------------------------------- */
+/* ---- warnings: one per key (a law and a quantity), the most severe kept --- */
 
-typedef struct {
-    const law_model *m;
-    double n, d;
-    int bits;
-} frac_ctx;
-
-static double loss_at_fraction(double f, void *p)
+static void warn_keyed(plan_result *r, const char *key, double severity, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void warn_keyed(plan_result *r, const char *key, double severity, const char *fmt, ...)
 {
-    const frac_ctx *c = p;
-    law_point x = {c->n, (1 - f) * c->d, f * c->d, c->bits};
-    return law_model_loss(c->m, &x);
-}
-
-static qp_status optimal_fraction_grid(const law_model *qat, double n, double d, int bits, int grid,
-                                       double *f_opt, double *loss_opt, qp_error *err)
-{
-    frac_ctx c = {qat, n, d, bits};
-    int best = 0;
-    double best_l = INFINITY;
-    for (int i = 0; i < grid; i++) {
-        double l = loss_at_fraction((double)i / (grid - 1), &c);
-        if (!isfinite(l))
-            return qp_fail(err, QP_ERR_NUMERIC,
-                           "the QAT law gives a non-finite loss at N=%g, D=%g, %d bits: check the law file",
-                           n, d, bits);
-        if (l < best_l) {
-            best_l = l;
-            best = i;
-        }
-    }
-    double f = (double)best / (grid - 1);
-    *f_opt = f;
-    *loss_opt = best_l;
-    if (best == 0 || best == grid - 1) return QP_OK; /* optimum at an end of [0, 1] */
-    double lo = (double)(best - 1) / (grid - 1), hi = (double)(best + 1) / (grid - 1);
-    gsl_function fn = {loss_at_fraction, &c};
-    gsl_min_fminimizer *m = gsl_min_fminimizer_alloc(gsl_min_fminimizer_brent);
-    if (!m) return qp_fail(err, QP_ERR_NOMEM, "out of memory in the fraction search");
-    /* The grid point is strictly below both neighbours' values or ties them; Brent needs strict. */
-    if (gsl_min_fminimizer_set_with_values(m, &fn, f, best_l, lo, loss_at_fraction(lo, &c), hi,
-                                           loss_at_fraction(hi, &c)) == GSL_SUCCESS) {
-        for (int it = 0; it < 100; it++) {
-            if (gsl_min_fminimizer_iterate(m) != GSL_SUCCESS) break;
-            double a = gsl_min_fminimizer_x_lower(m), b = gsl_min_fminimizer_x_upper(m);
-            if (gsl_min_test_interval(a, b, 1e-10, 0) == GSL_SUCCESS) break;
-        }
-        double fx = gsl_min_fminimizer_x_minimum(m), lx = gsl_min_fminimizer_f_minimum(m);
-        if (isfinite(lx) && lx <= best_l) { /* never worse than the grid */
-            *f_opt = fx;
-            *loss_opt = lx;
-        }
-    }
-    gsl_min_fminimizer_free(m);
-    return QP_OK;
-}
-
-qp_status plan_optimal_fraction(const law_model *qat, double n_params, double d_total, int bits,
-                                double *f_opt, double *loss_opt, qp_error *err)
-{
-    if (!qat->penalty)
-        return qp_fail(err, QP_ERR_INPUT, "the optimal fraction needs a QAT law (a penalty or qat law)");
-    gsl_set_error_handler_off();
-    return optimal_fraction_grid(qat, n_params, d_total, bits, GRID_POINTS, f_opt, loss_opt, err);
-}
-
-typedef struct {
-    const law_model *m;
-    double n, f, target;
-    int bits;
-} reach_ctx;
-
-static double reach_residual(double log_d, void *p)
-{
-    const reach_ctx *c = p;
-    double d = exp(log_d);
-    law_point x = {c->n, (1 - c->f) * d, c->f * d, c->bits};
-    return law_model_loss(c->m, &x) - c->target;
-}
-
-qp_status plan_tokens_to_reach(const law_model *qat, double n_params, double d_total, int bits,
-                               double fraction, double target, double *tokens, qp_error *err)
-{
-    gsl_set_error_handler_off();
-    reach_ctx c = {qat, n_params, fraction, target, bits};
-    double lo = log(d_total);
-    double r_lo = reach_residual(lo, &c);
-    if (!isfinite(r_lo)) return qp_fail(err, QP_ERR_NUMERIC, "the QAT law is not finite at D=%g", d_total);
-    if (r_lo <= 0) {
-        *tokens = d_total;
-        return QP_OK;
-    }
-    /* Expand until the residual changes sign; the loss falls with D, towards a floor. */
-    double hi = lo;
-    double r_hi = r_lo;
-    for (int k = 0; k < 60 && r_hi > 0; k++) {
-        hi += M_LN2 * 2; /* x4 tokens per step, up to 4^60 */
-        r_hi = reach_residual(hi, &c);
-        if (!isfinite(r_hi)) break;
-    }
-    if (!(r_hi <= 0)) {
-        *tokens = INFINITY;
-        return QP_OK;
-    }
-    gsl_function fn = {reach_residual, &c};
-    gsl_root_fsolver *s = gsl_root_fsolver_alloc(gsl_root_fsolver_brent);
-    if (!s) return qp_fail(err, QP_ERR_NOMEM, "out of memory in the token search");
-    double a = hi - M_LN2 * 2 > lo ? hi - M_LN2 * 2 : lo;
-    if (gsl_root_fsolver_set(s, &fn, a, hi) != GSL_SUCCESS) {
-        gsl_root_fsolver_free(s);
-        return qp_fail(err, QP_ERR_NUMERIC, "the token search could not bracket the target loss");
-    }
-    for (int it = 0; it < 200; it++) {
-        if (gsl_root_fsolver_iterate(s) != GSL_SUCCESS) break;
-        if (gsl_root_test_interval(gsl_root_fsolver_x_lower(s), gsl_root_fsolver_x_upper(s), 1e-12, 1e-12) ==
-            GSL_SUCCESS)
-            break;
-    }
-    *tokens = exp(gsl_root_fsolver_root(s));
-    gsl_root_fsolver_free(s);
-    return QP_OK;
-}
-
-/* ---- the plan ------------------------------------------------------------ */
-
-static void warn(plan_result *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(plan_result *r, const char *fmt, ...)
-{
-    if (r->n_warnings >= PLAN_MAX_WARNINGS) return;
+    char text[384];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(r->warnings[r->n_warnings], sizeof r->warnings[0], fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    for (int i = 0; i < r->n_warnings; i++) /* keep each warning once */
-        if (!strcmp(r->warnings[i], r->warnings[r->n_warnings])) return;
-    r->n_warnings++;
+    const char *k = key ? key : text;
+    for (int i = 0; i < r->n_warnings; i++)
+        if (!strncmp(r->warn_key[i], k, sizeof r->warn_key[i] - 1)) {
+            if (severity > r->severity[i]) { /* keep the most severe instance of this quantity */
+                snprintf(r->warnings[i], sizeof r->warnings[i], "%s", text);
+                r->severity[i] = severity;
+            }
+            return;
+        }
+    if (r->n_warnings >= PLAN_MAX_WARNINGS) {
+        r->n_warnings_dropped++;
+        return;
+    }
+    snprintf(r->warnings[r->n_warnings], sizeof r->warnings[0], "%s", text);
+    snprintf(r->warn_key[r->n_warnings], sizeof r->warn_key[0], "%s", k);
+    r->severity[r->n_warnings++] = severity;
 }
 
-static int law_has_bits(const data_law *law, int bits)
+#define warn(r, ...) warn_keyed((r), NULL, 1, __VA_ARGS__)
+
+/* Most severe first (stable, so equal severities keep their order). */
+static void sort_warnings(plan_result *r)
+{
+    for (int i = 1; i < r->n_warnings; i++)
+        for (int j = i; j > 0 && r->severity[j] > r->severity[j - 1]; j--) {
+            char t[384], k[48];
+            double s = r->severity[j];
+            memcpy(t, r->warnings[j], sizeof t);
+            memcpy(k, r->warn_key[j], sizeof k);
+            memcpy(r->warnings[j], r->warnings[j - 1], sizeof t);
+            memcpy(r->warn_key[j], r->warn_key[j - 1], sizeof k);
+            r->severity[j] = r->severity[j - 1];
+            memcpy(r->warnings[j - 1], t, sizeof t);
+            memcpy(r->warn_key[j - 1], k, sizeof k);
+            r->severity[j - 1] = s;
+        }
+}
+
+static int law_has_bits(const data_law *law, double bits)
 {
     for (int i = 0; i < law->prov.n_bits; i++)
-        if (law->prov.bits[i] == bits) return 1;
+        if (fabs(law->prov.bits[i] - bits) < 1e-9) return 1;
     return law->prov.n_bits == 0;
 }
 
 /* How far x lies outside [lo, hi], as a factor (1 inside). */
 static double beyond(double x, double lo, double hi) { return x < lo ? lo / x : x > hi ? x / hi : 1; }
 
-static void check_range(plan_result *res, const data_law *law, const char *what, double n, double d,
-                        int bits, double s)
+static void check_bits(plan_result *res, const data_law *law, const char *what, double bits)
 {
     const data_law_provenance *p = &law->prov;
-    char a[32], b[32], c[32];
+    int lo = 0, hi = 0; /* the fitted widths around this one */
+    for (int i = 0; i < p->n_bits; i++) {
+        if (p->bits[i] < bits && p->bits[i] > lo) lo = p->bits[i];
+        if (p->bits[i] > bits && p->bits[i] < LAW_FP_BITS && (!hi || p->bits[i] < hi)) hi = p->bits[i];
+    }
+    char key[48];
+    snprintf(key, sizeof key, "%s:bits:%g", what, bits);
+    if (lo && hi)
+        warn_keyed(res, key, 1.0, "%g bits lies between the widths %d and %d the %s law was fitted on: interpolating",
+                   bits, lo, hi, what);
+    else /* severity: how many bits beyond the fitted ones, as a factor */
+        warn_keyed(res, key, 1.5 + fabs(bits - (bits < lo ? lo : p->n_bits ? p->bits[p->n_bits - 1] : bits)),
+                   "%g bits is outside the bit widths the %s law was fitted on (%d-%d): extrapolating", bits, what,
+                   p->n_bits ? p->bits[0] : 0, p->n_bits ? p->bits[p->n_bits - 1] : 0);
+}
+
+static void check_range(plan_result *res, const data_law *law, const char *what, double n, double d, double bits,
+                        double s)
+{
+    const data_law_provenance *p = &law->prov;
+    char a[32], b[32], c[32], key[48];
     double k;
-    if (isfinite(p->n_min) && (k = beyond(n, p->n_min, p->n_max)) > 1.001)
-        warn(res, "N = %s is %.3gx outside the %s law's fitted range %s-%s parameters: extrapolating",
-             qp_format_count(n, a, sizeof a), k, what, qp_format_count(p->n_min, b, sizeof b),
-             qp_format_count(p->n_max, c, sizeof c));
-    if (isfinite(p->d_min) && (k = beyond(d, p->d_min, p->d_max)) > 1.001)
-        warn(res, "D = %s tokens is %.3gx outside the %s law's fitted range %s-%s tokens: extrapolating",
-             qp_format_count(d, a, sizeof a), k, what, qp_format_count(p->d_min, b, sizeof b),
-             qp_format_count(p->d_max, c, sizeof c));
-    if (law->form != DATA_LAW_CHINCHILLA && !law_has_bits(law, bits)) {
-        int lo = 0, hi = 0; /* the fitted widths around this one */
-        for (int i = 0; i < p->n_bits; i++) {
-            if (p->bits[i] < bits && p->bits[i] > lo) lo = p->bits[i];
-            if (p->bits[i] > bits && p->bits[i] < LAW_FP_BITS && (!hi || p->bits[i] < hi)) hi = p->bits[i];
-        }
-        if (lo && hi)
-            warn(res, "%d bits lies between the widths %d and %d the %s law was fitted on: interpolating", bits, lo,
-                 hi, what);
-        else
-            warn(res, "%d bits is outside the bit widths the %s law was fitted on (%d-%d): extrapolating", bits, what,
-                 p->n_bits ? p->bits[0] : 0, p->n_bits ? p->bits[p->n_bits - 1] : 0);
+    if (isfinite(p->n_min) && (k = beyond(n, p->n_min, p->n_max)) > 1.001) {
+        snprintf(key, sizeof key, "%s:N", what);
+        warn_keyed(res, key, k, "N = %s is %.3gx outside the %s law's fitted range %s-%s parameters: extrapolating",
+                   qp_format_count(n, a, sizeof a), k, what, qp_format_count(p->n_min, b, sizeof b),
+                   qp_format_count(p->n_max, c, sizeof c));
     }
-    if (isfinite(p->s_min) && isfinite(s) && (k = beyond(s, p->s_min, p->s_max)) > 1.001)
-        warn(res, "S_total = %.3g (%d bits) is %.3gx outside the %s law's fitted range %.3g-%.3g: extrapolating", s,
-             bits, k, what, p->s_min, p->s_max);
-}
-
-static double percentile(double *v, int n, double q)
-{
-    /* v sorted ascending; linear interpolation between order statistics */
-    double pos = q * (n - 1);
-    int i = (int)floor(pos);
-    if (i >= n - 1) return v[n - 1];
-    return v[i] + (pos - i) * (v[i + 1] - v[i]);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Interval of the optimum over the QAT law's bootstrap samples (the full-precision law is
- * fixed unless the QAT law is its own full-precision reference). */
-static qp_status bootstrap_interval(const law_model *m, plan_row *row, double level, qp_error *err)
-{
-    const data_law *q = m->penalty;
-    int n = data_law_ncoef(q->form), ns = q->n_samples;
-    double *f = malloc(sizeof(double) * (size_t)ns * 3);
-    if (!f) return qp_fail(err, QP_ERR_NOMEM, "out of memory in the bootstrap interval");
-    double *l = f + ns, *pen = l + ns;
-    data_law s;
-    data_law_init(&s, q->form);
-    s.units = q->units;
-    law_model sm = *m;
-    sm.penalty = &s;
-    if (m->fp == m->penalty) sm.fp = &s;
-    int k = 0;
-    for (int i = 0; i < ns; i++) {
-        memcpy(s.coef, q->samples + (size_t)i * (size_t)n, sizeof(double) * (size_t)n);
-        double fo = 0, lo = 0;
-        /* a coarser grid per sample keeps the planner fast; Brent refines it */
-        if (optimal_fraction_grid(&sm, row->n_params, row->d_total, row->bits, 201, &fo, &lo, NULL) == QP_OK) {
-            f[k] = fo;
-            l[k] = lo;
-            pen[k] = law_model_penalty(&sm, &(law_point){row->n_params, (1 - fo) * row->d_total, fo * row->d_total,
-                                                         row->bits});
-            k++;
-        }
+    if (isfinite(p->d_min) && (k = beyond(d, p->d_min, p->d_max)) > 1.001) {
+        snprintf(key, sizeof key, "%s:D", what);
+        warn_keyed(res, key, k, "D = %s tokens is %.3gx outside the %s law's fitted range %s-%s tokens: extrapolating",
+                   qp_format_count(d, a, sizeof a), k, what, qp_format_count(p->d_min, b, sizeof b),
+                   qp_format_count(p->d_max, c, sizeof c));
     }
-    if (k >= 2) {
-        qsort(f, (size_t)k, sizeof(double), cmp_double);
-        qsort(l, (size_t)k, sizeof(double), cmp_double);
-        qsort(pen, (size_t)k, sizeof(double), cmp_double);
-        double a = (1 - level) / 2;
-        row->f_opt_lo = percentile(f, k, a);
-        row->f_opt_hi = percentile(f, k, 1 - a);
-        row->loss_opt_lo = percentile(l, k, a);
-        row->loss_opt_hi = percentile(l, k, 1 - a);
-        row->penalty_lo = percentile(pen, k, a);
-        row->penalty_hi = percentile(pen, k, 1 - a);
+    if (law->form != DATA_LAW_CHINCHILLA && bits < LAW_FP_BITS && !law_has_bits(law, bits)) check_bits(res, law, what, bits);
+    if (isfinite(p->s_min) && isfinite(s) && (k = beyond(s, p->s_min, p->s_max)) > 1.001) {
+        snprintf(key, sizeof key, "%s:S", what);
+        warn_keyed(res, key, k, "S_total = %.3g (%g bits) is %.3gx outside the %s law's fitted range %.3g-%.3g: "
+                                "extrapolating", s, bits, k, what, p->s_min, p->s_max);
     }
-    free(f);
-    return QP_OK;
 }
 
 static void set_schedule(const plan_request *req, plan_row *r)
@@ -379,107 +156,228 @@ static void set_schedule(const plan_request *req, plan_row *r)
         r->decay_start_token = r->d_total * (1 - req->decay_frac);
         break;
     }
-    double bt = req->batch_tokens;
+    /* whole tokens; with a batch size, on batch boundaries */
+    double bt = req->batch_tokens, unit = isfinite(bt) ? bt : 1;
+    r->decay_start_token = floor(r->decay_start_token / unit) * unit;
+    if (isfinite(r->fp_decay_start_token)) r->fp_decay_start_token = floor(r->fp_decay_start_token / unit) * unit;
     r->qat_start_step = isfinite(bt) ? floor(r->qat_start_token / bt) : NAN;
     r->decay_start_step = isfinite(bt) ? floor(r->decay_start_token / bt) : NAN;
     r->fp_decay_start_step = isfinite(bt) && isfinite(r->fp_decay_start_token) ? floor(r->fp_decay_start_token / bt) : NAN;
 }
 
-/* Rows share one law model; a row breaking a physical check is marked invalid. */
-static qp_status plan_row_law(const plan_request *req, const law_model *m, plan_result *out, plan_row *r,
-                              qp_error *err)
+/* Whole tokens; with a batch size, whole batches (the QAT switch on a batch boundary). */
+static void round_split(const plan_request *req, plan_row *r, double fraction)
+{
+    double bt = req->batch_tokens;
+    if (isfinite(bt)) {
+        double batches = floor(r->d_total / bt);
+        r->d_total = batches * bt;
+        r->d_qat = round(fraction * batches) * bt;
+    } else {
+        r->d_total = floor(r->d_total);
+        r->d_qat = round(fraction * r->d_total);
+    }
+    r->d_fp = r->d_total - r->d_qat;
+    r->fraction = r->d_total > 0 ? r->d_qat / r->d_total : NAN;
+}
+
+/* The row under a QAT law: optimum, losses, the 10% rule, intervals, physical checks. */
+static qp_status plan_row_law(const law_model *m, plan_result *out, plan_row *r, double *sample_loss, qp_error *err)
 {
     qp_status st;
-    (void)req;
     if ((st = plan_optimal_fraction(m, r->n_params, r->d_total, r->bits, &r->f_opt, &r->loss_opt, err))) return st;
-    frac_ctx c = {m, r->n_params, r->d_total, r->bits};
+    plan_frac_ctx c = {m, r->n_params, r->d_total, r->bits};
     law_point opt = {r->n_params, (1 - r->f_opt) * r->d_total, r->f_opt * r->d_total, r->bits};
     r->penalty = law_model_penalty(m, &opt);
-    if (isfinite(r->f_hat)) r->loss_f_hat = loss_at_fraction(r->f_hat, &c);
-    r->loss_10pct = loss_at_fraction(0.1, &c);
-    if ((st = plan_tokens_to_reach(m, r->n_params, r->d_total, r->bits, 0.1, r->loss_opt, &r->extra_tokens_10pct,
-                                   err)))
+    if (isfinite(r->f_hat)) r->loss_f_hat = plan_loss_at_fraction(r->f_hat, &c);
+    r->loss_10pct = plan_loss_at_fraction(0.1, &c);
+    if ((st = plan_tokens_to_reach(m, r->n_params, r->d_total, r->bits, 0.1, r->loss_opt, &r->extra_tokens_10pct, err)))
         return st;
     r->extra_tokens_10pct -= r->d_total;
     if (r->extra_tokens_10pct < 0) r->extra_tokens_10pct = 0;
+    if (isfinite(r->extra_tokens_10pct)) r->extra_tokens_10pct = ceil(r->extra_tokens_10pct);
     if (m->penalty->n_samples >= 2) {
         double level = m->penalty->has_interval && m->penalty->ci_level > 0 ? m->penalty->ci_level : 0.95;
-        if ((st = bootstrap_interval(m, r, level, err))) return st;
+        if ((st = plan_bootstrap_row(m, r, level, sample_loss, err))) return st;
     }
-    r->fraction = r->f_opt;
-    /* The checks at the optimum, at f_hat and at 10%: any physically impossible number disqualifies the row. */
+    /* any physically impossible number at the optimum, at f_hat or at 10% disqualifies the row */
     const double fs[3] = {r->f_opt, r->f_hat, 0.1};
     for (int k = 0; k < 3 && r->valid; k++) {
         if (!isfinite(fs[k])) continue;
         law_point x = {r->n_params, (1 - fs[k]) * r->d_total, fs[k] * r->d_total, r->bits};
         if (law_check_point(m, &x, r->invalid_reason, sizeof r->invalid_reason) != LAW_CHECK_OK) {
             r->valid = 0;
-            warn(out, "%d bits is not recommended: %s", r->bits, r->invalid_reason);
+            warn_keyed(out, NULL, INFINITY, "%g bits is not recommended: %s", r->bits, r->invalid_reason);
         }
     }
     return QP_OK;
 }
 
-static void row_init(const plan_request *req, plan_row *r, int bits, int from_memory)
+static void row_init(plan_row *r, double bits)
 {
     memset(r, 0, sizeof *r);
     r->bits = bits;
     r->valid = 1;
-    r->n_params = from_memory ? req->memory_bytes * 8.0 / r->bits : req->n_params;
-    r->weight_bytes = r->n_params * r->bits / 8.0;
-    r->fits_memory = isfinite(req->memory_bytes) ? r->weight_bytes <= req->memory_bytes * (1 + 1e-12) : -1;
+    r->fits_memory = -1;
     r->f_opt = r->loss_opt = r->loss_f_hat = r->loss_10pct = r->extra_tokens_10pct = r->penalty = NAN;
     r->f_opt_lo = r->f_opt_hi = r->loss_opt_lo = r->loss_opt_hi = r->penalty_lo = r->penalty_hi = NAN;
+    r->loss_fp = NAN;
 }
 
-static void row_split(const plan_request *req, plan_row *r)
+/* N for the row: given, the largest that fits the memory, or searched under the law. */
+static qp_status row_size(const plan_request *req, plan_mode mode, const law_model *m, plan_row *r, qp_error *err)
 {
-    if (isfinite(r->fraction)) {
-        r->d_qat = r->fraction * r->d_total;
-        r->d_fp = r->d_total - r->d_qat;
+    double n_max = isfinite(req->memory_bytes) ? plan_largest_n_in_memory(req, r->bits) : NAN;
+    if (mode == PLAN_MODE_GIVEN_N) {
+        r->n_params = isfinite(req->n_params) ? req->n_params : sqrt(req->flops / (6 * req->tokens_per_param));
+    } else if (mode == PLAN_MODE_FILL_MEMORY) {
+        if (!isfinite(n_max))
+            return qp_fail(err, QP_ERR_INPUT, "not even a 1-parameter model fits %.4g bytes at %g bits with the "
+                                              "embeddings given: raise --memory", req->memory_bytes, r->bits);
+        r->n_params = n_max;
+    } else {
+        double lo = fmax(1e6, 1.01 * plan_embed_params(req, 1e6)), hi = 1e14;
+        if (isfinite(n_max)) hi = fmin(hi, n_max);
+        if (!(hi > lo)) {
+            r->n_params = isfinite(n_max) ? n_max : lo;
+        } else {
+            qp_status st = plan_search_n(req, m, r->bits, lo, hi, &r->n_params, err);
+            if (st) return st;
+            r->at_memory_limit = isfinite(n_max) && r->n_params >= 0.98 * n_max;
+        }
+    }
+    r->weight_bytes = r->n_params * r->bits / 8.0;
+    r->memory_bytes = plan_memory_bytes(req, r->n_params, r->bits);
+    if (isfinite(req->memory_bytes)) r->fits_memory = r->memory_bytes <= req->memory_bytes * (1 + 1e-9);
+    r->d_total = plan_tokens_for(req, r->n_params);
+    if (!isfinite(r->d_total) || !(r->d_total >= 1))
+        return qp_fail(err, QP_ERR_INPUT, "the budget gives %g tokens for N = %g: it must give at least one token",
+                       r->d_total, r->n_params);
+    return QP_OK;
+}
+
+/* The lowest predicted loss among valid rows that fit memory; a tie when another such row
+ * is below the recommended one in at least 2.5% of the law's bootstrap samples (paired:
+ * the same sample law for both rows), or within 1e-4 nats without samples. */
+static void recommend(plan_result *out, double *const *sample_loss, int n_samples)
+{
+    if (!out->ranked) {
+        int candidates = 0, last = -1;
+        for (int i = 0; i < out->n_rows; i++)
+            if (out->rows[i].fits_memory != 0 && isfinite(out->rows[i].fraction)) {
+                candidates++;
+                last = i;
+            }
+        if (candidates == 1) out->recommended = last; /* one bit width asked for: plan it */
+        return;
+    }
+    double best = INFINITY;
+    for (int i = 0; i < out->n_rows; i++) {
+        const plan_row *r = &out->rows[i];
+        if (r->fits_memory == 0 || !r->valid || !isfinite(r->loss_opt)) continue;
+        if (r->loss_opt < best) {
+            best = r->loss_opt;
+            out->recommended = i;
+        }
+    }
+    if (out->recommended < 0) {
+        if (isfinite(out->req.memory_bytes)) warn(out, "no bit width fits the memory limit and passes the physical checks");
+        return;
+    }
+    double closest = INFINITY;
+    for (int i = 0; i < out->n_rows; i++) {
+        const plan_row *r = &out->rows[i];
+        if (i == out->recommended || r->fits_memory == 0 || !r->valid || !isfinite(r->loss_opt)) continue;
+        int below = 0, n = 0;
+        for (int s = 0; s < n_samples && sample_loss[i] && sample_loss[out->recommended]; s++) {
+            double a = sample_loss[out->recommended][s], b = sample_loss[i][s];
+            if (!isfinite(a) || !isfinite(b)) continue;
+            n++;
+            below += b < a;
+        }
+        int tie = n >= 20 ? below >= 0.025 * n : r->loss_opt - best < 1e-4;
+        if (tie && r->loss_opt - best < closest) {
+            closest = r->loss_opt - best;
+            out->tie = 1;
+            out->tie_bits = r->bits;
+        }
+    }
+}
+
+static qp_status check_request(const plan_request *req, plan_mode *mode, qp_error *err)
+{
+    int budgets = isfinite(req->flops) + isfinite(req->tokens) + isfinite(req->tokens_per_param);
+    if (req->n_bits < 1) return qp_fail(err, QP_ERR_USAGE, "no bit widths to plan for: --bits needs at least one");
+    if (!(req->decay_frac > 0 && req->decay_frac < 1)) return qp_fail(err, QP_ERR_INPUT, "--decay-frac must be in (0, 1)");
+    if (isfinite(req->tokens) && isfinite(req->flops_per_token))
+        return qp_fail(err, QP_ERR_USAGE, "--flops-per-token converts a FLOP budget to tokens; with --tokens it would "
+                                          "be ignored: drop one");
+    if (isfinite(req->n_params)) {
+        *mode = PLAN_MODE_GIVEN_N;
+        if (budgets != 1)
+            return qp_fail(err, QP_ERR_USAGE, "give exactly one budget: --budget FLOPs (or GPU-hours), --tokens, or "
+                                              "--tokens-per-param");
+        return QP_OK;
+    }
+    if (isfinite(req->flops) && isfinite(req->tokens_per_param) && !isfinite(req->tokens) && !req->fill_memory) {
+        *mode = PLAN_MODE_GIVEN_N; /* N = sqrt(C / (6 R)) */
+        if (isfinite(req->flops_per_token))
+            return qp_fail(err, QP_ERR_USAGE, "--tokens-per-param with --budget sets N from 6*N FLOPs per token: drop "
+                                              "--flops-per-token");
+        return QP_OK;
+    }
+    if (budgets != 1)
+        return qp_fail(err, QP_ERR_USAGE, "give one budget: --budget FLOPs (or GPU-hours), --tokens or "
+                                          "--tokens-per-param (only --budget goes with --tokens-per-param)");
+    if (isfinite(req->flops) && !req->fill_memory) {
+        *mode = PLAN_MODE_SEARCH;
+        if (isfinite(req->flops_per_token))
+            return qp_fail(err, QP_ERR_USAGE, "searching the model size needs FLOPs per token that follow N (6*N): "
+                                              "drop --flops-per-token, or give --params");
+        return QP_OK;
+    }
+    if (!isfinite(req->memory_bytes))
+        return qp_fail(err, QP_ERR_USAGE, "give the model size (--params 2.2B), a FLOP budget to search it (--budget "
+                                          "1e22), or a memory limit to fill (--memory 1.5GiB)");
+    *mode = PLAN_MODE_FILL_MEMORY;
+    return QP_OK;
+}
+
+static qp_status plan_row_all(const plan_request *req, const plan_laws *laws, const law_model *m, int has_model,
+                              plan_result *out, plan_row *r, double *sample_loss, qp_error *err)
+{
+    qp_status st = row_size(req, out->mode, m, r, err);
+    if (st) return st;
+    r->d_total = isfinite(req->batch_tokens) ? floor(r->d_total / req->batch_tokens) * req->batch_tokens : floor(r->d_total);
+    if (!(r->d_total >= 1))
+        return qp_fail(err, QP_ERR_INPUT, "the budget gives less than one %s at %g bits: raise it",
+                       isfinite(req->batch_tokens) ? "batch" : "token", r->bits);
+    double a = laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER;
+    r->s_total = law_tokens_per_param_byte(r->d_total, r->n_params, r->bits);
+    r->f_hat = law_fraction_hat(a, r->s_total);
+    if (!isfinite(r->f_hat))
+        warn(out, "S_total = %.3g <= 1 at %g bits: the closed-form fraction is meaningless there (fewer tokens than "
+                  "weight bytes); give a larger budget", r->s_total, r->bits);
+    if (has_model) {
+        r->loss_fp = law_model_loss_fp(m, r->n_params, r->d_total);
+        check_range(out, m->fp, "full-precision", r->n_params, r->d_total, LAW_FP_BITS, NAN);
+    }
+    if (laws->has_fraction) check_range(out, &laws->fraction, "fraction", r->n_params, r->d_total, r->bits, r->s_total);
+    double fraction = r->f_hat;
+    if (out->ranked) {
+        check_range(out, m->penalty, "QAT", r->n_params, r->d_total, r->bits, r->s_total);
+        if ((st = plan_row_law(m, out, r, sample_loss, err))) return st;
+        fraction = r->f_opt;
+    }
+    if (isfinite(fraction)) {
+        round_split(req, r, fraction);
         set_schedule(req, r);
     } else {
-        r->d_qat = r->d_fp = NAN;
+        r->fraction = r->d_qat = r->d_fp = NAN;
         r->schedule = r->bits >= 3 ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
         r->qat_start_token = r->decay_start_token = r->fp_decay_start_token = NAN;
         r->qat_start_step = r->decay_start_step = r->fp_decay_start_step = NAN;
     }
-}
-
-static void recommend(const plan_request *req, plan_result *out)
-{
-    if (out->ranked) { /* the lowest predicted loss among valid rows that fit memory */
-        double best = INFINITY;
-        for (int i = 0; i < out->n_rows; i++) {
-            const plan_row *r = &out->rows[i];
-            if (r->fits_memory == 0 || !r->valid || !isfinite(r->loss_opt)) continue;
-            if (r->loss_opt < best) {
-                best = r->loss_opt;
-                out->recommended = i;
-            }
-        }
-        if (out->recommended < 0 && isfinite(req->memory_bytes))
-            warn(out, "no bit width fits the memory limit: the smallest weights need %.3g bytes", out->rows[0].weight_bytes);
-        return;
-    }
-    int candidates = 0, last = -1;
-    for (int i = 0; i < out->n_rows; i++)
-        if (out->rows[i].fits_memory != 0 && isfinite(out->rows[i].fraction)) {
-            candidates++;
-            last = i;
-        }
-    if (candidates == 1) out->recommended = last; /* one bit width asked for: plan it */
-}
-
-static qp_status check_request(const plan_request *req, qp_error *err)
-{
-    if (!isfinite(req->n_params) && !isfinite(req->memory_bytes))
-        return qp_fail(err, QP_ERR_USAGE, "give the model size (--params 2.2B) or a memory limit (--memory 1.5GiB)");
-    if (isfinite(req->flops) == isfinite(req->tokens))
-        return qp_fail(err, QP_ERR_USAGE, "give exactly one budget: --budget FLOPs (or GPU-hours) or --tokens");
-    if (req->n_bits < 1) return qp_fail(err, QP_ERR_USAGE, "no bit widths to plan for: --bits needs at least one");
-    if (!(req->decay_frac > 0 && req->decay_frac < 1))
-        return qp_fail(err, QP_ERR_INPUT, "--decay-frac must be in (0, 1)");
     return QP_OK;
 }
 
@@ -489,40 +387,28 @@ qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *
     out->req = *req;
     out->recommended = -1;
     gsl_set_error_handler_off();
-    qp_status st = check_request(req, err);
+    qp_status st = check_request(req, &out->mode, err);
     if (st) return st;
     law_model m;
     int has_model = laws->has_fp || laws->has_qat;
     if (has_model && (st = plan_laws_model(laws, &m, err))) return st;
     out->units = has_model ? m.units : DATA_UNITS_UNKNOWN;
     out->ranked = has_model && m.penalty != NULL;
-    int from_memory = !isfinite(req->n_params);
-    double a = laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER;
-    for (int i = 0; i < req->n_bits; i++) {
+    if (out->mode == PLAN_MODE_SEARCH && !out->ranked)
+        return qp_fail(err, QP_ERR_USAGE, "searching the model size needs a QAT law: drop --no-qat-law, or give --params");
+    int ns = out->ranked ? m.penalty->n_samples : 0;
+    double *samples = ns ? malloc(sizeof(double) * (size_t)ns * (size_t)req->n_bits) : NULL;
+    double *sample_loss[PLAN_MAX_BITS] = {0};
+    for (int i = 0; i < req->n_bits && samples; i++) sample_loss[i] = samples + (size_t)i * (size_t)ns;
+    for (int i = 0; i < req->n_bits && !st; i++) {
         plan_row *r = &out->rows[out->n_rows++];
-        row_init(req, r, req->bits[i], from_memory);
-        double fpt = isfinite(req->flops_per_token) ? req->flops_per_token : 6.0 * r->n_params;
-        r->d_total = isfinite(req->tokens) ? req->tokens : req->flops / fpt;
-        if (!isfinite(r->d_total) || !(r->d_total > 0))
-            return qp_fail(err, QP_ERR_INPUT, "the budget gives %g tokens: it must give a positive finite number", r->d_total);
-        r->s_total = law_tokens_per_param_byte(r->d_total, r->n_params, r->bits);
-        r->f_hat = law_fraction_hat(a, r->s_total);
-        if (!isfinite(r->f_hat))
-            warn(out, "S_total = %.3g <= 1 at %d bits: the closed-form fraction is meaningless there (fewer tokens "
-                      "than weight bytes); give a larger budget",
-                 r->s_total, r->bits);
-        r->loss_fp = has_model ? law_model_loss_fp(&m, r->n_params, r->d_total) : NAN;
-        if (has_model) check_range(out, m.fp, "full-precision", r->n_params, r->d_total, LAW_FP_BITS, NAN);
-        if (laws->has_fraction) check_range(out, &laws->fraction, "fraction", r->n_params, r->d_total, r->bits, r->s_total);
-        r->fraction = r->f_hat;
-        if (out->ranked) {
-            check_range(out, m.penalty, "QAT", r->n_params, r->d_total, r->bits, r->s_total);
-            if ((st = plan_row_law(req, &m, out, r, err))) return st;
-        }
-        row_split(req, r);
+        row_init(r, req->bits[i]);
+        st = plan_row_all(req, laws, &m, has_model, out, r, sample_loss[i], err);
     }
-    recommend(req, out);
-    return QP_OK;
+    if (!st) recommend(out, sample_loss, samples ? ns : 0);
+    free(samples);
+    sort_warnings(out);
+    return st;
 }
 
 qp_status plan_eval(const plan_laws *laws, const law_point *x, plan_eval_result *out, qp_error *err)
@@ -537,7 +423,7 @@ qp_status plan_eval(const plan_laws *laws, const law_point *x, plan_eval_result 
     if (st) return st;
     int quantized = x->bits < LAW_FP_BITS;
     if (quantized && !m.penalty)
-        return qp_fail(err, QP_ERR_USAGE, "no QAT law to evaluate %d bits with: drop --no-qat-law or give --law", x->bits);
+        return qp_fail(err, QP_ERR_USAGE, "no QAT law to evaluate %g bits with: drop --no-qat-law or give --law", x->bits);
     out->units = m.units;
     out->loss_fp = law_model_loss_fp(&m, x->n_params, d);
     out->penalty = law_model_penalty(&m, x);
@@ -549,7 +435,8 @@ qp_status plan_eval(const plan_laws *laws, const law_point *x, plan_eval_result 
     double s = law_tokens_per_param_byte(d, x->n_params, x->bits);
     check_range(tmp, m.fp, "full-precision", x->n_params, d, LAW_FP_BITS, NAN);
     if (quantized) check_range(tmp, m.penalty, "QAT", x->n_params, d, x->bits, s);
-    if (!out->valid) warn(tmp, "physically impossible: %s", out->invalid_reason);
+    if (!out->valid) warn_keyed(tmp, NULL, INFINITY, "physically impossible: %s", out->invalid_reason);
+    sort_warnings(tmp);
     memcpy(out->warnings, tmp->warnings, sizeof out->warnings);
     out->n_warnings = tmp->n_warnings;
     free(tmp);

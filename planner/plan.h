@@ -41,27 +41,58 @@ qp_status plan_laws_add(plan_laws *laws, const char *file_or_name, qp_error *err
 qp_status plan_laws_model(const plan_laws *laws, law_model *m, qp_error *err);
 void plan_laws_free(plan_laws *laws); /* safe on NULL */
 
+/* How a plan chooses N (docs/planner.md, "Modes"). */
+typedef enum {
+    PLAN_MODE_GIVEN_N = 0, /* --params, or N = sqrt(C / (6 * tokens per parameter)) */
+    PLAN_MODE_SEARCH,      /* a FLOP budget without --params: N and bits searched jointly under the law
+                              and the memory limit */
+    PLAN_MODE_FILL_MEMORY, /* N per bit width = the largest model whose weights fit the memory */
+} plan_mode;
+
+const char *plan_mode_name(plan_mode m); /* "given-n", "search", "fill-memory" */
+
+#define PLAN_TERNARY_BITS 1.5849625007211562 /* log2(3) */
+
 typedef struct {
-    double n_params;        /* N, all parameters; NAN when planning from memory alone */
+    double n_params;        /* N, all parameters; NAN: search or fill memory */
     double memory_bytes;    /* weight-memory limit in bytes; NAN for none */
     double flops;           /* training budget in FLOPs; NAN when tokens are given */
+    double gpu_hours, peak_flops, mfu; /* how a GPU-hour budget made `flops` (echoed); NAN otherwise */
     double tokens;          /* training budget in tokens; NAN when FLOPs are given */
+    double tokens_per_param;/* D = this * N; NAN when not given */
     double flops_per_token; /* training FLOPs per token; NAN means 6*N */
     double batch_tokens;    /* tokens per optimizer step; NAN means no step numbers */
     double decay_frac;      /* classic schedule: decay length as a fraction of each phase */
-    int bits[PLAN_MAX_BITS];
+    int fill_memory;        /* without --params: N = what fits the memory (else search) */
+    /* memory model (docs/planner.md, "Memory"): embeddings and head at embed_bits, the
+     * other weights at the row's bits plus a 16-bit scale per group_size weights */
+    double embed_params;    /* embedding + head parameters; NAN = from vocab and d_model, 0 = none */
+    double vocab, d_model;  /* NAN unknown; d_model NAN = 2.1 * N_body^(1/3) where needed */
+    int tied;               /* 1: the head shares the embedding matrix */
+    double embed_bits;      /* default 16 */
+    double group_size;      /* weights per 16-bit scale; 0 = one per row (the default) */
+    double bits[PLAN_MAX_BITS]; /* log2(3) = ternary */
     int n_bits;
 } plan_request;
 
-/* Defaults: bits 1,2,3,4,6,8; decay_frac 0.2; everything else NAN. */
+/* Defaults: bits 1,2,3,4,6,8; decay_frac 0.2; embed_bits 16; group_size 0 (per row);
+ * embed_params 0; everything else NAN. */
 void plan_request_init(plan_request *r);
 
+/* Bytes of the weights of an N-parameter model stored at `bits` under the request's memory
+ * model: (N - E) * bits/8 + the 16-bit scales + E * embed_bits/8. */
+double plan_memory_bytes(const plan_request *req, double n_params, double bits);
+/* Embedding and head parameters of an N-parameter model under the request. */
+double plan_embed_params(const plan_request *req, double n_params);
+
 typedef struct {
-    int bits;
-    double n_params;        /* N for this row (differs per bit width under a memory limit) */
-    double weight_bytes;    /* N*B/8: every parameter stored at B bits */
+    double bits;
+    double n_params;        /* N for this row (searched, or from memory, per bit width) */
+    double weight_bytes;    /* N*B/8: every parameter at B bits, the bytes of S = D / (N*B/8) */
+    double memory_bytes;    /* the memory model's bytes (embeddings, scales) */
     int fits_memory;        /* 1 fits, 0 does not, -1 no limit given */
-    double d_total;         /* tokens */
+    int at_memory_limit;    /* search: the best N is the largest that fits */
+    double d_total;         /* tokens (whole tokens, or whole batches with batch_tokens) */
     double s_total;         /* D_total / (N*B/8) */
     double f_hat;           /* closed-form optimal fraction; NAN when S_total <= 1 */
     double loss_fp;         /* full-precision loss at (N, D_total), the plan's units */
@@ -76,9 +107,9 @@ typedef struct {
     double loss_10pct;      /* ... with the 10% rule */
     double extra_tokens_10pct; /* extra tokens the 10% rule needs to reach loss_opt; INFINITY if never */
     double f_opt_lo, f_opt_hi, loss_opt_lo, loss_opt_hi; /* bootstrap interval; NAN without samples */
-    /* The split the plan uses: f_opt with a qat law, else f_hat. */
-    double fraction;
-    double d_fp, d_qat;     /* tokens */
+    /* The split the plan uses: f_opt with a QAT law, else f_hat. */
+    double fraction;        /* d_qat / d_total after rounding to whole tokens or batches */
+    double d_fp, d_qat;     /* whole tokens */
     data_schedule schedule; /* fused for >= 3 bits, classic for 1 and 2 */
     double qat_start_token, decay_start_token, fp_decay_start_token; /* last: classic only, else NAN */
     double qat_start_step, decay_start_step, fp_decay_start_step;    /* NAN without batch_tokens */
@@ -86,13 +117,19 @@ typedef struct {
 
 typedef struct {
     plan_request req;
+    plan_mode mode;
     plan_row rows[PLAN_MAX_BITS];
     int n_rows;
     int ranked;        /* 1 when a QAT law ranked the bit widths */
     data_loss_units units; /* of every loss in the plan */
     int recommended;   /* row index, or -1 when no recommendation can be made */
+    int tie;           /* another valid row is within the law's uncertainty of the recommended one */
+    double tie_bits;   /* the closest such row's bits */
     char warnings[PLAN_MAX_WARNINGS][384];
+    double severity[PLAN_MAX_WARNINGS]; /* most severe first when printed */
+    char warn_key[PLAN_MAX_WARNINGS][48]; /* one warning per law and quantity */
     int n_warnings;
+    int n_warnings_dropped; /* said, never cut silently */
 } plan_result;
 
 qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *out, qp_error *err);
@@ -113,11 +150,11 @@ qp_status plan_eval(const plan_laws *laws, const law_point *x, plan_eval_result 
 
 /* Law-optimal QAT fraction for one (N, D_total, bits): the best of a 1001-point grid on
  * [0, 1] refined by Brent's method, so never worse than any grid point. */
-qp_status plan_optimal_fraction(const law_model *qat, double n_params, double d_total, int bits,
+qp_status plan_optimal_fraction(const law_model *qat, double n_params, double d_total, double bits,
                                 double *f_opt, double *loss_opt, qp_error *err);
 /* Tokens D' >= d_total at which the 10% rule (f = 0.1) reaches `target` loss; INFINITY
  * when no amount of tokens does (the law's floor at f = 0.1 is above target). */
-qp_status plan_tokens_to_reach(const law_model *qat, double n_params, double d_total, int bits,
+qp_status plan_tokens_to_reach(const law_model *qat, double n_params, double d_total, double bits,
                                double fraction, double target, double *tokens, qp_error *err);
 
 void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws);

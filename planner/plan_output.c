@@ -56,7 +56,7 @@ static const char *sched_label(data_schedule s)
     switch (s) {
     case DATA_SCHED_FUSED: return "fused cooldown-QAT";
     case DATA_SCHED_CLASSIC: return "classic FP-then-QAT";
-    case DATA_SCHED_FP_ONLY: return "FP only (no QAT)";
+    case DATA_SCHED_FP_ONLY: return "no QAT: post-training quantization";
     case DATA_SCHED_QAT_ONLY: return "QAT from scratch";
     default: return "?";
     }
@@ -89,92 +89,163 @@ static void print_laws(FILE *f, const plan_result *res, const plan_laws *laws)
             laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER);
 }
 
-void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
+/* "4", "1.58" (ternary), "2.5": the bit width as a person writes it. */
+static const char *bits_label(double bits, char *buf, size_t n)
+{
+    if (fabs(bits - PLAN_TERNARY_BITS) < 1e-6) snprintf(buf, n, "1.58");
+    else snprintf(buf, n, "%g", bits);
+    return buf;
+}
+
+static void print_request(FILE *f, const plan_result *res)
 {
     const plan_request *q = &res->req;
-    char a[32], b[32], c[32], d[32], e[32];
-    if (isfinite(q->n_params))
-        fprintf(f, "Model: N = %s parameters (all, embeddings included)\n", qp_format_count(q->n_params, a, sizeof a));
+    char a[32], b[32];
+    switch (res->mode) {
+    case PLAN_MODE_SEARCH:
+        fprintf(f, "Mode: model size searched: for each bit width, the N of lowest predicted loss at D = C / (6*N)%s\n",
+                isfinite(q->memory_bytes) ? ", within the memory limit" : "");
+        break;
+    case PLAN_MODE_FILL_MEMORY:
+        fprintf(f, "Mode: memory-bound: for each bit width, the largest N whose weights fit the memory\n");
+        break;
+    default:
+        if (isfinite(q->n_params))
+            fprintf(f, "Model: N = %s parameters (all, embeddings included)\n", qp_format_count(q->n_params, a, sizeof a));
+        else
+            fprintf(f, "Model: N = sqrt(C / (6 * %g tokens per parameter)) = %s parameters (all)\n", q->tokens_per_param,
+                    qp_format_count(sqrt(q->flops / (6 * q->tokens_per_param)), a, sizeof a));
+    }
     if (isfinite(q->memory_bytes))
-        fprintf(f, "Memory limit for weights: %s (%.4g bytes)%s\n", qp_format_bytes(q->memory_bytes, a, sizeof a),
-                q->memory_bytes, isfinite(q->n_params) ? "" : "; N per bit width = memory * 8 / bits");
+        fprintf(f, "Memory limit for weights: %s (%.4g bytes)\n", qp_format_bytes(q->memory_bytes, a, sizeof a), q->memory_bytes);
+    double e = plan_embed_params(q, res->n_rows ? res->rows[0].n_params : 0);
+    fprintf(f, "Memory model: %s embedding/head parameters at %g bits; the rest at the row's bits plus a 16-bit scale %s%s\n",
+            e > 0 || isfinite(q->vocab) ? qp_format_count(e, b, sizeof b) : "no", q->embed_bits,
+            q->group_size > 0 ? "per group of " : "per row", q->group_size > 0 ? qp_format_count(q->group_size, a, sizeof a) : "");
+    if (isfinite(q->gpu_hours))
+        fprintf(f, "Budget: %.6g GPU-hours x 3600 s/h x %.4g FLOP/s peak x MFU %.3g = %.4g FLOPs\n", q->gpu_hours,
+                q->peak_flops, q->mfu, q->flops);
     if (isfinite(q->flops))
         fprintf(f, "Budget: %.4g FLOPs, D = C / (%s per token)\n", q->flops,
                 isfinite(q->flops_per_token) ? "given FLOPs" : "6*N FLOPs");
-    else
+    else if (isfinite(q->tokens))
         fprintf(f, "Budget: %s tokens\n", qp_format_count(q->tokens, a, sizeof a));
-    print_laws(f, res, laws);
-    fprintf(f, "\n");
-    if (res->ranked) {
-        fprintf(f, "%4s %8s %10s %8s %6s %6s %7s %8s %8s %8s %10s %8s %8s  %s\n", "bits", "N", "weights", "S_total",
-                "f_hat", "f_opt", "L_fp", "penalty", "L(f_opt)", "L(10%)", "10%-extra", "D_fp", "D_qat", "schedule");
-        for (int i = 0; i < res->n_rows; i++) {
-            const plan_row *r = &res->rows[i];
-            fprintf(f, "%4d %8s %10s %8.4g %6.3f %6.3f %7.4f %8.4f %8.4f %8.4f %10s %8s %8s  %s%s%s%s\n", r->bits,
-                    qp_format_count(r->n_params, a, sizeof a), qp_format_bytes(r->weight_bytes, b, sizeof b), r->s_total,
-                    r->f_hat, r->f_opt, r->loss_fp, r->penalty, r->loss_opt, r->loss_10pct,
-                    fmt_tok(r->extra_tokens_10pct, c, sizeof c), fmt_tok(r->d_fp, d, sizeof d),
-                    fmt_tok(r->d_qat, e, sizeof e), sched_label(r->schedule),
-                    r->fits_memory == 0 ? " (does not fit memory)" : "", r->valid ? "" : " INVALID",
-                    i == res->recommended ? "  <= best" : "");
-        }
-        fprintf(f, "(f_opt: law-optimal QAT fraction; L_fp: full-precision loss at the same N and D; penalty =\n"
-                   " L(f_opt) - L_fp; losses in %s; 10%%-extra: tokens the 10%% rule would need on top of D to\n"
-                   " reach L(f_opt); D_fp, D_qat in tokens; INVALID: breaks a physical check, see the warnings)\n",
-                law_units_label(res->units));
-    } else {
-        fprintf(f, "%4s %8s %10s %8s %6s %8s %8s %10s  %s\n", "bits", "N", "weights", "S_total", "f_hat", "D_fp",
-                "D_qat", "QAT starts", "schedule");
-        for (int i = 0; i < res->n_rows; i++) {
-            const plan_row *r = &res->rows[i];
-            fprintf(f, "%4d %8s %10s %8.4g %6.3f %8s %8s %10s  %s%s\n", r->bits, qp_format_count(r->n_params, a, sizeof a),
-                    qp_format_bytes(r->weight_bytes, b, sizeof b), r->s_total, r->f_hat, fmt_tok(r->d_fp, c, sizeof c),
-                    fmt_tok(r->d_qat, d, sizeof d), fmt_tok(r->qat_start_token, e, sizeof e), sched_label(r->schedule),
-                    r->fits_memory == 0 ? " (does not fit memory)" : "");
-        }
-        fprintf(f, "(S_total: tokens per parameter byte; f_hat = exp(-a / ln S_total); D_fp, D_qat, QAT start in tokens;\n"
-                   " weights: N*bits/8 bytes)\n");
+    else
+        fprintf(f, "Budget: %g tokens per parameter\n", q->tokens_per_param);
+}
+
+static void print_ranked_rows(FILE *f, const plan_result *res)
+{
+    char a[32], b[32], c[32], d[32], e[32], g[16];
+    fprintf(f, "%4s %8s %10s %8s %6s %6s %7s %8s %8s %8s %10s %8s %8s  %s\n", "bits", "N", "memory", "S_total", "f_hat",
+            "f_opt", "L_fp", "penalty", "L(f_opt)", "L(10%)", "10%-extra", "D_fp", "D_qat", "schedule");
+    for (int i = 0; i < res->n_rows; i++) {
+        const plan_row *r = &res->rows[i];
+        fprintf(f, "%4s %8s %10s %8.4g %6.3f %6.3f %7.4f %8.4f %8.4f %8.4f %10s %8s %8s  %s%s%s%s%s\n",
+                bits_label(r->bits, g, sizeof g), qp_format_count(r->n_params, a, sizeof a),
+                qp_format_bytes(r->memory_bytes, b, sizeof b), r->s_total, r->f_hat, r->f_opt, r->loss_fp, r->penalty,
+                r->loss_opt, r->loss_10pct, fmt_tok(r->extra_tokens_10pct, c, sizeof c), fmt_tok(r->d_fp, d, sizeof d),
+                fmt_tok(r->d_qat, e, sizeof e), sched_label(r->schedule), r->at_memory_limit ? " (N at the memory limit)" : "",
+                r->fits_memory == 0 ? " (does not fit memory)" : "", r->valid ? "" : " INVALID",
+                i == res->recommended ? (res->tie ? "  <= best (tie)" : "  <= best") : "");
     }
-    fprintf(f, "\n");
-    if (res->recommended >= 0) {
-        const plan_row *r = &res->rows[res->recommended];
-        fprintf(f, "Recommendation: %d-bit QAT, QAT fraction %.3f (%s)\n", r->bits, r->fraction,
-                res->ranked ? "law optimum" : "closed form");
-        fprintf(f, "  tokens: D_fp = %s full precision, then D_qat = %s QAT (D_total = %s)\n", fmt_tok(r->d_fp, a, sizeof a),
-                fmt_tok(r->d_qat, b, sizeof b), fmt_tok(r->d_total, c, sizeof c));
-        fprintf(f, "  schedule: %s. ", sched_label(r->schedule));
-        if (r->schedule == DATA_SCHED_FUSED)
-            fprintf(f, "FP warmup and stable phase for %s tokens; QAT starts at token %s at the peak learning rate, and the "
-                       "decay begins there and runs to the end.\n",
-                    fmt_tok(r->d_fp, a, sizeof a), fmt_tok(r->qat_start_token, b, sizeof b));
-        else if (r->schedule == DATA_SCHED_CLASSIC)
-            fprintf(f, "FP with its own decay from token %s; QAT starts at token %s with a short re-warmup, its decay "
-                       "begins at token %s.\n",
-                    fmt_tok(r->fp_decay_start_token, a, sizeof a), fmt_tok(r->qat_start_token, b, sizeof b),
-                    fmt_tok(r->decay_start_token, c, sizeof c));
-        else
-            fprintf(f, "decay begins at token %s.\n", fmt_tok(r->decay_start_token, a, sizeof a));
-        if (isfinite(r->qat_start_step))
-            fprintf(f, "  steps (at %.4g tokens/step): QAT starts at step %.0f, decay at step %.0f%s\n", q->batch_tokens,
-                    r->qat_start_step, r->decay_start_step, r->schedule == DATA_SCHED_CLASSIC ? " (of the QAT phase)" : "");
+    fprintf(f, "(f_opt: law-optimal QAT fraction; L_fp: full-precision loss at the same N and D; penalty =\n"
+               " L(f_opt) - L_fp; losses in %s; 10%%-extra: tokens the 10%% rule would need on top of D to\n"
+               " reach L(f_opt); D_fp, D_qat in tokens; memory: the memory model's bytes; INVALID: breaks a\n"
+               " physical check, see the warnings)\n",
+            law_units_label(res->units));
+}
+
+static void print_closed_form_rows(FILE *f, const plan_result *res)
+{
+    char a[32], b[32], c[32], d[32], e[32], g[16];
+    fprintf(f, "%4s %8s %10s %8s %6s %8s %8s %10s  %s\n", "bits", "N", "memory", "S_total", "f_hat", "D_fp", "D_qat",
+            "QAT starts", "schedule");
+    for (int i = 0; i < res->n_rows; i++) {
+        const plan_row *r = &res->rows[i];
+        fprintf(f, "%4s %8s %10s %8.4g %6.3f %8s %8s %10s  %s%s\n", bits_label(r->bits, g, sizeof g),
+                qp_format_count(r->n_params, a, sizeof a), qp_format_bytes(r->memory_bytes, b, sizeof b), r->s_total,
+                r->f_hat, fmt_tok(r->d_fp, c, sizeof c), fmt_tok(r->d_qat, d, sizeof d),
+                fmt_tok(r->qat_start_token, e, sizeof e), sched_label(r->schedule),
+                r->fits_memory == 0 ? " (does not fit memory)" : "");
+    }
+    fprintf(f, "(S_total: tokens per parameter byte; f_hat = exp(-a / ln S_total); D_fp, D_qat, QAT start in tokens;\n"
+               " memory: the memory model's bytes)\n");
+}
+
+static void print_schedule(FILE *f, const plan_result *res, const plan_row *r)
+{
+    const plan_request *q = &res->req;
+    char a[32], b[32], c[32];
+    fprintf(f, "  schedule: %s. ", sched_label(r->schedule));
+    if (r->schedule == DATA_SCHED_FUSED)
+        fprintf(f, "FP warmup and stable phase for %s tokens; QAT starts at token %s at the peak learning rate, and the "
+                   "decay begins there and runs to the end.\n",
+                fmt_tok(r->d_fp, a, sizeof a), fmt_tok(r->qat_start_token, b, sizeof b));
+    else if (r->schedule == DATA_SCHED_CLASSIC)
+        fprintf(f, "FP with its own decay from token %s; QAT starts at token %s with a short re-warmup, its decay "
+                   "begins at token %s.\n",
+                fmt_tok(r->fp_decay_start_token, a, sizeof a), fmt_tok(r->qat_start_token, b, sizeof b),
+                fmt_tok(r->decay_start_token, c, sizeof c));
+    else if (r->schedule == DATA_SCHED_FP_ONLY)
+        fprintf(f, "train in full precision (decay from token %s), then quantize the weights after training.\n",
+                fmt_tok(r->decay_start_token, a, sizeof a));
+    else
+        fprintf(f, "quantization-aware from the first step; decay begins at token %s.\n",
+                fmt_tok(r->decay_start_token, a, sizeof a));
+    if (isfinite(r->qat_start_step)) {
+        fprintf(f, "  steps (at %.4g tokens/step): QAT starts at step %.0f (torchtune: fake_quant_after_n_steps=%.0f); "
+                   "decay starts at step %.0f\n",
+                q->batch_tokens, r->qat_start_step, r->qat_start_step, r->decay_start_step);
         if (r->schedule == DATA_SCHED_CLASSIC && isfinite(r->fp_decay_start_step))
             fprintf(f, "         FP decay starts at step %.0f\n", r->fp_decay_start_step);
-        if (res->ranked) {
-            const char *u = law_units_label(res->units);
-            fprintf(f, "  predicted loss: %.4f %s = %.4f full precision + %.4f QAT penalty", r->loss_opt, u, r->loss_fp,
-                    r->penalty);
-            if (isfinite(r->loss_opt_lo))
-                fprintf(f, "\n  %.0f%% intervals over the QAT law's bootstrap: loss [%.4f, %.4f], penalty [%.4f, %.4f], "
-                           "fraction [%.3f, %.3f]",
-                        100 * (laws->has_qat ? laws->qat.ci_level : laws->penalty.ci_level), r->loss_opt_lo,
-                        r->loss_opt_hi, r->penalty_lo, r->penalty_hi, r->f_opt_lo, r->f_opt_hi);
-            if (isinf(r->extra_tokens_10pct))
-                fprintf(f, "\n  the 10%% rule would predict %.4f; under this law no number of extra tokens brings it to %.4f\n",
-                        r->loss_10pct, r->loss_opt);
-            else
-                fprintf(f, "\n  the 10%% rule would predict %.4f; it needs %s more tokens to match\n", r->loss_10pct,
-                        fmt_tok(r->extra_tokens_10pct, a, sizeof a));
-        }
+    }
+}
+
+static void print_recommendation(FILE *f, const plan_result *res, const plan_laws *laws)
+{
+    const plan_row *r = &res->rows[res->recommended];
+    char a[32], b[32], c[32], g[16];
+    fprintf(f, "Recommendation: ");
+    if (res->mode != PLAN_MODE_GIVEN_N) fprintf(f, "N = %s parameters, ", qp_format_count(r->n_params, a, sizeof a));
+    fprintf(f, "%s-bit%s QAT, QAT fraction %.3f (%s)\n", bits_label(r->bits, g, sizeof g),
+            fabs(r->bits - PLAN_TERNARY_BITS) < 1e-6 ? " (ternary)" : "", r->fraction,
+            res->ranked ? "law optimum" : "closed form");
+    if (res->tie)
+        fprintf(f, "  a tie: %s bits is within the QAT law's uncertainty (it beats this row in at least 2.5%% of the "
+                   "bootstrap samples); choose on other grounds\n", bits_label(res->tie_bits, g, sizeof g));
+    fprintf(f, "  tokens: D_fp = %s full precision, then D_qat = %s QAT (D_total = %s)\n", fmt_tok(r->d_fp, a, sizeof a),
+            fmt_tok(r->d_qat, b, sizeof b), fmt_tok(r->d_total, c, sizeof c));
+    print_schedule(f, res, r);
+    if (fabs(r->bits - PLAN_TERNARY_BITS) < 1e-6)
+        fprintf(f, "  ternary in qatplan's trainer: --bits 2 --quantizer ternary (ParetoQ's {-2/3, 0, 2/3} grid); the "
+                   "law counts log2(3) = 1.585 bits per weight\n");
+    if (!res->ranked) return;
+    const char *u = law_units_label(res->units);
+    fprintf(f, "  predicted loss: %.4f %s = %.4f full precision + %.4f QAT penalty\n", r->loss_opt, u, r->loss_fp, r->penalty);
+    if (isfinite(r->loss_opt_lo))
+        fprintf(f, "  %.0f%% intervals over the QAT law's bootstrap: loss [%.4f, %.4f], penalty [%.4f, %.4f], "
+                   "fraction [%.3f, %.3f]\n",
+                100 * (laws->has_qat ? laws->qat.ci_level : laws->penalty.ci_level), r->loss_opt_lo, r->loss_opt_hi,
+                r->penalty_lo, r->penalty_hi, r->f_opt_lo, r->f_opt_hi);
+    if (isinf(r->extra_tokens_10pct))
+        fprintf(f, "  the 10%% rule would predict %.4f; under this law no number of extra tokens brings it to %.4f\n",
+                r->loss_10pct, r->loss_opt);
+    else
+        fprintf(f, "  the 10%% rule would predict %.4f; it needs %s more tokens (%.2g%% of the budget) to match\n",
+                r->loss_10pct, fmt_tok(r->extra_tokens_10pct, a, sizeof a), 100 * r->extra_tokens_10pct / r->d_total);
+}
+
+void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
+{
+    print_request(f, res);
+    print_laws(f, res, laws);
+    fprintf(f, "\n");
+    if (res->ranked) print_ranked_rows(f, res);
+    else print_closed_form_rows(f, res);
+    fprintf(f, "\n");
+    if (res->recommended >= 0) {
+        print_recommendation(f, res, laws);
     } else if (!res->ranked) {
         fprintf(f, "No bit-width recommendation: ranking bit widths needs a QAT law: the built-in reference\n"
                    "penalty (drop --no-qat-law), or one fitted to your runs ('qatplan fit RUNS -o law.json', then\n"
@@ -182,10 +253,13 @@ void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
     } else {
         fprintf(f, "No recommendation: no bit width satisfies the constraints (memory, physical checks).\n");
     }
-    if (res->ranked && !isfinite(q->memory_bytes) && res->n_rows > 1)
+    if (res->ranked && res->mode == PLAN_MODE_GIVEN_N && !isfinite(res->req.memory_bytes) && res->n_rows > 1)
         fprintf(f, "note: at a fixed N without a memory limit, more bits always predict a lower loss; give --memory "
-                   "to weigh model size against bit width\n");
+                   "to weigh model size against bit width, or drop --params to search N\n");
     for (int i = 0; i < res->n_warnings; i++) fprintf(f, "warning: %s\n", res->warnings[i]);
+    if (res->n_warnings_dropped)
+        fprintf(f, "warning: %d more warnings not shown (the %d above are the most severe)\n", res->n_warnings_dropped,
+                res->n_warnings);
 }
 
 /* ---- JSON ------------------------------------------------------------------ */
@@ -228,12 +302,17 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
     add_opt(in, "flops_per_token", q->flops_per_token);
     add_opt(in, "batch_tokens", q->batch_tokens);
     add_num(in, "decay_frac", q->decay_frac);
-    cJSON_AddItemToObject(in, "bits", cJSON_CreateIntArray(q->bits, q->n_bits));
+    cJSON_AddItemToObject(in, "bits", cJSON_CreateDoubleArray(q->bits, q->n_bits));
+    add_opt(in, "tokens_per_param", q->tokens_per_param);
+    add_num(in, "embed_params", plan_embed_params(q, res->n_rows ? res->rows[0].n_params : 0));
+    add_num(in, "embed_bits", q->embed_bits);
+    add_num(in, "group_size", q->group_size);
     cJSON *l = cJSON_AddObjectToObject(o, "laws");
     if (laws->has_fp) cJSON_AddItemToObject(l, "fp", law_ref(&laws->fp, laws->fp_name));
     if (laws->has_fraction) cJSON_AddItemToObject(l, "fraction", law_ref(&laws->fraction, laws->fraction_name));
     if (laws->has_qat) cJSON_AddItemToObject(l, "qat", law_ref(&laws->qat, laws->qat_name));
     if (laws->has_penalty) cJSON_AddItemToObject(l, "penalty", law_ref(&laws->penalty, laws->penalty_name));
+    cJSON_AddStringToObject(o, "mode", plan_mode_name(res->mode));
     cJSON_AddBoolToObject(o, "ranked", res->ranked);
     cJSON_AddStringToObject(o, "loss_units", data_loss_units_name(res->units));
     cJSON *rows = cJSON_AddArrayToObject(o, "rows");
@@ -241,8 +320,11 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
         const plan_row *r = &res->rows[i];
         cJSON *x = cJSON_CreateObject();
         cJSON_AddNumberToObject(x, "bits", r->bits);
+        if (fabs(r->bits - PLAN_TERNARY_BITS) < 1e-6) cJSON_AddBoolToObject(x, "ternary", 1);
         add_num(x, "n_params", r->n_params);
         add_num(x, "weight_bytes", r->weight_bytes);
+        add_num(x, "memory_bytes", r->memory_bytes);
+        if (res->mode == PLAN_MODE_SEARCH) cJSON_AddBoolToObject(x, "at_memory_limit", r->at_memory_limit);
         if (r->fits_memory >= 0) cJSON_AddBoolToObject(x, "fits_memory", r->fits_memory);
         add_num(x, "d_total_tokens", r->d_total);
         add_num(x, "s_total", r->s_total);
@@ -275,10 +357,18 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
         add_opt(x, "fp_decay_start_step", r->fp_decay_start_step);
         cJSON_AddItemToArray(rows, x);
     }
-    if (res->recommended >= 0) cJSON_AddNumberToObject(o, "recommended_bits", res->rows[res->recommended].bits);
-    else cJSON_AddStringToObject(o, "recommended_bits", "none");
+    if (res->recommended >= 0) {
+        cJSON_AddNumberToObject(o, "recommended_bits", res->rows[res->recommended].bits);
+        cJSON_AddNumberToObject(o, "recommended_params", res->rows[res->recommended].n_params);
+        cJSON_AddBoolToObject(o, "tie", res->tie);
+        if (res->tie) cJSON_AddNumberToObject(o, "tie_bits", res->tie_bits);
+    } else {
+        cJSON_AddStringToObject(o, "recommended_bits", "none");
+        cJSON_AddStringToObject(o, "recommended_params", "none");
+    }
     cJSON *w = cJSON_AddArrayToObject(o, "warnings");
     for (int i = 0; i < res->n_warnings; i++) cJSON_AddItemToArray(w, cJSON_CreateString(res->warnings[i]));
+    cJSON_AddNumberToObject(o, "warnings_not_shown", res->n_warnings_dropped);
     char *text = cJSON_Print(o);
     cJSON_Delete(o);
     if (!text) qp_fail(err, QP_ERR_NOMEM, "out of memory formatting the plan");

@@ -115,7 +115,7 @@ static void test_calibration_points_reproduced(void)
         int is_quest = !strncmp(pts[i].source, "QuEST", 5);
         quest += is_quest;
         CU_ASSERT_TRUE(fabs(rel) <= (is_quest ? 0.15 : 0.10));
-        if (fabs(rel) > (is_quest ? 0.15 : 0.10)) printf("  %s N %.3g bits %d: %+.1f%%\n", pts[i].source, pts[i].x.n_params, pts[i].x.bits, 100 * rel);
+        if (fabs(rel) > (is_quest ? 0.15 : 0.10)) printf("  %s N %.3g bits %g: %+.1f%%\n", pts[i].source, pts[i].x.n_params, pts[i].x.bits, 100 * rel);
     }
     CU_ASSERT_EQUAL(quest, 12);
     free(pts);
