@@ -370,6 +370,14 @@ static void test_law_refusals(void)
                      "\"provenance\":{\"source\":\"x\"}}",
                      "null");
     expect_law_error("{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7}}", "provenance");
+    /* a confidence level "NaN" was accepted and written back as null, which no reader takes
+     * (found by fuzz/fuzz_law.c); 95 (a percentage) means nothing either */
+    expect_law_error("{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7},"
+                     "\"intervals\":{\"level\":\"NaN\",\"a\":[6,7]},\"provenance\":{\"source\":\"x\"}}",
+                     "confidence level nan is not in (0, 1)");
+    expect_law_error("{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7},"
+                     "\"intervals\":{\"level\":95,\"a\":[6,7]},\"provenance\":{\"source\":\"x\"}}",
+                     "confidence level 95 is not in (0, 1)");
     expect_law_error("{\"form\":\"fraction\"", "not valid JSON");
     expect_law_error("{\"schema\":\"qatplan-law-v2\",\"form\":\"fraction\"}", "qatplan-law-v2");
 #define FRAC_LAW(prov) "{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7}," \
