@@ -51,10 +51,12 @@ for t in $targets; do
   seeds=()
   [ -d "fuzz/corpus/$t" ] && seeds+=("fuzz/corpus/$t")
   [ -d "$S/$t" ] && seeds+=("$S/$t")
+  dict=()
+  case $t in law|runs_jsonl|grid|results) dict=(-dict=fuzz/json.dict);; esac
   echo "== fuzz_$t: ${secs}s =="
   # -timeout: an input that takes this long is a finding (a hang); -rss_limit_mb: so is this much memory
   if "$exe" -max_total_time="$secs" -timeout=25 -rss_limit_mb=2048 -print_final_stats=1 \
-      -artifact_prefix="$art/" "$@" "$corpus" "${seeds[@]}" >"$B/fuzz-$t.log" 2>&1; then
+      -artifact_prefix="$art/" "${dict[@]}" "$@" "$corpus" "${seeds[@]}" >"$B/fuzz-$t.log" 2>&1; then
     grep -E "^(stat::number_of_executed_units|Done)" "$B/fuzz-$t.log" | tr '\n' ' '; echo
   else
     echo "fuzz_$t: FINDING (log $B/fuzz-$t.log; input in $art/):"
