@@ -45,9 +45,10 @@ fail:
 static int states(const char *dir)
 {
     static const long stops[] = {1, FZ_STATE_STEPS / 2, FZ_STATE_STEPS + 1};
+    static const char *names[] = {"step1", "switch", "end"};
     for (size_t i = 0; i < sizeof stops / sizeof stops[0]; i++) {
         char p[4200];
-        snprintf(p, sizeof p, "%s/step%ld.state", dir, stops[i]);
+        snprintf(p, sizeof p, "%s/%s.state", dir, names[i]);
         train_config c;
         train_data d;
         fz_state_setup(&c, &d);
