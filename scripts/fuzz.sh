@@ -65,7 +65,7 @@ for t in $targets; do
   fi
 done
 if [ -n "$failed" ]; then
-  echo "fuzz.sh: findings in:$failed (reproduce: $B/fuzz/fuzz_TARGET $B/fuzz-artifacts/TARGET/crash-...)" >&2
+  echo "fuzz.sh: findings in:$failed (reproduce: $B/fuzz/fuzz_TARGET $B/fuzz-artifacts/TARGET/FILE; docs/fuzzing.md)" >&2
   exit 1
 fi
 echo "fuzz.sh: no findings in: $targets"
