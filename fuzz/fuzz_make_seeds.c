@@ -55,8 +55,9 @@ static int states(const char *dir)
         c.state_path = p;
         c.max_steps = stops[i];
         data_run rec;
+        int finished_before = 0;
         qp_error e = {0};
-        qp_status st = train_run_job(&c, &d, NULL, NULL, &rec, &e);
+        qp_status st = train_run_job(&c, &d, NULL, NULL, &rec, &finished_before, &e);
         if (st != QP_OK && st != QP_ERR_INTERRUPTED) {
             fprintf(stderr, "fuzz_make_seeds: tiny training run: %s\n", e.msg);
             return 1;
