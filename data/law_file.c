@@ -115,6 +115,10 @@ qp_status data_law_validate(const data_law *law, qp_error *err)
     if ((unsigned)law->form >= DATA_LAW_FORM_COUNT_)
         return qp_fail(err, QP_ERR_INPUT, "law has an unknown form");
     int n = data_law_ncoef(law->form);
+    /* a level outside (0, 1) means nothing, and a non-finite one would be written as null */
+    if (law->has_interval && !(law->ci_level > 0 && law->ci_level < 1))
+        return qp_fail(err, QP_ERR_NUMERIC, "the law's confidence level %g is not in (0, 1): write it as a "
+                                            "fraction, e.g. 0.95", law->ci_level);
     for (int i = 0; i < n; i++) {
         if (!isfinite(law->coef[i]))
             return qp_fail(err, QP_ERR_NUMERIC, "law coefficient %s is not finite (%g): refusing to use or write it",

@@ -120,7 +120,8 @@ char *data_run_to_json(const data_run *r)
     cJSON_AddStringToObject(o, "schema", DATA_RUN_SCHEMA);
     cJSON_AddStringToObject(o, "run_id", r->run_id);
     const data_model_shape *s = &r->shape;
-    if (s->n_layer || s->d_model) {
+    /* any known field: a record that gives only some of them keeps them when written back */
+    if (s->n_layer || s->d_model || s->n_head || s->n_kv_head || s->d_ff || s->context || s->vocab) {
         cJSON *m = cJSON_AddObjectToObject(o, "model");
         cJSON_AddNumberToObject(m, "n_layer", s->n_layer);
         cJSON_AddNumberToObject(m, "d_model", s->d_model);

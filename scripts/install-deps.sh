@@ -9,10 +9,13 @@ BUILD_PKGS="build-essential cmake pkg-config libgsl-dev libcjson-dev libcurl4-op
 TEST_PKGS="python3 bible-kjv-text bible-kjv"
 # plots, and the references the benchmarks and parity scripts measure against
 EXTRA_PKGS="gnuplot-nox python3-numpy python3-scipy python3-torch"
+# the fuzz targets (scripts/fuzz.sh): clang with libFuzzer and the sanitizer runtimes, and
+# clang's OpenMP runtime for the trainer
+FUZZ_PKGS="clang libclang-rt-dev libomp-dev"
 
 want="$BUILD_PKGS $TEST_PKGS"
 if [ "${1:-}" = "--all" ] || [ "${QATPLAN_DEPS_ALL:-0}" = 1 ]; then
-  want="$want $EXTRA_PKGS"
+  want="$want $EXTRA_PKGS $FUZZ_PKGS"
   # scripts/prepare-corpus.sh fetches two text packages from the npm registry
   command -v npm >/dev/null 2>&1 || want="$want npm"
 fi

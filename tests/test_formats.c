@@ -74,6 +74,32 @@ static void test_run_round_trip(void)
     data_run_list_free(NULL);
 }
 
+/* A record that gives only part of the model (here the vocabulary and context) keeps that part
+ * when written back: the writer once dropped "model" unless n_layer or d_model was set (found
+ * by fuzz/fuzz_runs_jsonl.c). */
+static void test_run_partial_model_round_trip(void)
+{
+    const char *in = "{\"schema\":\"qatplan-run-v1\",\"run_id\":\"p\",\"model\":{\"context\":64,\"vocab\":256},"
+                     "\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":0,\"bits\":16,\"schedule\":\"fp-only\",\"loss\":3,"
+                     "\"status\":\"ok\"}";
+    data_run_list l, back;
+    data_run_list_init(&l);
+    data_run_list_init(&back);
+    qp_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(data_runs_parse_jsonl(in, "mem", &l, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 1);
+    char *line = data_run_to_json(&l.runs[0]);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+    CU_ASSERT_EQUAL_FATAL(data_runs_parse_jsonl(line, "written", &back, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(back.n, 1);
+    CU_ASSERT_EQUAL(back.runs[0].shape.context, 64);
+    CU_ASSERT_EQUAL(back.runs[0].shape.vocab, 256);
+    CU_ASSERT_EQUAL(back.runs[0].shape.n_layer, 0);
+    free(line);
+    data_run_list_free(&l);
+    data_run_list_free(&back);
+}
+
 static void test_run_nonfinite_is_explicit(void)
 {
     data_run r = sample_run();
@@ -344,6 +370,14 @@ static void test_law_refusals(void)
                      "\"provenance\":{\"source\":\"x\"}}",
                      "null");
     expect_law_error("{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7}}", "provenance");
+    /* a confidence level "NaN" was accepted and written back as null, which no reader takes
+     * (found by fuzz/fuzz_law.c); 95 (a percentage) means nothing either */
+    expect_law_error("{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7},"
+                     "\"intervals\":{\"level\":\"NaN\",\"a\":[6,7]},\"provenance\":{\"source\":\"x\"}}",
+                     "confidence level nan is not in (0, 1)");
+    expect_law_error("{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7},"
+                     "\"intervals\":{\"level\":95,\"a\":[6,7]},\"provenance\":{\"source\":\"x\"}}",
+                     "confidence level 95 is not in (0, 1)");
     expect_law_error("{\"form\":\"fraction\"", "not valid JSON");
     expect_law_error("{\"schema\":\"qatplan-law-v2\",\"form\":\"fraction\"}", "qatplan-law-v2");
 #define FRAC_LAW(prov) "{\"schema\":\"qatplan-law-v1\",\"form\":\"fraction\",\"coefficients\":{\"a\":6.7}," \
@@ -395,6 +429,7 @@ static void test_law_nonfinite_never_written(void)
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_run_round_trip);
+    TU_ADD(s, test_run_partial_model_round_trip);
     TU_ADD(s, test_run_nonfinite_is_explicit);
     TU_ADD(s, test_run_malformed);
     TU_ADD(s, test_csv_import);

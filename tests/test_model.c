@@ -237,6 +237,21 @@ static void test_xent_grad(void)
     CU_ASSERT_DOUBLE_EQUAL(l, 200.0, 1e-3);
 }
 
+/* NaN weights (a diverging run, found by fuzz/fuzz_state.c) give NaN, which the trainer reports
+ * as divergence; exp(NaN) once converted NaN to an integer, undefined behaviour that UBSan
+ * (the build-asan tests) stops at. */
+static void test_nan_propagates(void)
+{
+    float x[XV] = {0}, l;
+    uint16_t t = 2;
+    x[3] = NAN;
+    CU_ASSERT(isnan(layer_softmax_xent_forward(x, &l, &t, 1, XV)));
+    CU_ASSERT(isnan(l));
+    float h[2] = {NAN, 1.0f}, o;
+    layer_swiglu_forward(&o, h, 1, 1);
+    CU_ASSERT(isnan(o));
+}
+
 /* ---- whole model ----------------------------------------------------------- */
 static model M;
 static uint16_t w_inp[2 * 8], w_tgt[2 * 8];
@@ -341,6 +356,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_attention_long_grad);
     TU_ADD(s, test_swiglu_grad);
     TU_ADD(s, test_xent_grad);
+    TU_ADD(s, test_nan_propagates);
     TU_ADD(s, test_model_grad);
     TU_ADD(s, test_model_qat_uses_quantized_weights);
     TU_ADD(s, test_param_counts);

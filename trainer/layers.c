@@ -16,6 +16,10 @@ extern void openblas_set_num_threads(int n);
  * [-87.3, 88.7], so exp(-inf) gives 1e-38 rather than 0. */
 static inline float qp_expf(float x)
 {
+    /* NaN (weights of a diverging run) passes both clamps, and converting it to an integer
+     * below is undefined: compute with 0 and return the NaN. */
+    float in = x;
+    x = x != x ? 0.0f : x;
     x = x < -87.3f ? -87.3f : x;
     x = x > 88.7f ? 88.7f : x;
     float n = x * 1.44269504088896341f;
@@ -36,7 +40,7 @@ static inline float qp_expf(float x)
     u.i = (e1 + 127) << 23;
     p *= u.f;
     u.i = (e2 + 127) << 23;
-    return p * u.f;
+    return in != in ? in : p * u.f;
 }
 
 /* out[N, R] = inp[N, C] @ w[R, C]^T */
