@@ -40,8 +40,8 @@ static void fit_help(FILE *f)
             "  --fraction-anchor A   make f_hat = exp(-A/ln S_total) the law's optimal fraction (6.7297 is\n"
             "                        the paper's constant)\n"
             "  --anchor-weight W     weight of the fraction anchors (default 1)\n"
-            "  --units U             nats_per_token or nats_per_byte: the loss unit (default: from the\n"
-            "                        runs' vocabulary, or the --fp-law's)\n"
+            "  --units U             nats_per_token or nats_per_byte: the loss unit, for any form (default:\n"
+            "                        from the runs' vocabulary (256 = bytes); for a penalty, the --fp-law's)\n"
             "  --source TEXT         provenance source written into the law (default: the input files)\n"
             "  --reproducible        no creation time or code version in the law file, so the same\n"
             "                        inputs give the same bytes (scripts/build-reference-law.sh)\n\n"
@@ -226,7 +226,10 @@ static int cmd_fit_penalty(char **files, int n, const char *out_path, const char
     if (!st) st = fit_penalty(pts, np, &po, &law, &rep, &err);
     if (!st) {
         law.units = pa->units ? pa->units : has_fp ? fp.units : DATA_UNITS_UNKNOWN;
-        if (has_fp && law.units == fp.units) law.vocab = fp.vocab;
+        if (has_fp && law.units == fp.units) { /* the penalty adds to this law's losses */
+            law.vocab = fp.vocab;
+            snprintf(law.tokenizer, sizeof law.tokenizer, "%s", fp.tokenizer);
+        }
         st = data_law_write(out_path, &law, &err);
     }
     if (!st) {
@@ -361,12 +364,12 @@ int cmd_fit(int argc, char **argv)
     if (!out_path)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "no output: add -o LAW.json (the law file to "
                                   "write)"), &err);
-    int penalty_opts = pa.fp_law || pa.points || isfinite(pa.anchor_a) || pa.source || pa.reproducible;
+    int penalty_opts = pa.fp_law || pa.points || isfinite(pa.anchor_a) || pa.anchor_w != 1.0 || pa.source || pa.reproducible;
     if (fo.form == DATA_LAW_PENALTY)
         return cmd_fit_penalty(argv + optind, argc - optind, out_path, report_path, quiet, &fo, &pa);
     if (penalty_opts)
-        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--fp-law, --points, --fraction-anchor, --source and "
-                                  "--reproducible go with --form penalty"), &err);
+        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--fp-law, --points, --fraction-anchor, --anchor-weight, "
+                                  "--source and --reproducible go with --form penalty"), &err);
 
     if ((st = check_paths(argv + optind, argc - optind, out_path, report_path, &err))) return cli_report(st, &err);
     data_run_list runs;

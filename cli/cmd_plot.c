@@ -130,7 +130,10 @@ int cmd_plot(int argc, char **argv)
             continue;
         }
         data_law l;
-        if ((st = data_law_read(in[i].path, &l, &err))) break;
+        const char *name = in[i].path; /* a built-in law by name, or a law file */
+        int builtin = !strcmp(name, "reference") || !strcmp(name, "own") || !strcmp(name, "chinchilla") ||
+                      !strcmp(name, "fraction");
+        if ((st = builtin ? law_builtin_by_name(name, &l, &err) : data_law_read(name, &l, &err))) break;
         if (have[l.form]) data_law_free(&laws[l.form]);
         laws[l.form] = l;
         have[l.form] = 1;
@@ -143,22 +146,25 @@ int cmd_plot(int argc, char **argv)
     if (!st) kind = argv[optind];
     if (!st && !po.output) st = qp_fail(&err, QP_ERR_USAGE, "no output: give -o PLOT.png or PLOT.svg");
     const data_run_list *rl = nruns_files ? &runs : NULL;
+    /* the QAT law: a qat law, or a penalty law (drawn over Epoch's Chinchilla law) */
+    const data_law *qat_law = have[DATA_LAW_QAT] ? &laws[DATA_LAW_QAT] : have[DATA_LAW_PENALTY] ? &laws[DATA_LAW_PENALTY] : NULL;
     if (!st) {
         /* a law the plot cannot use is a mistake worth saying, not ignoring */
         int uses[DATA_LAW_FORM_COUNT_] = {0};
         uses[DATA_LAW_QAT] = 1;
+        uses[DATA_LAW_PENALTY] = strcmp(kind, "residuals") != 0; /* drawn over Epoch's Chinchilla law */
         if (!strcmp(kind, "optimal-fraction")) uses[DATA_LAW_FRACTION] = 1;
         if (!strcmp(kind, "residuals")) uses[DATA_LAW_CHINCHILLA] = 1;
         for (int i = 0; i < DATA_LAW_FORM_COUNT_ && !st; i++)
             if (have[i] && !uses[i])
-                st = qp_fail(&err, QP_ERR_USAGE, "the %s plot does not use a %s law: give a qat law (qatplan fit --form qat)",
+                st = qp_fail(&err, QP_ERR_USAGE, "the %s plot does not use a %s law: give a qat or penalty law (qatplan fit)",
                              kind, data_law_form_name((data_law_form)i));
     }
     if (!st) {
         if (!strcmp(kind, "loss-fraction"))
-            st = plan_plot_loss_fraction(have[DATA_LAW_QAT] ? &laws[DATA_LAW_QAT] : NULL, rl, n_params, tokens, bits, nb, &po, &err);
+            st = plan_plot_loss_fraction(qat_law, rl, n_params, tokens, bits, nb, &po, &err);
         else if (!strcmp(kind, "optimal-fraction"))
-            st = plan_plot_optimal_fraction(have[DATA_LAW_QAT] ? &laws[DATA_LAW_QAT] : NULL,
+            st = plan_plot_optimal_fraction(qat_law,
                                             have[DATA_LAW_FRACTION] ? &laws[DATA_LAW_FRACTION] : NULL, rl, n_params, bits,
                                             nb, &po, &err);
         else if (!strcmp(kind, "residuals"))

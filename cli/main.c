@@ -12,7 +12,7 @@ typedef struct {
 
 static const command commands[] = {
     {"plan", cmd_plan, "recommend the QAT fraction, bit width, token split and schedule"},
-    {"law", cmd_law, "show the built-in law or a law file (qatplan law show [FILE])"},
+    {"law", cmd_law, "show laws (law show [FILE|NAME]) or evaluate one configuration (law eval)"},
     {"data", cmd_data, "make token files from text (data prepare), show one (data info)"},
     {"fetch", cmd_fetch, "download a URL with resume, retries and a checksum check"},
     {"sweep", cmd_sweep, "run a grid of trainings and refit the law (or emit a Slurm job array)"},

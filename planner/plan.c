@@ -423,7 +423,7 @@ qp_status plan_eval(const plan_laws *laws, const law_point *x, plan_eval_result 
     if (st) return st;
     int quantized = x->bits < LAW_FP_BITS;
     if (quantized && !m.penalty)
-        return qp_fail(err, QP_ERR_USAGE, "no QAT law to evaluate %g bits with: drop --no-qat-law or give --law", x->bits);
+        return qp_fail(err, QP_ERR_USAGE, "no QAT law to evaluate %g bits with: give a qat or penalty law with --law", x->bits);
     out->units = m.units;
     out->loss_fp = law_model_loss_fp(&m, x->n_params, d);
     out->penalty = law_model_penalty(&m, x);

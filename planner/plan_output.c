@@ -29,8 +29,9 @@ void plan_print_law(FILE *f, const data_law *law, const char *title)
     if (p->created[0]) fprintf(f, "  created: %s (qatplan %s)\n", p->created, p->code_version);
     if (p->n_runs > 0) fprintf(f, "  runs: %d used, %d excluded\n", p->n_runs, p->n_excluded);
     if (isfinite(p->n_min))
-        fprintf(f, "  N range: %s-%s parameters (all, embeddings included)\n", qp_format_count(p->n_min, a, sizeof a),
-                qp_format_count(p->n_max, b, sizeof b));
+        fprintf(f, "  N range: %s-%s parameters (%s)\n", qp_format_count(p->n_min, a, sizeof a),
+                qp_format_count(p->n_max, b, sizeof b),
+                law->form == DATA_LAW_PENALTY ? "as the observations count them" : "all, embeddings included");
     if (isfinite(p->d_min))
         fprintf(f, "  D range: %s-%s tokens\n", qp_format_count(p->d_min, a, sizeof a), qp_format_count(p->d_max, b, sizeof b));
     if (isfinite(p->s_min)) fprintf(f, "  S_total range: %.3g-%.3g tokens per parameter byte\n", p->s_min, p->s_max);
@@ -41,7 +42,8 @@ void plan_print_law(FILE *f, const data_law *law, const char *title)
     }
     if (isfinite(p->rmse_log) || isfinite(p->r2)) {
         fprintf(f, "  fit quality:");
-        if (isfinite(p->rmse_log)) fprintf(f, " RMSE(log L) %.4f", p->rmse_log);
+        if (isfinite(p->rmse_log))
+            fprintf(f, " RMSE(log %s) %.4f", law->form == DATA_LAW_PENALTY ? "penalty" : "L", p->rmse_log);
         if (isfinite(p->mae_log)) fprintf(f, ", MAE(log L) %.4f", p->mae_log);
         if (isfinite(p->r2)) fprintf(f, ", R^2 %.4f", p->r2);
         if (isfinite(p->loo_rmse_log)) fprintf(f, ", leave-one-size-out RMSE %.4f", p->loo_rmse_log);
