@@ -9,6 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *plan_bits_label(double bits, char *buf, size_t n)
+{
+    if (fabs(bits - PLAN_TERNARY_BITS) < 1e-6) snprintf(buf, n, "1.58");
+    else snprintf(buf, n, "%g", bits);
+    return buf;
+}
+
 const char *plan_mode_name(plan_mode m)
 {
     switch (m) {
@@ -98,15 +105,17 @@ static void check_bits(plan_result *res, const data_law *law, const char *what, 
         if (p->bits[i] < bits && p->bits[i] > lo) lo = p->bits[i];
         if (p->bits[i] > bits && p->bits[i] < LAW_FP_BITS && (!hi || p->bits[i] < hi)) hi = p->bits[i];
     }
-    char key[48];
+    char key[48], lbl[16];
     snprintf(key, sizeof key, "%s:bits:%g", what, bits);
     if (lo && hi)
-        warn_keyed(res, key, 1.0, "%g bits lies between the widths %d and %d the %s law was fitted on: interpolating",
-                   bits, lo, hi, what);
-    else /* severity: how many bits beyond the fitted ones, as a factor */
-        warn_keyed(res, key, 1.5 + fabs(bits - (bits < lo ? lo : p->n_bits ? p->bits[p->n_bits - 1] : bits)),
-                   "%g bits is outside the bit widths the %s law was fitted on (%d-%d): extrapolating", bits, what,
-                   p->n_bits ? p->bits[0] : 0, p->n_bits ? p->bits[p->n_bits - 1] : 0);
+        warn_keyed(res, key, 1.0, "%s bits lies between the widths %d and %d the %s law was fitted on: interpolating",
+                   plan_bits_label(bits, lbl, sizeof lbl), lo, hi, what);
+    else if (p->n_bits) { /* severity: how many bits beyond the nearest fitted width */
+        double nearest = bits < p->bits[0] ? p->bits[0] : p->bits[p->n_bits - 1];
+        warn_keyed(res, key, 1.5 + fabs(bits - nearest),
+                   "%s bits is outside the bit widths the %s law was fitted on (%d-%d): extrapolating",
+                   plan_bits_label(bits, lbl, sizeof lbl), what, p->bits[0], p->bits[p->n_bits - 1]);
+    }
 }
 
 static void check_range(plan_result *res, const data_law *law, const char *what, double n, double d, double bits,
@@ -202,12 +211,14 @@ static qp_status plan_row_law(const law_model *m, plan_result *out, plan_row *r,
     }
     /* any physically impossible number at the optimum, at f_hat or at 10% disqualifies the row */
     const double fs[3] = {r->f_opt, r->f_hat, 0.1};
+    char lbl[16];
     for (int k = 0; k < 3 && r->valid; k++) {
         if (!isfinite(fs[k])) continue;
         law_point x = {r->n_params, (1 - fs[k]) * r->d_total, fs[k] * r->d_total, r->bits};
         if (law_check_point(m, &x, r->invalid_reason, sizeof r->invalid_reason) != LAW_CHECK_OK) {
             r->valid = 0;
-            warn_keyed(out, NULL, INFINITY, "%g bits is not recommended: %s", r->bits, r->invalid_reason);
+            warn_keyed(out, NULL, INFINITY, "%s bits is not recommended: %s", plan_bits_label(r->bits, lbl, sizeof lbl),
+                       r->invalid_reason);
         }
     }
     return QP_OK;
@@ -246,6 +257,8 @@ static qp_status row_size(const plan_request *req, plan_mode mode, const law_mod
             r->at_memory_limit = isfinite(n_max) && r->n_params >= 0.98 * n_max;
         }
     }
+    if (mode != PLAN_MODE_GIVEN_N || !isfinite(req->n_params)) r->n_params = floor(r->n_params); /* whole parameters */
+    r->embed_params = plan_embed_params(req, r->n_params);
     r->weight_bytes = r->n_params * r->bits / 8.0;
     r->memory_bytes = plan_memory_bytes(req, r->n_params, r->bits);
     if (isfinite(req->memory_bytes)) r->fits_memory = r->memory_bytes <= req->memory_bytes * (1 + 1e-9);
@@ -309,9 +322,9 @@ static qp_status check_request(const plan_request *req, plan_mode *mode, qp_erro
     int budgets = isfinite(req->flops) + isfinite(req->tokens) + isfinite(req->tokens_per_param);
     if (req->n_bits < 1) return qp_fail(err, QP_ERR_USAGE, "no bit widths to plan for: --bits needs at least one");
     if (!(req->decay_frac > 0 && req->decay_frac < 1)) return qp_fail(err, QP_ERR_INPUT, "--decay-frac must be in (0, 1)");
-    if (isfinite(req->tokens) && isfinite(req->flops_per_token))
-        return qp_fail(err, QP_ERR_USAGE, "--flops-per-token converts a FLOP budget to tokens; with --tokens it would "
-                                          "be ignored: drop one");
+    if ((isfinite(req->tokens) || isfinite(req->tokens_per_param)) && isfinite(req->flops_per_token))
+        return qp_fail(err, QP_ERR_USAGE, "--flops-per-token converts a FLOP budget to tokens; with --tokens or "
+                                          "--tokens-per-param it would be ignored: drop one");
     if (isfinite(req->n_params)) {
         *mode = PLAN_MODE_GIVEN_N;
         if (budgets != 1)
@@ -321,9 +334,6 @@ static qp_status check_request(const plan_request *req, plan_mode *mode, qp_erro
     }
     if (isfinite(req->flops) && isfinite(req->tokens_per_param) && !isfinite(req->tokens) && !req->fill_memory) {
         *mode = PLAN_MODE_GIVEN_N; /* N = sqrt(C / (6 R)) */
-        if (isfinite(req->flops_per_token))
-            return qp_fail(err, QP_ERR_USAGE, "--tokens-per-param with --budget sets N from 6*N FLOPs per token: drop "
-                                              "--flops-per-token");
         return QP_OK;
     }
     if (budgets != 1)

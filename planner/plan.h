@@ -52,6 +52,8 @@ typedef enum {
 const char *plan_mode_name(plan_mode m); /* "given-n", "search", "fill-memory" */
 
 #define PLAN_TERNARY_BITS 1.5849625007211562 /* log2(3) */
+/* "4", "2.5", or "1.58" for ternary: a bit width as a person writes it. */
+const char *plan_bits_label(double bits, char *buf, size_t n);
 
 typedef struct {
     double n_params;        /* N, all parameters; NAN: search or fill memory */
@@ -90,6 +92,7 @@ typedef struct {
     double n_params;        /* N for this row (searched, or from memory, per bit width) */
     double weight_bytes;    /* N*B/8: every parameter at B bits, the bytes of S = D / (N*B/8) */
     double memory_bytes;    /* the memory model's bytes (embeddings, scales) */
+    double embed_params;    /* of this row's N under the memory model */
     int fits_memory;        /* 1 fits, 0 does not, -1 no limit given */
     int at_memory_limit;    /* search: the best N is the largest that fits */
     double d_total;         /* tokens (whole tokens, or whole batches with batch_tokens) */

@@ -91,14 +91,6 @@ static void print_laws(FILE *f, const plan_result *res, const plan_laws *laws)
             laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER);
 }
 
-/* "4", "1.58" (ternary), "2.5": the bit width as a person writes it. */
-static const char *bits_label(double bits, char *buf, size_t n)
-{
-    if (fabs(bits - PLAN_TERNARY_BITS) < 1e-6) snprintf(buf, n, "1.58");
-    else snprintf(buf, n, "%g", bits);
-    return buf;
-}
-
 static void print_request(FILE *f, const plan_result *res)
 {
     const plan_request *q = &res->req;
@@ -120,9 +112,12 @@ static void print_request(FILE *f, const plan_result *res)
     }
     if (isfinite(q->memory_bytes))
         fprintf(f, "Memory limit for weights: %s (%.4g bytes)\n", qp_format_bytes(q->memory_bytes, a, sizeof a), q->memory_bytes);
-    double e = plan_embed_params(q, res->n_rows ? res->rows[0].n_params : 0);
+    if (isfinite(q->vocab))
+        snprintf(b, sizeof b, "vocab %.0f x d_model x %d", q->vocab, q->tied ? 1 : 2);
+    else
+        qp_format_count(q->embed_params, b, sizeof b);
     fprintf(f, "Memory model: %s embedding/head parameters at %g bits; the rest at the row's bits plus a 16-bit scale %s%s\n",
-            e > 0 || isfinite(q->vocab) ? qp_format_count(e, b, sizeof b) : "no", q->embed_bits,
+            isfinite(q->vocab) || q->embed_params > 0 ? b : "no", q->embed_bits,
             q->group_size > 0 ? "per group of " : "per row", q->group_size > 0 ? qp_format_count(q->group_size, a, sizeof a) : "");
     if (isfinite(q->gpu_hours))
         fprintf(f, "Budget: %.6g GPU-hours x 3600 s/h x %.4g FLOP/s peak x MFU %.3g = %.4g FLOPs\n", q->gpu_hours,
@@ -144,7 +139,7 @@ static void print_ranked_rows(FILE *f, const plan_result *res)
     for (int i = 0; i < res->n_rows; i++) {
         const plan_row *r = &res->rows[i];
         fprintf(f, "%4s %8s %10s %8.4g %6.3f %6.3f %7.4f %8.4f %8.4f %8.4f %10s %8s %8s  %s%s%s%s%s\n",
-                bits_label(r->bits, g, sizeof g), qp_format_count(r->n_params, a, sizeof a),
+                plan_bits_label(r->bits, g, sizeof g), qp_format_count(r->n_params, a, sizeof a),
                 qp_format_bytes(r->memory_bytes, b, sizeof b), r->s_total, r->f_hat, r->f_opt, r->loss_fp, r->penalty,
                 r->loss_opt, r->loss_10pct, fmt_tok(r->extra_tokens_10pct, c, sizeof c), fmt_tok(r->d_fp, d, sizeof d),
                 fmt_tok(r->d_qat, e, sizeof e), sched_label(r->schedule), r->at_memory_limit ? " (N at the memory limit)" : "",
@@ -165,7 +160,7 @@ static void print_closed_form_rows(FILE *f, const plan_result *res)
             "QAT starts", "schedule");
     for (int i = 0; i < res->n_rows; i++) {
         const plan_row *r = &res->rows[i];
-        fprintf(f, "%4s %8s %10s %8.4g %6.3f %8s %8s %10s  %s%s\n", bits_label(r->bits, g, sizeof g),
+        fprintf(f, "%4s %8s %10s %8.4g %6.3f %8s %8s %10s  %s%s\n", plan_bits_label(r->bits, g, sizeof g),
                 qp_format_count(r->n_params, a, sizeof a), qp_format_bytes(r->memory_bytes, b, sizeof b), r->s_total,
                 r->f_hat, fmt_tok(r->d_fp, c, sizeof c), fmt_tok(r->d_qat, d, sizeof d),
                 fmt_tok(r->qat_start_token, e, sizeof e), sched_label(r->schedule),
@@ -196,9 +191,9 @@ static void print_schedule(FILE *f, const plan_result *res, const plan_row *r)
         fprintf(f, "quantization-aware from the first step; decay begins at token %s.\n",
                 fmt_tok(r->decay_start_token, a, sizeof a));
     if (isfinite(r->qat_start_step)) {
-        fprintf(f, "  steps (at %.4g tokens/step): QAT starts at step %.0f (torchtune: fake_quant_after_n_steps=%.0f); "
+        fprintf(f, "  steps (at %s tokens/step): QAT starts at step %.0f (torchtune: fake_quant_after_n_steps=%.0f); "
                    "decay starts at step %.0f\n",
-                q->batch_tokens, r->qat_start_step, r->qat_start_step, r->decay_start_step);
+                qp_format_count(q->batch_tokens, a, sizeof a), r->qat_start_step, r->qat_start_step, r->decay_start_step);
         if (r->schedule == DATA_SCHED_CLASSIC && isfinite(r->fp_decay_start_step))
             fprintf(f, "         FP decay starts at step %.0f\n", r->fp_decay_start_step);
     }
@@ -210,12 +205,12 @@ static void print_recommendation(FILE *f, const plan_result *res, const plan_law
     char a[32], b[32], c[32], g[16];
     fprintf(f, "Recommendation: ");
     if (res->mode != PLAN_MODE_GIVEN_N) fprintf(f, "N = %s parameters, ", qp_format_count(r->n_params, a, sizeof a));
-    fprintf(f, "%s-bit%s QAT, QAT fraction %.3f (%s)\n", bits_label(r->bits, g, sizeof g),
+    fprintf(f, "%s-bit%s QAT, QAT fraction %.3f (%s)\n", plan_bits_label(r->bits, g, sizeof g),
             fabs(r->bits - PLAN_TERNARY_BITS) < 1e-6 ? " (ternary)" : "", r->fraction,
             res->ranked ? "law optimum" : "closed form");
     if (res->tie)
         fprintf(f, "  a tie: %s bits is within the QAT law's uncertainty (it beats this row in at least 2.5%% of the "
-                   "bootstrap samples); choose on other grounds\n", bits_label(res->tie_bits, g, sizeof g));
+                   "bootstrap samples); choose on other grounds\n", plan_bits_label(res->tie_bits, g, sizeof g));
     fprintf(f, "  tokens: D_fp = %s full precision, then D_qat = %s QAT (D_total = %s)\n", fmt_tok(r->d_fp, a, sizeof a),
             fmt_tok(r->d_qat, b, sizeof b), fmt_tok(r->d_total, c, sizeof c));
     print_schedule(f, res, r);
@@ -234,7 +229,7 @@ static void print_recommendation(FILE *f, const plan_result *res, const plan_law
         fprintf(f, "  the 10%% rule would predict %.4f; under this law no number of extra tokens brings it to %.4f\n",
                 r->loss_10pct, r->loss_opt);
     else
-        fprintf(f, "  the 10%% rule would predict %.4f; it needs %s more tokens (%.2g%% of the budget) to match\n",
+        fprintf(f, "  the 10%% rule would predict %.4f; it needs %s more tokens (%.3g%% of the budget) to match\n",
                 r->loss_10pct, fmt_tok(r->extra_tokens_10pct, a, sizeof a), 100 * r->extra_tokens_10pct / r->d_total);
 }
 
@@ -306,7 +301,11 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
     add_num(in, "decay_frac", q->decay_frac);
     cJSON_AddItemToObject(in, "bits", cJSON_CreateDoubleArray(q->bits, q->n_bits));
     add_opt(in, "tokens_per_param", q->tokens_per_param);
-    add_num(in, "embed_params", plan_embed_params(q, res->n_rows ? res->rows[0].n_params : 0));
+    add_opt(in, "gpu_hours", q->gpu_hours);
+    add_opt(in, "peak_flops", q->peak_flops);
+    add_opt(in, "mfu", q->mfu);
+    add_opt(in, "vocab", q->vocab);
+    if (!isfinite(q->vocab)) add_num(in, "embed_params", q->embed_params);
     add_num(in, "embed_bits", q->embed_bits);
     add_num(in, "group_size", q->group_size);
     cJSON *l = cJSON_AddObjectToObject(o, "laws");
@@ -326,6 +325,7 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
         add_num(x, "n_params", r->n_params);
         add_num(x, "weight_bytes", r->weight_bytes);
         add_num(x, "memory_bytes", r->memory_bytes);
+        add_num(x, "embed_params", r->embed_params);
         if (res->mode == PLAN_MODE_SEARCH) cJSON_AddBoolToObject(x, "at_memory_limit", r->at_memory_limit);
         if (r->fits_memory >= 0) cJSON_AddBoolToObject(x, "fits_memory", r->fits_memory);
         add_num(x, "d_total_tokens", r->d_total);
