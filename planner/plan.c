@@ -239,12 +239,12 @@ static void row_init(plan_row *r, double bits)
 static qp_status row_size(const plan_request *req, plan_mode mode, const law_model *m, plan_row *r, qp_error *err)
 {
     double n_max = isfinite(req->memory_bytes) ? plan_largest_n_in_memory(req, r->bits) : NAN;
+    if (mode != PLAN_MODE_GIVEN_N && isfinite(req->memory_bytes) && !isfinite(n_max))
+        return qp_fail(err, QP_ERR_INPUT, "not even a 1-parameter model fits %.4g bytes at %g bits with the "
+                                          "embeddings given: raise --memory", req->memory_bytes, r->bits);
     if (mode == PLAN_MODE_GIVEN_N) {
         r->n_params = isfinite(req->n_params) ? req->n_params : sqrt(req->flops / (6 * req->tokens_per_param));
     } else if (mode == PLAN_MODE_FILL_MEMORY) {
-        if (!isfinite(n_max))
-            return qp_fail(err, QP_ERR_INPUT, "not even a 1-parameter model fits %.4g bytes at %g bits with the "
-                                              "embeddings given: raise --memory", req->memory_bytes, r->bits);
         r->n_params = n_max;
     } else {
         double lo = fmax(1e6, 1.01 * plan_embed_params(req, 1e6)), hi = 1e14;
