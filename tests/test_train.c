@@ -762,8 +762,37 @@ static void test_token_files(void)
     data_run_list_free(&l);
 }
 
+/* The CPU trainer's results, bit for bit: final and switch losses of short fixed runs, stored
+ * as exact hex floats from the trainer before its options table and backend split (commit
+ * f45bc3c). A change that alters any floating-point operation on the CPU path fails here. */
+static void test_cpu_losses_bit_identical(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *small = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 12K "
+                        "--eval-tokens 2K --quiet --threads 1 --seed 7";
+    struct { const char *opts; double loss, loss_fp; } cases[] = {
+        {"--qat-fraction 0.5 --bits 4 --embed-bits 4", 0x1.90d20d6b5ad6bp+1, 0x1.93f6b4739ce74p+1},
+        {"--qat-fraction 0.5 --bits 2 --quantizer ternary --schedule fused --reset-optimizer "
+         "--decay-shape 1-sqrt", 0x1.8f05a96b5ad6bp+1, 0x1.947b78f7bdef8p+1},
+        {"--qat-fraction 1 --bits 3 --quantizer asym --group-size 16 --ffn 96", 0x1.8dc6a4c6318c6p+1, NAN},
+        {"--bits 16 --lr 1e-2 --warmup-frac 0.1", 0x1.8818468421084p+1, 0x1.8818468421084p+1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char opts[1024], runs[64];
+        snprintf(opts, sizeof opts, "%s %s", small, cases[i].opts);
+        snprintf(runs, sizeof runs, "exact%zu.jsonl", i);
+        data_run r;
+        CU_ASSERT_EQUAL(run_train(opts, tu_path(runs), &r, NULL), 0);
+
+        CU_ASSERT(r.loss == cases[i].loss);
+        CU_ASSERT(r.loss_fp_switch == cases[i].loss_fp ||
+                  (isnan(r.loss_fp_switch) && isnan(cases[i].loss_fp)));
+    }
+}
+
 static void add(CU_pSuite s)
 {
+    TU_ADD(s, test_cpu_losses_bit_identical);
     TU_ADD(s, test_lr_classic);
     TU_ADD(s, test_lr_fused);
     TU_ADD(s, test_lr_ends);
