@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "sweep.h"
+#include "train.h"
 
 static void sweep_help(FILE *f)
 {
@@ -150,7 +151,11 @@ int cmd_sweep(int argc, char **argv)
         switch (c) {
         case 'o': o.runs_path = optarg; break;
         case O_JOBS: st = qp_parse_long(optarg, "--jobs", 1, 1024, &v, &err); o.jobs = (int)v; break;
-        case O_THREADS: st = qp_parse_long(optarg, "--threads", 1, 1024, &v, &err); o.threads = (int)v; break;
+        case O_THREADS: /* the trainer's --threads: its range */
+            st = qp_parse_long(optarg, "--threads", (long)train_option_find("--threads")->lo,
+                               (long)train_option_find("--threads")->hi, &v, &err);
+            o.threads = (int)v;
+            break;
         case O_REFIT: st = qp_parse_long(optarg, "--refit-every", 0, LONG_MAX, &v, &err); o.refit_every = (int)(v > 1 << 30 ? 1 << 30 : v); break;
         case O_LAW: law = optarg; break;
         case O_REPORT: report = optarg; break;
