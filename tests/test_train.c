@@ -646,6 +646,8 @@ static void test_bad_input(void)
         {"--save-every -5", "--save-every"},
         {"--resume-if-exists", "--state"},
         {"--max-memory 2Gb", "ambiguous"},
+        /* seeds 0..2^53, the range a grid can hold exactly (the sweep checks the same table) */
+        {"--seed 9007199254740993", "--seed '9007199254740993' is out of range: it must be in [0, 9007199254740992]"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *err = NULL;
@@ -665,6 +667,11 @@ static void test_bad_input(void)
     char *out = NULL;
     CU_ASSERT_EQUAL(tu_run_qatplan("train --help", &out, NULL), 0);
     CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "--qat-fraction"));
+    /* the help is generated from the options table, and docs/trainer.md shows it as it is */
+    char *doc = tu_read(QP_SOURCE_DIR "/docs/trainer.md", NULL);
+    CU_ASSERT_PTR_NOT_NULL(out && doc && strstr(doc, out));
+    for (size_t i = 0; out && i < train_options_count; i++) CU_ASSERT_PTR_NOT_NULL(strstr(out, train_options[i].name));
+    free(doc);
     free(out);
 }
 
