@@ -113,6 +113,56 @@ static int dry_run(const sweep_grid *g, const sweep_options *o, qp_error *err)
     return 0;
 }
 
+/* --emit slurm: the job-array script, to --script or stdout. */
+static int emit_slurm(const sweep_grid *g, const sweep_options *o, sweep_slurm_options *so, const char *grid_path,
+                      const char *script, int quiet, qp_error *err)
+{
+    char exe[PATH_MAX], cwd[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0 || !getcwd(cwd, sizeof cwd))
+        return cli_report(qp_fail(err, QP_ERR_IO, "cannot find this program's path or the current directory"), err);
+    exe[n] = 0;
+    so->qatplan = exe;
+    so->workdir = cwd;
+    so->grid_path = grid_path;
+    so->runs_path = o->runs_path;
+    so->law_out = o->law_out;
+    so->report_path = o->report_path;
+    so->fit_form = o->fit_form;
+    char *text = NULL;
+    qp_status st = sweep_emit_slurm(g, so, &text, err);
+    if (!st && script) st = qp_write_file_atomic(script, text, strlen(text), err);
+    else if (!st) fputs(text, stdout);
+    if (!st && script && !quiet)
+        fprintf(stderr, "qatplan: wrote %s (%zu array tasks); submit with: bash %s\n", script, g->n, script);
+    free(text);
+    return cli_report(st, err);
+}
+
+/* Run the missing points, then the summary; exit 1 when some run failed without a record. */
+static int run_all(const sweep_grid *g, const sweep_options *o, int quiet, qp_error *err)
+{
+    sweep_summary sum;
+    qp_status st = sweep_run(g, o, &sum, err);
+    if (!quiet && (!st || st == QP_ERR_INTERRUPTED)) {
+        fprintf(stderr, "sweep: %zu runs: %zu recorded before, %zu ok, %zu diverged, %zu failed", sum.total,
+                sum.done_before, sum.ok, sum.diverged, sum.failed);
+        if (sum.busy) fprintf(stderr, ", %zu run by another process", sum.busy);
+        fprintf(stderr, "\n");
+        if (o->fit && o->only_index < 0 && !st) {
+            if (sum.fit_msg[0]) fprintf(stderr, "sweep: law not refitted: %s\n", sum.fit_msg);
+            else fprintf(stderr, "sweep: law %s, report %s\n", o->law_out, o->report_path);
+        }
+    }
+    int rc = cli_report(st, err);
+    if (!rc && sum.failed) {
+        fprintf(stderr, "qatplan: %zu run(s) failed without a record (logs in %s.sweep/); rerun the same command to retry them\n",
+                sum.failed, o->runs_path);
+        rc = 1;
+    }
+    return rc;
+}
+
 int cmd_sweep(int argc, char **argv)
 {
     enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_NOSTATE, O_DRY, O_ONLY,
@@ -204,13 +254,10 @@ int cmd_sweep(int argc, char **argv)
     char *rep_d = report ? NULL : derived(o.runs_path, ".report.txt");
     o.law_out = law ? law : law_d;
     o.report_path = report ? report : rep_d;
-    if (o.law_out && o.report_path && (st = check_paths(grid_path, &o, script, dry ? 'd' : emit ? 'e' : refit_only ? 'r' : 0, &err))) {
-        free(law_d);
-        free(rep_d);
-        return cli_report(st, &err);
-    }
     sweep_grid g;
-    if ((st = sweep_grid_read(grid_path, &g, &err))) {
+    if ((o.law_out && o.report_path &&
+         (st = check_paths(grid_path, &o, script, dry ? 'd' : emit ? 'e' : refit_only ? 'r' : 0, &err))) ||
+        (st = sweep_grid_read(grid_path, &g, &err))) {
         free(law_d);
         free(rep_d);
         return cli_report(st, &err);
@@ -224,52 +271,14 @@ int cmd_sweep(int argc, char **argv)
     } else if (dry) {
         rc = dry_run(&g, &o, &err);
     } else if (emit) {
-        char exe[PATH_MAX], cwd[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n <= 0 || !getcwd(cwd, sizeof cwd)) {
-            rc = cli_report(qp_fail(&err, QP_ERR_IO, "cannot find this program's path or the current directory"), &err);
-        } else {
-            exe[n] = 0;
-            so.qatplan = exe;
-            so.workdir = cwd;
-            so.grid_path = grid_path;
-            so.runs_path = o.runs_path;
-            so.law_out = o.law_out;
-            so.report_path = o.report_path;
-            so.fit_form = o.fit_form;
-            char *text = NULL;
-            st = sweep_emit_slurm(&g, &so, &text, &err);
-            if (!st && script) st = qp_write_file_atomic(script, text, strlen(text), &err);
-            else if (!st) fputs(text, stdout);
-            if (!st && script && !quiet)
-                fprintf(stderr, "qatplan: wrote %s (%zu array tasks); submit with: bash %s\n", script, g.n, script);
-            free(text);
-            rc = cli_report(st, &err);
-        }
+        rc = emit_slurm(&g, &o, &so, grid_path, script, quiet, &err);
     } else if (refit_only) {
         sweep_summary sum = {0};
         st = sweep_refit(&g, &o, &sum, &err);
         if (!st && !quiet) fprintf(stderr, "qatplan: wrote %s and %s\n", o.law_out, o.report_path);
         rc = cli_report(st, &err);
     } else {
-        sweep_summary sum;
-        st = sweep_run(&g, &o, &sum, &err);
-        if (!quiet && (!st || st == QP_ERR_INTERRUPTED)) {
-            fprintf(stderr, "sweep: %zu runs: %zu recorded before, %zu ok, %zu diverged, %zu failed", sum.total,
-                    sum.done_before, sum.ok, sum.diverged, sum.failed);
-            if (sum.busy) fprintf(stderr, ", %zu run by another process", sum.busy);
-            fprintf(stderr, "\n");
-            if (o.fit && o.only_index < 0 && !st) {
-                if (sum.fit_msg[0]) fprintf(stderr, "sweep: law not refitted: %s\n", sum.fit_msg);
-                else fprintf(stderr, "sweep: law %s, report %s\n", o.law_out, o.report_path);
-            }
-        }
-        rc = cli_report(st, &err);
-        if (!rc && sum.failed) {
-            fprintf(stderr, "qatplan: %zu run(s) failed without a record (logs in %s.sweep/); rerun the same command to retry them\n",
-                    sum.failed, o.runs_path);
-            rc = 1;
-        }
+        rc = run_all(&g, &o, quiet, &err);
     }
     free(law_d);
     free(rep_d);
