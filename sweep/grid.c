@@ -490,7 +490,7 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
     char **a = calloc(SWEEP_MAX_ARGS * 2, sizeof *a);
     if (!a) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     int n = 0;
-    char buf[64];
+    char buf[8192];
 #define ADD(s)                                                                   \
     do {                                                                         \
         if (!(a[n++] = strdup(s))) {                                             \
@@ -498,35 +498,44 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
             return qp_fail(err, QP_ERR_NOMEM, "out of memory");                  \
         }                                                                        \
     } while (0)
-#define ADDF(fmt, v)                          \
-    do {                                      \
-        snprintf(buf, sizeof buf, fmt, v);    \
-        ADD(buf);                             \
+    /* each option and value through the trainer's table: a command line the trainer would
+     * refuse is never built */
+#define OPT(name, fmt, v)                                                        \
+    do {                                                                         \
+        qp_status st_ = snprintf(buf, sizeof buf, fmt, v) < (int)sizeof buf      \
+                            ? train_option_check(name, buf, err)                 \
+                            : qp_fail(err, QP_ERR_INPUT, "%s: too long", name);  \
+        if (st_) {                                                               \
+            sweep_argv_free(a);                                                  \
+            return st_;                                                          \
+        }                                                                        \
+        ADD(name);                                                               \
+        ADD(buf);                                                                \
     } while (0)
-    ADD("--data"); ADD(g->data);
-    ADD("--layers"); ADDF("%d", p->shape.n_layer);
-    ADD("--width"); ADDF("%d", p->shape.d_model);
-    ADD("--heads"); ADDF("%d", p->shape.n_head);
-    if (p->shape.n_kv_head != p->shape.n_head) { ADD("--kv-heads"); ADDF("%d", p->shape.n_kv_head); }
-    ADD("--ffn"); ADDF("%d", p->shape.d_ff);
-    ADD("--context"); ADDF("%d", p->shape.context);
-    ADD("--tokens"); ADDF("%.0f", p->tokens);
-    ADD("--qat-fraction"); ADDF("%.6g", p->fraction);
-    ADD("--bits"); ADDF("%d", p->bits);
-    ADD("--schedule"); ADD(p->schedule == DATA_SCHED_FUSED ? "fused" : "classic");
-    if (g->batch > 0) { ADD("--batch"); ADDF("%d", g->batch); }
-    if (isfinite(point_lr(g, p))) { ADD("--lr"); ADDF("%.6g", point_lr(g, p)); }
-    ADD("--seed"); ADDF("%llu", (unsigned long long)p->seed);
-    ADD("--threads"); ADDF("%d", threads > 0 ? threads : 1);
-    for (int i = 0; i < g->n_args; i++) ADD(g->args[i]);
-    ADD("--run-id"); ADD(p->run_id);
-    ADD("--runs-out"); ADD(runs_path);
+    OPT("--data", "%s", g->data);
+    OPT("--layers", "%d", p->shape.n_layer);
+    OPT("--width", "%d", p->shape.d_model);
+    OPT("--heads", "%d", p->shape.n_head);
+    if (p->shape.n_kv_head != p->shape.n_head) OPT("--kv-heads", "%d", p->shape.n_kv_head);
+    OPT("--ffn", "%d", p->shape.d_ff);
+    OPT("--context", "%d", p->shape.context);
+    OPT("--tokens", "%.0f", p->tokens);
+    OPT("--qat-fraction", "%.6g", p->fraction);
+    OPT("--bits", "%d", p->bits);
+    OPT("--schedule", "%s", p->schedule == DATA_SCHED_FUSED ? "fused" : "classic");
+    if (g->batch > 0) OPT("--batch", "%d", g->batch);
+    if (isfinite(point_lr(g, p))) OPT("--lr", "%.6g", point_lr(g, p));
+    OPT("--seed", "%llu", (unsigned long long)p->seed);
+    OPT("--threads", "%d", threads > 0 ? threads : 1);
+    for (int i = 0; i < g->n_args; i++) ADD(g->args[i]); /* checked when the grid was read */
+    OPT("--run-id", "%s", p->run_id);
+    OPT("--runs-out", "%s", runs_path);
     if (state_path) {
-        ADD("--state"); ADD(state_path);
+        OPT("--state", "%s", state_path);
         if (resume) ADD("--resume");
     }
+#undef OPT
 #undef ADD
-#undef ADDF
     a[n] = NULL;
     *out = a;
     return QP_OK;
