@@ -113,6 +113,16 @@ static int dry_run(const sweep_grid *g, const sweep_options *o, qp_error *err)
     return 0;
 }
 
+/* --threads and --slurm-cpus become the trainer's --threads: its range, from its table. */
+static qp_status parse_threads(const char *v, const char *what, int *out, qp_error *err)
+{
+    const train_option *t = train_option_find("--threads");
+    long n;
+    qp_status st = qp_parse_long(v, what, (long)t->lo, (long)t->hi, &n, err);
+    if (!st) *out = (int)n;
+    return st;
+}
+
 /* --emit slurm: the job-array script, to --script or stdout. */
 static int emit_slurm(const sweep_grid *g, const sweep_options *o, sweep_slurm_options *so, const char *grid_path,
                       const char *script, int quiet, qp_error *err)
@@ -201,11 +211,7 @@ int cmd_sweep(int argc, char **argv)
         switch (c) {
         case 'o': o.runs_path = optarg; break;
         case O_JOBS: st = qp_parse_long(optarg, "--jobs", 1, 1024, &v, &err); o.jobs = (int)v; break;
-        case O_THREADS: /* the trainer's --threads: its range */
-            st = qp_parse_long(optarg, "--threads", (long)train_option_find("--threads")->lo,
-                               (long)train_option_find("--threads")->hi, &v, &err);
-            o.threads = (int)v;
-            break;
+        case O_THREADS: st = parse_threads(optarg, "--threads", &o.threads, &err); break;
         case O_REFIT: st = qp_parse_long(optarg, "--refit-every", 0, LONG_MAX, &v, &err); o.refit_every = (int)(v > 1 << 30 ? 1 << 30 : v); break;
         case O_LAW: law = optarg; break;
         case O_REPORT: report = optarg; break;
@@ -227,7 +233,7 @@ int cmd_sweep(int argc, char **argv)
             if (strcmp(emit, "slurm")) st = qp_fail(&err, QP_ERR_USAGE, "--emit %s: only 'slurm' is supported", emit);
             break;
         case O_SCRIPT: script = optarg; break;
-        case O_SCPUS: st = qp_parse_long(optarg, "--slurm-cpus", 1, 1024, &v, &err); so.cpus_per_task = (int)v; break;
+        case O_SCPUS: st = parse_threads(optarg, "--slurm-cpus", &so.cpus_per_task, &err); break;
         case O_STIME: so.time_limit = optarg; break;
         case O_SPART: so.partition = optarg; break;
         case O_SMAX: st = qp_parse_long(optarg, "--slurm-max-parallel", 1, 1 << 20, &v, &err); so.max_parallel = (int)v; break;

@@ -602,6 +602,15 @@ static void test_grid_ranges_are_the_trainers(void)
         }
     }
     CU_ASSERT(n_checked >= 13 * 4);
+    /* the sweep's own options that become the trainer's --threads take its range too */
+    const char *thr[] = {"--threads 257", "--slurm-cpus 257"};
+    for (int i = 0; i < 2; i++) {
+        char cmd[256], *err = NULL;
+        snprintf(cmd, sizeof cmd, "sweep g.json -o r.jsonl %s", thr[i]);
+        CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, &err), 2);
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "it must be in [1, 256]"));
+        free(err);
+    }
     /* the seed range: 2^53, the largest whole number every double holds exactly */
     CU_ASSERT_EQUAL(train_option_find("--seed")->hi, 9007199254740992.0);
     /* "args" may pass only what the grid does not own, each checked by the trainer's table */
