@@ -260,6 +260,55 @@ static int cmd_fit_penalty(char **files, int n, const char *out_path, const char
     return cli_report(st, &err);
 }
 
+/* Fit the law to the runs of `files` (files or http(s) URLs), write it and the report. */
+static int fit_files(char **files, int n, const char *out_path, const char *report_path, int quiet, fit_options *fo,
+                     data_loss_units units)
+{
+    qp_error err = {0};
+    qp_status st;
+    if ((st = check_paths(files, n, out_path, report_path, &err))) return cli_report(st, &err);
+    data_run_list runs;
+    data_run_list_init(&runs);
+    /* data_runs_read accepts files and http(s) URLs */
+    for (int i = 0; i < n && !st; i++) st = data_runs_read(files[i], &runs, &err);
+    char *src = st ? NULL : join_sources(files, n);
+    if (!st && !src) st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
+    data_law law;
+    data_law_init(&law, fo->form);
+    fit_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (!st) {
+        snprintf(fo->source, sizeof fo->source, "%s", src);
+        st = fit_runs(&runs, fo, &law, &rep, &err);
+    }
+    if (!st && units) law.units = units;
+    if (!st) st = data_law_write(out_path, &law, &err);
+    if (!st) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mem = open_memstream(&text, &len);
+        if (mem) {
+            fit_report_print(mem, &rep, &law);
+            print_checks(mem, &law, NULL);
+            fprintf(mem, "wrote %s\n", out_path);
+            fclose(mem);
+            if (!quiet) fputs(text, stdout);
+            if (report_path) st = qp_write_file_atomic(report_path, text, len, &err);
+        } else {
+            st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
+        }
+        free(text);
+    } else if (rep.n_input > 0 && st == QP_ERR_UNIDENTIFIED) {
+        fprintf(stderr, "qatplan: %d runs read: %d used, %d bad, %d diverged, %d failed, %d duplicate\n",
+                rep.n_input, rep.n_used, rep.n_bad, rep.n_diverged, rep.n_failed, rep.n_duplicate);
+    }
+    free(src);
+    fit_report_free(&rep);
+    data_law_free(&law);
+    data_run_list_free(&runs);
+    return cli_report(st, &err);
+}
+
 int cmd_fit(int argc, char **argv)
 {
     enum { O_FORM = 256, O_BOOT, O_HUBER, O_SEED, O_STARTS, O_THREADS, O_REPORT, O_SYNTH,
@@ -371,45 +420,5 @@ int cmd_fit(int argc, char **argv)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "--fp-law, --points, --fraction-anchor, --anchor-weight, "
                                   "--source and --reproducible go with --form penalty"), &err);
 
-    if ((st = check_paths(argv + optind, argc - optind, out_path, report_path, &err))) return cli_report(st, &err);
-    data_run_list runs;
-    data_run_list_init(&runs);
-    /* data_runs_read accepts files and http(s) URLs */
-    for (int i = optind; i < argc && !st; i++) st = data_runs_read(argv[i], &runs, &err);
-    char *src = st ? NULL : join_sources(argv + optind, argc - optind);
-    if (!st && !src) st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
-    data_law law;
-    data_law_init(&law, fo.form);
-    fit_report rep;
-    memset(&rep, 0, sizeof rep);
-    if (!st) {
-        snprintf(fo.source, sizeof fo.source, "%s", src);
-        st = fit_runs(&runs, &fo, &law, &rep, &err);
-    }
-    if (!st && pa.units) law.units = pa.units;
-    if (!st) st = data_law_write(out_path, &law, &err);
-    if (!st) {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *mem = open_memstream(&text, &len);
-        if (mem) {
-            fit_report_print(mem, &rep, &law);
-            print_checks(mem, &law, NULL);
-            fprintf(mem, "wrote %s\n", out_path);
-            fclose(mem);
-            if (!quiet) fputs(text, stdout);
-            if (report_path) st = qp_write_file_atomic(report_path, text, len, &err);
-        } else {
-            st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
-        }
-        free(text);
-    } else if (rep.n_input > 0 && st == QP_ERR_UNIDENTIFIED) {
-        fprintf(stderr, "qatplan: %d runs read: %d used, %d bad, %d diverged, %d failed, %d duplicate\n",
-                rep.n_input, rep.n_used, rep.n_bad, rep.n_diverged, rep.n_failed, rep.n_duplicate);
-    }
-    free(src);
-    fit_report_free(&rep);
-    data_law_free(&law);
-    data_run_list_free(&runs);
-    return cli_report(st, &err);
+    return fit_files(argv + optind, argc - optind, out_path, report_path, quiet, &fo, pa.units);
 }

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "sweep.h"
+#include "train.h"
 
 static void sweep_help(FILE *f)
 {
@@ -112,6 +113,66 @@ static int dry_run(const sweep_grid *g, const sweep_options *o, qp_error *err)
     return 0;
 }
 
+/* --threads and --slurm-cpus become the trainer's --threads: its range, from its table. */
+static qp_status parse_threads(const char *v, const char *what, int *out, qp_error *err)
+{
+    const train_option *t = train_option_find("--threads");
+    long n;
+    qp_status st = qp_parse_long(v, what, (long)t->lo, (long)t->hi, &n, err);
+    if (!st) *out = (int)n;
+    return st;
+}
+
+/* --emit slurm: the job-array script, to --script or stdout. */
+static int emit_slurm(const sweep_grid *g, const sweep_options *o, sweep_slurm_options *so, const char *grid_path,
+                      const char *script, int quiet, qp_error *err)
+{
+    char exe[PATH_MAX], cwd[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0 || !getcwd(cwd, sizeof cwd))
+        return cli_report(qp_fail(err, QP_ERR_IO, "cannot find this program's path or the current directory"), err);
+    exe[n] = 0;
+    so->qatplan = exe;
+    so->workdir = cwd;
+    so->grid_path = grid_path;
+    so->runs_path = o->runs_path;
+    so->law_out = o->law_out;
+    so->report_path = o->report_path;
+    so->fit_form = o->fit_form;
+    char *text = NULL;
+    qp_status st = sweep_emit_slurm(g, so, &text, err);
+    if (!st && script) st = qp_write_file_atomic(script, text, strlen(text), err);
+    else if (!st) fputs(text, stdout);
+    if (!st && script && !quiet)
+        fprintf(stderr, "qatplan: wrote %s (%zu array tasks); submit with: bash %s\n", script, g->n, script);
+    free(text);
+    return cli_report(st, err);
+}
+
+/* Run the missing points, then the summary; exit 1 when some run failed without a record. */
+static int run_all(const sweep_grid *g, const sweep_options *o, int quiet, qp_error *err)
+{
+    sweep_summary sum;
+    qp_status st = sweep_run(g, o, &sum, err);
+    if (!quiet && (!st || st == QP_ERR_INTERRUPTED)) {
+        fprintf(stderr, "sweep: %zu runs: %zu recorded before, %zu ok, %zu diverged, %zu failed", sum.total,
+                sum.done_before, sum.ok, sum.diverged, sum.failed);
+        if (sum.busy) fprintf(stderr, ", %zu run by another process", sum.busy);
+        fprintf(stderr, "\n");
+        if (o->fit && o->only_index < 0 && !st) {
+            if (sum.fit_msg[0]) fprintf(stderr, "sweep: law not refitted: %s\n", sum.fit_msg);
+            else fprintf(stderr, "sweep: law %s, report %s\n", o->law_out, o->report_path);
+        }
+    }
+    int rc = cli_report(st, err);
+    if (!rc && sum.failed) {
+        fprintf(stderr, "qatplan: %zu run(s) failed without a record (logs in %s.sweep/); rerun the same command to retry them\n",
+                sum.failed, o->runs_path);
+        rc = 1;
+    }
+    return rc;
+}
+
 int cmd_sweep(int argc, char **argv)
 {
     enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_NOSTATE, O_DRY, O_ONLY,
@@ -150,7 +211,7 @@ int cmd_sweep(int argc, char **argv)
         switch (c) {
         case 'o': o.runs_path = optarg; break;
         case O_JOBS: st = qp_parse_long(optarg, "--jobs", 1, 1024, &v, &err); o.jobs = (int)v; break;
-        case O_THREADS: st = qp_parse_long(optarg, "--threads", 1, 1024, &v, &err); o.threads = (int)v; break;
+        case O_THREADS: st = parse_threads(optarg, "--threads", &o.threads, &err); break;
         case O_REFIT: st = qp_parse_long(optarg, "--refit-every", 0, LONG_MAX, &v, &err); o.refit_every = (int)(v > 1 << 30 ? 1 << 30 : v); break;
         case O_LAW: law = optarg; break;
         case O_REPORT: report = optarg; break;
@@ -172,7 +233,7 @@ int cmd_sweep(int argc, char **argv)
             if (strcmp(emit, "slurm")) st = qp_fail(&err, QP_ERR_USAGE, "--emit %s: only 'slurm' is supported", emit);
             break;
         case O_SCRIPT: script = optarg; break;
-        case O_SCPUS: st = qp_parse_long(optarg, "--slurm-cpus", 1, 1024, &v, &err); so.cpus_per_task = (int)v; break;
+        case O_SCPUS: st = parse_threads(optarg, "--slurm-cpus", &so.cpus_per_task, &err); break;
         case O_STIME: so.time_limit = optarg; break;
         case O_SPART: so.partition = optarg; break;
         case O_SMAX: st = qp_parse_long(optarg, "--slurm-max-parallel", 1, 1 << 20, &v, &err); so.max_parallel = (int)v; break;
@@ -199,13 +260,10 @@ int cmd_sweep(int argc, char **argv)
     char *rep_d = report ? NULL : derived(o.runs_path, ".report.txt");
     o.law_out = law ? law : law_d;
     o.report_path = report ? report : rep_d;
-    if (o.law_out && o.report_path && (st = check_paths(grid_path, &o, script, dry ? 'd' : emit ? 'e' : refit_only ? 'r' : 0, &err))) {
-        free(law_d);
-        free(rep_d);
-        return cli_report(st, &err);
-    }
     sweep_grid g;
-    if ((st = sweep_grid_read(grid_path, &g, &err))) {
+    if ((o.law_out && o.report_path &&
+         (st = check_paths(grid_path, &o, script, dry ? 'd' : emit ? 'e' : refit_only ? 'r' : 0, &err))) ||
+        (st = sweep_grid_read(grid_path, &g, &err))) {
         free(law_d);
         free(rep_d);
         return cli_report(st, &err);
@@ -219,52 +277,14 @@ int cmd_sweep(int argc, char **argv)
     } else if (dry) {
         rc = dry_run(&g, &o, &err);
     } else if (emit) {
-        char exe[PATH_MAX], cwd[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-        if (n <= 0 || !getcwd(cwd, sizeof cwd)) {
-            rc = cli_report(qp_fail(&err, QP_ERR_IO, "cannot find this program's path or the current directory"), &err);
-        } else {
-            exe[n] = 0;
-            so.qatplan = exe;
-            so.workdir = cwd;
-            so.grid_path = grid_path;
-            so.runs_path = o.runs_path;
-            so.law_out = o.law_out;
-            so.report_path = o.report_path;
-            so.fit_form = o.fit_form;
-            char *text = NULL;
-            st = sweep_emit_slurm(&g, &so, &text, &err);
-            if (!st && script) st = qp_write_file_atomic(script, text, strlen(text), &err);
-            else if (!st) fputs(text, stdout);
-            if (!st && script && !quiet)
-                fprintf(stderr, "qatplan: wrote %s (%zu array tasks); submit with: bash %s\n", script, g.n, script);
-            free(text);
-            rc = cli_report(st, &err);
-        }
+        rc = emit_slurm(&g, &o, &so, grid_path, script, quiet, &err);
     } else if (refit_only) {
         sweep_summary sum = {0};
         st = sweep_refit(&g, &o, &sum, &err);
         if (!st && !quiet) fprintf(stderr, "qatplan: wrote %s and %s\n", o.law_out, o.report_path);
         rc = cli_report(st, &err);
     } else {
-        sweep_summary sum;
-        st = sweep_run(&g, &o, &sum, &err);
-        if (!quiet && (!st || st == QP_ERR_INTERRUPTED)) {
-            fprintf(stderr, "sweep: %zu runs: %zu recorded before, %zu ok, %zu diverged, %zu failed", sum.total,
-                    sum.done_before, sum.ok, sum.diverged, sum.failed);
-            if (sum.busy) fprintf(stderr, ", %zu run by another process", sum.busy);
-            fprintf(stderr, "\n");
-            if (o.fit && o.only_index < 0 && !st) {
-                if (sum.fit_msg[0]) fprintf(stderr, "sweep: law not refitted: %s\n", sum.fit_msg);
-                else fprintf(stderr, "sweep: law %s, report %s\n", o.law_out, o.report_path);
-            }
-        }
-        rc = cli_report(st, &err);
-        if (!rc && sum.failed) {
-            fprintf(stderr, "qatplan: %zu run(s) failed without a record (logs in %s.sweep/); rerun the same command to retry them\n",
-                    sum.failed, o.runs_path);
-            rc = 1;
-        }
+        rc = run_all(&g, &o, quiet, &err);
     }
     free(law_d);
     free(rep_d);

@@ -2,6 +2,7 @@
  * down), at most `jobs` at once, a per-run flock so concurrent sweeps over the same results
  * file never run a point twice, refits as a child process too, and a progress line. */
 #include "sweep.h"
+#include "train.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -437,6 +438,7 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
     pr.to_run = ntodo;
     int jobs_max = o->jobs > 0 ? o->jobs : 1;
     int threads = o->threads > 0 ? o->threads : g->threads > 0 ? g->threads : (cores() / jobs_max > 0 ? cores() / jobs_max : 1);
+    if (threads > (int)train_option_find("--threads")->hi) threads = (int)train_option_find("--threads")->hi;
     if (o->log)
         fprintf(o->log, "sweep: %zu runs in the grid, %zu already recorded in %s, %zu to run (%d at once, %d thread%s each)\n",
                 sum->total, sum->done_before, o->runs_path, ntodo, jobs_max, threads, threads == 1 ? "" : "s");

@@ -1,5 +1,6 @@
 /* Grid files: parse, expand into points with deterministic run ids, trainer arguments. */
 #include "sweep.h"
+#include "train.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -61,7 +62,9 @@ static qp_status get_list(const cJSON *o, const char *key, int counts, double *v
     return QP_OK;
 }
 
-static qp_status get_int(const cJSON *o, const char *key, int required, long lo, long hi, int *out,
+/* A whole number; `opt` names the trainer option it becomes (its range is the trainer's,
+ * from the options table), or NULL with the range lo..hi. */
+static qp_status get_int(const cJSON *o, const char *key, int required, const char *opt, long lo, long hi, int *out,
                          const char *where, qp_error *err)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -69,10 +72,69 @@ static qp_status get_int(const cJSON *o, const char *key, int required, long lo,
         if (required) return qp_fail(err, QP_ERR_PARSE, "%s: \"%s\" is missing", where, key);
         return QP_OK;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
-        v->valuedouble > hi)
+    if (opt && cJSON_IsNumber(v)) {
+        char at[700];
+        snprintf(at, sizeof at, "%s: \"%s\"", where, key);
+        qp_status st = train_option_check_number(opt, v->valuedouble, at, err);
+        if (st) return st;
+    } else if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
+               v->valuedouble > hi) {
         return qp_fail(err, QP_ERR_PARSE, "%s: \"%s\" must be a whole number in %ld..%ld", where, key, lo, hi);
+    }
     *out = (int)v->valuedouble;
+    return QP_OK;
+}
+
+/* Every value of a list against the trainer option it becomes. */
+static qp_status check_list(const double *v, int n, const char *opt, const char *name, const char *key, qp_error *err)
+{
+    char at[700];
+    snprintf(at, sizeof at, "%s: \"%s\"", name, key);
+    qp_status st = QP_OK;
+    for (int i = 0; i < n && !st; i++) st = train_option_check_number(opt, v[i], at, err);
+    return st;
+}
+
+/* A positive learning rate within the trainer's range. */
+static qp_status get_lr(const cJSON *o, double *out, const char *where, qp_error *err)
+{
+    const cJSON *lr = cJSON_GetObjectItemCaseSensitive(o, "lr");
+    if (!lr) return QP_OK;
+    if (!cJSON_IsNumber(lr))
+        return qp_fail(err, QP_ERR_PARSE, "%s: \"lr\" must be a positive number, e.g. 0.01", where);
+    char at[700];
+    snprintf(at, sizeof at, "%s: \"lr\"", where);
+    qp_status st = train_option_check_number("--lr", lr->valuedouble, at, err);
+    if (!st) *out = lr->valuedouble;
+    return st;
+}
+
+/* "args": trainer options the grid does not own, each checked against the trainer's table. */
+static qp_status parse_args(const cJSON *args, sweep_grid *g, const char *where, qp_error *err)
+{
+    if (!cJSON_IsArray(args))
+        return qp_fail(err, QP_ERR_PARSE, "%s: \"args\" must be a list of strings, e.g. [\"--eval-tokens\", \"16384\"]", where);
+    const train_option *want_value = NULL;
+    for (const cJSON *a = args->child; a; a = a->next) {
+        if (!cJSON_IsString(a)) return qp_fail(err, QP_ERR_PARSE, "%s: \"args\" entries must be strings", where);
+        const char *s = a->valuestring;
+        qp_status st;
+        if (want_value) {
+            if ((st = train_option_value(want_value, s, NULL, err))) return st;
+            want_value = NULL;
+        } else {
+            const train_option *o = train_option_find(s);
+            if (!o)
+                return qp_fail(err, QP_ERR_INPUT, "%s: \"args\": %s is not an option of qatplan train (qatplan train --help)",
+                               where, s);
+            if (o->grid)
+                return qp_fail(err, QP_ERR_INPUT, "%s: \"args\" must not set %s: the sweep sets it from the grid", where, s);
+            if (o->type != TRAIN_OPT_FLAG) want_value = o;
+        }
+        if (g->n_args == SWEEP_MAX_ARGS - 8) return qp_fail(err, QP_ERR_INPUT, "%s: too many \"args\"", where);
+        if (!(g->args[g->n_args++] = strdup(s))) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    if (want_value) return qp_fail(err, QP_ERR_INPUT, "%s: \"args\": %s needs a value", where, want_value->name);
     return QP_OK;
 }
 
@@ -138,32 +200,11 @@ static qp_status parse_train(const cJSON *t, sweep_grid *g, const char *name, qp
     snprintf(where, sizeof where, "%s: train", name);
     if (!cJSON_IsObject(t)) return qp_fail(err, QP_ERR_PARSE, "%s must be an object", where);
     qp_status st;
-    if ((st = get_int(t, "batch", 0, 1, 1 << 20, &g->batch, where, err))) return st;
-    if ((st = get_int(t, "threads", 0, 1, 1024, &g->threads, where, err))) return st;
-    const cJSON *lr = cJSON_GetObjectItemCaseSensitive(t, "lr");
-    if (lr) {
-        if (!cJSON_IsNumber(lr) || !(lr->valuedouble > 0) || !isfinite(lr->valuedouble))
-            return qp_fail(err, QP_ERR_PARSE, "%s: \"lr\" must be a positive number", where);
-        g->lr = lr->valuedouble;
-    }
+    if ((st = get_int(t, "batch", 0, "--batch", 0, 0, &g->batch, where, err))) return st;
+    if ((st = get_int(t, "threads", 0, "--threads", 0, 0, &g->threads, where, err))) return st;
+    if ((st = get_lr(t, &g->lr, where, err))) return st;
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(t, "args");
-    if (args) {
-        if (!cJSON_IsArray(args))
-            return qp_fail(err, QP_ERR_PARSE, "%s: \"args\" must be a list of strings, e.g. [\"--eval-tokens\", \"16384\"]", where);
-        static const char *owned[] = {"--data", "--layers", "--width", "--heads", "--kv-heads", "--ffn", "--context",
-                                      "--tokens", "--qat-fraction", "--bits", "--schedule", "--batch", "--lr",
-                                      "--seed", "--threads", "--run-id", "--runs-out", "--state", "--resume"};
-        for (const cJSON *a = args->child; a; a = a->next) {
-            if (!cJSON_IsString(a)) return qp_fail(err, QP_ERR_PARSE, "%s: \"args\" entries must be strings", where);
-            for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
-                if (!strcmp(a->valuestring, owned[i]))
-                    return qp_fail(err, QP_ERR_INPUT, "%s: \"args\" must not set %s: the sweep sets it from the grid",
-                                   where, owned[i]);
-            if (g->n_args == SWEEP_MAX_ARGS - 8)
-                return qp_fail(err, QP_ERR_INPUT, "%s: too many \"args\"", where);
-            if (!(g->args[g->n_args++] = strdup(a->valuestring))) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
-        }
-    }
+    if (args && (st = parse_args(args, g, where, err))) return st;
     for (const cJSON *c = t->child; c; c = c->next)
         if (strcmp(c->string, "batch") && strcmp(c->string, "threads") && strcmp(c->string, "lr") &&
             strcmp(c->string, "args"))
@@ -228,27 +269,23 @@ static qp_status parse_shape(const cJSON *sh, const cJSON *root, const char *whe
     }
     data_model_shape s = {0};
     qp_status st;
-    if ((st = get_int(sh, "layers", 1, 1, 1024, &s.n_layer, where, err)) ||
-        (st = get_int(sh, "width", 1, 2, 1 << 16, &s.d_model, where, err)) ||
-        (st = get_int(sh, "heads", 1, 1, 1024, &s.n_head, where, err)) ||
-        (st = get_int(sh, "kv_heads", 0, 1, 1024, &s.n_kv_head, where, err)) ||
-        (st = get_int(sh, "ffn", 0, 1, 1 << 20, &s.d_ff, where, err)) ||
-        (st = get_int(sh, "context", 1, 2, 65536, &s.context, where, err)) ||
-        (st = get_int(sh, "vocab", 0, 2, 65536, &s.vocab, where, err)))
+    if ((st = get_int(sh, "layers", 1, "--layers", 0, 0, &s.n_layer, where, err)) ||
+        (st = get_int(sh, "width", 1, "--width", 0, 0, &s.d_model, where, err)) ||
+        (st = get_int(sh, "heads", 1, "--heads", 0, 0, &s.n_head, where, err)) ||
+        (st = get_int(sh, "kv_heads", 0, "--kv-heads", 0, 0, &s.n_kv_head, where, err)) ||
+        (st = get_int(sh, "ffn", 0, "--ffn", 0, 0, &s.d_ff, where, err)) ||
+        (st = get_int(sh, "context", 1, "--context", 0, 0, &s.context, where, err)) ||
+        (st = get_int(sh, "vocab", 0, NULL, 2, 65536, &s.vocab, where, err)))
         return st;
     if (s.d_model % s.n_head || (s.d_model / s.n_head) % 2)
         return qp_fail(err, QP_ERR_INPUT, "%s: width %d / heads %d must be a whole, even head size", where, s.d_model,
                        s.n_head);
     out->lr = NAN;
-    const cJSON *slr = cJSON_GetObjectItemCaseSensitive(sh, "lr");
-    if (slr) {
-        if (!cJSON_IsNumber(slr) || !(slr->valuedouble > 0) || !isfinite(slr->valuedouble))
-            return qp_fail(err, QP_ERR_PARSE, "%s: \"lr\" must be a positive number, e.g. 0.01", where);
-        out->lr = slr->valuedouble;
-    }
+    if ((st = get_lr(sh, &out->lr, where, err))) return st;
     out->n_params = sweep_shape_params(&s);
     out->s = s;
     if ((st = budgets(sh, root, out->n_params, out->tok, &out->nt, where, err))) return st;
+    if ((st = check_list(out->tok, out->nt, "--tokens", where, "tokens", err))) return st;
     for (int t = 0; t < out->nt; t++)
         if (!(out->tok[t] >= s.context))
             return qp_fail(err, QP_ERR_INPUT, "%s: token budget %g is less than one context (%d tokens)", where,
@@ -376,6 +413,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
         st = qp_fail(err, QP_ERR_INPUT, "%s: \"bits\" is missing: list bit widths, e.g. [2, 4] (16 = full precision)", name);
         goto done;
     }
+    if ((st = check_list(ax.bits, ax.nb, "--bits", name, "bits", err))) goto done;
     for (int i = 0; i < ax.nb; i++)
         if (ax.bits[i] != floor(ax.bits[i]) ||
             !((ax.bits[i] >= 1 && ax.bits[i] <= 8) || ax.bits[i] == 16 || ax.bits[i] == 32)) {
@@ -389,11 +427,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
         st = qp_fail(err, QP_ERR_INPUT, "%s: \"fractions\" is missing: list QAT fractions in [0, 1], e.g. [0, 0.2, 0.5, 1]", name);
         goto done;
     }
-    for (int i = 0; i < ax.nf; i++)
-        if (!(ax.fr[i] >= 0 && ax.fr[i] <= 1)) {
-            st = qp_fail(err, QP_ERR_INPUT, "%s: QAT fraction %g is outside [0, 1]", name, ax.fr[i]);
-            goto done;
-        }
+    if ((st = check_list(ax.fr, ax.nf, "--qat-fraction", name, "fractions", err))) goto done;
     const cJSON *sc = cJSON_GetObjectItemCaseSensitive(root, "schedules");
     if (!sc) {
         ax.sched[ax.nsched++] = DATA_SCHED_CLASSIC;
@@ -417,11 +451,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     }
     if ((st = get_list(root, "seeds", 0, ax.seeds, &ax.ns, name, err))) goto done;
     if (ax.ns == 0) ax.seeds[ax.ns++] = 1;
-    for (int i = 0; i < ax.ns; i++)
-        if (ax.seeds[i] < 0 || ax.seeds[i] != floor(ax.seeds[i]) || ax.seeds[i] > 9007199254740992.0) {
-            st = qp_fail(err, QP_ERR_INPUT, "%s: seed %g must be a whole number >= 0", name, ax.seeds[i]);
-            goto done;
-        }
+    if ((st = check_list(ax.seeds, ax.ns, "--seed", name, "seeds", err))) goto done;
     const cJSON *shapes = cJSON_GetObjectItemCaseSensitive(root, "shapes");
     if (!cJSON_IsArray(shapes) || !shapes->child) {
         st = qp_fail(err, QP_ERR_INPUT,
@@ -460,7 +490,7 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
     char **a = calloc(SWEEP_MAX_ARGS * 2, sizeof *a);
     if (!a) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     int n = 0;
-    char buf[64];
+    char buf[8192];
 #define ADD(s)                                                                   \
     do {                                                                         \
         if (!(a[n++] = strdup(s))) {                                             \
@@ -468,35 +498,44 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
             return qp_fail(err, QP_ERR_NOMEM, "out of memory");                  \
         }                                                                        \
     } while (0)
-#define ADDF(fmt, v)                          \
-    do {                                      \
-        snprintf(buf, sizeof buf, fmt, v);    \
-        ADD(buf);                             \
+    /* each option and value through the trainer's table: a command line the trainer would
+     * refuse is never built */
+#define OPT(name, fmt, v)                                                        \
+    do {                                                                         \
+        qp_status st_ = snprintf(buf, sizeof buf, fmt, v) < (int)sizeof buf      \
+                            ? train_option_check(name, buf, err)                 \
+                            : qp_fail(err, QP_ERR_INPUT, "%s: too long", name);  \
+        if (st_) {                                                               \
+            sweep_argv_free(a);                                                  \
+            return st_;                                                          \
+        }                                                                        \
+        ADD(name);                                                               \
+        ADD(buf);                                                                \
     } while (0)
-    ADD("--data"); ADD(g->data);
-    ADD("--layers"); ADDF("%d", p->shape.n_layer);
-    ADD("--width"); ADDF("%d", p->shape.d_model);
-    ADD("--heads"); ADDF("%d", p->shape.n_head);
-    if (p->shape.n_kv_head != p->shape.n_head) { ADD("--kv-heads"); ADDF("%d", p->shape.n_kv_head); }
-    ADD("--ffn"); ADDF("%d", p->shape.d_ff);
-    ADD("--context"); ADDF("%d", p->shape.context);
-    ADD("--tokens"); ADDF("%.0f", p->tokens);
-    ADD("--qat-fraction"); ADDF("%.6g", p->fraction);
-    ADD("--bits"); ADDF("%d", p->bits);
-    ADD("--schedule"); ADD(p->schedule == DATA_SCHED_FUSED ? "fused" : "classic");
-    if (g->batch > 0) { ADD("--batch"); ADDF("%d", g->batch); }
-    if (isfinite(point_lr(g, p))) { ADD("--lr"); ADDF("%.6g", point_lr(g, p)); }
-    ADD("--seed"); ADDF("%llu", (unsigned long long)p->seed);
-    ADD("--threads"); ADDF("%d", threads > 0 ? threads : 1);
-    for (int i = 0; i < g->n_args; i++) ADD(g->args[i]);
-    ADD("--run-id"); ADD(p->run_id);
-    ADD("--runs-out"); ADD(runs_path);
+    OPT("--data", "%s", g->data);
+    OPT("--layers", "%d", p->shape.n_layer);
+    OPT("--width", "%d", p->shape.d_model);
+    OPT("--heads", "%d", p->shape.n_head);
+    if (p->shape.n_kv_head != p->shape.n_head) OPT("--kv-heads", "%d", p->shape.n_kv_head);
+    OPT("--ffn", "%d", p->shape.d_ff);
+    OPT("--context", "%d", p->shape.context);
+    OPT("--tokens", "%.0f", p->tokens);
+    OPT("--qat-fraction", "%.6g", p->fraction);
+    OPT("--bits", "%d", p->bits);
+    OPT("--schedule", "%s", p->schedule == DATA_SCHED_FUSED ? "fused" : "classic");
+    if (g->batch > 0) OPT("--batch", "%d", g->batch);
+    if (isfinite(point_lr(g, p))) OPT("--lr", "%.6g", point_lr(g, p));
+    OPT("--seed", "%llu", (unsigned long long)p->seed);
+    OPT("--threads", "%d", threads > 0 ? threads : 1);
+    for (int i = 0; i < g->n_args; i++) ADD(g->args[i]); /* checked when the grid was read */
+    OPT("--run-id", "%s", p->run_id);
+    OPT("--runs-out", "%s", runs_path);
     if (state_path) {
-        ADD("--state"); ADD(state_path);
+        OPT("--state", "%s", state_path);
         if (resume) ADD("--resume");
     }
+#undef OPT
 #undef ADD
-#undef ADDF
     a[n] = NULL;
     *out = a;
     return QP_OK;

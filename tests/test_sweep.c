@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "sweep.h"
+#include "train.h"
 #include "sweep_fakes.h"
 #include "testutil.h"
 
@@ -149,7 +150,7 @@ static void test_grid_errors(void)
     struct { const char *json, *expect; } bad[] = {
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000]}", "\"bits\" is missing"},
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4]}", "\"fractions\" is missing"},
-        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[1.5]}", "outside [0, 1]"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[1.5]}", "\"fractions\" 1.5 is outside the trainer's range 0..1 (qatplan train --qat-fraction)"},
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[9],\"fractions\":[0]}", "bits 9"},
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"bits\":[4],\"fractions\":[0]}", "no token budget"},
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"tokens_per_param\":[2],\"bits\":[4],\"fractions\":[0]}", "not both"},
@@ -161,7 +162,7 @@ static void test_grid_errors(void)
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[\"1m\"],\"bits\":[4],\"fractions\":[0]}", "1m"},
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[10],\"bits\":[4],\"fractions\":[0]}", "less than one context"},
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0],\"schedules\":[\"fp-only\"]}", "\"classic\" or \"fused\""},
-        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32,\"lr\":-1}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0]}", "\"lr\" must be a positive number"},
+        {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32,\"lr\":-1}],\"tokens\":[1000],\"bits\":[4],\"fractions\":[0]}", "shapes[0]: \"lr\" -1 is outside the trainer's range (0, 1)"},
         {"[1,2", "not valid JSON"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -534,11 +535,208 @@ static void test_progress_bar(void)
     sweep_grid_free(&g);
 }
 
+/* A grid with one sweep-owned trainer option set to v (the other fields fixed and valid). */
+static char *grid_with(const char *opt, double v)
+{
+    char val[64], shape[256] = "\"layers\":1,\"width\":64,\"heads\":2,\"context\":32";
+    char top[256] = "\"tokens\":[1000000],\"bits\":[4],\"fractions\":[0.5]", train[128] = "";
+    snprintf(val, sizeof val, "%.17g", v);
+    if (!strcmp(opt, "--layers")) snprintf(shape, sizeof shape, "\"layers\":%s,\"width\":64,\"heads\":2,\"context\":32", val);
+    else if (!strcmp(opt, "--width")) snprintf(shape, sizeof shape, "\"layers\":1,\"width\":%s,\"heads\":1,\"context\":32", val);
+    else if (!strcmp(opt, "--heads")) snprintf(shape, sizeof shape, "\"layers\":1,\"width\":8192,\"heads\":%s,\"context\":32", val);
+    else if (!strcmp(opt, "--kv-heads")) snprintf(shape + strlen(shape), sizeof shape - strlen(shape), ",\"kv_heads\":%s", val);
+    else if (!strcmp(opt, "--ffn")) snprintf(shape + strlen(shape), sizeof shape - strlen(shape), ",\"ffn\":%s", val);
+    else if (!strcmp(opt, "--context")) snprintf(shape, sizeof shape, "\"layers\":1,\"width\":64,\"heads\":2,\"context\":%s", val);
+    else if (!strcmp(opt, "--lr")) snprintf(shape + strlen(shape), sizeof shape - strlen(shape), ",\"lr\":%s", val);
+    else if (!strcmp(opt, "--tokens")) snprintf(top, sizeof top, "\"tokens\":[%s],\"bits\":[4],\"fractions\":[0.5]", val);
+    else if (!strcmp(opt, "--bits")) snprintf(top, sizeof top, "\"tokens\":[1000000],\"bits\":[%s],\"fractions\":[0.5]", val);
+    else if (!strcmp(opt, "--qat-fraction")) snprintf(top, sizeof top, "\"tokens\":[1000000],\"bits\":[4],\"fractions\":[%s]", val);
+    else if (!strcmp(opt, "--seed")) snprintf(top + strlen(top), sizeof top - strlen(top), ",\"seeds\":[%s]", val);
+    else if (!strcmp(opt, "--batch")) snprintf(train, sizeof train, ",\"train\":{\"batch\":%s}", val);
+    else if (!strcmp(opt, "--threads")) snprintf(train, sizeof train, ",\"train\":{\"threads\":%s}", val);
+    else return NULL;
+    char *j = malloc(1024);
+    snprintf(j, 1024, "{\"data\":\"x\",\"shapes\":[{%s}],%s%s}", shape, top, train);
+    return j;
+}
+
+/* Every numeric option the sweep sets from the grid: the grid accepts exactly the values
+ * `qatplan train` accepts (the ends, and the nearest values outside), and a refusal names the
+ * grid field and the trainer's range. */
+static void test_grid_ranges_are_the_trainers(void)
+{
+    int n_checked = 0;
+    for (size_t i = 0; i < train_options_count; i++) {
+        const train_option *o = &train_options[i];
+        if (!o->grid || !(o->type == TRAIN_OPT_INT || o->type == TRAIN_OPT_COUNT || o->type == TRAIN_OPT_REAL))
+            continue;
+        int whole = o->type != TRAIN_OPT_REAL;
+        double vals[6] = {o->lo, o->hi, whole ? o->lo - 1 : nextafter(o->lo, -INFINITY),
+                          whole ? o->hi + (o->hi >= 9007199254740992.0 ? 2 : 1) : nextafter(o->hi, INFINITY),
+                          whole ? 2 * floor((o->lo + o->hi) / 4) : (o->lo + o->hi) / 2, o->lo + 0.5};
+        for (int k = 0; k < 6; k++) {
+            double v = vals[k];
+            if (!strcmp(o->name, "--tokens") && v < 1000) continue; /* below one context: a grid rule of its own */
+            char *json = grid_with(o->name, v), sv[64];
+            CU_ASSERT_PTR_NOT_NULL_FATAL(json);
+            snprintf(sv, sizeof sv, "%.17g", v);
+            qp_error e1 = {0}, e2 = {0};
+            int trainer_ok = train_option_check(o->name, sv, &e1) == QP_OK;
+            sweep_grid g;
+            int grid_ok = sweep_grid_parse(json, "g.json", &g, &e2) == QP_OK;
+            if (grid_ok) sweep_grid_free(&g);
+            if (!strcmp(o->name, "--bits") && trainer_ok && !((v >= 1 && v <= 8) || v == 16 || v == 32))
+                trainer_ok = 0; /* the valid widths inside 1..32, checked after parsing by both */
+            if (trainer_ok != grid_ok)
+                fprintf(stderr, "%s %s: trainer %s (%s), grid %s (%s)\n", o->name, sv, trainer_ok ? "accepts" : "refuses",
+                        e1.msg, grid_ok ? "accepts" : "refuses", e2.msg);
+            CU_ASSERT_EQUAL(trainer_ok, grid_ok);
+            if (!grid_ok && (k == 2 || k == 3)) {
+                char r[64];
+                CU_ASSERT_PTR_NOT_NULL(strstr(e2.msg, "trainer's range"));
+                CU_ASSERT_PTR_NOT_NULL(strstr(e2.msg, train_option_range(o, r, sizeof r)));
+                CU_ASSERT_PTR_NOT_NULL(strstr(e2.msg, o->name));
+            }
+            n_checked++;
+            free(json);
+        }
+    }
+    CU_ASSERT(n_checked >= 13 * 4);
+    /* the sweep's own options that become the trainer's --threads take its range too */
+    const char *thr[] = {"--threads 257", "--slurm-cpus 257"};
+    for (int i = 0; i < 2; i++) {
+        char cmd[256], *err = NULL;
+        snprintf(cmd, sizeof cmd, "sweep g.json -o r.jsonl %s", thr[i]);
+        CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, &err), 2);
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "it must be in [1, 256]"));
+        free(err);
+    }
+    /* the seed range: 2^53, the largest whole number every double holds exactly */
+    CU_ASSERT_EQUAL(train_option_find("--seed")->hi, 9007199254740992.0);
+    /* "args" may pass only what the grid does not own, each checked by the trainer's table */
+    const char *bad_args[][2] = {{"[\"--seed\",\"3\"]", "must not set --seed"},
+                                 {"[\"--eval-tokens\",\"1e30\"]", "--eval-tokens"},
+                                 {"[\"--frob\"]", "not an option of qatplan train"},
+                                 {"[\"--eval-tokens\"]", "needs a value"}};
+    for (size_t i = 0; i < sizeof bad_args / sizeof bad_args[0]; i++) {
+        char json[512];
+        snprintf(json, sizeof json, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":64,\"heads\":2,\"context\":32}],"
+                                    "\"tokens\":[1000000],\"bits\":[4],\"fractions\":[0.5],\"train\":{\"args\":%s}}",
+                 bad_args[i][0]);
+        sweep_grid g;
+        qp_error e = {0};
+        CU_ASSERT_NOT_EQUAL(sweep_grid_parse(json, "g.json", &g, &e), QP_OK);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, bad_args[i][1]));
+    }
+}
+
+/* Every command line the sweep builds is one `qatplan train` parses as the grid meant it, and
+ * together they use every option the sweep owns. */
+static void test_sweep_commands_parse_in_trainer(void)
+{
+    const char *json =
+        "{\"data\":\"corpus/x\",\"shapes\":[{\"layers\":2,\"width\":64,\"heads\":4,\"kv_heads\":2,\"ffn\":96,\"context\":32,"
+        "\"lr\":0.01},{\"layers\":1,\"width\":32,\"heads\":2,\"context\":16}],\"tokens\":[\"40K\"],\"bits\":[2,4,16],"
+        "\"fractions\":[0,0.5,1],\"schedules\":[\"classic\",\"fused\"],\"seeds\":[3000000000,9007199254740992],"
+        "\"train\":{\"batch\":4,\"threads\":2,\"lr\":0.003,\"args\":[\"--eval-tokens\",\"4K\",\"--reset-optimizer\"]}}";
+    sweep_grid g;
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(json, "g.json", &g, &e), QP_OK);
+    int used[256] = {0};
+    CU_ASSERT_FATAL(train_options_count <= 256);
+    for (size_t i = 0; i < g.n; i++) {
+        char **argv;
+        CU_ASSERT_EQUAL_FATAL(sweep_point_args(&g, &g.points[i], "runs.jsonl", "s.state", 1, 2, &argv, &e), QP_OK);
+        int argc = 0;
+        while (argv[argc]) argc++;
+        train_args a;
+        train_args_default(&a);
+        qp_status st = train_args_parse(&a, argc, argv, &e);
+        if (st) fprintf(stderr, "point %zu: %s\n", i, e.msg);
+        CU_ASSERT_EQUAL(st, QP_OK);
+        CU_ASSERT_EQUAL(a.c.seed, g.points[i].seed);
+        CU_ASSERT_EQUAL(a.bits, g.points[i].bits);
+        CU_ASSERT_EQUAL(a.c.qat_fraction, g.points[i].fraction);
+        CU_ASSERT_EQUAL(a.c.tokens, g.points[i].tokens);
+        /* --kv-heads is left out when it equals --heads (the trainer's default) */
+        CU_ASSERT_EQUAL(a.c.shape.n_kv_head ? a.c.shape.n_kv_head : a.c.shape.n_head, g.points[i].shape.n_kv_head);
+        CU_ASSERT_EQUAL(a.c.shape.d_ff, g.points[i].shape.d_ff);
+        CU_ASSERT_STRING_EQUAL(a.run_id, g.points[i].run_id);
+        for (int k = 0; k < argc; k++) {
+            const train_option *o = train_option_find(argv[k]);
+            if (o) used[o - train_options] = 1;
+        }
+        sweep_argv_free(argv);
+    }
+    CU_ASSERT(g.points[0].seed == 3000000000ull);
+    for (size_t i = 0; i < train_options_count; i++) {
+        if (train_options[i].grid && !used[i]) fprintf(stderr, "the sweep never sets %s\n", train_options[i].name);
+        CU_ASSERT(!train_options[i].grid || used[i]);
+    }
+    sweep_grid_free(&g);
+}
+
+/* A grid with seed 3000000000 (and 2^53) runs: the real trainer, through the real binary, and
+ * the records keep the seeds exactly. */
+static void test_sweep_big_seed_runs(void)
+{
+    unsetenv("QP_SWEEP_TRAIN_CMD");
+    unsetenv("QP_SWEEP_FIT_CMD");
+    uint16_t *t = malloc(20000 * sizeof *t);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t);
+    uint64_t x = 7;
+    for (int i = 0; i < 20000; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        t[i] = (uint16_t)("the quick brown fox jumps over the lazy dog "[(x >> 33) % 44]);
+    }
+    qp_error e = {0};
+    char prefix[4096], path[4200];
+    snprintf(prefix, sizeof prefix, "%s", tu_path("seedcorpus"));
+    snprintf(path, sizeof path, "%s.train.tok", prefix);
+    CU_ASSERT_EQUAL_FATAL(data_tokens_write(path, t, 16000, 256, "seed-test", &e), QP_OK);
+    snprintf(path, sizeof path, "%s.val.tok", prefix);
+    CU_ASSERT_EQUAL_FATAL(data_tokens_write(path, t + 16000, 4000, 256, "seed-test", &e), QP_OK);
+    free(t);
+    char grid[8192], gpath[4096], runs[4096], cmd[12288];
+    snprintf(grid, sizeof grid,
+             "{\"data\":\"%s\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":16}],\"tokens\":[2048],"
+             "\"bits\":[4],\"fractions\":[0.5],\"seeds\":[3000000000,9007199254740992],"
+             "\"train\":{\"batch\":2,\"threads\":1,\"args\":[\"--eval-tokens\",\"512\",\"--device\",\"cpu\"]}}",
+             prefix);
+    snprintf(gpath, sizeof gpath, "%s", tu_path("seedgrid.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("seedruns.jsonl"));
+    tu_write(gpath, grid);
+    char *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --dry-run", gpath, runs);
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, &out, NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(out && strstr(out, "--seed 3000000000 "));
+    free(out);
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --no-fit --jobs 1", gpath, runs);
+    int rc = tu_run_qatplan(cmd, NULL, &err);
+    if (rc) fprintf(stderr, "sweep: %s\n", err ? err : "");
+    CU_ASSERT_EQUAL(rc, 0);
+    free(err);
+    data_run_list l;
+    data_run_list_init(&l);
+    CU_ASSERT_EQUAL_FATAL(data_runs_read(runs, &l, &e), QP_OK);
+    CU_ASSERT_EQUAL(l.n, 2);
+    int seen = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        CU_ASSERT_EQUAL(l.runs[i].status, DATA_RUN_OK);
+        seen |= (l.runs[i].seed == 3000000000ull) | (l.runs[i].seed == 9007199254740992ull) << 1;
+    }
+    CU_ASSERT_EQUAL(seen, 3);
+    data_run_list_free(&l);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_grid_expand);
     TU_ADD(s, test_grid_errors);
     TU_ADD(s, test_grid_cap_and_size);
+    TU_ADD(s, test_grid_ranges_are_the_trainers);
+    TU_ADD(s, test_sweep_commands_parse_in_trainer);
+    TU_ADD(s, test_sweep_big_seed_runs);
     TU_ADD(s, test_results_torn_lines);
     TU_ADD(s, test_sweep_run_faults_and_rerun);
     TU_ADD(s, test_sweep_killed_resumes);

@@ -83,3 +83,91 @@ qp_status model_cuda_check(const cuda_model *g, qp_error *err)
     return qp_fail(err, QP_ERR_UNSUPPORTED, "%s; run with --device cpu", msg);
 }
 #endif
+
+/* ---- the backend table: the training loop calls these, never the device directly ---- */
+
+static void cpu_sync(void *dev, model *m, int to_host) { (void)dev, (void)m, (void)to_host; }
+
+static qp_status cpu_check(const void *dev, qp_error *err)
+{
+    (void)dev, (void)err;
+    return QP_OK;
+}
+
+static float cpu_forward(void *dev, model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T)
+{
+    (void)dev;
+    return model_forward(m, inp, tgt, B, T);
+}
+
+static float cpu_forward_backward(void *dev, model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T,
+                                  double *gnorm)
+{
+    (void)dev;
+    return train_forward_backward(m, inp, tgt, B, T, gnorm);
+}
+
+static void cpu_update(void *dev, model *m, const train_config *c, double lr, int64_t t, double gnorm)
+{
+    (void)dev;
+    train_update(m, c, lr, t, gnorm);
+}
+
+static void cpu_close(void *dev) { (void)dev; }
+
+const train_backend train_backend_cpu = {"cpu", cpu_sync, cpu_check, cpu_forward, cpu_forward_backward,
+                                         cpu_update, cpu_close};
+
+#ifdef QATPLAN_HAVE_CUDA
+static void gpu_sync(void *dev, model *m, int to_host)
+{
+    if (to_host) cuda_download(dev, m->params_mem, m->m_mem, m->v_mem, NULL);
+    else cuda_upload(dev, m->params_mem, m->m_mem, m->v_mem);
+}
+
+static qp_status gpu_check(const void *dev, qp_error *err) { return model_cuda_check(dev, err); }
+
+static float gpu_forward(void *dev, model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T)
+{
+    (void)T;
+    return cuda_forward(dev, inp, tgt, B, m->qat, m->qat_embed);
+}
+
+static float gpu_forward_backward(void *dev, model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T,
+                                  double *gnorm)
+{
+    (void)T;
+    return cuda_forward_backward(dev, inp, tgt, B, m->qat, m->qat_embed, gnorm);
+}
+
+static void gpu_update(void *dev, model *m, const train_config *c, double lr, int64_t t, double gnorm)
+{
+    (void)m;
+    cuda_adam hp = {lr, c->weight_decay, c->beta1, c->beta2, c->adam_eps, c->grad_clip};
+    cuda_update(dev, &hp, t, gnorm);
+}
+
+static void gpu_close(void *dev) { cuda_model_free(dev); }
+
+static const train_backend train_backend_cuda = {"cuda", gpu_sync, gpu_check, gpu_forward, gpu_forward_backward,
+                                                 gpu_update, gpu_close};
+#endif
+
+qp_status train_backend_open(train_device d, const model *m, int bf16, const train_backend **be, void **dev,
+                             qp_error *err)
+{
+    *be = &train_backend_cpu;
+    *dev = NULL;
+    if (d != TRAIN_DEVICE_CUDA) return QP_OK;
+#ifdef QATPLAN_HAVE_CUDA
+    cuda_model *g = NULL;
+    qp_status st = model_cuda_create(&g, m, bf16, err);
+    if (st) return st;
+    *be = &train_backend_cuda;
+    *dev = g;
+    return QP_OK;
+#else
+    (void)m, (void)bf16;
+    return qp_fail(err, QP_ERR_UNSUPPORTED, "--device cuda: this qatplan was not built with CUDA; use --device cpu");
+#endif
+}

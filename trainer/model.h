@@ -151,6 +151,28 @@ float train_forward_backward(model *m, const uint16_t *inp, const uint16_t *tgt,
                              double *gnorm);
 void train_update(model *m, const train_config *c, double lr, int64_t t, double gnorm);
 
+
+/* ---- compute backends (backend.c) -------------------------------------------------- */
+/* What the training loop asks of a device. The host model m stays the reference for
+ * quantizer initialisation, states and checkpoints, and is synchronised at those
+ * boundaries only (sync); on the CPU, m is the device and sync does nothing. */
+typedef struct {
+    const char *name;
+    void (*sync)(void *dev, model *m, int to_host); /* parameters and Adam moments */
+    qp_status (*check)(const void *dev, qp_error *err); /* the first device failure, if any */
+    float (*forward)(void *dev, model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T);
+    float (*forward_backward)(void *dev, model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T,
+                              double *gnorm);
+    void (*update)(void *dev, model *m, const train_config *c, double lr, int64_t t, double gnorm);
+    void (*close)(void *dev); /* NULL is fine */
+} train_backend;
+
+extern const train_backend train_backend_cpu;
+/* The backend for device d: the CPU's (*dev NULL), or a CUDA copy of m (bf16: bf16 matrix
+ * products). QP_ERR_UNSUPPORTED for CUDA in a build without it. */
+qp_status train_backend_open(train_device d, const model *m, int bf16, const train_backend **be, void **dev,
+                             qp_error *err);
+
 /* ---- CUDA backend glue (backend.c; the kernels are in train_cuda.cu) ----------- */
 #ifdef QATPLAN_HAVE_CUDA
 #include "cuda_backend.h"

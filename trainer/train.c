@@ -1,8 +1,8 @@
 /* train.c: the training job: data sampling, AdamW with clipping, the FP->QAT switch,
  * validation, divergence detection, progress output, state saving and the run record.
- * On --device cuda the steps and evaluations run on the device copy (train_cuda.cu); the
- * host model stays the reference for quantizer initialisation, states and checkpoints, and
- * is synchronised at those boundaries only. */
+ * Steps and evaluations go through a backend table (model.h, backend.c): the CPU's, or the
+ * CUDA device copy's; the host model stays the reference for quantizer initialisation, states
+ * and checkpoints, and is synchronised at those boundaries only. */
 #include <math.h>
 #include <omp.h>
 #include <signal.h>
@@ -15,10 +15,6 @@
 #include "model.h"
 
 extern void openblas_set_num_threads(int n);
-
-#ifndef QATPLAN_HAVE_CUDA
-typedef struct cuda_model cuda_model; /* never created without CUDA: always NULL */
-#endif
 
 static volatile sig_atomic_t stop_requested;
 
@@ -104,64 +100,9 @@ void train_update(model *m, const train_config *c, double lr, int64_t t, double 
     adamw(m, c, lr, t);
 }
 
-/* ---- the device copy (NULL on the CPU) --------------------------------------------------- */
-
-/* Parameters and Adam moments: device -> host (to_host) or host -> device. */
-static void dev_sync(model *m, cuda_model *gpu, int to_host)
-{
-#ifdef QATPLAN_HAVE_CUDA
-    if (!gpu) return;
-    if (to_host) cuda_download(gpu, m->params_mem, m->m_mem, m->v_mem, NULL);
-    else cuda_upload(gpu, m->params_mem, m->m_mem, m->v_mem);
-#else
-    (void)m, (void)gpu, (void)to_host;
-#endif
-}
-
-static qp_status dev_check(const cuda_model *gpu, qp_error *err)
-{
-#ifdef QATPLAN_HAVE_CUDA
-    if (gpu) return model_cuda_check(gpu, err);
-#else
-    (void)gpu, (void)err;
-#endif
-    return QP_OK;
-}
-
-static float dev_forward(model *m, cuda_model *gpu, const uint16_t *inp, const uint16_t *tgt,
-                         int B, int T)
-{
-#ifdef QATPLAN_HAVE_CUDA
-    if (gpu) return cuda_forward(gpu, inp, tgt, B, m->qat, m->qat_embed);
-#endif
-    return model_forward(m, inp, tgt, B, T);
-}
-
-static float dev_forward_backward(model *m, cuda_model *gpu, const uint16_t *inp,
-                                  const uint16_t *tgt, int B, int T, double *gnorm)
-{
-#ifdef QATPLAN_HAVE_CUDA
-    if (gpu) return cuda_forward_backward(gpu, inp, tgt, B, m->qat, m->qat_embed, gnorm);
-#endif
-    return train_forward_backward(m, inp, tgt, B, T, gnorm);
-}
-
-static void dev_update(model *m, cuda_model *gpu, const train_config *c, double lr, int64_t t,
-                       double gnorm)
-{
-#ifdef QATPLAN_HAVE_CUDA
-    if (gpu) {
-        cuda_adam hp = {lr, c->weight_decay, c->beta1, c->beta2, c->adam_eps, c->grad_clip};
-        cuda_update(gpu, &hp, t, gnorm);
-        return;
-    }
-#endif
-    train_update(m, c, lr, t, gnorm);
-}
-
 /* Mean validation loss (nats/token) over n_seq non-overlapping sequences. */
-static double eval_loss(model *m, cuda_model *gpu, const train_data *d, long n_seq, uint16_t *inp,
-                        uint16_t *tgt)
+static double eval_loss(model *m, const train_backend *be, void *dev, const train_data *d, long n_seq,
+                        uint16_t *inp, uint16_t *tgt)
 {
     int B = m->B, T = m->T;
     double sum = 0.0;
@@ -173,7 +114,7 @@ static double eval_loss(model *m, cuda_model *gpu, const train_data *d, long n_s
             memcpy(inp + (size_t)i * T, src, T * sizeof *inp);
             memcpy(tgt + (size_t)i * T, src + 1, T * sizeof *tgt);
         }
-        float l = dev_forward(m, gpu, inp, tgt, b, T);
+        float l = be->forward(dev, m, inp, tgt, b, T);
         sum += (double)l * b;
         done += b;
     }
@@ -236,7 +177,8 @@ typedef struct {
     const train_data *d;
     data_run *rec;
     model m;
-    cuda_model *gpu;
+    const train_backend *be; /* the CPU's, or the CUDA copy's (dev) */
+    void *dev;
     uint16_t *inp, *tgt;
     long n_eval;
     train_progress pr;
@@ -324,7 +266,7 @@ static qp_status job_save(job *j, long step, const char *record, qp_error *err)
     snap.step = step;
     snap.finished = record != NULL;
     snap.wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
-    dev_sync(&j->m, j->gpu, 1);
+    j->be->sync(j->dev, &j->m, 1);
     return state_save(j->c.state_path, j->settings, &j->m, &snap, record, err);
 }
 
@@ -386,15 +328,15 @@ static void job_switch(job *j, long step)
     model *m = &j->m;
     const train_config *c = &j->c;
     m->qat = m->qat_embed = 0;
-    if (j->s.n_fp > 0) j->pr.loss_fp_switch = eval_loss(m, j->gpu, j->d, j->n_eval, j->inp, j->tgt);
-    dev_sync(m, j->gpu, 1); /* the step sizes are initialised on the host, as on the CPU */
+    if (j->s.n_fp > 0) j->pr.loss_fp_switch = eval_loss(m, j->be, j->dev, j->d, j->n_eval, j->inp, j->tgt);
+    j->be->sync(j->dev, m, 1); /* the step sizes are initialised on the host, as on the CPU */
     model_quant_init(m);
     if (c->reset_optimizer && j->s.n_fp > 0) {
         memset(m->m_mem, 0, m->n_floats * sizeof(float));
         memset(m->v_mem, 0, m->n_floats * sizeof(float));
         j->pr.adam_t = 0;
     }
-    dev_sync(m, j->gpu, 0);
+    j->be->sync(j->dev, m, 0);
     j->pr.switched = 1;
     if (c->progress && j->s.n_fp > 0)
         fprintf(stderr, "%sswitch to %d-bit QAT (%s) at step %ld: FP val loss %.4f nats/token\n",
@@ -448,8 +390,8 @@ static qp_status job_loop(job *j, qp_error *err)
         double lr = train_lr_at(s, step);
         sample_batch(j->d, B, T, &j->pr.rng, j->inp, j->tgt);
         double gn;
-        float loss = dev_forward_backward(m, j->gpu, j->inp, j->tgt, B, T, &gn);
-        if ((st = dev_check(j->gpu, err))) return st;
+        float loss = j->be->forward_backward(j->dev, m, j->inp, j->tgt, B, T, &gn);
+        if ((st = j->be->check(j->dev, err))) return st;
         if (!isfinite(loss) || !isfinite(gn) || loss > lim) {
             data_run *rec = j->rec;
             rec->status = DATA_RUN_DIVERGED;
@@ -463,7 +405,7 @@ static qp_status job_loop(job *j, qp_error *err)
             return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
         }
         j->pr.adam_t++;
-        dev_update(m, j->gpu, c, lr, j->pr.adam_t, gn);
+        j->be->update(j->dev, m, c, lr, j->pr.adam_t, gn);
         j->pr.train_loss = isnan(j->pr.train_loss) ? loss : 0.9 * j->pr.train_loss + 0.1 * loss;
         steps_here++;
         if (c->progress) job_progress(j, step, qat, lr, steps_here, t_loop);
@@ -483,13 +425,13 @@ static qp_status job_finish(job *j, const char *checkpoint_path, const char *exp
     int quant = c->quant.kind != TRAIN_Q_NONE;
     qp_status st;
     j->pr.step = j->s.total;
-    dev_sync(m, j->gpu, 1);
+    j->be->sync(j->dev, m, 1);
     m->qat = m->qat_embed = 0;
     if (j->s.n_qat == 0) {
-        j->pr.loss_fp_switch = eval_loss(m, j->gpu, j->d, j->n_eval, j->inp, j->tgt);
+        j->pr.loss_fp_switch = eval_loss(m, j->be, j->dev, j->d, j->n_eval, j->inp, j->tgt);
         if (quant) {
             model_quant_init(m); /* f = 0: quantize the trained FP model (PTQ) */
-            dev_sync(m, j->gpu, 0);
+            j->be->sync(j->dev, m, 0);
         }
     }
     if (quant || c->quant.embed_bits > 0) {
@@ -497,8 +439,8 @@ static qp_status job_finish(job *j, const char *checkpoint_path, const char *exp
         m->qat_embed = c->quant.embed_bits > 0;
         model_quantize(m);
     }
-    rec->loss = eval_loss(m, j->gpu, j->d, j->n_eval, j->inp, j->tgt);
-    if ((st = dev_check(j->gpu, err))) return st;
+    rec->loss = eval_loss(m, j->be, j->dev, j->d, j->n_eval, j->inp, j->tgt);
+    if ((st = j->be->check(j->dev, err))) return st;
     rec->loss_fp_switch = quant && j->s.n_fp > 0 ? j->pr.loss_fp_switch : (quant ? NAN : rec->loss);
     if (c->shape.vocab == 256) rec->val_bpb = rec->loss / log(2.0);
     if (!isfinite(rec->loss)) {
@@ -541,6 +483,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     j.d = d;
     j.rec = rec;
     j.t_start = qp_now();
+    j.be = &train_backend_cpu;
     int fin = 0;
     if (finished_before) *finished_before = 0;
     data_run_init(rec);
@@ -578,18 +521,12 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     } else {
         model_init(&j.m, c->seed);
     }
-#ifdef QATPLAN_HAVE_CUDA
-    if (c->device == TRAIN_DEVICE_CUDA &&
-        (st = model_cuda_create(&j.gpu, &j.m, c->precision == TRAIN_PREC_BF16, err)))
-        goto done;
-#endif
+    if ((st = train_backend_open(c->device, &j.m, c->precision == TRAIN_PREC_BF16, &j.be, &j.dev, err))) goto done;
     st = job_loop(&j, err);
     if (!st) st = job_finish(&j, checkpoint_path, export_path, err);
 done:
     if (finished_before) *finished_before = fin;
-#ifdef QATPLAN_HAVE_CUDA
-    cuda_model_free(j.gpu);
-#endif
+    j.be->close(j.dev);
     free(j.inp);
     free(j.tgt);
     model_free(&j.m);

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "data.h"
 #include "qp.h"
@@ -134,6 +135,72 @@ typedef struct {
 qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err);
 double train_lr_at(const train_sched *s, long step);
 
+
+/* ---- options: the one table (qatplan train, its help, the sweep) ----------------------- */
+
+/* Seeds: 0..2^53. The RNG takes 64 bits, but grids are JSON, whose numbers are doubles: every
+ * whole number up to 2^53 is exact there, in the run id and in the record (a decimal string). */
+#define TRAIN_SEED_MAX 9007199254740992.0
+
+typedef enum {
+    TRAIN_OPT_INT,      /* whole number in [lo, hi] */
+    TRAIN_OPT_COUNT,    /* count with suffixes (2M, 1.5B) in [lo, hi] */
+    TRAIN_OPT_REAL,     /* real in [lo, hi], or (lo, hi) when `open` */
+    TRAIN_OPT_ENUM,     /* one of `choices` ("a|b|c") */
+    TRAIN_OPT_TEXT,     /* free text (an id) */
+    TRAIN_OPT_PATH,     /* a file path or prefix */
+    TRAIN_OPT_FLAG,     /* no value: sets its field to `set` */
+    TRAIN_OPT_BYTES,    /* a size such as 16GiB */
+    TRAIN_OPT_INTERVAL  /* steps (500) or a time (600s, 10m, 2h) */
+} train_opt_type;
+
+typedef struct {
+    const char *section; /* help heading */
+    const char *name;    /* "--layers" */
+    train_opt_type type;
+    const char *arg;     /* value placeholder in the help */
+    double lo, hi;       /* INT, COUNT, REAL */
+    int open;            /* REAL: both ends excluded */
+    const char *choices; /* ENUM */
+    const char *def;     /* the default as the help shows it; NULL: none */
+    const char *help;    /* what it sets, with its unit */
+    const char *grid;    /* the sweep sets it on every run, from this grid field; NULL: the
+                          * grid's "train.args" may pass it */
+    size_t off;          /* where train_args_parse stores it in train_args */
+    int width;           /* INT: bytes of the field (4 int, 8 long/uint64) */
+    int set;             /* FLAG: the value stored */
+} train_option;
+
+extern const train_option train_options[];
+extern const size_t train_options_count;
+const train_option *train_option_find(const char *name); /* NULL: no such option */
+/* The accepted values of o in words ("1..256", "(0, 1)", "classic|fused"). */
+const char *train_option_range(const train_option *o, char *buf, size_t n);
+/* Parse one option's value as qatplan train does (range included), storing it at dst
+ * (NULL: check only). */
+qp_status train_option_value(const train_option *o, const char *value, void *dst, qp_error *err);
+/* The same check by name; an unknown name is refused. */
+qp_status train_option_check(const char *name, const char *value, qp_error *err);
+/* A grid's number for a sweep-owned option, against the trainer's range; `where` names the
+ * grid file and field, the message adds the range and the option. */
+qp_status train_option_check_number(const char *name, double v, const char *where, qp_error *err);
+/* `qatplan train --help`, generated from the table. */
+void train_options_help(FILE *f);
+
+/* The options of one `qatplan train` command line, as given. */
+typedef struct {
+    train_config c; /* the options that set the run's settings directly */
+    const char *data, *train_tokens, *val_tokens, *train_text, *val_text, *dataset;
+    const char *runs_out, *checkpoint, *export_int, *run_id;
+    const char *quantizer, *schedule, *decay_shape, *device, *precision;
+    int bits, quiet, progress, help;
+} train_args;
+
+void train_args_default(train_args *a);
+/* argv holds the options only (no command name). QP_ERR_USAGE for an unknown option or a
+ * missing value, QP_ERR_INPUT for a value out of range. Stops at --help (a->help = 1). */
+qp_status train_args_parse(train_args *a, int argc, char **argv, qp_error *err);
+
 /* ---- a run ------------------------------------------------------------------ */
 
 typedef struct {
@@ -145,6 +212,29 @@ typedef struct {
 } train_data;
 
 typedef struct train_run train_run;
+
+/* ---- from the options to a run (the policy of `qatplan train`) ------------------------ */
+
+/* One data source given whole, --resume needs --state, the device (auto: a CUDA GPU when
+ * there is one, else the CPU with a note unless quiet; cuda: refused without one), bf16 only
+ * on CUDA, a valid bit width and its quantizer, the schedule and decay shape. Fills a->c. */
+qp_status train_args_resolve(train_args *a, qp_error *err);
+
+typedef struct {
+    train_data d;
+    data_tokens tt, tv;        /* token files */
+    uint16_t *xt, *xv;         /* raw text */
+    char train_path[4096], val_path[4096];
+    char dataset[96], run_id[96];
+} train_inputs;
+
+/* Check the outputs first (none may be an input or another output; each must be writable
+ * now, not after the run), then read the data; set the vocabulary, the dataset id and the
+ * run id (given, or train_default_run_id) in a->c, pointing into `in`. */
+qp_status train_inputs_load(train_args *a, train_inputs *in, qp_error *err);
+void train_inputs_free(train_inputs *in); /* safe on a zeroed struct */
+/* L<layers>-D<width>-f<f>-b<bits>-<quantizer>-s<seed>-<pid>: readable and unique per process. */
+void train_default_run_id(const train_config *c, long pid, char *buf, size_t n);
 
 /* Run a training job. Fills `rec` (always, also on divergence) and returns QP_OK when the
  * run completed, QP_ERR_DIVERGED when it diverged (rec->status = diverged), QP_ERR_INTERRUPTED
