@@ -365,7 +365,7 @@ int cmd_train(int argc, char **argv)
                 !strcmp(device, "cpu") ? "--device cpu was given" : "none was found");
         return 2;
     }
-    if (!((bits >= 1 && bits <= 8) || bits == 16 || bits == 32)) {
+    if (!data_bits_valid(bits)) {
         fprintf(stderr, "qatplan: --bits %d: use 1..8 for QAT, or 16/32 for full precision\n", bits);
         return 2;
     }

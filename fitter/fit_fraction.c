@@ -20,51 +20,6 @@ typedef struct {
 
 static int same(double a, double b) { return fabs(a - b) <= 1e-6 * fabs(a); }
 
-/* Best fraction of a group: the parabola in (sqrt f, log loss) through the argmin and its
- * two neighbours (the three lowest-lying points at an edge); its vertex when it is convex,
- * clamped to those points' range; the argmin itself otherwise. sqrt(f) because the loss
- * curves fall steeply at small f and flatten beyond the optimum: on the synthetic law's
- * 0.1 grid a parabola in f is off by up to 0.023 (0.073 over 5 points), in sqrt f by up to
- * 0.022 with a third of the mean error (docs/fitter.md). */
-static double best_fraction(const group_acc *g, double *f_argmin)
-{
-    int k = 0;
-    for (int i = 1; i < g->nf; i++)
-        if (g->y[i] < g->y[k]) k = i;
-    *f_argmin = g->f[k];
-    int lo = k - 1 < 0 ? 0 : k - 1, hi = k + 1 >= g->nf ? g->nf - 1 : k + 1;
-    while (hi - lo < 2) { /* at least three points */
-        if (lo > 0) lo--;
-        else if (hi < g->nf - 1) hi++;
-        else break;
-    }
-    /* normal equations of y = c0 + c1 t + c2 t^2 with t = sqrt(f) - sqrt(f_k) */
-    double s[5] = {0}, r[3] = {0}, sk = sqrt(g->f[k]);
-    for (int i = lo; i <= hi; i++) {
-        double t = sqrt(g->f[i]) - sk, p = 1;
-        for (int j = 0; j < 5; j++, p *= t) {
-            s[j] += p;
-            if (j < 3) r[j] += p * g->y[i];
-        }
-    }
-    double M[3][3] = {{s[0], s[1], s[2]}, {s[1], s[2], s[3]}, {s[2], s[3], s[4]}};
-    double det = M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) -
-                 M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
-                 M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
-    if (!(fabs(det) > 1e-300)) return g->f[k];
-    /* Cramer's rule for c1 and c2 */
-    double d1 = M[0][0] * (r[1] * M[2][2] - M[1][2] * r[2]) - r[0] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
-                M[0][2] * (M[1][0] * r[2] - r[1] * M[2][0]);
-    double d2 = M[0][0] * (M[1][1] * r[2] - r[1] * M[2][1]) - M[0][1] * (M[1][0] * r[2] - r[1] * M[2][0]) +
-                r[0] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
-    double c1 = d1 / det, c2 = d2 / det;
-    if (!(c2 > 0)) return g->f[k];
-    double v = sk - c1 / (2 * c2);
-    if (v < sqrt(g->f[lo])) v = sqrt(g->f[lo]);
-    if (v > sqrt(g->f[hi])) v = sqrt(g->f[hi]);
-    return v * v;
-}
-
 typedef struct {
     const double *ls, *f, *w;
     int n;
@@ -135,9 +90,9 @@ qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used
             continue;
         }
         q_runs++;
-        double d = r->d_fp + r->d_qat, f = r->d_qat / d;
+        double d = data_run_tokens(r), f = data_run_fraction(r);
         int j = 0;
-        while (j < ng && !(same(g[j].n, r->n_params) && same(g[j].d, d) && g[j].bits == r->bits)) j++;
+        while (j < ng && !(data_group_same(g[j].n, g[j].d, r->n_params, d) && g[j].bits == r->bits)) j++;
         if (j == ng) {
             g[ng].n = r->n_params;
             g[ng].d = d;
@@ -185,7 +140,7 @@ qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used
         o->s_total = s;
         o->bits = a->bits;
         o->n_fractions = a->nf;
-        o->f_best = best_fraction(a, &o->f_argmin);
+        o->f_best = data_best_fraction(a->f, a->y, a->nf, &o->f_argmin);
         ls[m] = log(s);
         fb[m] = o->f_best;
         int z = 0;

@@ -91,7 +91,7 @@ qp_status fit_problem_init(fit_problem *P, data_law_form form, const law_point *
         P->w[i] = 1;
         P->zn[i] = log(x[i].n_params);
         P->zd[i] = log(dt);
-        P->quant[i] = form == DATA_LAW_QAT && x[i].bits < 16;
+        P->quant[i] = form == DATA_LAW_QAT && !data_bits_is_fp(x[i].bits);
         if (P->quant[i]) {
             double bytes = x[i].n_params * x[i].bits / 8.0;
             P->zb[i] = x[i].bits * M_LN2;

@@ -41,7 +41,7 @@ static int run_is_bad(const data_run *r)
     if (!(isfinite(r->n_params) && r->n_params > 0)) return 1;
     if (!(isfinite(r->d_fp) && r->d_fp >= 0 && isfinite(r->d_qat) && r->d_qat >= 0 && dt > 0))
         return 1;
-    if (!((r->bits >= 1 && r->bits <= 8) || r->bits == 16 || r->bits == 32)) return 1;
+    if (!data_bits_valid(r->bits)) return 1;
     return 0;
 }
 
@@ -151,11 +151,11 @@ static qp_status census(const law_point *x, const double *w, size_t n, fit_censu
     DISTINCT(x[i].n_params, 1, c->sizes)
     c->n = k;
     DISTINCT(x[i].d_fp + x[i].d_qat, 1, c->tokens)
-    DISTINCT(x[i].n_params, x[i].bits < 16, c->q_sizes)
+    DISTINCT(x[i].n_params, !data_bits_is_fp(x[i].bits), c->q_sizes)
     c->q_n = k;
-    DISTINCT(x[i].bits, x[i].bits < 16, c->q_bits)
-    DISTINCT(x[i].d_qat / (x[i].d_fp + x[i].d_qat), x[i].bits < 16, c->q_fracs)
-    DISTINCT(x[i].d_fp + x[i].d_qat, x[i].bits < 16, c->q_tokens)
+    DISTINCT(x[i].bits, !data_bits_is_fp(x[i].bits), c->q_bits)
+    DISTINCT(x[i].d_qat / (x[i].d_fp + x[i].d_qat), !data_bits_is_fp(x[i].bits), c->q_fracs)
+    DISTINCT(x[i].d_fp + x[i].d_qat, !data_bits_is_fp(x[i].bits), c->q_tokens)
 #undef DISTINCT
     free(v);
     return QP_OK;
@@ -396,7 +396,7 @@ static void fill_ranges(const law_point *x, size_t n, data_law_provenance *p)
         if (x[i].n_params > p->n_max) p->n_max = x[i].n_params;
         if (d < p->d_min) p->d_min = d;
         if (d > p->d_max) p->d_max = d;
-        if (x[i].bits < 16) {
+        if (!data_bits_is_fp(x[i].bits)) {
             double s = law_tokens_per_param_byte(d, x[i].n_params, x[i].bits);
             if (s < p->s_min) p->s_min = s;
             if (s > p->s_max) p->s_max = s;
@@ -566,7 +566,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
         }
         size_t nf = 0;
         for (size_t i = 0; i < n; i++)
-            if (x[i].bits >= 16) {
+            if (data_bits_is_fp(x[i].bits)) {
                 xf[nf] = x[i];
                 lf[nf++] = loss[i];
             }

@@ -270,14 +270,10 @@ static qp_status render(const plan_plot_opts *o, const char *title, plot_body bo
 
 /* ---- helpers over runs --------------------------------------------------- */
 
-static int near(double a, double b, double rel) { return fabs(a - b) <= rel * fmax(fabs(a), fabs(b)); }
-
 static int usable(const data_run *r)
 {
     return r->status == DATA_RUN_OK && isfinite(r->loss) && r->loss > 0 && r->n_params > 0 && data_run_tokens(r) > 0;
 }
-
-static double run_fraction(const data_run *r) { return r->bits >= 16 ? 0 : r->d_qat / data_run_tokens(r); }
 
 static int add_bits(int *bits, int n, int max, int b)
 {
@@ -300,23 +296,8 @@ static const char *color_of(const int *bits, int nb, int b)
     return "#000000";
 }
 
-double plan_best_fraction(const double *f, const double *l, int n)
-{
-    if (n <= 0) return NAN;
-    int i = 0;
-    for (int k = 1; k < n; k++)
-        if (l[k] < l[i]) i = k;
-    if (i == 0 || i == n - 1) return f[i];
-    double x0 = f[i - 1], x1 = f[i], x2 = f[i + 1], y0 = l[i - 1], y1 = l[i], y2 = l[i + 1];
-    /* vertex of the parabola through the three points */
-    double d01 = (y1 - y0) / (x1 - x0), d12 = (y2 - y1) / (x2 - x1), a = (d12 - d01) / (x2 - x0);
-    if (!(a > 0)) return f[i];
-    double b = d01 - a * (x0 + x1);
-    double v = -b / (2 * a);
-    if (v < x0) v = x0;
-    if (v > x2) v = x2;
-    return v;
-}
+/* One estimator, the fitter's (data_best_fraction); l is the mean log loss. */
+double plan_best_fraction(const double *f, const double *l, int n) { return data_best_fraction(f, l, n, NULL); }
 
 /* A QAT law for plotting: a qat law alone, or a penalty law over Epoch's chinchilla law. */
 static qp_status plot_model(const data_law *qat, data_law *chin, law_model *m, qp_error *err)
@@ -341,7 +322,7 @@ typedef struct {
     int nb;
 } lf_arg;
 
-static int in_group(const data_run *r, double n, double d) { return near(r->n_params, n, 0.02) && near(data_run_tokens(r), d, 0.05); }
+static int in_group(const data_run *r, double n, double d) { return data_group_same(r->n_params, data_run_tokens(r), n, d); }
 
 static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
 {
@@ -356,7 +337,7 @@ static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
     int fp_n = 0;
     for (size_t i = 0; a->runs && i < a->runs->n; i++) {
         const data_run *r = &a->runs->runs[i];
-        if (usable(r) && r->bits >= 16 && in_group(r, a->n, a->d)) fp_sum += r->loss, fp_n++;
+        if (usable(r) && data_run_is_fp(r) && in_group(r, a->n, a->d)) fp_sum += r->loss, fp_n++;
     }
     if (fp_n) {
         FILE *f = ctx_data(c, path, sizeof path);
@@ -409,7 +390,7 @@ static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
                 const data_run *r = &a->runs->runs[i];
                 if (!usable(r) || r->bits != b || r->schedule != kinds[k].s || !in_group(r, a->n, a->d)) continue;
                 if (!f && !(f = ctx_data(c, path, sizeof path))) return qp_fail(err, QP_ERR_IO, "cannot write plot data in %s", c->dir);
-                fprintf(f, "%.6f %.10g\n", run_fraction(r), r->loss);
+                fprintf(f, "%.6f %.10g\n", data_run_fraction(r), r->loss);
                 np++;
             }
             if (!f) continue;
@@ -443,12 +424,12 @@ qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs
         size_t best = 0;
         for (size_t i = 0; i < runs->n; i++) {
             const data_run *r = &runs->runs[i];
-            if (!usable(r) || r->bits >= 16) continue;
-            if (isfinite(a.n) && !near(r->n_params, a.n, 0.02)) continue;
-            if (isfinite(a.d) && !near(data_run_tokens(r), a.d, 0.05)) continue;
+            if (!usable(r) || data_run_is_fp(r)) continue;
+            if (isfinite(a.n) && !data_group_same(r->n_params, 1, a.n, 1)) continue;
+            if (isfinite(a.d) && !data_group_same(1, data_run_tokens(r), 1, a.d)) continue;
             size_t cnt = 0;
             for (size_t j = 0; j < runs->n; j++)
-                if (usable(&runs->runs[j]) && runs->runs[j].bits < 16 && in_group(&runs->runs[j], r->n_params, data_run_tokens(r))) cnt++;
+                if (usable(&runs->runs[j]) && !data_run_is_fp(&runs->runs[j]) && in_group(&runs->runs[j], r->n_params, data_run_tokens(r))) cnt++;
             /* ties: the largest N * D, where training says most */
             if (cnt > best || (cnt == best && r->n_params * data_run_tokens(r) > a.n * a.d * 1.0001)) {
                 best = cnt;
@@ -463,7 +444,7 @@ qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs
     if (!a.nb && runs)
         for (size_t i = 0; i < runs->n; i++) {
             const data_run *r = &runs->runs[i];
-            if (usable(r) && r->bits < 16 && in_group(r, a.n, a.d)) a.nb = add_bits(a.bits, a.nb, PLAN_MAX_BITS, r->bits);
+            if (usable(r) && !data_run_is_fp(r) && in_group(r, a.n, a.d)) a.nb = add_bits(a.bits, a.nb, PLAN_MAX_BITS, r->bits);
         }
     if (!a.nb) {
         int def[] = {1, 2, 4, 6};
@@ -503,7 +484,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
     double s_lo = 10, s_hi = 1e5;
     for (size_t i = 0; a->runs && i < a->runs->n; i++) {
         const data_run *r = &a->runs->runs[i];
-        if (!usable(r) || r->bits >= 16) continue;
+        if (!usable(r) || data_run_is_fp(r)) continue;
         double s = law_tokens_per_param_byte(data_run_tokens(r), r->n_params, r->bits);
         if (s > 1.5 && s / 2 < s_lo) s_lo = fmax(1.5, s / 2);
         if (s * 2 > s_hi) s_hi = s * 2;
@@ -570,7 +551,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
                         const data_run *q = &rl->runs[j];
                         if (!usable(q) || q->bits != r->bits || !in_group(q, r->n_params, data_run_tokens(r))) continue;
                         if (q->schedule != sch[k].s && q->schedule != DATA_SCHED_FP_ONLY && q->schedule != DATA_SCHED_QAT_ONLY) continue;
-                        double x = run_fraction(q);
+                        double x = data_run_fraction(q);
                         int m;
                         for (m = 0; m < nf; m++)
                             if (fabs(fr[m] - x) < 1e-3) break;
@@ -578,7 +559,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
                             if (nf == 64) continue;
                             fr[nf] = x, ls[nf] = 0, cnt[nf] = 0, nf++;
                         }
-                        ls[m] += q->loss;
+                        ls[m] += log(q->loss); /* mean log loss, as the fitter */
                         cnt[m]++;
                     }
                     int has_sched = 0;
@@ -592,7 +573,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
                             double t = fr[y]; fr[y] = fr[y - 1]; fr[y - 1] = t;
                             t = ls[y]; ls[y] = ls[y - 1]; ls[y - 1] = t;
                         }
-                    double best = plan_best_fraction(fr, ls, nf);
+                    double best = data_best_fraction(fr, ls, nf, NULL);
                     double s = law_tokens_per_param_byte(data_run_tokens(r), r->n_params, r->bits);
                     if (!f && !(f = ctx_data(c, path, sizeof path))) return qp_fail(err, QP_ERR_IO, "cannot write plot data in %s", c->dir);
                     fprintf(f, "%.6g %.6g\n", s, best);
@@ -626,7 +607,7 @@ qp_status plan_plot_optimal_fraction(const data_law *qat, const data_law *fracti
     int ln = 0;
     for (size_t i = 0; runs && i < runs->n; i++) {
         const data_run *r = &runs->runs[i];
-        if (!usable(r) || r->bits >= 16) continue;
+        if (!usable(r) || data_run_is_fp(r)) continue;
         lsum += log(r->n_params);
         ln++;
         if (!n_bits) a.nb = add_bits(a.bits, a.nb, PLAN_MAX_BITS, r->bits);
@@ -705,7 +686,7 @@ qp_status plan_plot_residuals(const data_law *law, const data_run_list *runs, co
     a.runs = runs;
     for (size_t i = 0; i < runs->n; i++) {
         const data_run *r = &runs->runs[i];
-        if (!usable(r) || (law->form == DATA_LAW_CHINCHILLA && r->bits < 16)) continue;
+        if (!usable(r) || (law->form == DATA_LAW_CHINCHILLA && !data_run_is_fp(r))) continue;
         a.nb = add_bits(a.bits, a.nb, PLAN_MAX_BITS, r->bits);
     }
     char title[256];
