@@ -97,14 +97,6 @@ typedef struct {
     uint64_t docs, val_docs;
 } source_info;
 
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\f' || c == '\v'; }
 
 static char *path_join_suffix(const char *prefix, const char *suffix)
@@ -267,7 +259,7 @@ qp_status data_prepare(const char *prefix, const char *const *inputs, int n_inpu
             uint64_t rs = opt->seed;
             for (size_t i = 0; i < nd; i++) perm[i] = i;
             for (size_t i = nd - 1; i > 0; i--) {
-                size_t j = (size_t)(splitmix64(&rs) % (i + 1));
+                size_t j = (size_t)(qp_rng_next(&rs) % (i + 1));
                 size_t t = perm[i];
                 perm[i] = perm[j];
                 perm[j] = t;

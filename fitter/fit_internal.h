@@ -80,7 +80,7 @@ double fit_kernel_lse(const fit_problem *P, const double *u, double *g);
 double fit_kernel_exp(double x);
 double fit_kernel_log(double x);
 
-/* splitmix64: a small, seedable, thread-free generator. */
+/* qp_rng_next (splitmix64) and the normal deviates drawn from it. */
 uint64_t fit_rng_next(uint64_t *state);
 double fit_rng_uniform(uint64_t *state);  /* [0, 1) */
 double fit_rng_normal(uint64_t *state);

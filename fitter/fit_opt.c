@@ -15,15 +15,9 @@ enum { P_E, P_A, P_B, P_ALPHA, P_BETA, P_THETA, P_KAPPA, P_PHI, P_CHI, P_PSI, P_
 
 /* ---- random numbers ------------------------------------------------------ */
 
-uint64_t fit_rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+uint64_t fit_rng_next(uint64_t *s) { return qp_rng_next(s); }
 
-double fit_rng_uniform(uint64_t *s) { return (double)(fit_rng_next(s) >> 11) * 0x1.0p-53; }
+double fit_rng_uniform(uint64_t *s) { return qp_rng_uniform(s); }
 
 double fit_rng_normal(uint64_t *s)
 {

@@ -349,14 +349,6 @@ static int refit_weighted(const fit_problem *P, const double *w, double lowest, 
     return 0;
 }
 
-static double percentile_sorted(const double *v, int n, double p)
-{
-    double pos = p * (n - 1);
-    int i = (int)floor(pos);
-    if (i >= n - 1) return v[n - 1];
-    return v[i] + (pos - i) * (v[i + 1] - v[i]);
-}
-
 /* ---- the fit ------------------------------------------------------------- */
 
 /* The loss unit of the runs used, when their vocabularies say it: 256 byte tokens make the
@@ -798,8 +790,8 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
             for (int j = 0; j < np; j++) {
                 for (int k = 0; k < ks; k++) col[k] = samples[(size_t)k * (size_t)np + (size_t)j];
                 qsort(col, (size_t)ks, sizeof(double), fit_cmp_double);
-                out->ci_lo[j] = percentile_sorted(col, ks, a);
-                out->ci_hi[j] = percentile_sorted(col, ks, 1 - a);
+                out->ci_lo[j] = qp_percentile_sorted(col, ks, a);
+                out->ci_hi[j] = qp_percentile_sorted(col, ks, 1 - a);
             }
             free(col);
             out->has_interval = 1;

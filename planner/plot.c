@@ -14,7 +14,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char *colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
@@ -169,20 +168,6 @@ static void ctx_series(plot_ctx *c, const char *path, const char *using_with, co
     gp_str(f, title);
 }
 
-static void log_tail(const char *path, char *buf, size_t n)
-{
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        size_t l = strlen(line);
-        while (l && (line[l - 1] == '\n' || line[l - 1] == ' ')) line[--l] = 0;
-        if (l) snprintf(buf, n, "%s", line);
-    }
-    fclose(f);
-}
-
 /* Write the script, run gnuplot on it with the timeout, check the image, write it to the output. */
 static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
 {
@@ -199,39 +184,16 @@ static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
         return qp_fail(err, QP_ERR_IO, "%s: cannot write the gnuplot script", sp);
     }
     fclose(f);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) return qp_fail(err, QP_ERR_IO, "cannot start gnuplot: %s", strerror(errno));
-    if (pid == 0) {
-        int fd = open(lp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul >= 0) dup2(nul, 0);
-        execl(c->gnuplot, "gnuplot", sp, (char *)NULL);
-        dprintf(2, "cannot run %s: %s\n", c->gnuplot, strerror(errno));
-        _exit(127);
-    }
+    char *argv[] = {c->gnuplot, sp, NULL};
+    qp_spawn_opts so = {lp, 0, -1, 0, NULL};
+    pid_t pid = qp_spawn(argv, &so, err);
+    if (pid < 0) return QP_ERR_IO; /* err says why */
     double limit = c->o->timeout_s > 0 ? c->o->timeout_s : 60;
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     int ws = 0, timed_out = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &ws, WNOHANG);
-        if (r == pid) break;
-        if (r < 0 && errno != EINTR) return qp_fail(err, QP_ERR_IO, "waiting for gnuplot: %s", strerror(errno));
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (!timed_out && (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) > limit) {
-            kill(pid, SIGKILL);
-            timed_out = 1;
-        }
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    qp_status st = qp_wait_limit(pid, limit, &ws, &timed_out, err);
+    if (st) return st;
     char tail[512];
-    log_tail(lp, tail, sizeof tail);
+    qp_log_tail(lp, tail, sizeof tail);
     if (timed_out) return qp_fail(err, QP_ERR_IO, "gnuplot took longer than %g s and was stopped", limit);
     if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
         return qp_fail(err, QP_ERR_IO, "gnuplot failed (%s %d): %s", WIFEXITED(ws) ? "exit status" : "signal",
@@ -242,7 +204,7 @@ static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
     /* the common writer: atomic for files, through symlinks, in place for /dev/null */
     char *img = NULL;
     size_t len = 0;
-    qp_status st = qp_read_file(tmp_out, &img, &len, err);
+    st = qp_read_file(tmp_out, &img, &len, err);
     if (!st) st = qp_write_file_atomic(c->o->output, img, len, err);
     free(img);
     return st;
