@@ -176,7 +176,7 @@ int main(int argc, char **argv)
                 if (x > tt) tt = x;
             }
         }
-        double flop_tok = 6.0 * (train_shape_params_nonembed(&s) + 256.0 * s.d_model) +
+        double flop_tok = 6.0 * (data_shape_params_nonembed(&s) + 256.0 * s.d_model) +
                           12.0 * s.n_layer * s.context * s.d_model;
         double tps = 16.0 * s.context / (ms_fp / 1e3);
         res[k].on = 1;
@@ -199,7 +199,7 @@ int main(int argc, char **argv)
         char lbl[32];
         snprintf(lbl, sizeof lbl, "%d,%d,%d", res[k].s.n_layer, res[k].s.d_model, res[k].s.n_head);
         printf("%-10s %7.2fM %9.1f %9.0f %8.1f %5.1f%% %9.0f %6.2fx %+7.1f%% %8.1f\n", lbl,
-               train_shape_params(&res[k].s) / 1e6, res[k].ms_fp, res[k].tps, res[k].gf,
+               data_shape_params(&res[k].s) / 1e6, res[k].ms_fp, res[k].tps, res[k].gf,
                100.0 * res[k].gf / peak, res[k].tt, res[k].tps / res[k].tt,
                100.0 * (res[k].ms_q / res[k].ms_fp - 1.0), res[k].ms_quant);
     }

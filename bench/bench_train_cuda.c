@@ -164,11 +164,11 @@ int main(int argc, char **argv)
             double ms_fp, ms_qat;
             run_ours(&s, B, bf16, steps, &ms_fp, &ms_qat);
             double tps = (double)B * s.context / (ms_fp / 1e3);
-            double flop_tok = 6.0 * (train_shape_params_nonembed(&s) + 256.0 * s.d_model) +
+            double flop_tok = 6.0 * (data_shape_params_nonembed(&s) + 256.0 * s.d_model) +
                               12.0 * s.n_layer * s.context * s.d_model;
             double tt = torch ? run_torch(&s, B, bf16, compile, steps) : NAN;
             printf("%-10s %7.1fM %5s %9.2f %10.0f %8.2f %5.1f%% %10.0f %6.2fx %+7.1f%%\n", b->label,
-                   train_shape_params(&s) / 1e6, bf16 ? "bf16" : "fp32", ms_fp, tps,
+                   data_shape_params(&s) / 1e6, bf16 ? "bf16" : "fp32", ms_fp, tps,
                    flop_tok * tps / 1e12, 100.0 * flop_tok * tps / peak, tt, tps / tt,
                    100.0 * (ms_qat / ms_fp - 1.0));
             fflush(stdout);

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 /* ---- errors ------------------------------------------------------------- */
 
@@ -135,5 +136,33 @@ const char *qp_blas_core_name(void);
 
 /* Monotonic wall clock in seconds. */
 double qp_now(void);
+
+/* ---- child processes (one runner: sweep trainers and fits, gnuplot) ----- */
+
+typedef struct {
+    const char *log_path; /* the child's stdout and stderr; stdin is /dev/null */
+    int log_append;       /* 1: append to the log, 0: truncate it */
+    int keep_fd;          /* a descriptor that survives the exec (a lock), or -1 */
+    int die_with_parent;  /* SIGTERM the child when this process dies; default signals */
+    const char *who;      /* prefix of the child's "cannot run" message; NULL: "qatplan" */
+} qp_spawn_opts;
+
+/* Start argv[0] (a path) with argv (NULL-terminated). The pid, or -1 with err set. */
+pid_t qp_spawn(char *const argv[], const qp_spawn_opts *o, qp_error *err);
+/* Wait for pid; past limit_s seconds (<= 0: no limit) SIGKILL it and set *timed_out. */
+qp_status qp_wait_limit(pid_t pid, double limit_s, int *wstatus, int *timed_out, qp_error *err);
+/* The last non-empty line of a log (after a redrawing \r), for messages; "" if none. */
+void qp_log_tail(const char *path, char *buf, size_t n);
+/* "exit status N", "killed by signal N (name)" or "ended abnormally". */
+const char *qp_wait_status_text(int wstatus, char *buf, size_t n);
+
+/* ---- small numerics ----------------------------------------------------- */
+
+/* splitmix64: one word of state (trivially saved and seeded), thread-free. */
+uint64_t qp_rng_next(uint64_t *state);
+double qp_rng_uniform(uint64_t *state); /* [0, 1), 53 bits */
+/* Percentile p in [0, 1] of v[0..n) sorted ascending, linear between order statistics;
+ * NAN when n < 1. */
+double qp_percentile_sorted(const double *v, int n, double p);
 
 #endif

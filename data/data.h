@@ -28,9 +28,40 @@ const char *data_schedule_name(data_schedule s);
 qp_status data_schedule_parse(const char *name, data_schedule *out, qp_error *err);
 const char *data_run_status_name(data_run_status s);
 
+/* ---- the run vocabulary: one owner for each concept (docs/design.md) ---- */
+
+/* A Llama-style model's shape; the trainer's train_shape is this struct. */
 typedef struct {
     int n_layer, d_model, n_head, n_kv_head, d_ff, context, vocab; /* 0 = unknown */
 } data_model_shape;
+
+/* All parameters of a shape (the law's N: embeddings counted once since tied) and those
+ * outside the embedding (norm gains included). Quantizer step sizes excluded. The shape's
+ * n_kv_head, d_ff and vocab must be filled in. */
+double data_shape_params(const data_model_shape *s);
+double data_shape_params_nonembed(const data_model_shape *s);
+
+/* Bit widths: 1..8 are QAT widths; DATA_FP_BITS and above (16 or 32) are full precision. */
+#define DATA_FP_BITS 16
+int data_bits_valid(int bits); /* 1..8, 16 or 32 */
+int data_bits_is_fp(int bits); /* bits >= DATA_FP_BITS */
+
+/* The schedule a token split resolves to: fp-only for full precision or no QAT tokens,
+ * qat-only for no FP tokens, else `chosen` when it is fused, classic otherwise. */
+data_schedule data_schedule_resolve(int bits, double d_fp, double d_qat, data_schedule chosen);
+
+/* Run groups: runs of the same N (within 2%) and D_total (within 5%) differ only in their
+ * split, bit width, schedule or seed. */
+#define DATA_GROUP_N_TOL 0.02
+#define DATA_GROUP_D_TOL 0.05
+int data_group_same(double n_a, double d_a, double n_b, double d_b);
+
+/* The best QAT fraction of a group: f[0..n) distinct and ascending, y the mean log loss at
+ * each. The parabola in (sqrt f, y) through the argmin and its two neighbours (the three
+ * lowest-lying points at an edge); its vertex when convex, clamped to those points' range;
+ * the argmin otherwise (docs/fitter.md). *f_argmin (may be NULL) gets the argmin; NAN when
+ * n < 1. */
+double data_best_fraction(const double *f, const double *y, int n, double *f_argmin);
 
 /* Optional real-valued fields hold NAN when not recorded; the writer omits them and the
  * reader leaves them NAN. `loss` is always written: a non-finite loss (diverged run) is
@@ -71,8 +102,12 @@ typedef struct {
 void data_run_init(data_run *r);
 /* D_total = d_fp + d_qat. */
 double data_run_tokens(const data_run *r);
-/* 1 when bits >= 16 (a full-precision run). */
+/* 1 for a full-precision run (data_bits_is_fp). */
 int data_run_is_fp(const data_run *r);
+/* The QAT fraction D_qat / D_total; 0 for a full-precision run. */
+double data_run_fraction(const data_run *r);
+/* 1 when the two runs belong to one group (data_group_same). */
+int data_run_same_group(const data_run *a, const data_run *b);
 /* Structural check (positive N, non-negative tokens, bits in 1..32, schedule consistent
  * with the token split). Returns QP_ERR_INPUT with a message on failure. */
 qp_status data_run_validate(const data_run *r, qp_error *err);

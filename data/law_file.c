@@ -243,6 +243,128 @@ static qp_status parse_units(const cJSON *o, data_law *law, const char *name, qp
     return st;
 }
 
+/* The "coefficients" object: every coefficient of the form, nothing else. */
+static qp_status parse_coefficients(const cJSON *o, data_law *law, const char *name, qp_error *err)
+{
+    data_law_form form = law->form;
+    int n = data_law_ncoef(form);
+    qp_status st = QP_OK;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "coefficients");
+    if (!cJSON_IsObject(c)) {
+        st = qp_fail(err, QP_ERR_PARSE, "%s: missing \"coefficients\" object", name);
+        return st;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, c) {
+        if (data_law_coef_index(form, it->string) < 0) {
+            st = qp_fail(err, QP_ERR_PARSE, "%s: coefficient \"%s\" is not part of the %s form", name,
+                         it->string, data_law_form_name(form));
+            return st;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const char *cn = data_law_coef_name(form, i);
+        if (!cJSON_GetObjectItemCaseSensitive(c, cn)) {
+            st = qp_fail(err, QP_ERR_PARSE, "%s: the %s form needs coefficient \"%s\", which is missing", name,
+                         data_law_form_name(form), cn);
+            return st;
+        }
+        if ((st = dj_get_real(c, cn, 1, &law->coef[i], name, err))) return st;
+    }
+    return QP_OK;
+}
+
+/* The "provenance" object (present: checked by the caller). */
+static qp_status parse_provenance(const cJSON *pr, data_law_provenance *p, const char *name, qp_error *err)
+{
+    qp_status st = QP_OK;
+    const cJSON *it;
+    long v = 0;
+    if ((st = dj_get_string(pr, "source", 1, p->source, sizeof p->source, name, err)) ||
+        (st = dj_get_string(pr, "method", 0, p->method, sizeof p->method, name, err)) ||
+        (st = dj_get_string(pr, "created", 0, p->created, sizeof p->created, name, err)) ||
+        (st = dj_get_string(pr, "code_version", 0, p->code_version, sizeof p->code_version, name, err)) ||
+        (st = get_range(pr, "n_params_range", &p->n_min, &p->n_max, name, err)) ||
+        (st = get_range(pr, "tokens_range", &p->d_min, &p->d_max, name, err)) ||
+        (st = get_range(pr, "s_total_range", &p->s_min, &p->s_max, name, err)))
+        return st;
+    if ((st = dj_get_int(pr, "n_runs", 0, 0, INT_MAX, &v, name, err))) return st;
+    p->n_runs = (int)v;
+    v = 0;
+    if ((st = dj_get_int(pr, "n_excluded", 0, 0, INT_MAX, &v, name, err))) return st;
+    p->n_excluded = (int)v;
+    const cJSON *bits = cJSON_GetObjectItemCaseSensitive(pr, "bits");
+    if (bits) {
+        if (!cJSON_IsArray(bits) || cJSON_GetArraySize(bits) > 16) {
+            st = qp_fail(err, QP_ERR_PARSE, "%s: provenance.bits must be an array of at most 16 bit widths", name);
+            return st;
+        }
+        cJSON_ArrayForEach(it, bits) {
+            if (!cJSON_IsNumber(it) || it->valuedouble < 1 || it->valuedouble > 32) {
+                st = qp_fail(err, QP_ERR_PARSE, "%s: provenance.bits holds a value that is not a bit width", name);
+                return st;
+            }
+            p->bits[p->n_bits++] = (int)it->valuedouble;
+        }
+    }
+    const cJSON *q = cJSON_GetObjectItemCaseSensitive(pr, "quality");
+    if (q) {
+        if ((st = dj_get_real(q, "rmse_log", 0, &p->rmse_log, name, err)) ||
+            (st = dj_get_real(q, "mae_log", 0, &p->mae_log, name, err)) ||
+            (st = dj_get_real(q, "r2", 0, &p->r2, name, err)) ||
+            (st = dj_get_real(q, "huber_objective", 0, &p->huber_objective, name, err)) ||
+            (st = dj_get_real(q, "loo_rmse_log", 0, &p->loo_rmse_log, name, err)))
+            return st;
+        v = 0;
+        if ((st = dj_get_int(q, "starts", 0, 0, INT_MAX, &v, name, err))) return st;
+        p->starts = (int)v;
+        v = 0;
+        if ((st = dj_get_int(q, "starts_at_best", 0, 0, INT_MAX, &v, name, err))) return st;
+        p->starts_at_best = (int)v;
+    }
+    return QP_OK;
+}
+
+/* The "bootstrap" object's samples, if any: n coefficients each. */
+static qp_status parse_samples(const cJSON *o, data_law *law, const char *name, qp_error *err)
+{
+    qp_status st = QP_OK;
+    int n = data_law_ncoef(law->form);
+    const cJSON *it;
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "bootstrap");
+    if (b) {
+        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(b, "samples");
+        if (!cJSON_IsArray(arr)) {
+            st = qp_fail(err, QP_ERR_PARSE, "%s: bootstrap.samples must be an array", name);
+            return st;
+        }
+        int ns = cJSON_GetArraySize(arr);
+        law->samples = ns ? malloc((size_t)ns * (size_t)n * sizeof(double)) : NULL;
+        if (ns && !law->samples) {
+            st = qp_fail(err, QP_ERR_NOMEM, "out of memory reading %s", name);
+            return st;
+        }
+        int s = 0;
+        cJSON_ArrayForEach(it, arr) {
+            if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != n) {
+                st = qp_fail(err, QP_ERR_PARSE, "%s: bootstrap sample %d must hold %d coefficients", name, s, n);
+                return st;
+            }
+            for (int i = 0; i < n; i++) {
+                const cJSON *x = cJSON_GetArrayItem(it, i);
+                if (!cJSON_IsNumber(x)) {
+                    st = qp_fail(err, QP_ERR_PARSE, "%s: bootstrap sample %d holds a non-number", name, s);
+                    return st;
+                }
+                law->samples[(size_t)s * (size_t)n + (size_t)i] = x->valuedouble;
+            }
+            s++;
+        }
+        law->n_samples = ns;
+    }
+    return QP_OK;
+}
+
 qp_status data_law_parse(const char *json, const char *name, data_law *out, qp_error *err)
 {
     const char *end = NULL;
@@ -276,28 +398,7 @@ qp_status data_law_parse(const char *json, const char *name, data_law *out, qp_e
     }
     data_law_init(&law, form);
     int n = data_law_ncoef(form);
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "coefficients");
-    if (!cJSON_IsObject(c)) {
-        st = qp_fail(err, QP_ERR_PARSE, "%s: missing \"coefficients\" object", name);
-        goto done;
-    }
-    const cJSON *it;
-    cJSON_ArrayForEach(it, c) {
-        if (data_law_coef_index(form, it->string) < 0) {
-            st = qp_fail(err, QP_ERR_PARSE, "%s: coefficient \"%s\" is not part of the %s form", name,
-                         it->string, data_law_form_name(form));
-            goto done;
-        }
-    }
-    for (int i = 0; i < n; i++) {
-        const char *cn = data_law_coef_name(form, i);
-        if (!cJSON_GetObjectItemCaseSensitive(c, cn)) {
-            st = qp_fail(err, QP_ERR_PARSE, "%s: the %s form needs coefficient \"%s\", which is missing", name,
-                         data_law_form_name(form), cn);
-            goto done;
-        }
-        if ((st = dj_get_real(c, cn, 1, &law.coef[i], name, err))) goto done;
-    }
+    if ((st = parse_coefficients(o, &law, name, err))) goto done;
     if ((st = parse_units(o, &law, name, err))) goto done;
     const cJSON *iv = cJSON_GetObjectItemCaseSensitive(o, "intervals");
     if (iv) {
@@ -313,81 +414,8 @@ qp_status data_law_parse(const char *json, const char *name, data_law *out, qp_e
         st = qp_fail(err, QP_ERR_PARSE, "%s: missing \"provenance\": a law must say where it came from", name);
         goto done;
     }
-    data_law_provenance *p = &law.prov;
-    long v = 0;
-    if ((st = dj_get_string(pr, "source", 1, p->source, sizeof p->source, name, err)) ||
-        (st = dj_get_string(pr, "method", 0, p->method, sizeof p->method, name, err)) ||
-        (st = dj_get_string(pr, "created", 0, p->created, sizeof p->created, name, err)) ||
-        (st = dj_get_string(pr, "code_version", 0, p->code_version, sizeof p->code_version, name, err)) ||
-        (st = get_range(pr, "n_params_range", &p->n_min, &p->n_max, name, err)) ||
-        (st = get_range(pr, "tokens_range", &p->d_min, &p->d_max, name, err)) ||
-        (st = get_range(pr, "s_total_range", &p->s_min, &p->s_max, name, err)))
-        goto done;
-    if ((st = dj_get_int(pr, "n_runs", 0, 0, INT_MAX, &v, name, err))) goto done;
-    p->n_runs = (int)v;
-    v = 0;
-    if ((st = dj_get_int(pr, "n_excluded", 0, 0, INT_MAX, &v, name, err))) goto done;
-    p->n_excluded = (int)v;
-    const cJSON *bits = cJSON_GetObjectItemCaseSensitive(pr, "bits");
-    if (bits) {
-        if (!cJSON_IsArray(bits) || cJSON_GetArraySize(bits) > 16) {
-            st = qp_fail(err, QP_ERR_PARSE, "%s: provenance.bits must be an array of at most 16 bit widths", name);
-            goto done;
-        }
-        cJSON_ArrayForEach(it, bits) {
-            if (!cJSON_IsNumber(it) || it->valuedouble < 1 || it->valuedouble > 32) {
-                st = qp_fail(err, QP_ERR_PARSE, "%s: provenance.bits holds a value that is not a bit width", name);
-                goto done;
-            }
-            p->bits[p->n_bits++] = (int)it->valuedouble;
-        }
-    }
-    const cJSON *q = cJSON_GetObjectItemCaseSensitive(pr, "quality");
-    if (q) {
-        if ((st = dj_get_real(q, "rmse_log", 0, &p->rmse_log, name, err)) ||
-            (st = dj_get_real(q, "mae_log", 0, &p->mae_log, name, err)) ||
-            (st = dj_get_real(q, "r2", 0, &p->r2, name, err)) ||
-            (st = dj_get_real(q, "huber_objective", 0, &p->huber_objective, name, err)) ||
-            (st = dj_get_real(q, "loo_rmse_log", 0, &p->loo_rmse_log, name, err)))
-            goto done;
-        v = 0;
-        if ((st = dj_get_int(q, "starts", 0, 0, INT_MAX, &v, name, err))) goto done;
-        p->starts = (int)v;
-        v = 0;
-        if ((st = dj_get_int(q, "starts_at_best", 0, 0, INT_MAX, &v, name, err))) goto done;
-        p->starts_at_best = (int)v;
-    }
-    const cJSON *b = cJSON_GetObjectItemCaseSensitive(o, "bootstrap");
-    if (b) {
-        const cJSON *arr = cJSON_GetObjectItemCaseSensitive(b, "samples");
-        if (!cJSON_IsArray(arr)) {
-            st = qp_fail(err, QP_ERR_PARSE, "%s: bootstrap.samples must be an array", name);
-            goto done;
-        }
-        int ns = cJSON_GetArraySize(arr);
-        law.samples = ns ? malloc((size_t)ns * (size_t)n * sizeof(double)) : NULL;
-        if (ns && !law.samples) {
-            st = qp_fail(err, QP_ERR_NOMEM, "out of memory reading %s", name);
-            goto done;
-        }
-        int s = 0;
-        cJSON_ArrayForEach(it, arr) {
-            if (!cJSON_IsArray(it) || cJSON_GetArraySize(it) != n) {
-                st = qp_fail(err, QP_ERR_PARSE, "%s: bootstrap sample %d must hold %d coefficients", name, s, n);
-                goto done;
-            }
-            for (int i = 0; i < n; i++) {
-                const cJSON *x = cJSON_GetArrayItem(it, i);
-                if (!cJSON_IsNumber(x)) {
-                    st = qp_fail(err, QP_ERR_PARSE, "%s: bootstrap sample %d holds a non-number", name, s);
-                    goto done;
-                }
-                law.samples[(size_t)s * (size_t)n + (size_t)i] = x->valuedouble;
-            }
-            s++;
-        }
-        law.n_samples = ns;
-    }
+    if ((st = parse_provenance(pr, &law.prov, name, err))) goto done;
+    if ((st = parse_samples(o, &law, name, err))) goto done;
     if ((st = data_law_validate(&law, err))) {
         qp_error_prefix(err, "%s: ", name);
         st = QP_ERR_PARSE;

@@ -54,8 +54,6 @@ void data_run_init(data_run *r)
 
 double data_run_tokens(const data_run *r) { return r->d_fp + r->d_qat; }
 
-int data_run_is_fp(const data_run *r) { return r->bits >= 16; }
-
 qp_status data_run_validate(const data_run *r, qp_error *err)
 {
     if (!(r->n_params > 0) || !isfinite(r->n_params))
@@ -64,10 +62,10 @@ qp_status data_run_validate(const data_run *r, qp_error *err)
         return qp_fail(err, QP_ERR_INPUT, "D_fp and D_qat (tokens) must be finite and >= 0");
     if (!(r->d_fp + r->d_qat > 0))
         return qp_fail(err, QP_ERR_INPUT, "D_fp + D_qat (tokens) must be positive");
-    if (!((r->bits >= 1 && r->bits <= 8) || r->bits == 16 || r->bits == 32))
+    if (!data_bits_valid(r->bits))
         return qp_fail(err, QP_ERR_INPUT, "bits = %d: use 1..8 for QAT, or 16/32 for full precision",
                        r->bits);
-    if (r->bits < 16) {
+    if (!data_bits_is_fp(r->bits)) {
         if (r->schedule == DATA_SCHED_FP_ONLY && r->d_qat != 0)
             return qp_fail(err, QP_ERR_INPUT, "schedule fp-only needs D_qat = 0");
         if (r->schedule == DATA_SCHED_QAT_ONLY && r->d_fp != 0)
@@ -136,7 +134,7 @@ char *data_run_to_json(const data_run *r)
     dj_add_real(o, "d_fp", r->d_fp);
     dj_add_real(o, "d_qat", r->d_qat);
     cJSON_AddNumberToObject(o, "bits", r->bits);
-    cJSON_AddStringToObject(o, "quantizer", r->quantizer[0] ? r->quantizer : (r->bits >= 16 ? "none" : ""));
+    cJSON_AddStringToObject(o, "quantizer", r->quantizer[0] ? r->quantizer : (data_run_is_fp(r) ? "none" : ""));
     cJSON_AddNumberToObject(o, "embed_bits", r->embed_bits);
     cJSON_AddNumberToObject(o, "group_size", r->group_size);
     cJSON_AddStringToObject(o, "schedule", data_schedule_name(r->schedule));
@@ -443,7 +441,7 @@ qp_status data_runs_parse_csv(const char *text, const char *name, data_run_list 
             snprintf(r.run_id, sizeof r.run_id, "%s", fields[col_of[C_RUN_ID]]);
         else
             snprintf(r.run_id, sizeof r.run_id, "%s:%ld", name, lineno);
-        if (r.bits >= 16) {
+        if (data_run_is_fp(&r)) {
             r.schedule = DATA_SCHED_FP_ONLY;
             snprintf(r.quantizer, sizeof r.quantizer, "none");
         } else if (col_of[C_SCHEDULE] >= 0 && fields[col_of[C_SCHEDULE]][0]) {
@@ -453,7 +451,7 @@ qp_status data_runs_parse_csv(const char *text, const char *name, data_run_list 
                 break;
             }
         } else {
-            r.schedule = r.d_qat == 0 ? DATA_SCHED_FP_ONLY : r.d_fp == 0 ? DATA_SCHED_QAT_ONLY : DATA_SCHED_CLASSIC;
+            r.schedule = data_schedule_resolve(r.bits, r.d_fp, r.d_qat, DATA_SCHED_CLASSIC);
         }
         if (col_of[C_SEED] >= 0) r.seed = strtoull(fields[col_of[C_SEED]], NULL, 10);
         if (col_of[C_DATASET] >= 0) snprintf(r.dataset, sizeof r.dataset, "%s", fields[col_of[C_DATASET]]);

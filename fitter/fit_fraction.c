@@ -20,51 +20,6 @@ typedef struct {
 
 static int same(double a, double b) { return fabs(a - b) <= 1e-6 * fabs(a); }
 
-/* Best fraction of a group: the parabola in (sqrt f, log loss) through the argmin and its
- * two neighbours (the three lowest-lying points at an edge); its vertex when it is convex,
- * clamped to those points' range; the argmin itself otherwise. sqrt(f) because the loss
- * curves fall steeply at small f and flatten beyond the optimum: on the synthetic law's
- * 0.1 grid a parabola in f is off by up to 0.023 (0.073 over 5 points), in sqrt f by up to
- * 0.022 with a third of the mean error (docs/fitter.md). */
-static double best_fraction(const group_acc *g, double *f_argmin)
-{
-    int k = 0;
-    for (int i = 1; i < g->nf; i++)
-        if (g->y[i] < g->y[k]) k = i;
-    *f_argmin = g->f[k];
-    int lo = k - 1 < 0 ? 0 : k - 1, hi = k + 1 >= g->nf ? g->nf - 1 : k + 1;
-    while (hi - lo < 2) { /* at least three points */
-        if (lo > 0) lo--;
-        else if (hi < g->nf - 1) hi++;
-        else break;
-    }
-    /* normal equations of y = c0 + c1 t + c2 t^2 with t = sqrt(f) - sqrt(f_k) */
-    double s[5] = {0}, r[3] = {0}, sk = sqrt(g->f[k]);
-    for (int i = lo; i <= hi; i++) {
-        double t = sqrt(g->f[i]) - sk, p = 1;
-        for (int j = 0; j < 5; j++, p *= t) {
-            s[j] += p;
-            if (j < 3) r[j] += p * g->y[i];
-        }
-    }
-    double M[3][3] = {{s[0], s[1], s[2]}, {s[1], s[2], s[3]}, {s[2], s[3], s[4]}};
-    double det = M[0][0] * (M[1][1] * M[2][2] - M[1][2] * M[2][1]) -
-                 M[0][1] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
-                 M[0][2] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
-    if (!(fabs(det) > 1e-300)) return g->f[k];
-    /* Cramer's rule for c1 and c2 */
-    double d1 = M[0][0] * (r[1] * M[2][2] - M[1][2] * r[2]) - r[0] * (M[1][0] * M[2][2] - M[1][2] * M[2][0]) +
-                M[0][2] * (M[1][0] * r[2] - r[1] * M[2][0]);
-    double d2 = M[0][0] * (M[1][1] * r[2] - r[1] * M[2][1]) - M[0][1] * (M[1][0] * r[2] - r[1] * M[2][0]) +
-                r[0] * (M[1][0] * M[2][1] - M[1][1] * M[2][0]);
-    double c1 = d1 / det, c2 = d2 / det;
-    if (!(c2 > 0)) return g->f[k];
-    double v = sk - c1 / (2 * c2);
-    if (v < sqrt(g->f[lo])) v = sqrt(g->f[lo]);
-    if (v > sqrt(g->f[hi])) v = sqrt(g->f[hi]);
-    return v * v;
-}
-
 typedef struct {
     const double *ls, *f, *w;
     int n;
@@ -117,6 +72,93 @@ static int fit_a(const double *ls, const double *f, const double *w, int n, doub
     return 0;
 }
 
+/* Leave one model size out: the RMSE of the held-out groups' fractions; NAN when none. */
+static double fraction_loo(const fit_fraction_group *groups, int m, const double *size_seen, int sizes,
+                           const double *ls, const double *fb, double *w)
+{
+    double sq = 0;
+    int c = 0;
+    for (int z = 0; z < sizes; z++) {
+        for (int j = 0; j < m; j++) w[j] = same(groups[j].n_params, size_seen[z]) ? 0 : 1;
+        double az;
+        if (fit_a(ls, fb, w, m, &az) != 0) continue;
+        for (int j = 0; j < m; j++)
+            if (w[j] == 0) {
+                double e = exp(-az / ls[j]) - fb[j];
+                sq += e * e;
+                c++;
+            }
+    }
+    return c ? sqrt(sq / c) : NAN;
+}
+
+/* The bootstrap over groups: percentile interval of a and the samples into out. */
+static qp_status fraction_bootstrap(const double *ls, const double *fb, double *w, int m, const fit_options *opt,
+                                    data_law *out, fit_report *rep, qp_error *err)
+{
+    int K = opt->bootstrap, ks = 0;
+    double *smp = malloc(sizeof(double) * (size_t)K);
+    if (!smp) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    uint64_t rng = (opt->seed + 1) * 0xd1342543de82ef95ull;
+    for (int k = 0; k < K; k++) {
+        memset(w, 0, sizeof(double) * (size_t)m);
+        for (int j = 0; j < m; j++) {
+            int t = (int)(fit_rng_uniform(&rng) * m);
+            w[t < m ? t : m - 1] += 1;
+        }
+        double ak;
+        if (fit_a(ls, fb, w, m, &ak) == 0 && isfinite(ak)) smp[ks++] = ak;
+    }
+    rep->bootstrap_done = ks;
+    rep->bootstrap_failed = K - ks;
+    if (ks < 2) {
+        free(smp);
+        return QP_OK;
+    }
+    double *c = malloc(sizeof(double) * (size_t)ks);
+    if (!c) {
+        free(smp);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    memcpy(c, smp, sizeof(double) * (size_t)ks);
+    qsort(c, (size_t)ks, sizeof(double), fit_cmp_double);
+    double al = (1 - opt->ci_level) / 2;
+    out->ci_lo[0] = qp_percentile_sorted(c, ks, al);
+    out->ci_hi[0] = qp_percentile_sorted(c, ks, 1 - al);
+    out->has_interval = 1;
+    out->ci_level = opt->ci_level;
+    out->n_samples = ks;
+    out->samples = smp;
+    free(c);
+    return QP_OK;
+}
+
+/* The provenance of a fraction fit: method, ranges and bit widths of the groups. */
+static void fraction_provenance(const fit_report *rep, int m, data_law_provenance *p)
+{
+    snprintf(p->method, sizeof p->method,
+             "least squares of exp(-a/ln S_total) to the best fraction of %d (N, D_total, bits) "
+             "groups (parabola through each group's argmin, docs/fitter.md); fraction RMSE "
+             "%.4f, MAE %.4f", m, rep->frac_rmse, rep->frac_mae);
+    p->starts = 1;
+    p->starts_at_best = 1;
+    p->loo_rmse_log = NAN; /* that field is in log loss; the fraction's LOO is in the report */
+    p->n_min = p->d_min = p->s_min = INFINITY;
+    p->n_max = p->d_max = p->s_max = -INFINITY;
+    for (int j = 0; j < m; j++) {
+        const fit_fraction_group *o = &rep->groups[j];
+        p->n_min = fmin(p->n_min, o->n_params);
+        p->n_max = fmax(p->n_max, o->n_params);
+        p->d_min = fmin(p->d_min, o->d_total);
+        p->d_max = fmax(p->d_max, o->d_total);
+        p->s_min = fmin(p->s_min, o->s_total);
+        p->s_max = fmax(p->s_max, o->s_total);
+        int z = 0;
+        while (z < p->n_bits && p->bits[z] != o->bits) z++;
+        if (z == p->n_bits && p->n_bits < 16) p->bits[p->n_bits++] = o->bits;
+    }
+}
+
 qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used,
                             const fit_options *opt, data_law *out, fit_report *rep, qp_error *err);
 
@@ -135,9 +177,9 @@ qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used
             continue;
         }
         q_runs++;
-        double d = r->d_fp + r->d_qat, f = r->d_qat / d;
+        double d = data_run_tokens(r), f = data_run_fraction(r);
         int j = 0;
-        while (j < ng && !(same(g[j].n, r->n_params) && same(g[j].d, d) && g[j].bits == r->bits)) j++;
+        while (j < ng && !(data_group_same(g[j].n, g[j].d, r->n_params, d) && g[j].bits == r->bits)) j++;
         if (j == ng) {
             g[ng].n = r->n_params;
             g[ng].d = d;
@@ -185,7 +227,7 @@ qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used
         o->s_total = s;
         o->bits = a->bits;
         o->n_fractions = a->nf;
-        o->f_best = best_fraction(a, &o->f_argmin);
+        o->f_best = data_best_fraction(a->f, a->y, a->nf, &o->f_argmin);
         ls[m] = log(s);
         fb[m] = o->f_best;
         int z = 0;
@@ -221,87 +263,10 @@ qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used
     rep->starts = rep->starts_ok = rep->starts_at_best = 1;
     rep->best_objective = se;
 
-    /* leave one model size out, in the fraction's units */
-    if (opt->loo && sizes >= 3) {
-        double sq = 0;
-        int c = 0;
-        for (int z = 0; z < sizes; z++) {
-            for (int j = 0; j < m; j++) w[j] = same(rep->groups[j].n_params, size_seen[z]) ? 0 : 1;
-            double az;
-            if (fit_a(ls, fb, w, m, &az) != 0) continue;
-            for (int j = 0; j < m; j++)
-                if (w[j] == 0) {
-                    double e = exp(-az / ls[j]) - fb[j];
-                    sq += e * e;
-                    c++;
-                }
-        }
-        if (c) rep->loo_rmse_log = sqrt(sq / c); /* reported as the fraction's LOO RMSE */
-    }
-    if (opt->bootstrap > 0) {
-        int K = opt->bootstrap, ks = 0;
-        double *smp = malloc(sizeof(double) * (size_t)K);
-        if (!smp) {
-            st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        uint64_t rng = (opt->seed + 1) * 0xd1342543de82ef95ull;
-        for (int k = 0; k < K; k++) {
-            memset(w, 0, sizeof(double) * (size_t)m);
-            for (int j = 0; j < m; j++) {
-                int t = (int)(fit_rng_uniform(&rng) * m);
-                w[t < m ? t : m - 1] += 1;
-            }
-            double ak;
-            if (fit_a(ls, fb, w, m, &ak) == 0 && isfinite(ak)) smp[ks++] = ak;
-        }
-        rep->bootstrap_done = ks;
-        rep->bootstrap_failed = K - ks;
-        if (ks >= 2) {
-            double *c = malloc(sizeof(double) * (size_t)ks);
-            if (!c) {
-                free(smp);
-                st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            memcpy(c, smp, sizeof(double) * (size_t)ks);
-            qsort(c, (size_t)ks, sizeof(double), fit_cmp_double);
-            double lvl = opt->ci_level, al = (1 - lvl) / 2;
-            double p1 = al * (ks - 1), p2 = (1 - al) * (ks - 1);
-            int i1 = (int)p1, i2 = (int)p2;
-            out->ci_lo[0] = c[i1] + (i1 + 1 < ks ? (p1 - i1) * (c[i1 + 1] - c[i1]) : 0);
-            out->ci_hi[0] = c[i2] + (i2 + 1 < ks ? (p2 - i2) * (c[i2 + 1] - c[i2]) : 0);
-            out->has_interval = 1;
-            out->ci_level = lvl;
-            out->n_samples = ks;
-            out->samples = smp;
-            free(c);
-        } else {
-            free(smp);
-        }
-    }
-    data_law_provenance *p = &out->prov;
-    snprintf(p->method, sizeof p->method,
-             "least squares of exp(-a/ln S_total) to the best fraction of %d (N, D_total, bits) "
-             "groups (parabola through each group's argmin, docs/fitter.md); fraction RMSE "
-             "%.4f, MAE %.4f", m, rep->frac_rmse, rep->frac_mae);
-    p->starts = 1;
-    p->starts_at_best = 1;
-    p->loo_rmse_log = NAN; /* that field is in log loss; the fraction's LOO is in the report */
-    p->n_min = p->d_min = p->s_min = INFINITY;
-    p->n_max = p->d_max = p->s_max = -INFINITY;
-    for (int j = 0; j < m; j++) {
-        const fit_fraction_group *o = &rep->groups[j];
-        p->n_min = fmin(p->n_min, o->n_params);
-        p->n_max = fmax(p->n_max, o->n_params);
-        p->d_min = fmin(p->d_min, o->d_total);
-        p->d_max = fmax(p->d_max, o->d_total);
-        p->s_min = fmin(p->s_min, o->s_total);
-        p->s_max = fmax(p->s_max, o->s_total);
-        int z = 0;
-        while (z < p->n_bits && p->bits[z] != o->bits) z++;
-        if (z == p->n_bits && p->n_bits < 16) p->bits[p->n_bits++] = o->bits;
-    }
+    /* leave one model size out, in the fraction's units (reported as the fraction's LOO RMSE) */
+    if (opt->loo && sizes >= 3) rep->loo_rmse_log = fraction_loo(rep->groups, m, size_seen, sizes, ls, fb, w);
+    if (opt->bootstrap > 0 && (st = fraction_bootstrap(ls, fb, w, m, opt, out, rep, err))) goto done;
+    fraction_provenance(rep, m, &out->prov);
 done:
     free(g);
     free(fg);

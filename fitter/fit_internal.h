@@ -19,7 +19,7 @@ typedef struct {
     double *w;             /* weight per point: 1, or the bootstrap multiplicity (0 = unused) */
     double *zn, *zd;       /* ln N - m_n, ln D_total - m_d */
     double *zb, *zq, *zf;  /* quantized points: b ln 2 - m_b, log1p(S_qat) - m_q, log1p(S_fp) - m_f */
-    unsigned char *quant;  /* 1 for a quantized point (bits < 16) in the qat form */
+    unsigned char *quant;  /* 1 for a quantized point (not data_bits_is_fp) in the qat form */
     double m_n, m_d, m_b, m_q, m_f;
     /* covariates are also scaled to unit spread when centred: u_j = theta_j * sc[j] for an
      * exponent j (sc = the spread of its covariate), sc = 1 for intercepts */
@@ -80,7 +80,7 @@ double fit_kernel_lse(const fit_problem *P, const double *u, double *g);
 double fit_kernel_exp(double x);
 double fit_kernel_log(double x);
 
-/* splitmix64: a small, seedable, thread-free generator. */
+/* qp_rng_next (splitmix64) and the normal deviates drawn from it. */
 uint64_t fit_rng_next(uint64_t *state);
 double fit_rng_uniform(uint64_t *state);  /* [0, 1) */
 double fit_rng_normal(uint64_t *state);

@@ -15,15 +15,9 @@ enum { P_E, P_A, P_B, P_ALPHA, P_BETA, P_THETA, P_KAPPA, P_PHI, P_CHI, P_PSI, P_
 
 /* ---- random numbers ------------------------------------------------------ */
 
-uint64_t fit_rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+uint64_t fit_rng_next(uint64_t *s) { return qp_rng_next(s); }
 
-double fit_rng_uniform(uint64_t *s) { return (double)(fit_rng_next(s) >> 11) * 0x1.0p-53; }
+double fit_rng_uniform(uint64_t *s) { return qp_rng_uniform(s); }
 
 double fit_rng_normal(uint64_t *s)
 {
@@ -91,7 +85,7 @@ qp_status fit_problem_init(fit_problem *P, data_law_form form, const law_point *
         P->w[i] = 1;
         P->zn[i] = log(x[i].n_params);
         P->zd[i] = log(dt);
-        P->quant[i] = form == DATA_LAW_QAT && x[i].bits < 16;
+        P->quant[i] = form == DATA_LAW_QAT && !data_bits_is_fp(x[i].bits);
         if (P->quant[i]) {
             double bytes = x[i].n_params * x[i].bits / 8.0;
             P->zb[i] = x[i].bits * M_LN2;

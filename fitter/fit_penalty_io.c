@@ -8,9 +8,7 @@
 
 #include "fit.h"
 
-static int close_to(double a, double b, double rtol) { return fabs(a - b) <= rtol * fmax(fabs(a), fabs(b)); }
-
-/* Mean loss of the status-ok full-precision runs at (N, D) (N within 2%, D within 5%: trainers
+/* Mean loss of the status-ok full-precision runs of q's group (data_run_same_group: trainers
  * round tokens to whole steps); NAN when there is none. */
 static double matched_fp_loss(const data_run_list *runs, const data_run *q)
 {
@@ -19,7 +17,7 @@ static double matched_fp_loss(const data_run_list *runs, const data_run *q)
     for (size_t i = 0; i < runs->n; i++) {
         const data_run *r = &runs->runs[i];
         if (!data_run_is_fp(r) || r->status != DATA_RUN_OK || !isfinite(r->loss)) continue;
-        if (close_to(r->n_params, q->n_params, 0.02) && close_to(data_run_tokens(r), data_run_tokens(q), 0.05)) {
+        if (data_run_same_group(r, q)) {
             sum += r->loss;
             n++;
         }

@@ -41,7 +41,7 @@ static int run_is_bad(const data_run *r)
     if (!(isfinite(r->n_params) && r->n_params > 0)) return 1;
     if (!(isfinite(r->d_fp) && r->d_fp >= 0 && isfinite(r->d_qat) && r->d_qat >= 0 && dt > 0))
         return 1;
-    if (!((r->bits >= 1 && r->bits <= 8) || r->bits == 16 || r->bits == 32)) return 1;
+    if (!data_bits_valid(r->bits)) return 1;
     return 0;
 }
 
@@ -151,11 +151,11 @@ static qp_status census(const law_point *x, const double *w, size_t n, fit_censu
     DISTINCT(x[i].n_params, 1, c->sizes)
     c->n = k;
     DISTINCT(x[i].d_fp + x[i].d_qat, 1, c->tokens)
-    DISTINCT(x[i].n_params, x[i].bits < 16, c->q_sizes)
+    DISTINCT(x[i].n_params, !data_bits_is_fp(x[i].bits), c->q_sizes)
     c->q_n = k;
-    DISTINCT(x[i].bits, x[i].bits < 16, c->q_bits)
-    DISTINCT(x[i].d_qat / (x[i].d_fp + x[i].d_qat), x[i].bits < 16, c->q_fracs)
-    DISTINCT(x[i].d_fp + x[i].d_qat, x[i].bits < 16, c->q_tokens)
+    DISTINCT(x[i].bits, !data_bits_is_fp(x[i].bits), c->q_bits)
+    DISTINCT(x[i].d_qat / (x[i].d_fp + x[i].d_qat), !data_bits_is_fp(x[i].bits), c->q_fracs)
+    DISTINCT(x[i].d_fp + x[i].d_qat, !data_bits_is_fp(x[i].bits), c->q_tokens)
 #undef DISTINCT
     free(v);
     return QP_OK;
@@ -349,14 +349,6 @@ static int refit_weighted(const fit_problem *P, const double *w, double lowest, 
     return 0;
 }
 
-static double percentile_sorted(const double *v, int n, double p)
-{
-    double pos = p * (n - 1);
-    int i = (int)floor(pos);
-    if (i >= n - 1) return v[n - 1];
-    return v[i] + (pos - i) * (v[i + 1] - v[i]);
-}
-
 /* ---- the fit ------------------------------------------------------------- */
 
 /* The loss unit of the runs used, when their vocabularies say it: 256 byte tokens make the
@@ -396,7 +388,7 @@ static void fill_ranges(const law_point *x, size_t n, data_law_provenance *p)
         if (x[i].n_params > p->n_max) p->n_max = x[i].n_params;
         if (d < p->d_min) p->d_min = d;
         if (d > p->d_max) p->d_max = d;
-        if (x[i].bits < 16) {
+        if (!data_bits_is_fp(x[i].bits)) {
             double s = law_tokens_per_param_byte(d, x[i].n_params, x[i].bits);
             if (s < p->s_min) p->s_min = s;
             if (s > p->s_max) p->s_max = s;
@@ -464,6 +456,420 @@ static qp_status fit_chinchilla_stage(const fit_problem *P, const fit_options *o
 qp_status fit_fraction_form(const data_run_list *runs, const unsigned char *used,
                             const fit_options *opt, data_law *out, fit_report *rep, qp_error *err);
 
+/* Check the options and fill the defaults. */
+static qp_status fit_options_check(fit_options *opt, qp_error *err)
+{
+    if (!(opt->huber_delta > 0) || !isfinite(opt->huber_delta))
+        return qp_fail(err, QP_ERR_INPUT, "the Huber delta must be a positive number (default 1e-3)");
+    if (opt->bootstrap < 0) return qp_fail(err, QP_ERR_INPUT, "the bootstrap count must be >= 0");
+    if (!(opt->ci_level > 0 && opt->ci_level < 1)) opt->ci_level = 0.95;
+    if (opt->max_iter <= 0) opt->max_iter = 3000;
+    if (opt->form != DATA_LAW_CHINCHILLA && opt->form != DATA_LAW_QAT && opt->form != DATA_LAW_FRACTION)
+        return qp_fail(err, QP_ERR_INPUT, opt->form == DATA_LAW_PENALTY
+                           ? "a penalty law is fitted from penalty observations: use fit_penalty ('qatplan fit --form penalty')"
+                           : "unknown law form: use chinchilla, qat or fraction");
+    return QP_OK;
+}
+
+static int n_threads(const fit_options *opt) { return opt->threads > 0 ? opt->threads : omp_get_max_threads(); }
+
+/* The chinchilla form: Epoch AI's grid of starts. */
+static qp_status fit_chinchilla_point(fit_problem *P, const law_point *x, const double *loss, size_t n,
+                                      double lowest, const fit_options *opt, fit_report *rep, double *u,
+                                      char *method, size_t method_n, qp_error *err)
+{
+    qp_status st;
+    if ((st = fit_problem_init(P, DATA_LAW_CHINCHILLA, x, loss, n, opt->huber_delta, 1, err))) return st;
+    fit_problem_set_bounds(P, lowest);
+    double fb;
+    if ((st = fit_chinchilla_stage(P, opt, u, &rep->starts, &rep->starts_ok, &rep->starts_at_best, &fb, err)))
+        return st;
+    snprintf(method, method_n,
+             "summed Huber (delta %g) on log loss; GSL BFGS2 from %s%d starts of Epoch AI's "
+             "4,500-start grid; bounds in docs/fitter.md", opt->huber_delta,
+             rep->starts < FIT_CHINCHILLA_GRID_STARTS ? "a strided subset: " : "", rep->starts);
+    return QP_OK;
+}
+
+/* Stage 1 of the qat form: the chinchilla part from the full-precision runs (all runs when
+ * there are too few), with the grid. *fp_ok: whether the full-precision runs sufficed. */
+static qp_status fit_qat_stage1(fit_problem *P1, const law_point *x, const double *loss, size_t n,
+                                const fit_options *opt, double *u1, int *s1, int *fp_ok, qp_error *err)
+{
+    *fp_ok = 0;
+    *s1 = 0;
+    law_point *xf = malloc(sizeof(law_point) * (n + 1));
+    double *lf = malloc(sizeof(double) * (n + 1));
+    if (!xf || !lf) {
+        free(xf);
+        free(lf);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    size_t nf = 0;
+    for (size_t i = 0; i < n; i++)
+        if (data_bits_is_fp(x[i].bits)) {
+            xf[nf] = x[i];
+            lf[nf++] = loss[i];
+        }
+    fit_census cf;
+    char why[400];
+    *fp_ok = census(xf, NULL, nf, &cf, NULL) == QP_OK && nf > 0 &&
+             !unidentified(DATA_LAW_CHINCHILLA, &cf, why, sizeof why);
+    if (!*fp_ok) {
+        memcpy(xf, x, sizeof(law_point) * n);
+        memcpy(lf, loss, sizeof(double) * n);
+        nf = n;
+        for (size_t i = 0; i < n; i++) xf[i].bits = DATA_FP_BITS; /* chinchilla form on all runs */
+    }
+    double low1 = INFINITY;
+    for (size_t i = 0; i < nf; i++)
+        if (lf[i] < low1) low1 = lf[i];
+    qp_status st = fit_problem_init(P1, DATA_LAW_CHINCHILLA, xf, lf, nf, opt->huber_delta, 1, err);
+    free(xf);
+    free(lf);
+    if (st) return st;
+    fit_problem_set_bounds(P1, low1);
+    double fb1;
+    int ok1, ab1;
+    return fit_chinchilla_stage(P1, opt, u1, s1, &ok1, &ab1, &fb1, err);
+}
+
+/* 16 parameters: loose convergence can rank basins wrongly, so the 8 best starts are
+ * polished tight before the best is chosen. Returns the best start. */
+static int polish_best(const fit_problem *P, const fit_options *opt, int ns, double *fv, double *ends,
+                       fit_report *rep)
+{
+    int order[8], no = 0;
+    for (int k = 0; k < ns; k++) {
+        if (!isfinite(fv[k])) continue;
+        int p = no < 8 ? no++ : 8;
+        if (p == 8 && !(fv[k] < fv[order[7]])) continue;
+        if (p == 8) p = 7;
+        while (p > 0 && fv[order[p - 1]] > fv[k]) {
+            order[p] = order[p - 1];
+            p--;
+        }
+        order[p] = k;
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads(opt))
+    for (int q = 0; q < no; q++) {
+        double f, uu[16];
+        int it, k = order[q];
+        memcpy(uu, ends + (size_t)k * 16, sizeof uu);
+        if (fit_minimize(P, uu, opt->max_iter, 1, &f, &it) == 0 && f <= fv[k]) {
+            fv[k] = f;
+            memcpy(ends + (size_t)k * 16, uu, sizeof uu);
+        }
+    }
+    int best = order[0];
+    for (int q = 1; q < no; q++)
+        if (fv[order[q]] < fv[best]) best = order[q];
+    for (int k = 0; k < ns; k++) {
+        if (isfinite(fv[k])) rep->starts_ok++;
+        if (isfinite(fv[k]) && fv[k] - fv[best] <= opt->best_rtol * fabs(fv[best]) + 1e-15) rep->starts_at_best++;
+    }
+    return best;
+}
+
+/* The qat form: stage 1 (fit_qat_stage1), then the whole law from a Latin hypercube over the
+ * penalty terms, each start carrying the stage-1 chinchilla part. */
+static qp_status fit_qat_point(fit_problem *P, fit_problem *P1, const law_point *x, const double *loss, size_t n,
+                               double lowest, const fit_options *opt, fit_report *rep, double *u, char *method,
+                               size_t method_n, qp_error *err)
+{
+    double u1[5];
+    int s1, fp_ok;
+    qp_status st;
+    if ((st = fit_qat_stage1(P1, x, loss, n, opt, u1, &s1, &fp_ok, err))) return st;
+    if ((st = fit_problem_init(P, DATA_LAW_QAT, x, loss, n, opt->huber_delta, 1, err))) return st;
+    fit_problem_set_bounds(P, lowest);
+    double t1[16] = {0}, uc[16];
+    fit_u_to_theta(P1, u1, t1);
+    fit_theta_to_u(P, t1, uc);
+    int ns = opt->n_starts > 0 ? opt->n_starts : FIT_QAT_DEFAULT_STARTS;
+    double *starts = malloc(sizeof(double) * 16 * (size_t)ns);
+    double *fv = malloc(sizeof(double) * (size_t)ns);
+    double *ends = malloc(sizeof(double) * 16 * (size_t)ns);
+    if (!starts || !fv || !ends) {
+        free(starts);
+        free(fv);
+        free(ends);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory for %d starts", ns);
+    }
+    qat_lhs_starts(P, uc, ns, opt->seed, starts);
+    int best = fit_multistart(P, starts, ns, opt->max_iter, opt->threads, fv, ends);
+    rep->starts = ns;
+    if (best >= 0) {
+        best = polish_best(P, opt, ns, fv, ends, rep);
+        memcpy(u, ends + (size_t)best * 16, 16 * sizeof(double));
+    }
+    free(starts);
+    free(fv);
+    free(ends);
+    if (best < 0)
+        return qp_fail(err, QP_ERR_NUMERIC, "no start of the qat fit converged to a finite "
+                       "objective: check the losses (nats/token) and token counts");
+    snprintf(method, method_n,
+             "summed Huber (delta %g) on log loss; chinchilla part from %s (%d-start grid), "
+             "then GSL BFGS2 from %d Latin hypercube starts over the penalty terms; bounds "
+             "in docs/fitter.md", opt->huber_delta,
+             fp_ok ? "the full-precision runs" : "all runs (too few full-precision runs)", s1, ns);
+    return QP_OK;
+}
+
+/* Residuals, RMSE, MAE, R^2 and the residuals by bit width and by size; key[i] gets the
+ * size group of point i (for leave-one-out), w is scratch. */
+static qp_status fit_quality(const fit_problem *P, const law_point *x, size_t n, const double *u, double *res,
+                             double *key, double *w, fit_report *rep, qp_error *err)
+{
+    double ss_res = 0, ss_tot = 0, mean_y = 0, mae = 0;
+    for (size_t i = 0; i < n; i++) mean_y += P->y[i];
+    mean_y /= (double)n;
+    for (size_t i = 0; i < n; i++) {
+        res[i] = P->y[i] - predict_log(P, u, i);
+        ss_res += res[i] * res[i];
+        mae += fabs(res[i]);
+        ss_tot += (P->y[i] - mean_y) * (P->y[i] - mean_y);
+    }
+    rep->rmse_log = sqrt(ss_res / (double)n);
+    rep->mae_log = mae / (double)n;
+    rep->r2 = ss_tot > 0 ? 1 - ss_res / ss_tot : NAN;
+    for (size_t i = 0; i < n; i++) key[i] = x[i].bits;
+    qp_status st;
+    if ((st = group_residuals(key, NULL, res, n, &rep->by_bits, &rep->n_bitw, err))) return st;
+    for (size_t i = 0; i < n; i++) w[i] = x[i].n_params;
+    size_groups(x, n, key);
+    return group_residuals(key, w, res, n, &rep->by_size, &rep->n_sizes, err);
+}
+
+/* Leave one model size out: refit from the point estimate u without that size; the RMSE of
+ * the held-out points in rep->loo_rmse_log (NAN when a refit fails). key: size groups. */
+static qp_status leave_one_size_out(const fit_problem *P, const double *key, const double *loss, size_t n,
+                                    const double *u, const fit_options *opt, fit_report *rep, qp_error *err)
+{
+    int ns = rep->n_sizes, fails = 0;
+    double *sq = calloc((size_t)ns, sizeof(double));
+    int *cnt = calloc((size_t)ns, sizeof(int));
+    if (!sq || !cnt) {
+        free(sq);
+        free(cnt);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads(opt)) reduction(+ : fails)
+    for (int s = 0; s < ns; s++) {
+        double *ws = malloc(sizeof(double) * (n + 1)), uu[16];
+        if (!ws) {
+            fails++;
+            continue;
+        }
+        double low = INFINITY, size = rep->by_size[s].key;
+        for (size_t i = 0; i < n; i++) {
+            int out_i = fabs(key[i] - size) <= 1e-9 * size;
+            ws[i] = out_i ? 0 : 1;
+            if (!out_i && loss[i] < low) low = loss[i];
+        }
+        if (refit_weighted(P, ws, low, u, opt->max_iter, uu) == 0) {
+            for (size_t i = 0; i < n; i++)
+                if (ws[i] == 0) {
+                    double r = P->y[i] - predict_log(P, uu, i);
+                    sq[s] += r * r;
+                    cnt[s]++;
+                }
+        } else {
+            fails++;
+        }
+        free(ws);
+    }
+    double tot = 0;
+    int c = 0;
+    for (int s = 0; s < ns; s++) {
+        tot += sq[s];
+        c += cnt[s];
+    }
+    if (!fails && c > 0) rep->loo_rmse_log = sqrt(tot / c);
+    free(sq);
+    free(cnt);
+    return QP_OK;
+}
+
+/* One bootstrap replicate k: resample the runs with replacement (redrawn up to 20 times while
+ * the sample cannot identify the form), refit from u; its coefficients in row. 1 if finite. */
+static int bootstrap_one(const fit_problem *P, const law_point *x, const double *loss, size_t n, const double *u,
+                         const fit_options *opt, int k, double *row)
+{
+    /* each replicate's stream starts at a hashed state: plain seed + k * step would make
+     * replicate k the same stream as replicate 0 shifted by k draws */
+    uint64_t mix = (opt->seed + 1) * 0xd1342543de82ef95ull ^ ((uint64_t)k + 1) * 0xbf58476d1ce4e5b9ull;
+    uint64_t rng = fit_rng_next(&mix);
+    double *ws = malloc(sizeof(double) * (n + 1)), uu[16], th[16];
+    if (!ws) return 0;
+    int ok = 0;
+    for (int tries = 0; tries < 20; tries++) {
+        memset(ws, 0, sizeof(double) * n);
+        double low = INFINITY;
+        for (size_t i = 0; i < n; i++) {
+            size_t j = (size_t)(fit_rng_uniform(&rng) * (double)n);
+            if (j >= n) j = n - 1;
+            ws[j] += 1;
+            if (loss[j] < low) low = loss[j];
+        }
+        fit_census c;
+        char b2[400];
+        if (census(x, ws, n, &c, NULL) || unidentified(opt->form, &c, b2, sizeof b2)) continue;
+        if (refit_weighted(P, ws, low, u, opt->max_iter, uu) != 0) break;
+        fit_u_to_theta(P, uu, th);
+        law_theta_to_coef(opt->form, th, row);
+        int fin = 1;
+        for (int j = 0; j < data_law_ncoef(opt->form); j++) fin &= isfinite(row[j]);
+        ok = fin;
+        break;
+    }
+    free(ws);
+    return ok;
+}
+
+/* The bootstrap: opt->bootstrap replicates; with >= 2 good ones, percentile intervals and the
+ * samples go into out. */
+static qp_status bootstrap(const fit_problem *P, const law_point *x, const double *loss, size_t n, const double *u,
+                           const fit_options *opt, data_law *out, fit_report *rep, qp_error *err)
+{
+    int K = opt->bootstrap, np = data_law_ncoef(opt->form);
+    double *samples = malloc(sizeof(double) * (size_t)K * (size_t)np);
+    int *okk = calloc((size_t)K, sizeof(int));
+    if (!samples || !okk) {
+        free(samples);
+        free(okk);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory for %d bootstrap samples", K);
+    }
+#pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads(opt))
+    for (int k = 0; k < K; k++) okk[k] = bootstrap_one(P, x, loss, n, u, opt, k, samples + (size_t)k * (size_t)np);
+    int ks = 0;
+    for (int k = 0; k < K; k++)
+        if (okk[k]) {
+            if (ks != k)
+                memmove(samples + (size_t)ks * (size_t)np, samples + (size_t)k * (size_t)np, sizeof(double) * (size_t)np);
+            ks++;
+        }
+    free(okk);
+    rep->bootstrap_done = ks;
+    rep->bootstrap_failed = K - ks;
+    if (ks < 2) {
+        free(samples);
+        return QP_OK;
+    }
+    double *col = malloc(sizeof(double) * (size_t)ks);
+    if (!col) {
+        free(samples);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    double a = (1 - opt->ci_level) / 2;
+    for (int j = 0; j < np; j++) {
+        for (int k = 0; k < ks; k++) col[k] = samples[(size_t)k * (size_t)np + (size_t)j];
+        qsort(col, (size_t)ks, sizeof(double), fit_cmp_double);
+        out->ci_lo[j] = qp_percentile_sorted(col, ks, a);
+        out->ci_hi[j] = qp_percentile_sorted(col, ks, 1 - a);
+    }
+    free(col);
+    out->has_interval = 1;
+    out->ci_level = opt->ci_level;
+    out->n_samples = ks;
+    out->samples = samples;
+    return QP_OK;
+}
+
+/* The usable runs as law points and losses; the lowest loss in *lowest. */
+static void runs_to_points(const data_run_list *runs, const unsigned char *used, law_point *x, double *loss,
+                           double *lowest)
+{
+    size_t m = 0;
+    *lowest = INFINITY;
+    for (size_t i = 0; i < runs->n; i++) {
+        if (!used[i]) continue;
+        const data_run *r = &runs->runs[i];
+        x[m] = (law_point){r->n_params, r->d_fp, r->d_qat, r->bits};
+        loss[m] = r->loss;
+        if (r->loss < *lowest) *lowest = r->loss;
+        m++;
+    }
+}
+
+/* The point estimate u of the chinchilla or qat form from n points, checked identifiable;
+ * P (and P1, the qat form's stage 1) are left for the caller to free. */
+static qp_status fit_point(fit_problem *P, fit_problem *P1, const law_point *x, const double *loss, size_t n,
+                           double lowest, const fit_options *opt, fit_report *rep, double *u, char *method,
+                           size_t method_n, qp_error *err)
+{
+    fit_census cen;
+    char why[400];
+    qp_status st;
+    if ((st = census(x, NULL, n, &cen, err))) return st;
+    if (n == 0)
+        return qp_fail(err, QP_ERR_UNIDENTIFIED,
+                       "no usable runs (%d input: %d bad, %d diverged, %d failed, %d duplicate, %d "
+                       "not full precision): the %s form needs valid runs with status ok",
+                       rep->n_input, rep->n_bad, rep->n_diverged, rep->n_failed, rep->n_duplicate,
+                       rep->n_other_form, data_law_form_name(opt->form));
+    if (unidentified(opt->form, &cen, why, sizeof why))
+        return qp_fail(err, QP_ERR_UNIDENTIFIED, "cannot identify the %s form: %s", data_law_form_name(opt->form), why);
+    if (opt->form == DATA_LAW_CHINCHILLA)
+        return fit_chinchilla_point(P, x, loss, n, lowest, opt, rep, u, method, method_n, err);
+    return fit_qat_point(P, P1, x, loss, n, lowest, opt, rep, u, method, method_n, err);
+}
+
+/* The chinchilla or qat form from the usable runs: the point estimate, its quality,
+ * leave-one-size-out, the bootstrap, the provenance of the fit. */
+static qp_status fit_huber_form(const data_run_list *runs, const unsigned char *used, const fit_options *opt,
+                                data_law *out, fit_report *rep, qp_error *err)
+{
+    size_t n = (size_t)rep->n_used;
+    law_point *x = malloc(sizeof(law_point) * (n + 1));
+    double *loss = malloc(sizeof(double) * (n + 1)), *res = malloc(sizeof(double) * (n + 1));
+    double *key = malloc(sizeof(double) * (n + 1)), *w = malloc(sizeof(double) * (n + 1));
+    fit_problem P = {0}, P1 = {0};
+    qp_status st = QP_OK;
+    if (!x || !loss || !res || !key || !w) {
+        st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    double lowest, u[DATA_LAW_MAX_COEF], theta[DATA_LAW_MAX_COEF];
+    char method[256];
+    runs_to_points(runs, used, x, loss, &lowest);
+    if ((st = fit_point(&P, &P1, x, loss, n, lowest, opt, rep, u, method, sizeof method, err))) goto done;
+    rep->bounds_active = clamp_to_bounds(&P, u, rep->bound_note, sizeof rep->bound_note);
+    rep->best_objective = fit_huber_only(&P, u, NULL);
+    fit_u_to_theta(&P, u, theta);
+    law_theta_to_coef(opt->form, theta, out->coef);
+    for (int j = 0; j < data_law_ncoef(opt->form); j++)
+        if (!isfinite(out->coef[j])) {
+            st = qp_fail(err, QP_ERR_NUMERIC, "the fit produced a non-finite %s: the data do not "
+                         "constrain it; add runs or use a smaller form",
+                         data_law_coef_name(opt->form, j));
+            goto done;
+        }
+    if ((st = fit_quality(&P, x, n, u, res, key, w, rep, err))) goto done;
+    if (opt->loo && rep->n_sizes >= 3 && (st = leave_one_size_out(&P, key, loss, n, u, opt, rep, err))) goto done;
+    if (opt->bootstrap > 0 && (st = bootstrap(&P, x, loss, n, u, opt, out, rep, err))) goto done;
+    data_law_provenance *p = &out->prov;
+    snprintf(p->method, sizeof p->method, "%s", method);
+    p->rmse_log = rep->rmse_log;
+    p->mae_log = rep->mae_log;
+    p->r2 = rep->r2;
+    p->huber_objective = rep->best_objective;
+    p->loo_rmse_log = rep->loo_rmse_log;
+    p->starts = rep->starts;
+    p->starts_at_best = rep->starts_at_best;
+    fill_ranges(x, n, p);
+done:
+    fit_problem_free(&P);
+    fit_problem_free(&P1);
+    free(x);
+    free(loss);
+    free(res);
+    free(key);
+    free(w);
+    return st;
+}
+
 qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_law *out,
                    fit_report *rep_out, qp_error *err)
 {
@@ -479,360 +885,15 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
     data_law_init(out, opt.form);
     double t0 = qp_now();
     gsl_set_error_handler_off(); /* GSL must return errors, never abort the process */
-    if (!(opt.huber_delta > 0) || !isfinite(opt.huber_delta))
-        return qp_fail(err, QP_ERR_INPUT, "the Huber delta must be a positive number (default 1e-3)");
-    if (opt.bootstrap < 0) return qp_fail(err, QP_ERR_INPUT, "the bootstrap count must be >= 0");
-    if (!(opt.ci_level > 0 && opt.ci_level < 1)) opt.ci_level = 0.95;
-    if (opt.max_iter <= 0) opt.max_iter = 3000;
-    if (opt.form != DATA_LAW_CHINCHILLA && opt.form != DATA_LAW_QAT && opt.form != DATA_LAW_FRACTION)
-        return qp_fail(err, QP_ERR_INPUT, opt.form == DATA_LAW_PENALTY
-                           ? "a penalty law is fitted from penalty observations: use fit_penalty ('qatplan fit --form penalty')"
-                           : "unknown law form: use chinchilla, qat or fraction");
+    qp_status st = fit_options_check(&opt, err);
+    if (st) return st;
 
-    qp_status st = QP_OK;
     unsigned char *used = malloc(runs->n + 1);
     if (!used) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
-    if ((st = clean_runs(runs, opt.form, used, rep, err))) goto done_used;
+    if ((st = clean_runs(runs, opt.form, used, rep, err))) goto done;
     for (size_t i = 0; i < runs->n; i++) rep->n_used += used[i];
-    if (opt.form == DATA_LAW_FRACTION) {
-        st = fit_fraction_form(runs, used, &opt, out, rep, err);
-        goto finish;
-    }
-
-    size_t n = (size_t)rep->n_used;
-    law_point *x = malloc(sizeof(law_point) * (n + 1));
-    double *loss = malloc(sizeof(double) * (n + 1));
-    double *res = malloc(sizeof(double) * (n + 1));
-    double *key = malloc(sizeof(double) * (n + 1));
-    double *w = malloc(sizeof(double) * (n + 1));
-    fit_problem P = {0}, P1 = {0};
-    double *samples = NULL;
-    if (!x || !loss || !res || !key || !w) {
-        st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
-        goto done;
-    }
-    size_t m = 0;
-    double lowest = INFINITY;
-    for (size_t i = 0; i < runs->n; i++) {
-        if (!used[i]) continue;
-        const data_run *r = &runs->runs[i];
-        x[m] = (law_point){r->n_params, r->d_fp, r->d_qat, r->bits};
-        loss[m] = r->loss;
-        if (r->loss < lowest) lowest = r->loss;
-        m++;
-    }
-    fit_census cen;
-    if ((st = census(x, NULL, n, &cen, err))) goto done;
-    char why[400];
-    if (n == 0) {
-        st = qp_fail(err, QP_ERR_UNIDENTIFIED,
-                     "no usable runs (%d input: %d bad, %d diverged, %d failed, %d duplicate, %d "
-                     "not full precision): the %s form needs valid runs with status ok",
-                     rep->n_input, rep->n_bad, rep->n_diverged, rep->n_failed, rep->n_duplicate,
-                     rep->n_other_form, data_law_form_name(opt.form));
-        goto done;
-    }
-    if (unidentified(opt.form, &cen, why, sizeof why)) {
-        st = qp_fail(err, QP_ERR_UNIDENTIFIED, "cannot identify the %s form: %s",
-                     data_law_form_name(opt.form), why);
-        goto done;
-    }
-
-    const int np = data_law_ncoef(opt.form);
-    double u[DATA_LAW_MAX_COEF], theta[DATA_LAW_MAX_COEF];
-    char method[256];
-    if (opt.form == DATA_LAW_CHINCHILLA) {
-        if ((st = fit_problem_init(&P, DATA_LAW_CHINCHILLA, x, loss, n, opt.huber_delta, 1, err))) goto done;
-        fit_problem_set_bounds(&P, lowest);
-        double fb;
-        if ((st = fit_chinchilla_stage(&P, &opt, u, &rep->starts, &rep->starts_ok, &rep->starts_at_best,
-                                       &fb, err)))
-            goto done;
-        snprintf(method, sizeof method,
-                 "summed Huber (delta %g) on log loss; GSL BFGS2 from %s%d starts of Epoch AI's "
-                 "4,500-start grid; bounds in docs/fitter.md", opt.huber_delta,
-                 rep->starts < FIT_CHINCHILLA_GRID_STARTS ? "a strided subset: " : "", rep->starts);
-    } else {
-        /* Stage 1: the chinchilla part from the full-precision runs (all runs when there are
-         * too few), with the grid; stage 2: the whole law from a Latin hypercube over the
-         * penalty terms, each start carrying the stage-1 chinchilla part. */
-        law_point *xf = malloc(sizeof(law_point) * (n + 1));
-        double *lf = malloc(sizeof(double) * (n + 1));
-        if (!xf || !lf) {
-            free(xf);
-            free(lf);
-            st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-        size_t nf = 0;
-        for (size_t i = 0; i < n; i++)
-            if (x[i].bits >= 16) {
-                xf[nf] = x[i];
-                lf[nf++] = loss[i];
-            }
-        fit_census cf;
-        int fp_ok = census(xf, NULL, nf, &cf, NULL) == QP_OK && nf > 0 &&
-                    !unidentified(DATA_LAW_CHINCHILLA, &cf, why, sizeof why);
-        if (!fp_ok) {
-            memcpy(xf, x, sizeof(law_point) * n);
-            memcpy(lf, loss, sizeof(double) * n);
-            nf = n;
-            for (size_t i = 0; i < n; i++) xf[i].bits = 16; /* chinchilla form on all runs */
-        }
-        double low1 = INFINITY;
-        for (size_t i = 0; i < nf; i++)
-            if (lf[i] < low1) low1 = lf[i];
-        st = fit_problem_init(&P1, DATA_LAW_CHINCHILLA, xf, lf, nf, opt.huber_delta, 1, err);
-        free(xf);
-        free(lf);
-        if (st) goto done;
-        fit_problem_set_bounds(&P1, low1);
-        double u1[5], fb1;
-        int s1, ok1, ab1;
-        if ((st = fit_chinchilla_stage(&P1, &opt, u1, &s1, &ok1, &ab1, &fb1, err))) goto done;
-        if ((st = fit_problem_init(&P, DATA_LAW_QAT, x, loss, n, opt.huber_delta, 1, err))) goto done;
-        fit_problem_set_bounds(&P, lowest);
-        double t1[16] = {0}, uc[16];
-        fit_u_to_theta(&P1, u1, t1);
-        fit_theta_to_u(&P, t1, uc);
-        int ns = opt.n_starts > 0 ? opt.n_starts : FIT_QAT_DEFAULT_STARTS;
-        double *starts = malloc(sizeof(double) * 16 * (size_t)ns);
-        double *fv = malloc(sizeof(double) * (size_t)ns);
-        double *ends = malloc(sizeof(double) * 16 * (size_t)ns);
-        if (!starts || !fv || !ends) {
-            free(starts);
-            free(fv);
-            free(ends);
-            st = qp_fail(err, QP_ERR_NOMEM, "out of memory for %d starts", ns);
-            goto done;
-        }
-        qat_lhs_starts(&P, uc, ns, opt.seed, starts);
-        int best = fit_multistart(&P, starts, ns, opt.max_iter, opt.threads, fv, ends);
-        rep->starts = ns;
-        if (best >= 0) {
-            /* 16 parameters: loose convergence can rank basins wrongly, so the 8 best
-             * starts are polished tight before the best is chosen */
-            int order[8], no = 0;
-            for (int k = 0; k < ns; k++) {
-                if (!isfinite(fv[k])) continue;
-                int p = no < 8 ? no++ : 8;
-                if (p == 8 && !(fv[k] < fv[order[7]])) continue;
-                if (p == 8) p = 7;
-                while (p > 0 && fv[order[p - 1]] > fv[k]) {
-                    order[p] = order[p - 1];
-                    p--;
-                }
-                order[p] = k;
-            }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(opt.threads > 0 ? opt.threads : omp_get_max_threads())
-            for (int q = 0; q < no; q++) {
-                double f, uu[16];
-                int it, k = order[q];
-                memcpy(uu, ends + (size_t)k * 16, sizeof uu);
-                if (fit_minimize(&P, uu, opt.max_iter, 1, &f, &it) == 0 && f <= fv[k]) {
-                    fv[k] = f;
-                    memcpy(ends + (size_t)k * 16, uu, sizeof uu);
-                }
-            }
-            best = order[0];
-            for (int q = 1; q < no; q++)
-                if (fv[order[q]] < fv[best]) best = order[q];
-            for (int k = 0; k < ns; k++) {
-                if (isfinite(fv[k])) rep->starts_ok++;
-                if (isfinite(fv[k]) && fv[k] - fv[best] <= opt.best_rtol * fabs(fv[best]) + 1e-15)
-                    rep->starts_at_best++;
-            }
-            memcpy(u, ends + (size_t)best * 16, 16 * sizeof(double));
-        }
-        free(starts);
-        free(fv);
-        free(ends);
-        if (best < 0) {
-            st = qp_fail(err, QP_ERR_NUMERIC, "no start of the qat fit converged to a finite "
-                         "objective: check the losses (nats/token) and token counts");
-            goto done;
-        }
-        snprintf(method, sizeof method,
-                 "summed Huber (delta %g) on log loss; chinchilla part from %s (%d-start grid), "
-                 "then GSL BFGS2 from %d Latin hypercube starts over the penalty terms; bounds "
-                 "in docs/fitter.md", opt.huber_delta,
-                 fp_ok ? "the full-precision runs" : "all runs (too few full-precision runs)", s1, ns);
-    }
-    rep->bounds_active = clamp_to_bounds(&P, u, rep->bound_note, sizeof rep->bound_note);
-    rep->best_objective = fit_huber_only(&P, u, NULL);
-    fit_u_to_theta(&P, u, theta);
-    law_theta_to_coef(opt.form, theta, out->coef);
-    for (int j = 0; j < np; j++)
-        if (!isfinite(out->coef[j])) {
-            st = qp_fail(err, QP_ERR_NUMERIC, "the fit produced a non-finite %s: the data do not "
-                         "constrain it; add runs or use a smaller form",
-                         data_law_coef_name(opt.form, j));
-            goto done;
-        }
-
-    /* quality */
-    double ss_res = 0, ss_tot = 0, mean_y = 0, mae = 0;
-    for (size_t i = 0; i < n; i++) mean_y += P.y[i];
-    mean_y /= (double)n;
-    for (size_t i = 0; i < n; i++) {
-        res[i] = P.y[i] - predict_log(&P, u, i);
-        ss_res += res[i] * res[i];
-        mae += fabs(res[i]);
-        ss_tot += (P.y[i] - mean_y) * (P.y[i] - mean_y);
-    }
-    rep->rmse_log = sqrt(ss_res / (double)n);
-    rep->mae_log = mae / (double)n;
-    rep->r2 = ss_tot > 0 ? 1 - ss_res / ss_tot : NAN;
-    for (size_t i = 0; i < n; i++) key[i] = x[i].bits;
-    if ((st = group_residuals(key, NULL, res, n, &rep->by_bits, &rep->n_bitw, err))) goto done;
-    for (size_t i = 0; i < n; i++) w[i] = x[i].n_params;
-    size_groups(x, n, key); /* key[i]: the size group of point i, kept for leave-one-out */
-    if ((st = group_residuals(key, w, res, n, &rep->by_size, &rep->n_sizes, err))) goto done;
-
-    /* leave one model size out: refit from the point estimate without that size */
-    if (opt.loo && rep->n_sizes >= 3) {
-        int ns = rep->n_sizes, fails = 0;
-        double *sq = calloc((size_t)ns, sizeof(double));
-        int *cnt = calloc((size_t)ns, sizeof(int));
-        if (!sq || !cnt) {
-            free(sq);
-            free(cnt);
-            st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
-            goto done;
-        }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(opt.threads > 0 ? opt.threads : omp_get_max_threads()) reduction(+ : fails)
-        for (int s = 0; s < ns; s++) {
-            double *ws = malloc(sizeof(double) * (n + 1)), uu[16];
-            if (!ws) {
-                fails++;
-                continue;
-            }
-            double low = INFINITY, size = rep->by_size[s].key;
-            for (size_t i = 0; i < n; i++) {
-                int out_i = fabs(key[i] - size) <= 1e-9 * size;
-                ws[i] = out_i ? 0 : 1;
-                if (!out_i && loss[i] < low) low = loss[i];
-            }
-            if (refit_weighted(&P, ws, low, u, opt.max_iter, uu) == 0) {
-                for (size_t i = 0; i < n; i++)
-                    if (ws[i] == 0) {
-                        double r = P.y[i] - predict_log(&P, uu, i);
-                        sq[s] += r * r;
-                        cnt[s]++;
-                    }
-            } else {
-                fails++;
-            }
-            free(ws);
-        }
-        double tot = 0;
-        int c = 0;
-        for (int s = 0; s < ns; s++) {
-            tot += sq[s];
-            c += cnt[s];
-        }
-        if (!fails && c > 0) rep->loo_rmse_log = sqrt(tot / c);
-        free(sq);
-        free(cnt);
-    }
-
-    /* bootstrap: resample runs with replacement, refit from the point estimate */
-    if (opt.bootstrap > 0) {
-        int K = opt.bootstrap;
-        samples = malloc(sizeof(double) * (size_t)K * (size_t)np);
-        int *okk = calloc((size_t)K, sizeof(int));
-        if (!samples || !okk) {
-            free(okk);
-            st = qp_fail(err, QP_ERR_NOMEM, "out of memory for %d bootstrap samples", K);
-            goto done;
-        }
-#pragma omp parallel for schedule(dynamic, 1) num_threads(opt.threads > 0 ? opt.threads : omp_get_max_threads())
-        for (int k = 0; k < K; k++) {
-            /* each replicate's stream starts at a hashed state: plain seed + k * step would
-             * make replicate k the same stream as replicate 0 shifted by k draws */
-            uint64_t mix = (opt.seed + 1) * 0xd1342543de82ef95ull ^ ((uint64_t)k + 1) * 0xbf58476d1ce4e5b9ull;
-            uint64_t rng = fit_rng_next(&mix);
-            double *ws = malloc(sizeof(double) * (n + 1)), uu[16], th[16];
-            if (!ws) continue;
-            for (int tries = 0; tries < 20; tries++) {
-                memset(ws, 0, sizeof(double) * n);
-                double low = INFINITY;
-                for (size_t i = 0; i < n; i++) {
-                    size_t j = (size_t)(fit_rng_uniform(&rng) * (double)n);
-                    if (j >= n) j = n - 1;
-                    ws[j] += 1;
-                    if (loss[j] < low) low = loss[j];
-                }
-                fit_census c;
-                char b2[400];
-                if (census(x, ws, n, &c, NULL) || unidentified(opt.form, &c, b2, sizeof b2)) continue;
-                if (refit_weighted(&P, ws, low, u, opt.max_iter, uu) != 0) break;
-                fit_u_to_theta(&P, uu, th);
-                double *row = samples + (size_t)k * (size_t)np;
-                law_theta_to_coef(opt.form, th, row);
-                int fin = 1;
-                for (int j = 0; j < np; j++) fin &= isfinite(row[j]);
-                okk[k] = fin;
-                break;
-            }
-            free(ws);
-        }
-        int ks = 0;
-        for (int k = 0; k < K; k++)
-            if (okk[k]) {
-                if (ks != k)
-                    memmove(samples + (size_t)ks * (size_t)np, samples + (size_t)k * (size_t)np,
-                            sizeof(double) * (size_t)np);
-                ks++;
-            }
-        free(okk);
-        rep->bootstrap_done = ks;
-        rep->bootstrap_failed = K - ks;
-        if (ks >= 2) {
-            double *col = malloc(sizeof(double) * (size_t)ks);
-            if (!col) {
-                st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
-                goto done;
-            }
-            double a = (1 - opt.ci_level) / 2;
-            for (int j = 0; j < np; j++) {
-                for (int k = 0; k < ks; k++) col[k] = samples[(size_t)k * (size_t)np + (size_t)j];
-                qsort(col, (size_t)ks, sizeof(double), fit_cmp_double);
-                out->ci_lo[j] = percentile_sorted(col, ks, a);
-                out->ci_hi[j] = percentile_sorted(col, ks, 1 - a);
-            }
-            free(col);
-            out->has_interval = 1;
-            out->ci_level = opt.ci_level;
-            out->n_samples = ks;
-            out->samples = samples;
-            samples = NULL;
-        }
-    }
-
-    /* provenance */
-    {
-        data_law_provenance *p = &out->prov;
-        snprintf(p->method, sizeof p->method, "%s", method);
-        p->rmse_log = rep->rmse_log;
-        p->mae_log = rep->mae_log;
-        p->r2 = rep->r2;
-        p->huber_objective = rep->best_objective;
-        p->loo_rmse_log = rep->loo_rmse_log;
-        p->starts = rep->starts;
-        p->starts_at_best = rep->starts_at_best;
-        fill_ranges(x, n, p);
-    }
-done:
-    fit_problem_free(&P);
-    fit_problem_free(&P1);
-    free(samples);
-    free(x);
-    free(loss);
-    free(res);
-    free(key);
-    free(w);
-finish:
+    if (opt.form == DATA_LAW_FRACTION) st = fit_fraction_form(runs, used, &opt, out, rep, err);
+    else st = fit_huber_form(runs, used, &opt, out, rep, err);
     if (!st) {
         data_law_provenance *p = &out->prov;
         snprintf(p->source, sizeof p->source, "%s", opt.source[0] ? opt.source : "run records");
@@ -843,7 +904,7 @@ finish:
         infer_units(runs, used, out);
         st = data_law_validate(out, err);
     }
-done_used:
+done:
     free(used);
     rep->seconds = qp_now() - t0;
     if (st) data_law_free(out);

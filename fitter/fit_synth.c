@@ -65,11 +65,8 @@ static void emit_point(const data_law *truth, const fit_synth_options *o, uint64
     r->d_fp = d_fp;
     r->d_qat = d_qat;
     r->bits = bits;
-    r->schedule = bits >= 16 ? DATA_SCHED_CLASSIC
-                  : d_qat == 0 ? DATA_SCHED_FP_ONLY
-                  : d_fp == 0  ? DATA_SCHED_QAT_ONLY
-                               : DATA_SCHED_CLASSIC;
-    snprintf(r->quantizer, sizeof r->quantizer, "%s", bits >= 16 ? "none" : "lsq");
+    r->schedule = data_schedule_resolve(bits, d_fp, d_qat, DATA_SCHED_CLASSIC);
+    snprintf(r->quantizer, sizeof r->quantizer, "%s", data_bits_is_fp(bits) ? "none" : "lsq");
     snprintf(r->dataset, sizeof r->dataset, "synthetic");
     r->seed = (uint64_t)k;
     law_point x = {n, d_fp, d_qat, bits};

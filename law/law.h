@@ -27,7 +27,7 @@ double law_fraction_hat(double a, double s_total);
 
 /* One point of the law's domain. bits >= LAW_FP_BITS means full precision: the QAT penalty
  * terms are zero and D = d_fp + d_qat is all full-precision training. */
-#define LAW_FP_BITS 16
+#define LAW_FP_BITS DATA_FP_BITS
 typedef struct {
     double n_params; /* N, all parameters, embeddings included */
     double d_fp;     /* tokens */

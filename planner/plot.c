@@ -14,7 +14,6 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 static const char *colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
@@ -169,20 +168,6 @@ static void ctx_series(plot_ctx *c, const char *path, const char *using_with, co
     gp_str(f, title);
 }
 
-static void log_tail(const char *path, char *buf, size_t n)
-{
-    buf[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        size_t l = strlen(line);
-        while (l && (line[l - 1] == '\n' || line[l - 1] == ' ')) line[--l] = 0;
-        if (l) snprintf(buf, n, "%s", line);
-    }
-    fclose(f);
-}
-
 /* Write the script, run gnuplot on it with the timeout, check the image, write it to the output. */
 static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
 {
@@ -199,39 +184,16 @@ static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
         return qp_fail(err, QP_ERR_IO, "%s: cannot write the gnuplot script", sp);
     }
     fclose(f);
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) return qp_fail(err, QP_ERR_IO, "cannot start gnuplot: %s", strerror(errno));
-    if (pid == 0) {
-        int fd = open(lp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        int nul = open("/dev/null", O_RDONLY);
-        if (nul >= 0) dup2(nul, 0);
-        execl(c->gnuplot, "gnuplot", sp, (char *)NULL);
-        dprintf(2, "cannot run %s: %s\n", c->gnuplot, strerror(errno));
-        _exit(127);
-    }
+    char *argv[] = {c->gnuplot, sp, NULL};
+    qp_spawn_opts so = {lp, 0, -1, 0, NULL};
+    pid_t pid = qp_spawn(argv, &so, err);
+    if (pid < 0) return QP_ERR_IO; /* err says why */
     double limit = c->o->timeout_s > 0 ? c->o->timeout_s : 60;
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     int ws = 0, timed_out = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &ws, WNOHANG);
-        if (r == pid) break;
-        if (r < 0 && errno != EINTR) return qp_fail(err, QP_ERR_IO, "waiting for gnuplot: %s", strerror(errno));
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (!timed_out && (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec) > limit) {
-            kill(pid, SIGKILL);
-            timed_out = 1;
-        }
-        struct timespec ts = {0, 20 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-    }
+    qp_status st = qp_wait_limit(pid, limit, &ws, &timed_out, err);
+    if (st) return st;
     char tail[512];
-    log_tail(lp, tail, sizeof tail);
+    qp_log_tail(lp, tail, sizeof tail);
     if (timed_out) return qp_fail(err, QP_ERR_IO, "gnuplot took longer than %g s and was stopped", limit);
     if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
         return qp_fail(err, QP_ERR_IO, "gnuplot failed (%s %d): %s", WIFEXITED(ws) ? "exit status" : "signal",
@@ -242,7 +204,7 @@ static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
     /* the common writer: atomic for files, through symlinks, in place for /dev/null */
     char *img = NULL;
     size_t len = 0;
-    qp_status st = qp_read_file(tmp_out, &img, &len, err);
+    st = qp_read_file(tmp_out, &img, &len, err);
     if (!st) st = qp_write_file_atomic(c->o->output, img, len, err);
     free(img);
     return st;
@@ -270,14 +232,10 @@ static qp_status render(const plan_plot_opts *o, const char *title, plot_body bo
 
 /* ---- helpers over runs --------------------------------------------------- */
 
-static int near(double a, double b, double rel) { return fabs(a - b) <= rel * fmax(fabs(a), fabs(b)); }
-
 static int usable(const data_run *r)
 {
     return r->status == DATA_RUN_OK && isfinite(r->loss) && r->loss > 0 && r->n_params > 0 && data_run_tokens(r) > 0;
 }
-
-static double run_fraction(const data_run *r) { return r->bits >= 16 ? 0 : r->d_qat / data_run_tokens(r); }
 
 static int add_bits(int *bits, int n, int max, int b)
 {
@@ -300,23 +258,8 @@ static const char *color_of(const int *bits, int nb, int b)
     return "#000000";
 }
 
-double plan_best_fraction(const double *f, const double *l, int n)
-{
-    if (n <= 0) return NAN;
-    int i = 0;
-    for (int k = 1; k < n; k++)
-        if (l[k] < l[i]) i = k;
-    if (i == 0 || i == n - 1) return f[i];
-    double x0 = f[i - 1], x1 = f[i], x2 = f[i + 1], y0 = l[i - 1], y1 = l[i], y2 = l[i + 1];
-    /* vertex of the parabola through the three points */
-    double d01 = (y1 - y0) / (x1 - x0), d12 = (y2 - y1) / (x2 - x1), a = (d12 - d01) / (x2 - x0);
-    if (!(a > 0)) return f[i];
-    double b = d01 - a * (x0 + x1);
-    double v = -b / (2 * a);
-    if (v < x0) v = x0;
-    if (v > x2) v = x2;
-    return v;
-}
+/* One estimator, the fitter's (data_best_fraction); l is the mean log loss. */
+double plan_best_fraction(const double *f, const double *l, int n) { return data_best_fraction(f, l, n, NULL); }
 
 /* A QAT law for plotting: a qat law alone, or a penalty law over Epoch's chinchilla law. */
 static qp_status plot_model(const data_law *qat, data_law *chin, law_model *m, qp_error *err)
@@ -341,7 +284,7 @@ typedef struct {
     int nb;
 } lf_arg;
 
-static int in_group(const data_run *r, double n, double d) { return near(r->n_params, n, 0.02) && near(data_run_tokens(r), d, 0.05); }
+static int in_group(const data_run *r, double n, double d) { return data_group_same(r->n_params, data_run_tokens(r), n, d); }
 
 static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
 {
@@ -356,7 +299,7 @@ static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
     int fp_n = 0;
     for (size_t i = 0; a->runs && i < a->runs->n; i++) {
         const data_run *r = &a->runs->runs[i];
-        if (usable(r) && r->bits >= 16 && in_group(r, a->n, a->d)) fp_sum += r->loss, fp_n++;
+        if (usable(r) && data_run_is_fp(r) && in_group(r, a->n, a->d)) fp_sum += r->loss, fp_n++;
     }
     if (fp_n) {
         FILE *f = ctx_data(c, path, sizeof path);
@@ -409,7 +352,7 @@ static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
                 const data_run *r = &a->runs->runs[i];
                 if (!usable(r) || r->bits != b || r->schedule != kinds[k].s || !in_group(r, a->n, a->d)) continue;
                 if (!f && !(f = ctx_data(c, path, sizeof path))) return qp_fail(err, QP_ERR_IO, "cannot write plot data in %s", c->dir);
-                fprintf(f, "%.6f %.10g\n", run_fraction(r), r->loss);
+                fprintf(f, "%.6f %.10g\n", data_run_fraction(r), r->loss);
                 np++;
             }
             if (!f) continue;
@@ -443,12 +386,12 @@ qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs
         size_t best = 0;
         for (size_t i = 0; i < runs->n; i++) {
             const data_run *r = &runs->runs[i];
-            if (!usable(r) || r->bits >= 16) continue;
-            if (isfinite(a.n) && !near(r->n_params, a.n, 0.02)) continue;
-            if (isfinite(a.d) && !near(data_run_tokens(r), a.d, 0.05)) continue;
+            if (!usable(r) || data_run_is_fp(r)) continue;
+            if (isfinite(a.n) && !data_group_same(r->n_params, 1, a.n, 1)) continue;
+            if (isfinite(a.d) && !data_group_same(1, data_run_tokens(r), 1, a.d)) continue;
             size_t cnt = 0;
             for (size_t j = 0; j < runs->n; j++)
-                if (usable(&runs->runs[j]) && runs->runs[j].bits < 16 && in_group(&runs->runs[j], r->n_params, data_run_tokens(r))) cnt++;
+                if (usable(&runs->runs[j]) && !data_run_is_fp(&runs->runs[j]) && in_group(&runs->runs[j], r->n_params, data_run_tokens(r))) cnt++;
             /* ties: the largest N * D, where training says most */
             if (cnt > best || (cnt == best && r->n_params * data_run_tokens(r) > a.n * a.d * 1.0001)) {
                 best = cnt;
@@ -463,7 +406,7 @@ qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs
     if (!a.nb && runs)
         for (size_t i = 0; i < runs->n; i++) {
             const data_run *r = &runs->runs[i];
-            if (usable(r) && r->bits < 16 && in_group(r, a.n, a.d)) a.nb = add_bits(a.bits, a.nb, PLAN_MAX_BITS, r->bits);
+            if (usable(r) && !data_run_is_fp(r) && in_group(r, a.n, a.d)) a.nb = add_bits(a.bits, a.nb, PLAN_MAX_BITS, r->bits);
         }
     if (!a.nb) {
         int def[] = {1, 2, 4, 6};
@@ -503,7 +446,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
     double s_lo = 10, s_hi = 1e5;
     for (size_t i = 0; a->runs && i < a->runs->n; i++) {
         const data_run *r = &a->runs->runs[i];
-        if (!usable(r) || r->bits >= 16) continue;
+        if (!usable(r) || data_run_is_fp(r)) continue;
         double s = law_tokens_per_param_byte(data_run_tokens(r), r->n_params, r->bits);
         if (s > 1.5 && s / 2 < s_lo) s_lo = fmax(1.5, s / 2);
         if (s * 2 > s_hi) s_hi = s * 2;
@@ -570,7 +513,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
                         const data_run *q = &rl->runs[j];
                         if (!usable(q) || q->bits != r->bits || !in_group(q, r->n_params, data_run_tokens(r))) continue;
                         if (q->schedule != sch[k].s && q->schedule != DATA_SCHED_FP_ONLY && q->schedule != DATA_SCHED_QAT_ONLY) continue;
-                        double x = run_fraction(q);
+                        double x = data_run_fraction(q);
                         int m;
                         for (m = 0; m < nf; m++)
                             if (fabs(fr[m] - x) < 1e-3) break;
@@ -578,7 +521,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
                             if (nf == 64) continue;
                             fr[nf] = x, ls[nf] = 0, cnt[nf] = 0, nf++;
                         }
-                        ls[m] += q->loss;
+                        ls[m] += log(q->loss); /* mean log loss, as the fitter */
                         cnt[m]++;
                     }
                     int has_sched = 0;
@@ -592,7 +535,7 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
                             double t = fr[y]; fr[y] = fr[y - 1]; fr[y - 1] = t;
                             t = ls[y]; ls[y] = ls[y - 1]; ls[y - 1] = t;
                         }
-                    double best = plan_best_fraction(fr, ls, nf);
+                    double best = data_best_fraction(fr, ls, nf, NULL);
                     double s = law_tokens_per_param_byte(data_run_tokens(r), r->n_params, r->bits);
                     if (!f && !(f = ctx_data(c, path, sizeof path))) return qp_fail(err, QP_ERR_IO, "cannot write plot data in %s", c->dir);
                     fprintf(f, "%.6g %.6g\n", s, best);
@@ -626,7 +569,7 @@ qp_status plan_plot_optimal_fraction(const data_law *qat, const data_law *fracti
     int ln = 0;
     for (size_t i = 0; runs && i < runs->n; i++) {
         const data_run *r = &runs->runs[i];
-        if (!usable(r) || r->bits >= 16) continue;
+        if (!usable(r) || data_run_is_fp(r)) continue;
         lsum += log(r->n_params);
         ln++;
         if (!n_bits) a.nb = add_bits(a.bits, a.nb, PLAN_MAX_BITS, r->bits);
@@ -705,7 +648,7 @@ qp_status plan_plot_residuals(const data_law *law, const data_run_list *runs, co
     a.runs = runs;
     for (size_t i = 0; i < runs->n; i++) {
         const data_run *r = &runs->runs[i];
-        if (!usable(r) || (law->form == DATA_LAW_CHINCHILLA && r->bits < 16)) continue;
+        if (!usable(r) || (law->form == DATA_LAW_CHINCHILLA && !data_run_is_fp(r))) continue;
         a.nb = add_bits(a.bits, a.nb, PLAN_MAX_BITS, r->bits);
     }
     char title[256];

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -61,8 +60,10 @@ static void wpath(const workdir *w, const char *id, const char *ext, char *buf, 
 /* ---- child processes --------------------------------------------------- */
 
 /* Start `prefix args...` (prefix run by /bin/sh so it may hold quoting and options) or
- * `self sub args...`; stdout and stderr to log_path; keep_fd survives the exec (the run's
- * lock, so it is held while the trainer lives even if the sweep dies). */
+ * `self sub args...`; stdout and stderr appended to log_path; keep_fd survives the exec (the
+ * run's lock, so it is held while the trainer lives even if the sweep dies). A sweep killed
+ * by SIGKILL takes its trainers with it (they save their state on SIGTERM), so a restarted
+ * sweep never runs beside an orphan of the old one. */
 static pid_t spawn(const char *prefix, const char *self, const char *sub, char **args, const char *log_path,
                    int keep_fd, qp_error *err)
 {
@@ -87,64 +88,10 @@ static pid_t spawn(const char *prefix, const char *self, const char *sub, char *
     }
     for (int i = 0; i < n; i++) argv[k++] = args[i];
     argv[k] = NULL;
-    int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
-    if (logfd < 0) {
-        qp_fail(err, QP_ERR_IO, "%s: cannot open the run log: %s", log_path, strerror(errno));
-        free(argv);
-        return -1;
-    }
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        qp_fail(err, QP_ERR_IO, "cannot start a process: %s", strerror(errno));
-        close(logfd);
-        free(argv);
-        return -1;
-    }
-    if (pid == 0) {
-        /* A sweep killed by SIGKILL takes its trainers with it (they save their state on
-         * SIGTERM), so a restarted sweep never runs beside an orphan of the old one. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent) _exit(1);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGTERM, SIG_DFL);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0) dup2(devnull, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
-        if (keep_fd >= 0) fcntl(keep_fd, F_SETFD, 0);
-        execv(argv[0], argv);
-        dprintf(2, "qatplan sweep: cannot run %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(logfd);
+    qp_spawn_opts so = {log_path, 1, keep_fd, 1, "qatplan sweep"};
+    pid_t pid = qp_spawn(argv, &so, err);
     free(argv);
     return pid;
-}
-
-/* Last non-empty line of a log, for messages. */
-static void log_tail(const char *path, char *buf, size_t n)
-{
-    buf[0] = 0;
-    char *text;
-    if (qp_read_file(path, &text, NULL, NULL)) return;
-    size_t len = strlen(text);
-    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r' || text[len - 1] == ' ')) text[--len] = 0;
-    char *start = strrchr(text, '\n');
-    start = start ? start + 1 : text;
-    char *cr = strrchr(start, '\r'); /* progress lines redrawn with \r: keep the last */
-    if (cr) start = cr + 1;
-    snprintf(buf, n, "%s", start);
-    free(text);
-}
-
-static const char *status_text(int wstatus, char *buf, size_t n)
-{
-    if (WIFEXITED(wstatus)) snprintf(buf, n, "exit status %d", WEXITSTATUS(wstatus));
-    else if (WIFSIGNALED(wstatus)) snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(wstatus), strsignal(WTERMSIG(wstatus)));
-    else snprintf(buf, n, "ended abnormally");
-    return buf;
 }
 
 /* ---- progress ---------------------------------------------------------- */
@@ -330,9 +277,9 @@ static void finish_fit(const sweep_grid *g, const sweep_options *o, const workdi
         }
     } else {
         sum->fits_failed++;
-        log_tail(logp, tail, sizeof tail);
+        qp_log_tail(logp, tail, sizeof tail);
         snprintf(sum->fit_msg, sizeof sum->fit_msg, "no law from %zu ok runs yet (fitter %s: %s)", n_used,
-                 status_text(wstatus, how, sizeof how), tail[0] ? tail : "no message");
+                 qp_wait_status_text(wstatus, how, sizeof how), tail[0] ? tail : "no message");
     }
     if (o->report_path) {
         sweep_results res;
@@ -591,9 +538,9 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
             }
         } else {
             sum->failed++;
-            log_tail(logp, tail, sizeof tail);
+            qp_log_tail(logp, tail, sizeof tail);
             say(&pr, jobs, njobs, "FAILED %s after %.0f s: %s%s, no record; log %s: %s", p->run_id, secs,
-                jb.timed_out ? "timed out, " : "", status_text(ws, how, sizeof how), logp, tail[0] ? tail : "(empty)");
+                jb.timed_out ? "timed out, " : "", qp_wait_status_text(ws, how, sizeof how), logp, tail[0] ? tail : "(empty)");
         }
         sweep_results_free(&r2);
         close(jb.lock_fd); /* after the record is in: a claimer now sees it done */

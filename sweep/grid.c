@@ -17,9 +17,7 @@ double sweep_shape_params(data_model_shape *s)
         s->d_ff = (f + 7) / 8 * 8;
     }
     if (s->vocab == 0) s->vocab = 256;
-    double D = s->d_model, F = s->d_ff, hd = D / s->n_head, Dkv = hd * s->n_kv_head;
-    double per_layer = D * (D + 2 * Dkv) + D * D + 3 * D * F + 2 * D;
-    return s->n_layer * per_layer + D + (double)s->vocab * D;
+    return data_shape_params(s);
 }
 
 void sweep_grid_free(sweep_grid *g)
@@ -167,7 +165,7 @@ static void make_run_id(const sweep_grid *g, sweep_point *p)
     qp_format_count(p->tokens, tok, sizeof tok);
     const char *sched = p->schedule == DATA_SCHED_FP_ONLY ? "fp" : p->schedule == DATA_SCHED_QAT_ONLY ? "qat"
                                                                                                      : data_schedule_name(p->schedule);
-    if (p->bits >= 16)
+    if (data_bits_is_fp(p->bits))
         snprintf(p->run_id, sizeof p->run_id, "L%dd%d-%s-b%d-s%llu-%012llx", p->shape.n_layer, p->shape.d_model,
                  tok, p->bits, (unsigned long long)p->seed, (unsigned long long)(h >> 16));
     else
@@ -300,7 +298,7 @@ static uint64_t mul_sat(uint64_t a, uint64_t b) { return a && b > UINT64_MAX / a
 static uint64_t points_per_budget(const grid_axes *ax)
 {
     uint64_t nfp = 0, nq = 0;
-    for (int b = 0; b < ax->nb; b++) ax->bits[b] >= 16 ? nfp++ : nq++;
+    for (int b = 0; b < ax->nb; b++) data_bits_is_fp((int)ax->bits[b]) ? nfp++ : nq++;
     uint64_t per_seed = mul_sat(nfp + mul_sat(nq, (uint64_t)ax->nf), (uint64_t)ax->nsched);
     return mul_sat(per_seed, (uint64_t)ax->ns);
 }
@@ -310,7 +308,7 @@ static void expand_shape(sweep_grid *g, id_set *ids, const grid_shape *gs, const
     for (int t = 0; t < gs->nt; t++)
         for (int b = 0; b < ax->nb; b++)
             for (int k = 0; k < ax->ns; k++) {
-                int nfr = ax->bits[b] >= 16 ? 1 : ax->nf;
+                int nfr = data_bits_is_fp((int)ax->bits[b]) ? 1 : ax->nf;
                 for (int f = 0; f < nfr; f++)
                     for (int q = 0; q < ax->nsched; q++) {
                         sweep_point p = {0};
@@ -319,11 +317,10 @@ static void expand_shape(sweep_grid *g, id_set *ids, const grid_shape *gs, const
                         p.tokens = gs->tok[t];
                         p.bits = (int)ax->bits[b];
                         p.seed = (uint64_t)ax->seeds[k];
-                        p.fraction = ax->bits[b] >= 16 ? 0 : ax->fr[f];
+                        p.fraction = data_bits_is_fp((int)ax->bits[b]) ? 0 : ax->fr[f];
                         p.schedule = ax->sched[q];
                         p.lr = gs->lr;
-                        if (p.bits >= 16 || p.fraction == 0) p.schedule = DATA_SCHED_FP_ONLY;
-                        else if (p.fraction == 1) p.schedule = DATA_SCHED_QAT_ONLY;
+                        p.schedule = data_schedule_resolve(p.bits, 1 - p.fraction, p.fraction, p.schedule);
                         push_point(g, ids, &p);
                     }
             }
@@ -416,10 +413,10 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     if ((st = check_list(ax.bits, ax.nb, "--bits", name, "bits", err))) goto done;
     for (int i = 0; i < ax.nb; i++)
         if (ax.bits[i] != floor(ax.bits[i]) ||
-            !((ax.bits[i] >= 1 && ax.bits[i] <= 8) || ax.bits[i] == 16 || ax.bits[i] == 32)) {
+            !(fabs(ax.bits[i]) <= 64) || !data_bits_valid((int)ax.bits[i])) {
             st = qp_fail(err, QP_ERR_INPUT, "%s: bits %g: use 1..8 for QAT or 16/32 for full precision", name, ax.bits[i]);
             goto done;
-        } else if (ax.bits[i] < 16) {
+        } else if (!data_bits_is_fp((int)ax.bits[i])) {
             g->has_quantized = 1;
         }
     if ((st = get_list(root, "fractions", 0, ax.fr, &ax.nf, name, err))) goto done;

@@ -83,10 +83,10 @@ qp_status sweep_write_report(const char *path, const sweep_grid *g, const sweep_
         for (size_t i = 0; i < res->runs.n; i++) {
             const data_run *r = &res->runs.runs[i];
             if (r->status != DATA_RUN_OK) continue;
-            if (law->form == DATA_LAW_CHINCHILLA && r->bits < 16) continue;
+            if (law->form == DATA_LAW_CHINCHILLA && !data_run_is_fp(r)) continue;
             law_point x = {r->n_params, r->d_fp, r->d_qat, r->bits};
             double pred = law_loss(law, &x);
-            double d = data_run_tokens(r), fr = d > 0 ? r->d_qat / d : NAN;
+            double d = data_run_tokens(r), fr = d > 0 ? data_run_fraction(r) : NAN;
             double resid = log(r->loss) - log(pred);
             fprintf(f, "%-56s %10.4g %10.4g %4d %6.3f %-8s %9.4f %9.4f %+9.4f\n", r->run_id, r->n_params, d, r->bits,
                     fr, data_schedule_name(r->schedule), r->loss, pred, resid);

@@ -451,14 +451,17 @@ static void test_synth_generator(void)
     data_run_list_free(&runs);
     synth(DATA_LAW_QAT, 0, 0.002, 0, 13, &runs);
     CU_ASSERT_EQUAL(runs.n, 984);
-    int fp = 0, qat_only = 0;
+    int fp = 0, ptq = 0, fp_fp_only = 0;
     for (size_t i = 0; i < runs.n; i++) {
-        fp += runs.runs[i].bits >= 16;
+        int is_fp = data_run_is_fp(&runs.runs[i]), fp_only = runs.runs[i].schedule == DATA_SCHED_FP_ONLY;
+        fp += is_fp;
         CU_ASSERT_EQUAL(data_run_validate(&runs.runs[i], NULL), QP_OK);
-        qat_only += runs.runs[i].schedule == DATA_SCHED_FP_ONLY;
+        ptq += !is_fp && fp_only;
+        fp_fp_only += is_fp && fp_only;
     }
     CU_ASSERT_EQUAL(fp, 24);
-    CU_ASSERT_EQUAL(qat_only, 6 * 4 * 4); /* f = 0: PTQ runs */
+    CU_ASSERT_EQUAL(fp_fp_only, 24); /* full-precision runs are fp-only, as the readers say */
+    CU_ASSERT_EQUAL(ptq, 6 * 4 * 4); /* f = 0: PTQ runs */
     data_run_list_free(&runs);
     synth(DATA_LAW_QAT, 757, 0.002, 0, 13, &runs);
     CU_ASSERT_EQUAL(runs.n, 757);

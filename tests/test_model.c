@@ -333,14 +333,14 @@ static void test_param_counts(void)
     CU_ASSERT_EQUAL(s.d_ff, 176);
     /* per layer: qkv 3*64*64, o 64*64, mlp 3*64*176, two norms 2*64; final norm 64 */
     double ne = 2 * (3 * 64 * 64 + 64 * 64 + 3 * 64 * 176 + 2 * 64) + 64;
-    CU_ASSERT_DOUBLE_EQUAL(train_shape_params_nonembed(&s), ne, 0);
-    CU_ASSERT_DOUBLE_EQUAL(train_shape_params(&s), ne + 256 * 64, 0);
+    CU_ASSERT_DOUBLE_EQUAL(data_shape_params_nonembed(&s), ne, 0);
+    CU_ASSERT_DOUBLE_EQUAL(data_shape_params(&s), ne + 256 * 64, 0);
     train_qspec q = {TRAIN_Q_NONE, 32, 0, 0};
     model m;
     CU_ASSERT_EQUAL_FATAL(model_create(&m, &s, &q, 1, 4, &err), QP_OK);
     size_t n = 0;
     for (int i = 0; i < P_S_WTE; i++) n += m.numel[i];
-    CU_ASSERT_EQUAL(n, (size_t)train_shape_params(&s));
+    CU_ASSERT_EQUAL(n, (size_t)data_shape_params(&s));
     model_free(&m);
     train_shape bad = {2, 64, 3, 0, 0, 128, 256};
     CU_ASSERT_EQUAL(train_shape_finish(&bad, &err), QP_ERR_INPUT);

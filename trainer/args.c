@@ -83,7 +83,7 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     if (c->precision == TRAIN_PREC_BF16 && c->device != TRAIN_DEVICE_CUDA)
         return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on a CUDA GPU (%s); use --precision fp32",
                        !strcmp(a->device, "cpu") ? "--device cpu was given" : "none was found");
-    if (!((a->bits >= 1 && a->bits <= 8) || a->bits == 16 || a->bits == 32))
+    if (!data_bits_valid(a->bits))
         return qp_fail(err, QP_ERR_INPUT, "--bits %d: use 1..8 for QAT, or 16/32 for full precision", a->bits);
     c->quant.bits = a->bits;
     if ((st = train_quantizer_parse(a->quantizer, a->bits, &c->quant.kind, err))) return st;

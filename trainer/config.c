@@ -34,18 +34,6 @@ qp_status train_shape_finish(train_shape *s, qp_error *err)
     return QP_OK;
 }
 
-double train_shape_params_nonembed(const train_shape *s)
-{
-    double D = s->d_model, F = s->d_ff, hd = D / s->n_head, Dkv = hd * s->n_kv_head;
-    double per_layer = D * (D + 2 * Dkv) + D * D + 3 * D * F + 2 * D;
-    return s->n_layer * per_layer + D;
-}
-
-double train_shape_params(const train_shape *s)
-{
-    return train_shape_params_nonembed(s) + (double)s->vocab * s->d_model;
-}
-
 static const char *qnames[TRAIN_Q_COUNT_] = {"none", "binary", "ternary", "seq", "lsq", "asym"};
 
 const char *train_quantizer_name(train_quantizer q)
@@ -55,7 +43,7 @@ const char *train_quantizer_name(train_quantizer q)
 
 qp_status train_quantizer_parse(const char *name, int bits, train_quantizer *out, qp_error *err)
 {
-    if (bits >= 16) {
+    if (data_bits_is_fp(bits)) {
         *out = TRAIN_Q_NONE;
         if (!strcmp(name, "auto") || !strcmp(name, "none")) return QP_OK;
         return qp_fail(err, QP_ERR_INPUT, "--quantizer %s with --bits %d: a full-precision run has "
@@ -77,12 +65,12 @@ qp_status train_quantizer_parse(const char *name, int bits, train_quantizer *out
 
 qp_status train_qspec_check(const train_qspec *q, const train_shape *s, qp_error *err)
 {
-    if (!((q->bits >= 1 && q->bits <= 8) || q->bits == 16 || q->bits == 32))
+    if (!data_bits_valid(q->bits))
         return qp_fail(err, QP_ERR_INPUT, "--bits %d: use 1..8 for QAT, or 16/32 for full precision",
                        q->bits);
     switch (q->kind) {
     case TRAIN_Q_NONE:
-        if (q->bits < 16) return qp_fail(err, QP_ERR_INPUT, "--bits %d needs a quantizer", q->bits);
+        if (!data_bits_is_fp(q->bits)) return qp_fail(err, QP_ERR_INPUT, "--bits %d needs a quantizer", q->bits);
         if (q->embed_bits)
             return qp_fail(err, QP_ERR_INPUT, "--embed-bits %d with --bits %d: a full-precision run "
                                               "keeps the embeddings in FP; drop --embed-bits",
@@ -200,9 +188,7 @@ qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err)
     s->lr = c->lr;
     s->min_lr_frac = c->min_lr_frac;
     s->decay_sqrt = c->decay_sqrt;
-    if (s->n_qat == 0) s->schedule = DATA_SCHED_FP_ONLY;
-    else if (s->n_fp == 0) s->schedule = DATA_SCHED_QAT_ONLY;
-    else s->schedule = c->schedule == DATA_SCHED_FUSED ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
+    s->schedule = data_schedule_resolve(c->quant.bits, (double)s->n_fp, (double)s->n_qat, c->schedule);
     /* fused: the QAT phase is the cooldown, so by default the decay spans all of it */
     double df = c->decay_frac >= 0 ? c->decay_frac : (s->schedule == DATA_SCHED_FUSED ? 1.0 : 0.2);
     if (df > 1) return qp_fail(err, QP_ERR_INPUT, "--decay-frac %g: use 0..1", df);

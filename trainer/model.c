@@ -16,11 +16,7 @@ const model_linear model_linears[4] = {
 
 uint64_t train_rng_next(uint64_t *state)
 {
-    /* splitmix64: tiny state (one word) that is trivially saved in the resumable state */
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
+    return qp_rng_next(state); /* one word of state: trivially saved in the resumable state */
 }
 
 float train_rng_normal(uint64_t *state)

@@ -137,12 +137,12 @@ static void fill_record(data_run *r, const train_config *c, const train_sched *s
     snprintf(r->run_id, sizeof r->run_id, "%s", c->run_id ? c->run_id : "");
     r->shape = (data_model_shape){c->shape.n_layer, c->shape.d_model, c->shape.n_head,
                                   c->shape.n_kv_head, c->shape.d_ff, c->shape.context, c->shape.vocab};
-    r->n_params = train_shape_params(&c->shape);
-    r->n_params_nonembed = train_shape_params_nonembed(&c->shape);
+    r->n_params = data_shape_params(&c->shape);
+    r->n_params_nonembed = data_shape_params_nonembed(&c->shape);
     double tps = (double)c->batch * c->shape.context;
     r->d_fp = (double)s->n_fp * tps;
     r->d_qat = (double)s->n_qat * tps;
-    r->bits = c->quant.kind == TRAIN_Q_NONE ? (c->quant.bits >= 16 ? c->quant.bits : 32) : c->quant.bits;
+    r->bits = c->quant.kind == TRAIN_Q_NONE ? (data_bits_is_fp(c->quant.bits) ? c->quant.bits : 32) : c->quant.bits;
     snprintf(r->quantizer, sizeof r->quantizer, "%s", train_quantizer_name(c->quant.kind));
     r->embed_bits = c->quant.embed_bits;
     r->group_size = c->quant.kind == TRAIN_Q_ASYM ? c->quant.group_size : 0;

@@ -27,17 +27,12 @@ int train_cuda_devices(char *why, size_t n);
 
 /* ---- model shape -------------------------------------------------------- */
 
-typedef struct {
-    int n_layer, d_model, n_head, n_kv_head, d_ff, context, vocab;
-} train_shape;
+typedef data_model_shape train_shape; /* data owns the shape and its parameter count */
 
 /* Fill defaults: n_kv_head = n_head, d_ff = multiple of 8 near 8/3 d_model, vocab 256.
  * Then check divisibility (d_model % n_head, n_head % n_kv_head, even head size). */
 qp_status train_shape_finish(train_shape *s, qp_error *err);
-/* All parameters (the law's N: embeddings included, counted once since tied) and the
- * parameters outside the embedding (norm gains included). Quantizer step sizes excluded. */
-double train_shape_params(const train_shape *s);
-double train_shape_params_nonembed(const train_shape *s);
+/* Parameter counts: data_shape_params, data_shape_params_nonembed. */
 
 /* ---- quantizers --------------------------------------------------------- */
 
