@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fit.h"
+#include "law.h"
 
 void sweep_options_init(sweep_options *o)
 {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fit.h"
+#include "law.h"
 
 typedef struct {
     double key;
