@@ -273,9 +273,9 @@ static void bootstrap(const pen_problem *P0, const fit_penalty_options *o, const
     for (int j = 0; j < NP; j++) {
         for (int k = 0; k < ok; k++) col[k] = samples[(size_t)k * NP + (size_t)j];
         qsort(col, (size_t)ok, sizeof(double), fit_cmp_double);
-        double a = (1 - o->ci_level) / 2;
-        out->ci_lo[j] = col[(int)floor(a * (ok - 1))];
-        out->ci_hi[j] = col[(int)ceil((1 - a) * (ok - 1))];
+        double a = (1 - o->ci_level) / 2; /* as fit_runs: linear between order statistics */
+        out->ci_lo[j] = qp_percentile_sorted(col, ok, a);
+        out->ci_hi[j] = qp_percentile_sorted(col, ok, 1 - a);
     }
     free(col);
 }

@@ -147,10 +147,8 @@ static void check_range(plan_result *res, const data_law *law, const char *what,
 static void set_schedule(const plan_request *req, plan_row *r)
 {
     /* The paper saw fusion help at 4 and 6 bits and fail at 1 bit and some 2-bit settings. */
-    r->schedule = r->d_qat == 0 ? DATA_SCHED_FP_ONLY
-                  : r->d_fp == 0 ? DATA_SCHED_QAT_ONLY
-                  : r->bits >= 3 ? DATA_SCHED_FUSED
-                                 : DATA_SCHED_CLASSIC;
+    r->schedule = data_schedule_resolve((int)r->bits, r->d_fp, r->d_qat,
+                                        r->bits >= 3 ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC);
     r->qat_start_token = r->d_fp;
     r->fp_decay_start_token = NAN;
     switch (r->schedule) {

@@ -208,9 +208,5 @@ qp_status plan_plot_optimal_fraction(const data_law *qat, const data_law *fracti
 qp_status plan_plot_residuals(const data_law *law, const data_run_list *runs,
                               const plan_plot_opts *o, qp_error *err);
 
-/* The empirical best fraction of one group of runs (fractions f[i], losses l[i], n >= 3):
- * the argmin, refined by the vertex of the parabola through it and its neighbours when it
- * is interior and the parabola opens upwards (clamped to the neighbours' interval). */
-double plan_best_fraction(const double *f, const double *l, int n);
 
 #endif

@@ -136,14 +136,6 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static double percentile(double *v, int n, double q)
-{
-    /* v sorted ascending; linear interpolation between order statistics */
-    double pos = q * (n - 1);
-    int i = (int)floor(pos);
-    if (i >= n - 1) return v[n - 1];
-    return v[i] + (pos - i) * (v[i + 1] - v[i]);
-}
 
 /* The full-precision law is fixed unless the QAT law is its own full-precision reference. */
 qp_status plan_bootstrap_row(const law_model *m, plan_row *row, double level, double *sample_loss, qp_error *err)
@@ -177,12 +169,12 @@ qp_status plan_bootstrap_row(const law_model *m, plan_row *row, double level, do
         qsort(l, (size_t)k, sizeof(double), cmp_double);
         qsort(pen, (size_t)k, sizeof(double), cmp_double);
         double a = (1 - level) / 2;
-        row->f_opt_lo = percentile(f, k, a);
-        row->f_opt_hi = percentile(f, k, 1 - a);
-        row->loss_opt_lo = percentile(l, k, a);
-        row->loss_opt_hi = percentile(l, k, 1 - a);
-        row->penalty_lo = percentile(pen, k, a);
-        row->penalty_hi = percentile(pen, k, 1 - a);
+        row->f_opt_lo = qp_percentile_sorted(f, k, a);
+        row->f_opt_hi = qp_percentile_sorted(f, k, 1 - a);
+        row->loss_opt_lo = qp_percentile_sorted(l, k, a);
+        row->loss_opt_hi = qp_percentile_sorted(l, k, 1 - a);
+        row->penalty_lo = qp_percentile_sorted(pen, k, a);
+        row->penalty_hi = qp_percentile_sorted(pen, k, 1 - a);
     }
     free(f);
     return QP_OK;

@@ -259,7 +259,6 @@ static const char *color_of(const int *bits, int nb, int b)
 }
 
 /* One estimator, the fitter's (data_best_fraction); l is the mean log loss. */
-double plan_best_fraction(const double *f, const double *l, int n) { return data_best_fraction(f, l, n, NULL); }
 
 /* A QAT law for plotting: a qat law alone, or a penalty law over Epoch's chinchilla law. */
 static qp_status plot_model(const data_law *qat, data_law *chin, law_model *m, qp_error *err)

@@ -317,13 +317,13 @@ static void test_best_fraction(void)
     /* the fitter's estimator: a parabola in sqrt f with its vertex at 0.3, on a coarse grid */
     double f[] = {0, 0.2, 0.4, 0.6, 1}, l[5];
     for (int i = 0; i < 5; i++) l[i] = 2 + (sqrt(f[i]) - sqrt(0.3)) * (sqrt(f[i]) - sqrt(0.3));
-    CU_ASSERT_DOUBLE_EQUAL(plan_best_fraction(f, l, 5), 0.3, 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(data_best_fraction(f, l, 5, NULL), 0.3, 1e-12);
     /* minimum at an end: the end */
     for (int i = 0; i < 5; i++) l[i] = 2 - f[i];
-    CU_ASSERT_DOUBLE_EQUAL(plan_best_fraction(f, l, 5), 1, 0);
+    CU_ASSERT_DOUBLE_EQUAL(data_best_fraction(f, l, 5, NULL), 1, 0);
     for (int i = 0; i < 5; i++) l[i] = 2 + f[i];
-    CU_ASSERT_DOUBLE_EQUAL(plan_best_fraction(f, l, 5), 0, 1e-12);
-    CU_ASSERT(isnan(plan_best_fraction(f, l, 0)));
+    CU_ASSERT_DOUBLE_EQUAL(data_best_fraction(f, l, 5, NULL), 0, 1e-12);
+    CU_ASSERT(isnan(data_best_fraction(f, l, 0, NULL)));
 }
 
 static void add(CU_pSuite s)
