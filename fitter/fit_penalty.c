@@ -181,8 +181,7 @@ static void penalty_starts(int n, uint64_t seed, double *v)
     free(perm);
 }
 
-static qp_status make_anchors(const fit_penalty_point *pts, size_t n, const fit_penalty_options *o,
-                              law_point **out, size_t *n_out, qp_error *err)
+static qp_status make_anchors(const fit_penalty_options *o, law_point **out, size_t *n_out, qp_error *err)
 {
     *out = NULL;
     *n_out = 0;
@@ -200,8 +199,6 @@ static qp_status make_anchors(const fit_penalty_point *pts, size_t n, const fit_
                 if (!(f > 0.02 && f < 0.98)) continue; /* S_total too small for a meaningful optimum */
                 a[k++] = (law_point){sizes[i], (1 - f) * d, f * d, bits[b]};
             }
-    (void)pts;
-    (void)n;
     *out = a;
     *n_out = k;
     return QP_OK;
@@ -284,14 +281,12 @@ static void fill_provenance(const fit_penalty_point *pts, size_t n, const fit_pe
 {
     data_law_provenance *p = &out->prov;
     snprintf(p->source, sizeof p->source, "%s", o->source[0] ? o->source : "penalty observations");
-    snprintf(p->method, sizeof p->method,
-             "weighted least squares on log penalty (GSL trust-region LM) from %d Latin hypercube starts%s%s",
-             o->n_starts > 0 ? o->n_starts : 48, isfinite(o->anchor_a) ? "; the penalty is stationary in f at f_hat = exp(-a/ln S_total), a = " : "",
-             "");
-    if (isfinite(o->anchor_a)) {
-        size_t l = strlen(p->method);
-        snprintf(p->method + l, sizeof p->method - l, "%.4f", o->anchor_a);
-    }
+    int l = snprintf(p->method, sizeof p->method,
+                     "weighted least squares on log penalty (GSL trust-region LM) from %d Latin hypercube starts",
+                     o->n_starts > 0 ? o->n_starts : 48);
+    if (isfinite(o->anchor_a) && l > 0 && (size_t)l < sizeof p->method)
+        snprintf(p->method + l, sizeof p->method - (size_t)l,
+                 "; the penalty is stationary in f at f_hat = exp(-a/ln S_total), a = %.4f", o->anchor_a);
     if (!o->reproducible) {
         time_t t = time(NULL);
         struct tm tm;
@@ -340,7 +335,7 @@ qp_status fit_penalty(const fit_penalty_point *pts, size_t n, const fit_penalty_
     gsl_set_error_handler_off();
     pen_problem P = {pts, NULL, n, NULL, 0, o->anchor_weight};
     law_point *anchors = NULL;
-    qp_status st = make_anchors(pts, n, o, &anchors, &P.n_anchors, err);
+    qp_status st = make_anchors(o, &anchors, &P.n_anchors, err);
     if (st) return st;
     P.anchors = anchors;
     double v[NP];
