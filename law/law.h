@@ -88,9 +88,6 @@ typedef struct {
 
 /* Refuses laws of different loss units (when both are known) and forms in the wrong role. */
 qp_status law_model_init(law_model *m, const data_law *fp, const data_law *penalty, qp_error *err);
-/* The model of one qat-form law, its own full-precision reference (no checks: for tests
- * and tools that hold a qat law). */
-law_model law_model_qat(const data_law *qat);
 /* Full-precision loss at (N, D) tokens. */
 double law_model_loss_fp(const law_model *m, double n_params, double d_total);
 /* Loss of the model quantized at x->bits after the split (D_fp, D_qat): loss_fp + penalty. */

@@ -37,12 +37,6 @@ qp_status law_model_init(law_model *m, const data_law *fp, const data_law *penal
     return QP_OK;
 }
 
-law_model law_model_qat(const data_law *qat)
-{
-    law_model m = {qat, qat, qat->units, qat->vocab};
-    return m;
-}
-
 double law_model_loss_fp(const law_model *m, double n_params, double d_total)
 {
     law_point x = {n_params, d_total, 0, LAW_FP_BITS};
