@@ -116,9 +116,14 @@ static void print_request(FILE *f, const plan_result *res)
         snprintf(b, sizeof b, "vocab %.0f x d_model x %d", q->vocab, q->tied ? 1 : 2);
     else
         qp_format_count(q->embed_params, b, sizeof b);
-    fprintf(f, "Memory model: %s embedding/head parameters at %g bits; the rest at the row's bits plus a 16-bit scale %s%s\n",
-            isfinite(q->vocab) || q->embed_params > 0 ? b : "no", q->embed_bits,
-            q->group_size > 0 ? "per group of " : "per row", q->group_size > 0 ? qp_format_count(q->group_size, a, sizeof a) : "");
+    const char *scales = q->group_size > 0 ? "per group of " : "per row";
+    const char *group = q->group_size > 0 ? qp_format_count(q->group_size, a, sizeof a) : "";
+    if (isfinite(q->vocab) || q->embed_params > 0)
+        fprintf(f, "Memory model: %s embedding/head parameters at %g bits; the rest at the row's bits plus a 16-bit "
+                   "scale %s%s\n", b, q->embed_bits, scales, group);
+    else
+        fprintf(f, "Memory model: every weight at the row's bits plus a 16-bit scale %s%s (embeddings not given: "
+                   "--embed-params or --vocab keeps them at %g bits)\n", scales, group, q->embed_bits);
     if (isfinite(q->gpu_hours))
         fprintf(f, "Budget: %.6g GPU-hours x 3600 s/h x %.4g FLOP/s peak x MFU %.3g = %.4g FLOPs\n", q->gpu_hours,
                 q->peak_flops, q->mfu, q->flops);
