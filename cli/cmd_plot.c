@@ -8,7 +8,8 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "plan.h"
+#include "plan.h" /* PLAN_MAX_BITS */
+#include "plot.h"
 #include "sweep.h"
 
 static void plot_help(FILE *f)
@@ -73,8 +74,8 @@ int cmd_plot(int argc, char **argv)
         {"timeout", required_argument, 0, O_TIMEOUT}, {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    plan_plot_opts po;
-    plan_plot_opts_init(&po);
+    plot_opts po;
+    plot_opts_init(&po);
     data_run_list runs;
     data_run_list_init(&runs);
     data_law laws[DATA_LAW_FORM_COUNT_];
@@ -162,14 +163,14 @@ int cmd_plot(int argc, char **argv)
     }
     if (!st) {
         if (!strcmp(kind, "loss-fraction"))
-            st = plan_plot_loss_fraction(qat_law, rl, n_params, tokens, bits, nb, &po, &err);
+            st = plot_loss_fraction(qat_law, rl, n_params, tokens, bits, nb, &po, &err);
         else if (!strcmp(kind, "optimal-fraction"))
-            st = plan_plot_optimal_fraction(qat_law,
-                                            have[DATA_LAW_FRACTION] ? &laws[DATA_LAW_FRACTION] : NULL, rl, n_params, bits,
-                                            nb, &po, &err);
+            st = plot_optimal_fraction(qat_law,
+                                       have[DATA_LAW_FRACTION] ? &laws[DATA_LAW_FRACTION] : NULL, rl, n_params, bits,
+                                       nb, &po, &err);
         else if (!strcmp(kind, "residuals"))
-            st = plan_plot_residuals(have[DATA_LAW_QAT] ? &laws[DATA_LAW_QAT] : have[DATA_LAW_CHINCHILLA] ? &laws[DATA_LAW_CHINCHILLA] : NULL,
-                                     rl, &po, &err);
+            st = plot_residuals(have[DATA_LAW_QAT] ? &laws[DATA_LAW_QAT] : have[DATA_LAW_CHINCHILLA] ? &laws[DATA_LAW_CHINCHILLA] : NULL,
+                                rl, &po, &err);
         else
             st = qp_fail(&err, QP_ERR_USAGE, "unknown plot '%s': use loss-fraction, optimal-fraction or residuals", kind);
     }

@@ -347,49 +347,347 @@ static int claim(const workdir *w, const sweep_options *o, const sweep_point *p,
     return fd;
 }
 
-qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *sum, qp_error *err)
-{
-    memset(sum, 0, sizeof *sum);
-    progress pr = {0};
-    pr.g = g;
-    pr.o = o;
-    pr.sum = sum;
-    pr.t0 = qp_now();
-    qp_status st = workdir_make(&pr.w, o->runs_path, err);
-    if (st) return st;
-    if (o->only_index >= 0 && (size_t)o->only_index >= g->n)
-        return qp_fail(err, QP_ERR_INPUT, "--only-index %ld is outside the grid's 0..%zu", o->only_index, g->n - 1);
+/* One sweep in progress: the points still to run, the trainers running, and the refit. */
+typedef struct {
+    const sweep_grid *g;
+    const sweep_options *o;
+    sweep_summary *sum;
+    progress pr;
+    size_t *todo, ntodo, next; /* points pending; todo[next..] not started yet */
+    job *jobs;
+    int njobs, jobs_max, threads;
+    int do_fit;         /* refits are wanted at all */
+    pid_t fit_pid;      /* the running refit; -1 = none */
+    size_t fit_used;    /* ok runs the running refit was given */
+    int fit_pending;    /* refit_every runs have finished since the last refit */
+    size_t since_fit;
+} sweep_loop;
 
+/* ---- the run loop: which points to run --------------------------------- */
+
+/* The points not in the results file yet (only --only-index's when given), and the header. */
+static qp_status plan_todo(sweep_loop *L, qp_error *err)
+{
+    const sweep_grid *g = L->g;
+    const sweep_options *o = L->o;
+    sweep_summary *sum = L->sum;
     sweep_results res;
-    if ((st = sweep_results_read(o->runs_path, &res, err))) return st;
+    qp_status st = sweep_results_read(o->runs_path, &res, err);
+    if (st) return st;
     sum->bad_lines = res.n_bad_lines;
     if (res.n_bad_lines && o->log)
         fprintf(o->log, "sweep: warning: %zu unreadable line(s) in %s ignored; first: %s\n", res.n_bad_lines,
                 o->runs_path, res.first_bad_msg);
-    size_t *todo = malloc((g->n ? g->n : 1) * sizeof *todo);
-    if (!todo) {
+    L->todo = malloc((g->n ? g->n : 1) * sizeof *L->todo);
+    if (!L->todo) {
         sweep_results_free(&res);
         return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     }
-    size_t ntodo = 0;
     for (size_t i = 0; i < g->n; i++) {
         if (o->only_index >= 0 && (long)i != o->only_index) continue;
         sum->total++;
         if (sweep_results_find(&res, g->points[i].run_id)) sum->done_before++;
         else {
-            todo[ntodo++] = i;
-            pr.todo_cost += point_cost(&g->points[i]);
+            L->todo[L->ntodo++] = i;
+            L->pr.todo_cost += point_cost(&g->points[i]);
         }
     }
     sweep_results_free(&res);
-    pr.to_run = ntodo;
-    int jobs_max = o->jobs > 0 ? o->jobs : 1;
+    L->pr.to_run = L->ntodo;
+    return QP_OK;
+}
+
+/* Threads per trainer: --threads, else the grid's, else the cores shared among the jobs. */
+static int threads_per_run(const sweep_grid *g, const sweep_options *o, int jobs_max)
+{
     int threads = o->threads > 0 ? o->threads : g->threads > 0 ? g->threads : (cores() / jobs_max > 0 ? cores() / jobs_max : 1);
-    if (threads > (int)train_option_find("--threads")->hi) threads = (int)train_option_find("--threads")->hi;
+    int hi = (int)train_option_find("--threads")->hi;
+    return threads > hi ? hi : threads;
+}
+
+/* ---- the run loop: children -------------------------------------------- */
+
+/* Start trainers until jobs_max run or no point is left; points another process holds or
+ * has recorded meanwhile are skipped. */
+static qp_status launch_runs(sweep_loop *L, qp_error *err)
+{
+    const sweep_options *o = L->o;
+    while (!g_stop && L->njobs < L->jobs_max && L->next < L->ntodo) {
+        const sweep_point *p = &L->g->points[L->todo[L->next]];
+        L->pr.todo_cost -= point_cost(p);
+        L->next++;
+        int why = 0;
+        int fd = claim(&L->pr.w, o, p, &why, err);
+        if (fd == -2) return err && err->status ? err->status : QP_ERR_IO;
+        if (fd < 0) {
+            L->pr.to_run--;
+            if (why == 1) {
+                L->sum->busy++;
+                say(&L->pr, L->jobs, L->njobs, "skip  %s: another process is running it", p->run_id);
+            } else {
+                L->sum->done_before++;
+                say(&L->pr, L->jobs, L->njobs, "skip  %s: recorded meanwhile by another process", p->run_id);
+            }
+            continue;
+        }
+        char statep[4300], logp[4300];
+        wpath(&L->pr.w, p->run_id, ".state", statep, sizeof statep);
+        wpath(&L->pr.w, p->run_id, ".log", logp, sizeof logp);
+        int resume = o->use_state && access(statep, F_OK) == 0;
+        char **args;
+        qp_status st = sweep_point_args(L->g, p, o->runs_path, o->use_state ? statep : NULL, resume, L->threads, &args, err);
+        if (st) {
+            close(fd);
+            return st;
+        }
+        pid_t pid = spawn(o->train_cmd, o->self_exe, "train", args, logp, fd, err);
+        sweep_argv_free(args);
+        if (pid < 0) {
+            close(fd);
+            return err && err->status ? err->status : QP_ERR_IO;
+        }
+        L->jobs[L->njobs++] = (job){pid, fd, L->todo[L->next - 1], qp_now(), 0, 0};
+        L->sum->ran++;
+        say(&L->pr, L->jobs, L->njobs, "start %s%s (N=%.3g, D=%.3g tokens)", p->run_id, resume ? " (resuming)" : "",
+            p->n_params, p->tokens);
+    }
+    return QP_OK;
+}
+
+/* --run-timeout: SIGTERM when a run's time is up, SIGKILL 10 s later. */
+static void enforce_timeouts(sweep_loop *L)
+{
+    double now = qp_now();
+    for (int i = 0; i < L->njobs; i++) {
+        job *jb = &L->jobs[i];
+        if (L->o->run_timeout > 0 && !jb->t_term && now - jb->t_start > L->o->run_timeout) {
+            kill(jb->pid, SIGTERM);
+            jb->t_term = now;
+            jb->timed_out = 1;
+        } else if (jb->t_term && now - jb->t_term > 10) {
+            kill(jb->pid, SIGKILL);
+        }
+    }
+}
+
+/* Stopping (signal or error): the trainers save their state on SIGTERM; SIGKILL after 30 s. */
+static void stop_children(sweep_loop *L)
+{
+    if (L->njobs == 0 && L->fit_pid <= 0) return;
+    for (int i = 0; i < L->njobs; i++) kill(L->jobs[i].pid, SIGTERM);
+    if (L->fit_pid > 0) kill(L->fit_pid, SIGTERM);
+    double t_kill = qp_now() + 30;
+    while (L->njobs > 0 || L->fit_pid > 0) {
+        int ws;
+        pid_t pid = waitpid(-1, &ws, WNOHANG);
+        if (pid < 0) break;
+        if (pid == 0) {
+            if (qp_now() > t_kill) {
+                for (int i = 0; i < L->njobs; i++) kill(L->jobs[i].pid, SIGKILL);
+                if (L->fit_pid > 0) kill(L->fit_pid, SIGKILL);
+            }
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (pid == L->fit_pid) L->fit_pid = -1;
+        for (int i = 0; i < L->njobs; i++)
+            if (L->jobs[i].pid == pid) {
+                close(L->jobs[i].lock_fd);
+                L->jobs[i] = L->jobs[--L->njobs];
+                break;
+            }
+    }
+}
+
+/* ---- the run loop: progress -------------------------------------------- */
+
+/* A recorded run's cost and wall time feed the time model behind the ETA. */
+static void progress_timed(progress *pr, double cost, double secs)
+{
+    pr->done_cost += cost;
+    pr->done_secs += secs;
+    pr->sc += cost;
+    pr->ss += secs;
+    pr->scc += cost * cost;
+    pr->scs += cost * secs;
+    pr->n_timed++;
+}
+
+/* What a finished trainer left: a record (ok or diverged) or none (failed), said and counted. */
+static void report_run(sweep_loop *L, const job *jb, const data_run *rec, int ws, double secs)
+{
+    const sweep_point *p = &L->g->points[jb->point];
+    sweep_summary *sum = L->sum;
+    if (!rec) {
+        char logp[4300], how[128], tail[400];
+        wpath(&L->pr.w, p->run_id, ".log", logp, sizeof logp);
+        sum->failed++;
+        qp_log_tail(logp, tail, sizeof tail);
+        say(&L->pr, L->jobs, L->njobs, "FAILED %s after %.0f s: %s%s, no record; log %s: %s", p->run_id, secs,
+            jb->timed_out ? "timed out, " : "", qp_wait_status_text(ws, how, sizeof how), logp, tail[0] ? tail : "(empty)");
+        return;
+    }
+    if (rec->status == DATA_RUN_DIVERGED) {
+        sum->diverged++;
+        say(&L->pr, L->jobs, L->njobs, "diverged %s (%.0f s): %s", p->run_id, secs, rec->reason[0] ? rec->reason : "no reason given");
+    } else {
+        sum->ok++;
+        say(&L->pr, L->jobs, L->njobs, "done  %s loss %.4f (%.0f s)", p->run_id, rec->loss, secs);
+    }
+}
+
+/* ---- the run loop: refit ----------------------------------------------- */
+
+/* A refit after every refit_every recorded runs, while runs are still to come (the last one
+ * is the final refit's). A refit that cannot start is counted, not fatal. */
+static void refit_if_due(sweep_loop *L)
+{
+    if (!(L->do_fit && L->fit_pending && L->fit_pid < 0 && (L->njobs > 0 || L->next < L->ntodo))) return;
+    qp_error fe = {0};
+    L->fit_pid = start_fit(L->o, &L->pr.w, &L->fit_used, &fe);
+    L->fit_pending = 0;
+    if (L->fit_pid < 0) {
+        L->sum->fits_failed++;
+        snprintf(L->sum->fit_msg, sizeof L->sum->fit_msg, "cannot start the fit: %s", fe.msg);
+    } else {
+        say(&L->pr, L->jobs, L->njobs, "refit %s from %zu ok runs", L->o->law_out, L->fit_used);
+    }
+}
+
+static void refit_count_run(sweep_loop *L)
+{
+    L->since_fit++;
+    if (L->do_fit && L->o->refit_every > 0 && L->since_fit >= (size_t)L->o->refit_every) {
+        L->fit_pending = 1;
+        L->since_fit = 0;
+    }
+}
+
+static void refit_reaped(sweep_loop *L, int ws)
+{
+    const sweep_options *o = L->o;
+    L->fit_pid = -1;
+    finish_fit(L->g, o, &L->pr.w, ws, L->fit_used, L->sum);
+    if (L->sum->fit_msg[0]) say(&L->pr, L->jobs, L->njobs, "refit: %s", L->sum->fit_msg);
+    else say(&L->pr, L->jobs, L->njobs, "refit: wrote %s%s%s", o->law_out, o->report_path ? " and " : "", o->report_path ? o->report_path : "");
+}
+
+/* Nothing ran and the law is newer than every record (and the report exists): refitting
+ * would change nothing. */
+static int law_up_to_date(const sweep_options *o, const sweep_summary *sum)
+{
+    struct stat law_sb, runs_sb;
+    return sum->ran == 0 && stat(o->law_out, &law_sb) == 0 && stat(o->runs_path, &runs_sb) == 0 &&
+           (law_sb.st_mtim.tv_sec > runs_sb.st_mtim.tv_sec ||
+            (law_sb.st_mtim.tv_sec == runs_sb.st_mtim.tv_sec && law_sb.st_mtim.tv_nsec >= runs_sb.st_mtim.tv_nsec)) &&
+           (!o->report_path || access(o->report_path, F_OK) == 0);
+}
+
+/* The refit at the end, waited for; its failure is in sum, not an error of the sweep. */
+static void final_refit(const sweep_grid *g, const sweep_options *o, const workdir *w, sweep_summary *sum)
+{
+    if (law_up_to_date(o, sum)) {
+        if (o->log) fprintf(o->log, "sweep: %s is newer than %s: not refitted (--refit-only forces it)\n", o->law_out, o->runs_path);
+        return;
+    }
+    size_t n_used = 0;
+    qp_error fe = {0};
+    if (o->log) fprintf(o->log, "sweep: final refit of %s\n", o->law_out);
+    pid_t pid = start_fit(o, w, &n_used, &fe);
+    if (pid < 0) {
+        sum->fits_failed++;
+        snprintf(sum->fit_msg, sizeof sum->fit_msg, "cannot start the fit: %s", fe.msg);
+    } else {
+        int ws;
+        while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
+        finish_fit(g, o, w, ws, n_used, sum);
+    }
+}
+
+/* ---- the run loop ------------------------------------------------------ */
+
+/* Trainer `pid` ended with `ws`: look for its record, count it, free its slot and lock. */
+static qp_status run_reaped(sweep_loop *L, pid_t pid, int ws, qp_error *err)
+{
+    int j = -1;
+    for (int i = 0; i < L->njobs; i++)
+        if (L->jobs[i].pid == pid) j = i;
+    if (j < 0) return QP_OK; /* not ours */
+    job jb = L->jobs[j];
+    L->jobs[j] = L->jobs[--L->njobs];
+    const sweep_point *p = &L->g->points[jb.point];
+    double secs = qp_now() - jb.t_start;
+    sweep_results r2;
+    qp_status st = sweep_results_read(L->o->runs_path, &r2, err);
+    if (st) {
+        close(jb.lock_fd);
+        return st;
+    }
+    const data_run *rec = sweep_results_find(&r2, p->run_id);
+    L->pr.finished_here++;
+    if (rec) {
+        char statep[4300];
+        wpath(&L->pr.w, p->run_id, ".state", statep, sizeof statep);
+        progress_timed(&L->pr, point_cost(p), secs);
+        unlink(statep); /* recorded: the resumable state is of no further use */
+    }
+    report_run(L, &jb, rec, ws, secs);
+    if (rec) refit_count_run(L);
+    sweep_results_free(&r2);
+    close(jb.lock_fd); /* after the record is in: a claimer now sees it done */
+    return QP_OK;
+}
+
+/* Launch, refit when due, reap; until every point ran, a signal came or an error. */
+static qp_status run_loop(sweep_loop *L, qp_error *err)
+{
+    qp_status st = QP_OK;
+    while (!st && !g_stop) {
+        if ((st = launch_runs(L, err))) break;
+        refit_if_due(L);
+        if (L->njobs == 0 && L->fit_pid < 0 && L->next >= L->ntodo) break;
+        int ws;
+        pid_t pid = waitpid(-1, &ws, WNOHANG);
+        if (pid < 0 && errno == ECHILD) break;
+        if (pid <= 0) {
+            enforce_timeouts(L);
+            draw_bar(&L->pr, L->jobs, L->njobs);
+            struct timespec ts = {0, 100 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        } else if (pid == L->fit_pid) {
+            refit_reaped(L, ws);
+        } else {
+            st = run_reaped(L, pid, ws, err);
+        }
+    }
+    return st;
+}
+
+qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *sum, qp_error *err)
+{
+    memset(sum, 0, sizeof *sum);
+    sweep_loop L = {.g = g, .o = o, .sum = sum, .fit_pid = -1};
+    L.pr.g = g;
+    L.pr.o = o;
+    L.pr.sum = sum;
+    L.pr.t0 = qp_now();
+    qp_status st = workdir_make(&L.pr.w, o->runs_path, err);
+    if (st) return st;
+    if (o->only_index >= 0 && (size_t)o->only_index >= g->n)
+        return qp_fail(err, QP_ERR_INPUT, "--only-index %ld is outside the grid's 0..%zu", o->only_index, g->n - 1);
+    if ((st = plan_todo(&L, err))) return st;
+    L.jobs_max = o->jobs > 0 ? o->jobs : 1;
+    L.threads = threads_per_run(g, o, L.jobs_max);
     if (o->log)
         fprintf(o->log, "sweep: %zu runs in the grid, %zu already recorded in %s, %zu to run (%d at once, %d thread%s each)\n",
-                sum->total, sum->done_before, o->runs_path, ntodo, jobs_max, threads, threads == 1 ? "" : "s");
+                sum->total, sum->done_before, o->runs_path, L.ntodo, L.jobs_max, L.threads, L.threads == 1 ? "" : "s");
 
+    L.jobs = calloc((size_t)L.jobs_max, sizeof *L.jobs);
+    if (!L.jobs) {
+        free(L.todo);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -397,187 +695,14 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
-    job *jobs = calloc((size_t)jobs_max, sizeof *jobs);
-    if (!jobs) {
-        free(todo);
-        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
-    }
-    int njobs = 0;
-    size_t next = 0, since_fit = 0;
-    pid_t fit_pid = -1;
-    size_t fit_used = 0;
-    int fit_pending = 0;
-    int do_fit = o->fit && o->law_out && o->only_index < 0;
-
-    while (!st) {
-        if (g_stop) break;
-        /* launch */
-        while (!st && !g_stop && njobs < jobs_max && next < ntodo) {
-            const sweep_point *p = &g->points[todo[next]];
-            pr.todo_cost -= point_cost(p);
-            next++;
-            int why = 0;
-            int fd = claim(&pr.w, o, p, &why, err);
-            if (fd == -2) {
-                st = err && err->status ? err->status : QP_ERR_IO;
-                break;
-            }
-            if (fd < 0) {
-                pr.to_run--;
-                if (why == 1) {
-                    sum->busy++;
-                    say(&pr, jobs, njobs, "skip  %s: another process is running it", p->run_id);
-                } else {
-                    sum->done_before++;
-                    say(&pr, jobs, njobs, "skip  %s: recorded meanwhile by another process", p->run_id);
-                }
-                continue;
-            }
-            char statep[4300], logp[4300];
-            wpath(&pr.w, p->run_id, ".state", statep, sizeof statep);
-            wpath(&pr.w, p->run_id, ".log", logp, sizeof logp);
-            int resume = o->use_state && access(statep, F_OK) == 0;
-            char **args;
-            if ((st = sweep_point_args(g, p, o->runs_path, o->use_state ? statep : NULL, resume, threads, &args, err))) {
-                close(fd);
-                break;
-            }
-            pid_t pid = spawn(o->train_cmd, o->self_exe, "train", args, logp, fd, err);
-            sweep_argv_free(args);
-            if (pid < 0) {
-                close(fd);
-                st = err && err->status ? err->status : QP_ERR_IO;
-                break;
-            }
-            jobs[njobs++] = (job){pid, fd, todo[next - 1], qp_now(), 0, 0};
-            sum->ran++;
-            say(&pr, jobs, njobs, "start %s%s (N=%.3g, D=%.3g tokens)", p->run_id, resume ? " (resuming)" : "",
-                p->n_params, p->tokens);
-        }
-        if (st) break;
-        if (do_fit && fit_pending && fit_pid < 0 && (njobs > 0 || next < ntodo)) { /* else the final fit does it */
-            qp_error fe = {0};
-            fit_pid = start_fit(o, &pr.w, &fit_used, &fe);
-            fit_pending = 0;
-            if (fit_pid < 0) {
-                sum->fits_failed++;
-                snprintf(sum->fit_msg, sizeof sum->fit_msg, "cannot start the fit: %s", fe.msg);
-            } else {
-                say(&pr, jobs, njobs, "refit %s from %zu ok runs", o->law_out, fit_used);
-            }
-        }
-        if (njobs == 0 && fit_pid < 0 && next >= ntodo) break;
-
-        /* reap */
-        int ws;
-        pid_t pid = waitpid(-1, &ws, WNOHANG);
-        if (pid < 0 && errno == ECHILD) break;
-        if (pid <= 0) {
-            double now = qp_now();
-            for (int i = 0; i < njobs; i++) {
-                if (o->run_timeout > 0 && !jobs[i].t_term && now - jobs[i].t_start > o->run_timeout) {
-                    kill(jobs[i].pid, SIGTERM);
-                    jobs[i].t_term = now;
-                    jobs[i].timed_out = 1;
-                } else if (jobs[i].t_term && now - jobs[i].t_term > 10) {
-                    kill(jobs[i].pid, SIGKILL);
-                }
-            }
-            draw_bar(&pr, jobs, njobs);
-            struct timespec ts = {0, 100 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        if (pid == fit_pid) {
-            fit_pid = -1;
-            finish_fit(g, o, &pr.w, ws, fit_used, sum);
-            if (sum->fit_msg[0]) say(&pr, jobs, njobs, "refit: %s", sum->fit_msg);
-            else say(&pr, jobs, njobs, "refit: wrote %s%s%s", o->law_out, o->report_path ? " and " : "", o->report_path ? o->report_path : "");
-            continue;
-        }
-        int j = -1;
-        for (int i = 0; i < njobs; i++)
-            if (jobs[i].pid == pid) j = i;
-        if (j < 0) continue; /* not ours */
-        job jb = jobs[j];
-        jobs[j] = jobs[--njobs];
-        const sweep_point *p = &g->points[jb.point];
-        double secs = qp_now() - jb.t_start;
-        char logp[4300], statep[4300], how[128], tail[400];
-        wpath(&pr.w, p->run_id, ".log", logp, sizeof logp);
-        wpath(&pr.w, p->run_id, ".state", statep, sizeof statep);
-        sweep_results r2;
-        const data_run *rec = NULL;
-        if ((st = sweep_results_read(o->runs_path, &r2, err))) {
-            close(jb.lock_fd);
-            break;
-        }
-        rec = sweep_results_find(&r2, p->run_id);
-        pr.finished_here++;
-        if (rec) {
-            double cst = point_cost(p);
-            pr.done_cost += cst;
-            pr.done_secs += secs;
-            pr.sc += cst;
-            pr.ss += secs;
-            pr.scc += cst * cst;
-            pr.scs += cst * secs;
-            pr.n_timed++;
-            unlink(statep); /* recorded: the resumable state is of no further use */
-            if (rec->status == DATA_RUN_DIVERGED) {
-                sum->diverged++;
-                say(&pr, jobs, njobs, "diverged %s (%.0f s): %s", p->run_id, secs, rec->reason[0] ? rec->reason : "no reason given");
-            } else {
-                sum->ok++;
-                say(&pr, jobs, njobs, "done  %s loss %.4f (%.0f s)", p->run_id, rec->loss, secs);
-            }
-            since_fit++;
-            if (do_fit && o->refit_every > 0 && since_fit >= (size_t)o->refit_every) {
-                fit_pending = 1;
-                since_fit = 0;
-            }
-        } else {
-            sum->failed++;
-            qp_log_tail(logp, tail, sizeof tail);
-            say(&pr, jobs, njobs, "FAILED %s after %.0f s: %s%s, no record; log %s: %s", p->run_id, secs,
-                jb.timed_out ? "timed out, " : "", qp_wait_status_text(ws, how, sizeof how), logp, tail[0] ? tail : "(empty)");
-        }
-        sweep_results_free(&r2);
-        close(jb.lock_fd); /* after the record is in: a claimer now sees it done */
-    }
-
-    /* Stopping (signal or error): the trainers save their state on SIGTERM. */
-    if (njobs > 0 || fit_pid > 0) {
-        for (int i = 0; i < njobs; i++) kill(jobs[i].pid, SIGTERM);
-        if (fit_pid > 0) kill(fit_pid, SIGTERM);
-        double t_kill = qp_now() + 30;
-        while (njobs > 0 || fit_pid > 0) {
-            int ws;
-            pid_t pid = waitpid(-1, &ws, WNOHANG);
-            if (pid < 0) break;
-            if (pid == 0) {
-                if (qp_now() > t_kill) {
-                    for (int i = 0; i < njobs; i++) kill(jobs[i].pid, SIGKILL);
-                    if (fit_pid > 0) kill(fit_pid, SIGKILL);
-                }
-                struct timespec ts = {0, 50 * 1000 * 1000};
-                nanosleep(&ts, NULL);
-                continue;
-            }
-            if (pid == fit_pid) fit_pid = -1;
-            for (int i = 0; i < njobs; i++)
-                if (jobs[i].pid == pid) {
-                    close(jobs[i].lock_fd);
-                    jobs[i] = jobs[--njobs];
-                    break;
-                }
-        }
-    }
-    clear_bar(&pr);
+    L.do_fit = o->fit && o->law_out && o->only_index < 0;
+    st = run_loop(&L, err);
+    stop_children(&L);
+    clear_bar(&L.pr);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
-    free(jobs);
-    free(todo);
+    free(L.jobs);
+    free(L.todo);
     if (!st && g_stop) {
         sum->interrupted = 1;
         return qp_fail(err, QP_ERR_INTERRUPTED,
@@ -586,28 +711,6 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
                        (int)g_stop, sum->ok + sum->diverged);
     }
     if (st) return st;
-    struct stat law_sb, runs_sb;
-    if (do_fit && sum->ran == 0 && stat(o->law_out, &law_sb) == 0 && stat(o->runs_path, &runs_sb) == 0 &&
-        (law_sb.st_mtim.tv_sec > runs_sb.st_mtim.tv_sec ||
-         (law_sb.st_mtim.tv_sec == runs_sb.st_mtim.tv_sec && law_sb.st_mtim.tv_nsec >= runs_sb.st_mtim.tv_nsec)) &&
-        (!o->report_path || access(o->report_path, F_OK) == 0)) {
-        /* nothing ran and the law is newer than every record: refitting would change nothing */
-        if (o->log) fprintf(o->log, "sweep: %s is newer than %s: not refitted (--refit-only forces it)\n", o->law_out, o->runs_path);
-        do_fit = 0;
-    }
-    if (do_fit) {
-        size_t n_used = 0;
-        qp_error fe = {0};
-        if (o->log) fprintf(o->log, "sweep: final refit of %s\n", o->law_out);
-        pid_t pid = start_fit(o, &pr.w, &n_used, &fe);
-        if (pid < 0) {
-            sum->fits_failed++;
-            snprintf(sum->fit_msg, sizeof sum->fit_msg, "cannot start the fit: %s", fe.msg);
-        } else {
-            int ws;
-            while (waitpid(pid, &ws, 0) < 0 && errno == EINTR) {}
-            finish_fit(g, o, &pr.w, ws, n_used, sum);
-        }
-    }
+    if (L.do_fit) final_refit(g, o, &L.pr.w, sum);
     return QP_OK;
 }

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "plan.h"
+#include "plot.h"
 #include "testutil.h"
 
 static char law_path[4096], frac_path[4096], runs_path[4096];

@@ -2,7 +2,8 @@
  * fit residuals. Each plot writes its data files, script and image to a temp dir, runs
  * gnuplot with a timeout, and writes the finished image with qp_write_file_atomic, so a
  * failed or killed gnuplot never leaves a half-written image under the requested name. */
-#include "plan.h"
+#include "plot.h"
+#include "plan.h" /* plan_optimal_fraction */
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,7 +20,7 @@
 static const char *colors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"};
 #define N_COLORS (int)(sizeof colors / sizeof colors[0])
 
-void plan_plot_opts_init(plan_plot_opts *o)
+void plot_opts_init(plot_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->width = 960;
@@ -30,7 +31,7 @@ void plan_plot_opts_init(plan_plot_opts *o)
 /* ---- the temp dir, the script and running gnuplot ------------------------ */
 
 typedef struct {
-    const plan_plot_opts *o;
+    const plot_opts *o;
     int svg;
     char gnuplot[4096];
     char dir[4096];
@@ -85,7 +86,7 @@ static void gp_str(FILE *f, const char *s)
     fputc('\'', f);
 }
 
-static qp_status ctx_open(plot_ctx *c, const plan_plot_opts *o, qp_error *err)
+static qp_status ctx_open(plot_ctx *c, const plot_opts *o, qp_error *err)
 {
     memset(c, 0, sizeof *c);
     c->o = o;
@@ -212,7 +213,7 @@ static qp_status ctx_render(plot_ctx *c, const char *tmp_out, qp_error *err)
 
 typedef qp_status (*plot_body)(plot_ctx *c, void *arg, qp_error *err);
 
-static qp_status render(const plan_plot_opts *o, const char *title, plot_body body, void *arg, qp_error *err)
+static qp_status render(const plot_opts *o, const char *title, plot_body body, void *arg, qp_error *err)
 {
     plot_ctx c;
     qp_status st = ctx_open(&c, o, err);
@@ -364,9 +365,9 @@ static qp_status lf_body(plot_ctx *c, void *p, qp_error *err)
     return QP_OK;
 }
 
-qp_status plan_plot_loss_fraction(const data_law *qat, const data_run_list *runs, double n_params,
-                                  double d_total, const int *bits, int n_bits,
-                                  const plan_plot_opts *o, qp_error *err)
+qp_status plot_loss_fraction(const data_law *qat, const data_run_list *runs, double n_params,
+                             double d_total, const int *bits, int n_bits,
+                             const plot_opts *o, qp_error *err)
 {
     lf_arg a = {0};
     a.qat = qat;
@@ -550,9 +551,9 @@ static qp_status of_body(plot_ctx *c, void *p, qp_error *err)
     return QP_OK;
 }
 
-qp_status plan_plot_optimal_fraction(const data_law *qat, const data_law *fraction,
-                                     const data_run_list *runs, double n_params, const int *bits,
-                                     int n_bits, const plan_plot_opts *o, qp_error *err)
+qp_status plot_optimal_fraction(const data_law *qat, const data_law *fraction,
+                                const data_run_list *runs, double n_params, const int *bits,
+                                int n_bits, const plot_opts *o, qp_error *err)
 {
     if (fraction && fraction->form != DATA_LAW_FRACTION)
         return qp_fail(err, QP_ERR_INPUT, "expected a fraction-form law, got %s", data_law_form_name(fraction->form));
@@ -637,7 +638,7 @@ static qp_status rs_body(plot_ctx *c, void *p, qp_error *err)
     return QP_OK;
 }
 
-qp_status plan_plot_residuals(const data_law *law, const data_run_list *runs, const plan_plot_opts *o, qp_error *err)
+qp_status plot_residuals(const data_law *law, const data_run_list *runs, const plot_opts *o, qp_error *err)
 {
     if (!law || (law->form != DATA_LAW_QAT && law->form != DATA_LAW_CHINCHILLA))
         return qp_fail(err, QP_ERR_USAGE, "the residual plot needs a qat or chinchilla law (--law FILE)");
