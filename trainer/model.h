@@ -159,7 +159,7 @@ extern const train_backend train_backend_cpu;
 qp_status train_backend_open(train_device d, const model *m, int bf16, const train_backend **be, void **dev,
                              qp_error *err);
 
-/* ---- CUDA backend glue (backend.c; the kernels are in train_cuda.cu) ----------- */
+/* ---- CUDA backend glue (backend.c; the kernels are in cuda/) ----------- */
 #ifdef QATPLAN_HAVE_CUDA
 #include "cuda_backend.h"
 /* A device copy of m (its layout; parameters and moments uploaded from m). */
