@@ -1,6 +1,6 @@
 /* cuda_backend.h (internal to the trainer and its tests): the CUDA backend's C interface.
- * Plain C types only, so that the CUDA source (compiled as C++ by nvcc) needs none of the
- * trainer's headers. The device model mirrors the host model (model.h) tensor for tensor:
+ * Plain C types only, so that the CUDA sources (trainer/cuda/, compiled as C++ by nvcc) need
+ * none of the trainer's headers but the plain-C tensors.h and formulas.h. The device model mirrors the host model (model.h) tensor for tensor:
  * the same parameter layout (one allocation per family: parameters, gradients, Adam moments,
  * quantized weights, activations), so checkpoints and state files are written from the host
  * copy after cuda_download. Functions exist only when QATPLAN_HAVE_CUDA is defined, except
@@ -11,11 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tensors.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-#define CUDA_NT 17 /* = MODEL_NT; the glue (cuda_glue.c) checks the P_* order */
+#define CUDA_NT MODEL_NT /* the tensor lists are tensors.h's, shared with model.h */
 
 typedef struct {
     int L, D, F, V, H, Hkv, QKV, B, T; /* B: the largest batch a call may use */

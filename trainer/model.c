@@ -47,14 +47,7 @@ void model_act_counts(const train_shape *s, int B, int T, double out[MODEL_NACTS
 {
     double L = s->n_layer, D = s->d_model, F = s->d_ff, V = s->vocab, H = s->n_head;
     double QKV = D + 2 * (D / H) * s->n_kv_head, N = (double)B * T;
-    const double n[MODEL_NACTS] = {
-        (L + 1) * N * D, L * N * D,                   /* resid, mid */
-        L * N * D,       L * N,     L * N * QKV,     /* ln1, ln1_rstd, qkv */
-        L * B * H * T * (double)T, L * N * D,        /* att, atty */
-        L * N * D,       L * N,     L * N * 2 * F, L * N * F, /* ln2, ln2_rstd, h13, hact */
-        N * D,           N,         N * V,   N,      /* lnf, lnf_rstd, probs, losses */
-        N * D,           N * D,     N * D,   N * QKV, N * 2 * F, N * F, /* scratch */
-    };
+    const double n[MODEL_NACTS] = {MODEL_ACT_TENSORS(MODEL_X_COUNT)};
     memcpy(out, n, sizeof n);
 }
 
@@ -91,7 +84,9 @@ void model_layout(model *m, const train_shape *s, const train_qspec *q, int B, i
         off += m->numel[i];
     }
     m->n_floats = off;
-    m->n_qw = V * D + L * (QKV * D + D * D + 2 * F * D + D * F);
+#define MODEL_X_SUM(f, n) +(n)
+    m->n_qw = 0 MODEL_QW_TENSORS(MODEL_X_SUM);
+#undef MODEL_X_SUM
 }
 
 qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
@@ -135,16 +130,13 @@ qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int
         m->g.t[i] = m->grads_mem + m->off[i];
     }
     float *qp = m->qw_mem;
-    m->qw.wte = qp; qp += V * D;
-    m->qw.wqkv = qp; qp += L * QKV * D;
-    m->qw.wo = qp; qp += L * D * D;
-    m->qw.w13 = qp; qp += L * 2 * F * D;
-    m->qw.w2 = qp;
+#define MODEL_X_CARVE(f, n) m->qw.f = qp, qp += (n);
+    MODEL_QW_TENSORS(MODEL_X_CARVE)
+#undef MODEL_X_CARVE
     float *ap = m->acts_mem;
-    float **dst[] = {&m->a.resid, &m->a.mid, &m->a.ln1, &m->a.ln1_rstd, &m->a.qkv, &m->a.att,
-                     &m->a.atty, &m->a.ln2, &m->a.ln2_rstd, &m->a.h13, &m->a.hact, &m->a.lnf,
-                     &m->a.lnf_rstd, &m->a.probs, &m->a.losses, &m->a.dx, &m->a.dln, &m->a.datty,
-                     &m->a.dqkv, &m->a.dh13, &m->a.dhact};
+#define MODEL_X_ADDR(f, n) &m->a.f,
+    float **dst[MODEL_NACTS] = {MODEL_ACT_TENSORS(MODEL_X_ADDR)};
+#undef MODEL_X_ADDR
     for (size_t i = 0; i < MODEL_NACTS; i++) {
         *dst[i] = ap;
         ap += (acts_n[i] + 15) / 16 * 16;

@@ -8,26 +8,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tensors.h"
 #include "train.h"
 
-/* Parameter tensors. The four block linears per layer are stored fused:
- *   wqkv [L, D + 2*Dkv, D]  rows: q (H*hd), k (Hkv*hd), v (Hkv*hd)
- *   wo   [L, D, D]
- *   w13  [L, 2F, D]         rows: gate (F), up (F)
- *   w2   [L, D, F]
- * s_* are quantizer step sizes (per row, or per group for asym), z_* asym zero points. */
-#define MODEL_NT 17
+/* The tensor lists (parameters, activations, quantized weights) are in tensors.h, shared
+ * with the CUDA backend. */
 typedef union {
     struct {
-        float *wte, *ln1, *wqkv, *wo, *ln2, *w13, *w2, *lnf;
-        float *s_wte, *s_qkv, *s_o, *s_13, *s_2;
-        float *z_qkv, *z_o, *z_13, *z_2;
+        MODEL_PARAM_TENSORS(MODEL_X_PFIELD)
     };
     float *t[MODEL_NT];
 } model_params;
-
-enum { P_WTE, P_LN1, P_WQKV, P_WO, P_LN2, P_W13, P_W2, P_LNF, P_S_WTE, P_S_QKV, P_S_O, P_S_13,
-       P_S_2, P_Z_QKV, P_Z_O, P_Z_13, P_Z_2 };
 
 typedef struct {
     const char *name;
@@ -38,16 +29,12 @@ typedef struct {
 
 /* The quantized (fake-quant) weights used by the forward pass during QAT. */
 typedef struct {
-    float *wte, *wqkv, *wo, *w13, *w2;
+    MODEL_QW_TENSORS(MODEL_X_FIELD)
 } model_qweights;
 
+/* Activations, and the backward scratch (tensors.h, MODEL_ACT_TENSORS). */
 typedef struct {
-    float *resid;    /* (L+1) x BT x D: input of each layer; [L] is the last block's output */
-    float *mid;      /* L x BT x D: after the attention residual */
-    float *ln1, *ln1_rstd, *qkv, *att, *atty, *ln2, *ln2_rstd, *h13, *hact;
-    float *lnf, *lnf_rstd, *probs, *losses;
-    /* backward scratch */
-    float *dx, *dln, *datty, *dqkv, *dh13, *dhact;
+    MODEL_ACT_TENSORS(MODEL_X_FIELD)
 } model_acts;
 
 typedef struct {
@@ -76,7 +63,6 @@ qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int
 void model_layout(model *m, const train_shape *s, const train_qspec *q, int B, int T);
 /* Floats in each activation buffer of model_create (in model_acts order), in double so
  * that impossible sizes can be refused before anything is converted or allocated. */
-#define MODEL_NACTS 21
 void model_act_counts(const train_shape *s, int B, int T, double out[MODEL_NACTS]);
 void model_free(model *m);
 /* Seeded initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2L), gains 1. */
@@ -173,7 +159,7 @@ extern const train_backend train_backend_cpu;
 qp_status train_backend_open(train_device d, const model *m, int bf16, const train_backend **be, void **dev,
                              qp_error *err);
 
-/* ---- CUDA backend glue (backend.c; the kernels are in train_cuda.cu) ----------- */
+/* ---- CUDA backend glue (backend.c; the kernels are in cuda/) ----------- */
 #ifdef QATPLAN_HAVE_CUDA
 #include "cuda_backend.h"
 /* A device copy of m (its layout; parameters and moments uploaded from m). */

@@ -4,32 +4,13 @@
 #include <math.h>
 #include <string.h>
 
+#include "formulas.h"
 #include "model.h"
 
-/* Round half to even without a libm call (the default FP rounding mode does the work):
- * exact for |x| < 2^22, and callers clamp first. Same ties as torch.round. */
-static inline float round_even(float x)
-{
-    const float magic = 8388608.0f; /* 2^23: adding it leaves no fraction bits */
-    float a = fabsf(x);
-    float r = (a + magic) - magic;
-    r = a < magic ? r : a; /* already an integer */
-    return copysignf(r, x);
-}
-
-static inline float clampf(float x, float lo, float hi) { return x < lo ? lo : (x > hi ? hi : x); }
-
-#define SEQ_CLIP 0.99f
-
+/* The per-value formulas are formulas.h's, shared with the CUDA kernels. */
 static void seq_params(train_quantizer k, float *L, float *shift)
 {
-    if (k == TRAIN_Q_TERNARY) {
-        *L = 1.5f;
-        *shift = 0.0f;
-    } else {
-        *L = 2.0f; /* 2^(b-1), b = 2 */
-        *shift = 0.5f;
-    }
+    qf_seq_params(k == TRAIN_Q_TERNARY, L, shift);
 }
 
 int quant_code(train_quantizer k, int bits, float w, float s, float z)
@@ -41,17 +22,14 @@ int quant_code(train_quantizer k, int bits, float w, float s, float z)
     case TRAIN_Q_SEQ: {
         float L, sh;
         seq_params(k, &L, &sh);
-        float u = clampf(w / s, -SEQ_CLIP, SEQ_CLIP);
-        return (int)round_even(u * L - sh);
+        return (int)qf_seq_code(w / s, L, sh);
     }
     case TRAIN_Q_LSQ: {
-        float qn = -(float)(1 << (bits - 1)), qp = (float)((1 << (bits - 1)) - 1);
-        return (int)clampf(round_even(clampf(w / s, qn - 1.0f, qp + 1.0f)), qn, qp);
+        return (int)qf_lsq_code(w / s, qf_lsq_qn(bits), qf_lsq_qp(bits));
     }
     case TRAIN_Q_ASYM: {
-        float mx = (float)((1 << bits) - 1);
-        float zr = round_even(clampf(z, -mx, 2.0f * mx));
-        return (int)clampf(round_even(clampf(w / s, -4194304.0f, 4194304.0f)) + zr, 0.0f, mx);
+        float mx = qf_asym_max(bits);
+        return (int)qf_asym_code(qf_asym_pre(w / s, qf_asym_zero(z, mx)), mx);
     }
     default:
         return 0;
@@ -68,11 +46,10 @@ float quant_dequant(train_quantizer k, int bits, int code, float s, float z)
     case TRAIN_Q_SEQ: {
         float L, sh;
         seq_params(k, &L, &sh);
-        return s * (((float)code + sh) / L);
+        return s * qf_seq_level((float)code, L, sh);
     }
     case TRAIN_Q_ASYM: {
-        float mx = (float)((1 << bits) - 1);
-        float zr = round_even(clampf(z, -mx, 2.0f * mx));
+        float zr = qf_asym_zero(z, qf_asym_max(bits));
         return ((float)code - zr) * s;
     }
     default:
@@ -92,8 +69,7 @@ void quant_forward(train_quantizer k, int bits, int group, const float *w, float
     size_t G = group_len(k, group, cols), ng = cols / G;
     float L = 1.0f, sh = 0.0f;
     if (k == TRAIN_Q_SEQ || k == TRAIN_Q_TERNARY) seq_params(k, &L, &sh);
-    float qn = -(float)(1 << (bits - 1)), qp = (float)((1 << (bits - 1)) - 1);
-    float mx = (float)((1 << bits) - 1);
+    float qn = qf_lsq_qn(bits), qp = qf_lsq_qp(bits), mx = qf_asym_max(bits);
     /* one loop per quantizer, branch-free inside, so each vectorises; the values are the same
      * as quant_dequant(quant_code(...)) (the export relies on it, tests check it) */
 #pragma omp parallel for schedule(static)
@@ -106,28 +82,22 @@ void quant_forward(train_quantizer k, int bits, int group, const float *w, float
             switch (k) {
             case TRAIN_Q_BINARY:
 #pragma omp simd
-                for (size_t c = 0; c < G; c++) o[c] = sc * (wr[c] >= 0.0f ? 1.0f : -1.0f);
+                for (size_t c = 0; c < G; c++) o[c] = sc * qf_binary_sign(wr[c]);
                 break;
             case TRAIN_Q_TERNARY:
             case TRAIN_Q_SEQ:
 #pragma omp simd
-                for (size_t c = 0; c < G; c++) {
-                    float u = clampf(wr[c] / sc, -SEQ_CLIP, SEQ_CLIP);
-                    o[c] = sc * ((round_even(u * L - sh) + sh) / L);
-                }
+                for (size_t c = 0; c < G; c++) o[c] = sc * qf_seq_level(qf_seq_code(wr[c] / sc, L, sh), L, sh);
                 break;
             case TRAIN_Q_LSQ:
 #pragma omp simd
                 for (size_t c = 0; c < G; c++)
-                    o[c] = sc * clampf(round_even(clampf(wr[c] / sc, qn - 1.0f, qp + 1.0f)), qn, qp);
+                    o[c] = sc * qf_lsq_code(wr[c] / sc, qn, qp);
                 break;
             case TRAIN_Q_ASYM: {
-                float zr = round_even(clampf(z[si], -mx, 2.0f * mx));
+                float zr = qf_asym_zero(z[si], mx);
 #pragma omp simd
-                for (size_t c = 0; c < G; c++) {
-                    float code = clampf(round_even(clampf(wr[c] / sc, -4194304.0f, 4194304.0f)) + zr, 0.0f, mx);
-                    o[c] = (code - zr) * sc;
-                }
+                for (size_t c = 0; c < G; c++) o[c] = (qf_asym_code(qf_asym_pre(wr[c] / sc, zr), mx) - zr) * sc;
                 break;
             }
             default:
@@ -145,8 +115,8 @@ void quant_backward(train_quantizer k, int bits, int group, const float *w, floa
     size_t G = group_len(k, group, cols), ng = cols / G;
     double numel = (double)rows * (double)cols;
     float gscale = 1.0f;
-    if (k == TRAIN_Q_BINARY || k == TRAIN_Q_SEQ || k == TRAIN_Q_TERNARY) gscale = (float)(1.0 / sqrt(numel));
-    if (k == TRAIN_Q_LSQ) gscale = (float)(1.0 / sqrt(numel * (double)((1 << (bits - 1)) - 1)));
+    if (k == TRAIN_Q_BINARY || k == TRAIN_Q_SEQ || k == TRAIN_Q_TERNARY) gscale = qf_gscale_ste(numel);
+    if (k == TRAIN_Q_LSQ) gscale = qf_gscale_lsq(numel, bits);
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < rows; r++) {
         for (size_t gi = 0; gi < ng; gi++) {
@@ -159,9 +129,8 @@ void quant_backward(train_quantizer k, int bits, int group, const float *w, floa
             case TRAIN_Q_BINARY:
 #pragma omp simd reduction(+ : acc)
                 for (size_t c = 0; c < G; c++) {
-                    float q = wr[c] / sc;
-                    acc += (wr[c] >= 0.0f ? 1.0f : -1.0f) * gr[c];
-                    gr[c] = fabsf(q) > 1.0f ? 0.0f : gr[c];
+                    acc += qf_binary_sign(wr[c]) * gr[c];
+                    gr[c] = qf_binary_dw(wr[c] / sc, gr[c]);
                 }
                 break;
             case TRAIN_Q_TERNARY:
@@ -171,37 +140,31 @@ void quant_backward(train_quantizer k, int bits, int group, const float *w, floa
 #pragma omp simd reduction(+ : acc)
                 for (size_t c = 0; c < G; c++) {
                     float q = wr[c] / sc;
-                    float u = clampf(q, -SEQ_CLIP, SEQ_CLIP);
-                    float Qv = (round_even(u * L - sh) + sh) / L;
-                    int in = fabsf(q) <= SEQ_CLIP;
-                    acc += gr[c] * (in ? Qv - q : Qv);
+                    int in = qf_seq_in(q);
+                    acc += gr[c] * qf_ds(qf_seq_level(qf_seq_code(q, L, sh), L, sh), q, in);
                     gr[c] = in ? gr[c] : 0.0f;
                 }
                 break;
             }
             case TRAIN_Q_LSQ: {
-                float qn = -(float)(1 << (bits - 1)), qp = (float)((1 << (bits - 1)) - 1);
+                float qn = qf_lsq_qn(bits), qp = qf_lsq_qp(bits);
 #pragma omp simd reduction(+ : acc)
                 for (size_t c = 0; c < G; c++) {
-                    float q = wr[c] / sc;
-                    float code = clampf(round_even(clampf(q, qn - 1.0f, qp + 1.0f)), qn, qp);
-                    int in = q >= qn && q <= qp;
-                    acc += gr[c] * (in ? code - q : code);
+                    float q = wr[c] / sc, code = qf_lsq_code(q, qn, qp);
+                    int in = qf_lsq_in(q, qn, qp);
+                    acc += gr[c] * qf_ds(code, q, in);
                     gr[c] = in ? gr[c] : 0.0f;
                 }
                 break;
             }
             case TRAIN_Q_ASYM: {
-                float mx = (float)((1 << bits) - 1);
-                float zr = round_even(clampf(z[si], -mx, 2.0f * mx));
+                float mx = qf_asym_max(bits), zr = qf_asym_zero(z[si], mx);
 #pragma omp simd reduction(+ : acc, accz)
                 for (size_t c = 0; c < G; c++) {
-                    float q = wr[c] / sc;
-                    float pre = round_even(clampf(q, -4194304.0f, 4194304.0f)) + zr;
-                    float code = clampf(pre, 0.0f, mx);
-                    int in = pre >= 0.0f && pre <= mx;
-                    acc += gr[c] * (in ? (code - zr) - q : (code - zr));
-                    accz += in ? 0.0f : gr[c] * -sc;
+                    float q = wr[c] / sc, pre = qf_asym_pre(q, zr);
+                    int in = qf_asym_in(pre, mx);
+                    acc += gr[c] * qf_ds(qf_asym_code(pre, mx) - zr, q, in);
+                    accz += qf_asym_dz(gr[c], sc, in);
                     gr[c] = in ? gr[c] : 0.0f;
                 }
                 break;
@@ -237,13 +200,13 @@ void quant_init(train_quantizer k, int bits, int group, const float *w, size_t r
             case TRAIN_Q_BINARY: sc = (float)(sum / (double)G); break;
             case TRAIN_Q_TERNARY:
             case TRAIN_Q_SEQ: sc = mx; break;
-            case TRAIN_Q_LSQ: sc = mx / (float)((1 << (bits - 1)) - 1); break;
-            case TRAIN_Q_ASYM: sc = (hi - lo) / (float)((1 << bits) - 1); break;
+            case TRAIN_Q_LSQ: sc = mx / qf_lsq_qp(bits); break;
+            case TRAIN_Q_ASYM: sc = (hi - lo) / qf_asym_max(bits); break;
             default: sc = 1.0f; break;
             }
             if (!(sc > 1e-8f)) sc = 1e-8f; /* an all-zero row would divide by zero */
             s[si] = sc;
-            if (k == TRAIN_Q_ASYM && z) z[si] = round_even(clampf(-lo / sc, -4194304.0f, 4194304.0f));
+            if (k == TRAIN_Q_ASYM && z) z[si] = qf_round_even(qf_clamp(-lo / sc, -QF_ASYM_RANGE, QF_ASYM_RANGE));
         }
     }
 }

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "ckpt.h"
+#include "formulas.h"
 #include "model.h"
 
 extern void openblas_set_num_threads(int n);
@@ -39,14 +40,7 @@ static void adamw(model *m, const train_config *c, double lr, int64_t t)
         float *p = m->p.t[i], *g = m->g.t[i], *mm = m->m_mem + m->off[i], *vv = m->v_mem + m->off[i];
         long n = (long)m->numel[i];
 #pragma omp parallel for schedule(static)
-        for (long j = 0; j < n; j++) {
-            float gj = g[j];
-            float mj = b1 * mm[j] + (1.0f - b1) * gj;
-            float vj = b2 * vv[j] + (1.0f - b2) * gj * gj;
-            mm[j] = mj;
-            vv[j] = vj;
-            p[j] -= flr * ((mj / c1) / (sqrtf(vj / c2) + eps)) + wd * p[j];
-        }
+        for (long j = 0; j < n; j++) qf_adamw(&p[j], &mm[j], &vv[j], g[j], flr, wd, b1, b2, eps, c1, c2);
     }
     /* step sizes must stay positive: a zero or negative step would flip or kill a row */
     for (int i = P_S_WTE; i <= P_S_2; i++)
