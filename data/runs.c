@@ -324,7 +324,7 @@ static qp_status json_core(const cJSON *o, data_run *r, const char *name, long l
         (st = json_real(o, C_LOSS, 0, &r->loss, where, err)))
         return st;
     int has_loss = json_alias(o, C_LOSS, &key) != NULL, has_split = !isnan(r->d_fp) && !isnan(r->d_qat);
-    int fp = data_bits_is_fp((int)bits);
+    int fp = bits >= DATA_FP_BITS; /* no cast before the range check below */
     char miss[600] = "";
     size_t k = 0;
     if (isnan(r->n_params)) k += (size_t)snprintf(miss + k, sizeof miss - k, "%sn_params", k ? ", " : "");
