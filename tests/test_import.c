@@ -206,6 +206,14 @@ static void test_fit_imported_csv(void)
     data_law_free(&truth);
     free(out);
     free(err);
+    /* too few runs to fit: the refusal still names the run it excluded */
+    tu_write(tu_path("few.csv"), "N,tokens,bits,loss,name\n1e8,2e9,16,nan,gone\n2e8,2e9,16,3,kept\n");
+    snprintf(cmd, sizeof cmd, "fit %s -o %s --form chinchilla", tu_path("few.csv"), tu_path("few.json"));
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, &out, &err), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "excluded runs: gone (diverged: loss is nan)"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot identify the chinchilla form"));
+    free(out);
+    free(err);
 }
 
 static void add(CU_pSuite s)
