@@ -301,6 +301,7 @@ static int fit_files(char **files, int n, const char *out_path, const char *repo
     } else if (rep.n_input > 0 && st == QP_ERR_UNIDENTIFIED) {
         fprintf(stderr, "qatplan: %d runs read: %d used, %d bad, %d diverged, %d failed, %d duplicate\n",
                 rep.n_input, rep.n_used, rep.n_bad, rep.n_diverged, rep.n_failed, rep.n_duplicate);
+        if (rep.excluded_runs[0]) fprintf(stderr, "qatplan: excluded runs: %s\n", rep.excluded_runs);
     }
     free(src);
     fit_report_free(&rep);

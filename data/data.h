@@ -126,11 +126,20 @@ char *data_run_to_json(const data_run *r);
 /* Append one run record as one whole line (see qp_append_line). */
 qp_status data_run_append(const char *path, const data_run *r, qp_error *err);
 /* Parse JSONL text. `name` is used in messages ("runs.jsonl:12: ..."). Blank lines and
- * lines starting with '#' are skipped. Appends to `out`. Refuses malformed lines. */
+ * lines starting with '#' are skipped; a UTF-8 BOM at the start is skipped. Appends to `out`.
+ * Refuses malformed lines. Only N, tokens (d_fp + d_qat, or tokens + qat_fraction), bits and
+ * loss are required (other tools' names accepted, all missing ones named at once); schema,
+ * run_id ("FILE:line-N"), schedule (data_schedule_resolve) and status (ok; diverged for a
+ * non-finite loss) default (docs/formats.md). qatplan's own records round-trip exactly. */
 qp_status data_runs_parse_jsonl(const char *text, const char *name, data_run_list *out,
                                 qp_error *err);
-/* Parse CSV with a header naming at least N, D_fp, D_qat, bits, loss (case-insensitive;
- * optional: run_id, schedule, seed, dataset, status). bits 16 or 32 = full precision. */
+/* Parse CSV or tab-separated text (the header line decides; a UTF-8 BOM is skipped) with a
+ * header naming N, tokens (D_fp and D_qat, or total tokens and a QAT fraction), bits and
+ * loss, under any of their accepted names (case-insensitive, docs/formats.md; optional:
+ * run_id, schedule, seed, dataset, status, reason). One error names every missing column.
+ * Counts take K/M/B/T suffixes ("125M"). bits 16 or 32 (fp16, bf16, fp32) = full precision.
+ * A non-finite or empty loss, or a status other than ok, reads as a diverged or failed run
+ * with a reason (the fitter excludes, counts and names it). */
 qp_status data_runs_parse_csv(const char *text, const char *name, data_run_list *out,
                               qp_error *err);
 /* Read a run-record file, JSONL or CSV (by extension .csv, else by content). */

@@ -171,21 +171,198 @@ qp_status data_run_append(const char *path, const data_run *r, qp_error *err)
     return st;
 }
 
+/* ---- the quantities a fit needs, under the names other tools give them ---- */
+
+/* Column (CSV) and field (JSONL) names, each concept's names in order of preference; the
+ * first is qatplan's own. Matched case-insensitively. docs/formats.md lists them. */
+enum { C_N, C_DFP, C_DQAT, C_DTOTAL, C_FRAC, C_BITS, C_LOSS, C_RUN_ID, C_SCHEDULE, C_SEED, C_DATASET,
+       C_STATUS, C_REASON, C_COUNT };
+#define ALIAS_MAX 8
+static const char *const col_alias[C_COUNT][ALIAS_MAX] = {
+    [C_N] = {"N", "n_params", "params", "model_params", "num_params", "parameters", NULL},
+    [C_DFP] = {"D_fp", "fp_tokens", NULL},
+    [C_DQAT] = {"D_qat", "qat_tokens", NULL},
+    [C_DTOTAL] = {"tokens", "total_tokens", "D", "D_total", NULL},
+    [C_FRAC] = {"qat_fraction", "f", "fraction", NULL},
+    [C_BITS] = {"bits", "weight_bits", "w_bits", NULL},
+    [C_LOSS] = {"loss", "val_loss", "eval_loss", "final_val_loss", NULL},
+    [C_RUN_ID] = {"run_id", "run_name", "name", "id", NULL},
+    [C_SCHEDULE] = {"schedule", NULL},
+    [C_SEED] = {"seed", NULL},
+    [C_DATASET] = {"dataset", NULL},
+    [C_STATUS] = {"status", NULL},
+    [C_REASON] = {"reason", NULL},
+};
+
+/* Skips a UTF-8 byte order mark (spreadsheets write one). */
+static const char *skip_bom(const char *text)
+{
+    return !strncmp(text, "\xEF\xBB\xBF", 3) ? text + 3 : text;
+}
+
+/* "N, n_params, params, ..." for messages. */
+static const char *alias_list(int c, char *buf, size_t n)
+{
+    size_t k = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < ALIAS_MAX && col_alias[c][i] && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%s", i ? ", " : "", col_alias[c][i]);
+    return buf;
+}
+
+/* A status as other tools spell it: 1 when recognised. */
+static int status_from_text(const char *s, data_run_status *out)
+{
+    static const char *const ok[] = {"ok", "success", "succeeded", "completed", "complete", "finished", "done"};
+    static const char *const dv[] = {"diverged", "nan"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (!strcasecmp(s, ok[i])) return *out = DATA_RUN_OK, 1;
+    for (size_t i = 0; i < sizeof dv / sizeof dv[0]; i++)
+        if (!strcasecmp(s, dv[i])) return *out = DATA_RUN_DIVERGED, 1;
+    if (!strcasecmp(s, "failed")) return *out = DATA_RUN_FAILED, 1;
+    return 0;
+}
+
+/* A run whose loss is not a positive finite number cannot be fitted: unless it already says
+ * why (status diverged or failed), it is excluded as diverged (NaN, inf) or failed (no loss),
+ * with the reason, so the fitter counts and names it instead of refusing the file. */
+static void exclude_by_loss(data_run *r, int loss_missing)
+{
+    if (r->status != DATA_RUN_OK || (isfinite(r->loss) && r->loss > 0)) return;
+    r->status = loss_missing || isfinite(r->loss) ? DATA_RUN_FAILED : DATA_RUN_DIVERGED;
+    if (!r->reason[0]) {
+        if (loss_missing) snprintf(r->reason, sizeof r->reason, "no loss recorded");
+        else snprintf(r->reason, sizeof r->reason, "loss is %g", r->loss);
+    }
+}
+
+/* The token split from total tokens and a QAT fraction (both already checked). */
+static void split_total(data_run *r, double total, double f)
+{
+    r->d_qat = f == 1 ? total : total * f;
+    r->d_fp = f == 1 ? 0 : total - r->d_qat;
+}
+
+/* Both forms given: they must agree (to rounding of printed values). */
+static qp_status split_consistent(const data_run *r, double total, double f, const char *where, qp_error *err)
+{
+    double t = r->d_fp + r->d_qat;
+    if (!isnan(total) && !(fabs(t - total) <= 1e-3 * fabs(total)))
+        return qp_fail(err, QP_ERR_PARSE,
+                       "%s: D_fp + D_qat = %.6g but total tokens = %.6g: give one form, or make them agree",
+                       where, t, total);
+    if (!isnan(f) && t > 0 && !(fabs(r->d_qat / t - f) <= 1e-3))
+        return qp_fail(err, QP_ERR_PARSE,
+                       "%s: D_qat / (D_fp + D_qat) = %.6g but the QAT fraction = %.6g: give one form, or "
+                       "make them agree",
+                       where, r->d_qat / t, f);
+    return QP_OK;
+}
+
 /* ---- reading JSONL ------------------------------------------------------- */
 
-static qp_status run_from_json(const cJSON *o, data_run *r, const char *where, qp_error *err)
+/* The field of concept c: the first of its names present exactly, else in any case. */
+static const cJSON *json_alias(const cJSON *o, int c, const char **key)
+{
+    for (int i = 0; i < ALIAS_MAX && col_alias[c][i]; i++) {
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, col_alias[c][i]);
+        if (it) return *key = col_alias[c][i], it;
+    }
+    for (const cJSON *it = o->child; it; it = it->next)
+        for (int i = 0; it->string && i < ALIAS_MAX && col_alias[c][i]; i++)
+            if (!strcasecmp(it->string, col_alias[c][i])) return *key = it->string, it;
+    return NULL;
+}
+
+static qp_status cell_count(const char *s, const char *col, const char *where, double *out, qp_error *err);
+
+/* A real field of concept c, NAN when absent: a number, "NaN"/"Infinity"/"-Infinity", or for
+ * counts (N, tokens) a string such as "125M". */
+static qp_status json_real(const cJSON *o, int c, int is_count, double *out, const char *where, qp_error *err)
+{
+    const char *key = NULL;
+    const cJSON *it = json_alias(o, c, &key);
+    *out = NAN;
+    if (!it) return QP_OK;
+    if (cJSON_IsNumber(it)) return *out = it->valuedouble, QP_OK;
+    if (cJSON_IsString(it)) {
+        const char *s = it->valuestring;
+        if (!strcmp(s, "NaN")) return *out = NAN, QP_OK;
+        if (!strcmp(s, "Infinity")) return *out = INFINITY, QP_OK;
+        if (!strcmp(s, "-Infinity")) return *out = -INFINITY, QP_OK;
+        if (is_count) return cell_count(s, key, where, out, err);
+    }
+    if (cJSON_IsNull(it))
+        return qp_fail(err, QP_ERR_PARSE,
+                       "%s: field \"%s\" is null: write a number, or \"NaN\"/\"Infinity\" explicitly", where, key);
+    return qp_fail(err, QP_ERR_PARSE, "%s: field \"%s\" is not a number", where, key);
+}
+
+/* schema, run_id, N, tokens, bits, loss, schedule, status: what a fit needs is required (every
+ * missing one named at once), the rest has defaults (docs/formats.md). */
+static qp_status json_core(const cJSON *o, data_run *r, const char *name, long lineno, const char *where,
+                           qp_error *err)
+{
+    qp_status st;
+    char schema[64] = "", buf[64];
+    if ((st = dj_get_string(o, "schema", 0, schema, sizeof schema, where, err))) return st;
+    if (schema[0] && !strncmp(schema, "qatplan-run-", 12) && strcmp(schema, DATA_RUN_SCHEMA))
+        return qp_fail(err, QP_ERR_PARSE, "%s: schema \"%s\" is not \"%s\": this qatplan reads only that version",
+                       where, schema, DATA_RUN_SCHEMA);
+    const char *key = NULL;
+    const cJSON *id = json_alias(o, C_RUN_ID, &key);
+    if (id && cJSON_IsNumber(id)) snprintf(r->run_id, sizeof r->run_id, "%.17g", id->valuedouble);
+    else if (id && (st = dj_get_string(o, key, 1, r->run_id, sizeof r->run_id, where, err))) return st;
+    else if (!id) { /* the file's name too: ids from two files must not collide as duplicates */
+        const char *base = strrchr(name, '/');
+        snprintf(r->run_id, sizeof r->run_id, "%s:line-%ld", base ? base + 1 : name, lineno);
+    }
+    double total, f, bits;
+    if ((st = json_real(o, C_N, 1, &r->n_params, where, err)) || (st = json_real(o, C_DFP, 1, &r->d_fp, where, err)) ||
+        (st = json_real(o, C_DQAT, 1, &r->d_qat, where, err)) || (st = json_real(o, C_DTOTAL, 1, &total, where, err)) ||
+        (st = json_real(o, C_FRAC, 0, &f, where, err)) || (st = json_real(o, C_BITS, 0, &bits, where, err)) ||
+        (st = json_real(o, C_LOSS, 0, &r->loss, where, err)))
+        return st;
+    int has_loss = json_alias(o, C_LOSS, &key) != NULL, has_split = !isnan(r->d_fp) && !isnan(r->d_qat);
+    int fp = bits >= DATA_FP_BITS; /* no cast before the range check below */
+    char miss[600] = "";
+    size_t k = 0;
+    if (isnan(r->n_params)) k += (size_t)snprintf(miss + k, sizeof miss - k, "%sn_params", k ? ", " : "");
+    if (!has_split && (isnan(total) || (isnan(f) && !fp)))
+        k += (size_t)snprintf(miss + k, sizeof miss - k, "%sd_fp and d_qat (or tokens and qat_fraction)", k ? ", " : "");
+    if (isnan(bits)) k += (size_t)snprintf(miss + k, sizeof miss - k, "%sbits", k ? ", " : "");
+    if (!has_loss) k += (size_t)snprintf(miss + k, sizeof miss - k, "%sloss", k ? ", " : "");
+    if (k) return qp_fail(err, QP_ERR_PARSE, "%s: missing %s: a run record needs N, tokens, bits and loss", where, miss);
+    if (!(bits >= 1 && bits <= 32 && bits == floor(bits)))
+        return qp_fail(err, QP_ERR_PARSE, "%s: field \"bits\" = %.17g must be a whole number 1..8, 16 or 32", where, bits);
+    r->bits = (int)bits;
+    if (!isnan(f) && !(f >= 0 && f <= 1))
+        return qp_fail(err, QP_ERR_PARSE, "%s: the QAT fraction %.17g must be in [0, 1]", where, f);
+    if (!has_split) split_total(r, total, isnan(f) ? 0 : f);
+    else if ((st = split_consistent(r, total, f, where, err))) return st;
+    r->schedule = data_schedule_resolve(r->bits, r->d_fp, r->d_qat, DATA_SCHED_CLASSIC);
+    strcpy(buf, "");
+    if ((st = dj_get_string(o, "schedule", 0, buf, sizeof buf, where, err))) return st;
+    if (buf[0] && (st = data_schedule_parse(buf, &r->schedule, err))) {
+        qp_error_prefix(err, "%s: ", where);
+        return QP_ERR_PARSE;
+    }
+    strcpy(buf, "ok");
+    if ((st = dj_get_string(o, "status", 0, buf, sizeof buf, where, err))) return st;
+    if (!status_from_text(buf, &r->status)) {
+        r->status = DATA_RUN_FAILED;
+        snprintf(r->reason, sizeof r->reason, "status '%s'", buf);
+    }
+    return QP_OK;
+}
+
+static qp_status run_from_json(const cJSON *o, data_run *r, const char *name, long lineno, const char *where,
+                               qp_error *err)
 {
     qp_status st;
     data_run_init(r);
     if (!cJSON_IsObject(o)) return qp_fail(err, QP_ERR_PARSE, "%s: a run record must be a JSON object", where);
-    char schema[64] = "";
-    if ((st = dj_get_string(o, "schema", 1, schema, sizeof schema, where, err))) return st;
-    if (strcmp(schema, DATA_RUN_SCHEMA))
-        return qp_fail(err, QP_ERR_PARSE,
-                       "%s: schema \"%s\" is not \"%s\": this qatplan reads only that version "
-                       "(import other data as CSV)",
-                       where, schema, DATA_RUN_SCHEMA);
-    if ((st = dj_get_string(o, "run_id", 1, r->run_id, sizeof r->run_id, where, err))) return st;
+    if ((st = json_core(o, r, name, lineno, where, err))) return st;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "model");
     if (m) {
         long v;
@@ -200,25 +377,13 @@ static qp_status run_from_json(const cJSON *o, data_run *r, const char *where, q
             *f[i].dst = (int)v;
         }
     }
-    if ((st = dj_get_real(o, "n_params", 1, &r->n_params, where, err))) return st;
     if ((st = dj_get_real(o, "n_params_nonembed", 0, &r->n_params_nonembed, where, err))) return st;
-    if ((st = dj_get_real(o, "d_fp", 1, &r->d_fp, where, err))) return st;
-    if ((st = dj_get_real(o, "d_qat", 1, &r->d_qat, where, err))) return st;
-    long bits = 0, eb = 0, gs = 0;
-    if ((st = dj_get_int(o, "bits", 1, 1, 32, &bits, where, err))) return st;
+    long eb = 0, gs = 0;
     if ((st = dj_get_int(o, "embed_bits", 0, 0, 32, &eb, where, err))) return st;
     if ((st = dj_get_int(o, "group_size", 0, 0, 1L << 30, &gs, where, err))) return st;
-    r->bits = (int)bits;
     r->embed_bits = (int)eb;
     r->group_size = (int)gs;
     if ((st = dj_get_string(o, "quantizer", 0, r->quantizer, sizeof r->quantizer, where, err))) return st;
-    char buf[64] = "classic";
-    if ((st = dj_get_string(o, "schedule", 1, buf, sizeof buf, where, err))) return st;
-    if ((st = data_schedule_parse(buf, &r->schedule, err))) {
-        qp_error_prefix(err, "%s: ", where);
-        return QP_ERR_PARSE;
-    }
-    if ((st = dj_get_real(o, "loss", 1, &r->loss, where, err))) return st;
     if ((st = dj_get_real(o, "loss_fp_switch", 0, &r->loss_fp_switch, where, err))) return st;
     if ((st = dj_get_real(o, "val_bpb", 0, &r->val_bpb, where, err))) return st;
     const cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed");
@@ -236,16 +401,6 @@ static qp_status run_from_json(const cJSON *o, data_run *r, const char *where, q
         }
     }
     if ((st = dj_get_string(o, "dataset", 0, r->dataset, sizeof r->dataset, where, err))) return st;
-    strcpy(buf, "ok");
-    if ((st = dj_get_string(o, "status", 1, buf, sizeof buf, where, err))) return st;
-    int found = 0;
-    for (int i = 0; i < DATA_RUN_STATUS_COUNT_; i++)
-        if (!strcmp(buf, status_names[i])) {
-            r->status = (data_run_status)i;
-            found = 1;
-        }
-    if (!found)
-        return qp_fail(err, QP_ERR_PARSE, "%s: status \"%s\" is not ok, diverged or failed", where, buf);
     if ((st = dj_get_string(o, "reason", 0, r->reason, sizeof r->reason, where, err))) return st;
     if ((st = dj_get_real(o, "wall_seconds", 0, &r->wall_seconds, where, err))) return st;
     if ((st = dj_get_string(o, "code_version", 0, r->code_version, sizeof r->code_version, where, err)))
@@ -264,6 +419,7 @@ static qp_status run_from_json(const cJSON *o, data_run *r, const char *where, q
     if ((st = dj_get_string(o, "device", 0, r->device, sizeof r->device, where, err))) return st;
     if ((st = dj_get_string(o, "precision", 0, r->precision, sizeof r->precision, where, err)))
         return st;
+    exclude_by_loss(r, 0);
     if ((st = data_run_validate(r, err))) {
         qp_error_prefix(err, "%s: ", where);
         return QP_ERR_PARSE;
@@ -274,7 +430,7 @@ static qp_status run_from_json(const cJSON *o, data_run *r, const char *where, q
 qp_status data_runs_parse_jsonl(const char *text, const char *name, data_run_list *out,
                                 qp_error *err)
 {
-    const char *p = text;
+    const char *p = skip_bom(text);
     long lineno = 0;
     size_t start_n = out->n;
     while (*p) {
@@ -313,7 +469,7 @@ qp_status data_runs_parse_jsonl(const char *text, const char *name, data_run_lis
                                (long)(cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() - p + 1 : 1));
             }
             data_run r;
-            qp_status st = run_from_json(o, &r, where, err);
+            qp_status st = run_from_json(o, &r, name, lineno, where, err);
             cJSON_Delete(o);
             if (!st) st = data_run_list_push(out, &r, err);
             if (st) {
@@ -329,13 +485,14 @@ qp_status data_runs_parse_jsonl(const char *text, const char *name, data_run_lis
 
 /* ---- CSV import ----------------------------------------------------------- */
 
-/* Split one CSV line in place; fields may be double-quoted (no embedded quotes). */
-static int split_csv(char *line, char **fields, int max)
+/* Split one line in place at `delim`; fields may be double-quoted (no embedded quotes).
+ * Blanks around fields are trimmed (tabs too, unless tabs separate the fields). */
+static int split_csv(char *line, char delim, char **fields, int max)
 {
     int n = 0;
     char *p = line;
     for (;;) {
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || (*p == '\t' && delim != '\t')) p++;
         if (n == max) return -1;
         if (*p == '"') {
             fields[n++] = ++p;
@@ -343,28 +500,47 @@ static int split_csv(char *line, char **fields, int max)
             if (!q) return -1;
             *q = '\0';
             p = q + 1;
-            while (*p && *p != ',') p++;
+            while (*p && *p != delim) p++;
         } else {
             fields[n++] = p;
-            while (*p && *p != ',') p++;
+            while (*p && *p != delim) p++;
         }
         char *end = p;
-        if (*p == ',') *p++ = '\0';
-        else {
-            /* trim trailing blanks and the CR of CRLF files on the last field */
-            while (end > fields[n - 1] && (end[-1] == ' ' || end[-1] == '\r' || end[-1] == '\t')) *--end = '\0';
-            return n;
-        }
-        char *t = end;
-        while (t > fields[n - 1] && (t[-1] == ' ' || t[-1] == '\t')) *--t = '\0';
+        int last = *p != delim;
+        if (!last) *p++ = '\0';
+        /* trim trailing blanks, and the CR of CRLF files on the last field */
+        while (end > fields[n - 1] &&
+               (end[-1] == ' ' || (end[-1] == '\t' && delim != '\t') || (last && end[-1] == '\r')))
+            *--end = '\0';
+        if (last) return n;
     }
 }
 
-enum { C_N, C_DFP, C_DQAT, C_BITS, C_LOSS, C_RUN_ID, C_SCHEDULE, C_SEED, C_DATASET, C_STATUS, C_COUNT };
-static const char *csv_cols[C_COUNT] = {"N", "D_fp", "D_qat", "bits", "loss",
-                                        "run_id", "schedule", "seed", "dataset", "status"};
+/* Tabs when the header has more tabs than commas (outside quotes), else commas. */
+static char csv_delimiter(const char *line)
+{
+    int tabs = 0, commas = 0, quoted = 0;
+    for (const char *p = line; *p && *p != '\n'; p++) {
+        if (*p == '"') quoted = !quoted;
+        else if (!quoted) tabs += *p == '\t', commas += *p == ',';
+    }
+    return tabs > commas ? '\t' : ',';
+}
 
-static qp_status csv_real(const char *s, const char *col, const char *where, double *out, qp_error *err)
+/* A count cell: a plain number (0 allowed), an exponent, or a K/M/B/T suffix ("125M"). */
+static qp_status cell_count(const char *s, const char *col, const char *where, double *out, qp_error *err)
+{
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end != s && !*end && isfinite(v) && v >= 0) return *out = v, QP_OK;
+    qp_error e2 = {0};
+    if (*s && !qp_parse_count(s, col, out, &e2)) return QP_OK;
+    if (strstr(e2.msg, "suffix")) return qp_fail(err, QP_ERR_PARSE, "%s: %s", where, e2.msg); /* says which */
+    return qp_fail(err, QP_ERR_PARSE, "%s: %s = '%s' is not a count: write e.g. 125000000, 1.25e8 or 125M", where,
+                   col, s);
+}
+
+static qp_status cell_real(const char *s, const char *col, const char *where, double *out, qp_error *err)
 {
     char *end = NULL;
     double v = strtod(s, &end);
@@ -374,15 +550,142 @@ static qp_status csv_real(const char *s, const char *col, const char *where, dou
     return QP_OK;
 }
 
+/* The loss cell: empty, NaN, inf, None or null read as a run without a usable loss. */
+static qp_status cell_loss(const char *s, const char *col, const char *where, double *out, int *missing,
+                           qp_error *err)
+{
+    *missing = !*s || !strcasecmp(s, "none") || !strcasecmp(s, "null") || !strcasecmp(s, "n/a");
+    if (*missing) return *out = NAN, QP_OK;
+    return cell_real(s, col, where, out, err);
+}
+
+/* Maps the header's columns to concepts; one error names every missing required column with
+ * the names accepted for it. `hdr` gets each concept's column name as written. */
+static qp_status csv_header(char **fields, int nf, int *col_of, const char *where, qp_error *err)
+{
+    for (int i = 0; i < nf; i++)
+        for (int c = 0; c < C_COUNT; c++)
+            for (int a = 0; a < ALIAS_MAX && col_alias[c][a]; a++)
+                if (!strcasecmp(fields[i], col_alias[c][a])) {
+                    if (col_of[c] >= 0)
+                        return qp_fail(err, QP_ERR_PARSE, "%s: columns '%s' and '%s' both give %s: keep one",
+                                       where, fields[col_of[c]], fields[i], col_alias[c][0]);
+                    col_of[c] = i;
+                }
+    char miss[1400] = "", b1[160], b2[160], b3[160], b4[160];
+    size_t k = 0;
+    static const int req[] = {C_N, C_BITS, C_LOSS};
+    for (int j = 0; j < 3; j++)
+        if (col_of[req[j]] < 0)
+            k += (size_t)snprintf(miss + k, sizeof miss - k, "%s%s (%s)", k ? "; " : "", col_alias[req[j]][0],
+                                  alias_list(req[j], b1, sizeof b1));
+    if (col_of[C_DTOTAL] < 0 && (col_of[C_DFP] < 0 || col_of[C_DQAT] < 0))
+        k += (size_t)snprintf(miss + k, sizeof miss - k,
+                              "%stokens (D_fp and D_qat: %s / %s; or total tokens: %s, with a QAT fraction: %s)",
+                              k ? "; " : "", alias_list(C_DFP, b1, sizeof b1), alias_list(C_DQAT, b2, sizeof b2),
+                              alias_list(C_DTOTAL, b3, sizeof b3), alias_list(C_FRAC, b4, sizeof b4));
+    if (k)
+        return qp_fail(err, QP_ERR_PARSE, "%s: the header lacks %s (names are case-insensitive)", where, miss);
+    return QP_OK;
+}
+
+/* The token split of a row: D_fp and D_qat when both cells are filled, else total tokens and
+ * the QAT fraction (0 for a full-precision run without one); both given must agree. */
+static qp_status csv_tokens(char **fields, const int *col_of, char **hdr, const char *where, data_run *r,
+                            qp_error *err)
+{
+    qp_status st;
+#define CELL(c) (col_of[c] >= 0 && fields[col_of[c]][0] ? fields[col_of[c]] : NULL)
+    const char *sfp = CELL(C_DFP), *sqat = CELL(C_DQAT), *stot = CELL(C_DTOTAL), *sf = CELL(C_FRAC);
+#undef CELL
+    double total = NAN, f = NAN;
+    if (sfp && sqat && ((st = cell_count(sfp, hdr[C_DFP], where, &r->d_fp, err)) ||
+                        (st = cell_count(sqat, hdr[C_DQAT], where, &r->d_qat, err))))
+        return st;
+    if (stot && (st = cell_count(stot, hdr[C_DTOTAL], where, &total, err))) return st;
+    if (sf) {
+        if ((st = cell_real(sf, hdr[C_FRAC], where, &f, err))) return st;
+        if (!(f >= 0 && f <= 1))
+            return qp_fail(err, QP_ERR_PARSE, "%s: %s = %s must be a fraction in [0, 1]", where, hdr[C_FRAC], sf);
+    }
+    if (sfp && sqat) return split_consistent(r, total, f, where, err);
+    if (!stot)
+        return qp_fail(err, QP_ERR_PARSE, "%s: no tokens: fill D_fp and D_qat, or total tokens and a QAT fraction",
+                       where);
+    if (!sf && !data_bits_is_fp(r->bits))
+        return qp_fail(err, QP_ERR_PARSE,
+                       "%s: a %d-bit run needs its QAT fraction: add a qat_fraction column (or D_fp and D_qat)",
+                       where, r->bits);
+    split_total(r, total, sf ? f : 0);
+    return QP_OK;
+}
+
+/* Status and reason cells; an unknown status excludes the run as failed, saying which. */
+static void csv_status(char **fields, const int *col_of, data_run *r)
+{
+    if (col_of[C_REASON] >= 0) snprintf(r->reason, sizeof r->reason, "%s", fields[col_of[C_REASON]]);
+    const char *s = col_of[C_STATUS] >= 0 ? fields[col_of[C_STATUS]] : "";
+    if (!*s || status_from_text(s, &r->status)) return;
+    r->status = DATA_RUN_FAILED;
+    if (!r->reason[0]) snprintf(r->reason, sizeof r->reason, "status '%s'", s);
+}
+
+/* One data row into r. */
+static qp_status csv_row(char **fields, const int *col_of, char **hdr, const char *name, long lineno,
+                         const char *where, data_run *r, qp_error *err)
+{
+    qp_status st;
+    data_run_init(r);
+    const char *sbits = fields[col_of[C_BITS]];
+    double bits = 0;
+    if (!strcasecmp(sbits, "fp16") || !strcasecmp(sbits, "bf16")) bits = 16;
+    else if (!strcasecmp(sbits, "fp32")) bits = 32;
+    else if ((st = cell_real(sbits, hdr[C_BITS], where, &bits, err))) return st;
+    if (bits != floor(bits) || bits < 1 || bits > 32)
+        return qp_fail(err, QP_ERR_PARSE, "%s: bits = %s must be a whole number 1..8, 16 or 32", where, sbits);
+    r->bits = (int)bits;
+    int no_loss = 0;
+    if ((st = cell_count(fields[col_of[C_N]], hdr[C_N], where, &r->n_params, err)) ||
+        (st = csv_tokens(fields, col_of, hdr, where, r, err)) ||
+        (st = cell_loss(fields[col_of[C_LOSS]], hdr[C_LOSS], where, &r->loss, &no_loss, err)))
+        return st;
+    if (col_of[C_RUN_ID] >= 0 && fields[col_of[C_RUN_ID]][0])
+        snprintf(r->run_id, sizeof r->run_id, "%s", fields[col_of[C_RUN_ID]]);
+    else
+        snprintf(r->run_id, sizeof r->run_id, "%s:%ld", name, lineno);
+    if (data_run_is_fp(r)) {
+        r->schedule = DATA_SCHED_FP_ONLY;
+        snprintf(r->quantizer, sizeof r->quantizer, "none");
+    } else if (col_of[C_SCHEDULE] >= 0 && fields[col_of[C_SCHEDULE]][0]) {
+        if ((st = data_schedule_parse(fields[col_of[C_SCHEDULE]], &r->schedule, err))) {
+            qp_error_prefix(err, "%s: ", where);
+            return QP_ERR_PARSE;
+        }
+    } else {
+        r->schedule = data_schedule_resolve(r->bits, r->d_fp, r->d_qat, DATA_SCHED_CLASSIC);
+    }
+    if (col_of[C_SEED] >= 0) r->seed = strtoull(fields[col_of[C_SEED]], NULL, 10);
+    if (col_of[C_DATASET] >= 0) snprintf(r->dataset, sizeof r->dataset, "%s", fields[col_of[C_DATASET]]);
+    csv_status(fields, col_of, r);
+    exclude_by_loss(r, no_loss);
+    if ((st = data_run_validate(r, err))) {
+        qp_error_prefix(err, "%s: ", where);
+        return QP_ERR_PARSE;
+    }
+    return QP_OK;
+}
+
 qp_status data_runs_parse_csv(const char *text, const char *name, data_run_list *out,
                               qp_error *err)
 {
     size_t start_n = out->n;
-    char *copy = strdup(text);
+    char *copy = strdup(skip_bom(text));
     if (!copy) return qp_fail(err, QP_ERR_NOMEM, "out of memory reading %s", name);
     int col_of[C_COUNT];
-    for (int i = 0; i < C_COUNT; i++) col_of[i] = -1;
+    char *hdr[C_COUNT];
+    for (int i = 0; i < C_COUNT; i++) col_of[i] = -1, hdr[i] = (char *)col_alias[i][0];
     int ncols = 0, have_header = 0;
+    char delim = ',';
     long lineno = 0;
     qp_status st = QP_OK;
     char *save = NULL;
@@ -396,24 +699,17 @@ qp_status data_runs_parse_csv(const char *text, const char *name, data_run_list 
         char *q = line;
         while (isspace((unsigned char)*q)) q++;
         if (!*q || *q == '#') continue;
+        if (!have_header) delim = csv_delimiter(line);
         char *fields[64];
-        int nf = split_csv(line, fields, 64);
+        int nf = split_csv(line, delim, fields, 64);
         if (nf < 0) {
             st = qp_fail(err, QP_ERR_PARSE, "%s: malformed CSV line (unterminated quote or over 64 columns)", where);
             break;
         }
         if (!have_header) {
-            for (int i = 0; i < nf; i++)
-                for (int c = 0; c < C_COUNT; c++)
-                    if (!strcasecmp(fields[i], csv_cols[c])) col_of[c] = i;
-            for (int c = 0; c <= C_LOSS; c++)
-                if (col_of[c] < 0) {
-                    st = qp_fail(err, QP_ERR_PARSE,
-                                 "%s: the CSV header has no column '%s': the header must name N, D_fp, "
-                                 "D_qat, bits, loss",
-                                 where, csv_cols[c]);
-                    break;
-                }
+            if ((st = csv_header(fields, nf, col_of, where, err))) break;
+            for (int c = 0; c < C_COUNT; c++)
+                if (col_of[c] >= 0) hdr[c] = fields[col_of[c]];
             ncols = nf;
             have_header = 1;
             continue;
@@ -423,60 +719,11 @@ qp_status data_runs_parse_csv(const char *text, const char *name, data_run_list 
             break;
         }
         data_run r;
-        data_run_init(&r);
-        double bits = 0;
-        if ((st = csv_real(fields[col_of[C_N]], "N", where, &r.n_params, err)) ||
-            (st = csv_real(fields[col_of[C_DFP]], "D_fp", where, &r.d_fp, err)) ||
-            (st = csv_real(fields[col_of[C_DQAT]], "D_qat", where, &r.d_qat, err)) ||
-            (st = csv_real(fields[col_of[C_BITS]], "bits", where, &bits, err)) ||
-            (st = csv_real(fields[col_of[C_LOSS]], "loss", where, &r.loss, err)))
-            break;
-        if (bits != floor(bits) || bits < 1 || bits > 32) {
-            st = qp_fail(err, QP_ERR_PARSE, "%s: bits = %s must be a whole number 1..8, 16 or 32", where,
-                         fields[col_of[C_BITS]]);
-            break;
-        }
-        r.bits = (int)bits;
-        if (col_of[C_RUN_ID] >= 0)
-            snprintf(r.run_id, sizeof r.run_id, "%s", fields[col_of[C_RUN_ID]]);
-        else
-            snprintf(r.run_id, sizeof r.run_id, "%s:%ld", name, lineno);
-        if (data_run_is_fp(&r)) {
-            r.schedule = DATA_SCHED_FP_ONLY;
-            snprintf(r.quantizer, sizeof r.quantizer, "none");
-        } else if (col_of[C_SCHEDULE] >= 0 && fields[col_of[C_SCHEDULE]][0]) {
-            if ((st = data_schedule_parse(fields[col_of[C_SCHEDULE]], &r.schedule, err))) {
-                qp_error_prefix(err, "%s: ", where);
-                st = QP_ERR_PARSE;
-                break;
-            }
-        } else {
-            r.schedule = data_schedule_resolve(r.bits, r.d_fp, r.d_qat, DATA_SCHED_CLASSIC);
-        }
-        if (col_of[C_SEED] >= 0) r.seed = strtoull(fields[col_of[C_SEED]], NULL, 10);
-        if (col_of[C_DATASET] >= 0) snprintf(r.dataset, sizeof r.dataset, "%s", fields[col_of[C_DATASET]]);
-        if (col_of[C_STATUS] >= 0 && fields[col_of[C_STATUS]][0]) {
-            const char *s = fields[col_of[C_STATUS]];
-            int found = 0;
-            for (int i = 0; i < DATA_RUN_STATUS_COUNT_; i++)
-                if (!strcasecmp(s, status_names[i])) {
-                    r.status = (data_run_status)i;
-                    found = 1;
-                }
-            if (!found) {
-                st = qp_fail(err, QP_ERR_PARSE, "%s: status '%s' is not ok, diverged or failed", where, s);
-                break;
-            }
-        }
-        if ((st = data_run_validate(&r, err))) {
-            qp_error_prefix(err, "%s: ", where);
-            st = QP_ERR_PARSE;
-            break;
-        }
-        st = data_run_list_push(out, &r, err);
+        if (!(st = csv_row(fields, col_of, hdr, name, lineno, where, &r, err))) st = data_run_list_push(out, &r, err);
     }
     if (!st && !have_header)
-        st = qp_fail(err, QP_ERR_PARSE, "%s: empty CSV: the first line must be a header naming N, D_fp, D_qat, bits, loss", name);
+        st = qp_fail(err, QP_ERR_PARSE,
+                     "%s: empty CSV: the first line must be a header naming N, tokens, bits and loss", name);
     free(copy);
     if (st) out->n = start_n;
     return st;
@@ -495,10 +742,10 @@ qp_status data_runs_read(const char *path, data_run_list *out, qp_error *err)
     qp_status st = qp_read_file(path, &text, NULL, err);
     if (st) return st;
     size_t n = strlen(path);
-    int is_csv = n >= 4 && !strcasecmp(path + n - 4, ".csv");
+    int is_csv = n >= 4 && (!strcasecmp(path + n - 4, ".csv") || !strcasecmp(path + n - 4, ".tsv"));
     if (!is_csv && !strstr(path, ".json")) {
         /* No telling extension: JSON lines start with '{'. */
-        const char *p = text;
+        const char *p = skip_bom(text);
         while (isspace((unsigned char)*p)) p++;
         is_csv = *p && *p != '{' && *p != '#';
     }

@@ -59,6 +59,7 @@ typedef struct {
     /* exclusions, each run counted once under its first reason */
     int n_bad;           /* non-finite or non-positive N, D or loss, bits outside 1..8/16/32 */
     int n_diverged, n_failed, n_duplicate;
+    char excluded_runs[640]; /* the bad, diverged and failed runs by id and reason ("and N more") */
     int n_other_form;    /* valid runs the form does not use (QAT runs in a chinchilla fit) */
     int starts, starts_ok, starts_at_best;
     double best_objective; /* summed Huber of the point estimate (bound penalty excluded) */

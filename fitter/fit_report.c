@@ -13,6 +13,7 @@ void fit_report_print(FILE *f, const fit_report *r, const data_law *law)
         fprintf(f, "; %d not used by this form (%s)", r->n_other_form,
                 r->form == DATA_LAW_CHINCHILLA ? "quantized runs" : "full-precision runs");
     fprintf(f, "\n");
+    if (r->excluded_runs[0]) fprintf(f, "excluded runs: %s\n", r->excluded_runs);
     if (r->form == DATA_LAW_FRACTION) {
         fprintf(f, "a = %.4f", law->coef[0]);
         if (law->has_interval)

@@ -69,6 +69,17 @@ static int cmp_run_point(const void *a, const void *b)
     return c ? c : (i > j) - (i < j);
 }
 
+/* Names an excluded run in rep->excluded_runs, while it has room; then counts the rest. */
+static void name_excluded(fit_report *rep, const data_run *r, const char *why, int *more)
+{
+    char item[400];
+    size_t k = strlen(rep->excluded_runs);
+    int n = snprintf(item, sizeof item, "%s%s (%s%s%s)", k ? ", " : "", r->run_id[0] ? r->run_id : "(no id)", why,
+                     r->reason[0] ? ": " : "", r->reason);
+    if (!*more && n > 0 && k + (size_t)n + 16 < sizeof rep->excluded_runs) memcpy(rep->excluded_runs + k, item, (size_t)n + 1);
+    else ++*more;
+}
+
 /* Marks used[i] = 1 for runs the form fits; counts the others in rep. A duplicate is a
  * second record with the same run_id, or with the same N, D_fp, D_qat, bits, loss and
  * seed (the same run recorded twice); repeated seeds of one configuration are kept. */
@@ -78,17 +89,22 @@ static qp_status clean_runs(const data_run_list *runs, data_law_form form, unsig
     size_t n = runs->n;
     int *idx = malloc(sizeof(int) * (n + 1));
     if (!idx) return qp_fail(err, QP_ERR_NOMEM, "out of memory cleaning %zu runs", n);
-    int m = 0;
+    int m = 0, more = 0;
+    rep->excluded_runs[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         const data_run *r = &runs->runs[i];
         used[i] = 0;
-        if (r->status == DATA_RUN_DIVERGED) rep->n_diverged++;
-        else if (r->status == DATA_RUN_FAILED) rep->n_failed++;
-        else if (run_is_bad(r) || !(isfinite(r->loss) && r->loss > 0)) rep->n_bad++;
+        if (r->status == DATA_RUN_DIVERGED) rep->n_diverged++, name_excluded(rep, r, "diverged", &more);
+        else if (r->status == DATA_RUN_FAILED) rep->n_failed++, name_excluded(rep, r, "failed", &more);
+        else if (run_is_bad(r) || !(isfinite(r->loss) && r->loss > 0)) rep->n_bad++, name_excluded(rep, r, "bad", &more);
         else {
             used[i] = 1;
             idx[m++] = (int)i;
         }
+    }
+    if (more) {
+        size_t k = strlen(rep->excluded_runs);
+        snprintf(rep->excluded_runs + k, sizeof rep->excluded_runs - k, " and %d more", more);
     }
     g_sort_runs = runs->runs;
     qsort(idx, (size_t)m, sizeof(int), cmp_run_id);

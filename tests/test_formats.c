@@ -151,7 +151,8 @@ static void test_run_malformed(void)
     snprintf(buf, sizeof buf, "%s\n\n# comment\n{not json}\n", good);
     expect_jsonl_error(buf, "runs.jsonl:4", "not valid JSON");
     snprintf(buf, sizeof buf, "%s\n{\"schema\":\"qatplan-run-v1\",\"run_id\":\"y\"}\n", good);
-    expect_jsonl_error(buf, "runs.jsonl:2", "missing field \"n_params\"");
+    /* every missing quantity named at once */
+    expect_jsonl_error(buf, "runs.jsonl:2", "missing n_params, d_fp and d_qat (or tokens and qat_fraction), bits, loss");
     snprintf(buf, sizeof buf, "{\"schema\":\"qatplan-run-v9\"}\n");
     expect_jsonl_error(buf, "runs.jsonl:1", "qatplan-run-v9");
     /* text after a record on its line: two records glued together, or junk */
@@ -167,7 +168,7 @@ static void test_run_malformed(void)
         {"\"bits\":4", "\"bits\":0"}, {"\"d_fp\":7000000", "\"d_fp\":-1"}, {"\"schedule\":\"fused\"", "\"schedule\":\"fp-only\""},
         {"\"schedule\":\"fused\"", "\"schedule\":\"warp\""},
     };
-    const char *whats[] = {"out of range", "D_fp and D_qat", "fp-only needs D_qat = 0", "unknown schedule"};
+    const char *whats[] = {"whole number 1..8, 16 or 32", "D_fp and D_qat", "fp-only needs D_qat = 0", "unknown schedule"};
     for (int i = 0; i < 4; i++) {
         char *p = strstr(good, fields[i][0]);
         CU_ASSERT_PTR_NOT_NULL_FATAL(p);
