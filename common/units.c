@@ -32,7 +32,11 @@ static qp_status parse_leading(const char *s, const char *what, double *x, const
     char *end = NULL;
     double v = strtod(s, &end);
     if (end == s) return qp_fail(err, QP_ERR_INPUT, "%s '%s' is not a number", what, s);
-    if (errno == ERANGE || !isfinite(v))
+    /* ERANGE is also set for a tiny value: a subnormal one is a number like any other (a JSON
+     * grid holds it too), one that rounds to zero is refused as such */
+    if (errno == ERANGE && isfinite(v) && fabs(v) < 1 && v == 0)
+        return qp_fail(err, QP_ERR_INPUT, "%s '%s' underflows to zero: give a larger value", what, s);
+    if ((errno == ERANGE && fabs(v) >= 1) || !isfinite(v))
         return qp_fail(err, QP_ERR_INPUT, "%s '%s' overflows a double: give a smaller value", what, s);
     *x = v;
     *rest = end;
