@@ -39,6 +39,8 @@ static void sweep_help(FILE *f)
             "  --slurm-time T          time limit per array task, [D-]HH:MM:SS (default 04:00:00)\n"
             "  --slurm-partition P     partition (default: the cluster's)\n"
             "  --slurm-max-parallel M  at most M tasks at once (array throttle %%M; default none)\n"
+            "  --slurm-arg ARG         an sbatch option for both jobs, as an #SBATCH line (repeatable),\n"
+            "                          e.g. --slurm-arg --gres=gpu:1 --slurm-arg --account=abc\n"
             "  --train-cmd CMD         trainer command prefix, run by /bin/sh (default: this qatplan's\n"
             "                          'train'; env QP_SWEEP_TRAIN_CMD)\n"
             "  --fit-cmd CMD           fitter command prefix (default: this qatplan's 'fit'; env QP_SWEEP_FIT_CMD)\n"
@@ -139,6 +141,13 @@ static int emit_slurm(const sweep_grid *g, const sweep_options *o, sweep_slurm_o
     so->law_out = o->law_out;
     so->report_path = o->report_path;
     so->fit_form = o->fit_form;
+    /* the jobs run what this sweep would run here: a node need not share this environment */
+    so->train_cmd = o->train_cmd;
+    so->fit_cmd = o->fit_cmd;
+    so->threads = o->threads;
+    so->run_timeout = o->run_timeout;
+    so->no_state = !o->use_state;
+    so->no_fit = !o->fit;
     char *text = NULL;
     qp_status st = sweep_emit_slurm(g, so, &text, err);
     if (!st && script) st = qp_write_file_atomic(script, text, strlen(text), err);
@@ -176,7 +185,8 @@ static int run_all(const sweep_grid *g, const sweep_options *o, int quiet, qp_er
 int cmd_sweep(int argc, char **argv)
 {
     enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_NOSTATE, O_DRY, O_ONLY,
-           O_REFIT_ONLY, O_EMIT, O_SCRIPT, O_SCPUS, O_STIME, O_SPART, O_SMAX, O_TRAIN, O_FIT };
+           O_REFIT_ONLY, O_EMIT, O_SCRIPT, O_SCPUS, O_STIME, O_SPART, O_SMAX, O_TRAIN, O_FIT, O_SARG };
+    enum { MAX_SARGS = 64 };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},  {"jobs", required_argument, 0, O_JOBS},
         {"threads", required_argument, 0, O_THREADS}, {"refit-every", required_argument, 0, O_REFIT},
@@ -188,7 +198,8 @@ int cmd_sweep(int argc, char **argv)
         {"script", required_argument, 0, O_SCRIPT}, {"slurm-cpus", required_argument, 0, O_SCPUS},
         {"slurm-time", required_argument, 0, O_STIME}, {"slurm-partition", required_argument, 0, O_SPART},
         {"slurm-max-parallel", required_argument, 0, O_SMAX}, {"train-cmd", required_argument, 0, O_TRAIN},
-        {"fit-cmd", required_argument, 0, O_FIT}, {"quiet", no_argument, 0, 'q'},
+        {"fit-cmd", required_argument, 0, O_FIT}, {"slurm-arg", required_argument, 0, O_SARG},
+        {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
     sweep_options o;
@@ -204,6 +215,8 @@ int cmd_sweep(int argc, char **argv)
     const char *emit = NULL, *script = NULL, *law = NULL, *report = NULL;
     sweep_slurm_options so = {0};
     so.cpus_per_task = 2;
+    const char *sargs[MAX_SARGS];
+    so.sbatch_args = sargs;
     optind = 1;
     opterr = 0;
     int c;
@@ -239,6 +252,14 @@ int cmd_sweep(int argc, char **argv)
         case O_SMAX: st = qp_parse_long(optarg, "--slurm-max-parallel", 1, 1 << 20, &v, &err); so.max_parallel = (int)v; break;
         case O_TRAIN: o.train_cmd = optarg[0] ? optarg : NULL; break;
         case O_FIT: o.fit_cmd = optarg[0] ? optarg : NULL; break;
+        case O_SARG:
+            if (so.n_sbatch_args == MAX_SARGS)
+                st = qp_fail(&err, QP_ERR_USAGE, "more than %d --slurm-arg options: put the rest in the script by hand", MAX_SARGS);
+            else if (strncmp(optarg, "--", 2) || !optarg[2] || strpbrk(optarg, "\n\r"))
+                st = qp_fail(&err, QP_ERR_USAGE, "--slurm-arg '%s': give one long sbatch option on one line, e.g. --slurm-arg --gres=gpu:1",
+                             strpbrk(optarg, "\n\r") ? "(has a newline)" : optarg);
+            else sargs[so.n_sbatch_args++] = optarg;
+            break;
         case 'q': quiet = 1; break;
         case 'h': sweep_help(stdout); return 0;
         case ':': st = qp_fail(&err, QP_ERR_USAGE, "option '%s' needs a value: see 'qatplan sweep --help'", argv[optind - 1]); break;

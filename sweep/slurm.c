@@ -18,9 +18,35 @@ static void sq(FILE *f, const char *s)
     fputc('\'', f);
 }
 
-qp_status sweep_emit_slurm(const sweep_grid *g, const sweep_slurm_options *so, char **script, qp_error *err)
+/* s single-quoted for the shell, inside an unquoted here-document: there \, $ and ` are
+ * still special, so each is escaped once more; the job script then reads the plain quoting. */
+static void sq_heredoc(FILE *f, const char *s)
 {
-    if (g->n == 0) return qp_fail(err, QP_ERR_INPUT, "the grid has no runs");
+    fputc('\'', f);
+    for (; *s; s++) {
+        if (*s == '\'') fputs("'\\\\''", f);
+        else if (*s == '\\' || *s == '$' || *s == '`') fprintf(f, "\\%c", *s);
+        else fputc(*s, f);
+    }
+    fputc('\'', f);
+}
+
+/* #SBATCH ARG lines: sbatch reads them from the job script it is given on stdin. */
+static void sbatch_lines(FILE *f, const sweep_slurm_options *so)
+{
+    for (size_t i = 0; i < so->n_sbatch_args; i++) {
+        fputs("#SBATCH ", f);
+        for (const char *s = so->sbatch_args[i]; *s; s++) {
+            if (*s == '\\' || *s == '$' || *s == '`') fputc('\\', f);
+            fputc(*s, f);
+        }
+        fputc('\n', f);
+    }
+}
+
+/* A value the script cannot carry is refused here, with the option that gave it. */
+static qp_status check_options(const sweep_slurm_options *so, qp_error *err)
+{
     if (!so->qatplan || so->qatplan[0] != '/' || !so->workdir || so->workdir[0] != '/')
         return qp_fail(err, QP_ERR_INPUT, "the Slurm script needs absolute paths for qatplan and the work directory");
     const char *paths[] = {so->qatplan, so->workdir, so->grid_path, so->runs_path, so->law_out, so->report_path};
@@ -35,12 +61,22 @@ qp_status sweep_emit_slurm(const sweep_grid *g, const sweep_slurm_options *so, c
         for (const char *s = so->partition; *s; s++)
             if (!(isalnum((unsigned char)*s) || *s == '_' || *s == '-' || *s == ','))
                 return qp_fail(err, QP_ERR_INPUT, "--slurm-partition '%s': letters, digits, '_', '-' and ',' only", so->partition);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
-    if (!f) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
-    int cpus = so->cpus_per_task > 0 ? so->cpus_per_task : 2;
-    const char *tl = so->time_limit && so->time_limit[0] ? so->time_limit : "04:00:00";
+    /* a newline could end the here-document or the #SBATCH line early */
+    if (so->train_cmd && strchr(so->train_cmd, '\n'))
+        return qp_fail(err, QP_ERR_INPUT, "--train-cmd holds a newline, which the job script cannot carry: give it on one line");
+    if (so->fit_cmd && strchr(so->fit_cmd, '\n'))
+        return qp_fail(err, QP_ERR_INPUT, "--fit-cmd holds a newline, which the job script cannot carry: give it on one line");
+    for (size_t i = 0; i < so->n_sbatch_args; i++) {
+        const char *a = so->sbatch_args[i];
+        if (strncmp(a, "--", 2) || !a[2] || strpbrk(a, "\n\r"))
+            return qp_fail(err, QP_ERR_INPUT, "--slurm-arg '%s': give one long sbatch option on one line, e.g. --gres=gpu:1",
+                           strpbrk(a, "\n\r") ? "(has a newline)" : a);
+    }
+    return QP_OK;
+}
+
+static void header(FILE *f, const sweep_grid *g, const sweep_slurm_options *so)
+{
     fprintf(f, "#!/bin/bash\n");
     fprintf(f, "# Slurm submission of a qatplan sweep, written by qatplan %s.\n", qp_version());
     fprintf(f, "# Grid %s: %zu runs, one job-array task each (task i runs grid point i).\n", so->grid_path, g->n);
@@ -50,20 +86,20 @@ qp_status sweep_emit_slurm(const sweep_grid *g, const sweep_slurm_options *so, c
                "# (--dependency=afterany) and writes the law and the report.\n");
     fprintf(f, "# Submit with: bash THIS_FILE   (docs/sweep.md, \"Slurm\")\n");
     fprintf(f, "set -euo pipefail\n\n");
-    fprintf(f, "QATPLAN=");
-    sq(f, so->qatplan);
-    fprintf(f, "\nWORKDIR=");
-    sq(f, so->workdir);
-    fprintf(f, "\nGRID=");
-    sq(f, so->grid_path);
-    fprintf(f, "\nRUNS=");
-    sq(f, so->runs_path);
-    fprintf(f, "\nLAW=");
-    sq(f, so->law_out);
-    fprintf(f, "\nREPORT=");
-    sq(f, so->report_path);
-    fprintf(f, "\nLOGS=\"$RUNS.sweep/slurm\"\n\n");
+    const char *names[] = {"QATPLAN", "WORKDIR", "GRID", "RUNS", "LAW", "REPORT"};
+    const char *vals[] = {so->qatplan, so->workdir, so->grid_path, so->runs_path, so->law_out, so->report_path};
+    for (size_t i = 0; i < 6; i++) {
+        fprintf(f, "%s=", names[i]);
+        sq(f, vals[i]);
+        fputc('\n', f);
+    }
+    fprintf(f, "LOGS=\"$RUNS.sweep/slurm\"\n\n");
     fprintf(f, "cd \"$WORKDIR\"\nmkdir -p \"$LOGS\"\n\n");
+}
+
+/* The array job: task i runs grid point i with the options of the local sweep. */
+static void array_job(FILE *f, const sweep_grid *g, const sweep_slurm_options *so, int cpus, const char *tl)
+{
     fprintf(f, "# The job scripts are given on stdin; variables are expanded now, at submission.\n");
     fprintf(f, "array_job=$(sbatch --parsable --job-name=qatplan-sweep --array=0-%zu", g->n - 1);
     if (so->max_parallel > 0) fprintf(f, "%%%d", so->max_parallel);
@@ -71,25 +107,62 @@ qp_status sweep_emit_slurm(const sweep_grid *g, const sweep_slurm_options *so, c
     if (so->partition) fprintf(f, " --partition=%s", so->partition);
     fprintf(f, " \\\n    --output=\"$LOGS/%%A_%%a.out\" <<EOF\n");
     fprintf(f, "#!/bin/bash\n");
+    sbatch_lines(f, so);
     fprintf(f, "cd \"$WORKDIR\"\n");
-    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --only-index \"\\$SLURM_ARRAY_TASK_ID\" "
-               "--threads \"\\${SLURM_CPUS_PER_TASK:-%d}\"\n",
-            cpus);
-    fprintf(f, "EOF\n)\n");
+    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --only-index \"\\$SLURM_ARRAY_TASK_ID\" ");
+    if (so->threads > 0) fprintf(f, "--threads %d", so->threads);
+    else fprintf(f, "--threads \"\\${SLURM_CPUS_PER_TASK:-%d}\"", cpus);
+    if (so->run_timeout > 0) fprintf(f, " --run-timeout %.17g", so->run_timeout);
+    if (so->no_state) fprintf(f, " --no-state");
+    if (so->train_cmd) {
+        fprintf(f, " --train-cmd ");
+        sq_heredoc(f, so->train_cmd);
+    }
+    fprintf(f, "\nEOF\n)\n");
     fprintf(f, "array_job=${array_job%%%%;*}  # --parsable prints JOBID[;CLUSTER]\n\n");
+}
+
+static void refit_job(FILE *f, const sweep_slurm_options *so, int cpus)
+{
     fprintf(f, "refit_job=$(sbatch --parsable --job-name=qatplan-refit --dependency=afterany:$array_job \\\n"
                "    --cpus-per-task=%d --time=01:00:00", cpus);
     if (so->partition) fprintf(f, " --partition=%s", so->partition);
     fprintf(f, " --output=\"$LOGS/refit_%%j.out\" <<EOF\n");
     fprintf(f, "#!/bin/bash\n");
+    sbatch_lines(f, so);
     fprintf(f, "cd \"$WORKDIR\"\n");
     fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --refit-only --law-out \"$LAW\" --report \"$REPORT\" "
-               "--fit-form %s\n",
+               "--fit-form %s",
             data_law_form_name(so->fit_form));
-    fprintf(f, "EOF\n)\n");
+    if (so->fit_cmd) {
+        fprintf(f, " --fit-cmd ");
+        sq_heredoc(f, so->fit_cmd);
+    }
+    fprintf(f, "\nEOF\n)\n");
     fprintf(f, "refit_job=${refit_job%%%%;*}\n\n");
-    fprintf(f, "echo \"qatplan sweep: submitted job array $array_job (%zu tasks) and refit job $refit_job\"\n", g->n);
-    fprintf(f, "echo \"results: $RUNS  law: $LAW  report: $REPORT  logs: $LOGS\"\n");
+}
+
+qp_status sweep_emit_slurm(const sweep_grid *g, const sweep_slurm_options *so, char **script, qp_error *err)
+{
+    if (g->n == 0) return qp_fail(err, QP_ERR_INPUT, "the grid has no runs");
+    qp_status st = check_options(so, err);
+    if (st) return st;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    int cpus = so->cpus_per_task > 0 ? so->cpus_per_task : 2;
+    const char *tl = so->time_limit && so->time_limit[0] ? so->time_limit : "04:00:00";
+    header(f, g, so);
+    array_job(f, g, so, cpus, tl);
+    if (so->no_fit) {
+        fprintf(f, "echo \"qatplan sweep: submitted job array $array_job (%zu tasks); no refit (--no-fit)\"\n", g->n);
+        fprintf(f, "echo \"results: $RUNS  logs: $LOGS\"\n");
+    } else {
+        refit_job(f, so, cpus);
+        fprintf(f, "echo \"qatplan sweep: submitted job array $array_job (%zu tasks) and refit job $refit_job\"\n", g->n);
+        fprintf(f, "echo \"results: $RUNS  law: $LAW  report: $REPORT  logs: $LOGS\"\n");
+    }
     fclose(f);
     *script = text;
     return QP_OK;

@@ -143,6 +143,16 @@ typedef struct {
     const char *partition;  /* NULL = cluster default */
     int max_parallel;       /* array throttle %M; 0 = none */
     data_law_form fit_form;
+    /* What the jobs must run as the local sweep would (a cluster node need not share this
+     * shell's environment): */
+    const char *train_cmd;  /* --train-cmd for the array tasks; NULL = qatplan's own trainer */
+    const char *fit_cmd;    /* --fit-cmd for the refit job; NULL = qatplan's own fitter */
+    int threads;            /* fixed --threads; 0 = the task's SLURM_CPUS_PER_TASK */
+    double run_timeout;     /* --run-timeout for the tasks; 0 = none */
+    int no_state;           /* pass --no-state to the tasks */
+    int no_fit;             /* no refit job */
+    const char *const *sbatch_args; /* extra sbatch options ("--gres=gpu:1"), as #SBATCH lines of both jobs */
+    size_t n_sbatch_args;
 } sweep_slurm_options;
 
 /* A bash script that submits the job array (task i = grid point i) and the dependent refit

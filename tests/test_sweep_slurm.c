@@ -69,6 +69,10 @@ static void test_emit_and_run(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(s, "--cpus-per-task=4 --time=02:30:00 --partition=cpu"));
     CU_ASSERT_PTR_NOT_NULL(strstr(s, "--only-index \"\\$SLURM_ARRAY_TASK_ID\""));
     CU_ASSERT_PTR_NOT_NULL(strstr(s, "--dependency=afterany:$array_job"));
+    snprintf(want, sizeof want, "--train-cmd '%s'", tu_path("fake-train.sh")); /* from QP_SWEEP_TRAIN_CMD */
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, want));
+    snprintf(want, sizeof want, "--fit-cmd '%s'", tu_path("fake-fit.sh"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, want));
     CU_ASSERT_PTR_NOT_NULL(strstr(s, "--refit-only --law-out \"$LAW\" --report \"$REPORT\" --fit-form qat"));
     snprintf(want, sizeof want, "GRID='%s'", grid);
     CU_ASSERT_PTR_NOT_NULL(strstr(s, want));
@@ -130,6 +134,113 @@ static void test_emit_and_run(void)
     sweep_grid_free(&g);
 }
 
+/* s single-quoted for the shell, into out */
+static void shq(char *out, size_t n, const char *s)
+{
+    size_t k = 0;
+    out[k++] = '\'';
+    for (; *s && k + 6 < n; s++) {
+        if (*s == '\'') k += (size_t)snprintf(out + k, n - k, "'\\''");
+        else out[k++] = *s;
+    }
+    out[k++] = '\'';
+    out[k] = 0;
+}
+
+/* The script carries --train-cmd, the other run options and --slurm-arg lines, so a cluster
+ * node whose environment lacks QP_SWEEP_TRAIN_CMD still runs the given trainer; a command
+ * with spaces, quotes and $ reaches the task's shell as given. */
+static void test_emit_carries_options(void)
+{
+    fakes_install();
+    static const char *small =
+        "{\"data\": \"corpus/x\", \"shapes\": [{\"layers\": 1, \"width\": 16, \"heads\": 2, \"context\": 32}],\n"
+        " \"tokens\": [\"20K\", \"80K\"], \"bits\": [16]}\n";
+    char grid[4096], runs[4096], script[4096], bin[4096], wrapper[4096], tagged[4096], cmdq[8192];
+    snprintf(grid, sizeof grid, "%s", tu_path("small.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("small.jsonl"));
+    snprintf(script, sizeof script, "%s", tu_path("small-submit.sh"));
+    snprintf(bin, sizeof bin, "%s", tu_path("bin"));
+    tu_write(grid, small);
+    /* a wrapper in a directory with a space, logging a tag with quotes and $ before the fake */
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s' %s", tu_path("my dir"), bin);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    snprintf(wrapper, sizeof wrapper, "%s/it's train.sh", tu_path("my dir"));
+    snprintf(cmd, sizeof cmd, "#!/bin/sh\nprintf '%%s\\n' \"$TAG\" >> \"%s\"\nexec \"%s\" \"$@\"\n",
+             tu_path("wrapper.log"), tu_path("fake-train.sh"));
+    tu_write(wrapper, cmd);
+    char wq[4200];
+    shq(wq, sizeof wq, wrapper);
+    snprintf(cmd, sizeof cmd, "chmod +x %s", wq);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    snprintf(tagged, sizeof tagged, "env TAG='a \"b\" $c `d` \\e' %s", wq);
+    shq(cmdq, sizeof cmdq, tagged);
+    char sb[4200];
+    snprintf(sb, sizeof sb, "%s/sbatch", bin);
+    tu_write(sb, fake_sbatch);
+    snprintf(cmd, sizeof cmd, "chmod +x %s", sb);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+
+    snprintf(cmd, sizeof cmd,
+             "sweep %s -o %s --emit slurm --script %s --train-cmd %s --no-fit --no-state --run-timeout 90 --threads 3 "
+             "--slurm-arg --gres=gpu:1 --slurm-arg --account=abc",
+             grid, runs, script, cmdq);
+    CU_ASSERT_EQUAL_FATAL(tu_run_qatplan(cmd, NULL, NULL), 0);
+    char *s = tu_read(script, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, "\n#SBATCH --gres=gpu:1\n#SBATCH --account=abc\n"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, "--train-cmd '"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(s, "--threads 3 --run-timeout 90 --no-state"));
+    CU_ASSERT_PTR_NULL(strstr(s, "qatplan-refit")); /* --no-fit: no refit job */
+    free(s);
+
+    /* run it where the environment names no trainer: the task must still run the wrapper */
+    unsetenv("QP_SWEEP_TRAIN_CMD");
+    unsetenv("QP_SWEEP_FIT_CMD");
+    setenv("SBATCH_DIR", tu_tmpdir(), 1);
+    setenv("SBATCH_LOG", tu_path("small-sbatch.log"), 1);
+    unlink(tu_path("counter"));
+    snprintf(cmd, sizeof cmd, "PATH=%s:$PATH bash %s > %s 2>&1", bin, script, tu_path("small-submit.out"));
+    CU_ASSERT_EQUAL(system(cmd), 0);
+    char *log = tu_read(tu_path("wrapper.log"), NULL);
+    if (!log) {
+        char *o = tu_read(tu_path("task0.a"), NULL);
+        fprintf(stderr, "no wrapper log; task 0 said:\n%s\n", o ? o : "(nothing)");
+        free(o);
+    }
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    size_t n = 0;
+    for (char *p = log; (p = strstr(p, "a \"b\" $c `d` \\e\n")); p++) n++;
+    CU_ASSERT_EQUAL(n, 2); /* two points; each twin task found its point locked or recorded */
+    free(log);
+    char *t = tu_read(runs, NULL);
+    size_t lines = 0;
+    for (char *p = t; p && *p; p++) lines += *p == '\n';
+    CU_ASSERT_EQUAL(lines, 2);
+    free(t);
+    fakes_install(); /* restore the environment for the tests after this one */
+}
+
+/* A bad --slurm-arg is refused with a one-line error, before anything is written. */
+static void test_bad_slurm_arg(void)
+{
+    char grid[4096], cmd[16384], *err = NULL;
+    snprintf(grid, sizeof grid, "%s", tu_path("grid.json"));
+    tu_write(grid, grid_json);
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --emit slurm --script %s --slurm-arg gres=gpu:1", grid,
+             tu_path("r.jsonl"), tu_path("bad.sh"));
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--slurm-arg 'gres=gpu:1'"));
+    free(err);
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --emit slurm --script %s --slurm-arg \"$(printf '%%s\\n%%s' --gres=a '#SBATCH --x')\"", grid,
+             tu_path("r.jsonl"), tu_path("bad.sh"));
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "newline"));
+    free(err);
+    CU_ASSERT_NOT_EQUAL(access(tu_path("bad.sh"), F_OK), 0);
+}
+
 /* The emitter itself: paths the job scripts cannot carry are refused. */
 static void test_emit_refuses_bad_paths(void)
 {
@@ -161,6 +272,8 @@ static void add(CU_pSuite s)
 {
     TU_ADD(s, test_emit_and_run);
     TU_ADD(s, test_emit_refuses_bad_paths);
+    TU_ADD(s, test_emit_carries_options);
+    TU_ADD(s, test_bad_slurm_arg);
 }
 
 int main(void) { return tu_main("sweep_slurm", add); }
