@@ -182,6 +182,29 @@ static int run_all(const sweep_grid *g, const sweep_options *o, int quiet, qp_er
     return rc;
 }
 
+/* The law form a sweep refits: chinchilla, qat or fraction (a penalty is fitted afterwards). */
+static qp_status parse_fit_form(const char *s, data_law_form *form, qp_error *err)
+{
+    qp_status st = data_law_form_parse(s, form, err);
+    if (!st && *form == DATA_LAW_PENALTY)
+        st = qp_fail(err, QP_ERR_USAGE, "a sweep refits chinchilla, qat or fraction laws; fit a penalty afterwards "
+                                        "with 'qatplan fit --form penalty RUNS'");
+    return st;
+}
+
+/* One `--slurm-arg`: a long sbatch option on one line, into args[*n] (room for max). */
+static qp_status add_slurm_arg(const char **args, size_t *n, size_t max, const char *arg, qp_error *err)
+{
+    if (*n == max)
+        return qp_fail(err, QP_ERR_USAGE, "more than %zu --slurm-arg options: put the rest in the script by hand", max);
+    if (strncmp(arg, "--", 2) || !arg[2] || strpbrk(arg, "\n\r"))
+        return qp_fail(err, QP_ERR_USAGE,
+                       "--slurm-arg '%s': give one long sbatch option on one line, e.g. --slurm-arg --gres=gpu:1",
+                       strpbrk(arg, "\n\r") ? "(has a newline)" : arg);
+    args[(*n)++] = arg;
+    return QP_OK;
+}
+
 int cmd_sweep(int argc, char **argv)
 {
     enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_NOSTATE, O_DRY, O_ONLY,
@@ -228,13 +251,7 @@ int cmd_sweep(int argc, char **argv)
         case O_REFIT: st = qp_parse_long(optarg, "--refit-every", 0, LONG_MAX, &v, &err); o.refit_every = (int)(v > 1 << 30 ? 1 << 30 : v); break;
         case O_LAW: law = optarg; break;
         case O_REPORT: report = optarg; break;
-        case O_FORM:
-            st = data_law_form_parse(optarg, &o.fit_form, &err);
-            if (!st && o.fit_form == DATA_LAW_PENALTY)
-                st = qp_fail(&err, QP_ERR_USAGE, "a sweep refits chinchilla, qat or fraction laws; fit a penalty "
-                                                 "afterwards with 'qatplan fit --form penalty RUNS'");
-            form_given = 1;
-            break;
+        case O_FORM: st = parse_fit_form(optarg, &o.fit_form, &err), form_given = 1; break;
         case O_NOFIT: o.fit = 0; break;
         case O_TIMEOUT: st = qp_parse_real(optarg, "--run-timeout (seconds)", 1e-3, 1e9, &o.run_timeout, &err); break;
         case O_NOSTATE: o.use_state = 0; break;
@@ -252,14 +269,7 @@ int cmd_sweep(int argc, char **argv)
         case O_SMAX: st = qp_parse_long(optarg, "--slurm-max-parallel", 1, 1 << 20, &v, &err); so.max_parallel = (int)v; break;
         case O_TRAIN: o.train_cmd = optarg[0] ? optarg : NULL; break;
         case O_FIT: o.fit_cmd = optarg[0] ? optarg : NULL; break;
-        case O_SARG:
-            if (so.n_sbatch_args == MAX_SARGS)
-                st = qp_fail(&err, QP_ERR_USAGE, "more than %d --slurm-arg options: put the rest in the script by hand", MAX_SARGS);
-            else if (strncmp(optarg, "--", 2) || !optarg[2] || strpbrk(optarg, "\n\r"))
-                st = qp_fail(&err, QP_ERR_USAGE, "--slurm-arg '%s': give one long sbatch option on one line, e.g. --slurm-arg --gres=gpu:1",
-                             strpbrk(optarg, "\n\r") ? "(has a newline)" : optarg);
-            else sargs[so.n_sbatch_args++] = optarg;
-            break;
+        case O_SARG: st = add_slurm_arg(sargs, &so.n_sbatch_args, MAX_SARGS, optarg, &err); break;
         case 'q': quiet = 1; break;
         case 'h': sweep_help(stdout); return 0;
         case ':': st = qp_fail(&err, QP_ERR_USAGE, "option '%s' needs a value: see 'qatplan sweep --help'", argv[optind - 1]); break;
