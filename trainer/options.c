@@ -304,7 +304,7 @@ void train_options_help(FILE *f)
 {
     fprintf(f, "usage: qatplan train --data PREFIX | --train-tokens FILE --val-tokens FILE\n"
                "                     [model] [budget] [quantization] [optimizer] [outputs]\n"
-               "Trains a Llama-style byte-level model (FP, then QAT) and appends its run record.\n"
+               "Trains a Llama-style model (FP, then QAT) and appends its run record.\n"
                "[range; default]; * = set by 'qatplan sweep' from the grid on every run.\n");
     const char *sec = "";
     for (size_t i = 0; i < train_options_count; i++) {
