@@ -263,6 +263,19 @@ qp_status data_tokens_write_docs(const char *path, const uint16_t *tokens, uint6
 /* The header's checksum of n tokens. */
 uint64_t data_tokens_checksum(const uint16_t *tokens, uint64_t n);
 
+/* Foreign token files (docs/data.md, "Token shards from llm.c and nanoGPT"): an llm.c shard is
+ * 256 little-endian int32 (magic 20240520, version 1, token count, zeros) then uint16 ids; a
+ * raw file (nanoGPT's train.bin) is uint16 ids alone, so its vocabulary must be given. */
+#define DATA_SHARD_MAGIC 20240520u
+#define DATA_SHARD_VERSION 1
+#define DATA_SHARD_HEADER_BYTES 1024u
+#define DATA_GPT2_VOCAB 50257u
+/* Any token file by content: a qatplan token file (QTOK), an llm.c shard, or, for a name ending
+ * in .bin and vocab given, raw uint16 ids. vocab 0 = from the file (an llm.c shard: GPT-2's
+ * 50257); a vocab given for a qatplan token file must match its header. Every id is checked
+ * against the vocabulary. out->dataset is "llmc:NAME" or "raw:NAME" for the foreign formats. */
+qp_status data_tokens_load(const char *path, uint32_t vocab, data_tokens *out, qp_error *err);
+
 /* ======================================================================== */
 /* Corpus preparation: text files -> byte-level train/validation token files. */
 /* ======================================================================== */

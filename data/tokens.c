@@ -212,3 +212,117 @@ void data_tokens_free(data_tokens *t)
     t->tokens = NULL;
     t->n_tokens = 0;
 }
+
+/* ---- llm.c shards and raw uint16 files ------------------------------------------------ */
+
+static const char *base_name(const char *path)
+{
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
+
+/* n uint16 ids from offset off of f, each checked against vocab. */
+static qp_status read_ids(const char *path, FILE *f, long off, uint64_t n, uint32_t vocab, data_tokens *out,
+                          qp_error *err)
+{
+    if (n > SIZE_MAX / 2)
+        return qp_fail(err, QP_ERR_NOMEM, "%s: %llu tokens do not fit in memory", path, (unsigned long long)n);
+    uint16_t *t = malloc(n ? (size_t)n * 2 : 1);
+    if (!t) return qp_fail(err, QP_ERR_NOMEM, "out of memory reading %s (%llu tokens)", path, (unsigned long long)n);
+    if (fseek(f, off, SEEK_SET) != 0 || fread(t, 2, (size_t)n, f) != (size_t)n) {
+        free(t);
+        return qp_fail(err, QP_ERR_IO, "%s: short read of the token data (file changed while reading?)", path);
+    }
+    if (!host_is_le())
+        for (uint64_t i = 0; i < n; i++) t[i] = (uint16_t)((t[i] >> 8) | (t[i] << 8));
+    for (uint64_t i = 0; i < n; i++)
+        if (t[i] >= vocab) {
+            qp_status s = qp_fail(err, QP_ERR_INPUT,
+                                  "%s: token %llu has id %u >= vocabulary size %u: give the tokenizer's "
+                                  "vocabulary size with --vocab",
+                                  path, (unsigned long long)i, t[i], vocab);
+            free(t);
+            return s;
+        }
+    out->vocab = vocab;
+    out->n_tokens = n;
+    out->tokens = t;
+    return QP_OK;
+}
+
+/* An llm.c shard whose 1024-byte header h has the shard magic. */
+static qp_status read_shard(const char *path, FILE *f, const unsigned char *h, uint64_t size, uint32_t vocab,
+                            data_tokens *out, qp_error *err)
+{
+    uint32_t version = get32(h + 4);
+    if (version == 2)
+        return qp_fail(err, QP_ERR_PARSE,
+                       "%s: llm.c shard version 2 holds uint32 token ids (e.g. Llama 3), which qatplan does not "
+                       "train on (ids must fit 16 bits): use a version-1 (uint16, GPT-2 style) shard",
+                       path);
+    if (version != DATA_SHARD_VERSION)
+        return qp_fail(err, QP_ERR_PARSE, "%s: llm.c shard version %u, qatplan reads version %d (uint16 ids): "
+                                          "regenerate the shard with llm.c's GPT-2 tokenizer",
+                       path, version, DATA_SHARD_VERSION);
+    uint64_t n = get32(h + 8);
+    if (DATA_SHARD_HEADER_BYTES + 2 * n != size)
+        return qp_fail(err, QP_ERR_PARSE,
+                       "%s: file is %llu bytes but its llm.c header promises %llu tokens (%llu bytes): truncated "
+                       "or corrupt, regenerate it",
+                       path, (unsigned long long)size, (unsigned long long)n,
+                       (unsigned long long)(DATA_SHARD_HEADER_BYTES + 2 * n));
+    qp_status st = read_ids(path, f, DATA_SHARD_HEADER_BYTES, n, vocab ? vocab : DATA_GPT2_VOCAB, out, err);
+    if (!st) snprintf(out->dataset, sizeof out->dataset, "llmc:%.58s", base_name(path));
+    return st;
+}
+
+static int ends_with(const char *s, const char *sfx)
+{
+    size_t n = strlen(s), m = strlen(sfx);
+    return n >= m && !strcmp(s + n - m, sfx);
+}
+
+qp_status data_tokens_load(const char *path, uint32_t vocab, data_tokens *out, qp_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (vocab > 65536)
+        return qp_fail(err, QP_ERR_INPUT, "--vocab %u: token ids are 16 bits, use 2..65536", vocab);
+    FILE *f = fopen(path, "rb");
+    if (!f) return qp_fail(err, QP_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    unsigned char h[DATA_SHARD_HEADER_BYTES];
+    size_t got = 0;
+    qp_status st = QP_OK;
+    if (fstat(fileno(f), &sb) != 0) st = qp_fail(err, QP_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    else if (S_ISDIR(sb.st_mode)) st = qp_fail(err, QP_ERR_IO, "%s is a directory: give a token file", path);
+    else got = fread(h, 1, sizeof h, f);
+    uint64_t size = st ? 0 : (uint64_t)sb.st_size;
+    int is_raw = ends_with(path, ".bin") && vocab;
+    if (!st && got >= 4 && get32(h) == DATA_SHARD_MAGIC) {
+        if (got < DATA_SHARD_HEADER_BYTES)
+            st = qp_fail(err, QP_ERR_PARSE, "%s: too short for an llm.c shard header (%llu bytes): truncated, "
+                                            "regenerate it", path, (unsigned long long)size);
+        else st = read_shard(path, f, h, size, vocab, out, err);
+    } else if (!st && (got < 4 || get32(h) != DATA_TOKENS_MAGIC) && ends_with(path, ".bin")) {
+        if (!is_raw)
+            st = qp_fail(err, QP_ERR_USAGE, "%s has no llm.c shard header (magic %u): for raw uint16 token ids "
+                                            "(nanoGPT's train.bin) give the vocabulary size with --vocab V",
+                         path, DATA_SHARD_MAGIC);
+        else if (size % 2)
+            st = qp_fail(err, QP_ERR_PARSE, "%s: %llu bytes is odd, so not raw uint16 token ids: truncated or "
+                                            "another format", path, (unsigned long long)size);
+        else if (!(st = read_ids(path, f, 0, size / 2, vocab, out, err)))
+            snprintf(out->dataset, sizeof out->dataset, "raw:%.59s", base_name(path));
+    } else if (!st) {
+        fclose(f);
+        f = NULL;
+        st = data_tokens_read(path, out, err);
+        if (!st && vocab && vocab != out->vocab) {
+            st = qp_fail(err, QP_ERR_INPUT, "--vocab %u but %s records vocabulary %u: drop --vocab", vocab, path,
+                         out->vocab);
+            data_tokens_free(out);
+        }
+    }
+    if (f) fclose(f);
+    return st;
+}

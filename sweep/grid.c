@@ -398,7 +398,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     if (!cJSON_IsString(data) || !data->valuestring[0] || strlen(data->valuestring) >= sizeof g->data) {
         st = qp_fail(err, QP_ERR_PARSE,
                      "%s: \"data\" must name the token-file prefix, e.g. \"data/corpus/default\" "
-                     "(PREFIX.train.tok and PREFIX.val.tok)",
+                     "(PREFIX.train.tok and PREFIX.val.tok, or llm.c/nanoGPT .bin shards: docs/data.md)",
                      name);
         goto done;
     }

@@ -197,6 +197,105 @@ static void test_cli_info(void)
     free(e);
 }
 
+/* An llm.c shard: 256 little-endian int32 (magic, version, count), then n uint16 ids. */
+static void write_shard(const char *path, uint32_t magic, uint32_t version, uint32_t count, const uint16_t *t,
+                        size_t n)
+{
+    unsigned char *b = calloc(1, 1024 + 2 * n);
+    uint32_t h[3] = {magic, version, count};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 4; i++) b[4 * k + i] = (unsigned char)(h[k] >> (8 * i));
+    for (size_t i = 0; i < n; i++) {
+        b[1024 + 2 * i] = (unsigned char)(t[i] & 0xff);
+        b[1024 + 2 * i + 1] = (unsigned char)(t[i] >> 8);
+    }
+    spit(path, b, 1024 + 2 * n);
+    free(b);
+}
+
+/* Foreign formats: what is read, and that each bad file is refused naming problem and fix. */
+static void test_shards(void)
+{
+    qp_error err = {0};
+    uint16_t t[100];
+    for (int i = 0; i < 100; i++) t[i] = (uint16_t)(i * 500); /* up to 49500 < 50257 */
+    const char *p = tu_path("s_train.bin");
+    data_tokens d;
+    write_shard(p, DATA_SHARD_MAGIC, 1, 100, t, 100);
+    CU_ASSERT_EQUAL_FATAL(data_tokens_load(p, 0, &d, &err), QP_OK);
+    CU_ASSERT_EQUAL(d.vocab, DATA_GPT2_VOCAB);
+    CU_ASSERT_EQUAL(d.n_tokens, 100);
+    CU_ASSERT(d.tokens && !memcmp(d.tokens, t, sizeof t));
+    CU_ASSERT_STRING_EQUAL(d.dataset, "llmc:s_train.bin");
+    data_tokens_free(&d);
+    CU_ASSERT_EQUAL(data_tokens_load(p, 60000, &d, &err), QP_OK); /* --vocab wins */
+    CU_ASSERT_EQUAL(d.vocab, 60000);
+    data_tokens_free(&d);
+    /* id >= vocab: the first bad id and its position */
+    CU_ASSERT_EQUAL(data_tokens_load(p, 1000, &d, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "token 2 has id 1000 >= vocabulary size 1000"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "--vocab"));
+    CU_ASSERT_PTR_NULL(d.tokens);
+    const struct {
+        uint32_t magic, version, count;
+        size_t n;
+        const char *needle;
+    } bad[] = {
+        {DATA_SHARD_MAGIC + 1, 1, 100, 100, "no llm.c shard header"},
+        {DATA_SHARD_MAGIC, 2, 100, 100, "uint32 token ids"},
+        {DATA_SHARD_MAGIC, 3, 100, 100, "version 3"},
+        {DATA_SHARD_MAGIC, 1, 101, 100, "truncated or corrupt"},
+        {DATA_SHARD_MAGIC, 1, 100, 99, "truncated or corrupt"},
+    };
+    const char *fix[] = {"--vocab V", "version-1", "regenerate", "regenerate", "regenerate"};
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        write_shard(tu_path("bad.bin"), bad[k].magic, bad[k].version, bad[k].count, t, bad[k].n);
+        CU_ASSERT_NOT_EQUAL(data_tokens_load(tu_path("bad.bin"), 0, &d, &err), QP_OK);
+        if (!strstr(err.msg, bad[k].needle)) fprintf(stderr, "case %zu: '%s'\n", k, err.msg);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, bad[k].needle));
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, fix[k]));
+        CU_ASSERT_PTR_NULL(d.tokens);
+    }
+    /* a header cut short */
+    const unsigned char sh[8] = {DATA_SHARD_MAGIC & 0xff, (DATA_SHARD_MAGIC >> 8) & 0xff,
+                                 (DATA_SHARD_MAGIC >> 16) & 0xff, DATA_SHARD_MAGIC >> 24, 1, 0, 0, 0};
+    spit(tu_path("short.bin"), sh, 8);
+    CU_ASSERT_EQUAL(data_tokens_load(tu_path("short.bin"), 0, &d, &err), QP_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "too short for an llm.c shard header"));
+}
+
+static void test_raw_bin(void)
+{
+    qp_error err = {0};
+    const unsigned char raw[6] = {1, 0, 0x2c, 0x01, 7, 0}; /* ids 1, 300, 7 */
+    const char *p = tu_path("train.bin");
+    spit(p, raw, 6);
+    data_tokens d;
+    CU_ASSERT_EQUAL(data_tokens_load(p, 0, &d, &err), QP_ERR_USAGE); /* no header, no --vocab */
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "give the vocabulary size with --vocab V"));
+    CU_ASSERT_EQUAL_FATAL(data_tokens_load(p, 512, &d, &err), QP_OK);
+    CU_ASSERT_EQUAL(d.vocab, 512);
+    CU_ASSERT_EQUAL(d.n_tokens, 3);
+    CU_ASSERT(d.tokens && d.tokens[0] == 1 && d.tokens[1] == 300 && d.tokens[2] == 7);
+    CU_ASSERT_STRING_EQUAL(d.dataset, "raw:train.bin");
+    data_tokens_free(&d);
+    CU_ASSERT_EQUAL(data_tokens_load(p, 300, &d, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "token 1 has id 300 >= vocabulary size 300"));
+    spit(p, raw, 5);
+    CU_ASSERT_EQUAL(data_tokens_load(p, 512, &d, &err), QP_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "is odd"));
+    CU_ASSERT_EQUAL(data_tokens_load(p, 70000, &d, &err), QP_ERR_INPUT);
+    /* a qatplan token file still reads through the loader; a contradicting --vocab is refused */
+    uint16_t t[2] = {3, 4};
+    CU_ASSERT_EQUAL_FATAL(data_tokens_write(tu_path("q.tok"), t, 2, 256, "q", &err), QP_OK);
+    CU_ASSERT_EQUAL(data_tokens_load(tu_path("q.tok"), 0, &d, &err), QP_OK);
+    CU_ASSERT_EQUAL(d.vocab, 256);
+    data_tokens_free(&d);
+    CU_ASSERT_EQUAL(data_tokens_load(tu_path("q.tok"), 512, &d, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "drop --vocab"));
+    CU_ASSERT_PTR_NULL(d.tokens);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_roundtrip);
@@ -204,6 +303,8 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_writer_refuses);
     TU_ADD(s, test_reader_refuses_damage);
     TU_ADD(s, test_cli_info);
+    TU_ADD(s, test_shards);
+    TU_ADD(s, test_raw_bin);
 }
 
 int main(void) { return tu_main("tokens", add); }

@@ -769,6 +769,62 @@ static void test_token_files(void)
     data_run_list_free(&l);
 }
 
+/* Done-when of issue 15 item 5: a nanoGPT/llm.c-format shard (256 int32 header: magic 20240520,
+ * version 1, count; then uint16 ids) with a 512-token vocabulary trains with the real binary,
+ * found through --data PREFIX (PREFIX_train.bin), and the record carries vocab 512. The ids
+ * repeat with period 61, so a model that learns anything beats ln 512 clearly. */
+static int write_llmc_shard(const char *path, size_t n)
+{
+    unsigned char *b = calloc(1, 1024 + 2 * n);
+    if (!b) return 0;
+    const uint32_t h[3] = {20240520u, 1, (uint32_t)n};
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < 4; i++) b[4 * k + i] = (unsigned char)(h[k] >> (8 * i));
+    for (size_t i = 0; i < n; i++) {
+        unsigned id = (unsigned)((i % 61) * 37 % 512 | 256); /* ids above 255 */
+        b[1024 + 2 * i] = (unsigned char)(id & 0xff);
+        b[1024 + 2 * i + 1] = (unsigned char)(id >> 8);
+    }
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(b, 1, 1024 + 2 * n, f) == 1024 + 2 * n;
+    if (f) ok = !fclose(f) && ok;
+    free(b);
+    return ok;
+}
+
+static void test_llmc_shard(void)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s_train.bin", tu_path("shard"));
+    CU_ASSERT_FATAL(write_llmc_shard(p, 300000));
+    snprintf(p, sizeof p, "%s_val.bin", tu_path("shard"));
+    CU_ASSERT_FATAL(write_llmc_shard(p, 20000));
+    char args[8192], *err = NULL;
+    snprintf(args, sizeof args, "train --data %s --vocab 512 --layers 1 --width 32 --heads 2 --context 64 "
+             "--batch 8 --tokens 64K --lr 1e-2 --eval-tokens 4K --quiet --threads 1 --device cpu --runs-out %s",
+             tu_path("shard"), tu_path("shard.jsonl"));
+    CU_ASSERT_EQUAL(tu_run_qatplan(args, NULL, &err), 0);
+    if (err && *err) fprintf(stderr, "%s\n", err);
+    free(err);
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error e;
+    CU_ASSERT_EQUAL_FATAL(data_runs_read(tu_path("shard.jsonl"), &l, &e), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 1);
+    CU_ASSERT_EQUAL(l.runs[0].shape.vocab, 512);
+    CU_ASSERT_STRING_EQUAL(l.runs[0].dataset, "llmc:shard_train.bin");
+    fprintf(stderr, "llm.c shard: loss %.3f (ln 512 = %.3f)\n", l.runs[0].loss, log(512.0));
+    CU_ASSERT(l.runs[0].loss < log(512.0) - 1.0);
+    data_run_list_free(&l);
+    /* a --vocab below the ids is refused, naming the first bad id */
+    snprintf(args, sizeof args, "train --data %s --vocab 300 --layers 1 --width 32 --heads 2 --context 64 "
+             "--tokens 4K --quiet --device cpu --runs-out %s", tu_path("shard"), tu_path("shard2.jsonl"));
+    err = NULL;
+    CU_ASSERT_EQUAL(tu_run_qatplan(args, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, ">= vocabulary size 300"));
+    free(err);
+}
+
 /* The CPU trainer's results, bit for bit: final and switch losses of short fixed runs, stored
  * as exact hex floats from the trainer before its options table and backend split (commit
  * f45bc3c). A change that alters any floating-point operation on the CPU path fails here.
@@ -832,6 +888,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_sigkill_resume);
     TU_ADD(s, test_diverged);
     TU_ADD(s, test_token_files);
+    TU_ADD(s, test_llmc_shard);
     TU_ADD(s, test_device_selection);
 }
 

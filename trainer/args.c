@@ -135,7 +135,8 @@ static qp_status read_text(const char *path, uint16_t **out, uint64_t *n, qp_err
 static qp_status load_tokens(train_args *a, train_inputs *in, qp_error *err)
 {
     qp_status st;
-    if ((st = data_tokens_read(in->train_path, &in->tt, err)) || (st = data_tokens_read(in->val_path, &in->tv, err)))
+    uint32_t v = (uint32_t)a->vocab;
+    if ((st = data_tokens_load(in->train_path, v, &in->tt, err)) || (st = data_tokens_load(in->val_path, v, &in->tv, err)))
         return st;
     in->d = (train_data){in->tt.tokens, in->tt.n_tokens, in->tv.tokens, in->tv.n_tokens, in->tt.vocab};
     if (in->tt.vocab != in->tv.vocab)
@@ -160,14 +161,31 @@ static qp_status load_text(train_args *a, train_inputs *in, qp_error *err)
     return QP_OK;
 }
 
+/* --data PREFIX: qatplan's PREFIX.train.tok first; else, when there, llm.c's PREFIX_train.bin
+ * or nanoGPT's PREFIX/train.bin (with their val files); else the .tok names, so that the error
+ * names the files `qatplan data prepare` writes. */
+static void data_paths(const char *prefix, train_inputs *in)
+{
+    static const char *const sfx[3][2] = {
+        {".train.tok", ".val.tok"}, {"_train.bin", "_val.bin"}, {"/train.bin", "/val.bin"}};
+    for (int k = 0; k < 3; k++) {
+        snprintf(in->train_path, sizeof in->train_path, "%s%s", prefix, sfx[k][0]);
+        snprintf(in->val_path, sizeof in->val_path, "%s%s", prefix, sfx[k][1]);
+        if (access(in->train_path, F_OK) == 0) return;
+    }
+    snprintf(in->train_path, sizeof in->train_path, "%s%s", prefix, sfx[0][0]);
+    snprintf(in->val_path, sizeof in->val_path, "%s%s", prefix, sfx[0][1]);
+}
+
 qp_status train_inputs_load(train_args *a, train_inputs *in, qp_error *err)
 {
     memset(in, 0, sizeof *in);
     int tok = a->data || a->train_tokens;
-    if (a->data) {
-        snprintf(in->train_path, sizeof in->train_path, "%s.train.tok", a->data);
-        snprintf(in->val_path, sizeof in->val_path, "%s.val.tok", a->data);
-    } else if (tok) {
+    if (!tok && a->vocab)
+        return qp_fail(err, QP_ERR_USAGE, "--vocab applies to token files; raw text is bytes (vocabulary 256): "
+                                          "drop --vocab");
+    if (a->data) data_paths(a->data, in);
+    else if (tok) {
         snprintf(in->train_path, sizeof in->train_path, "%s", a->train_tokens);
         snprintf(in->val_path, sizeof in->val_path, "%s", a->val_tokens);
     }

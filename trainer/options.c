@@ -25,12 +25,17 @@
 
 const train_option train_options[] = {
     STR("data", TRAIN_OPT_PATH, "--data", "PREFIX", NULL,
-        "token files PREFIX.train.tok and PREFIX.val.tok (qatplan data prepare)", "data", data),
-    STR("data", TRAIN_OPT_PATH, "--train-tokens", "FILE", NULL, "training token file", NULL, train_tokens),
+        "token files PREFIX.train.tok and PREFIX.val.tok (qatplan data prepare); else llm.c shards "
+        "PREFIX_train.bin and PREFIX_val.bin, or nanoGPT's PREFIX/train.bin and PREFIX/val.bin", "data", data),
+    STR("data", TRAIN_OPT_PATH, "--train-tokens", "FILE", NULL,
+        "training token file: qatplan's .tok, an llm.c .bin shard, or raw uint16 .bin with --vocab", NULL,
+        train_tokens),
     STR("data", TRAIN_OPT_PATH, "--val-tokens", "FILE", NULL, "validation token file", NULL, val_tokens),
     STR("data", TRAIN_OPT_PATH, "--train-text", "FILE", NULL,
         "raw bytes as tokens (vocab 256) instead of a token file (quick experiments)", NULL, train_text),
     STR("data", TRAIN_OPT_PATH, "--val-text", "FILE", NULL, "likewise for validation", NULL, val_text),
+    INT("data", "--vocab", "V", 2, 65536, "from the data",
+        "vocabulary of .bin token files (llm.c shards: 50257, GPT-2); raw uint16 .bin needs it", NULL, vocab),
     STR("data", TRAIN_OPT_TEXT, "--dataset", "ID", "from the token file", "dataset id for the run record",
         NULL, dataset),
     INT("model", "--layers", "L", 1, 256, "2", "transformer blocks", "shapes[].layers", c.shape.n_layer),
@@ -41,7 +46,7 @@ const train_option train_options[] = {
         "shapes[].kv_heads", c.shape.n_kv_head),
     INT("model", "--ffn", "F", 1, 1 << 20, "multiple of 8 near 8/3 D", "feed-forward width",
         "shapes[].ffn", c.shape.d_ff),
-    INT("model", "--context", "T", 2, 65536, "128", "sequence length, tokens; vocabulary 256 (bytes)",
+    INT("model", "--context", "T", 2, 65536, "128", "sequence length, tokens",
         "shapes[].context", c.shape.context),
     COUNT("budget", "--tokens", "D", "1M", "training tokens, FP and QAT together (2M, 1.5B)",
           "tokens | tokens_per_param", c.tokens),
@@ -299,7 +304,7 @@ void train_options_help(FILE *f)
 {
     fprintf(f, "usage: qatplan train --data PREFIX | --train-tokens FILE --val-tokens FILE\n"
                "                     [model] [budget] [quantization] [optimizer] [outputs]\n"
-               "Trains a Llama-style byte-level model (FP, then QAT) and appends its run record.\n"
+               "Trains a Llama-style model (FP, then QAT) and appends its run record.\n"
                "[range; default]; * = set by 'qatplan sweep' from the grid on every run.\n");
     const char *sec = "";
     for (size_t i = 0; i < train_options_count; i++) {

@@ -188,7 +188,7 @@ typedef struct {
     const char *data, *train_tokens, *val_tokens, *train_text, *val_text, *dataset;
     const char *runs_out, *checkpoint, *export_int, *run_id;
     const char *quantizer, *schedule, *decay_shape, *device, *precision;
-    int bits, quiet, progress, help;
+    int bits, vocab, quiet, progress, help; /* vocab 0: from the data */
 } train_args;
 
 void train_args_default(train_args *a);
