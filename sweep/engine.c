@@ -103,6 +103,9 @@ typedef struct {
     double t_start;
     double t_term;   /* when SIGTERM was sent for a timeout; 0 = not yet */
     int timed_out;
+    long log_size;   /* of the run's log when last read for progress; -1 = never */
+    int have_prog;
+    sweep_run_progress prog; /* from the log's last step line */
 } job;
 
 typedef struct {
@@ -111,9 +114,8 @@ typedef struct {
     sweep_summary *sum;
     workdir w;
     double t0;
-    double done_cost, done_secs; /* cost units (N*D) and wall seconds of runs finished here */
-    double sc, ss, scc, scs;     /* sums for the time model secs = a + b*cost */
-    size_t n_timed;
+    sweep_eta_sample *hist;      /* runs recorded here, then (while the ETA is computed) those in flight */
+    size_t n_hist;
     double todo_cost;            /* of runs not started yet */
     size_t finished_here;        /* runs that ended here (any outcome) */
     size_t to_run;               /* points pending when the sweep started */
@@ -134,36 +136,52 @@ static void fmt_secs(double s, char *buf, size_t n)
     else snprintf(buf, n, "%lds", t);
 }
 
-/* A run's wall time as a + b * N * D: a is the fixed part (start, evaluation), b the
- * training. Least squares over the runs finished here; proportional (a = 0) until their
- * costs differ enough to tell a from b. */
-static void time_model(const progress *pr, double *a, double *b)
+/* A running trainer's progress: the last step line of its log, re-read when the log grew. */
+static void poll_job(const progress *pr, job *jb)
 {
-    double n = (double)pr->n_timed;
-    double var = pr->scc - pr->sc * pr->sc / n, cov = pr->scs - pr->sc * pr->ss / n;
-    *a = 0;
-    *b = pr->done_secs / pr->done_cost;
-    if (n >= 3 && var > 1e-12 * pr->scc) {
-        double bb = cov / var, aa = (pr->ss - bb * pr->sc) / n;
-        if (bb > 0 && aa >= 0) *a = aa, *b = bb;
-        else if (bb > 0) *a = 0, *b = pr->scs / pr->scc; /* through the origin */
-    }
+    char logp[4300];
+    wpath(&pr->w, pr->g->points[jb->point].run_id, ".log", logp, sizeof logp);
+    struct stat sb;
+    if (stat(logp, &sb) != 0 || (long)sb.st_size == jb->log_size) return;
+    FILE *f = fopen(logp, "rb");
+    if (!f) return;
+    char buf[4096];
+    long off = sb.st_size > (off_t)sizeof buf ? (long)sb.st_size - (long)sizeof buf : 0;
+    size_t n = fseek(f, off, SEEK_SET) == 0 ? fread(buf, 1, sizeof buf, f) : 0;
+    fclose(f);
+    jb->log_size = (long)sb.st_size;
+    if (sweep_parse_progress(buf, n, &jb->prog)) jb->have_prog = 1;
 }
 
-static double eta(const progress *pr, const job *jobs, int njobs)
+/* The runs in flight join the history for the estimate; progress from their logs. */
+static double eta(progress *pr, job *jobs, int njobs, double *lo, double *hi)
 {
-    if (pr->done_cost <= 0 || pr->n_timed == 0) return NAN;
-    double a, b;
-    time_model(pr, &a, &b);
+    double now = qp_now();
+    for (int i = 0; i < njobs; i++) {
+        poll_job(pr, &jobs[i]);
+        double work = point_cost(&pr->g->points[jobs[i].point]);
+        double frac = jobs[i].have_prog ? (double)jobs[i].prog.step / (double)jobs[i].prog.total : 0;
+        pr->hist[pr->n_hist + (size_t)i] = (sweep_eta_sample){work * frac, work * (1 - frac), now - jobs[i].t_start};
+    }
     size_t busy = pr->finished_here + (size_t)njobs; /* launched (not skipped) so far */
     size_t pending = pr->to_run > busy ? pr->to_run - busy : 0;
-    double left = pr->todo_cost * b + a * (double)pending, now = qp_now();
-    for (int i = 0; i < njobs; i++) {
-        double r = a + point_cost(&pr->g->points[jobs[i].point]) * b - (now - jobs[i].t_start);
-        if (r > 0) left += r;
+    return sweep_eta_estimate(pr->hist, pr->n_hist + (size_t)njobs, pr->todo_cost, pending, pr->o->jobs, lo, hi);
+}
+
+/* "12m03s (9m40s-15m10s)", the range only when it differs; "unknown" until measured. */
+static void fmt_eta(progress *pr, job *jobs, int njobs, char *buf, size_t n)
+{
+    double lo, hi, mid = eta(pr, jobs, njobs, &lo, &hi);
+    char a[32], b[32], c[32];
+    if (!isfinite(mid)) {
+        snprintf(buf, n, "unknown");
+        return;
     }
-    int par = pr->o->jobs > 0 ? pr->o->jobs : 1;
-    return left / par;
+    fmt_secs(mid, a, sizeof a);
+    fmt_secs(lo, b, sizeof b);
+    fmt_secs(hi, c, sizeof c);
+    if (strcmp(b, c) == 0) snprintf(buf, n, "%s", a);
+    else snprintf(buf, n, "%s (%s-%s)", a, b, c);
 }
 
 static void clear_bar(progress *pr)
@@ -174,25 +192,29 @@ static void clear_bar(progress *pr)
     }
 }
 
-static void draw_bar(progress *pr, const job *jobs, int njobs)
+static void draw_bar(progress *pr, job *jobs, int njobs)
 {
     FILE *f = pr->o->log;
     if (!f || !pr->o->tty) return;
     size_t total = pr->to_run ? pr->to_run : 1;
     int width = 24, filled = (int)((double)pr->finished_here / (double)total * width + 0.5);
-    char bar[64], el[32], et[32];
+    char bar[64], el[32], et[96];
     for (int i = 0; i < width; i++) bar[i] = i < filled ? '#' : '-';
     bar[width] = 0;
     fmt_secs(qp_now() - pr->t0, el, sizeof el);
-    fmt_secs(eta(pr, jobs, njobs), et, sizeof et);
+    fmt_eta(pr, jobs, njobs, et, sizeof et);
     fprintf(f, "\r\033[Ksweep [%s] %zu/%zu runs  %d running  %zu diverged  %zu failed  %s elapsed  ETA %s", bar,
             pr->finished_here, pr->to_run, njobs, pr->sum->diverged, pr->sum->failed, el, et);
+    for (int i = 0; i < njobs; i++)
+        if (jobs[i].have_prog)
+            fprintf(f, "  | %s step %ld/%ld loss %.4f", pr->g->points[jobs[i].point].run_id, jobs[i].prog.step,
+                    jobs[i].prog.total, jobs[i].prog.loss);
     fflush(f);
     pr->bar_shown = 1;
 }
 
-static void say(progress *pr, const job *jobs, int njobs, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void say(progress *pr, const job *jobs, int njobs, const char *fmt, ...)
+static void say(progress *pr, job *jobs, int njobs, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void say(progress *pr, job *jobs, int njobs, const char *fmt, ...)
 {
     FILE *f = pr->o->log;
     if (!f) return;
@@ -202,8 +224,8 @@ static void say(progress *pr, const job *jobs, int njobs, const char *fmt, ...)
     vfprintf(f, fmt, ap);
     va_end(ap);
     if (!pr->o->tty) {
-        char et[32];
-        fmt_secs(eta(pr, jobs, njobs), et, sizeof et);
+        char et[96];
+        fmt_eta(pr, jobs, njobs, et, sizeof et);
         fprintf(f, "  [%zu/%zu, ETA %s]", pr->finished_here, pr->to_run, et);
     }
     fputc('\n', f);
@@ -446,7 +468,7 @@ static qp_status launch_runs(sweep_loop *L, qp_error *err)
             close(fd);
             return err && err->status ? err->status : QP_ERR_IO;
         }
-        L->jobs[L->njobs++] = (job){pid, fd, L->todo[L->next - 1], qp_now(), 0, 0};
+        L->jobs[L->njobs++] = (job){pid, fd, L->todo[L->next - 1], qp_now(), 0, 0, -1, 0, {0, 0, 0}};
         L->sum->ran++;
         say(&L->pr, L->jobs, L->njobs, "start %s%s (N=%.3g, D=%.3g tokens)", p->run_id, resume ? " (resuming)" : "",
             p->n_params, p->tokens);
@@ -502,16 +524,10 @@ static void stop_children(sweep_loop *L)
 
 /* ---- the run loop: progress -------------------------------------------- */
 
-/* A recorded run's cost and wall time feed the time model behind the ETA. */
+/* A recorded run's work and wall time feed the measured rate behind the ETA. */
 static void progress_timed(progress *pr, double cost, double secs)
 {
-    pr->done_cost += cost;
-    pr->done_secs += secs;
-    pr->sc += cost;
-    pr->ss += secs;
-    pr->scc += cost * cost;
-    pr->scs += cost * secs;
-    pr->n_timed++;
+    pr->hist[pr->n_hist++] = (sweep_eta_sample){cost, 0, secs};
 }
 
 /* What a finished trainer left: a record (ok or diverged) or none (failed), said and counted. */
@@ -684,7 +700,10 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
                 sum->total, sum->done_before, o->runs_path, L.ntodo, L.jobs_max, L.threads, L.threads == 1 ? "" : "s");
 
     L.jobs = calloc((size_t)L.jobs_max, sizeof *L.jobs);
-    if (!L.jobs) {
+    L.pr.hist = calloc(L.ntodo + (size_t)L.jobs_max, sizeof *L.pr.hist); /* each run recorded once, plus those in flight */
+    if (!L.jobs || !L.pr.hist) {
+        free(L.jobs);
+        free(L.pr.hist);
         free(L.todo);
         return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     }
@@ -702,6 +721,7 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     free(L.jobs);
+    free(L.pr.hist);
     free(L.todo);
     if (!st && g_stop) {
         sum->interrupted = 1;

@@ -123,6 +123,25 @@ typedef struct {
  * QP_ERR_INTERRUPTED when stopped by a signal. */
 qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *sum, qp_error *err);
 
+/* A run's progress as its trainer last logged it: the last "step S/T <phase> loss L" line of
+ * `text`. Returns 1 when one was found. */
+typedef struct {
+    long step, total;
+    double loss;
+} sweep_run_progress;
+int sweep_parse_progress(const char *text, size_t len, sweep_run_progress *p);
+
+/* One run for the ETA, in work units (N*D): done so far, left to do, wall seconds so far. */
+typedef struct {
+    double done, left, secs;
+} sweep_eta_sample;
+
+/* Seconds until the sweep ends: the work left (the samples' plus `pending`, the work of
+ * `n_pending` runs not started) over the measured aggregate rate, with `slots` runs at once.
+ * *lo and *hi from the fastest and slowest measured run. NAN when nothing is measured yet. */
+double sweep_eta_estimate(const sweep_eta_sample *s, size_t n, double pending, size_t n_pending, int slots,
+                          double *lo, double *hi);
+
 /* Refit once now (blocking) and write the report. QP_ERR_UNIDENTIFIED with a message when
  * the fitter could not produce a law from the records (e.g. too few runs yet). */
 qp_status sweep_refit(const sweep_grid *g, const sweep_options *o, sweep_summary *sum, qp_error *err);

@@ -4,7 +4,8 @@
  * exactly), under flock and starting on a fresh line like qp_append_line. Patterns in
  * FAKE_CRASH / FAKE_HANG / FAKE_DIVERGE / FAKE_SLOW, matched against the run id, make it
  * crash (SIGSEGV, no record), hang, diverge (record with status diverged, exit 3) or run
- * slowly (saving a state file on SIGTERM). Each call is logged to $FAKE_CALLS. */
+ * slowly (saving a state file on SIGTERM); FAKE_STEPS makes it log a progress line as the real
+ * trainer does ("step 1/4 FP loss 5.1250 ...") and take 0.6 s. Each call is logged to $FAKE_CALLS. */
 #ifndef SWEEP_FAKES_H
 #define SWEEP_FAKES_H
 
@@ -42,6 +43,7 @@ static const char *fake_train_sh =
     "  trap 'echo saved > \"$STATE\"; exit 1' TERM\n"
     "  i=0; while [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n"
     "fi\n"
+    "if match \"$FAKE_STEPS\"; then echo 'step 1/4 FP loss 5.1250 lr 1.00e-03 900 tok/s ETA 1s' >&2; sleep 0.6; fi\n"
     "DIV=0; if match \"$FAKE_DIVERGE\"; then DIV=1; fi\n"
     "REC=$(awk -v L=$L -v W=$W -v F=$F -v T=$T -v FR=$FR -v B=$B -v S=$S -v SEED=$SEED -v ID=\"$ID\" -v DIV=$DIV 'BEGIN {\n"
     "  N = L*(4*W*W + 3*W*F + 2*W) + W + 256*W\n"

@@ -494,6 +494,103 @@ static void test_concurrent_sweeps(void)
     sweep_grid_free(&g);
 }
 
+/* A run's progress is the last step line of its trainer's log, \n or \r terminated. */
+static void test_parse_progress(void)
+{
+    sweep_run_progress p = {0, 0, 0};
+    const char *log = "loading 3 shards\nstep 5/100 FP loss 4.1234 lr 1.00e-03 900 tok/s ETA 9s\n"
+                      "step 10/100 QAT loss 3.5000 lr 1.00e-03 950 tok/s ETA 8s\nswitch to 4-bit QAT\n";
+    CU_ASSERT_EQUAL(sweep_parse_progress(log, strlen(log), &p), 1);
+    CU_ASSERT_EQUAL(p.step, 10);
+    CU_ASSERT_EQUAL(p.total, 100);
+    CU_ASSERT_DOUBLE_EQUAL(p.loss, 3.5, 1e-12);
+    const char *term = "\rstep 1/9 FP  loss 2.0000 lr 1e-3 5 tok/s ETA 1s   \rstep 2/9 FP  loss 1.5000 lr 1e-3 5 tok/s";
+    CU_ASSERT_EQUAL(sweep_parse_progress(term, strlen(term), &p), 1);
+    CU_ASSERT_EQUAL(p.step, 2);
+    CU_ASSERT_DOUBLE_EQUAL(p.loss, 1.5, 1e-12);
+    /* a torn or foreign line is no progress; a good earlier line still is */
+    const char *torn = "step 3/9 FP loss 1.2500 lr\nstep 4/9 FP lo";
+    CU_ASSERT_EQUAL(sweep_parse_progress(torn, strlen(torn), &p), 1);
+    CU_ASSERT_EQUAL(p.step, 3);
+    const char *none = "qatplan: error: no data\nmystep 1/2 FP loss 1\nstep 9/2 FP loss 1\n";
+    CU_ASSERT_EQUAL(sweep_parse_progress(none, strlen(none), &p), 0);
+    CU_ASSERT_EQUAL(sweep_parse_progress("", 0, &p), 0);
+}
+
+/* The ETA against a constructed history: remaining work over the measured aggregate rate. */
+static void test_eta_estimate(void)
+{
+    double lo, hi;
+    /* nothing measured: a run started, no progress logged yet */
+    sweep_eta_sample s0[] = {{0, 100, 5}};
+    CU_ASSERT(isnan(sweep_eta_estimate(s0, 1, 200, 2, 2, &lo, &hi)));
+    CU_ASSERT(isnan(lo) && isnan(hi));
+    /* two finished runs (rates 10 and 15 work/s) and one halfway in flight (rate 10): the rate is
+     * 450 work / 35 s, 350 work left (150 in flight, 200 pending in one run), two at once */
+    sweep_eta_sample s1[] = {{100, 0, 10}, {300, 0, 20}, {50, 150, 5}};
+    CU_ASSERT_DOUBLE_EQUAL(sweep_eta_estimate(s1, 3, 200, 1, 2, &lo, &hi), 350.0 / (450.0 / 35 * 2), 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(lo, 350.0 / (15 * 2), 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(hi, 350.0 / (10 * 2), 1e-9);
+    /* more slots than runs left: only two run at once */
+    CU_ASSERT_DOUBLE_EQUAL(sweep_eta_estimate(s1, 3, 200, 1, 8, &lo, &hi), 350.0 / (450.0 / 35 * 2), 1e-9);
+    /* the case the old model got 9x wrong: the first finished run is tiny and its start-up
+     * dominates (1 work in 10 s); the large run in flight shows the real rate */
+    sweep_eta_sample s2[] = {{1, 0, 10}, {500, 500, 10}};
+    double e = sweep_eta_estimate(s2, 2, 0, 0, 1, &lo, &hi);
+    CU_ASSERT_DOUBLE_EQUAL(e, 500.0 / (501.0 / 20), 1e-9);
+    CU_ASSERT(e < 25);
+    /* nothing left */
+    sweep_eta_sample s3[] = {{100, 0, 10}};
+    CU_ASSERT_DOUBLE_EQUAL(sweep_eta_estimate(s3, 1, 0, 0, 2, &lo, &hi), 0, 0);
+}
+
+/* While runs are in flight the bar shows each one's logged step and loss, and the ETA is
+ * "unknown" until something is measured, then a time. */
+static void test_progress_in_flight(void)
+{
+    fakes_install();
+    char grid[4096], runs[4096];
+    snprintf(grid, sizeof grid, "%s", tu_path("grid-pf.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("runs-pf.jsonl"));
+    tu_write(grid, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                   "\"tokens\":[1000,2000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}");
+    sweep_grid g;
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&text, &len);
+    sweep_options o;
+    sweep_options_init(&o);
+    o.runs_path = runs;
+    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
+    o.fit = 0;
+    o.log = log;
+    o.tty = 1;
+    setenv("FAKE_STEPS", "*", 1);
+    sweep_summary sum;
+    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_OK);
+    unsetenv("FAKE_STEPS");
+    fclose(log);
+    CU_ASSERT_EQUAL(sum.ok, 2);
+    char want[256];
+    snprintf(want, sizeof want, "| %s step 1/4 loss 5.1250", g.points[0].run_id);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, want));
+    snprintf(want, sizeof want, "| %s step 1/4 loss 5.1250", g.points[1].run_id);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, want));
+    const char *unknown = strstr(text, "ETA unknown");
+    CU_ASSERT_PTR_NOT_NULL(unknown);
+    /* once the first run logged a step, a time (the run is a quarter done) */
+    const char *p = text, *timed = NULL;
+    while ((p = strstr(p, "ETA ")) != NULL) {
+        if (p[4] >= '0' && p[4] <= '9') timed = p;
+        p += 4;
+    }
+    CU_ASSERT_PTR_NOT_NULL(timed);
+    free(text);
+    sweep_grid_free(&g);
+}
+
 /* The library directly, with a terminal-style log: a redrawn progress bar with an ETA. */
 static void test_progress_bar(void)
 {
@@ -742,6 +839,9 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_sweep_killed_resumes);
     TU_ADD(s, test_concurrent_sweeps);
     TU_ADD(s, test_progress_bar);
+    TU_ADD(s, test_parse_progress);
+    TU_ADD(s, test_eta_estimate);
+    TU_ADD(s, test_progress_in_flight);
 }
 
 int main(void) { return tu_main("sweep", add); }
