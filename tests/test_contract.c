@@ -161,10 +161,70 @@ static void test_torch_trainer_refuses(void)
     free(written);
 }
 
+/* The loss in the first record of `path` as written, or "" (a static buffer). */
+static const char *loss_text(const char *path)
+{
+    static char buf[64];
+    buf[0] = '\0';
+    char *t = tu_read(path, NULL);
+    const char *p = t ? strstr(t, "\"loss\":") : NULL;
+    if (p) snprintf(buf, sizeof buf, "%.*s", (int)strcspn(p + 7, ","), p + 7);
+    free(t);
+    return buf;
+}
+
+/* SIGTERM saves the state and exits 1 without a record; --resume finishes the run with the
+ * record an uninterrupted run writes, to the last digit, and removes the state. */
+static void test_torch_trainer_sigterm_resume(void)
+{
+    if (!have_torch()) {
+        tu_skip("/usr/bin/python3 cannot import torch - trainer contract not checked");
+        return;
+    }
+    char prefix[4096], args[8192], cmd[20000], whole[4096], cut[4096], st[4096], log[4096], rcp[4096];
+    snprintf(prefix, sizeof prefix, "%s", tu_path("rcorpus"));
+    write_corpus(prefix);
+    snprintf(whole, sizeof whole, "%s", tu_path("whole.jsonl"));
+    snprintf(cut, sizeof cut, "%s", tu_path("cut.jsonl"));
+    snprintf(st, sizeof st, "%s", tu_path("cut.state"));
+    snprintf(log, sizeof log, "%s", tu_path("cut.log"));
+    snprintf(rcp, sizeof rcp, "%s", tu_path("cut.rc"));
+    snprintf(args, sizeof args,
+             "/usr/bin/python3 %s/scripts/train_torch.py --data %s --layers 1 --width 16 --heads 2 --context 32 "
+             "--tokens 60000 --qat-fraction 0.5 --bits 4 --batch 4 --eval-tokens 2048 --threads 1 --run-id r",
+             QP_SOURCE_DIR, prefix);
+    snprintf(cmd, sizeof cmd, "%s --quiet --runs-out %s", args, whole);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    /* stopped once it has printed its first progress line (5%% of the steps) */
+    snprintf(cmd, sizeof cmd,
+             "%s --runs-out %s --state %s 2>%s & p=$!; i=0; "
+             "while ! grep -q '^step' %s && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; "
+             "kill -TERM $p; wait $p; echo $? >%s",
+             args, cut, st, log, log, rcp);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    char *rc = tu_read(rcp, NULL);
+    CU_ASSERT_PTR_NOT_NULL(rc && atoi(rc) == 1);
+    free(rc);
+    CU_ASSERT_STRING_EQUAL(loss_text(cut), "");
+    char *state = tu_read(st, NULL);
+    CU_ASSERT_PTR_NOT_NULL(state);
+    free(state);
+    snprintf(cmd, sizeof cmd, "%s --quiet --runs-out %s --state %s --resume", args, cut, st);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+    char lw[64];
+    snprintf(lw, sizeof lw, "%s", loss_text(whole));
+    CU_ASSERT(lw[0] != '\0');
+    CU_ASSERT_STRING_EQUAL(loss_text(cut), lw);
+    state = tu_read(st, NULL);
+    CU_ASSERT_PTR_NULL(state);
+    free(state);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_torch_trainer_sweep);
     TU_ADD(s, test_torch_trainer_refuses);
+    TU_ADD(s, test_torch_trainer_sigterm_resume);
 }
 
 int main(void) { return tu_main("contract", add); }
