@@ -13,6 +13,12 @@ uint64_t qp_rng_next(uint64_t *state)
 
 double qp_rng_uniform(uint64_t *state) { return (double)(qp_rng_next(state) >> 11) * 0x1.0p-53; }
 
+int qp_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 double qp_percentile_sorted(const double *v, int n, double p)
 {
     if (n < 1) return NAN;

@@ -164,5 +164,7 @@ double qp_rng_uniform(uint64_t *state); /* [0, 1), 53 bits */
 /* Percentile p in [0, 1] of v[0..n) sorted ascending, linear between order statistics;
  * NAN when n < 1. */
 double qp_percentile_sorted(const double *v, int n, double p);
+/* qsort comparator of doubles, ascending. */
+int qp_cmp_double(const void *a, const void *b);
 
 #endif

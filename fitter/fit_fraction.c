@@ -115,22 +115,7 @@ static qp_status fraction_bootstrap(const double *ls, const double *fb, double *
         free(smp);
         return QP_OK;
     }
-    double *c = malloc(sizeof(double) * (size_t)ks);
-    if (!c) {
-        free(smp);
-        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
-    }
-    memcpy(c, smp, sizeof(double) * (size_t)ks);
-    qsort(c, (size_t)ks, sizeof(double), fit_cmp_double);
-    double al = (1 - opt->ci_level) / 2;
-    out->ci_lo[0] = qp_percentile_sorted(c, ks, al);
-    out->ci_hi[0] = qp_percentile_sorted(c, ks, 1 - al);
-    out->has_interval = 1;
-    out->ci_level = opt->ci_level;
-    out->n_samples = ks;
-    out->samples = smp;
-    free(c);
-    return QP_OK;
+    return fit_law_take_samples(out, smp, ks, opt->ci_level, err);
 }
 
 /* The provenance of a fraction fit: method, ranges and bit widths of the groups. */

@@ -68,7 +68,14 @@ int fit_multistart(const fit_problem *P, const double *starts, int n_starts, int
  * evenly strided when n < 4500; returns the count. */
 int fit_chinchilla_grid(double *starts, int n);
 
-int fit_cmp_double(const void *a, const void *b);
+/* One Latin-hypercube column: n values scale * (lo + (hi - lo) * (stratum + U) / n), one per
+ * stratum in a random order, into out[k * stride]; perm needs room for n ints. */
+void fit_lhs_column(int n, double lo, double hi, double scale, uint64_t *rng, int *perm, double *out,
+                    size_t stride);
+/* The law takes the ks >= 2 bootstrap samples (rows of its coefficients; freed with the
+ * law) and gets each coefficient's interval at `level`, percentiles linear between order
+ * statistics. On failure the samples are freed. */
+qp_status fit_law_take_samples(data_law *law, double *samples, int ks, double level, qp_error *err);
 
 /* fit_kernel.c: the chinchilla objective (summed Huber, no bound penalty) and gradient
  * over all points in one vectorised loop; u's exponents of every point must lie in

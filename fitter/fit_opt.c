@@ -27,17 +27,47 @@ double fit_rng_normal(uint64_t *s)
 
 /* ---- the problem --------------------------------------------------------- */
 
-int fit_cmp_double(const void *a, const void *b)
+void fit_lhs_column(int n, double lo, double hi, double scale, uint64_t *rng, int *perm, double *out,
+                    size_t stride)
 {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
+    for (int k = 0; k < n; k++) perm[k] = k;
+    for (int k = n - 1; k > 0; k--) {
+        int r = (int)(fit_rng_uniform(rng) * (k + 1));
+        int t = perm[k];
+        perm[k] = perm[r];
+        perm[r] = t;
+    }
+    for (int k = 0; k < n; k++) out[(size_t)k * stride] = scale * (lo + (hi - lo) * (perm[k] + fit_rng_uniform(rng)) / n);
+}
+
+qp_status fit_law_take_samples(data_law *law, double *samples, int ks, double level, qp_error *err)
+{
+    int np = data_law_ncoef(law->form);
+    double *col = malloc(sizeof(double) * (size_t)ks);
+    if (!col) {
+        free(samples);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    double a = (1 - level) / 2;
+    for (int j = 0; j < np; j++) {
+        for (int k = 0; k < ks; k++) col[k] = samples[(size_t)k * (size_t)np + (size_t)j];
+        qsort(col, (size_t)ks, sizeof(double), qp_cmp_double);
+        law->ci_lo[j] = qp_percentile_sorted(col, ks, a);
+        law->ci_hi[j] = qp_percentile_sorted(col, ks, 1 - a);
+    }
+    free(col);
+    law->has_interval = 1;
+    law->ci_level = level;
+    law->n_samples = ks;
+    law->samples = samples;
+    return QP_OK;
 }
 
 /* Distinct values of v (exact), and each element's index into them. */
 static int distinct(const double *v, size_t n, double *uniq, int *idx)
 {
     memcpy(uniq, v, n * sizeof(double));
-    qsort(uniq, n, sizeof(double), fit_cmp_double);
+    qsort(uniq, n, sizeof(double), qp_cmp_double);
     int m = 0;
     for (size_t i = 0; i < n; i++)
         if (m == 0 || uniq[i] != uniq[m - 1]) uniq[m++] = uniq[i];

@@ -155,30 +155,22 @@ static double pen_minimize(const pen_problem *P, double *v)
 }
 
 /* Latin hypercube over a box of plausible values (theta space, then converted to v). */
-static void penalty_starts(int n, uint64_t seed, double *v)
+/* Returns 0, or -1 when out of memory. */
+static int penalty_starts(int n, uint64_t seed, double *v)
 {
     static const double lo[NP] = {-6, 0.3, -4, 0.2, -0.2, -0.5, -4, 0.2, -2.0, -0.2, -0.8};
     static const double hi[NP] = {1, 2.0, 3, 2.0, 0.6, 1.0, 3, 2.0, 0.5, 0.6, 0.5};
     uint64_t s = seed;
     int *perm = malloc(sizeof(int) * (size_t)n);
-    if (!perm) return;
+    if (!perm) return -1;
     double th[NP];
-    for (int j = 0; j < NP; j++) {
-        for (int i = 0; i < n; i++) perm[i] = i;
-        for (int i = n - 1; i > 0; i--) {
-            int k = (int)(fit_rng_uniform(&s) * (i + 1));
-            int t = perm[i];
-            perm[i] = perm[k];
-            perm[k] = t;
-        }
-        for (int i = 0; i < n; i++)
-            v[(size_t)i * NP + (size_t)j] = lo[j] + (hi[j] - lo[j]) * (perm[i] + fit_rng_uniform(&s)) / n;
-    }
+    for (int j = 0; j < NP; j++) fit_lhs_column(n, lo[j], hi[j], 1.0, &s, perm, v + j, NP);
     for (int i = 0; i < n; i++) { /* the box is in theta; the optimiser works in v */
         memcpy(th, v + (size_t)i * NP, sizeof th);
         theta_to_v(th, v + (size_t)i * NP);
     }
     free(perm);
+    return 0;
 }
 
 static qp_status make_anchors(const fit_penalty_options *o, law_point **out, size_t *n_out, qp_error *err)
@@ -210,8 +202,7 @@ static double best_of_starts(const pen_problem *P, const fit_penalty_options *o,
     int ns = o->n_starts > 0 ? o->n_starts : 48;
     double *v = malloc(sizeof(double) * NP * (size_t)ns), *cost = malloc(sizeof(double) * (size_t)ns);
     double best = INFINITY;
-    if (!v || !cost) goto out;
-    penalty_starts(ns, o->seed, v);
+    if (!v || !cost || penalty_starts(ns, o->seed, v)) goto out; /* out of memory: no start */
 #pragma omp parallel for schedule(dynamic)
     for (int i = 0; i < ns; i++) cost[i] = pen_minimize(P, v + (size_t)i * NP);
     int bi = -1;
@@ -229,14 +220,15 @@ out:
     return best;
 }
 
-static void bootstrap(const pen_problem *P0, const fit_penalty_options *o, const double *v_best, data_law *out)
+static qp_status bootstrap(const pen_problem *P0, const fit_penalty_options *o, const double *v_best, data_law *out,
+                           qp_error *err)
 {
     int K = o->bootstrap;
     double *samples = malloc(sizeof(double) * NP * (size_t)K), *mult = malloc(sizeof(double) * P0->n * (size_t)K);
     if (!samples || !mult) {
         free(samples);
         free(mult);
-        return;
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory for %d bootstrap samples", K);
     }
     int ok = 0;
     for (int k = 0; k < K; k++) { /* resample the observations, refit from the point estimate */
@@ -246,6 +238,11 @@ static void bootstrap(const pen_problem *P0, const fit_penalty_options *o, const
         for (size_t i = 0; i < P0->n; i++) m[(size_t)(fit_rng_uniform(&s) * (double)P0->n)] += 1;
     }
     double *cost = malloc(sizeof(double) * (size_t)K);
+    if (!cost) {
+        free(samples);
+        free(mult);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory for %d bootstrap samples", K);
+    }
 #pragma omp parallel for schedule(dynamic)
     for (int k = 0; k < K; k++) {
         pen_problem P = *P0;
@@ -260,21 +257,12 @@ static void bootstrap(const pen_problem *P0, const fit_penalty_options *o, const
         if (isfinite(cost[k])) memmove(samples + (size_t)ok++ * NP, samples + (size_t)k * NP, sizeof(double) * NP);
     free(cost);
     free(mult);
-    out->samples = samples;
-    out->n_samples = ok;
-    if (ok < 2) return;
-    out->has_interval = 1;
-    out->ci_level = o->ci_level;
-    double *col = malloc(sizeof(double) * (size_t)ok);
-    if (!col) return;
-    for (int j = 0; j < NP; j++) {
-        for (int k = 0; k < ok; k++) col[k] = samples[(size_t)k * NP + (size_t)j];
-        qsort(col, (size_t)ok, sizeof(double), fit_cmp_double);
-        double a = (1 - o->ci_level) / 2; /* as fit_runs: linear between order statistics */
-        out->ci_lo[j] = qp_percentile_sorted(col, ok, a);
-        out->ci_hi[j] = qp_percentile_sorted(col, ok, 1 - a);
+    if (ok < 2) { /* too few for an interval: kept as samples only */
+        out->samples = samples;
+        out->n_samples = ok;
+        return QP_OK;
     }
-    free(col);
+    return fit_law_take_samples(out, samples, ok, o->ci_level, err);
 }
 
 static void fill_provenance(const fit_penalty_point *pts, size_t n, const fit_penalty_options *o, data_law *out)
@@ -348,7 +336,11 @@ qp_status fit_penalty(const fit_penalty_point *pts, size_t n, const fit_penalty_
     double th[NP];
     v_to_theta(v, th);
     law_theta_to_coef(DATA_LAW_PENALTY, th, out->coef);
-    if (o->bootstrap > 0) bootstrap(&P, o, v, out);
+    if (o->bootstrap > 0 && (st = bootstrap(&P, o, v, out, err))) {
+        free(anchors);
+        data_law_free(out);
+        return st;
+    }
     fill_provenance(pts, n, o, out);
     out->prov.starts = o->n_starts > 0 ? o->n_starts : 48;
     out->prov.starts_at_best = reached;

@@ -140,7 +140,7 @@ static qp_status clean_runs(const data_run_list *runs, data_law_form form, unsig
 /* Distinct values up to a relative tolerance (values are sorted in place). */
 static int count_distinct(double *v, int n)
 {
-    qsort(v, (size_t)n, sizeof(double), fit_cmp_double);
+    qsort(v, (size_t)n, sizeof(double), qp_cmp_double);
     int c = 0;
     for (int i = 0; i < n; i++)
         if (i == 0 || fabs(v[i] - v[i - 1]) > 1e-9 * fabs(v[i])) c++;
@@ -222,24 +222,16 @@ static const char *unidentified(data_law_form form, const fit_census *c, char *b
 static const double lhs_lo[16] = {0, 0, 0, 0, 0, -9.2, 0, -11.5, 0, -0.5, 0, -11.5, 0, -2, -0.5, 0};
 static const double lhs_hi[16] = {0, 0, 0, 0, 0, -1.2, 2, 0, 2, 1, 1.5, 0, 2, 1, 1, 1.5};
 
-static void qat_lhs_starts(const fit_problem *P, const double *u_chin, int n, uint64_t seed, double *starts)
+/* Returns 0, or -1 when out of memory. */
+static int qat_lhs_starts(const fit_problem *P, const double *u_chin, int n, uint64_t seed, double *starts)
 {
     uint64_t rng = seed * 0x9e3779b97f4a7c15ull + 5;
     int *perm = malloc(sizeof(int) * (size_t)n);
+    if (!perm) return -1;
     for (int k = 0; k < n; k++) memcpy(starts + (size_t)k * 16, u_chin, 5 * sizeof(double));
-    for (int j = 5; j < 16; j++) {
-        for (int k = 0; k < n; k++) perm[k] = k;
-        for (int k = n - 1; k > 0; k--) {
-            int r = (int)(fit_rng_uniform(&rng) * (k + 1));
-            int t = perm[k];
-            perm[k] = perm[r];
-            perm[r] = t;
-        }
-        for (int k = 0; k < n; k++)
-            starts[(size_t)k * 16 + (size_t)j] =
-                P->sc[j] * (lhs_lo[j] + (lhs_hi[j] - lhs_lo[j]) * (perm[k] + fit_rng_uniform(&rng)) / n);
-    }
+    for (int j = 5; j < 16; j++) fit_lhs_column(n, lhs_lo[j], lhs_hi[j], P->sc[j], &rng, perm, starts + j, 16);
     free(perm);
+    return 0;
 }
 
 /* ---- quality ------------------------------------------------------------- */
@@ -606,13 +598,12 @@ static qp_status fit_qat_point(fit_problem *P, fit_problem *P1, const law_point 
     double *starts = malloc(sizeof(double) * 16 * (size_t)ns);
     double *fv = malloc(sizeof(double) * (size_t)ns);
     double *ends = malloc(sizeof(double) * 16 * (size_t)ns);
-    if (!starts || !fv || !ends) {
+    if (!starts || !fv || !ends || qat_lhs_starts(P, uc, ns, opt->seed, starts)) {
         free(starts);
         free(fv);
         free(ends);
         return qp_fail(err, QP_ERR_NOMEM, "out of memory for %d starts", ns);
     }
-    qat_lhs_starts(P, uc, ns, opt->seed, starts);
     int best = fit_multistart(P, starts, ns, opt->max_iter, opt->threads, fv, ends);
     rep->starts = ns;
     if (best >= 0) {
@@ -773,24 +764,7 @@ static qp_status bootstrap(const fit_problem *P, const law_point *x, const doubl
         free(samples);
         return QP_OK;
     }
-    double *col = malloc(sizeof(double) * (size_t)ks);
-    if (!col) {
-        free(samples);
-        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
-    }
-    double a = (1 - opt->ci_level) / 2;
-    for (int j = 0; j < np; j++) {
-        for (int k = 0; k < ks; k++) col[k] = samples[(size_t)k * (size_t)np + (size_t)j];
-        qsort(col, (size_t)ks, sizeof(double), fit_cmp_double);
-        out->ci_lo[j] = qp_percentile_sorted(col, ks, a);
-        out->ci_hi[j] = qp_percentile_sorted(col, ks, 1 - a);
-    }
-    free(col);
-    out->has_interval = 1;
-    out->ci_level = opt->ci_level;
-    out->n_samples = ks;
-    out->samples = samples;
-    return QP_OK;
+    return fit_law_take_samples(out, samples, ks, opt->ci_level, err);
 }
 
 /* The usable runs as law points and losses; the lowest loss in *lowest. */

@@ -130,12 +130,6 @@ qp_status plan_tokens_to_reach(const law_model *qat, double n_params, double d_t
 
 /* ---- bootstrap ----------------------------------------------------------- */
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 
 /* The full-precision law is fixed unless the QAT law is its own full-precision reference. */
 qp_status plan_bootstrap_row(const law_model *m, plan_row *row, double level, double *sample_loss, qp_error *err)
@@ -165,9 +159,9 @@ qp_status plan_bootstrap_row(const law_model *m, plan_row *row, double level, do
         k++;
     }
     if (k >= 2) {
-        qsort(f, (size_t)k, sizeof(double), cmp_double);
-        qsort(l, (size_t)k, sizeof(double), cmp_double);
-        qsort(pen, (size_t)k, sizeof(double), cmp_double);
+        qsort(f, (size_t)k, sizeof(double), qp_cmp_double);
+        qsort(l, (size_t)k, sizeof(double), qp_cmp_double);
+        qsort(pen, (size_t)k, sizeof(double), qp_cmp_double);
         double a = (1 - level) / 2;
         row->f_opt_lo = qp_percentile_sorted(f, k, a);
         row->f_opt_hi = qp_percentile_sorted(f, k, 1 - a);
