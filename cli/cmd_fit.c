@@ -191,12 +191,6 @@ static void print_checks(FILE *f, const data_law *law, const data_law *fp)
                 cs.n_points, cs.first);
 }
 
-static qp_status load_fp_law(const char *name, data_law *out, qp_error *err)
-{
-    if (!strcmp(name, "chinchilla") || !strcmp(name, "own")) return law_builtin_by_name(name, out, err);
-    return data_law_read(name, out, err);
-}
-
 static int cmd_fit_penalty(char **files, int n, const char *out_path, const char *report_path, int quiet,
                            const fit_options *fo, const penalty_args *pa)
 {
@@ -205,7 +199,7 @@ static int cmd_fit_penalty(char **files, int n, const char *out_path, const char
     data_law fp, law;
     int has_fp = 0;
     data_law_init(&law, DATA_LAW_PENALTY);
-    if (!st && pa->fp_law && !(st = load_fp_law(pa->fp_law, &fp, &err))) has_fp = 1;
+    if (!st && pa->fp_law && !(st = law_read(pa->fp_law, &fp, &err))) has_fp = 1;
     if (!st && has_fp && fp.form != DATA_LAW_CHINCHILLA && fp.form != DATA_LAW_QAT)
         st = qp_fail(&err, QP_ERR_USAGE, "--fp-law must be a chinchilla or qat law, not %s", data_law_form_name(fp.form));
     fit_penalty_point *pts = NULL;

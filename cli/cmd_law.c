@@ -39,14 +39,6 @@ static qp_status parse_tokens(const char *s, const char *what, double *out, qp_e
     return qp_parse_count(s, what, out, err);
 }
 
-static qp_status read_law(const char *arg, data_law *out, qp_error *err)
-{
-    static const char *const names[] = {"reference", "own", "chinchilla", "fraction"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strcmp(arg, names[i])) return law_builtin_by_name(arg, out, err);
-    return data_law_read(arg, out, err);
-}
-
 static qp_status show_one(const data_law *law, const char *title, int json, qp_error *err)
 {
     if (!json) {
@@ -84,7 +76,7 @@ static int law_show(int argc, char **argv)
         const char *arg = nargs ? argv[i] : builtins[i];
         if (nargs && arg[0] == '-') continue;
         data_law law;
-        if ((st = read_law(arg, &law, &err))) break;
+        if ((st = law_read(arg, &law, &err))) break;
         st = show_one(&law, nargs ? arg : titles[i], json, &err);
         if (!json) printf("\n");
         data_law_free(&law);

@@ -131,10 +131,7 @@ int cmd_plot(int argc, char **argv)
             continue;
         }
         data_law l;
-        const char *name = in[i].path; /* a built-in law by name, or a law file */
-        int builtin = !strcmp(name, "reference") || !strcmp(name, "own") || !strcmp(name, "chinchilla") ||
-                      !strcmp(name, "fraction");
-        if ((st = builtin ? law_builtin_by_name(name, &l, &err) : data_law_read(name, &l, &err))) break;
+        if ((st = law_read(in[i].path, &l, &err))) break; /* a built-in law by name, or a law file */
         if (have[l.form]) data_law_free(&laws[l.form]);
         laws[l.form] = l;
         have[l.form] = 1;

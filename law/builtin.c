@@ -71,6 +71,21 @@ qp_status law_builtin_reference(data_law *out, qp_error *err)
     return parse_builtin(law_builtin_reference_json, "built-in reference penalty", DATA_LAW_PENALTY, out, err);
 }
 
+static const char *const builtin_names[] = {"reference", "own", "chinchilla", "fraction"};
+
+int law_builtin_is_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof builtin_names / sizeof builtin_names[0]; i++)
+        if (!strcmp(name, builtin_names[i])) return 1;
+    return 0;
+}
+
+qp_status law_read(const char *file_or_name, data_law *out, qp_error *err)
+{
+    return law_builtin_is_name(file_or_name) ? law_builtin_by_name(file_or_name, out, err)
+                                             : data_law_read(file_or_name, out, err);
+}
+
 qp_status law_builtin_by_name(const char *name, data_law *out, qp_error *err)
 {
     if (!strcmp(name, "reference")) return law_builtin_reference(out, err);

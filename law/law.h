@@ -71,6 +71,10 @@ qp_status law_builtin_reference(data_law *out, qp_error *err);
 qp_status law_builtin_own(data_law *out, qp_error *err);
 /* A built-in law by name: "reference" (penalty), "own" (qat), "chinchilla", "fraction". */
 qp_status law_builtin_by_name(const char *name, data_law *out, qp_error *err);
+/* 1 if `name` names a built-in law. */
+int law_builtin_is_name(const char *name);
+/* A built-in law by name, or else a law file (or http(s) URL): what every --law takes. */
+qp_status law_read(const char *file_or_name, data_law *out, qp_error *err);
 
 /* ======================================================================== */
 /* A model: the full-precision loss and the QAT loss, from one or two laws   */

@@ -78,10 +78,8 @@ qp_status plan_laws_add_builtin(plan_laws *laws, const char *name, qp_error *err
 
 qp_status plan_laws_add(plan_laws *laws, const char *file_or_name, qp_error *err)
 {
-    static const char *const names[] = {"reference", "own", "chinchilla", "fraction"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strcmp(file_or_name, names[i])) return plan_laws_add_builtin(laws, file_or_name, err);
-    return plan_laws_add_file(laws, file_or_name, err);
+    return law_builtin_is_name(file_or_name) ? plan_laws_add_builtin(laws, file_or_name, err)
+                                             : plan_laws_add_file(laws, file_or_name, err);
 }
 
 qp_status plan_laws_model(const plan_laws *laws, law_model *m, qp_error *err)
