@@ -30,12 +30,9 @@ typedef struct {
 qp_status plan_laws_builtin(plan_laws *laws, qp_error *err); /* fails only on a broken build */
 /* Plan without a QAT law (penalty or qat): the fraction from the closed form, no ranking. */
 void plan_laws_drop_qat(plan_laws *laws);
-/* Read a law file and put it in the role its form gives, replacing that role's law (a qat
- * law and a penalty law replace each other). */
-qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err);
-/* The same for a built-in law by name (reference, own, chinchilla, fraction). */
-qp_status plan_laws_add_builtin(plan_laws *laws, const char *name, qp_error *err);
-/* A built-in name or else a file. */
+/* A built-in law by name (reference, own, chinchilla, fraction) or a law file, put in the
+ * role its form gives, replacing that role's law (a qat law and a penalty law replace each
+ * other). */
 qp_status plan_laws_add(plan_laws *laws, const char *file_or_name, qp_error *err);
 /* The model the plan evaluates: refuses laws of different units. */
 qp_status plan_laws_model(const plan_laws *laws, law_model *m, qp_error *err);

@@ -58,28 +58,14 @@ static qp_status laws_put(plan_laws *laws, data_law *law, const char *name, qp_e
     return QP_OK;
 }
 
-qp_status plan_laws_add_file(plan_laws *laws, const char *path, qp_error *err)
-{
-    data_law law;
-    qp_status st = data_law_read(path, &law, err);
-    if (st) return st;
-    return laws_put(laws, &law, path, err);
-}
-
-qp_status plan_laws_add_builtin(plan_laws *laws, const char *name, qp_error *err)
-{
-    data_law law;
-    qp_status st = law_builtin_by_name(name, &law, err);
-    if (st) return st;
-    char label[64];
-    snprintf(label, sizeof label, "built-in %s", name);
-    return laws_put(laws, &law, label, err);
-}
-
 qp_status plan_laws_add(plan_laws *laws, const char *file_or_name, qp_error *err)
 {
-    return law_builtin_is_name(file_or_name) ? plan_laws_add_builtin(laws, file_or_name, err)
-                                             : plan_laws_add_file(laws, file_or_name, err);
+    data_law law;
+    qp_status st = law_read(file_or_name, &law, err);
+    if (st) return st;
+    char label[256];
+    snprintf(label, sizeof label, law_builtin_is_name(file_or_name) ? "built-in %s" : "%s", file_or_name);
+    return laws_put(laws, &law, label, err);
 }
 
 qp_status plan_laws_model(const plan_laws *laws, law_model *m, qp_error *err)
