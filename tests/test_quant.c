@@ -108,6 +108,50 @@ static void test_asym(void)
     CU_ASSERT_DOUBLE_EQUAL(ds3, 2.0 * ((2 - 1) - 1.2), 1e-5);
 }
 
+/* The zero point the forward uses is round(clamp(z, 0, 2^b - 1)) (EfficientQAT's range, the
+ * one b-bit zeros in storage hold); the STE passes through its clamp and rounding. */
+static void test_asym_zero_range(void)
+{
+    /* 2 bits: codes and zero points 0..3; ties round to even */
+    struct { float z, zr; } zs[] = {{-7.0f, 0}, {-0.7f, 0}, {-0.5f, 0}, {0.0f, 0}, {0.5f, 0},
+                                   {1.5f, 2},  {2.5f, 2},  {3.0f, 3},  {3.4f, 3}, {3.6f, 3},
+                                   {5.0f, 3},  {6.0f, 3},  {1e9f, 3}};
+    for (size_t i = 0; i < sizeof zs / sizeof zs[0]; i++) {
+        /* the level of code c is c - zr */
+        EQ(quant_dequant(TRAIN_Q_ASYM, 2, 0, 1.0f, zs[i].z), -zs[i].zr);
+        EQ(quant_dequant(TRAIN_Q_ASYM, 2, 3, 0.5f, zs[i].z), 0.5 * (3 - zs[i].zr));
+        /* w = 0 sits at code zr */
+        CU_ASSERT_EQUAL(quant_code(TRAIN_Q_ASYM, 2, 0.0f, 0.1f, zs[i].z), (int)zs[i].zr);
+    }
+    /* 8 bits: 0..255 */
+    EQ(quant_dequant(TRAIN_Q_ASYM, 8, 0, 1.0f, 300.0f), -255);
+    EQ(quant_dequant(TRAIN_Q_ASYM, 8, 0, 1.0f, -3.0f), 0);
+    /* forward and backward with z above the range: zr = 3 (it was 5 before the clamp to 0..3) */
+    float w[3] = {0.05f, -0.12f, -0.45f}, s = 0.1f, z = 5.0f, wh[3];
+    quant_forward(TRAIN_Q_ASYM, 2, 0, w, wh, 1, 3, &s, &z);
+    /* round(w/s) + 3 = 3 (0.5 ties to 0), 2, -1 -> clamped to 0 */
+    EQ(wh[0], 0.0);
+    EQ(wh[1], -0.1);
+    EQ(wh[2], -0.3);
+    float g[3] = {1, 2, 4}, ds = 0, dz = 0;
+    quant_backward(TRAIN_Q_ASYM, 2, 0, w, g, 1, 3, &s, &z, &ds, &dz);
+    EQ(g[0], 1);
+    EQ(g[1], 2);
+    EQ(g[2], 0);
+    CU_ASSERT_DOUBLE_EQUAL(ds, 1 * (0 - 0.5) + 2 * (-1 + 1.2) + 4 * (-3), 1e-5);
+    EQ(dz, 4 * -0.1); /* straight through the clamp of z: -s where the code is clamped */
+    /* and below it: z = -2 acts as 0 */
+    float w2[2] = {0.31f, -0.05f}, z2 = -2.0f;
+    quant_forward(TRAIN_Q_ASYM, 2, 0, w2, wh, 1, 2, &s, &z2);
+    EQ(wh[0], 0.3);
+    EQ(wh[1], 0.0); /* round(-0.5) = 0 (even) */
+    float w3 = -0.2f, g3 = 1.0f, ds3 = 0, dz3 = 0;
+    quant_backward(TRAIN_Q_ASYM, 2, 0, &w3, &g3, 1, 1, &s, &z2, &ds3, &dz3);
+    EQ(g3, 0);
+    EQ(dz3, -0.1);
+    CU_ASSERT_DOUBLE_EQUAL(ds3, 0.0, 1e-6); /* clamped to code 0 = level 0 */
+}
+
 /* Integer codes times scales reproduce the fake-quantized weights bit for bit, and codes
  * stay in their ranges: the export is exact. */
 static void test_codes_roundtrip(void)
@@ -148,6 +192,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_ternary);
     TU_ADD(s, test_lsq3);
     TU_ADD(s, test_asym);
+    TU_ADD(s, test_asym_zero_range);
     TU_ADD(s, test_codes_roundtrip);
 }
 
