@@ -172,4 +172,10 @@ qp_status model_cuda_check(const cuda_model *g, qp_error *err);
 uint64_t train_rng_next(uint64_t *state);
 float train_rng_normal(uint64_t *state);
 
+/* ---- quantizer: integer zero points and fixed codes (quant.c) ------------------------------ */
+
+/* The integer zero point the asym forward uses for a latent z: round(clamp(z, 0, 2^b-1)),
+ * half to even; 0 for the other quantizers. */
+int quant_zero(train_quantizer k, int bits, float z);
+
 #endif

@@ -57,6 +57,11 @@ float quant_dequant(train_quantizer k, int bits, int code, float s, float z)
     }
 }
 
+int quant_zero(train_quantizer k, int bits, float z)
+{
+    return k == TRAIN_Q_ASYM ? (int)qf_asym_zero(z, qf_asym_max(bits)) : 0;
+}
+
 static size_t group_len(train_quantizer k, int group, size_t cols)
 {
     if (k == TRAIN_Q_ASYM && group > 0 && (size_t)group < cols) return (size_t)group;
