@@ -62,7 +62,7 @@ def fake_quant(kind, bits, group, w, s, z):
         sg = s.reshape(R, C // G, 1)
         zg = z.reshape(R, C // G, 1)
         mx = float(2 ** bits - 1)
-        zr = zg + (torch.round(torch.clamp(zg, -mx, 2 * mx)) - zg).detach()
+        zr = zg + (torch.round(torch.clamp(zg, 0.0, mx)) - zg).detach()
         qs = wg / sg
         pre = qs + (torch.round(qs) - qs).detach() + zr
         code = torch.clamp(pre, 0.0, mx)

@@ -166,6 +166,51 @@ qp_status ckpt_write_model(const char *path, const model *m, const model_params 
     return st;
 }
 
+/* The codes of the four block linears, their scales and (asym) the integer zero points the
+ * forward pass used, into t/names from index 0; codes into cp, zeros into zp. Returns the
+ * tensor count; *bits_sum: storage bits of codes, scales and zeros, *weights: their count. */
+static int export_linears(const model *m, st_tensor *t, char (*names)[96], int8_t *cp, uint8_t *zp,
+                          double *bits_sum, double *weights)
+{
+    int n = 0, L = m->s.n_layer, asym = m->q.kind == TRAIN_Q_ASYM, b = m->q.bits;
+    for (int k = 0; k < 4; k++) {
+        const model_linear *ln = &model_linears[k];
+        const model_tdesc *d = &m->desc[ln->tensor];
+        size_t R = d->rows, C = d->cols, ns = m->desc[ln->scale].rows, G = C / (ns / R);
+        /* b-bit codes (and zeros) as packed for inference; the scales as written: F32 */
+        *bits_sum += (double)L * ((double)(R * C) * b + (double)ns * (32 + (asym ? b : 0)));
+        *weights += (double)L * (double)(R * C);
+        for (int l = 0; l < L; l++) {
+            const float *w = m->p.t[ln->tensor] + (size_t)l * R * C;
+            const float *s = m->p.t[ln->scale] + (size_t)l * ns;
+            const float *z = asym ? m->p.t[ln->zero] + (size_t)l * ns : NULL;
+            for (size_t r = 0; r < R; r++)
+                for (size_t c = 0; c < C; c++) {
+                    size_t si = r * (C / G) + c / G;
+                    int code = quant_code(m->q.kind, m->q.bits, w[r * C + c], s[si], z ? z[si] : 0);
+                    /* asym codes are 0..255 at 8 bits: stored as U8 */
+                    cp[r * C + c] = (int8_t)(uint8_t)code;
+                }
+            snprintf(names[n], 96, "layers.%d.%s.qweight", l, d->name);
+            t[n] = (st_tensor){names[n], asym ? "U8" : "I8", 2, {(int64_t)R, (int64_t)C, 0}, cp};
+            n++;
+            snprintf(names[n], 96, "layers.%d.%s.scale", l, d->name);
+            t[n] = (st_tensor){names[n], "F32", 2, {(int64_t)R, (int64_t)(C / G), 0}, s};
+            n++;
+            if (asym) {
+                /* the rounded, clamped integer zero points the forward used, not the latent z */
+                for (size_t i = 0; i < ns; i++) zp[i] = (uint8_t)quant_zero(m->q.kind, m->q.bits, z[i]);
+                snprintf(names[n], 96, "layers.%d.%s.zero", l, d->name);
+                t[n] = (st_tensor){names[n], "U8", 2, {(int64_t)R, (int64_t)(C / G), 0}, zp};
+                n++;
+                zp += ns;
+            }
+            cp += R * C;
+        }
+    }
+    return n;
+}
+
 qp_status ckpt_export_int(const char *path, const model *m, qp_error *err)
 {
     if (m->q.kind == TRAIN_Q_NONE && m->q.embed_bits == 0)
@@ -174,50 +219,27 @@ qp_status ckpt_export_int(const char *path, const model *m, qp_error *err)
     int L = m->s.n_layer, cap = 4 * L * 3 + 2 * L + 8;
     st_tensor *t = calloc((size_t)cap, sizeof *t);
     char(*names)[96] = calloc((size_t)cap, sizeof *names);
-    size_t codes_n = 0;
-    for (int k = 0; k < 4; k++) codes_n += m->numel[model_linears[k].tensor];
+    size_t codes_n = 0, zeros_n = 0;
+    for (int k = 0; k < 4; k++) {
+        codes_n += m->numel[model_linears[k].tensor];
+        zeros_n += m->numel[model_linears[k].zero];
+    }
     codes_n += m->numel[P_WTE];
     int8_t *codes = malloc(codes_n ? codes_n : 1);
-    if (!t || !names || !codes) {
+    uint8_t *zeros = malloc(zeros_n ? zeros_n : 1);
+    if (!t || !names || !codes || !zeros) {
         free(t);
         free(names);
         free(codes);
+        free(zeros);
         return qp_fail(err, QP_ERR_NOMEM, "out of memory exporting %s", path);
     }
     int n = 0;
     int8_t *cp = codes;
-    int asym = m->q.kind == TRAIN_Q_ASYM;
+    double bits_sum = 0, weights = 0;
     if (m->q.kind != TRAIN_Q_NONE) {
-        for (int k = 0; k < 4; k++) {
-            const model_linear *ln = &model_linears[k];
-            const model_tdesc *d = &m->desc[ln->tensor];
-            size_t R = d->rows, C = d->cols, ns = m->desc[ln->scale].rows, G = C / (ns / R);
-            for (int l = 0; l < L; l++) {
-                const float *w = m->p.t[ln->tensor] + (size_t)l * R * C;
-                const float *s = m->p.t[ln->scale] + (size_t)l * ns;
-                const float *z = asym ? m->p.t[ln->zero] + (size_t)l * ns : NULL;
-                for (size_t r = 0; r < R; r++)
-                    for (size_t c = 0; c < C; c++) {
-                        size_t si = r * (C / G) + c / G;
-                        int code = quant_code(m->q.kind, m->q.bits, w[r * C + c], s[si], z ? z[si] : 0);
-                        /* asym codes are 0..255 at 8 bits: stored as U8 */
-                        cp[r * C + c] = (int8_t)(uint8_t)code;
-                    }
-                snprintf(names[n], 96, "layers.%d.%s.qweight", l, d->name);
-                t[n] = (st_tensor){names[n], asym ? "U8" : "I8", 2, {(int64_t)R, (int64_t)C, 0}, cp};
-                n++;
-                snprintf(names[n], 96, "layers.%d.%s.scale", l, d->name);
-                t[n] = (st_tensor){names[n], "F32", 2, {(int64_t)R, (int64_t)(C / G), 0}, s};
-                n++;
-                if (asym) {
-                    /* zero points as the rounded integers the quantizer uses */
-                    snprintf(names[n], 96, "layers.%d.%s.zero", l, d->name);
-                    t[n] = (st_tensor){names[n], "F32", 2, {(int64_t)R, (int64_t)(C / G), 0}, z};
-                    n++;
-                }
-                cp += R * C;
-            }
-        }
+        n = export_linears(m, t, names, cp, zeros, &bits_sum, &weights);
+        for (int k = 0; k < 4; k++) cp += m->numel[model_linears[k].tensor];
     }
     size_t V = (size_t)m->s.vocab, D = (size_t)m->s.d_model;
     if (m->q.embed_bits > 0) {
@@ -240,20 +262,27 @@ qp_status ckpt_export_int(const char *path, const model *m, qp_error *err)
         n++;
     }
     t[n++] = (st_tensor){"final_norm", "F32", 1, {(int64_t)D, 0, 0}, m->p.lnf};
-    char vals[20][64];
-    const char *kv[42];
+    char vals[21][64];
+    const char *kv[44];
     int nk;
     model_meta(m, vals, kv, &nk);
     kv[2 * nk] = "dequant";
     kv[2 * nk + 1] = m->q.kind == TRAIN_Q_SEQ       ? "w = scale * (q + 0.5) / 2"
                      : m->q.kind == TRAIN_Q_TERNARY ? "w = scale * q / 1.5"
-                     : asym                         ? "w = (q - zero) * scale"
+                     : m->q.kind == TRAIN_Q_ASYM    ? "w = (q - zero) * scale"
                                                     : "w = scale * q";
     nk++;
+    if (weights > 0) {
+        /* the block linears' inference storage per weight (docs/trainer.md, "Files") */
+        snprintf(vals[nk], 64, "%.6g", bits_sum / weights);
+        kv[2 * nk] = "storage_bits_per_weight";
+        kv[2 * nk + 1] = vals[nk];
+        nk++;
+    }
     qp_status st = st_write(path, t, n, kv, nk, err);
     free(t);
     free(names);
     free(codes);
+    free(zeros);
     return st;
 }
-

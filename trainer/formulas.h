@@ -68,9 +68,13 @@ static inline QP_HD int qf_lsq_in(float q, float qn, float qp) { return q >= qn 
 
 /* ---- asym (b-bit per group, codes 0..mx, zero point z): w_hat = (code - round(z)) * s ------ */
 static inline QP_HD float qf_asym_max(int bits) { return (float)((1 << bits) - 1); }
+/* The zero point the forward uses: z clamped to the code range [0, mx] and rounded (the
+ * same as rounding, then clamping: the bounds are integers), as EfficientQAT
+ * (quantizer.py:60) and b-bit zero points in storage need. The STE passes through both:
+ * dz (qf_asym_dz) does not depend on where z lies. */
 static inline QP_HD float qf_asym_zero(float z, float mx)
 {
-    return qf_round_even(qf_clamp(z, -mx, 2.0f * mx));
+    return qf_round_even(qf_clamp(z, 0.0f, mx));
 }
 /* the code before the clamp to 0..mx (the STE passes it when in range) */
 static inline QP_HD float qf_asym_pre(float q, float zr)

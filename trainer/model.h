@@ -172,4 +172,36 @@ qp_status model_cuda_check(const cuda_model *g, qp_error *err);
 uint64_t train_rng_next(uint64_t *state);
 float train_rng_normal(uint64_t *state);
 
+/* ---- quantizer: integer zero points and fixed codes (quant.c) ------------------------------ */
+
+/* The integer zero point the asym forward uses for a latent z: round(clamp(z, 0, 2^b-1)),
+ * half to even; 0 for the other quantizers. */
+int quant_zero(train_quantizer k, int bits, float z);
+
+/* Fixed-code mode (EfficientQAT's E2E-QP, EfQAT's frozen rows): the integer codes stay fixed,
+ * only the step sizes learn. A code is stored as the byte (uint8_t)quant_code(...): two's
+ * complement for the signed codes of binary, ternary, seq and lsq, 0..255 as is for asym. */
+int quant_code_from_byte(train_quantizer k, uint8_t byte);
+/* The step-size gradient scale of quant_backward for a layer matrix of numel weights:
+ * 1/sqrt(numel) (binary, ternary, seq), 1/sqrt(numel (2^(b-1)-1)) (lsq), 1 (asym). */
+float quant_gscale(train_quantizer k, int bits, double numel);
+/* w_hat = quant_dequant(code, s, z) for a [rows, cols] matrix of code bytes; scales per row,
+ * or per group of `group` columns (asym), as quant_forward. z may be NULL except for asym.
+ * The same floats as quant_forward of weights that have these codes (a zero may differ in
+ * sign: -0 == 0). */
+void quant_forward_codes(train_quantizer k, int bits, int group, const uint8_t *codes,
+                         const float *s, const float *z, float *w_hat, size_t rows, size_t cols);
+/* The gradient of w_hat = level(code) s w.r.t. s with the codes fixed: ds (per row or group)
+ * += gscale * sum g level(code), level = w_hat / s (asym: code - the forward's integer zero
+ * point). g: the gradient w.r.t. w_hat (not changed); no gradient to w or z. gscale: the
+ * STE path's, quant_gscale of the whole layer matrix (also when only some rows are fixed). */
+void quant_backward_codes(train_quantizer k, int bits, int group, const float *g,
+                          const uint8_t *codes, const float *z, float *ds, size_t rows,
+                          size_t cols, float gscale);
+/* The same gradient from a linear's output Y = X w_hat^T [N, R] and its gradient dY [N, R]
+ * without the weight gradient: ds_r += gscale * sum_n dY[n,r] Y[n,r] / s_r (per-row scales
+ * only; sums in double). Equals quant_backward_codes of dW = dY^T X. */
+void quant_ds_from_output(float *ds, const float *dY, const float *Y, const float *s, size_t N,
+                          size_t R, float gscale);
+
 #endif

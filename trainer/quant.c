@@ -57,6 +57,23 @@ float quant_dequant(train_quantizer k, int bits, int code, float s, float z)
     }
 }
 
+int quant_zero(train_quantizer k, int bits, float z)
+{
+    return k == TRAIN_Q_ASYM ? (int)qf_asym_zero(z, qf_asym_max(bits)) : 0;
+}
+
+float quant_gscale(train_quantizer k, int bits, double numel)
+{
+    if (k == TRAIN_Q_BINARY || k == TRAIN_Q_SEQ || k == TRAIN_Q_TERNARY) return qf_gscale_ste(numel);
+    if (k == TRAIN_Q_LSQ) return qf_gscale_lsq(numel, bits);
+    return 1.0f;
+}
+
+int quant_code_from_byte(train_quantizer k, uint8_t byte)
+{
+    return k == TRAIN_Q_ASYM ? (int)byte : (int)(int8_t)byte;
+}
+
 static size_t group_len(train_quantizer k, int group, size_t cols)
 {
     if (k == TRAIN_Q_ASYM && group > 0 && (size_t)group < cols) return (size_t)group;
@@ -113,10 +130,7 @@ void quant_backward(train_quantizer k, int bits, int group, const float *w, floa
                     float *dz)
 {
     size_t G = group_len(k, group, cols), ng = cols / G;
-    double numel = (double)rows * (double)cols;
-    float gscale = 1.0f;
-    if (k == TRAIN_Q_BINARY || k == TRAIN_Q_SEQ || k == TRAIN_Q_TERNARY) gscale = qf_gscale_ste(numel);
-    if (k == TRAIN_Q_LSQ) gscale = qf_gscale_lsq(numel, bits);
+    float gscale = quant_gscale(k, bits, (double)rows * (double)cols);
 #pragma omp parallel for schedule(static)
     for (size_t r = 0; r < rows; r++) {
         for (size_t gi = 0; gi < ng; gi++) {
@@ -208,5 +222,79 @@ void quant_init(train_quantizer k, int bits, int group, const float *w, size_t r
             s[si] = sc;
             if (k == TRAIN_Q_ASYM && z) z[si] = qf_round_even(qf_clamp(-lo / sc, -QF_ASYM_RANGE, QF_ASYM_RANGE));
         }
+    }
+}
+
+/* ---- fixed codes ---------------------------------------------------------------------- */
+
+/* level (w_hat / s) of every code byte of a per-row quantizer: quant_dequant's at s = 1, so
+ * that s * level is the float quant_dequant (and quant_forward) computes */
+static void level_table(train_quantizer k, int bits, float lvl[256])
+{
+    for (int b = 0; b < 256; b++) lvl[b] = quant_dequant(k, bits, quant_code_from_byte(k, (uint8_t)b), 1.0f, 0.0f);
+}
+
+void quant_forward_codes(train_quantizer k, int bits, int group, const uint8_t *codes,
+                         const float *s, const float *z, float *w_hat, size_t rows, size_t cols)
+{
+    size_t G = group_len(k, group, cols), ng = cols / G;
+    float lvl[256], mx = qf_asym_max(bits);
+    if (k != TRAIN_Q_ASYM) level_table(k, bits, lvl);
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t gi = 0; gi < ng; gi++) {
+            size_t si = r * ng + gi;
+            float sc = s[si];
+            const uint8_t *cr = codes + r * cols + gi * G;
+            float *o = w_hat + r * cols + gi * G;
+            if (k == TRAIN_Q_ASYM) {
+                float zr = qf_asym_zero(z[si], mx);
+                for (size_t c = 0; c < G; c++) o[c] = ((float)cr[c] - zr) * sc;
+            } else {
+                for (size_t c = 0; c < G; c++) o[c] = sc * lvl[cr[c]];
+            }
+        }
+    }
+}
+
+void quant_backward_codes(train_quantizer k, int bits, int group, const float *g,
+                          const uint8_t *codes, const float *z, float *ds, size_t rows,
+                          size_t cols, float gscale)
+{
+    size_t G = group_len(k, group, cols), ng = cols / G;
+    float lvl[256], mx = qf_asym_max(bits);
+    if (k != TRAIN_Q_ASYM) level_table(k, bits, lvl);
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t gi = 0; gi < ng; gi++) {
+            size_t si = r * ng + gi;
+            const uint8_t *cr = codes + r * cols + gi * G;
+            const float *gr = g + r * cols + gi * G;
+            float acc = 0.0f;
+            if (k == TRAIN_Q_ASYM) {
+                float zr = qf_asym_zero(z[si], mx);
+                for (size_t c = 0; c < G; c++) acc += gr[c] * ((float)cr[c] - zr);
+            } else {
+                for (size_t c = 0; c < G; c++) acc += gr[c] * lvl[cr[c]];
+            }
+            ds[si] += acc * gscale; /* as quant_backward */
+        }
+    }
+}
+
+void quant_ds_from_output(float *ds, const float *dY, const float *Y, const float *s, size_t N,
+                          size_t R, float gscale)
+{
+    enum { CHUNK = 256 }; /* rows per task: contiguous reads of dY and Y, sums on the stack */
+    size_t nchunk = (R + CHUNK - 1) / CHUNK;
+#pragma omp parallel for schedule(static)
+    for (size_t ci = 0; ci < nchunk; ci++) {
+        size_t r0 = ci * CHUNK, nr = R - r0 < CHUNK ? R - r0 : CHUNK;
+        double acc[CHUNK] = {0};
+        for (size_t n = 0; n < N; n++) {
+            const float *dy = dY + n * R + r0, *y = Y + n * R + r0;
+            for (size_t j = 0; j < nr; j++) acc[j] += (double)dy[j] * (double)y[j];
+        }
+        for (size_t j = 0; j < nr; j++) ds[r0 + j] += (float)((double)gscale * (acc[j] / (double)s[r0 + j]));
     }
 }
