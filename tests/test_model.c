@@ -1,5 +1,5 @@
 /* Finite-difference gradient checks of every layer and of the whole model (fp32 values,
- * losses accumulated in double, central differences). */
+ * losses accumulated in double, central differences); the GEMM FLOP counter. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -325,6 +325,49 @@ static void test_model_qat_uses_quantized_weights(void)
     model_free(&b);
 }
 
+/* A model with every path carrying signal (weights x 10), quantized when qat. */
+static void small_model(model *m, int L, int T, int B, int qat)
+{
+    train_shape s = {L, 16, 4, 2, 24, T, 32};
+    qp_error err;
+    CU_ASSERT_EQUAL_FATAL(train_shape_finish(&s, &err), QP_OK);
+    train_qspec q = {TRAIN_Q_LSQ, 4, 0, 4};
+    CU_ASSERT_EQUAL_FATAL(model_create(m, &s, &q, B, T, &err), QP_OK);
+    model_init(m, 11);
+    for (int i = 0; i < MODEL_NT; i++)
+        if (m->desc[i].decay)
+            for (size_t j = 0; j < m->numel[i]; j++) m->p.t[i][j] *= 10.0f;
+    model_quant_init(m);
+    m->qat = m->qat_embed = qat;
+    model_quantize(m);
+}
+
+/* The GEMM FLOP counter after one forward and backward: 6 N per weight of the linears (the
+ * head's dX included), plus the causal attention products as issued, row chunks of 64 that
+ * multiply only the keys they see: at T = 80, 64 x 64 and 16 x 80. */
+static void test_gemm_flops(void)
+{
+    enum { L = 2, B = 2, T = 80, N = B * T, D = 16, H = 4, hd = 4, F = 24, V = 32, QKV = 32 };
+    model m;
+    small_model(&m, L, T, B, 0);
+    CU_ASSERT_EQUAL_FATAL(m.qkv_rows, QKV);
+    CU_ASSERT_EQUAL_FATAL(m.s.d_ff, F);
+    static uint16_t inp[N], tgt[N];
+    for (int i = 0; i < N; i++) inp[i] = tgt[i] = (uint16_t)(i % V);
+    uint64_t lin = L * (QKV * D + D * D + 2 * F * D + F * D) + V * D;
+    uint64_t seen = 64 * 64 + 16 * 80; /* (query, key) pairs multiplied per head */
+    uint64_t att_f = (uint64_t)L * B * H * 2 * (2 * seen * hd); /* Q K^T, P V */
+    uint64_t att_b = (uint64_t)L * B * H * 4 * (2 * seen * hd); /* dP, dV, dQ, dK */
+    uint64_t f0 = model_gemm_flops();
+    model_forward(&m, inp, tgt, B, T);
+    uint64_t f1 = model_gemm_flops();
+    CU_ASSERT_EQUAL(f1 - f0, 2 * N * lin + att_f);
+    model_zero_grad(&m);
+    model_backward(&m, inp, tgt, B, T);
+    CU_ASSERT_EQUAL(model_gemm_flops() - f1, 4 * N * lin + att_b);
+    model_free(&m);
+}
+
 static void test_param_counts(void)
 {
     train_shape s = {2, 64, 2, 0, 0, 128, 256};
@@ -359,6 +402,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_nan_propagates);
     TU_ADD(s, test_model_grad);
     TU_ADD(s, test_model_qat_uses_quantized_weights);
+    TU_ADD(s, test_gemm_flops);
     TU_ADD(s, test_param_counts);
 }
 

@@ -72,6 +72,12 @@ void model_init(model *m, uint64_t seed);
 float model_forward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T);
 /* Backward of the last forward; gradients are ACCUMULATED into m->g (zero them first). */
 void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T);
+/* FLOPs (2 M N K per matrix product) issued by the layers and the CUDA backend since the
+ * process started, causal savings included: "FLOPs actually spent". A process-wide counter:
+ * callers take differences around what they measure. */
+uint64_t model_gemm_flops(void);
+/* Adds to that counter (layers.c; also declared in cuda_backend.h for the CUDA products). */
+void model_gemm_flops_add(uint64_t flops);
 void model_zero_grad(model *m);
 /* Recompute the quantized weights from the latent weights and the step sizes. */
 void model_quantize(model *m);
