@@ -1,5 +1,6 @@
 /* Finite-difference gradient checks of every layer and of the whole model (fp32 values,
- * losses accumulated in double, central differences); the GEMM FLOP counter. */
+ * losses accumulated in double, central differences); the GEMM FLOP counter; the
+ * row-subset weight gradient. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,59 @@ static void test_matmul_grad(void)
     memcpy(dw2, dw, sizeof dw);
     layer_matmul_backward(NULL, dw2, m_r, m_inp, m_w, MN, MC, MR);
     CU_ASSERT_DOUBLE_EQUAL(dw2[3], 2 * dw[3], 1e-5);
+}
+
+/* ---- weight gradient of a row subset (EfQAT) ------------------------------ */
+static void test_matmul_backward_rows(void)
+{
+    enum { N = 64, C = 48, R = 40 };
+    static float inp[N * C], w[R * C], dout[N * R], dw0[R * C], dwf[R * C], dwr[R * C];
+    static float dinf[N * C], dinr[N * C], scratch[(N + C) * R];
+    fill(inp, N * C, 1);
+    fill(w, R * C, 1);
+    fill(dout, N * R, 1);
+    fill(dw0, R * C, 1); /* dw accumulates: start from non-zero values */
+    int rows[R], nrows = 0;
+    for (int r = 0; r < R; r++)
+        if (r % 3 == 1 || r == 0 || r == R - 1) rows[nrows++] = r;
+    memcpy(dwf, dw0, sizeof dwf);
+    memcpy(dwr, dw0, sizeof dwr);
+    layer_matmul_backward(dinf, dwf, dout, inp, w, N, C, R);
+    uint64_t f0 = model_gemm_flops();
+    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, rows, nrows, scratch);
+    /* the products issued: the full dX, and dW of the listed rows only */
+    CU_ASSERT_EQUAL(model_gemm_flops() - f0, 2ull * N * C * R + 2ull * N * C * nrows);
+    CU_ASSERT_EQUAL(memcmp(dinf, dinr, sizeof dinf), 0);
+    int bad = 0, k = 0;
+    for (int r = 0; r < R; r++) {
+        int listed = k < nrows && rows[k] == r;
+        k += listed;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            if (!listed) { /* untouched, bit for bit */
+                bad += memcmp(&dwr[i], &dw0[i], sizeof(float)) != 0;
+                continue;
+            }
+            /* the summation order may differ: relative to the sum of the terms' magnitudes */
+            double mag = fabs(dw0[i]);
+            for (int n = 0; n < N; n++) mag += fabs((double)dout[n * R + r] * inp[n * C + c]);
+            bad += fabs((double)dwr[i] - dwf[i]) > 1e-6 * mag;
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    /* all rows: exactly layer_matmul_backward */
+    int all[R];
+    for (int r = 0; r < R; r++) all[r] = r;
+    memcpy(dwr, dw0, sizeof dwr);
+    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, all, R, NULL);
+    CU_ASSERT_EQUAL(memcmp(dwr, dwf, sizeof dwr), 0);
+    CU_ASSERT_EQUAL(memcmp(dinr, dinf, sizeof dinr), 0);
+    /* no rows: dX only */
+    memcpy(dwr, dw0, sizeof dwr);
+    memset(dinr, 0, sizeof dinr);
+    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, rows, 0, scratch);
+    CU_ASSERT_EQUAL(memcmp(dwr, dw0, sizeof dwr), 0);
+    CU_ASSERT_EQUAL(memcmp(dinr, dinf, sizeof dinr), 0);
 }
 
 /* ---- rmsnorm --------------------------------------------------------------- */
@@ -393,6 +447,7 @@ static void test_param_counts(void)
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_matmul_grad);
+    TU_ADD(s, test_matmul_backward_rows);
     TU_ADD(s, test_rmsnorm_grad);
     TU_ADD(s, test_rope_grad);
     TU_ADD(s, test_attention_grad);

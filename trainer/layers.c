@@ -82,6 +82,39 @@ void layer_matmul_backward(float *dinp, float *dw, const float *dout, const floa
     layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
 }
 
+/* layer_matmul_backward with dw only for rows[0..nrows) (sorted, distinct; EfQAT's unfrozen
+ * rows): dout's columns of those rows are gathered into a contiguous [N, nrows] block, one
+ * product gives their [nrows, C] gradient, which is added into dw's rows. The other rows of dw
+ * are not touched. scratch: (N + C) * nrows floats. nrows == R is layer_matmul_backward. */
+void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const float *inp,
+                                const float *w, int N, int C, int R, const int *rows, int nrows,
+                                float *scratch)
+{
+    if (nrows == R) {
+        layer_matmul_backward(dinp, dw, dout, inp, w, N, C, R);
+        return;
+    }
+    if (dinp)
+        layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, dout, R, w, C, 0.0f,
+                   dinp, C);
+    if (nrows <= 0) return;
+    float *dsub = scratch, *dwsub = scratch + (size_t)N * nrows;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *src = dout + (size_t)n * R;
+        float *dst = dsub + (size_t)n * nrows;
+        for (int j = 0; j < nrows; j++) dst[j] = src[rows[j]];
+    }
+    layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, nrows, C, N, 1.0f, dsub, nrows, inp, C,
+               0.0f, dwsub, C);
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < nrows; j++) {
+        float *dst = dw + (size_t)rows[j] * C;
+        const float *src = dwsub + (size_t)j * C;
+        for (int c = 0; c < C; c++) dst[c] += src[c];
+    }
+}
+
 #define RMS_EPS 1e-5f
 
 void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int D)

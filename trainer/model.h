@@ -100,6 +100,11 @@ size_t model_scale_count(const model *m, size_t rows, size_t cols);
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R);
 void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
                            const float *w, int N, int C, int R);
+/* dw only for rows[0..nrows) (sorted, distinct), the other rows untouched; dinp as above.
+ * scratch: (N + C) * nrows floats. nrows == R is exactly layer_matmul_backward. */
+void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const float *inp,
+                                const float *w, int N, int C, int R, const int *rows, int nrows,
+                                float *scratch);
 void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int D);
 void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
                             const float *g, const float *rstd, int N, int D);
