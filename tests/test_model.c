@@ -1,6 +1,6 @@
 /* Finite-difference gradient checks of every layer and of the whole model (fp32 values,
- * losses accumulated in double, central differences); the GEMM FLOP counter; the
- * row-subset weight gradient. */
+ * losses accumulated in double, central differences); the block passes against the
+ * whole-model passes; the GEMM FLOP counter; the row-subset weight gradient. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -396,6 +396,93 @@ static void small_model(model *m, int L, int T, int B, int qat)
     model_quantize(m);
 }
 
+/* The whole-model passes are the block passes in a loop: rerunning them by hand, block by
+ * block on buffers of the caller's (as Block-AP will), gives the same loss, block outputs,
+ * d(input) and every gradient, bit for bit. */
+static void block_compose_check(int qat)
+{
+    enum { L = 2, B = 2, T = 8, N = B * T, D = 16 };
+    model m;
+    small_model(&m, L, T, B, qat);
+    uint16_t inp[N], tgt[N];
+    for (int i = 0; i < N; i++) {
+        inp[i] = (uint16_t)(train_rng_next(&rng) % 32);
+        tgt[i] = (uint16_t)(train_rng_next(&rng) % 32);
+    }
+    float lw = model_forward(&m, inp, tgt, B, T);
+    model_zero_grad(&m);
+    model_backward(&m, inp, tgt, B, T);
+    float *gw = malloc(m.n_floats * sizeof *gw), *xs = malloc((L + 1) * N * D * sizeof *xs);
+    float *outw = malloc(N * D * sizeof *outw), *dxw = malloc(N * D * sizeof *dxw), dx[N * D] = {0};
+    memcpy(gw, m.grads_mem, m.n_floats * sizeof *gw);
+    memcpy(outw, m.a.resid + (size_t)L * N * D, N * D * sizeof *outw);
+    memcpy(dxw, m.a.dx, N * D * sizeof *dxw);
+    /* by hand: embedding, blocks, final norm, head, loss ... */
+    const float *wte = qat ? m.qw.wte : m.p.wte;
+    for (int n = 0; n < N; n++) memcpy(xs + n * D, wte + inp[n] * D, D * sizeof(float));
+    for (int l = 0; l < L; l++) model_block_forward(&m, l, xs + l * N * D, xs + (l + 1) * N * D, B, T);
+    CU_ASSERT_EQUAL(memcmp(xs + L * N * D, outw, N * D * sizeof(float)), 0);
+    layer_rmsnorm_forward(m.a.lnf, m.a.lnf_rstd, xs + L * N * D, m.p.lnf, N, D);
+    layer_matmul_forward(m.a.probs, m.a.lnf, wte, N, D, 32);
+    float lb = layer_softmax_xent_forward(m.a.probs, m.a.losses, tgt, N, 32);
+    CU_ASSERT_EQUAL(memcmp(&lw, &lb, sizeof lw), 0);
+    /* ... and back */
+    model_zero_grad(&m);
+    layer_softmax_xent_backward(m.a.probs, tgt, N, 32);
+    layer_matmul_backward(m.a.dln, m.g.wte, m.a.probs, m.a.lnf, wte, N, D, 32);
+    layer_rmsnorm_backward(dx, m.g.lnf, m.a.dln, xs + L * N * D, m.p.lnf, m.a.lnf_rstd, N, D);
+    for (int l = L - 1; l >= 0; l--) model_block_backward(&m, l, xs + l * N * D, dx, B, T, 1);
+    CU_ASSERT_EQUAL(memcmp(dx, dxw, sizeof dx), 0);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < D; j++) m.g.wte[inp[n] * D + j] += dx[n * D + j];
+    CU_ASSERT_EQUAL(memcmp(m.grads_mem, gw, m.n_floats * sizeof *gw), 0);
+    /* need_dx = 0 (Block-AP: the input is data) changes no parameter gradient */
+    float dy[N * D];
+    fill(dy, N * D, 1);
+    model_block_forward(&m, 1, xs + N * D, xs + 2 * N * D, B, T);
+    model_zero_grad(&m);
+    memcpy(dx, dy, sizeof dx);
+    model_block_backward(&m, 1, xs + N * D, dx, B, T, 1);
+    memcpy(gw, m.grads_mem, m.n_floats * sizeof *gw);
+    CU_ASSERT(memcmp(dx, dy, sizeof dx) != 0);
+    model_zero_grad(&m);
+    memcpy(dx, dy, sizeof dx);
+    model_block_backward(&m, 1, xs + N * D, dx, B, T, 0);
+    CU_ASSERT_EQUAL(memcmp(m.grads_mem, gw, m.n_floats * sizeof *gw), 0);
+    /* block 0's gradients are untouched by block 1's backward, and block 1's are not zero */
+    CU_ASSERT_EQUAL(m.g.wqkv[0], 0.0f);
+    CU_ASSERT(m.g.wqkv[m.desc[P_WQKV].rows * D] != 0.0f);
+    CU_ASSERT(m.g.ln1[D] != 0.0f);
+    free(gw);
+    free(xs);
+    free(outw);
+    free(dxw);
+    model_free(&m);
+}
+
+static void test_block_passes_compose(void)
+{
+    block_compose_check(0);
+    block_compose_check(1);
+}
+
+/* A block on fewer sequences than the model was made for (Block-AP's batches): the same
+ * output as that sequence inside the full batch. */
+static void test_block_smaller_batch(void)
+{
+    enum { B = 2, T = 8, N = B * T, D = 16 };
+    model m;
+    small_model(&m, 1, T, B, 1);
+    float x[N * D], y[N * D], y1[T * D];
+    fill(x, N * D, 1);
+    model_block_forward(&m, 0, x, y, B, T);
+    model_block_forward(&m, 0, x + T * D, y1, 1, T);
+    int bad = 0;
+    for (int i = 0; i < T * D; i++) bad += fabsf(y1[i] - y[T * D + i]) > 1e-6f * (1.0f + fabsf(y[T * D + i]));
+    CU_ASSERT_EQUAL(bad, 0);
+    model_free(&m);
+}
+
 /* The GEMM FLOP counter after one forward and backward: 6 N per weight of the linears (the
  * head's dX included), plus the causal attention products as issued, row chunks of 64 that
  * multiply only the keys they see: at T = 80, 64 x 64 and 16 x 80. */
@@ -457,6 +544,8 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_nan_propagates);
     TU_ADD(s, test_model_grad);
     TU_ADD(s, test_model_qat_uses_quantized_weights);
+    TU_ADD(s, test_block_passes_compose);
+    TU_ADD(s, test_block_smaller_batch);
     TU_ADD(s, test_gemm_flops);
     TU_ADD(s, test_param_counts);
 }

@@ -132,7 +132,7 @@ void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float 
     }
 }
 
-/* dx += d/dx; dg += d/dg. The gain gradient is summed per thread and the partial sums are
+/* dx += d/dx (dx NULL: only dg); dg += d/dg. The gain gradient is summed per thread and the partial sums are
  * added in thread order, so results do not depend on timing (a resumed run must match). */
 void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
                             const float *g, const float *rstd, int N, int D)
@@ -145,12 +145,14 @@ void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * D, *dy = dout + (size_t)n * D;
-            float *dxr = dx + (size_t)n * D;
-            float r = rstd[n], dot = 0.0f;
+            float r = rstd[n];
+            if (dx) {
+                float *dxr = dx + (size_t)n * D, dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-            for (int d = 0; d < D; d++) dot += dy[d] * g[d] * xr[d];
-            float c = dot * r * r * r / (float)D;
-            for (int d = 0; d < D; d++) dxr[d] += r * dy[d] * g[d] - c * xr[d];
+                for (int d = 0; d < D; d++) dot += dy[d] * g[d] * xr[d];
+                float c = dot * r * r * r / (float)D;
+                for (int d = 0; d < D; d++) dxr[d] += r * dy[d] * g[d] - c * xr[d];
+            }
             if (dgl)
                 for (int d = 0; d < D; d++) dgl[d] += dy[d] * xr[d] * r;
         }
