@@ -1,5 +1,6 @@
 /* Finite-difference gradient checks of every layer and of the whole model (fp32 values,
- * losses accumulated in double, central differences). */
+ * losses accumulated in double, central differences); the block passes against the
+ * whole-model passes; the GEMM FLOP counter; the row-subset weight gradient. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +74,59 @@ static void test_matmul_grad(void)
     memcpy(dw2, dw, sizeof dw);
     layer_matmul_backward(NULL, dw2, m_r, m_inp, m_w, MN, MC, MR);
     CU_ASSERT_DOUBLE_EQUAL(dw2[3], 2 * dw[3], 1e-5);
+}
+
+/* ---- weight gradient of a row subset (EfQAT) ------------------------------ */
+static void test_matmul_backward_rows(void)
+{
+    enum { N = 64, C = 48, R = 40 };
+    static float inp[N * C], w[R * C], dout[N * R], dw0[R * C], dwf[R * C], dwr[R * C];
+    static float dinf[N * C], dinr[N * C], scratch[(N + C) * R];
+    fill(inp, N * C, 1);
+    fill(w, R * C, 1);
+    fill(dout, N * R, 1);
+    fill(dw0, R * C, 1); /* dw accumulates: start from non-zero values */
+    int rows[R], nrows = 0;
+    for (int r = 0; r < R; r++)
+        if (r % 3 == 1 || r == 0 || r == R - 1) rows[nrows++] = r;
+    memcpy(dwf, dw0, sizeof dwf);
+    memcpy(dwr, dw0, sizeof dwr);
+    layer_matmul_backward(dinf, dwf, dout, inp, w, N, C, R);
+    uint64_t f0 = model_gemm_flops();
+    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, rows, nrows, scratch);
+    /* the products issued: the full dX, and dW of the listed rows only */
+    CU_ASSERT_EQUAL(model_gemm_flops() - f0, 2ull * N * C * R + 2ull * N * C * nrows);
+    CU_ASSERT_EQUAL(memcmp(dinf, dinr, sizeof dinf), 0);
+    int bad = 0, k = 0;
+    for (int r = 0; r < R; r++) {
+        int listed = k < nrows && rows[k] == r;
+        k += listed;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            if (!listed) { /* untouched, bit for bit */
+                bad += memcmp(&dwr[i], &dw0[i], sizeof(float)) != 0;
+                continue;
+            }
+            /* the summation order may differ: relative to the sum of the terms' magnitudes */
+            double mag = fabs(dw0[i]);
+            for (int n = 0; n < N; n++) mag += fabs((double)dout[n * R + r] * inp[n * C + c]);
+            bad += fabs((double)dwr[i] - dwf[i]) > 1e-6 * mag;
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    /* all rows: exactly layer_matmul_backward */
+    int all[R];
+    for (int r = 0; r < R; r++) all[r] = r;
+    memcpy(dwr, dw0, sizeof dwr);
+    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, all, R, NULL);
+    CU_ASSERT_EQUAL(memcmp(dwr, dwf, sizeof dwr), 0);
+    CU_ASSERT_EQUAL(memcmp(dinr, dinf, sizeof dinr), 0);
+    /* no rows: dX only */
+    memcpy(dwr, dw0, sizeof dwr);
+    memset(dinr, 0, sizeof dinr);
+    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, rows, 0, scratch);
+    CU_ASSERT_EQUAL(memcmp(dwr, dw0, sizeof dwr), 0);
+    CU_ASSERT_EQUAL(memcmp(dinr, dinf, sizeof dinr), 0);
 }
 
 /* ---- rmsnorm --------------------------------------------------------------- */
@@ -325,6 +379,136 @@ static void test_model_qat_uses_quantized_weights(void)
     model_free(&b);
 }
 
+/* A model with every path carrying signal (weights x 10), quantized when qat. */
+static void small_model(model *m, int L, int T, int B, int qat)
+{
+    train_shape s = {L, 16, 4, 2, 24, T, 32};
+    qp_error err;
+    CU_ASSERT_EQUAL_FATAL(train_shape_finish(&s, &err), QP_OK);
+    train_qspec q = {TRAIN_Q_LSQ, 4, 0, 4};
+    CU_ASSERT_EQUAL_FATAL(model_create(m, &s, &q, B, T, &err), QP_OK);
+    model_init(m, 11);
+    for (int i = 0; i < MODEL_NT; i++)
+        if (m->desc[i].decay)
+            for (size_t j = 0; j < m->numel[i]; j++) m->p.t[i][j] *= 10.0f;
+    model_quant_init(m);
+    m->qat = m->qat_embed = qat;
+    model_quantize(m);
+}
+
+/* The whole-model passes are the block passes in a loop: rerunning them by hand, block by
+ * block on buffers of the caller's (as Block-AP will), gives the same loss, block outputs,
+ * d(input) and every gradient, bit for bit. */
+static void block_compose_check(int qat)
+{
+    enum { L = 2, B = 2, T = 8, N = B * T, D = 16 };
+    model m;
+    small_model(&m, L, T, B, qat);
+    uint16_t inp[N], tgt[N];
+    for (int i = 0; i < N; i++) {
+        inp[i] = (uint16_t)(train_rng_next(&rng) % 32);
+        tgt[i] = (uint16_t)(train_rng_next(&rng) % 32);
+    }
+    float lw = model_forward(&m, inp, tgt, B, T);
+    model_zero_grad(&m);
+    model_backward(&m, inp, tgt, B, T);
+    float *gw = malloc(m.n_floats * sizeof *gw), *xs = malloc((L + 1) * N * D * sizeof *xs);
+    float *outw = malloc(N * D * sizeof *outw), *dxw = malloc(N * D * sizeof *dxw), dx[N * D] = {0};
+    memcpy(gw, m.grads_mem, m.n_floats * sizeof *gw);
+    memcpy(outw, m.a.resid + (size_t)L * N * D, N * D * sizeof *outw);
+    memcpy(dxw, m.a.dx, N * D * sizeof *dxw);
+    /* by hand: embedding, blocks, final norm, head, loss ... */
+    const float *wte = qat ? m.qw.wte : m.p.wte;
+    for (int n = 0; n < N; n++) memcpy(xs + n * D, wte + inp[n] * D, D * sizeof(float));
+    for (int l = 0; l < L; l++) model_block_forward(&m, l, xs + l * N * D, xs + (l + 1) * N * D, B, T);
+    CU_ASSERT_EQUAL(memcmp(xs + L * N * D, outw, N * D * sizeof(float)), 0);
+    layer_rmsnorm_forward(m.a.lnf, m.a.lnf_rstd, xs + L * N * D, m.p.lnf, N, D);
+    layer_matmul_forward(m.a.probs, m.a.lnf, wte, N, D, 32);
+    float lb = layer_softmax_xent_forward(m.a.probs, m.a.losses, tgt, N, 32);
+    CU_ASSERT_EQUAL(memcmp(&lw, &lb, sizeof lw), 0);
+    /* ... and back */
+    model_zero_grad(&m);
+    layer_softmax_xent_backward(m.a.probs, tgt, N, 32);
+    layer_matmul_backward(m.a.dln, m.g.wte, m.a.probs, m.a.lnf, wte, N, D, 32);
+    layer_rmsnorm_backward(dx, m.g.lnf, m.a.dln, xs + L * N * D, m.p.lnf, m.a.lnf_rstd, N, D);
+    for (int l = L - 1; l >= 0; l--) model_block_backward(&m, l, xs + l * N * D, dx, B, T, 1);
+    CU_ASSERT_EQUAL(memcmp(dx, dxw, sizeof dx), 0);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < D; j++) m.g.wte[inp[n] * D + j] += dx[n * D + j];
+    CU_ASSERT_EQUAL(memcmp(m.grads_mem, gw, m.n_floats * sizeof *gw), 0);
+    /* need_dx = 0 (Block-AP: the input is data) changes no parameter gradient */
+    float dy[N * D];
+    fill(dy, N * D, 1);
+    model_block_forward(&m, 1, xs + N * D, xs + 2 * N * D, B, T);
+    model_zero_grad(&m);
+    memcpy(dx, dy, sizeof dx);
+    model_block_backward(&m, 1, xs + N * D, dx, B, T, 1);
+    memcpy(gw, m.grads_mem, m.n_floats * sizeof *gw);
+    CU_ASSERT(memcmp(dx, dy, sizeof dx) != 0);
+    model_zero_grad(&m);
+    memcpy(dx, dy, sizeof dx);
+    model_block_backward(&m, 1, xs + N * D, dx, B, T, 0);
+    CU_ASSERT_EQUAL(memcmp(m.grads_mem, gw, m.n_floats * sizeof *gw), 0);
+    /* block 0's gradients are untouched by block 1's backward, and block 1's are not zero */
+    CU_ASSERT_EQUAL(m.g.wqkv[0], 0.0f);
+    CU_ASSERT(m.g.wqkv[m.desc[P_WQKV].rows * D] != 0.0f);
+    CU_ASSERT(m.g.ln1[D] != 0.0f);
+    free(gw);
+    free(xs);
+    free(outw);
+    free(dxw);
+    model_free(&m);
+}
+
+static void test_block_passes_compose(void)
+{
+    block_compose_check(0);
+    block_compose_check(1);
+}
+
+/* A block on fewer sequences than the model was made for (Block-AP's batches): the same
+ * output as that sequence inside the full batch. */
+static void test_block_smaller_batch(void)
+{
+    enum { B = 2, T = 8, N = B * T, D = 16 };
+    model m;
+    small_model(&m, 1, T, B, 1);
+    float x[N * D], y[N * D], y1[T * D];
+    fill(x, N * D, 1);
+    model_block_forward(&m, 0, x, y, B, T);
+    model_block_forward(&m, 0, x + T * D, y1, 1, T);
+    int bad = 0;
+    for (int i = 0; i < T * D; i++) bad += fabsf(y1[i] - y[T * D + i]) > 1e-6f * (1.0f + fabsf(y[T * D + i]));
+    CU_ASSERT_EQUAL(bad, 0);
+    model_free(&m);
+}
+
+/* The GEMM FLOP counter after one forward and backward: 6 N per weight of the linears (the
+ * head's dX included), plus the causal attention products as issued, row chunks of 64 that
+ * multiply only the keys they see: at T = 80, 64 x 64 and 16 x 80. */
+static void test_gemm_flops(void)
+{
+    enum { L = 2, B = 2, T = 80, N = B * T, D = 16, H = 4, hd = 4, F = 24, V = 32, QKV = 32 };
+    model m;
+    small_model(&m, L, T, B, 0);
+    CU_ASSERT_EQUAL_FATAL(m.qkv_rows, QKV);
+    CU_ASSERT_EQUAL_FATAL(m.s.d_ff, F);
+    static uint16_t inp[N], tgt[N];
+    for (int i = 0; i < N; i++) inp[i] = tgt[i] = (uint16_t)(i % V);
+    uint64_t lin = L * (QKV * D + D * D + 2 * F * D + F * D) + V * D;
+    uint64_t seen = 64 * 64 + 16 * 80; /* (query, key) pairs multiplied per head */
+    uint64_t att_f = (uint64_t)L * B * H * 2 * (2 * seen * hd); /* Q K^T, P V */
+    uint64_t att_b = (uint64_t)L * B * H * 4 * (2 * seen * hd); /* dP, dV, dQ, dK */
+    uint64_t f0 = model_gemm_flops();
+    model_forward(&m, inp, tgt, B, T);
+    uint64_t f1 = model_gemm_flops();
+    CU_ASSERT_EQUAL(f1 - f0, 2 * N * lin + att_f);
+    model_zero_grad(&m);
+    model_backward(&m, inp, tgt, B, T);
+    CU_ASSERT_EQUAL(model_gemm_flops() - f1, 4 * N * lin + att_b);
+    model_free(&m);
+}
+
 static void test_param_counts(void)
 {
     train_shape s = {2, 64, 2, 0, 0, 128, 256};
@@ -350,6 +534,7 @@ static void test_param_counts(void)
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_matmul_grad);
+    TU_ADD(s, test_matmul_backward_rows);
     TU_ADD(s, test_rmsnorm_grad);
     TU_ADD(s, test_rope_grad);
     TU_ADD(s, test_attention_grad);
@@ -359,6 +544,9 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_nan_propagates);
     TU_ADD(s, test_model_grad);
     TU_ADD(s, test_model_qat_uses_quantized_weights);
+    TU_ADD(s, test_block_passes_compose);
+    TU_ADD(s, test_block_smaller_batch);
+    TU_ADD(s, test_gemm_flops);
     TU_ADD(s, test_param_counts);
 }
 

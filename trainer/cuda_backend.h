@@ -66,6 +66,9 @@ void cuda_synchronize(cuda_model *g);
  * inputs with fp32 accumulation: the peak that benchmarks quote utilisation against. 0 with
  * a message in msg on failure. */
 double cuda_gemm_peak(int bf16, char *msg, size_t n);
+/* The trainer's GEMM FLOP counter (model.h's model_gemm_flops; defined in layers.c): the
+ * CUDA products add 2 M N K (times the batch) per call, counted on the host. */
+void model_gemm_flops_add(uint64_t flops);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -43,10 +44,32 @@ static inline float qp_expf(float x)
     return in != in ? in : p * u.f;
 }
 
+/* FLOPs (2 M N K per product) of every matrix product issued since the process started, by
+ * the CPU layers and the CUDA backend alike; the attention products run inside OpenMP loops,
+ * hence the atomic (relaxed: only the total matters, and one add per product is cheap). */
+static _Atomic uint64_t gemm_flops;
+
+void model_gemm_flops_add(uint64_t flops)
+{
+    atomic_fetch_add_explicit(&gemm_flops, flops, memory_order_relaxed);
+}
+
+uint64_t model_gemm_flops(void) { return atomic_load_explicit(&gemm_flops, memory_order_relaxed); }
+
+/* Every product of the layers goes through here (cblas_sgemm's arguments), so that it is
+ * counted, and so that a different GEMM library is a change in one place. */
+static void layer_gemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N,
+                       int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                       float beta, float *C, int ldc)
+{
+    model_gemm_flops_add(2 * (uint64_t)M * (uint64_t)N * (uint64_t)K);
+    cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* out[N, R] = inp[N, C] @ w[R, C]^T */
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
+    layer_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
 }
 
 /* dinp[N, C] = dout @ w (overwritten); dw[R, C] += dout^T @ inp. dinp may be NULL. */
@@ -54,9 +77,42 @@ void layer_matmul_backward(float *dinp, float *dw, const float *dout, const floa
                            const float *w, int N, int C, int R)
 {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, dout, R, w, C, 0.0f,
-                    dinp, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
+        layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, dout, R, w, C, 0.0f,
+                   dinp, C);
+    layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
+}
+
+/* layer_matmul_backward with dw only for rows[0..nrows) (sorted, distinct; EfQAT's unfrozen
+ * rows): dout's columns of those rows are gathered into a contiguous [N, nrows] block, one
+ * product gives their [nrows, C] gradient, which is added into dw's rows. The other rows of dw
+ * are not touched. scratch: (N + C) * nrows floats. nrows == R is layer_matmul_backward. */
+void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const float *inp,
+                                const float *w, int N, int C, int R, const int *rows, int nrows,
+                                float *scratch)
+{
+    if (nrows == R) {
+        layer_matmul_backward(dinp, dw, dout, inp, w, N, C, R);
+        return;
+    }
+    if (dinp)
+        layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, dout, R, w, C, 0.0f,
+                   dinp, C);
+    if (nrows <= 0) return;
+    float *dsub = scratch, *dwsub = scratch + (size_t)N * nrows;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *src = dout + (size_t)n * R;
+        float *dst = dsub + (size_t)n * nrows;
+        for (int j = 0; j < nrows; j++) dst[j] = src[rows[j]];
+    }
+    layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, nrows, C, N, 1.0f, dsub, nrows, inp, C,
+               0.0f, dwsub, C);
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < nrows; j++) {
+        float *dst = dw + (size_t)rows[j] * C;
+        const float *src = dwsub + (size_t)j * C;
+        for (int c = 0; c < C; c++) dst[c] += src[c];
+    }
 }
 
 #define RMS_EPS 1e-5f
@@ -76,7 +132,7 @@ void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float 
     }
 }
 
-/* dx += d/dx; dg += d/dg. The gain gradient is summed per thread and the partial sums are
+/* dx += d/dx (dx NULL: only dg); dg += d/dg. The gain gradient is summed per thread and the partial sums are
  * added in thread order, so results do not depend on timing (a resumed run must match). */
 void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
                             const float *g, const float *rstd, int N, int D)
@@ -89,12 +145,14 @@ void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * D, *dy = dout + (size_t)n * D;
-            float *dxr = dx + (size_t)n * D;
-            float r = rstd[n], dot = 0.0f;
+            float r = rstd[n];
+            if (dx) {
+                float *dxr = dx + (size_t)n * D, dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-            for (int d = 0; d < D; d++) dot += dy[d] * g[d] * xr[d];
-            float c = dot * r * r * r / (float)D;
-            for (int d = 0; d < D; d++) dxr[d] += r * dy[d] * g[d] - c * xr[d];
+                for (int d = 0; d < D; d++) dot += dy[d] * g[d] * xr[d];
+                float c = dot * r * r * r / (float)D;
+                for (int d = 0; d < D; d++) dxr[d] += r * dy[d] * g[d] - c * xr[d];
+            }
             if (dgl)
                 for (int d = 0; d < D; d++) dgl[d] += dy[d] * xr[d] * r;
         }
@@ -166,8 +224,8 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
             /* row chunks only multiply the keys they can see (causal): about 5/8 of the work */
             for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
                 int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale,
-                            q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T);
+                layer_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale,
+                           q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T);
                 for (int t = r0; t < keys; t++) {
                     float *row = P + (size_t)t * T;
                     float mx = row[0];
@@ -182,8 +240,8 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
                     for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
                     for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f,
-                            P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D);
+                layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f,
+                           P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D);
             }
         }
     openblas_set_num_threads(nt);
@@ -221,10 +279,10 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                         const float *Pc = P + (size_t)r0 * T, *dyc = dy + (size_t)r0 * D;
                         float *dSc = dS + (size_t)r0 * T;
                         /* dP = dY V^T; dV += P^T dY */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dyc,
-                                    D, v, QKV, 0.0f, dSc, T);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, Pc, T,
-                                    dyc, D, 1.0f, dv, QKV);
+                        layer_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dyc,
+                                   D, v, QKV, 0.0f, dSc, T);
+                        layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, Pc, T,
+                                   dyc, D, 1.0f, dv, QKV);
                         /* softmax backward: dS = P (dP - sum(P dP)) * scale, 0 above the diagonal */
                         for (int t = r0; t < keys; t++) {
                             const float *pr = P + (size_t)t * T;
@@ -235,10 +293,10 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                             for (int t2 = t + 1; t2 < keys; t2++) dr[t2] = 0.0f;
                         }
                         /* dQ += dS K; dK += dS^T Q */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, dSc,
-                                    T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, dSc,
-                                    T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV);
+                        layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, dSc,
+                                   T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV);
+                        layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, dSc,
+                                   T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV);
                     }
                 }
             }

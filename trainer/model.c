@@ -1,5 +1,6 @@
-/* model.c: parameter layout, allocation, initialisation, and the whole-model forward,
- * backward and quantization passes (llm.c style: one allocation per tensor family). */
+/* model.c: parameter layout, allocation, initialisation, the block and whole-model forward
+ * and backward passes, and the quantization passes (llm.c style: one allocation per tensor
+ * family). */
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -269,45 +270,81 @@ void model_quant_backward(model *m)
                        (size_t)m->s.d_model, m->p.s_wte, NULL, m->g.s_wte, NULL);
 }
 
+void model_block_forward(model *m, int l, const float *x, float *y, int B, int T)
+{
+    int D = m->s.d_model, F = m->s.d_ff, H = m->s.n_head;
+    int Hkv = m->s.n_kv_head, hd = D / H, QKV = m->qkv_rows, N = B * T;
+    model_acts *a = &m->a;
+    float *ln1 = a->ln1 + (size_t)l * N * D, *r1 = a->ln1_rstd + (size_t)l * N;
+    float *qkv = a->qkv + (size_t)l * N * QKV, *att = a->att + (size_t)l * B * H * T * T;
+    float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
+    float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
+    float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
+    layer_rmsnorm_forward(ln1, r1, x, m->p.ln1 + (size_t)l * D, N, D);
+    layer_matmul_forward(qkv, ln1, lay(m, weights_for(m, P_WQKV), P_WQKV, l), N, D, QKV);
+    layer_rope(qkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 0);
+    layer_attention_forward(atty, att, qkv, B, T, H, Hkv, hd);
+    layer_matmul_forward(mid, atty, lay(m, weights_for(m, P_WO), P_WO, l), N, D, D);
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < (size_t)N * D; j++) mid[j] += x[j];
+    layer_rmsnorm_forward(ln2, r2, mid, m->p.ln2 + (size_t)l * D, N, D);
+    layer_matmul_forward(h13, ln2, lay(m, weights_for(m, P_W13), P_W13, l), N, D, 2 * F);
+    layer_swiglu_forward(hact, h13, N, F);
+    layer_matmul_forward(y, hact, lay(m, weights_for(m, P_W2), P_W2, l), N, F, D);
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < (size_t)N * D; j++) y[j] += mid[j];
+}
+
 float model_forward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T)
 {
-    int L = m->s.n_layer, D = m->s.d_model, F = m->s.d_ff, V = m->s.vocab, H = m->s.n_head;
-    int Hkv = m->s.n_kv_head, hd = D / H, QKV = m->qkv_rows, N = B * T;
+    int L = m->s.n_layer, D = m->s.d_model, V = m->s.vocab, N = B * T;
     model_acts *a = &m->a;
     const float *wte = (m->qat_embed && m->q.embed_bits > 0) ? m->qw.wte : m->p.wte;
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) memcpy(a->resid + (size_t)n * D, wte + (size_t)inp[n] * D, D * sizeof(float));
-    for (int l = 0; l < L; l++) {
-        float *x = a->resid + (size_t)l * N * D, *xo = a->resid + (size_t)(l + 1) * N * D;
-        float *ln1 = a->ln1 + (size_t)l * N * D, *r1 = a->ln1_rstd + (size_t)l * N;
-        float *qkv = a->qkv + (size_t)l * N * QKV, *att = a->att + (size_t)l * B * H * T * T;
-        float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
-        float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
-        float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
-        layer_rmsnorm_forward(ln1, r1, x, m->p.ln1 + (size_t)l * D, N, D);
-        layer_matmul_forward(qkv, ln1, lay(m, weights_for(m, P_WQKV), P_WQKV, l), N, D, QKV);
-        layer_rope(qkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 0);
-        layer_attention_forward(atty, att, qkv, B, T, H, Hkv, hd);
-        layer_matmul_forward(mid, atty, lay(m, weights_for(m, P_WO), P_WO, l), N, D, D);
-#pragma omp parallel for schedule(static)
-        for (size_t j = 0; j < (size_t)N * D; j++) mid[j] += x[j];
-        layer_rmsnorm_forward(ln2, r2, mid, m->p.ln2 + (size_t)l * D, N, D);
-        layer_matmul_forward(h13, ln2, lay(m, weights_for(m, P_W13), P_W13, l), N, D, 2 * F);
-        layer_swiglu_forward(hact, h13, N, F);
-        layer_matmul_forward(xo, hact, lay(m, weights_for(m, P_W2), P_W2, l), N, F, D);
-#pragma omp parallel for schedule(static)
-        for (size_t j = 0; j < (size_t)N * D; j++) xo[j] += mid[j];
-    }
+    for (int l = 0; l < L; l++)
+        model_block_forward(m, l, a->resid + (size_t)l * N * D, a->resid + (size_t)(l + 1) * N * D, B, T);
     layer_rmsnorm_forward(a->lnf, a->lnf_rstd, a->resid + (size_t)L * N * D, m->p.lnf, N, D);
     layer_matmul_forward(a->probs, a->lnf, wte, N, D, V);
     if (!tgt) return NAN;
     return layer_softmax_xent_forward(a->probs, a->losses, tgt, N, V);
 }
 
+void model_block_backward(model *m, int l, const float *x, float *dx, int B, int T, int need_dx)
+{
+    int D = m->s.d_model, F = m->s.d_ff, H = m->s.n_head;
+    int Hkv = m->s.n_kv_head, hd = D / H, QKV = m->qkv_rows, N = B * T;
+    model_acts *a = &m->a;
+    float *ln1 = a->ln1 + (size_t)l * N * D, *r1 = a->ln1_rstd + (size_t)l * N;
+    float *qkv = a->qkv + (size_t)l * N * QKV, *att = a->att + (size_t)l * B * H * T * T;
+    float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
+    float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
+    float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
+    /* MLP: y = mid + swiglu(rms(mid) W13^T) W2^T; dx becomes d(mid) */
+    layer_matmul_backward(a->dhact, lay(m, m->g.w2, P_W2, l), dx, hact,
+                          lay(m, weights_for(m, P_W2), P_W2, l), N, F, D);
+    layer_swiglu_backward(a->dh13, a->dhact, h13, N, F);
+    layer_matmul_backward(a->dln, lay(m, m->g.w13, P_W13, l), a->dh13, ln2,
+                          lay(m, weights_for(m, P_W13), P_W13, l), N, D, 2 * F);
+    layer_rmsnorm_backward(dx, m->g.ln2 + (size_t)l * D, a->dln, mid, m->p.ln2 + (size_t)l * D, r2,
+                           N, D);
+    /* attention: mid = x + attn(rms(x)) Wo^T; dx becomes d(x). wqkv's dX product stays with
+     * need_dx = 0: it feeds the attn_norm gain's gradient. */
+    layer_matmul_backward(a->datty, lay(m, m->g.wo, P_WO, l), dx, atty,
+                          lay(m, weights_for(m, P_WO), P_WO, l), N, D, D);
+    memset(a->dqkv, 0, (size_t)N * QKV * sizeof(float));
+    layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd,
+                             omp_get_max_threads() <= m->scratch_threads ? m->att_scratch : NULL);
+    layer_rope(a->dqkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
+    layer_matmul_backward(a->dln, lay(m, m->g.wqkv, P_WQKV, l), a->dqkv, ln1,
+                          lay(m, weights_for(m, P_WQKV), P_WQKV, l), N, D, QKV);
+    layer_rmsnorm_backward(need_dx ? dx : NULL, m->g.ln1 + (size_t)l * D, a->dln, x,
+                           m->p.ln1 + (size_t)l * D, r1, N, D);
+}
+
 void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T)
 {
-    int L = m->s.n_layer, D = m->s.d_model, F = m->s.d_ff, V = m->s.vocab, H = m->s.n_head;
-    int Hkv = m->s.n_kv_head, hd = D / H, QKV = m->qkv_rows, N = B * T;
+    int L = m->s.n_layer, D = m->s.d_model, V = m->s.vocab, N = B * T;
     model_acts *a = &m->a;
     const float *wte = (m->qat_embed && m->q.embed_bits > 0) ? m->qw.wte : m->p.wte;
     layer_softmax_xent_backward(a->probs, tgt, N, V);
@@ -315,33 +352,7 @@ void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, i
     memset(a->dx, 0, (size_t)N * D * sizeof(float));
     layer_rmsnorm_backward(a->dx, m->g.lnf, a->dln, a->resid + (size_t)L * N * D, m->p.lnf,
                            a->lnf_rstd, N, D);
-    for (int l = L - 1; l >= 0; l--) {
-        float *x = a->resid + (size_t)l * N * D;
-        float *ln1 = a->ln1 + (size_t)l * N * D, *r1 = a->ln1_rstd + (size_t)l * N;
-        float *qkv = a->qkv + (size_t)l * N * QKV, *att = a->att + (size_t)l * B * H * T * T;
-        float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
-        float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
-        float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
-        /* MLP: xo = mid + swiglu(rms(mid) W13^T) W2^T */
-        layer_matmul_backward(a->dhact, lay(m, m->g.w2, P_W2, l), a->dx, hact,
-                              lay(m, weights_for(m, P_W2), P_W2, l), N, F, D);
-        layer_swiglu_backward(a->dh13, a->dhact, h13, N, F);
-        layer_matmul_backward(a->dln, lay(m, m->g.w13, P_W13, l), a->dh13, ln2,
-                              lay(m, weights_for(m, P_W13), P_W13, l), N, D, 2 * F);
-        layer_rmsnorm_backward(a->dx, m->g.ln2 + (size_t)l * D, a->dln, mid,
-                               m->p.ln2 + (size_t)l * D, r2, N, D);
-        /* attention: mid = x + attn(rms(x)) Wo^T */
-        layer_matmul_backward(a->datty, lay(m, m->g.wo, P_WO, l), a->dx, atty,
-                              lay(m, weights_for(m, P_WO), P_WO, l), N, D, D);
-        memset(a->dqkv, 0, (size_t)N * QKV * sizeof(float));
-        layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd,
-                                 omp_get_max_threads() <= m->scratch_threads ? m->att_scratch : NULL);
-        layer_rope(a->dqkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
-        layer_matmul_backward(a->dln, lay(m, m->g.wqkv, P_WQKV, l), a->dqkv, ln1,
-                              lay(m, weights_for(m, P_WQKV), P_WQKV, l), N, D, QKV);
-        layer_rmsnorm_backward(a->dx, m->g.ln1 + (size_t)l * D, a->dln, x,
-                               m->p.ln1 + (size_t)l * D, r1, N, D);
-    }
+    for (int l = L - 1; l >= 0; l--) model_block_backward(m, l, a->resid + (size_t)l * N * D, a->dx, B, T, 1);
     /* embedding rows: serial over tokens (rows repeat), vectorised over D */
     for (int n = 0; n < N; n++) {
         float *gw = m->g.wte + (size_t)inp[n] * D;

@@ -72,6 +72,23 @@ void model_init(model *m, uint64_t seed);
 float model_forward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T);
 /* Backward of the last forward; gradients are ACCUMULATED into m->g (zero them first). */
 void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T);
+/* One transformer block l on its own (the whole-model passes loop over these; Block-AP calls
+ * them on one block): y[N, D] = block_l(x[N, D]), N = B*T <= m->B * m->T. The block's
+ * intermediate activations go to layer l's slices of m->a (the next call for layer l
+ * overwrites them); x must not overlap y and must be unchanged until the backward. Weights as
+ * model_forward (m->qat). */
+void model_block_forward(model *m, int l, const float *x, float *y, int B, int T);
+/* Backward of the last model_block_forward(m, l, x, ...) with the same x: dx holds d(y) on
+ * entry and d(x) on return; the block's parameter gradients accumulate into m->g. need_dx = 0
+ * (the input is data) skips the input norm's d(x), leaving dx's content unspecified; every
+ * parameter gradient is still computed. Uses the backward scratch of m->a. */
+void model_block_backward(model *m, int l, const float *x, float *dx, int B, int T, int need_dx);
+/* FLOPs (2 M N K per matrix product) issued by the layers and the CUDA backend since the
+ * process started, causal savings included: "FLOPs actually spent". A process-wide counter:
+ * callers take differences around what they measure. */
+uint64_t model_gemm_flops(void);
+/* Adds to that counter (layers.c; also declared in cuda_backend.h for the CUDA products). */
+void model_gemm_flops_add(uint64_t flops);
 void model_zero_grad(model *m);
 /* Recompute the quantized weights from the latent weights and the step sizes. */
 void model_quantize(model *m);
@@ -94,7 +111,13 @@ size_t model_scale_count(const model *m, size_t rows, size_t cols);
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R);
 void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
                            const float *w, int N, int C, int R);
+/* dw only for rows[0..nrows) (sorted, distinct), the other rows untouched; dinp as above.
+ * scratch: (N + C) * nrows floats. nrows == R is exactly layer_matmul_backward. */
+void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const float *inp,
+                                const float *w, int N, int C, int R, const int *rows, int nrows,
+                                float *scratch);
 void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int D);
+/* dx may be NULL (only dg). */
 void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
                             const float *g, const float *rstd, int N, int D);
 void layer_rope_tables(float *cos_t, float *sin_t, int T, int hd);

@@ -11,10 +11,10 @@ __global__ void to_bf16_k(__nv_bfloat16 *out, const float *x, size_t n)
 
 /* Column-major C = alpha op(A) op(B) + beta C, strided-batched (cuBLAS conventions). In bf16
  * mode both inputs are rounded to bf16 first (the span each one covers), the product
- * accumulates in fp32 and C stays fp32. */
-void gemm(cuda_model *g, int ta, int tb, int m, int n, int k, const float *A, int lda,
-          long long sA, const float *B, int ldb, long long sB, float *C, int ldc,
-          long long sC, int batch, float alpha, float beta)
+ * accumulates in fp32 and C stays fp32. Not counted (gemm below counts). */
+static void gemm_issue(cuda_model *g, int ta, int tb, int m, int n, int k, const float *A,
+                       int lda, long long sA, const float *B, int ldb, long long sB, float *C,
+                       int ldc, long long sC, int batch, float alpha, float beta)
 {
     if (g->failed) return;
     cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -38,6 +38,17 @@ void gemm(cuda_model *g, int ta, int tb, int m, int n, int k, const float *A, in
         "cublasGemmStridedBatchedEx");
 }
 
+/* gemm_issue, counted in the trainer's GEMM FLOP counter (model_gemm_flops, on the host: the
+ * shapes are known here without waiting for the device). */
+void gemm(cuda_model *g, int ta, int tb, int m, int n, int k, const float *A, int lda,
+          long long sA, const float *B, int ldb, long long sB, float *C, int ldc,
+          long long sC, int batch, float alpha, float beta)
+{
+    if (g->failed) return;
+    model_gemm_flops_add(2 * (uint64_t)m * (uint64_t)n * (uint64_t)k * (uint64_t)batch);
+    gemm_issue(g, ta, tb, m, n, k, A, lda, sA, B, ldb, sB, C, ldc, sC, batch, alpha, beta);
+}
+
 /* Row-major out[N, R] = inp[N, C] @ w[R, C]^T (layers.c's layer_matmul_forward) */
 void matmul_forward(cuda_model *g, float *out, const float *inp, const float *w, int N,
                     int C, int R)
@@ -55,7 +66,7 @@ void matmul_backward(cuda_model *g, float *dinp, float *dw, const float *dout,
 
 extern "C" double cuda_gemm_peak(int bf16, char *msg, size_t n)
 {
-    cuda_model tmp; /* only for the error handling and gemm()'s bf16 path */
+    cuda_model tmp; /* only for the error handling and gemm_issue()'s bf16 path */
     memset(&tmp, 0, sizeof tmp);
     cuda_model *g = &tmp;
     g->y.bf16 = bf16;
@@ -90,7 +101,7 @@ extern "C" double cuda_gemm_peak(int bf16, char *msg, size_t n)
                                     CUDA_R_16BF, s, g->bf_b, CUDA_R_16BF, s, &zero, c, CUDA_R_32F,
                                     s, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT), "cublasGemmEx");
             } else {
-                gemm(g, 1, 0, s, s, s, a, s, 0, b, s, 0, c, s, 0, 1, 1.0f, 0.0f);
+                gemm_issue(g, 1, 0, s, s, s, a, s, 0, b, s, 0, c, s, 0, 1, 1.0f, 0.0f);
             }
             cudaEventRecord(e1);
             ck(g, cudaEventSynchronize(e1), "cudaEventSynchronize");
