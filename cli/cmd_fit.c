@@ -28,6 +28,9 @@ static void fit_help(FILE *f)
             "  --starts N            starts: default the full 4,500-start grid (chinchilla, and the\n"
             "                        chinchilla stage of qat) and 128 Latin hypercube starts (qat)\n"
             "  --threads T           OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+            "  --method M            training method of the quantized runs to fit: qat (default), efqat,\n"
+            "                        efficientqat, blockap or e2eqp; runs of other methods are excluded\n"
+            "                        and counted (records without a method are qat)\n"
             "  --report FILE         also write the fit report (residuals by size and bit width) to FILE\n"
             "  -q, --quiet           do not print the report on stdout\n\n"
             "penalty fits (--form penalty):\n"
@@ -308,7 +311,7 @@ int cmd_fit(int argc, char **argv)
 {
     enum { O_FORM = 256, O_BOOT, O_HUBER, O_SEED, O_STARTS, O_THREADS, O_REPORT, O_SYNTH,
            O_SYNTH_LAW, O_RUNS, O_NOISE, O_OUTLIERS, O_FP_LAW, O_POINTS, O_ANCHOR, O_ANCHOR_W, O_UNITS,
-           O_SOURCE, O_REPRO };
+           O_SOURCE, O_REPRO, O_METHOD };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},      {"form", required_argument, 0, O_FORM},
         {"bootstrap", required_argument, 0, O_BOOT}, {"huber-delta", required_argument, 0, O_HUBER},
@@ -320,7 +323,7 @@ int cmd_fit(int argc, char **argv)
         {"fp-law", required_argument, 0, O_FP_LAW}, {"points", no_argument, 0, O_POINTS},
         {"fraction-anchor", required_argument, 0, O_ANCHOR}, {"anchor-weight", required_argument, 0, O_ANCHOR_W},
         {"units", required_argument, 0, O_UNITS},   {"source", required_argument, 0, O_SOURCE},
-        {"reproducible", no_argument, 0, O_REPRO},
+        {"reproducible", no_argument, 0, O_REPRO}, {"method", required_argument, 0, O_METHOD},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     fit_options fo;
@@ -369,6 +372,16 @@ int cmd_fit(int argc, char **argv)
         case O_UNITS: st = data_loss_units_parse(optarg, &pa.units, &err); break;
         case O_SOURCE: pa.source = optarg; break;
         case O_REPRO: pa.reproducible = 1; break;
+        case O_METHOD: {
+            char bar[32];
+            snprintf(bar, sizeof bar, "|%s|", optarg);
+            if (strlen(optarg) > 16 || !strstr("|qat|efqat|efficientqat|blockap|e2eqp|", bar))
+                st = qp_fail(&err, QP_ERR_USAGE, "--method %s: use qat, efqat, efficientqat, blockap or e2eqp",
+                             optarg);
+            else
+                snprintf(fo.method, sizeof fo.method, "%s", optarg);
+            break;
+        }
         case 'h': fit_help(stdout); return 0;
         case ':':
             st = qp_fail(&err, QP_ERR_USAGE, "option %s needs a value: see 'qatplan fit --help'", argv[optind - 1]);
