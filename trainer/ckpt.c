@@ -288,14 +288,16 @@ static qp_status st_read(const char *path, cJSON **hdr, char **bytes, size_t *le
                          qp_error *err)
 {
     *hdr = NULL;
-    qp_status st = qp_read_file(path, bytes, len, err);
-    if (st) return st;
+    qp_error e = {0};
+    if (qp_read_file(path, bytes, len, &e))
+        return qp_fail(err, QP_ERR_INPUT, "--init: %s; check the checkpoint's path", e.msg);
     const unsigned char *b = (const unsigned char *)*bytes;
     uint64_t hl = 0;
     for (int i = 0; i < 8 && *len >= 8; i++) hl |= (uint64_t)b[i] << (8 * i);
     if (*len < 8 || hl > *len - 8 || hl > (1u << 26) || !(*hdr = cJSON_ParseWithLength(*bytes + 8, (size_t)hl)) ||
         !cJSON_IsObject(*hdr))
-        return qp_fail(err, QP_ERR_PARSE, "--init %s: not a safetensors file (a qatplan --checkpoint)", path);
+        return qp_fail(err, QP_ERR_INPUT, "--init %s: not a safetensors file; use a checkpoint written by "
+                                          "qatplan train --checkpoint", path);
     *data_at = 8 + (size_t)hl;
     return QP_OK;
 }
@@ -346,7 +348,8 @@ static qp_status load_tensor(const char *path, const cJSON *hdr, const char *byt
         return qp_fail(err, QP_ERR_INPUT, "--init %s: tensor %s has another shape than this run's model; use "
                                           "the checkpoint's model options", path, name);
     if (!(a >= 0 && b - a == 4.0 * (double)(rows * cols) && b <= (double)(len - data_at)))
-        return qp_fail(err, QP_ERR_PARSE, "--init %s: tensor %s lies outside the file (damaged?)", path, name);
+        return qp_fail(err, QP_ERR_INPUT, "--init %s: tensor %s lies outside the file (damaged?); write the "
+                                          "checkpoint again", path, name);
     memcpy(dst, bytes + data_at + (size_t)a, rows * cols * sizeof(float));
     return QP_OK;
 }
