@@ -129,7 +129,26 @@ typedef struct {
     int points, reproducible;
     double anchor_a, anchor_w;
     data_loss_units units;
+    const char *method; /* training method of the quantized runs ("" = qat) */
 } penalty_args;
+
+/* A penalty fit is of one training method too (fit_runs does this for the other forms):
+ * quantized runs of another method leave the list, with a note naming how many. */
+static void keep_method(data_run_list *runs, const char *method, const char *file)
+{
+    const char *want = method && method[0] ? method : "qat";
+    size_t k = 0;
+    int dropped = 0;
+    for (size_t i = 0; i < runs->n; i++) {
+        const data_run *r = &runs->runs[i];
+        if (!data_run_is_fp(r) && strcmp(data_run_method(r), want)) dropped++;
+        else runs->runs[k++] = *r;
+    }
+    runs->n = k;
+    if (dropped)
+        fprintf(stderr, "qatplan: %s: %d quantized runs of another training method than %s: excluded (select "
+                        "them with --method)\n", file, dropped, want);
+}
 
 static qp_status read_points(char **files, int n, const penalty_args *pa, const data_law *fp,
                              fit_penalty_point **pts, size_t *np, qp_error *err)
@@ -147,6 +166,7 @@ static qp_status read_points(char **files, int n, const penalty_args *pa, const 
             data_run_list_init(&runs);
             int unmatched = 0, nonpos = 0;
             st = data_runs_read(files[i], &runs, err);
+            if (!st) keep_method(&runs, pa->method, files[i]);
             if (!st) st = fit_penalty_points_from_runs(&runs, fp, &p, &k, &unmatched, &nonpos, err);
             if (!st && (unmatched || nonpos))
                 fprintf(stderr, "qatplan: %s: %d quantized runs without a full-precision match, %d with a "
@@ -223,6 +243,8 @@ static int cmd_fit_penalty(char **files, int n, const char *out_path, const char
     if (!st) st = fit_penalty(pts, np, &po, &law, &rep, &err);
     if (!st) {
         law.units = pa->units ? pa->units : has_fp ? fp.units : DATA_UNITS_UNKNOWN;
+        if (!pa->points)
+            snprintf(law.prov.run_method, sizeof law.prov.run_method, "%s", fo->method[0] ? fo->method : "qat");
         if (has_fp && law.units == fp.units) { /* the penalty adds to this law's losses */
             law.vocab = fp.vocab;
             snprintf(law.tokenizer, sizeof law.tokenizer, "%s", fp.tokenizer);
@@ -334,7 +356,7 @@ int cmd_fit(int argc, char **argv)
     int quiet = 0, form_given = 0;
     long v;
     double x, runs_n = NAN, noise = NAN, outliers = NAN;
-    penalty_args pa = {NULL, NULL, 0, 0, NAN, 1.0, DATA_UNITS_UNKNOWN};
+    penalty_args pa = {NULL, NULL, 0, 0, NAN, 1.0, DATA_UNITS_UNKNOWN, NULL};
     optind = 1;
     opterr = 0;
     int c;
@@ -422,6 +444,7 @@ int cmd_fit(int argc, char **argv)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "no output: add -o LAW.json (the law file to "
                                   "write)"), &err);
     int penalty_opts = pa.fp_law || pa.points || isfinite(pa.anchor_a) || pa.anchor_w != 1.0 || pa.source || pa.reproducible;
+    pa.method = fo.method;
     if (fo.form == DATA_LAW_PENALTY)
         return cmd_fit_penalty(argv + optind, argc - optind, out_path, report_path, quiet, &fo, &pa);
     if (penalty_opts)
