@@ -1028,6 +1028,7 @@ static void test_init_checkpoint(void)
     snprintf(opts, sizeof opts, "%s --tokens 8064 --qat-fraction 0.3 --init %s", base, tu_path("fp.safetensors"));
     CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("init_c.jsonl"), &init, NULL), 0);
     CU_ASSERT(fp.loss == classic.loss_ptq);
+    CU_ASSERT(fp.loss_ptq == fp.loss); /* f = 0: the final model is the PTQ model */
     CU_ASSERT(init.loss_ptq == classic.loss_ptq);
     CU_ASSERT(init.loss_fp_switch == classic.loss_fp_switch);
     CU_ASSERT_EQUAL(init.d_fp, 62 * 128); /* the checkpoint's tokens_trained */

@@ -503,7 +503,8 @@ static qp_status job_finish(job *j, const char *checkpoint_path, const char *exp
     if ((st = j->be->check(j->dev, err))) return st;
     int had_fp = j->s.n_fp > 0 || c->init_path;
     rec->loss_fp_switch = quant && had_fp ? j->pr.loss_fp_switch : (quant ? NAN : rec->loss);
-    if (quant && j->s.n_qat > 0) rec->loss_ptq = j->pr.loss_ptq; /* NAN from a format-2 state */
+    /* f = 0: the final model is the PTQ model, quantized by the same rules */
+    if (quant) rec->loss_ptq = j->s.n_qat > 0 ? j->pr.loss_ptq : rec->loss; /* NAN from a format-2 state */
     if (c->shape.vocab == 256) rec->val_bpb = rec->loss / log(2.0);
     if (!isfinite(rec->loss)) {
         rec->status = DATA_RUN_DIVERGED;
