@@ -329,6 +329,17 @@ static int fit_files(char **files, int n, const char *out_path, const char *repo
     return cli_report(st, &err);
 }
 
+/* --method: the training methods a run record can name */
+static qp_status parse_method(const char *v, char *out, size_t n, qp_error *err)
+{
+    char bar[32];
+    snprintf(bar, sizeof bar, "|%s|", v);
+    if (strlen(v) >= n || !strstr("|qat|efqat|efficientqat|blockap|e2eqp|", bar))
+        return qp_fail(err, QP_ERR_USAGE, "--method %s: use qat, efqat, efficientqat, blockap or e2eqp", v);
+    snprintf(out, n, "%s", v);
+    return QP_OK;
+}
+
 int cmd_fit(int argc, char **argv)
 {
     enum { O_FORM = 256, O_BOOT, O_HUBER, O_SEED, O_STARTS, O_THREADS, O_REPORT, O_SYNTH,
@@ -394,16 +405,7 @@ int cmd_fit(int argc, char **argv)
         case O_UNITS: st = data_loss_units_parse(optarg, &pa.units, &err); break;
         case O_SOURCE: pa.source = optarg; break;
         case O_REPRO: pa.reproducible = 1; break;
-        case O_METHOD: {
-            char bar[32];
-            snprintf(bar, sizeof bar, "|%s|", optarg);
-            if (strlen(optarg) > 16 || !strstr("|qat|efqat|efficientqat|blockap|e2eqp|", bar))
-                st = qp_fail(&err, QP_ERR_USAGE, "--method %s: use qat, efqat, efficientqat, blockap or e2eqp",
-                             optarg);
-            else
-                snprintf(fo.method, sizeof fo.method, "%s", optarg);
-            break;
-        }
+        case O_METHOD: st = parse_method(optarg, fo.method, sizeof fo.method, &err); break;
         case 'h': fit_help(stdout); return 0;
         case ':':
             st = qp_fail(&err, QP_ERR_USAGE, "option %s needs a value: see 'qatplan fit --help'", argv[optind - 1]);
