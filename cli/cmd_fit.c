@@ -28,6 +28,9 @@ static void fit_help(FILE *f)
             "  --starts N            starts: default the full 4,500-start grid (chinchilla, and the\n"
             "                        chinchilla stage of qat) and 128 Latin hypercube starts (qat)\n"
             "  --threads T           OpenMP threads (default: OMP_NUM_THREADS or all cores)\n"
+            "  --method M            training method of the quantized runs to fit: qat (default), efqat,\n"
+            "                        efficientqat, blockap or e2eqp; runs of other methods are excluded\n"
+            "                        and counted (records without a method are qat)\n"
             "  --report FILE         also write the fit report (residuals by size and bit width) to FILE\n"
             "  -q, --quiet           do not print the report on stdout\n\n"
             "penalty fits (--form penalty):\n"
@@ -126,7 +129,26 @@ typedef struct {
     int points, reproducible;
     double anchor_a, anchor_w;
     data_loss_units units;
+    const char *method; /* training method of the quantized runs ("" = qat) */
 } penalty_args;
+
+/* A penalty fit is of one training method too (fit_runs does this for the other forms):
+ * quantized runs of another method leave the list, with a note naming how many. */
+static void keep_method(data_run_list *runs, const char *method, const char *file)
+{
+    const char *want = method && method[0] ? method : "qat";
+    size_t k = 0;
+    int dropped = 0;
+    for (size_t i = 0; i < runs->n; i++) {
+        const data_run *r = &runs->runs[i];
+        if (!data_run_is_fp(r) && strcmp(data_run_method(r), want)) dropped++;
+        else runs->runs[k++] = *r;
+    }
+    runs->n = k;
+    if (dropped)
+        fprintf(stderr, "qatplan: %s: %d quantized runs of another training method than %s: excluded (select "
+                        "them with --method)\n", file, dropped, want);
+}
 
 static qp_status read_points(char **files, int n, const penalty_args *pa, const data_law *fp,
                              fit_penalty_point **pts, size_t *np, qp_error *err)
@@ -144,6 +166,7 @@ static qp_status read_points(char **files, int n, const penalty_args *pa, const 
             data_run_list_init(&runs);
             int unmatched = 0, nonpos = 0;
             st = data_runs_read(files[i], &runs, err);
+            if (!st) keep_method(&runs, pa->method, files[i]);
             if (!st) st = fit_penalty_points_from_runs(&runs, fp, &p, &k, &unmatched, &nonpos, err);
             if (!st && (unmatched || nonpos))
                 fprintf(stderr, "qatplan: %s: %d quantized runs without a full-precision match, %d with a "
@@ -220,6 +243,8 @@ static int cmd_fit_penalty(char **files, int n, const char *out_path, const char
     if (!st) st = fit_penalty(pts, np, &po, &law, &rep, &err);
     if (!st) {
         law.units = pa->units ? pa->units : has_fp ? fp.units : DATA_UNITS_UNKNOWN;
+        if (!pa->points)
+            snprintf(law.prov.run_method, sizeof law.prov.run_method, "%s", fo->method[0] ? fo->method : "qat");
         if (has_fp && law.units == fp.units) { /* the penalty adds to this law's losses */
             law.vocab = fp.vocab;
             snprintf(law.tokenizer, sizeof law.tokenizer, "%s", fp.tokenizer);
@@ -304,11 +329,22 @@ static int fit_files(char **files, int n, const char *out_path, const char *repo
     return cli_report(st, &err);
 }
 
+/* --method: the training methods a run record can name */
+static qp_status parse_method(const char *v, char *out, size_t n, qp_error *err)
+{
+    char bar[32];
+    snprintf(bar, sizeof bar, "|%s|", v);
+    if (strlen(v) >= n || !strstr("|qat|efqat|efficientqat|blockap|e2eqp|", bar))
+        return qp_fail(err, QP_ERR_USAGE, "--method %s: use qat, efqat, efficientqat, blockap or e2eqp", v);
+    snprintf(out, n, "%s", v);
+    return QP_OK;
+}
+
 int cmd_fit(int argc, char **argv)
 {
     enum { O_FORM = 256, O_BOOT, O_HUBER, O_SEED, O_STARTS, O_THREADS, O_REPORT, O_SYNTH,
            O_SYNTH_LAW, O_RUNS, O_NOISE, O_OUTLIERS, O_FP_LAW, O_POINTS, O_ANCHOR, O_ANCHOR_W, O_UNITS,
-           O_SOURCE, O_REPRO };
+           O_SOURCE, O_REPRO, O_METHOD };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},      {"form", required_argument, 0, O_FORM},
         {"bootstrap", required_argument, 0, O_BOOT}, {"huber-delta", required_argument, 0, O_HUBER},
@@ -320,7 +356,7 @@ int cmd_fit(int argc, char **argv)
         {"fp-law", required_argument, 0, O_FP_LAW}, {"points", no_argument, 0, O_POINTS},
         {"fraction-anchor", required_argument, 0, O_ANCHOR}, {"anchor-weight", required_argument, 0, O_ANCHOR_W},
         {"units", required_argument, 0, O_UNITS},   {"source", required_argument, 0, O_SOURCE},
-        {"reproducible", no_argument, 0, O_REPRO},
+        {"reproducible", no_argument, 0, O_REPRO}, {"method", required_argument, 0, O_METHOD},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     fit_options fo;
@@ -331,7 +367,7 @@ int cmd_fit(int argc, char **argv)
     int quiet = 0, form_given = 0;
     long v;
     double x, runs_n = NAN, noise = NAN, outliers = NAN;
-    penalty_args pa = {NULL, NULL, 0, 0, NAN, 1.0, DATA_UNITS_UNKNOWN};
+    penalty_args pa = {NULL, NULL, 0, 0, NAN, 1.0, DATA_UNITS_UNKNOWN, NULL};
     optind = 1;
     opterr = 0;
     int c;
@@ -369,6 +405,7 @@ int cmd_fit(int argc, char **argv)
         case O_UNITS: st = data_loss_units_parse(optarg, &pa.units, &err); break;
         case O_SOURCE: pa.source = optarg; break;
         case O_REPRO: pa.reproducible = 1; break;
+        case O_METHOD: st = parse_method(optarg, fo.method, sizeof fo.method, &err); break;
         case 'h': fit_help(stdout); return 0;
         case ':':
             st = qp_fail(&err, QP_ERR_USAGE, "option %s needs a value: see 'qatplan fit --help'", argv[optind - 1]);
@@ -409,6 +446,7 @@ int cmd_fit(int argc, char **argv)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "no output: add -o LAW.json (the law file to "
                                   "write)"), &err);
     int penalty_opts = pa.fp_law || pa.points || isfinite(pa.anchor_a) || pa.anchor_w != 1.0 || pa.source || pa.reproducible;
+    pa.method = fo.method;
     if (fo.form == DATA_LAW_PENALTY)
         return cmd_fit_penalty(argv + optind, argc - optind, out_path, report_path, quiet, &fo, &pa);
     if (penalty_opts)

@@ -102,10 +102,13 @@ int cmd_train(int argc, char **argv)
             qp_status s2 = write_record(&rec, a.runs_out);
             if (s2 && !st) st = s2;
         }
-        if (st == QP_OK && !a.quiet)
-            fprintf(stderr, "final %s val loss %.4f nats/token (%.4f bits/byte)%s%s\n",
-                    a.c.quant.kind == TRAIN_Q_NONE ? "FP" : "quantized", rec.loss, rec.val_bpb,
+        if (st == QP_OK && !a.quiet) {
+            char ptq[64] = ""; /* the PTQ loss the QAT phase started from */
+            if (isfinite(rec.loss_ptq)) snprintf(ptq, sizeof ptq, ", %.4f before QAT (loss_ptq)", rec.loss_ptq);
+            fprintf(stderr, "final %s val loss %.4f nats/token (%.4f bits/byte)%s%s%s\n",
+                    a.c.quant.kind == TRAIN_Q_NONE ? "FP" : "quantized", rec.loss, rec.val_bpb, ptq,
                     a.runs_out ? "; record appended to " : "", a.runs_out ? a.runs_out : "");
+        }
     }
 out:
     train_inputs_free(&in);

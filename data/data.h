@@ -95,7 +95,21 @@ typedef struct {
     int optimizer_reset;      /* -1 unknown, 0 kept, 1 reset at the FP->QAT switch */
     char device[16];          /* "cpu", "cuda" */
     char precision[8];        /* "fp32", "bf16" (matrix products; master weights are fp32) */
+    /* training method and its costs (optional: NAN / "" when not recorded; never written
+     * non-finite) */
+    char method[16];          /* "" = "qat" (records written before methods existed) */
+    double lr_qat;            /* peak learning rate of the QAT phase */
+    double loss_ptq;          /* validation loss quantized at the switch, before any QAT step */
+    char init_checkpoint[65]; /* SHA-256 (hex) of the --init checkpoint; "" = none */
+    double flops_fp, flops_qat; /* GEMM FLOPs counted per phase */
+    double trainable_params_qat; /* most scalars trained at any QAT step */
+    double wall_seconds_qat;  /* wall time of the QAT phase alone */
+    double peak_rss_bytes;    /* the process's peak resident memory (getrusage) */
+    double train_state_bytes; /* the trainer's own allocations (deterministic) */
 } data_run;
+
+/* The record's training method: r->method, or "qat" when it has none. */
+const char *data_run_method(const data_run *r);
 
 /* Defaults: optional numbers NAN, ints 0 (optimizer_reset -1), strings empty,
  * status ok, schedule classic. */
@@ -187,6 +201,8 @@ typedef struct {
     char code_version[64];
     int n_runs;           /* runs used in the fit (0 = not fitted by qatplan) */
     int n_excluded;       /* runs excluded (bad, diverged, duplicate) */
+    char run_method[16];  /* training method of the QAT runs fitted ("" = unknown; JSON
+                           * "run_method", since "method" names the fitting method) */
     double n_min, n_max;  /* range of N (all parameters) fitted on; NAN if unknown */
     double d_min, d_max;  /* range of D_total (tokens) fitted on; NAN if unknown */
     double s_min, s_max;  /* range of S_total fitted on; NAN if unknown */

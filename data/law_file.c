@@ -173,6 +173,7 @@ char *data_law_to_json(const data_law *law, qp_error *err)
     if (p->code_version[0]) cJSON_AddStringToObject(pr, "code_version", p->code_version);
     cJSON_AddNumberToObject(pr, "n_runs", p->n_runs);
     cJSON_AddNumberToObject(pr, "n_excluded", p->n_excluded);
+    if (p->run_method[0]) cJSON_AddStringToObject(pr, "run_method", p->run_method);
     if (isfinite(p->n_min) && isfinite(p->n_max)) {
         double r[2] = {p->n_min, p->n_max};
         cJSON_AddItemToObject(pr, "n_params_range", dj_number_array(r, 2));
@@ -284,6 +285,7 @@ static qp_status parse_provenance(const cJSON *pr, data_law_provenance *p, const
         (st = dj_get_string(pr, "method", 0, p->method, sizeof p->method, name, err)) ||
         (st = dj_get_string(pr, "created", 0, p->created, sizeof p->created, name, err)) ||
         (st = dj_get_string(pr, "code_version", 0, p->code_version, sizeof p->code_version, name, err)) ||
+        (st = dj_get_string(pr, "run_method", 0, p->run_method, sizeof p->run_method, name, err)) ||
         (st = get_range(pr, "n_params_range", &p->n_min, &p->n_max, name, err)) ||
         (st = get_range(pr, "tokens_range", &p->d_min, &p->d_max, name, err)) ||
         (st = get_range(pr, "s_total_range", &p->s_min, &p->s_max, name, err)))

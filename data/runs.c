@@ -48,11 +48,16 @@ void data_run_init(data_run *r)
     r->batch_tokens = NAN;
     r->decay_frac = NAN;
     r->optimizer_reset = -1;
+    r->lr_qat = r->loss_ptq = NAN;
+    r->flops_fp = r->flops_qat = r->trainable_params_qat = NAN;
+    r->wall_seconds_qat = r->peak_rss_bytes = r->train_state_bytes = NAN;
     r->schedule = DATA_SCHED_CLASSIC;
     r->status = DATA_RUN_OK;
 }
 
 double data_run_tokens(const data_run *r) { return r->d_fp + r->d_qat; }
+
+const char *data_run_method(const data_run *r) { return r->method[0] ? r->method : "qat"; }
 
 qp_status data_run_validate(const data_run *r, qp_error *err)
 {
@@ -111,6 +116,22 @@ static void add_opt_real(cJSON *o, const char *key, double v)
     if (!isnan(v)) dj_add_real(o, key, v);
 }
 
+/* The method fields: optional, and only finite numbers (a NaN or an infinity is left out:
+ * these are costs and losses that a reader must be able to take as numbers). */
+static void add_method_fields(cJSON *o, const data_run *r)
+{
+    if (r->method[0]) cJSON_AddStringToObject(o, "method", r->method);
+    struct { const char *k; double v; } f[] = {
+        {"lr_qat", r->lr_qat}, {"loss_ptq", r->loss_ptq}, {"flops_fp", r->flops_fp},
+        {"flops_qat", r->flops_qat}, {"trainable_params_qat", r->trainable_params_qat},
+        {"wall_seconds_qat", r->wall_seconds_qat}, {"peak_rss_bytes", r->peak_rss_bytes},
+        {"train_state_bytes", r->train_state_bytes},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (isfinite(f[i].v)) dj_add_real(o, f[i].k, f[i].v);
+    if (r->init_checkpoint[0]) cJSON_AddStringToObject(o, "init_checkpoint", r->init_checkpoint);
+}
+
 char *data_run_to_json(const data_run *r)
 {
     cJSON *o = cJSON_CreateObject();
@@ -157,6 +178,7 @@ char *data_run_to_json(const data_run *r)
     if (r->optimizer_reset >= 0) cJSON_AddBoolToObject(o, "optimizer_reset", r->optimizer_reset);
     if (r->device[0]) cJSON_AddStringToObject(o, "device", r->device);
     if (r->precision[0]) cJSON_AddStringToObject(o, "precision", r->precision);
+    add_method_fields(o, r);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;
@@ -356,6 +378,22 @@ static qp_status json_core(const cJSON *o, data_run *r, const char *name, long l
     return QP_OK;
 }
 
+/* The optional method fields (add_method_fields). An absent method reads as "" (= qat). */
+static qp_status method_from_json(const cJSON *o, data_run *r, const char *where, qp_error *err)
+{
+    qp_status st;
+    if ((st = dj_get_string(o, "method", 0, r->method, sizeof r->method, where, err))) return st;
+    struct { const char *k; double *dst; } f[] = {
+        {"lr_qat", &r->lr_qat}, {"loss_ptq", &r->loss_ptq}, {"flops_fp", &r->flops_fp},
+        {"flops_qat", &r->flops_qat}, {"trainable_params_qat", &r->trainable_params_qat},
+        {"wall_seconds_qat", &r->wall_seconds_qat}, {"peak_rss_bytes", &r->peak_rss_bytes},
+        {"train_state_bytes", &r->train_state_bytes},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if ((st = dj_get_real(o, f[i].k, 0, f[i].dst, where, err))) return st;
+    return dj_get_string(o, "init_checkpoint", 0, r->init_checkpoint, sizeof r->init_checkpoint, where, err);
+}
+
 static qp_status run_from_json(const cJSON *o, data_run *r, const char *name, long lineno, const char *where,
                                qp_error *err)
 {
@@ -419,6 +457,7 @@ static qp_status run_from_json(const cJSON *o, data_run *r, const char *name, lo
     if ((st = dj_get_string(o, "device", 0, r->device, sizeof r->device, where, err))) return st;
     if ((st = dj_get_string(o, "precision", 0, r->precision, sizeof r->precision, where, err)))
         return st;
+    if ((st = method_from_json(o, r, where, err))) return st;
     exclude_by_loss(r, 0);
     if ((st = data_run_validate(r, err))) {
         qp_error_prefix(err, "%s: ", where);

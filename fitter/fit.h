@@ -32,6 +32,9 @@ typedef struct {
     int max_iter;        /* BFGS iterations per start; default 3000 */
     int loo;             /* compute leave-one-model-size-out error (default 1) */
     char source[512];    /* provenance source, e.g. the input file names; "" = "run records" */
+    char method[16];     /* training method of the quantized runs fitted; "" = "qat". Quantized
+                            runs of other methods are excluded (n_other_method); full-precision
+                            runs belong to every method */
 } fit_options;
 
 void fit_options_init(fit_options *o);
@@ -61,6 +64,8 @@ typedef struct {
     int n_diverged, n_failed, n_duplicate;
     char excluded_runs[640]; /* the bad, diverged and failed runs by id and reason ("and N more") */
     int n_other_form;    /* valid runs the form does not use (QAT runs in a chinchilla fit) */
+    int n_other_method;  /* quantized runs of another training method than fit_options.method */
+    char other_methods[128]; /* their methods, comma-separated ("efqat, e2eqp") */
     int starts, starts_ok, starts_at_best;
     double best_objective; /* summed Huber of the point estimate (bound penalty excluded) */
     int bounds_active;   /* coefficients that ended on a bound (listed in bound_note) */

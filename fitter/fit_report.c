@@ -12,6 +12,9 @@ void fit_report_print(FILE *f, const fit_report *r, const data_law *law)
     if (r->n_other_form)
         fprintf(f, "; %d not used by this form (%s)", r->n_other_form,
                 r->form == DATA_LAW_CHINCHILLA ? "quantized runs" : "full-precision runs");
+    if (r->n_other_method)
+        fprintf(f, "; %d of another training method (%s; select them with --method)", r->n_other_method,
+                r->other_methods);
     fprintf(f, "\n");
     if (r->excluded_runs[0]) fprintf(f, "excluded runs: %s\n", r->excluded_runs);
     if (r->form == DATA_LAW_FRACTION) {

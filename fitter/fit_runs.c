@@ -83,8 +83,30 @@ static void name_excluded(fit_report *rep, const data_run *r, const char *why, i
 /* Marks used[i] = 1 for runs the form fits; counts the others in rep. A duplicate is a
  * second record with the same run_id, or with the same N, D_fp, D_qat, bits, loss and
  * seed (the same run recorded twice); repeated seeds of one configuration are kept. */
-static qp_status clean_runs(const data_run_list *runs, data_law_form form, unsigned char *used,
-                            fit_report *rep, qp_error *err)
+/* A fit describes one training method: quantized runs of another are excluded, counted and
+ * their methods named, so that a qat law never silently absorbs EfQAT runs. Full-precision
+ * runs train no quantizer and belong to every method. */
+static void exclude_other_methods(const data_run_list *runs, const char *method, unsigned char *used,
+                                  fit_report *rep)
+{
+    const char *want = method[0] ? method : "qat";
+    for (size_t i = 0; i < runs->n; i++) {
+        const data_run *r = &runs->runs[i];
+        const char *m = data_run_method(r);
+        if (!used[i] || data_run_is_fp(r) || !strcmp(m, want)) continue;
+        used[i] = 0;
+        rep->n_other_method++;
+        size_t k = strlen(rep->other_methods), ml = strlen(m);
+        int seen = 0;
+        for (const char *p = rep->other_methods; (p = strstr(p, m)); p += ml)
+            if ((p == rep->other_methods || p[-1] == ' ') && (p[ml] == ',' || p[ml] == '\0')) seen = 1;
+        if (!seen && k + ml + 3 < sizeof rep->other_methods)
+            snprintf(rep->other_methods + k, sizeof rep->other_methods - k, "%s%s", k ? ", " : "", m);
+    }
+}
+
+static qp_status clean_runs(const data_run_list *runs, data_law_form form, const char *method,
+                            unsigned char *used, fit_report *rep, qp_error *err)
 {
     size_t n = runs->n;
     int *idx = malloc(sizeof(int) * (n + 1));
@@ -134,6 +156,7 @@ static qp_status clean_runs(const data_run_list *runs, data_law_form form, unsig
             used[i] = 0;
             rep->n_other_form++;
         }
+    exclude_other_methods(runs, method, used, rep);
     return QP_OK;
 }
 
@@ -880,7 +903,7 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
 
     unsigned char *used = malloc(runs->n + 1);
     if (!used) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
-    if ((st = clean_runs(runs, opt.form, used, rep, err))) goto done;
+    if ((st = clean_runs(runs, opt.form, opt.method, used, rep, err))) goto done;
     for (size_t i = 0; i < runs->n; i++) rep->n_used += used[i];
     if (opt.form == DATA_LAW_FRACTION) st = fit_fraction_form(runs, used, &opt, out, rep, err);
     else st = fit_huber_form(runs, used, &opt, out, rep, err);
@@ -891,6 +914,8 @@ qp_status fit_runs(const data_run_list *runs, const fit_options *opt_in, data_la
         snprintf(p->code_version, sizeof p->code_version, "%s", qp_version());
         p->n_runs = rep->n_used;
         p->n_excluded = rep->n_bad + rep->n_diverged + rep->n_failed + rep->n_duplicate;
+        if (opt.form != DATA_LAW_CHINCHILLA)
+            snprintf(p->run_method, sizeof p->run_method, "%s", opt.method[0] ? opt.method : "qat");
         infer_units(runs, used, out);
         st = data_law_validate(out, err);
     }

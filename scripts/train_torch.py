@@ -15,6 +15,7 @@ Dev script: Debian's python3-torch 1.13, no other packages; small CPU shapes.
 import json
 import math
 import os
+import resource
 import signal
 import sys
 import time
@@ -32,7 +33,7 @@ OPTS = {
     "--layers": ("i", 2), "--width": ("i", 64), "--heads": ("i", 2), "--kv-heads": ("i", 0),
     "--ffn": ("i", 0), "--context": ("i", 128), "--tokens": ("f", 1e6), "--qat-fraction": ("f", 0.2),
     "--batch": ("i", 16), "--bits": ("i", 4), "--quantizer": ("s", "auto"), "--schedule": ("s", "classic"),
-    "--lr": ("f", 3e-3), "--warmup-frac": ("f", 0.05), "--decay-frac": ("f", None),
+    "--lr": ("f", 3e-3), "--qat-lr": ("f", None), "--qparam-lr-mult": ("f", 1.0), "--warmup-frac": ("f", 0.05), "--decay-frac": ("f", None),
     "--decay-shape": ("s", "linear"), "--min-lr-frac": ("f", 0.0), "--weight-decay": ("f", 0.1),
     "--grad-clip": ("f", 1.0), "--reset-optimizer": ("b", False), "--diverge-loss": ("f", None),
     "--seed": ("i", 1), "--threads": ("i", 2), "--eval-tokens": ("i", 65536), "--run-id": ("s", None),
@@ -43,6 +44,8 @@ OPTS = {
 # accepted, not implemented: a warning, the run goes on
 IGNORED = {"--checkpoint": "s", "--export-int": "s", "--save-every": "s", "--max-steps": "s",
            "--max-memory": "s", "--device": "s", "--precision": "s", "--group-size": "s", "--embed-bits": "s"}
+# refused: the run would silently be another run
+REFUSED = {"--init": "--init (start from a checkpoint) is not implemented here; use qatplan train"}
 STOP = []
 
 
@@ -63,6 +66,8 @@ def parse(argv):
                 sys.stderr.write("train_torch: warning: %s %s is not implemented here, ignored\n" % (a, argv[i + 1]))
             i += 2
             continue
+        if a in REFUSED:
+            die(2, REFUSED[a])
         if a not in OPTS:
             die(2, "unknown option '%s' (see docs/sweep.md, \"The trainer contract\")" % a)
         kind, key = OPTS[a][0], a[2:].replace("-", "_")
@@ -240,6 +245,8 @@ def run(o):
     div = o["diverge_loss"] if o["diverge_loss"] is not None else 3 * math.log(256) + 5
     opt = make_opt(m, o)
     step, loss_switch, t0 = 0, float("nan"), time.time()
+    o["_ptq"], o["_t_switch"] = float("nan"), None  # loss_ptq; this process's time at the switch
+    qlr = o["qat_lr"] if o["qat_lr"] else o["lr"]
     if o["state"] and (o["resume"] or (o["resume_if_exists"] and os.path.exists(o["state"]))):
         try:
             st = torch.load(o["state"])
@@ -248,6 +255,7 @@ def run(o):
         if st.get("argv") != o["_key"]:
             die(2, "%s: saved with other settings; delete it to start over" % o["state"])
         step, loss_switch = st["step"], st["loss_switch"]
+        o["_ptq"] = st.get("loss_ptq", float("nan"))
         for k, v in st["p"].items():
             m.p[k] = v.requires_grad_(True)
         opt = make_opt(m, o)
@@ -256,10 +264,11 @@ def run(o):
     if n_fp == 0 and n_qat and m.mats[0] + ".scale" not in m.p:  # qat-only: step sizes from the init
         quant_init(m)
         opt = make_opt(m, o)
+        o["_ptq"], o["_t_switch"] = evaluate(m, val, T, o["eval_tokens"], True), time.time()
     while step < n:
         if STOP:
             if o["state"]:
-                save_state(o, {"argv": o["_key"], "step": step, "loss_switch": loss_switch,
+                save_state(o, {"argv": o["_key"], "step": step, "loss_switch": loss_switch, "loss_ptq": o["_ptq"],
                                "p": {k: v.detach() for k, v in m.p.items()}, "opt": opt.state_dict(),
                                "gen": gen.get_state()})
             die(1, "stopped by a signal at step %d of %d%s" % (step, n, ", state saved" if o["state"] else ""))
@@ -271,15 +280,21 @@ def run(o):
                 opt = make_opt(m, o)
             else:  # keep the weights' Adam moments, add the new step sizes
                 opt.add_param_group({"params": [m.p[k + ".scale"] for k in m.mats], "weight_decay": 0.0})
+            # the quantized loss before any QAT step (loss_ptq)
+            o["_ptq"], o["_t_switch"] = evaluate(m, val, T, o["eval_tokens"], True), time.time()
         if fused:
             lr = lr_at(step, n, o["lr"], max(1, int(o["warmup_frac"] * n)), int(round(dfrac * n_qat)),
                        o["min_lr_frac"], o["decay_shape"] == "1-sqrt")
+            if qat:  # the cooldown starts at --qat-lr
+                lr = lr_at(step - n_fp, n_qat, qlr, 0, int(round(dfrac * n_qat)), o["min_lr_frac"],
+                           o["decay_shape"] == "1-sqrt")
         else:
             ph, s0 = (n_qat, n_fp) if qat else (n_fp, 0)
-            lr = lr_at(step - s0, ph, o["lr"], max(1, int(o["warmup_frac"] * ph)), int(round(dfrac * ph)),
-                       o["min_lr_frac"], o["decay_shape"] == "1-sqrt")
-        for g in opt.param_groups:
-            g["lr"] = lr
+            lr = lr_at(step - s0, ph, qlr if qat else o["lr"], max(1, int(o["warmup_frac"] * ph)),
+                       int(round(dfrac * ph)), o["min_lr_frac"], o["decay_shape"] == "1-sqrt")
+        scales = {id(m.p[k + ".scale"]) for k in m.mats if k + ".scale" in m.p}
+        for g in opt.param_groups:  # step sizes: the phase's rate times --qparam-lr-mult
+            g["lr"] = lr * (o["qparam_lr_mult"] if g["params"] and id(g["params"][0]) in scales else 1.0)
         off = torch.randint(0, len(train) - T - 1, (B,), generator=gen)
         loss = m.forward(train[off[:, None] + torch.arange(T + 1)[None, :]], qat)
         if not math.isfinite(loss.item()) or loss.item() > div:
@@ -322,6 +337,18 @@ def finish(o, m, sched, n_fp, n_qat, tps, dataset, loss, loss_switch, t0, reason
            "dataset": dataset, "status": "diverged" if reason else "ok", "wall_seconds": round(time.time() - t0, 3),
            "code_version": "train_torch.py/torch-" + torch.__version__, "lr_peak": o["lr"], "batch_tokens": tps,
            "decay_frac": dfrac, "decay_shape": o["decay_shape"], "device": "cpu", "precision": "fp32"}
+    n_train = sum(v.numel() for v in m.p.values())
+    rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rec["train_state_bytes"] = 16 * n_train  # parameters, gradients, Adam m and v (fp32)
+    if m.kind != "none":
+        rec["method"] = "qat"
+    if n_qat > 0:
+        rec["lr_qat"] = o["qat_lr"] if o["qat_lr"] else o["lr"]
+        rec["trainable_params_qat"] = n_train
+        if math.isfinite(o["_ptq"]):
+            rec["loss_ptq"] = o["_ptq"]
+        if o["_t_switch"] is not None:
+            rec["wall_seconds_qat"] = round(time.time() - o["_t_switch"], 3)
     if sched in ("classic", "fused"):
         rec["optimizer_reset"] = o["reset_optimizer"]
     if math.isfinite(loss_switch):

@@ -365,6 +365,67 @@ static void test_fraction_form(void)
     data_run_list_free(&runs);
 }
 
+/* A fit is of one training method: quantized runs of another method are excluded, counted
+ * and named, and leave the law exactly as without them; --method selects them instead.
+ * Full-precision runs belong to every method. */
+static void test_method_selection(void)
+{
+    data_run_list runs;
+    synth(DATA_LAW_QAT, 0, 0, 0, 9, &runs);
+    fit_options fo;
+    fit_options_init(&fo);
+    fo.form = DATA_LAW_FRACTION;
+    data_law base, law;
+    fit_report rep;
+    qp_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(fit_runs(&runs, &fo, &base, &rep, &err), QP_OK);
+    CU_ASSERT_EQUAL(rep.n_other_method, 0);
+    CU_ASSERT_STRING_EQUAL(base.prov.run_method, "qat");
+    int n_used = rep.n_used, n_fp = rep.n_other_form, n_q = 0;
+    fit_report_free(&rep);
+    size_t n0 = runs.n;
+    for (size_t i = 0; i < n0; i++) {
+        data_run r = runs.runs[i];
+        if (data_run_is_fp(&r)) continue;
+        snprintf(r.method, sizeof r.method, "efqat");
+        snprintf(r.run_id, sizeof r.run_id, "efqat-%zu", i);
+        r.loss *= 1.05;
+        CU_ASSERT_EQUAL_FATAL(data_run_list_push(&runs, &r, &err), QP_OK);
+        n_q++;
+    }
+    CU_ASSERT_EQUAL_FATAL(fit_runs(&runs, &fo, &law, &rep, &err), QP_OK);
+    CU_ASSERT_EQUAL(rep.n_other_method, n_q);
+    CU_ASSERT_STRING_EQUAL(rep.other_methods, "efqat");
+    CU_ASSERT_EQUAL(rep.n_used, n_used);
+    CU_ASSERT(law.coef[0] == base.coef[0]); /* the EfQAT runs changed nothing */
+    CU_ASSERT_STRING_EQUAL(law.prov.run_method, "qat");
+    char *json = data_law_to_json(&law, &err);
+    CU_ASSERT_PTR_NOT_NULL(json && strstr(json, "\"run_method\":\t\"qat\""));
+    data_law back;
+    CU_ASSERT_EQUAL(data_law_parse(json, "mem", &back, &err), QP_OK);
+    CU_ASSERT_STRING_EQUAL(back.prov.run_method, "qat");
+    data_law_free(&back);
+    free(json);
+    fit_report_free(&rep);
+    data_law_free(&law);
+    snprintf(fo.method, sizeof fo.method, "efqat");
+    CU_ASSERT_EQUAL_FATAL(fit_runs(&runs, &fo, &law, &rep, &err), QP_OK);
+    CU_ASSERT_EQUAL(rep.n_other_method, n_q); /* now the records without a method: qat */
+    CU_ASSERT_STRING_EQUAL(rep.other_methods, "qat");
+    CU_ASSERT_EQUAL(rep.n_used, n_used);
+    CU_ASSERT_EQUAL(rep.n_other_form, n_fp);
+    CU_ASSERT(law.coef[0] != base.coef[0]);
+    CU_ASSERT_STRING_EQUAL(law.prov.run_method, "efqat");
+    fit_report_free(&rep);
+    data_law_free(&law);
+    data_law_free(&base);
+    data_run_list_free(&runs);
+    char *e = NULL;
+    CU_ASSERT_EQUAL(tu_run_qatplan("fit x.jsonl -o y.json --method fqat", NULL, &e), 2);
+    CU_ASSERT_PTR_NOT_NULL(e && strstr(e, "--method fqat: use qat, efqat"));
+    free(e);
+}
+
 static void test_bootstrap_chinchilla(void)
 {
     data_run_list runs;
@@ -565,6 +626,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_identifiability_chinchilla);
     TU_ADD(s, test_identifiability_qat);
     TU_ADD(s, test_fraction_form);
+    TU_ADD(s, test_method_selection);
     TU_ADD(s, test_bootstrap_chinchilla);
     TU_ADD(s, test_degenerate_never_nan);
     TU_ADD(s, test_synth_generator);

@@ -74,6 +74,65 @@ static void test_run_round_trip(void)
     data_run_list_free(NULL);
 }
 
+/* The method fields: optional, round trip exactly, a non-finite value is left out (never
+ * null or a string), and a record without them reads as method qat. */
+static void test_run_method_fields(void)
+{
+    data_run r = sample_run();
+    CU_ASSERT_STRING_EQUAL(data_run_method(&r), "qat");
+    char *line = data_run_to_json(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+    const char *keys[] = {"method", "lr_qat", "loss_ptq", "init_checkpoint", "flops_fp", "flops_qat",
+                          "trainable_params_qat", "wall_seconds_qat", "peak_rss_bytes", "train_state_bytes"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char q[64];
+        snprintf(q, sizeof q, "\"%s\"", keys[i]);
+        CU_ASSERT_PTR_NULL(strstr(line, q)); /* unknown: absent */
+    }
+    free(line);
+    snprintf(r.method, sizeof r.method, "efqat");
+    r.lr_qat = 3e-4;
+    r.loss_ptq = 1.8622;
+    snprintf(r.init_checkpoint, sizeof r.init_checkpoint, "%064d", 7);
+    r.flops_fp = 1.5e15;
+    r.flops_qat = NAN;             /* not counted: left out */
+    r.trainable_params_qat = INFINITY; /* never written non-finite */
+    r.wall_seconds_qat = 12.25;
+    r.peak_rss_bytes = 14151680;
+    r.train_state_bytes = 1127916;
+    line = data_run_to_json(&r);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+    CU_ASSERT_PTR_NULL(strstr(line, "flops_qat"));
+    CU_ASSERT_PTR_NULL(strstr(line, "trainable_params_qat"));
+    CU_ASSERT_PTR_NULL(strstr(line, "null"));
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(data_runs_parse_jsonl(line, "mem", &l, &err), QP_OK);
+    data_run *b = &l.runs[0];
+    CU_ASSERT_STRING_EQUAL(data_run_method(b), "efqat");
+    CU_ASSERT_EQUAL(b->lr_qat, 3e-4);
+    CU_ASSERT_EQUAL(b->loss_ptq, 1.8622);
+    CU_ASSERT_STRING_EQUAL(b->init_checkpoint, r.init_checkpoint);
+    CU_ASSERT_EQUAL(b->flops_fp, 1.5e15);
+    CU_ASSERT(isnan(b->flops_qat) && isnan(b->trainable_params_qat));
+    CU_ASSERT_EQUAL(b->wall_seconds_qat, 12.25);
+    CU_ASSERT_EQUAL(b->peak_rss_bytes, 14151680);
+    CU_ASSERT_EQUAL(b->train_state_bytes, 1127916);
+    free(line);
+    data_run_list_free(&l);
+    /* an old record (no method fields) is qat; a wrong type is refused with its name */
+    data_run_list_init(&l);
+    CU_ASSERT_EQUAL_FATAL(data_runs_parse_jsonl("{\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":1e6,\"bits\":4,"
+                                                "\"loss\":2.5}", "old", &l, &err), QP_OK);
+    CU_ASSERT_STRING_EQUAL(data_run_method(&l.runs[0]), "qat");
+    CU_ASSERT(isnan(l.runs[0].loss_ptq) && isnan(l.runs[0].lr_qat));
+    CU_ASSERT_EQUAL(data_runs_parse_jsonl("{\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":1e6,\"bits\":4,"
+                                          "\"loss\":2.5,\"method\":3}", "bad", &l, &err), QP_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "\"method\""));
+    data_run_list_free(&l);
+}
+
 /* A record that gives only part of the model (here the vocabulary and context) keeps that part
  * when written back: the writer once dropped "model" unless n_layer or d_model was set (found
  * by fuzz/fuzz_runs_jsonl.c). */
@@ -430,6 +489,7 @@ static void test_law_nonfinite_never_written(void)
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_run_round_trip);
+    TU_ADD(s, test_run_method_fields);
     TU_ADD(s, test_run_partial_model_round_trip);
     TU_ADD(s, test_run_nonfinite_is_explicit);
     TU_ADD(s, test_run_malformed);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ckpt.h"
 #include "data.h"
 #include "testutil.h"
 #include "train.h"
@@ -72,6 +73,52 @@ static void test_lr_fused(void)
     CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
     NEAR(train_lr_at(&s, 79), 1.0);
     NEAR(train_lr_at(&s, 90), 0.5);
+}
+
+/* --qat-lr: the QAT phase's own peak, its warmup, decay and floor scaled with it; the FP phase
+ * untouched; equal to --lr it is the same schedule. */
+static void test_lr_qat(void)
+{
+    train_sched s, s0;
+    qp_error err;
+    train_config c = cfg(100, 0.3, DATA_SCHED_CLASSIC);
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s0, &err), QP_OK);
+    c.qat_lr = 0.1;
+    c.min_lr_frac = 0.1;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    NEAR(s.lr_qat, 0.1);
+    NEAR(train_lr_at(&s, 6), 1.0);         /* FP peak */
+    NEAR(train_lr_at(&s, 69), 0.1 + 0.9 / 14); /* FP decay to 0.1 x --lr */
+    NEAR(train_lr_at(&s, 70), 0.1 / 3);    /* QAT re-warmup to --qat-lr */
+    NEAR(train_lr_at(&s, 93), 0.1);
+    NEAR(train_lr_at(&s, 99), 0.01 + 0.09 / 6); /* QAT decay to 0.1 x --qat-lr */
+    c = cfg(100, 0.4, DATA_SCHED_FUSED);
+    c.qat_lr = 0.5;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    NEAR(train_lr_at(&s, 59), 1.0);
+    NEAR(train_lr_at(&s, 60), 0.5);        /* fused: the cooldown starts at --qat-lr */
+    NEAR(train_lr_at(&s, 80), 0.25);
+    c = cfg(100, 1.0, DATA_SCHED_CLASSIC);
+    c.qat_lr = 0.2;
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    NEAR(train_lr_at(&s, 50), 0.2);        /* QAT only: all of it at --qat-lr */
+    c = cfg(100, 0.3, DATA_SCHED_CLASSIC);
+    c.qat_lr = 1.0;                        /* = --lr: the very same schedule */
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    for (long i = 0; i < 100; i++) CU_ASSERT(train_lr_at(&s, i) == train_lr_at(&s0, i));
+    /* --init: every step is QAT, whatever --qat-fraction says */
+    c.init_path = "x.safetensors";
+    CU_ASSERT_EQUAL_FATAL(train_sched_make(&c, &s, &err), QP_OK);
+    CU_ASSERT_EQUAL(s.n_fp, 0);
+    CU_ASSERT_EQUAL(s.n_qat, 100);
+    c.init_path = NULL;
+    c.lr = 0.5;
+    c.qat_lr = 1.5;
+    CU_ASSERT_EQUAL(train_config_check(&c, &err), QP_ERR_INPUT);
+    c.qat_lr = 0;
+    c.qparam_lr_mult = 0;
+    CU_ASSERT_EQUAL(train_config_check(&c, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "--qparam-lr-mult"));
 }
 
 static void test_lr_ends(void)
@@ -443,10 +490,10 @@ static void test_state_damage_refused(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(good);
     CU_ASSERT_FATAL(n > 1000);
     struct { const char *what; size_t at; int xor_; size_t len; const char *msg; } cases[] = {
-        {"step count 20 -> 120", 24, 20 ^ 120, 0, "checksum mismatch"},
+        {"step count 20 -> 120", 32, 20 ^ 120, 0, "checksum mismatch"},
         {"one bit of a weight", 0, 1, 0, "checksum mismatch"},
         {"truncated", 0, 0, 1000, "does not match its header"},
-        {"format 1", 4, 2 ^ 1, 0, "format 1"},
+        {"format 1", 4, 3 ^ 1, 0, "format 1"},
         {"not a state", 0, 0, 0, "not a qatplan training state"},
     };
     cases[1].at = n - 5000;
@@ -872,8 +919,150 @@ static void test_cpu_losses_bit_identical(void)
     }
 }
 
+/* --qat-lr equal to --lr and --qparam-lr-mult 1 change nothing, bit for bit; another QAT
+ * rate changes only the QAT phase: loss_ptq (one evaluation at the switch, before any QAT
+ * step) is the same in all of them and in the record with lr_qat. */
+static void test_qat_lr_runs(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 16K "
+                       "--qat-fraction 0.5 --bits 2 --eval-tokens 2K --quiet --seed 5 --threads 1";
+    const char *extra[] = {"", "--qat-lr 3e-3", "--qparam-lr-mult 1", "--qat-lr 3e-4", "--qparam-lr-mult 0.1"};
+    data_run r[5];
+    char opts[2048];
+    for (int i = 0; i < 5; i++) {
+        snprintf(opts, sizeof opts, "%s %s", base, extra[i]);
+        CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("qatlr.jsonl"), &r[i], NULL), 0);
+        CU_ASSERT(isfinite(r[i].loss_ptq) && r[i].loss_ptq > 0);
+        CU_ASSERT(r[i].loss_ptq == r[0].loss_ptq);
+        CU_ASSERT(r[i].loss_fp_switch == r[0].loss_fp_switch);
+        CU_ASSERT_STRING_EQUAL(data_run_method(&r[i]), "qat");
+        CU_ASSERT(r[i].trainable_params_qat > 20000 && r[i].train_state_bytes > 0 && r[i].peak_rss_bytes > 0);
+        CU_ASSERT(r[i].wall_seconds_qat >= 0 && r[i].wall_seconds_qat <= r[i].wall_seconds);
+    }
+    CU_ASSERT(r[1].loss == r[0].loss && r[2].loss == r[0].loss);
+    CU_ASSERT(r[3].loss != r[0].loss && r[4].loss != r[0].loss && r[3].loss != r[4].loss);
+    NEAR(r[0].lr_qat, 3e-3);
+    NEAR(r[3].lr_qat, 3e-4);
+    NEAR(r[3].lr_peak, 3e-3);
+    /* an FP run has no QAT phase: no method fields but its memory */
+    CU_ASSERT_EQUAL_FATAL(run_train("--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 4K "
+                                    "--bits 32 --eval-tokens 2K --quiet", tu_path("qatlr_fp.jsonl"), &r[0], NULL), 0);
+    CU_ASSERT(isnan(r[0].loss_ptq) && isnan(r[0].lr_qat) && r[0].method[0] == '\0');
+}
+
+/* A resume after the switch keeps loss_ptq (state format 3); a setting written only when not
+ * at its default is compared both ways; a format-2 state (before loss_ptq) still resumes. */
+static void test_resume_keeps_loss_ptq(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+#define PTQ_BASE "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 16K --qat-fraction 0.5 " \
+                 "--bits 2 --eval-tokens 2K --quiet --seed 5 --threads 1"
+    const char *base = PTQ_BASE " --qat-lr 1e-3", *noqat = PTQ_BASE;
+#undef PTQ_BASE
+    char opts[2048], *err = NULL;
+    data_run a, b;
+    CU_ASSERT_EQUAL_FATAL(run_train(base, tu_path("ptq_a.jsonl"), &a, NULL), 0);
+    unlink(tu_path("ptq.state"));
+    snprintf(opts, sizeof opts, "%s --state %s --max-steps 80", base, tu_path("ptq.state"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("ptq_b.jsonl"), NULL, NULL), 1); /* switch at 62 */
+    snprintf(opts, sizeof opts, "%s --state %s --resume --qparam-lr-mult 2", base, tu_path("ptq.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("ptq_b.jsonl"), NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--qparam-lr-mult differs: the state has none, this run 2"));
+    free(err);
+    snprintf(opts, sizeof opts, "%s --state %s --resume", noqat, tu_path("ptq.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("ptq_b.jsonl"), NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--qat-lr differs: the state has 0.001, this run none"));
+    free(err);
+    /* the same state as format 2: the 8 progress words of format 2, checksum recomputed */
+    size_t n;
+    unsigned char *v3 = (unsigned char *)tu_read(tu_path("ptq.state"), &n);
+    CU_ASSERT_FATAL(v3 && n > 200);
+    uint64_t nw;
+    memcpy(&nw, v3 + 24, 8);
+    CU_ASSERT_EQUAL_FATAL(nw, 10);
+    size_t n2 = n - 8 - 8 * 2; /* no word count, two words fewer */
+    unsigned char *v2 = malloc(n2);
+    memcpy(v2, v3, 24);
+    v2[4] = 2;
+    memcpy(v2 + 24, v3 + 32, 64);
+    memcpy(v2 + 88, v3 + 32 + 80, n - 8 - (32 + 80));
+    state_hash x;
+    state_hash_init(&x);
+    state_hash_update(&x, v2, n2 - 8);
+    uint64_t h = state_hash_final(&x);
+    memcpy(v2 + n2 - 8, &h, 8);
+    FILE *f = fopen(tu_path("ptq2.state"), "wb");
+    fwrite(v2, 1, n2, f);
+    fclose(f);
+    free(v2);
+    free(v3);
+    snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("ptq2.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("ptq_c.jsonl"), &b, NULL), 0);
+    CU_ASSERT(b.loss == a.loss);
+    CU_ASSERT(isnan(b.loss_ptq)); /* format 2 never held it: left out, not made up */
+    snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("ptq.state"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("ptq_b.jsonl"), &b, NULL), 0);
+    CU_ASSERT(b.loss == a.loss);
+    CU_ASSERT(b.loss_ptq == a.loss_ptq && isfinite(a.loss_ptq));
+    NEAR(b.lr_qat, 1e-3);
+}
+
+/* --init: an FP phase trained alone and saved (--qat-fraction 0 --checkpoint), then only the
+ * QAT phase from it. The FP phases are the same steps, so the checkpoint holds the weights a
+ * classic run has at its switch: its PTQ loss, the classic run's loss_ptq and the --init
+ * run's loss_ptq are one number, and so are the FP losses at the switch. */
+static void test_init_checkpoint(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --bits 2 --eval-tokens 2K "
+                       "--quiet --seed 5 --threads 1";
+    char opts[2048], *err = NULL;
+    data_run classic, fp, init;
+    snprintf(opts, sizeof opts, "%s --tokens 16000 --qat-fraction 0.5", base); /* 125 steps: 62 FP */
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("init_a.jsonl"), &classic, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(classic.d_fp, 62 * 128);
+    snprintf(opts, sizeof opts, "%s --tokens %d --qat-fraction 0 --checkpoint %s", base, 62 * 128,
+             tu_path("fp.safetensors"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("init_b.jsonl"), &fp, NULL), 0);
+    snprintf(opts, sizeof opts, "%s --tokens 8064 --qat-fraction 0.3 --init %s", base, tu_path("fp.safetensors"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("init_c.jsonl"), &init, NULL), 0);
+    CU_ASSERT(fp.loss == classic.loss_ptq);
+    CU_ASSERT(fp.loss_ptq == fp.loss); /* f = 0: the final model is the PTQ model */
+    CU_ASSERT(init.loss_ptq == classic.loss_ptq);
+    CU_ASSERT(init.loss_fp_switch == classic.loss_fp_switch);
+    CU_ASSERT_EQUAL(init.d_fp, 62 * 128); /* the checkpoint's tokens_trained */
+    CU_ASSERT_EQUAL(init.d_qat, 63 * 128); /* --qat-fraction ignored */
+    CU_ASSERT_EQUAL(init.schedule, DATA_SCHED_CLASSIC);
+    char hex[65];
+    qp_error e;
+    CU_ASSERT_EQUAL_FATAL(data_sha256_file(tu_path("fp.safetensors"), hex, &e), QP_OK);
+    CU_ASSERT_STRING_EQUAL(init.init_checkpoint, hex);
+    CU_ASSERT(isfinite(init.loss) && init.loss < init.loss_ptq);
+    /* a checkpoint of another shape, a file that is none, an FP run: exit 2, the fix named */
+    struct { const char *opt, *msg; } bad[] = {
+        {"--tokens 4K --width 64", "the checkpoint has d_model 32, this run 64; use --width 32"},
+        {"--tokens 4K --ffn 96", "use --ffn 88"},
+        {"--tokens 4K --bits 32", "--init trains the QAT phase of a quantized run"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(opts, sizeof opts, "%s %s --init %s", base, bad[i].opt, tu_path("fp.safetensors"));
+        CU_ASSERT_EQUAL(run_train(opts, tu_path("init_d.jsonl"), NULL, &err), 2);
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, bad[i].msg));
+        free(err);
+    }
+    snprintf(opts, sizeof opts, "%s --tokens 4K --init %s", base, val_txt);
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("init_d.jsonl"), NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "not a safetensors file"));
+    free(err);
+}
+
 static void add(CU_pSuite s)
 {
+    TU_ADD(s, test_lr_qat);
+    TU_ADD(s, test_qat_lr_runs);
+    TU_ADD(s, test_resume_keeps_loss_ptq);
+    TU_ADD(s, test_init_checkpoint);
     TU_ADD(s, test_cpu_losses_bit_identical);
     TU_ADD(s, test_lr_classic);
     TU_ADD(s, test_lr_fused);

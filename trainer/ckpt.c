@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "ckpt.h"
 
 static int dtype_size(const char *dt)
@@ -142,8 +144,9 @@ static void model_meta(const model *m, char (*vals)[64], const char **kv, int *n
     *n = k;
 }
 
-qp_status ckpt_write_model(const char *path, const model *m, const model_params *grads,
-                           const st_tensor *extra, int n_extra, qp_error *err)
+static qp_status write_model(const char *path, const model *m, const model_params *grads,
+                             const st_tensor *extra, int n_extra, const char *const *xmeta, int n_xmeta,
+                             qp_error *err)
 {
     int cap = MODEL_NT * (m->s.n_layer + 1) * 2 + n_extra + 4;
     st_tensor *t = calloc((size_t)cap, sizeof *t);
@@ -157,9 +160,13 @@ qp_status ckpt_write_model(const char *path, const model *m, const model_params 
     if (grads) n += model_tensors(m, grads, "grad.", t + n, names + n);
     for (int i = 0; i < n_extra; i++) t[n++] = extra[i];
     char vals[20][64];
-    const char *kv[40];
+    const char *kv[48];
     int nk;
     model_meta(m, vals, kv, &nk);
+    for (int i = 0; i < n_xmeta && nk < 24; i++, nk++) {
+        kv[2 * nk] = xmeta[2 * i];
+        kv[2 * nk + 1] = xmeta[2 * i + 1];
+    }
     qp_status st = st_write(path, t, n, kv, nk, err);
     free(t);
     free(names);
@@ -209,6 +216,22 @@ static int export_linears(const model *m, st_tensor *t, char (*names)[96], int8_
         }
     }
     return n;
+}
+
+qp_status ckpt_write_model(const char *path, const model *m, const model_params *grads,
+                           const st_tensor *extra, int n_extra, qp_error *err)
+{
+    return write_model(path, m, grads, extra, n_extra, NULL, 0, err);
+}
+
+qp_status ckpt_write_trained(const char *path, const model *m, double tokens_trained, double tokens_qat,
+                             const char *method, qp_error *err)
+{
+    char tt[40], tq[40];
+    snprintf(tt, sizeof tt, "%.17g", tokens_trained);
+    snprintf(tq, sizeof tq, "%.17g", tokens_qat);
+    const char *xm[] = {"method", method, "tokens_trained", tt, "tokens_qat", tq};
+    return write_model(path, m, NULL, NULL, 0, xm, 3, err);
 }
 
 qp_status ckpt_export_int(const char *path, const model *m, qp_error *err)
@@ -284,5 +307,113 @@ qp_status ckpt_export_int(const char *path, const model *m, qp_error *err)
     free(names);
     free(codes);
     free(zeros);
+    return st;
+}
+
+
+/* ---- reading a checkpoint back (--init) ------------------------------------------------ */
+
+/* The safetensors header of path as JSON, with the file's bytes (the caller frees both). */
+static qp_status st_read(const char *path, cJSON **hdr, char **bytes, size_t *len, size_t *data_at,
+                         qp_error *err)
+{
+    *hdr = NULL;
+    qp_error e = {0};
+    if (qp_read_file(path, bytes, len, &e))
+        return qp_fail(err, QP_ERR_INPUT, "--init: %s; check the checkpoint's path", e.msg);
+    const unsigned char *b = (const unsigned char *)*bytes;
+    uint64_t hl = 0;
+    for (int i = 0; i < 8 && *len >= 8; i++) hl |= (uint64_t)b[i] << (8 * i);
+    if (*len < 8 || hl > *len - 8 || hl > (1u << 26) || !(*hdr = cJSON_ParseWithLength(*bytes + 8, (size_t)hl)) ||
+        !cJSON_IsObject(*hdr))
+        return qp_fail(err, QP_ERR_INPUT, "--init %s: not a safetensors file; use a checkpoint written by "
+                                          "qatplan train --checkpoint", path);
+    *data_at = 8 + (size_t)hl;
+    return QP_OK;
+}
+
+static const char *meta_str(const cJSON *hdr, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(hdr, "__metadata__"), key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The checkpoint's shape against this run's: the message names the option to change. */
+static qp_status check_init_shape(const char *path, const cJSON *hdr, const train_shape *s, qp_error *err)
+{
+    const char *fmt = meta_str(hdr, "format");
+    if (!fmt || strcmp(fmt, "qatplan-llama-v1"))
+        return qp_fail(err, QP_ERR_INPUT, "--init %s: not a qatplan checkpoint (metadata format %s); "
+                                          "use a file written by qatplan train --checkpoint", path,
+                       fmt ? fmt : "missing");
+    struct { const char *key, *opt; int have; } f[] = {
+        {"n_layer", "--layers", s->n_layer}, {"d_model", "--width", s->d_model}, {"n_head", "--heads", s->n_head},
+        {"n_kv_head", "--kv-heads", s->n_kv_head}, {"d_ff", "--ffn", s->d_ff},
+        {"vocab", "--vocab (or data of that vocabulary)", s->vocab},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const char *v = meta_str(hdr, f[i].key);
+        if (!v) return qp_fail(err, QP_ERR_INPUT, "--init %s: metadata %s missing", path, f[i].key);
+        if (atoi(v) != f[i].have)
+            return qp_fail(err, QP_ERR_INPUT, "--init %s: the checkpoint has %s %s, this run %d; use %s %s",
+                           path, f[i].key, v, f[i].have, f[i].opt, v);
+    }
+    return QP_OK;
+}
+
+/* Copy one tensor (name, [rows, cols] F32) from the checkpoint into dst. */
+static qp_status load_tensor(const char *path, const cJSON *hdr, const char *bytes, size_t len, size_t data_at,
+                             const char *name, size_t rows, size_t cols, float *dst, qp_error *err)
+{
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(hdr, name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(t, "dtype"), *sh = cJSON_GetObjectItemCaseSensitive(t, "shape");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(t, "data_offsets");
+    if (!t || !cJSON_IsString(dt) || strcmp(dt->valuestring, "F32") || !cJSON_IsArray(sh) || !cJSON_IsArray(off) ||
+        cJSON_GetArraySize(off) != 2)
+        return qp_fail(err, QP_ERR_INPUT, "--init %s: tensor %s missing or not F32", path, name);
+    int nd = cJSON_GetArraySize(sh);
+    double r = nd >= 1 ? cJSON_GetArrayItem(sh, 0)->valuedouble : -1, c = nd == 2 ? cJSON_GetArrayItem(sh, 1)->valuedouble : 1;
+    double a = cJSON_GetArrayItem(off, 0)->valuedouble, b = cJSON_GetArrayItem(off, 1)->valuedouble;
+    if (nd < 1 || nd > 2 || r != (double)rows || c != (double)cols)
+        return qp_fail(err, QP_ERR_INPUT, "--init %s: tensor %s has another shape than this run's model; use "
+                                          "the checkpoint's model options", path, name);
+    if (!(a >= 0 && b - a == 4.0 * (double)(rows * cols) && b <= (double)(len - data_at)))
+        return qp_fail(err, QP_ERR_INPUT, "--init %s: tensor %s lies outside the file (damaged?); write the "
+                                          "checkpoint again", path, name);
+    memcpy(dst, bytes + data_at + (size_t)a, rows * cols * sizeof(float));
+    return QP_OK;
+}
+
+qp_status ckpt_read_init(const char *path, const train_shape *s, model *m, ckpt_init_info *info, qp_error *err)
+{
+    cJSON *hdr = NULL;
+    char *bytes = NULL;
+    size_t len = 0, at = 0;
+    memset(info, 0, sizeof *info);
+    info->tokens_trained = NAN;
+    qp_status st = st_read(path, &hdr, &bytes, &len, &at, err);
+    if (!st) st = check_init_shape(path, hdr, s, err);
+    if (!st) {
+        const char *tt = meta_str(hdr, "tokens_trained"), *me = meta_str(hdr, "method");
+        if (tt) info->tokens_trained = strtod(tt, NULL);
+        snprintf(info->method, sizeof info->method, "%s", me ? me : "");
+        if (!(info->tokens_trained >= 0 && info->tokens_trained < 1e18)) info->tokens_trained = NAN;
+    }
+    /* the latent weights and norm gains; quantizer step sizes and zeros are initialised from
+     * them at the switch, as after an FP phase */
+    for (int i = 0; !st && m && i < P_S_WTE; i++) {
+        const model_tdesc *d = &m->desc[i];
+        int nl = d->layered ? m->s.n_layer : 1;
+        for (int l = 0; !st && l < nl; l++) {
+            char name[96];
+            if (d->layered) snprintf(name, sizeof name, "layers.%d.%s", l, d->name);
+            else snprintf(name, sizeof name, "%s", d->name);
+            st = load_tensor(path, hdr, bytes, len, at, name, d->rows, d->cols,
+                             m->p.t[i] + (size_t)l * d->rows * d->cols, err);
+        }
+    }
+    if (!st) st = data_sha256_file(path, info->sha256, err);
+    cJSON_Delete(hdr);
+    free(bytes);
     return st;
 }

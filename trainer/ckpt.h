@@ -20,6 +20,21 @@ qp_status st_write(const char *path, const st_tensor *t, int n, const char *cons
  * their gradients under "grad." when grads != NULL, plus extra tensors. */
 qp_status ckpt_write_model(const char *path, const model *m, const model_params *grads,
                            const st_tensor *extra, int n_extra, qp_error *err);
+/* A checkpoint for --init: ckpt_write_model plus metadata method, tokens_trained (every token
+ * the parameters were trained on) and tokens_qat. */
+qp_status ckpt_write_trained(const char *path, const model *m, double tokens_trained, double tokens_qat,
+                             const char *method, qp_error *err);
+
+typedef struct {
+    double tokens_trained; /* NAN when the checkpoint does not say */
+    char method[16];       /* "" when it does not say */
+    char sha256[65];       /* of the whole file */
+} ckpt_init_info;
+/* Check a qatplan checkpoint against the shape s (QP_ERR_INPUT naming the option to change),
+ * read its metadata and SHA-256 into info, and, when m is not NULL, load its latent weights
+ * and norm gains into m (quantizer step sizes and zero points are not read). */
+qp_status ckpt_read_init(const char *path, const train_shape *s, model *m, ckpt_init_info *info, qp_error *err);
+
 /* Integer codes of the quantized weights with their scales (and zero points). */
 qp_status ckpt_export_int(const char *path, const model *m, qp_error *err);
 
@@ -33,12 +48,16 @@ typedef struct {
     double loss_fp_switch; /* FP validation loss at the switch, NAN before it */
     double wall_seconds;   /* time spent in earlier processes */
     double train_loss;     /* smoothed training loss (progress only) */
+    /* from format 3 on (NAN when read from a format-2 state) */
+    double loss_ptq;       /* validation loss quantized at the switch, before any QAT step */
+    double wall_switch;    /* wall seconds (all processes) at the switch */
 } train_progress;
 
 /* The settings that change a run's result, one "key value" line each (keys are the options
- * that set them), and the run id as a label; the data are identified by count and hash. */
+ * that set them), and the run id as a label; the data are identified by count and hash, the
+ * --init checkpoint (init_sha256; NULL none) by its SHA-256. */
 void state_settings(char *buf, size_t n, const train_config *c, const train_sched *s, long n_eval,
-                    const train_data *d);
+                    const train_data *d, const char *init_sha256);
 /* Write the state atomically: settings, progress, parameters and Adam moments of m, the
  * record (JSON, or NULL while the run is unfinished), and a checksum. */
 qp_status state_save(const char *path, const char *settings, const model *m, const train_progress *pr,

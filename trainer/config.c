@@ -120,6 +120,7 @@ void train_config_default(train_config *c)
     c->qat_fraction = 0.2;
     c->batch = 16;
     c->lr = 3e-3;
+    c->qparam_lr_mult = 1.0;
     c->min_lr_frac = 0.0;
     c->warmup_frac = 0.05;
     c->decay_frac = -1.0;
@@ -139,6 +140,10 @@ qp_status train_config_check(const train_config *c, qp_error *err)
 {
     if (c->batch < 1) return qp_fail(err, QP_ERR_INPUT, "--batch %d: use at least 1 sequence", c->batch);
     if (!(c->lr > 0 && c->lr < 1)) return qp_fail(err, QP_ERR_INPUT, "--lr %g: use a value in (0, 1)", c->lr);
+    if (!(c->qat_lr >= 0 && c->qat_lr < 1))
+        return qp_fail(err, QP_ERR_INPUT, "--qat-lr %g: use a value in (0, 1)", c->qat_lr);
+    if (!(c->qparam_lr_mult > 0 && c->qparam_lr_mult <= 1000))
+        return qp_fail(err, QP_ERR_INPUT, "--qparam-lr-mult %g: use a value in (0, 1000]", c->qparam_lr_mult);
     if (c->threads < 1) return qp_fail(err, QP_ERR_INPUT, "--threads %d: use at least 1", c->threads);
     if (c->precision == TRAIN_PREC_BF16 && c->device != TRAIN_DEVICE_CUDA)
         return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on --device cuda (the CPU "
@@ -182,10 +187,13 @@ qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err)
     s->total = lround_pos(c->tokens / tps);
     if (s->total < 1) s->total = 1;
     int fp_run = c->quant.kind == TRAIN_Q_NONE;
-    s->n_qat = fp_run ? 0 : lround_pos(c->qat_fraction * (double)s->total);
+    /* --init: the FP phase was the checkpoint's; these tokens are all QAT */
+    double f = c->init_path ? 1.0 : c->qat_fraction;
+    s->n_qat = fp_run ? 0 : lround_pos(f * (double)s->total);
     if (s->n_qat > s->total) s->n_qat = s->total;
     s->n_fp = s->total - s->n_qat;
     s->lr = c->lr;
+    s->lr_qat = c->qat_lr > 0 ? c->qat_lr : c->lr;
     s->min_lr_frac = c->min_lr_frac;
     s->decay_sqrt = c->decay_sqrt;
     s->schedule = data_schedule_resolve(c->quant.bits, (double)s->n_fp, (double)s->n_qat, c->schedule);
@@ -219,24 +227,25 @@ qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err)
     return QP_OK;
 }
 
-/* Warmup-stable-decay inside one phase of n steps: linear warmup over w steps (ending at the
- * peak), stable, then decay over the last d steps starting at the peak. */
-static double wsd(const train_sched *s, long i, long n, long w, long d)
+/* Warmup-stable-decay inside one phase of n steps with peak `pk`: linear warmup over w steps
+ * (ending at the peak), stable, then decay over the last d steps starting at the peak down to
+ * pk x min_lr_frac. */
+static double wsd(const train_sched *s, double pk, long i, long n, long w, long d)
 {
-    double lo = s->lr * s->min_lr_frac;
-    if (i < w) return s->lr * (double)(i + 1) / (double)w;
+    double lo = pk * s->min_lr_frac;
+    if (i < w) return pk * (double)(i + 1) / (double)w;
     if (d > 0 && i >= n - d) {
         double p = (double)(i - (n - d)) / (double)d; /* 0 at the first decay step */
         double k = s->decay_sqrt ? 1.0 - sqrt(p) : 1.0 - p;
-        return lo + (s->lr - lo) * k;
+        return lo + (pk - lo) * k;
     }
-    return s->lr;
+    return pk;
 }
 
 double train_lr_at(const train_sched *s, long step)
 {
     if (step < 0) step = 0;
     if (step >= s->total) step = s->total - 1;
-    if (step < s->n_fp) return wsd(s, step, s->n_fp, s->fp_warm, s->fp_decay);
-    return wsd(s, step - s->n_fp, s->n_qat, s->qat_warm, s->qat_decay);
+    if (step < s->n_fp) return wsd(s, s->lr, step, s->n_fp, s->fp_warm, s->fp_decay);
+    return wsd(s, s->lr_qat, step - s->n_fp, s->n_qat, s->qat_warm, s->qat_decay);
 }

@@ -1,4 +1,4 @@
-/* state.c: the resumable training state (format 2, docs/trainer.md "Resumable state"):
+/* state.c: the resumable training state (format 3, docs/trainer.md "Resumable state"):
  * the settings that change a run's result as text, so that a resume can name the one that
  * differs; progress; the final run record once the run has finished; parameters and Adam
  * moments; and a checksum of everything before it, so that a damaged or edited state is
@@ -14,8 +14,14 @@
 #include "ckpt.h"
 
 #define STATE_MAGIC 0x54535451u /* "QTST" */
-#define STATE_VERSION 2u
-#define STATE_PREFIX 88         /* magic, version, two lengths, n_floats, 8 progress words */
+#define STATE_VERSION 3u
+#define STATE_V2_WORDS 8        /* format 2: 8 progress words after the head, no count */
+#define STATE_WORDS 10          /* format 3: a count, then this many progress words */
+/* magic, version, two lengths, n_floats (24 bytes); format 2: 8 words; format 3: the word
+ * count and the words (a later format may append words: a reader takes those it knows) */
+#define STATE_PREFIX_V2 (24 + 8 * STATE_V2_WORDS)
+#define STATE_PREFIX (32 + 8 * STATE_WORDS)
+#define STATE_PREFIX_MAX (32 + 8 * 64)
 #define STATE_MAX_TEXT 65536    /* settings and record: far above what they use */
 
 /* ---- checksum ------------------------------------------------------------------------ */
@@ -113,7 +119,7 @@ static void add_real(char *buf, size_t n, size_t *at, const char *key, double v)
 }
 
 void state_settings(char *buf, size_t n, const train_config *c, const train_sched *s, long n_eval,
-                    const train_data *d)
+                    const train_data *d, const char *init_sha256)
 {
     size_t at = 0;
     buf[0] = '\0';
@@ -139,6 +145,11 @@ void state_settings(char *buf, size_t n, const train_config *c, const train_sche
     add_real(buf, n, &at, "--qat-fraction", c->qat_fraction);
     add_line(buf, n, &at, "--schedule", "%s", data_schedule_name(s->schedule));
     add_real(buf, n, &at, "--lr", c->lr);
+    /* newer settings only when they change the run: a state saved before they existed has
+     * their defaults, and resumes */
+    if (s->lr_qat != s->lr) add_real(buf, n, &at, "--qat-lr", s->lr_qat);
+    if (c->qparam_lr_mult != 1.0) add_real(buf, n, &at, "--qparam-lr-mult", c->qparam_lr_mult);
+    if (init_sha256) add_line(buf, n, &at, "--init", "checkpoint sha256 %s", init_sha256);
     add_real(buf, n, &at, "--warmup-frac", c->warmup_frac);
     add_real(buf, n, &at, "--decay-frac", s->decay_frac);
     add_line(buf, n, &at, "--decay-shape", "%s", c->decay_sqrt ? "1-sqrt" : "linear");
@@ -179,8 +190,31 @@ static const char *find_key(const char *text, const char *key, size_t *len)
     return NULL;
 }
 
-/* QP_OK when every setting of `want` has the same value in `saved`; else names the first
- * one that differs with both values. */
+/* A setting the state has and this run has not (both ways round, settings that are written
+ * only when not at their default must be compared). */
+static qp_status extra_setting(const char *path, const char *saved, const char *want, qp_error *err)
+{
+    for (const char *p = saved; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p), vl = 0;
+        const char *sp = memchr(p, ' ', ll);
+        if (sp) {
+            char key[64];
+            snprintf(key, sizeof key, "%.*s", (int)(sp - p), p);
+            if (!find_key(want, key, &vl))
+                return qp_fail(err, QP_ERR_INPUT,
+                               "%s: %s differs: the state has %.*s, this run none; resume with the same "
+                               "settings, or delete the state to start again",
+                               path, key, (int)(ll - (size_t)(sp + 1 - p) > 200 ? 200 : ll - (size_t)(sp + 1 - p)),
+                               sp + 1);
+        }
+        p = eol ? eol + 1 : p + ll;
+    }
+    return QP_OK;
+}
+
+/* QP_OK when every setting of `want` has the same value in `saved` and the other way round;
+ * else names the first one that differs with both values. */
 static qp_status compare_settings(const char *path, const char *saved, const char *want, qp_error *err)
 {
     for (const char *p = want; *p;) {
@@ -202,7 +236,7 @@ static qp_status compare_settings(const char *path, const char *saved, const cha
         }
         p = eol ? eol + 1 : p + ll;
     }
-    return QP_OK;
+    return extra_setting(path, saved, want, err);
 }
 
 /* ---- writing and reading ---------------------------------------------------------------- */
@@ -232,22 +266,26 @@ static void put_prefix(unsigned char *b, uint32_t sl, uint32_t rl, uint64_t nf, 
     uint32_t head[4] = {STATE_MAGIC, STATE_VERSION, sl, rl};
     memcpy(b, head, sizeof head);
     put64(b + 16, nf);
-    uint64_t w[8] = {(uint64_t)pr->step, (uint64_t)pr->adam_t, pr->rng, (uint64_t)pr->switched,
-                     (uint64_t)pr->finished, dbits(pr->loss_fp_switch), dbits(pr->wall_seconds),
-                     dbits(pr->train_loss)};
-    for (int i = 0; i < 8; i++) put64(b + 24 + 8 * i, w[i]);
+    uint64_t w[STATE_WORDS] = {(uint64_t)pr->step, (uint64_t)pr->adam_t, pr->rng, (uint64_t)pr->switched,
+                               (uint64_t)pr->finished, dbits(pr->loss_fp_switch), dbits(pr->wall_seconds),
+                               dbits(pr->train_loss), dbits(pr->loss_ptq), dbits(pr->wall_switch)};
+    put64(b + 24, STATE_WORDS);
+    for (int i = 0; i < STATE_WORDS; i++) put64(b + 32 + 8 * i, w[i]);
 }
 
-static void get_progress(const unsigned char *b, train_progress *pr)
+/* The progress words at w (nw of them): format 2 has the first 8. */
+static void get_progress(const unsigned char *w, size_t nw, train_progress *pr)
 {
-    pr->step = (int64_t)get64(b + 24);
-    pr->adam_t = (int64_t)get64(b + 32);
-    pr->rng = get64(b + 40);
-    pr->switched = (int64_t)get64(b + 48);
-    pr->finished = (int64_t)get64(b + 56);
-    pr->loss_fp_switch = bitsd(get64(b + 64));
-    pr->wall_seconds = bitsd(get64(b + 72));
-    pr->train_loss = bitsd(get64(b + 80));
+    pr->step = (int64_t)get64(w);
+    pr->adam_t = (int64_t)get64(w + 8);
+    pr->rng = get64(w + 16);
+    pr->switched = (int64_t)get64(w + 24);
+    pr->finished = (int64_t)get64(w + 32);
+    pr->loss_fp_switch = bitsd(get64(w + 40));
+    pr->wall_seconds = bitsd(get64(w + 48));
+    pr->train_loss = bitsd(get64(w + 56));
+    pr->loss_ptq = nw > 8 ? bitsd(get64(w + 64)) : NAN;
+    pr->wall_switch = nw > 9 ? bitsd(get64(w + 72)) : NAN;
 }
 
 qp_status state_save(const char *path, const char *settings, const model *m, const train_progress *pr,
@@ -293,24 +331,37 @@ static qp_status read_hashed(FILE *f, void *dst, size_t n, state_hash *x, const 
     return QP_OK;
 }
 
-static qp_status check_prefix(const char *path, const unsigned char *b, size_t size, size_t *sl,
-                              size_t *rl, uint64_t *nf, qp_error *err)
+/* The head (the first 32 bytes): format, lengths and the prefix size *pl; formats 2 and 3. */
+static qp_status check_head(const char *path, const unsigned char *b, size_t *pl, qp_error *err)
 {
     uint32_t head[4];
     memcpy(head, b, sizeof head);
     if (head[0] != STATE_MAGIC)
         return qp_fail(err, QP_ERR_PARSE, "%s: not a qatplan training state; check --state (it "
                                           "names the file a run saves its state to)", path);
-    if (head[1] != STATE_VERSION)
+    if (head[1] != STATE_VERSION && head[1] != 2)
         return qp_fail(err, QP_ERR_PARSE, "%s: a training state of format %u, and this qatplan reads "
-                                          "format %u%s; delete it and start the run again (or finish "
-                                          "it with the qatplan that saved it)",
-                       path, head[1], STATE_VERSION, head[1] < STATE_VERSION ? " (saved by an older qatplan)" : "");
+                                          "formats 2 and %u%s; delete it and start the run again (or "
+                                          "finish it with the qatplan that saved it)",
+                       path, head[1], STATE_VERSION, head[1] < 2 ? " (saved by an older qatplan)" : "");
+    uint64_t nw = head[1] == 2 ? STATE_V2_WORDS : get64(b + 24);
+    if (head[1] != 2 && (nw < STATE_WORDS || nw > (STATE_PREFIX_MAX - 32) / 8))
+        return qp_fail(err, QP_ERR_PARSE, "%s: damaged header (%llu progress words); delete it and "
+                                          "start again", path, (unsigned long long)nw);
+    *pl = head[1] == 2 ? STATE_PREFIX_V2 : 32 + 8 * (size_t)nw;
+    return QP_OK;
+}
+
+static qp_status check_prefix(const char *path, const unsigned char *b, size_t pl, size_t size, size_t *sl,
+                              size_t *rl, uint64_t *nf, qp_error *err)
+{
+    uint32_t head[4];
+    memcpy(head, b, sizeof head);
     *sl = head[2];
     *rl = head[3];
     *nf = get64(b + 16);
     if (*sl > STATE_MAX_TEXT || *rl > STATE_MAX_TEXT || *nf > (1ull << 40) ||
-        size != STATE_PREFIX + *sl + *rl + 3 * 4 * *nf + 8)
+        size != pl + *sl + *rl + 3 * 4 * *nf + 8)
         return qp_fail(err, QP_ERR_PARSE, "%s: %zu bytes, which does not match its header (truncated or "
                                           "damaged); delete it and start again", path, size);
     return QP_OK;
@@ -324,21 +375,24 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
     FILE *f = fopen(path, "rb");
     if (!f) return qp_fail(err, QP_ERR_IO, "%s: cannot open the state: %s", path, strerror(errno));
     struct stat sb;
-    unsigned char pre[STATE_PREFIX];
+    unsigned char pre[STATE_PREFIX_MAX];
     char *text = NULL;
     qp_status st = QP_OK;
-    size_t sl = 0, rl = 0;
+    size_t sl = 0, rl = 0, pl = 0;
     uint64_t nf = 0;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode))
         st = qp_fail(err, QP_ERR_INPUT, "%s: not a regular file; check --state", path);
-    else if ((size_t)sb.st_size < STATE_PREFIX + 8 || fread(pre, 1, sizeof pre, f) != sizeof pre)
+    else if ((size_t)sb.st_size < STATE_PREFIX_V2 + 8 || fread(pre, 1, 32, f) != 32)
         st = qp_fail(err, QP_ERR_PARSE, "%s: too short to be a qatplan training state (truncated?); "
                                         "delete it and start again", path);
-    else
-        st = check_prefix(path, pre, (size_t)sb.st_size, &sl, &rl, &nf, err);
+    else if (!(st = check_head(path, pre, &pl, err)) &&
+             ((size_t)sb.st_size < pl + 8 || fread(pre + 32, 1, pl - 32, f) != pl - 32))
+        st = qp_fail(err, QP_ERR_PARSE, "%s: too short to be a qatplan training state (truncated?); "
+                                        "delete it and start again", path);
+    if (!st) st = check_prefix(path, pre, pl, (size_t)sb.st_size, &sl, &rl, &nf, err);
     state_hash x;
     state_hash_init(&x);
-    state_hash_update(&x, pre, sizeof pre);
+    state_hash_update(&x, pre, pl);
     if (!st && !(text = malloc(sl + rl + 2))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
     if (!st) st = read_hashed(f, text, sl + rl, &x, path, err);
     /* straight into the model when the sizes agree; otherwise only to check the file (the
@@ -366,7 +420,9 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
             size_t vl = 0;
             const char *v = find_key(text, "run-id", &vl);
             if (v) snprintf(run_id, n_run_id, "%.*s", (int)vl, v);
-            get_progress(pre, pr);
+            uint32_t ver;
+            memcpy(&ver, pre + 4, 4);
+            get_progress(ver == 2 ? pre + 24 : pre + 32, (pl - (ver == 2 ? 24 : 32)) / 8, pr);
             if (rl && !(*record = strdup(rec))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
         }
     }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "ckpt.h"
@@ -36,7 +37,9 @@ static void adamw(model *m, const train_config *c, double lr, int64_t t)
     float b1 = (float)c->beta1, b2 = (float)c->beta2, eps = (float)c->adam_eps;
     float c1 = (float)(1.0 - pow(c->beta1, (double)t)), c2 = (float)(1.0 - pow(c->beta2, (double)t));
     for (int i = 0; i < MODEL_NT; i++) {
-        float wd = m->desc[i].decay ? (float)(lr * c->weight_decay) : 0.0f, flr = (float)lr;
+        /* quantizer step sizes and zero points (never decayed) may train at their own rate */
+        double tlr = i >= P_S_WTE ? lr * c->qparam_lr_mult : lr;
+        float wd = m->desc[i].decay ? (float)(tlr * c->weight_decay) : 0.0f, flr = (float)tlr;
         float *p = m->p.t[i], *g = m->g.t[i], *mm = m->m_mem + m->off[i], *vv = m->v_mem + m->off[i];
         long n = (long)m->numel[i];
 #pragma omp parallel for schedule(static)
@@ -125,7 +128,29 @@ static void sample_batch(const train_data *d, int B, int T, uint64_t *rng, uint1
     }
 }
 
-static void fill_record(data_run *r, const train_config *c, const train_sched *s, const model *m)
+/* The method fields of a quantized run's record (the costs known before it runs). */
+static void fill_method(data_run *r, const train_config *c, const train_sched *s, const model *m,
+                        const ckpt_init_info *init)
+{
+    train_memory need;
+    train_memory_need(c, &need);
+    r->train_state_bytes = need.total; /* the trainer's accounting of its own buffers */
+    if (c->quant.kind == TRAIN_Q_NONE) return;
+    snprintf(r->method, sizeof r->method, "qat");
+    if (s->n_qat > 0) {
+        r->lr_qat = s->lr_qat;
+        r->trainable_params_qat = (double)m->n_floats; /* every weight, gain, step size and zero */
+    }
+    if (!init) return;
+    /* the FP phase was the checkpoint's: its tokens are this run's d_fp */
+    r->d_fp = isfinite(init->tokens_trained) ? init->tokens_trained : 0;
+    if (r->d_fp > 0) r->schedule = DATA_SCHED_CLASSIC;
+    r->optimizer_reset = 1; /* Adam starts afresh from a checkpoint */
+    snprintf(r->init_checkpoint, sizeof r->init_checkpoint, "%s", init->sha256);
+}
+
+static void fill_record(data_run *r, const train_config *c, const train_sched *s, const model *m,
+                        const ckpt_init_info *init)
 {
     data_run_init(r);
     snprintf(r->run_id, sizeof r->run_id, "%s", c->run_id ? c->run_id : "");
@@ -152,7 +177,7 @@ static void fill_record(data_run *r, const train_config *c, const train_sched *s
                              ? (c->reset_optimizer ? 1 : 0) : -1;
     snprintf(r->device, sizeof r->device, "%s", train_device_name(c->device));
     snprintf(r->precision, sizeof r->precision, "%s", train_precision_name(c->precision));
-    (void)m;
+    fill_method(r, c, s, m, init);
 }
 
 static void fmt_eta(double sec, char *buf, size_t n)
@@ -179,7 +204,30 @@ typedef struct {
     double t_start;     /* this process's start: wall time = pr.wall_seconds + now - t_start */
     double last_print;  /* of the terminal progress line */
     char settings[8192]; /* state_settings() of this run */
+    ckpt_init_info init; /* --init: the checkpoint's metadata and hash */
 } job;
+
+/* --init: a quantized run on the CPU path or CUDA, from a checkpoint of this shape. */
+static qp_status job_check_init(job *j, qp_error *err)
+{
+    const train_config *c = &j->c;
+    if (c->qparam_lr_mult != 1.0 && c->device == TRAIN_DEVICE_CUDA)
+        return qp_fail(err, QP_ERR_UNSUPPORTED, "--qparam-lr-mult runs on --device cpu only so far; drop it "
+                                                "or use --device cpu");
+    if (!c->init_path) return QP_OK;
+    if (c->quant.kind == TRAIN_Q_NONE)
+        return qp_fail(err, QP_ERR_INPUT, "--init trains the QAT phase of a quantized run: use --bits 1..8, or "
+                                          "drop --init");
+    qp_status st = ckpt_read_init(c->init_path, &c->shape, NULL, &j->init, err);
+    if (st) return st;
+    if (c->progress)
+        fprintf(stderr, "note: --init %s: training only the QAT phase (%.0f tokens; --qat-fraction is "
+                        "ignored) from a model trained on %.0f tokens%s\n",
+                c->init_path, (double)j->s.n_qat * c->batch * c->shape.context,
+                isfinite(j->init.tokens_trained) ? j->init.tokens_trained : 0.0,
+                isfinite(j->init.tokens_trained) ? "" : " (the checkpoint does not say: d_fp 0 recorded)");
+    return QP_OK;
+}
 
 /* Everything that can be refused before the first allocation. */
 static qp_status job_check(job *j, qp_error *err)
@@ -197,6 +245,7 @@ static qp_status job_check(job *j, qp_error *err)
                                                     "--device cpu", why);
     }
     if ((st = train_sched_make(c, &j->s, err))) return st;
+    if ((st = job_check_init(j, err))) return st;
     int T = c->shape.context;
     if (d->vocab && (int)d->vocab != c->shape.vocab)
         return qp_fail(err, QP_ERR_INPUT, "the token files have vocabulary %u but the model %d",
@@ -248,7 +297,8 @@ static qp_status job_check(job *j, qp_error *err)
                                               "start the run (--resume-if-exists does both)",
                            c->state_path);
         if (!exists) c->resume = TRAIN_RESUME_NO;
-        state_settings(j->settings, sizeof j->settings, c, &j->s, j->n_eval, d);
+        state_settings(j->settings, sizeof j->settings, c, &j->s, j->n_eval, d,
+                       c->init_path ? j->init.sha256 : NULL);
     }
     return QP_OK;
 }
@@ -292,7 +342,7 @@ static qp_status job_finished_before(job *j, const char *record, const char *ckp
     if (j->rec->status == DATA_RUN_DIVERGED)
         return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", j->rec->reason);
     /* the state holds the final parameters: the same files the run wrote */
-    if (!st && ckpt) st = ckpt_write_model(ckpt, &j->m, NULL, NULL, 0, err);
+    if (!st && ckpt) st = ckpt_write_trained(ckpt, &j->m, j->rec->d_fp + j->rec->d_qat, j->rec->d_qat, "qat", err);
     if (!st && exp) st = ckpt_export_int(exp, &j->m, err);
     return st;
 }
@@ -316,13 +366,15 @@ static void job_progress(job *j, long step, int qat, double lr, long steps_here,
 }
 
 /* The FP->QAT switch: evaluate the FP model, initialise the quantizers from the current
- * weights, optionally reset Adam. */
+ * weights, optionally reset Adam, evaluate the quantized model before any QAT step (loss_ptq:
+ * the post-training-quantization loss every recovery is measured from). */
 static void job_switch(job *j, long step)
 {
     model *m = &j->m;
     const train_config *c = &j->c;
+    int had_fp = j->s.n_fp > 0 || c->init_path;
     m->qat = m->qat_embed = 0;
-    if (j->s.n_fp > 0) j->pr.loss_fp_switch = eval_loss(m, j->be, j->dev, j->d, j->n_eval, j->inp, j->tgt);
+    if (had_fp) j->pr.loss_fp_switch = eval_loss(m, j->be, j->dev, j->d, j->n_eval, j->inp, j->tgt);
     j->be->sync(j->dev, m, 1); /* the step sizes are initialised on the host, as on the CPU */
     model_quant_init(m);
     if (c->reset_optimizer && j->s.n_fp > 0) {
@@ -331,11 +383,17 @@ static void job_switch(job *j, long step)
         j->pr.adam_t = 0;
     }
     j->be->sync(j->dev, m, 0);
+    m->qat = 1;
+    m->qat_embed = c->quant.embed_bits > 0;
+    model_quantize(m); /* the host's quantized weights (the CPU forward reads them) */
+    j->pr.loss_ptq = eval_loss(m, j->be, j->dev, j->d, j->n_eval, j->inp, j->tgt);
+    j->pr.wall_switch = j->pr.wall_seconds + (qp_now() - j->t_start);
     j->pr.switched = 1;
-    if (c->progress && j->s.n_fp > 0)
-        fprintf(stderr, "%sswitch to %d-bit QAT (%s) at step %ld: FP val loss %.4f nats/token\n",
+    if (c->progress && had_fp)
+        fprintf(stderr, "%sswitch to %d-bit QAT (%s) at step %ld: FP val loss %.4f, quantized before QAT "
+                        "(loss_ptq) %.4f nats/token\n",
                 c->progress == 2 ? "\n" : "", c->quant.bits, train_quantizer_name(c->quant.kind), step,
-                j->pr.loss_fp_switch);
+                j->pr.loss_fp_switch, j->pr.loss_ptq);
 }
 
 /* Periodic saves: every save_every_steps steps, or every save_every_seconds of wall time. */
@@ -409,6 +467,14 @@ static qp_status job_loop(job *j, qp_error *err)
     return QP_OK;
 }
 
+/* This process's peak resident memory in bytes (Linux reports kilobytes); NAN if unknown. */
+static double peak_rss(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss <= 0) return NAN;
+    return (double)ru.ru_maxrss * 1024.0;
+}
+
 /* After the last step: the final evaluation with the weights actually quantized, the
  * outputs, the finished state. */
 static qp_status job_finish(job *j, const char *checkpoint_path, const char *export_path, qp_error *err)
@@ -435,16 +501,23 @@ static qp_status job_finish(job *j, const char *checkpoint_path, const char *exp
     }
     rec->loss = eval_loss(m, j->be, j->dev, j->d, j->n_eval, j->inp, j->tgt);
     if ((st = j->be->check(j->dev, err))) return st;
-    rec->loss_fp_switch = quant && j->s.n_fp > 0 ? j->pr.loss_fp_switch : (quant ? NAN : rec->loss);
+    int had_fp = j->s.n_fp > 0 || c->init_path;
+    rec->loss_fp_switch = quant && had_fp ? j->pr.loss_fp_switch : (quant ? NAN : rec->loss);
+    /* f = 0: the final model is the PTQ model, quantized by the same rules */
+    if (quant) rec->loss_ptq = j->s.n_qat > 0 ? j->pr.loss_ptq : rec->loss; /* NAN from a format-2 state */
     if (c->shape.vocab == 256) rec->val_bpb = rec->loss / log(2.0);
     if (!isfinite(rec->loss)) {
         rec->status = DATA_RUN_DIVERGED;
         snprintf(rec->reason, sizeof rec->reason, "final validation loss is %g; lower --lr", rec->loss);
         st = qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
     }
-    if (!st && checkpoint_path) st = ckpt_write_model(checkpoint_path, m, NULL, NULL, 0, err);
+    if (!st && checkpoint_path)
+        st = ckpt_write_trained(checkpoint_path, m, rec->d_fp + rec->d_qat, rec->d_qat, "qat", err);
     if (!st && export_path) st = ckpt_export_int(export_path, m, err);
     rec->wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
+    if (quant && j->s.n_qat > 0 && isfinite(j->pr.wall_switch))
+        rec->wall_seconds_qat = rec->wall_seconds - j->pr.wall_switch;
+    rec->peak_rss_bytes = peak_rss();
     if (st && st != QP_ERR_DIVERGED) {
         rec->status = DATA_RUN_FAILED;
         snprintf(rec->reason, sizeof rec->reason, "%s", err ? err->msg : qp_strerror(st));
@@ -494,8 +567,8 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         st = qp_fail(err, QP_ERR_NOMEM, "out of memory for the batch");
         goto done;
     }
-    fill_record(rec, c, &j.s, &j.m);
-    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN};
+    fill_record(rec, c, &j.s, &j.m, c->init_path ? &j.init : NULL);
+    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN, NAN, NAN};
     if (c->resume) {
         char *record = NULL, saved_id[sizeof rec->run_id];
         st = state_load(c->state_path, j.settings, &j.m, &j.pr, &record, saved_id, sizeof saved_id, err);
@@ -514,6 +587,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         if (st || fin) goto done;
     } else {
         model_init(&j.m, c->seed);
+        if (c->init_path && (st = ckpt_read_init(c->init_path, &c->shape, &j.m, &j.init, err))) goto done;
     }
     if ((st = train_backend_open(c->device, &j.m, c->precision == TRAIN_PREC_BF16, &j.be, &j.dev, err))) goto done;
     st = job_loop(&j, err);

@@ -72,6 +72,9 @@ typedef struct {
     double qat_fraction;     /* f in [0, 1] */
     int batch;               /* sequences per step; tokens per step = batch * context */
     double lr;               /* peak learning rate */
+    double qat_lr;           /* peak learning rate of the QAT phase; 0 = lr */
+    double qparam_lr_mult;   /* step sizes and zero points train at this times the phase's rate */
+    const char *init_path;   /* --init: start the QAT phase from this checkpoint; NULL none */
     double min_lr_frac;      /* learning rate at the end of a decay, as a fraction of lr */
     double warmup_frac;      /* warmup (and QAT re-warmup in classic) as a fraction of the phase */
     double decay_frac;       /* decay length as a fraction of the phase; < 0: default */
@@ -122,6 +125,7 @@ typedef struct {
     long total, n_fp, n_qat; /* steps */
     long fp_warm, fp_decay, qat_warm, qat_decay;
     double lr, min_lr_frac;
+    double lr_qat;           /* peak of the QAT phase (= lr unless --qat-lr) */
     int decay_sqrt;
     data_schedule schedule;
     double decay_frac;       /* the value actually used (recorded) */
