@@ -637,6 +637,8 @@ static void test_grid_external_models(void)
     o.runs_path = tu_path("runs-ext.jsonl");
     sweep_summary sum;
     CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_ERR_USAGE);
+    char id_a[sizeof a->run_id];
+    strcpy(id_a, a->run_id);
     sweep_grid_free(&g);
     /* the run id of the model changes with its arguments */
     const char *j2 = "{\"data\":\"d/x\",\"shapes\":[{\"n_params\":\"125M\",\"name\":\"gpt2-small\","
@@ -644,7 +646,7 @@ static void test_grid_external_models(void)
     sweep_grid g2;
     CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(j2, "ext2.json", &g2, &e), QP_OK);
     CU_ASSERT_EQUAL(strncmp(g2.points[0].run_id, "gpt2-small-2.50B-b4-f0.5-classic-s1-", 36), 0);
-    CU_ASSERT_STRING_NOT_EQUAL(g2.points[0].run_id, a->run_id);
+    CU_ASSERT_STRING_NOT_EQUAL(g2.points[0].run_id, id_a);
     sweep_grid_free(&g2);
     /* a grid of qatplan's own shapes needs no trainer command */
     CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(grid_json, "grid.json", &g2, &e), QP_OK);
