@@ -44,6 +44,8 @@ static void sweep_help(FILE *f)
             "  --train-cmd CMD         trainer command prefix, run by /bin/sh (default: this qatplan's\n"
             "                          'train'; env QP_SWEEP_TRAIN_CMD)\n"
             "  --fit-cmd CMD           fitter command prefix (default: this qatplan's 'fit'; env QP_SWEEP_FIT_CMD)\n"
+            "  --progress-every SECS   when stderr is not a terminal: a line with the runs in flight (step,\n"
+            "                          loss) and the ETA every SECS seconds (default 60; 0 = none)\n"
             "  -q, --quiet             no progress output\n"
             "  -h, --help              this help\n\n"
             "exit status: 0 every run recorded (ok or diverged); 1 some run failed (no record) or the sweep\n"
@@ -207,7 +209,7 @@ static qp_status add_slurm_arg(const char **args, size_t *n, size_t max, const c
 
 int cmd_sweep(int argc, char **argv)
 {
-    enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_NOSTATE, O_DRY, O_ONLY,
+    enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_PROGRESS, O_NOSTATE, O_DRY, O_ONLY,
            O_REFIT_ONLY, O_EMIT, O_SCRIPT, O_SCPUS, O_STIME, O_SPART, O_SMAX, O_TRAIN, O_FIT, O_SARG };
     enum { MAX_SARGS = 64 };
     static const struct option opts[] = {
@@ -215,7 +217,8 @@ int cmd_sweep(int argc, char **argv)
         {"threads", required_argument, 0, O_THREADS}, {"refit-every", required_argument, 0, O_REFIT},
         {"law-out", required_argument, 0, O_LAW}, {"report", required_argument, 0, O_REPORT},
         {"fit-form", required_argument, 0, O_FORM}, {"no-fit", no_argument, 0, O_NOFIT},
-        {"run-timeout", required_argument, 0, O_TIMEOUT}, {"no-state", no_argument, 0, O_NOSTATE},
+        {"run-timeout", required_argument, 0, O_TIMEOUT},
+        {"progress-every", required_argument, 0, O_PROGRESS}, {"no-state", no_argument, 0, O_NOSTATE},
         {"dry-run", no_argument, 0, O_DRY},     {"only-index", required_argument, 0, O_ONLY},
         {"refit-only", no_argument, 0, O_REFIT_ONLY}, {"emit", required_argument, 0, O_EMIT},
         {"script", required_argument, 0, O_SCRIPT}, {"slurm-cpus", required_argument, 0, O_SCPUS},
@@ -254,6 +257,10 @@ int cmd_sweep(int argc, char **argv)
         case O_FORM: st = parse_fit_form(optarg, &o.fit_form, &err), form_given = 1; break;
         case O_NOFIT: o.fit = 0; break;
         case O_TIMEOUT: st = qp_parse_real(optarg, "--run-timeout (seconds)", 1e-3, 1e9, &o.run_timeout, &err); break;
+        case O_PROGRESS:
+            st = qp_parse_real(optarg, "--progress-every (seconds)", 0, 1e9, &o.progress_every, &err);
+            so.progress_every = optarg; /* parsed: a plain number, safe in the script */
+            break;
         case O_NOSTATE: o.use_state = 0; break;
         case O_DRY: dry = 1; break;
         case O_ONLY: st = qp_parse_long(optarg, "--only-index", 0, 1L << 30, &o.only_index, &err); break;
@@ -297,6 +304,13 @@ int cmd_sweep(int argc, char **argv)
         (st = sweep_grid_read(grid_path, &g, &err))) {
         free(law_d);
         free(rep_d);
+        return cli_report(st, &err);
+    }
+    /* a refit needs no trainer; everything else needs one that can build the grid's models */
+    if (!refit_only && (st = sweep_grid_check_trainer(&g, o.train_cmd, &err))) {
+        free(law_d);
+        free(rep_d);
+        sweep_grid_free(&g);
         return cli_report(st, &err);
     }
     if (!form_given && !g.has_quantized) o.fit_form = DATA_LAW_CHINCHILLA;

@@ -38,6 +38,7 @@ OPTS = {
     "--seed": ("i", 1), "--threads": ("i", 2), "--eval-tokens": ("i", 65536), "--run-id": ("s", None),
     "--runs-out": ("s", None), "--state": ("s", None), "--resume": ("b", False),
     "--resume-if-exists": ("b", False), "--quiet": ("b", False), "--progress": ("b", False),
+    "--params": ("f", None),
 }
 # accepted, not implemented: a warning, the run goes on
 IGNORED = {"--checkpoint": "s", "--export-int": "s", "--save-every": "s", "--max-steps": "s",
@@ -124,7 +125,7 @@ def quantizer(o):
 def build(o, kind, gen):
     D, H, L = o["width"], o["heads"], o["layers"]
     Hkv = o["kv_heads"] or H
-    F = o["ffn"] or max(8, int(round(8 * D / 3 / 8)) * 8)
+    F = o["ffn"] or ((8 * D + 2) // 3 + 7) // 8 * 8  # the C trainer's default: 8/3 d rounded up to 8
     o["kv_heads"], o["ffn"] = Hkv, F
     if D % H or (D // H) % 2 or H % Hkv:
         die(2, "--heads %d must divide --width %d with an even head size, --kv-heads %d divide --heads" % (H, D, Hkv))
@@ -226,6 +227,11 @@ def run(o):
     train, val, dataset = load_data(o)
     gen = torch.Generator().manual_seed(o["seed"])
     m = build(o, kind, gen)
+    own = n_params(o)[0]
+    if o["params"] is not None and abs(own - o["params"]) > 0.05 * o["params"]:
+        # a grid's external model (docs/sweep.md) sized for N: say so, record the model's own count
+        sys.stderr.write("train_torch: warning: --params %.0f asked, the model built from the other options has "
+                         "%d parameters; the record says %d\n" % (o["params"], own, own))
     T, B = o["context"], o["batch"]
     n = max(1, int(round(o["tokens"] / (B * T))))
     n_fp, n_qat, sched = phases(o, n)
@@ -296,10 +302,17 @@ def run(o):
     return finish(o, m, sched, n_fp, n_qat, B * T, dataset, final, loss_switch, t0, "", dfrac)
 
 
-def finish(o, m, sched, n_fp, n_qat, tps, dataset, loss, loss_switch, t0, reason, dfrac):
+def n_params(o):
+    """(all parameters with the tied embedding, without it), as the C trainer counts them."""
     D, F, H, Hkv, L = o["width"], o["ffn"], o["heads"], o["kv_heads"], o["layers"]
     hd = D // H
     nonembed = L * (D * (D + 2 * hd * Hkv) + D * D + 3 * D * F + 2 * D) + D
+    return nonembed + 256 * D, nonembed
+
+
+def finish(o, m, sched, n_fp, n_qat, tps, dataset, loss, loss_switch, t0, reason, dfrac):
+    D, F, H, Hkv, L = o["width"], o["ffn"], o["heads"], o["kv_heads"], o["layers"]
+    nonembed = n_params(o)[1]
     rec = {"schema": "qatplan-run-v1", "run_id": o["run_id"] or "torch-%d-%d" % (os.getpid(), int(time.time())),
            "model": {"n_layer": L, "d_model": D, "n_head": H, "n_kv_head": Hkv, "d_ff": F,
                      "context": o["context"], "vocab": 256},

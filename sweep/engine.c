@@ -28,6 +28,7 @@ void sweep_options_init(sweep_options *o)
     o->self_exe = "/proc/self/exe";
     o->only_index = -1;
     o->use_state = 1;
+    o->progress_every = 60;
 }
 
 /* ---- signals ----------------------------------------------------------- */
@@ -120,6 +121,7 @@ typedef struct {
     size_t finished_here;        /* runs that ended here (any outcome) */
     size_t to_run;               /* points pending when the sweep started */
     int bar_shown;
+    double last_line;            /* when the last progress line was written (logs that are not a terminal) */
 } progress;
 
 static double point_cost(const sweep_point *p) { return p->n_params * p->tokens; }
@@ -211,6 +213,32 @@ static void draw_bar(progress *pr, job *jobs, int njobs)
                     jobs[i].prog.total, jobs[i].prog.loss);
     fflush(f);
     pr->bar_shown = 1;
+}
+
+/* A log that is not a terminal (a file, a Slurm output, a pipe) gets a plain line now and
+ * then instead of the bar: the runs in flight with their step, loss and elapsed time. */
+static void progress_line(progress *pr, job *jobs, int njobs)
+{
+    FILE *f = pr->o->log;
+    double now = qp_now();
+    if (!f || pr->o->tty || !(pr->o->progress_every > 0) || njobs == 0 || now - pr->last_line < pr->o->progress_every)
+        return;
+    pr->last_line = now;
+    char el[32], et[96];
+    fmt_secs(now - pr->t0, el, sizeof el);
+    fmt_eta(pr, jobs, njobs, et, sizeof et);
+    fprintf(f, "sweep: %zu/%zu runs, %d running, %s elapsed, ETA %s", pr->finished_here, pr->to_run, njobs, el, et);
+    for (int i = 0; i < njobs; i++) {
+        char rt[32];
+        fmt_secs(now - jobs[i].t_start, rt, sizeof rt);
+        fprintf(f, "; %s ", pr->g->points[jobs[i].point].run_id);
+        if (jobs[i].have_prog)
+            fprintf(f, "step %ld/%ld loss %.4f (%s)", jobs[i].prog.step, jobs[i].prog.total, jobs[i].prog.loss, rt);
+        else
+            fprintf(f, "started %s ago", rt);
+    }
+    fputc('\n', f);
+    fflush(f);
 }
 
 static void say(progress *pr, job *jobs, int njobs, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -669,6 +697,7 @@ static qp_status run_loop(sweep_loop *L, qp_error *err)
         if (pid <= 0) {
             enforce_timeouts(L);
             draw_bar(&L->pr, L->jobs, L->njobs);
+            progress_line(&L->pr, L->jobs, L->njobs);
             struct timespec ts = {0, 100 * 1000 * 1000};
             nanosleep(&ts, NULL);
         } else if (pid == L->fit_pid) {
@@ -687,9 +716,9 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
     L.pr.g = g;
     L.pr.o = o;
     L.pr.sum = sum;
-    L.pr.t0 = qp_now();
-    qp_status st = workdir_make(&L.pr.w, o->runs_path, err);
-    if (st) return st;
+    L.pr.t0 = L.pr.last_line = qp_now();
+    qp_status st = sweep_grid_check_trainer(g, o->train_cmd, err);
+    if (st || (st = workdir_make(&L.pr.w, o->runs_path, err))) return st;
     if (o->only_index >= 0 && (size_t)o->only_index >= g->n)
         return qp_fail(err, QP_ERR_INPUT, "--only-index %ld is outside the grid's 0..%zu", o->only_index, g->n - 1);
     if ((st = plan_todo(&L, err))) return st;

@@ -3,6 +3,7 @@
 #include "train.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@ void sweep_grid_free(sweep_grid *g)
 {
     if (!g) return;
     for (int i = 0; i < g->n_args; i++) free(g->args[i]);
+    for (int m = 0; m < g->n_models; m++)
+        for (int i = 0; i < g->models[m].n_args; i++) free(g->models[m].args[i]);
     free(g->points);
     memset(g, 0, sizeof *g);
 }
@@ -150,28 +153,43 @@ static uint64_t fnv1a(const char *s)
 /* A shape's own learning rate wins over the grid's (small models train best with a larger one). */
 static double point_lr(const sweep_grid *g, const sweep_point *p) { return isfinite(p->lr) ? p->lr : g->lr; }
 
+/* The settings that name a point's model, for its run id's hash. */
+static int model_key(const sweep_grid *g, const sweep_point *p, char *key, size_t size)
+{
+    if (!p->model)
+        return snprintf(key, size, "L=%d|D=%d|H=%d|KV=%d|F=%d|T=%d|V=%d", p->shape.n_layer, p->shape.d_model,
+                        p->shape.n_head, p->shape.n_kv_head, p->shape.d_ff, p->shape.context, p->shape.vocab);
+    const sweep_model *m = &g->models[p->model - 1];
+    int k = snprintf(key, size, "model=%s|N=%.0f", m->name, m->n_params);
+    for (int i = 0; i < m->n_args && k > 0 && (size_t)k < size; i++) k += snprintf(key + k, size - (size_t)k, "|%s", m->args[i]);
+    return k;
+}
+
 static void make_run_id(const sweep_grid *g, sweep_point *p)
 {
-    char key[4096];
-    int k = snprintf(key, sizeof key, "data=%s|L=%d|D=%d|H=%d|KV=%d|F=%d|T=%d|V=%d|tokens=%.0f|bits=%d|f=%.6g|"
-                                      "sched=%s|seed=%llu|batch=%d|lr=%.6g",
-                     g->data, p->shape.n_layer, p->shape.d_model, p->shape.n_head, p->shape.n_kv_head,
-                     p->shape.d_ff, p->shape.context, p->shape.vocab, p->tokens, p->bits, p->fraction,
-                     data_schedule_name(p->schedule), (unsigned long long)p->seed, g->batch, point_lr(g, p));
+    /* the key of qatplan's own shapes is as it always was: recorded run ids stay valid */
+    char key[8192], model[64];
+    int k = snprintf(key, sizeof key, "data=%s|", g->data);
+    k += model_key(g, p, key + k, sizeof key - (size_t)k);
+    if (k > 0 && (size_t)k < sizeof key)
+        k += snprintf(key + k, sizeof key - (size_t)k, "|tokens=%.0f|bits=%d|f=%.6g|sched=%s|seed=%llu|batch=%d|lr=%.6g",
+                      p->tokens, p->bits, p->fraction, data_schedule_name(p->schedule),
+                      (unsigned long long)p->seed, g->batch, point_lr(g, p));
     for (int i = 0; i < g->n_args && k > 0 && (size_t)k < sizeof key; i++)
         k += snprintf(key + k, sizeof key - (size_t)k, "|%s", g->args[i]);
     uint64_t h = fnv1a(key);
     char tok[32];
     qp_format_count(p->tokens, tok, sizeof tok);
+    if (p->model) snprintf(model, sizeof model, "%s", g->models[p->model - 1].name);
+    else snprintf(model, sizeof model, "L%dd%d", p->shape.n_layer, p->shape.d_model);
     const char *sched = p->schedule == DATA_SCHED_FP_ONLY ? "fp" : p->schedule == DATA_SCHED_QAT_ONLY ? "qat"
                                                                                                      : data_schedule_name(p->schedule);
     if (data_bits_is_fp(p->bits))
-        snprintf(p->run_id, sizeof p->run_id, "L%dd%d-%s-b%d-s%llu-%012llx", p->shape.n_layer, p->shape.d_model,
-                 tok, p->bits, (unsigned long long)p->seed, (unsigned long long)(h >> 16));
+        snprintf(p->run_id, sizeof p->run_id, "%s-%s-b%d-s%llu-%012llx", model, tok, p->bits,
+                 (unsigned long long)p->seed, (unsigned long long)(h >> 16));
     else
-        snprintf(p->run_id, sizeof p->run_id, "L%dd%d-%s-b%d-f%.3g-%s-s%llu-%012llx", p->shape.n_layer,
-                 p->shape.d_model, tok, p->bits, p->fraction, sched, (unsigned long long)p->seed,
-                 (unsigned long long)(h >> 16));
+        snprintf(p->run_id, sizeof p->run_id, "%s-%s-b%d-f%.3g-%s-s%llu-%012llx", model, tok, p->bits, p->fraction,
+                 sched, (unsigned long long)p->seed, (unsigned long long)(h >> 16));
 }
 
 /* Points with a hash set of run ids (open addressing; slots hold index + 1, 0 = empty):
@@ -251,11 +269,93 @@ typedef struct {
     double lr, n_params;
     double tok[MAX_LIST];
     int nt;
+    int model; /* 0, or 1 + the index of its external model in the grid */
 } grid_shape;
 
-static qp_status parse_shape(const cJSON *sh, const cJSON *root, const char *where, grid_shape *out, qp_error *err)
+/* A model name for run ids: letters, digits, '.', '_', '-'. */
+static int model_name_ok(const char *s)
+{
+    if (!*s || strlen(s) >= sizeof ((sweep_model *)0)->name) return 0;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '.' || *s == '_' || *s == '-')) return 0;
+    return 1;
+}
+
+/* A shape naming an external model by its parameter count: {"n_params": 125e6, "name":
+ * "gpt2-small", "args": ["--config", "small.toml"], ...}. `g` NULL: checked, not kept. */
+static qp_status parse_model(const cJSON *sh, sweep_grid *g, const char *where, grid_shape *out, qp_error *err)
+{
+    static const char *sk[] = {"n_params", "name", "args", "tokens", "tokens_per_param", "lr"};
+    for (const cJSON *c = sh->child; c; c = c->next) {
+        int ok = 0;
+        for (size_t i = 0; i < sizeof sk / sizeof sk[0]; i++) ok |= !strcmp(c->string, sk[i]);
+        if (!ok)
+            return qp_fail(err, QP_ERR_PARSE, "%s: unknown key \"%s\" in an external model's shape (known: n_params, name, "
+                                              "args, tokens, tokens_per_param, lr; layers, width, ... describe qatplan's own "
+                                              "models and do not go with n_params)", where, c->string);
+    }
+    sweep_model m;
+    memset(&m, 0, sizeof m);
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(sh, "n_params");
+    if (cJSON_IsNumber(n)) m.n_params = n->valuedouble;
+    else if (cJSON_IsString(n) && qp_parse_count(n->valuestring, where, &m.n_params, err)) return QP_ERR_PARSE;
+    if (!(m.n_params >= 1 && m.n_params <= 1e15 && m.n_params == floor(m.n_params)))
+        return qp_fail(err, QP_ERR_INPUT, "%s: \"n_params\" must be a whole parameter count, e.g. 125e6 or \"125M\"", where);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(sh, "name");
+    if (name && !(cJSON_IsString(name) && model_name_ok(name->valuestring)))
+        return qp_fail(err, QP_ERR_PARSE, "%s: \"name\" must be 1-39 letters, digits, '.', '_' or '-' (it starts the run ids)",
+                       where);
+    if (name) {
+        strcpy(m.name, name->valuestring);
+    } else {
+        m.name[0] = 'N';
+        qp_format_count(m.n_params, m.name + 1, sizeof m.name - 1);
+    }
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(sh, "args");
+    if (args && !cJSON_IsArray(args))
+        return qp_fail(err, QP_ERR_PARSE, "%s: \"args\" must be a list of strings, the trainer's own model options", where);
+    qp_status st = QP_OK;
+    for (const cJSON *a = args ? args->child : NULL; a && !st; a = a->next) {
+        if (!cJSON_IsString(a)) st = qp_fail(err, QP_ERR_PARSE, "%s: \"args\" entries must be strings", where);
+        else if (m.n_args == SWEEP_MAX_ARGS) st = qp_fail(err, QP_ERR_INPUT, "%s: too many \"args\"", where);
+        else if (!(m.args[m.n_args++] = strdup(a->valuestring))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    if (!st && g && g->n_models == SWEEP_MAX_MODELS)
+        st = qp_fail(err, QP_ERR_INPUT, "%s: more than %d external models in one grid", where, SWEEP_MAX_MODELS);
+    out->n_params = m.n_params;
+    out->model = g ? g->n_models + 1 : 1;
+    if (st || !g) {
+        for (int i = 0; i < m.n_args; i++) free(m.args[i]);
+        return st;
+    }
+    g->models[g->n_models++] = m;
+    return QP_OK;
+}
+
+/* Budgets of a shape, each checked against the trainer's --tokens and (own models) the context. */
+static qp_status shape_budgets(const cJSON *sh, const cJSON *root, const char *where, grid_shape *out, qp_error *err)
+{
+    qp_status st;
+    if ((st = budgets(sh, root, out->n_params, out->tok, &out->nt, where, err))) return st;
+    if ((st = check_list(out->tok, out->nt, "--tokens", where, "tokens", err))) return st;
+    for (int t = 0; t < out->nt && !out->model; t++)
+        if (!(out->tok[t] >= out->s.context))
+            return qp_fail(err, QP_ERR_INPUT, "%s: token budget %g is less than one context (%d tokens)", where,
+                           out->tok[t], out->s.context);
+    return QP_OK;
+}
+
+static qp_status parse_shape(const cJSON *sh, const cJSON *root, sweep_grid *g, const char *where, grid_shape *out,
+                             qp_error *err)
 {
     if (!cJSON_IsObject(sh)) return qp_fail(err, QP_ERR_PARSE, "%s must be an object", where);
+    memset(out, 0, sizeof *out);
+    out->lr = NAN;
+    qp_status st;
+    if (cJSON_HasObjectItem(sh, "n_params")) {
+        if ((st = get_lr(sh, &out->lr, where, err)) || (st = parse_model(sh, g, where, out, err))) return st;
+        return shape_budgets(sh, root, where, out, err);
+    }
     static const char *sk[] = {"layers", "width", "heads", "kv_heads", "ffn", "context", "vocab", "tokens",
                                "tokens_per_param", "lr"};
     for (const cJSON *c = sh->child; c; c = c->next) {
@@ -266,7 +366,6 @@ static qp_status parse_shape(const cJSON *sh, const cJSON *root, const char *whe
                                               "context, vocab, tokens, tokens_per_param, lr)", where, c->string);
     }
     data_model_shape s = {0};
-    qp_status st;
     if ((st = get_int(sh, "layers", 1, "--layers", 0, 0, &s.n_layer, where, err)) ||
         (st = get_int(sh, "width", 1, "--width", 0, 0, &s.d_model, where, err)) ||
         (st = get_int(sh, "heads", 1, "--heads", 0, 0, &s.n_head, where, err)) ||
@@ -278,17 +377,10 @@ static qp_status parse_shape(const cJSON *sh, const cJSON *root, const char *whe
     if (s.d_model % s.n_head || (s.d_model / s.n_head) % 2)
         return qp_fail(err, QP_ERR_INPUT, "%s: width %d / heads %d must be a whole, even head size", where, s.d_model,
                        s.n_head);
-    out->lr = NAN;
     if ((st = get_lr(sh, &out->lr, where, err))) return st;
     out->n_params = sweep_shape_params(&s);
     out->s = s;
-    if ((st = budgets(sh, root, out->n_params, out->tok, &out->nt, where, err))) return st;
-    if ((st = check_list(out->tok, out->nt, "--tokens", where, "tokens", err))) return st;
-    for (int t = 0; t < out->nt; t++)
-        if (!(out->tok[t] >= s.context))
-            return qp_fail(err, QP_ERR_INPUT, "%s: token budget %g is less than one context (%d tokens)", where,
-                           out->tok[t], s.context);
-    return QP_OK;
+    return shape_budgets(sh, root, where, out, err);
 }
 
 /* a * b, saturating at UINT64_MAX: point counts are checked before anything is allocated. */
@@ -320,6 +412,7 @@ static void expand_shape(sweep_grid *g, id_set *ids, const grid_shape *gs, const
                         p.fraction = data_bits_is_fp((int)ax->bits[b]) ? 0 : ax->fr[f];
                         p.schedule = ax->sched[q];
                         p.lr = gs->lr;
+                        p.model = gs->model;
                         p.schedule = data_schedule_resolve(p.bits, 1 - p.fraction, p.fraction, p.schedule);
                         push_point(g, ids, &p);
                     }
@@ -339,7 +432,7 @@ static qp_status expand(sweep_grid *g, const cJSON *root, const cJSON *shapes, c
     int si = 0;
     for (const cJSON *sh = shapes->child; sh && !st; sh = sh->next, si++) {
         snprintf(where, sizeof where, "%s: shapes[%d]", name, si);
-        if (!(st = parse_shape(sh, root, where, gs, err))) {
+        if (!(st = parse_shape(sh, root, NULL, where, gs, err))) {
             uint64_t add = mul_sat((uint64_t)gs->nt, per_budget);
             total = add > UINT64_MAX - total ? UINT64_MAX : total + add;
         }
@@ -359,7 +452,7 @@ static qp_status expand(sweep_grid *g, const cJSON *root, const cJSON *shapes, c
     si = 0;
     for (const cJSON *sh = shapes->child; sh && !st; sh = sh->next, si++) {
         snprintf(where, sizeof where, "%s: shapes[%d]", name, si);
-        if (!(st = parse_shape(sh, root, where, gs, err))) expand_shape(g, &ids, gs, ax);
+        if (!(st = parse_shape(sh, root, g, where, gs, err))) expand_shape(g, &ids, gs, ax);
     }
     free(ids.slot);
     free(gs);
@@ -474,6 +567,16 @@ qp_status sweep_grid_read(const char *path, sweep_grid *g, qp_error *err)
     return st;
 }
 
+qp_status sweep_grid_check_trainer(const sweep_grid *g, const char *train_cmd, qp_error *err)
+{
+    if (!g->n_models || train_cmd) return QP_OK;
+    return qp_fail(err, QP_ERR_USAGE,
+                   "the grid names an external model (\"%s\", by its parameter count) that qatplan's own trainer cannot "
+                   "build: run it with --train-cmd (the trainer that takes --params and the model's \"args\"), or describe "
+                   "the shape by layers, width and heads",
+                   g->models[0].name);
+}
+
 void sweep_argv_free(char **argv)
 {
     if (!argv) return;
@@ -484,7 +587,7 @@ void sweep_argv_free(char **argv)
 qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char *runs_path,
                            const char *state_path, int resume, int threads, char ***out, qp_error *err)
 {
-    char **a = calloc(SWEEP_MAX_ARGS * 2, sizeof *a);
+    char **a = calloc(SWEEP_MAX_ARGS * 3, sizeof *a); /* the grid's, a model's and the point's own */
     if (!a) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     int n = 0;
     char buf[8192];
@@ -510,12 +613,20 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
         ADD(buf);                                                                \
     } while (0)
     OPT("--data", "%s", g->data);
-    OPT("--layers", "%d", p->shape.n_layer);
-    OPT("--width", "%d", p->shape.d_model);
-    OPT("--heads", "%d", p->shape.n_head);
-    if (p->shape.n_kv_head != p->shape.n_head) OPT("--kv-heads", "%d", p->shape.n_kv_head);
-    OPT("--ffn", "%d", p->shape.d_ff);
-    OPT("--context", "%d", p->shape.context);
+    if (p->model) { /* an external model: its parameter count and its own options, unchecked */
+        const sweep_model *m = &g->models[p->model - 1];
+        snprintf(buf, sizeof buf, "%.0f", m->n_params);
+        ADD("--params");
+        ADD(buf);
+        for (int i = 0; i < m->n_args; i++) ADD(m->args[i]);
+    } else {
+        OPT("--layers", "%d", p->shape.n_layer);
+        OPT("--width", "%d", p->shape.d_model);
+        OPT("--heads", "%d", p->shape.n_head);
+        if (p->shape.n_kv_head != p->shape.n_head) OPT("--kv-heads", "%d", p->shape.n_kv_head);
+        OPT("--ffn", "%d", p->shape.d_ff);
+        OPT("--context", "%d", p->shape.context);
+    }
     OPT("--tokens", "%.0f", p->tokens);
     OPT("--qat-fraction", "%.6g", p->fraction);
     OPT("--bits", "%d", p->bits);

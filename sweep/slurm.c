@@ -113,6 +113,7 @@ static void array_job(FILE *f, const sweep_grid *g, const sweep_slurm_options *s
     if (so->threads > 0) fprintf(f, "--threads %d", so->threads);
     else fprintf(f, "--threads \"\\${SLURM_CPUS_PER_TASK:-%d}\"", cpus);
     if (so->run_timeout > 0) fprintf(f, " --run-timeout %.17g", so->run_timeout);
+    if (so->progress_every) fprintf(f, " --progress-every %.17g", atof(so->progress_every));
     if (so->no_state) fprintf(f, " --no-state");
     if (so->train_cmd) {
         fprintf(f, " --train-cmd ");

@@ -16,6 +16,17 @@
 /* Points one grid may expand to (counted before duplicates are dropped): far beyond any sweep
  * that can be trained, small enough that expanding and listing them takes well under a second. */
 #define SWEEP_MAX_POINTS 100000
+/* Shapes of a grid that name an external model by its parameter count. */
+#define SWEEP_MAX_MODELS 64
+
+/* An external model: a shape {"n_params": 125e6, "name": ..., "args": [...]} for a trainer
+ * given by --train-cmd, which builds the model from its own arguments (docs/sweep.md). */
+typedef struct {
+    char name[40];          /* [A-Za-z0-9._-]; default "N" + the count ("N125M") */
+    double n_params;        /* N as the trainer counts it (it records its own) */
+    char *args[SWEEP_MAX_ARGS]; /* the trainer's own model options, verbatim, unchecked */
+    int n_args;
+} sweep_model;
 
 /* ---- the grid ------------------------------------------------------------ */
 
@@ -31,6 +42,7 @@ typedef struct {
     data_schedule schedule; /* effective: classic|fused, fp-only (f = 0 or bits >= 16), qat-only (f = 1) */
     uint64_t seed;
     double lr;              /* peak learning rate of its shape ("lr" in the shape); NAN = the grid's */
+    int model;              /* 0: qatplan's architecture (`shape`); k > 0: the grid's models[k - 1] */
 } sweep_point;
 
 typedef struct {
@@ -41,6 +53,8 @@ typedef struct {
     char *args[SWEEP_MAX_ARGS]; /* further trainer options, verbatim */
     int n_args;
     int has_quantized; /* some point has bits < 16 */
+    sweep_model models[SWEEP_MAX_MODELS]; /* external models named by the shapes */
+    int n_models;
     sweep_point *points;
     size_t n;
 } sweep_grid;
@@ -51,6 +65,8 @@ typedef struct {
 qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp_error *err);
 qp_status sweep_grid_read(const char *path, sweep_grid *g, qp_error *err);
 void sweep_grid_free(sweep_grid *g); /* safe on NULL */
+/* QP_OK unless the grid names an external model and there is no --train-cmd to build it. */
+qp_status sweep_grid_check_trainer(const sweep_grid *g, const char *train_cmd, qp_error *err);
 
 /* All parameters of a shape (tied embedding counted once), the trainer's count. Fills the
  * defaults n_kv_head = n_head, d_ff = multiple of 8 near 8/3 d_model, vocab = 256. */
@@ -103,6 +119,8 @@ typedef struct {
     int use_state;           /* pass --state/--resume so an interrupted run continues (default 1) */
     FILE *log;               /* progress and per-run lines; NULL = quiet */
     int tty;                 /* log is a terminal: progress bar instead of plain lines */
+    double progress_every;   /* not a terminal: a progress line (runs in flight, step, loss, ETA)
+                              * every this many seconds while runs are in flight; 0 = none (default 60) */
 } sweep_options;
 
 void sweep_options_init(sweep_options *o);
@@ -168,6 +186,7 @@ typedef struct {
     const char *fit_cmd;    /* --fit-cmd for the refit job; NULL = qatplan's own fitter */
     int threads;            /* fixed --threads; 0 = the task's SLURM_CPUS_PER_TASK */
     double run_timeout;     /* --run-timeout for the tasks; 0 = none */
+    const char *progress_every; /* --progress-every for the tasks, as given; NULL = their default */
     int no_state;           /* pass --no-state to the tasks */
     int no_fit;             /* no refit job */
     const char *const *sbatch_args; /* extra sbatch options ("--gres=gpu:1"), as #SBATCH lines of both jobs */

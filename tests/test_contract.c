@@ -220,11 +220,79 @@ static void test_torch_trainer_sigterm_resume(void)
     free(state);
 }
 
+/* Grid shapes may name an external model by its parameter count: the sweep passes --params
+ * and the model's own options to the trainer, sizes budgets by N, and the records of six FP
+ * runs fit a chinchilla law as the C trainer's do (all used, none excluded). */
+static void test_torch_external_models_fit(void)
+{
+    if (!have_torch()) {
+        tu_skip("/usr/bin/python3 cannot import torch - trainer contract not checked");
+        return;
+    }
+    char prefix[4096], grid[8192], gpath[4096], runs[4096], law[4096], cmd[16384];
+    snprintf(prefix, sizeof prefix, "%s", tu_path("ecorpus"));
+    write_corpus(prefix);
+    /* N as the C trainer counts L1 d16 (ffn 48) and L1 d24 (ffn 64) */
+    snprintf(grid, sizeof grid,
+             "{\"data\":\"%s\",\"shapes\":["
+             "{\"n_params\":7472,\"name\":\"t16\",\"args\":[\"--layers\",\"1\",\"--width\",\"16\",\"--heads\",\"2\","
+             "\"--context\",\"32\"]},"
+             "{\"n_params\":13128,\"name\":\"t24\",\"args\":[\"--layers\",\"1\",\"--width\",\"24\",\"--heads\",\"2\","
+             "\"--context\",\"32\"]}],"
+             "\"tokens_per_param\":[2,4,8],\"bits\":[16],\"train\":{\"batch\":4,\"threads\":1,"
+             "\"args\":[\"--eval-tokens\",\"4096\"]}}",
+             prefix);
+    snprintf(gpath, sizeof gpath, "%s", tu_path("egrid.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("eruns.jsonl"));
+    snprintf(law, sizeof law, "%s", tu_path("eruns.law.json"));
+    tu_write(gpath, grid);
+    /* qatplan's own trainer cannot build them: refused before anything runs */
+    snprintf(cmd, sizeof cmd, "sweep %s -o %s --no-fit", gpath, runs);
+    char *err = NULL;
+    unsetenv("QP_SWEEP_TRAIN_CMD");
+    CU_ASSERT_EQUAL(tu_run_qatplan(cmd, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--train-cmd"));
+    free(err);
+    snprintf(cmd, sizeof cmd,
+             "sweep %s -o %s --jobs 2 --fit-form chinchilla --law-out %s --train-cmd \"/usr/bin/python3 %s/scripts/train_torch.py\"",
+             gpath, runs, law, QP_SOURCE_DIR);
+    err = NULL;
+    int rc = tu_run_qatplan(cmd, NULL, &err);
+    if (rc) fprintf(stderr, "sweep: %s\n", err ? err : "");
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "6 ok, 0 diverged, 0 failed"));
+    CU_ASSERT_PTR_NULL(err && strstr(err, "law not refitted") ? err : NULL);
+    free(err);
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(data_runs_read(runs, &l, &e), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 6);
+    for (size_t i = 0; i < l.n; i++) {
+        const data_run *r = &l.runs[i];
+        int small = !strncmp(r->run_id, "t16-", 4);
+        CU_ASSERT(small || !strncmp(r->run_id, "t24-", 4));
+        CU_ASSERT_EQUAL(r->n_params, small ? 7472 : 13128); /* the model built is the one named */
+        CU_ASSERT_EQUAL(r->status, DATA_RUN_OK);
+    }
+    data_run_list_free(&l);
+    char *lt = tu_read(law, NULL);
+    cJSON *j = lt ? cJSON_Parse(lt) : NULL;
+    const cJSON *prov = cJSON_GetObjectItemCaseSensitive(j, "provenance");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(prov, "n_runs"), *x = cJSON_GetObjectItemCaseSensitive(prov, "n_excluded");
+    CU_ASSERT(cJSON_IsNumber(n) && n->valuedouble == 6);
+    CU_ASSERT(cJSON_IsNumber(x) && x->valuedouble == 0);
+    CU_ASSERT_STRING_EQUAL(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(j, "form")), "chinchilla");
+    cJSON_Delete(j);
+    free(lt);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_torch_trainer_sweep);
     TU_ADD(s, test_torch_trainer_refuses);
     TU_ADD(s, test_torch_trainer_sigterm_resume);
+    TU_ADD(s, test_torch_external_models_fit);
 }
 
 int main(void) { return tu_main("contract", add); }

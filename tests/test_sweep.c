@@ -591,6 +591,128 @@ static void test_progress_in_flight(void)
     sweep_grid_free(&g);
 }
 
+/* Shapes naming an external model by its parameter count: sized by N, passed on to the
+ * trainer as --params N and the model's own options; qatplan's trainer cannot run them. */
+static void test_grid_external_models(void)
+{
+    const char *j = "{\"data\":\"d/x\",\"shapes\":["
+                    "{\"n_params\":\"125M\",\"name\":\"gpt2-small\",\"args\":[\"--config\",\"small.toml\"],"
+                    "\"tokens_per_param\":[20]},"
+                    "{\"n_params\":350e6,\"tokens\":[\"1B\"]},"
+                    "{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32,\"tokens\":[1000]}],"
+                    "\"bits\":[4],\"fractions\":[0.5]}";
+    sweep_grid g;
+    qp_error e = {0};
+    qp_status st0 = sweep_grid_parse(j, "ext.json", &g, &e);
+    if (st0) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(st0, QP_OK);
+    CU_ASSERT_EQUAL_FATAL(g.n, 3);
+    CU_ASSERT_EQUAL(g.n_models, 2);
+    const sweep_point *a = &g.points[0], *b = &g.points[1], *own = &g.points[2];
+    CU_ASSERT_EQUAL(a->model, 1);
+    CU_ASSERT_DOUBLE_EQUAL(a->n_params, 125e6, 0);
+    CU_ASSERT_DOUBLE_EQUAL(a->tokens, 2.5e9, 0);
+    CU_ASSERT_EQUAL(strncmp(a->run_id, "gpt2-small-2.50B-b4-f0.5-classic-s1-", 36), 0);
+    CU_ASSERT_EQUAL(strncmp(b->run_id, "N350M-1.00B-b4-", 15), 0);
+    CU_ASSERT_EQUAL(own->model, 0);
+    CU_ASSERT_EQUAL(strncmp(own->run_id, "L1d16-", 6), 0);
+    char **args = NULL;
+    CU_ASSERT_EQUAL_FATAL(sweep_point_args(&g, a, "runs.jsonl", NULL, 0, 1, &args, &e), QP_OK);
+    int params = -1, config = -1, layers = 0, n = 0;
+    for (; args[n]; n++) {
+        if (!strcmp(args[n], "--params")) params = n;
+        if (!strcmp(args[n], "--config")) config = n;
+        if (!strcmp(args[n], "--layers") || !strcmp(args[n], "--width") || !strcmp(args[n], "--context")) layers++;
+    }
+    CU_ASSERT(params >= 0 && params + 1 < n && !strcmp(args[params + 1], "125000000"));
+    CU_ASSERT(config >= 0 && config + 1 < n && !strcmp(args[config + 1], "small.toml"));
+    CU_ASSERT_EQUAL(layers, 0);
+    sweep_argv_free(args);
+    /* only a --train-cmd trainer builds them; the refusal says so */
+    CU_ASSERT_EQUAL(sweep_grid_check_trainer(&g, NULL, &e), QP_ERR_USAGE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "--train-cmd"));
+    CU_ASSERT_EQUAL(sweep_grid_check_trainer(&g, "python3 mytrain.py", &e), QP_OK);
+    sweep_options o;
+    sweep_options_init(&o);
+    o.runs_path = tu_path("runs-ext.jsonl");
+    sweep_summary sum;
+    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_ERR_USAGE);
+    sweep_grid_free(&g);
+    /* the run id of the model changes with its arguments */
+    const char *j2 = "{\"data\":\"d/x\",\"shapes\":[{\"n_params\":\"125M\",\"name\":\"gpt2-small\","
+                     "\"args\":[\"--config\",\"other.toml\"],\"tokens_per_param\":[20]}],\"bits\":[4],\"fractions\":[0.5]}";
+    sweep_grid g2;
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(j2, "ext2.json", &g2, &e), QP_OK);
+    CU_ASSERT_EQUAL(strncmp(g2.points[0].run_id, "gpt2-small-2.50B-b4-f0.5-classic-s1-", 36), 0);
+    CU_ASSERT_STRING_NOT_EQUAL(g2.points[0].run_id, a->run_id);
+    sweep_grid_free(&g2);
+    /* a grid of qatplan's own shapes needs no trainer command */
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(grid_json, "grid.json", &g2, &e), QP_OK);
+    CU_ASSERT_EQUAL(sweep_grid_check_trainer(&g2, NULL, &e), QP_OK);
+    sweep_grid_free(&g2);
+    static const struct { const char *shape, *msg; } bad[] = {
+        {"{\"n_params\":125e6,\"layers\":2}", "unknown key \"layers\""},
+        {"{\"n_params\":0}", "whole parameter count"},
+        {"{\"n_params\":1.5}", "whole parameter count"},
+        {"{\"n_params\":\"lots\"}", "lots"},
+        {"{\"n_params\":125e6,\"name\":\"a b\"}", "\"name\""},
+        {"{\"n_params\":125e6,\"args\":\"--x\"}", "\"args\" must be a list"},
+        {"{\"n_params\":125e6,\"args\":[1]}", "entries must be strings"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char jb[1024];
+        snprintf(jb, sizeof jb, "{\"data\":\"d/x\",\"shapes\":[%s],\"tokens\":[1000],\"bits\":[16]}", bad[i].shape);
+        qp_error e3 = {0};
+        CU_ASSERT_NOT_EQUAL(sweep_grid_parse(jb, "bad.json", &g2, &e3), QP_OK);
+        if (!strstr(e3.msg, bad[i].msg)) fprintf(stderr, "shape %s: %s\n", bad[i].shape, e3.msg);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e3.msg, bad[i].msg));
+    }
+}
+
+/* A log that is not a terminal (a file, Slurm's output) gets a plain progress line every
+ * --progress-every seconds with the runs in flight, their logged step and loss. */
+static void test_progress_lines_not_tty(void)
+{
+    fakes_install();
+    char grid[4096], runs[4096];
+    snprintf(grid, sizeof grid, "%s", tu_path("grid-pl.json"));
+    snprintf(runs, sizeof runs, "%s", tu_path("runs-pl.jsonl"));
+    tu_write(grid, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                   "\"tokens\":[1000,2000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}");
+    sweep_grid g;
+    qp_error e = {0};
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&text, &len);
+    sweep_options o;
+    sweep_options_init(&o);
+    CU_ASSERT_DOUBLE_EQUAL(o.progress_every, 60, 0);
+    o.runs_path = runs;
+    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
+    o.fit = 0;
+    o.log = log;
+    o.tty = 0;
+    o.progress_every = 0.2;
+    setenv("FAKE_STEPS", "*", 1);
+    sweep_summary sum;
+    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_OK);
+    unsetenv("FAKE_STEPS");
+    fclose(log);
+    CU_ASSERT_EQUAL(sum.ok, 2);
+    CU_ASSERT_PTR_NULL(strchr(text, '\r')); /* no bar */
+    char want[256];
+    snprintf(want, sizeof want, "sweep: 0/2 runs, 1 running, ");
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, want));
+    for (int i = 0; i < 2; i++) {
+        snprintf(want, sizeof want, "; %s step 1/4 loss 5.1250 (", g.points[i].run_id);
+        if (!strstr(text, want)) fprintf(stderr, "log:\n%s\n", text);
+        CU_ASSERT_PTR_NOT_NULL(strstr(text, want));
+    }
+    free(text);
+    sweep_grid_free(&g);
+}
+
 /* The library directly, with a terminal-style log: a redrawn progress bar with an ETA. */
 static void test_progress_bar(void)
 {
@@ -839,6 +961,8 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_sweep_killed_resumes);
     TU_ADD(s, test_concurrent_sweeps);
     TU_ADD(s, test_progress_bar);
+    TU_ADD(s, test_grid_external_models);
+    TU_ADD(s, test_progress_lines_not_tty);
     TU_ADD(s, test_parse_progress);
     TU_ADD(s, test_eta_estimate);
     TU_ADD(s, test_progress_in_flight);

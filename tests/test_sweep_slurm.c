@@ -264,6 +264,11 @@ static void test_emit_refuses_bad_paths(void)
     CU_ASSERT_EQUAL_FATAL(sweep_emit_slurm(&g, &so, &text, &e), QP_OK);
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "--array=0-31 ")); /* no throttle by default */
     CU_ASSERT_PTR_NOT_NULL(strstr(text, "--cpus-per-task=2 --time=04:00:00 "));
+    CU_ASSERT_PTR_NULL(strstr(text, "--progress-every")); /* the tasks' default */
+    free(text);
+    so.progress_every = "30";
+    CU_ASSERT_EQUAL_FATAL(sweep_emit_slurm(&g, &so, &text, &e), QP_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(text, " --progress-every 30"));
     free(text);
     sweep_grid_free(&g);
 }
