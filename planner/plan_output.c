@@ -175,6 +175,75 @@ static void print_closed_form_rows(FILE *f, const plan_result *res)
                " memory: the memory model's bytes)\n");
 }
 
+/* Rows of a plan that ranks methods: costs and storage first, then the predictions. */
+static void print_method_rows(FILE *f, const plan_result *res)
+{
+    char a[32], b[32], c[32], d[32], g[16];
+    fprintf(f, "%-12s %4s %8s %7s %10s %6s %6s %6s %6s %7s %8s %8s %8s %8s  %s\n", "method", "bits", "N", "b/w",
+            "storage", "c/6N", "eta", "x_c", "f", "L_fp", "penalty", "L(x_c)", "D_fp", "D_qat", "schedule");
+    for (int i = 0; i < res->n_rows; i++) {
+        const plan_row *r = &res->rows[i];
+        char eta[16] = "-", pen[16] = "-", lo[16] = "-", lfp[16] = "-";
+        if (isfinite(r->eta)) snprintf(eta, sizeof eta, "%.3g", r->eta);
+        if (r->rankable && isfinite(r->loss_opt)) {
+            snprintf(pen, sizeof pen, "%.4f", r->penalty);
+            snprintf(lo, sizeof lo, "%.4f", r->loss_opt);
+            snprintf(lfp, sizeof lfp, "%.4f", r->loss_fp);
+        }
+        fprintf(f, "%-12s %4s %8s %7.3f %10s %6.3f %6s %6.3f %6.3f %7s %8s %8s %8s %8s  %s%s%s%s%s\n",
+                plan_method_name(r->method), plan_bits_label(r->bits, g, sizeof g),
+                qp_format_count(r->n_params, a, sizeof a), r->storage_bits_per_weight,
+                qp_format_bytes(r->storage_bytes, b, sizeof b), r->qat_flops_per_token / (6 * r->n_params), eta,
+                r->compute_fraction, r->fraction, lfp, pen, lo, fmt_tok(r->d_fp, c, sizeof c),
+                fmt_tok(r->d_qat, d, sizeof d), sched_label(r->schedule), r->rankable ? "" : " (not ranked: no law)",
+                r->fits_memory == 0 ? " (does not fit memory)" : "", r->valid ? "" : " INVALID",
+                i == res->recommended ? (res->tie ? "  <= best (tie)" : "  <= best") : "");
+    }
+    fprintf(f, "(b/w: stored bits per block-linear weight incl. scales and zero points; storage: weight bytes for\n"
+               " inference; c/6N: FLOPs per QAT token over 6N; eta: QAT-token efficiency against the qat law (1 =\n"
+               " full QAT or the method's own law); x_c: QAT share of the FLOPs; f: QAT share of the tokens; L_fp:\n"
+               " full-precision loss at the same N and compute; losses in %s; D_fp, D_qat in tokens;\n"
+               " rows without a law split at the closed-form fraction, as compute)\n",
+            law_units_label(res->units));
+}
+
+static void print_method_recommendation(FILE *f, const plan_result *res)
+{
+    const plan_row *r = &res->rows[res->recommended];
+    char a[32], b[32], g[16];
+    fprintf(f, "Recommendation: %s at %s bits, QAT compute fraction %.3f (token fraction %.3f)\n",
+            plan_method_name(r->method), plan_bits_label(r->bits, g, sizeof g), r->compute_fraction, r->fraction);
+    if (res->tie)
+        fprintf(f, "  a tie: a row at %s bits is within the QAT law's uncertainty; choose on other grounds\n",
+                plan_bits_label(res->tie_bits, g, sizeof g));
+    fprintf(f, "  tokens: D_fp = %s full precision, then D_qat = %s %s tokens; storage %s\n", fmt_tok(r->d_fp, a, sizeof a),
+            fmt_tok(r->d_qat, b, sizeof b), plan_method_name(r->method), qp_format_bytes(r->storage_bytes, g, sizeof g));
+    if (isfinite(r->loss_opt))
+        fprintf(f, "  predicted loss: %.4f %s = %.4f full precision + %.4f\n", r->loss_opt, law_units_label(res->units),
+                r->loss_fp, r->penalty);
+}
+
+static void print_method_plan(FILE *f, const plan_result *res)
+{
+    print_method_rows(f, res);
+    fprintf(f, "\n");
+    int unranked = 0;
+    for (int i = 0; i < res->n_rows; i++) unranked += !res->rows[i].rankable;
+    if (res->recommended >= 0 && res->ranked) print_method_recommendation(f, res);
+    else if (!res->ranked)
+        fprintf(f, "No recommendation: no row has a law to predict its loss; the warnings say what each method "
+                   "needs.\n");
+    else
+        fprintf(f, "No recommendation: no (method, bit width) satisfies the constraints (memory, physical checks).\n");
+    if (unranked && res->ranked)
+        fprintf(f, "note: %d rows are not ranked (no law or efficiency factor for their method): the recommendation is "
+                   "among the others only\n", unranked);
+    for (int i = 0; i < res->n_warnings; i++) fprintf(f, "warning: %s\n", res->warnings[i]);
+    if (res->n_warnings_dropped)
+        fprintf(f, "warning: %d more warnings not shown (the %d above are the most severe)\n", res->n_warnings_dropped,
+                res->n_warnings);
+}
+
 static void print_schedule(FILE *f, const plan_result *res, const plan_row *r)
 {
     const plan_request *q = &res->req;
@@ -238,10 +307,37 @@ static void print_recommendation(FILE *f, const plan_result *res, const plan_law
                 r->loss_10pct, fmt_tok(r->extra_tokens_10pct, a, sizeof a), 100 * r->extra_tokens_10pct / r->d_total);
 }
 
+static void print_method_laws(FILE *f, const plan_result *res, const plan_laws *laws)
+{
+    const plan_request *q = &res->req;
+    fprintf(f, "Methods: QAT tokens priced per method (docs/planner.md): efqat --unfrozen %g; e2eqp/blockap/"
+               "efficientqat asym per %s%g; Block-AP E = %g, %g of efficientqat's QAT FLOPs; row size %g\n",
+            q->unfrozen, q->group_size > 0 ? "group of " : "row of ", q->group_size > 0 ? q->group_size : q->row_size,
+            q->blockap_epochs, q->blockap_share, q->row_size);
+    for (int i = 0; i < q->n_methods; i++) {
+        plan_method m = q->methods[i];
+        if (m == PLAN_METHOD_QAT) continue;
+        if (laws->has_method_law[m])
+            fprintf(f, "      %s loss: %s (%s form fitted to its runs)\n", plan_method_name(m), laws->method_law_name[m],
+                    data_law_form_name(laws->method_law[m].form));
+        else if (laws->has_eta[m])
+            fprintf(f, "      %s loss: the QAT law at eta x its QAT tokens, eta from %s\n", plan_method_name(m),
+                    laws->eta_name[m]);
+        else
+            fprintf(f, "      %s loss: none (cannot rank)\n", plan_method_name(m));
+    }
+}
+
 void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
 {
     print_request(f, res);
     print_laws(f, res, laws);
+    if (res->req.n_methods > 0) {
+        print_method_laws(f, res, laws);
+        fprintf(f, "\n");
+        print_method_plan(f, res);
+        return;
+    }
     fprintf(f, "\n");
     if (res->ranked) print_ranked_rows(f, res);
     else print_closed_form_rows(f, res);
@@ -313,6 +409,14 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
     if (!isfinite(q->vocab)) add_num(in, "embed_params", q->embed_params);
     add_num(in, "embed_bits", q->embed_bits);
     add_num(in, "group_size", q->group_size);
+    if (q->n_methods > 0) {
+        cJSON *ms = cJSON_AddArrayToObject(in, "methods");
+        for (int i = 0; i < q->n_methods; i++) cJSON_AddItemToArray(ms, cJSON_CreateString(plan_method_name(q->methods[i])));
+        add_num(in, "unfrozen", q->unfrozen);
+        add_num(in, "row_size", q->row_size);
+        add_num(in, "blockap_share", q->blockap_share);
+        add_num(in, "blockap_epochs", q->blockap_epochs);
+    }
     cJSON *l = cJSON_AddObjectToObject(o, "laws");
     if (laws->has_fp) cJSON_AddItemToObject(l, "fp", law_ref(&laws->fp, laws->fp_name));
     if (laws->has_fraction) cJSON_AddItemToObject(l, "fraction", law_ref(&laws->fraction, laws->fraction_name));
@@ -362,11 +466,22 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
         add_opt(x, "qat_start_step", r->qat_start_step);
         add_opt(x, "decay_start_step", r->decay_start_step);
         add_opt(x, "fp_decay_start_step", r->fp_decay_start_step);
+        if (q->n_methods > 0) {
+            cJSON_AddStringToObject(x, "method", plan_method_name(r->method));
+            add_num(x, "qat_flops_per_token", r->qat_flops_per_token);
+            add_num(x, "compute_fraction", r->compute_fraction);
+            add_num(x, "storage_bits_per_weight", r->storage_bits_per_weight);
+            add_num(x, "storage_bytes", r->storage_bytes);
+            add_num(x, "eta", r->eta);
+            cJSON_AddBoolToObject(x, "rankable", r->rankable);
+        }
         cJSON_AddItemToArray(rows, x);
     }
     if (res->recommended >= 0) {
         cJSON_AddNumberToObject(o, "recommended_bits", res->rows[res->recommended].bits);
         cJSON_AddNumberToObject(o, "recommended_params", res->rows[res->recommended].n_params);
+        if (q->n_methods > 0)
+            cJSON_AddStringToObject(o, "recommended_method", plan_method_name(res->rows[res->recommended].method));
         cJSON_AddBoolToObject(o, "tie", res->tie);
         if (res->tie) cJSON_AddNumberToObject(o, "tie_bits", res->tie_bits);
     } else {
