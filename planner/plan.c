@@ -475,6 +475,7 @@ qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *
         }
         qat_done |= pm == PLAN_METHOD_QAT;
     }
+    if (req->n_methods > 0) out->ranked = 0; /* ranked: some row has a predicted loss */
     for (int i = 0; i < out->n_rows; i++) out->ranked |= out->rows[i].rankable && isfinite(out->rows[i].loss_opt);
     if (!st) recommend(out, sample_loss, samples ? ns : 0);
     free(samples);

@@ -57,8 +57,9 @@ static void method_split(const plan_request *req, plan_row *r, double c_total, d
     plan_set_schedule(req, r);
 }
 
-/* Every prediction at the optimum and at x = 0.1 passes the law's checks, and no quantized
- * model beats the full-precision model of the same N trained with the same compute. */
+/* Every prediction at the optimum and at x = 0.1 passes the law's checks (at the effective
+ * tokens D_fp + eta k D_qat), and no quantized model beats the full-precision model of the
+ * same N trained on the same tokens (an eta above 1 could claim that). */
 static void method_checks(const law_model *m, plan_result *out, plan_row *r, double d_equiv, double k)
 {
     const double xs[2] = {r->compute_fraction, 0.1};
@@ -70,7 +71,7 @@ static void method_checks(const law_model *m, plan_result *out, plan_row *r, dou
     if (r->valid && r->loss_opt < r->loss_fp) {
         r->valid = 0;
         snprintf(r->invalid_reason, sizeof r->invalid_reason,
-                 "%s loss %.4f is below the full-precision loss %.4f of the same N and compute", plan_method_name(r->method),
+                 "%s loss %.4f is below the full-precision loss %.4f of the same N and tokens", plan_method_name(r->method),
                  r->loss_opt, r->loss_fp);
     }
     if (!r->valid)
@@ -113,9 +114,7 @@ qp_status plan_row_method(const plan_request *req, const plan_laws *laws, const 
     if (m) {
         plan_frac_ctx c = {m, r->n_params, d, r->bits, k * r->eta};
         if ((st = plan_optimum_ctx(&c, &x, &r->loss_opt, err))) return st;
-        r->loss_fp = law_model_loss_fp(m, r->n_params, d);
         r->loss_10pct = plan_loss_at_fraction(0.1, &c);
-        r->penalty = r->loss_opt - r->loss_fp;
     } else {
         /* no law: the qat closed form's fraction, taken as a compute fraction, to show tokens */
         double a = laws->has_fraction ? laws->fraction.coef[0] : LAW_FRACTION_A_PAPER;
@@ -131,6 +130,8 @@ qp_status plan_row_method(const plan_request *req, const plan_laws *laws, const 
     }
     method_split(req, r, c_total, x);
     if (m) {
+        r->loss_fp = law_model_loss_fp(m, r->n_params, r->d_total); /* the same N and tokens */
+        r->penalty = r->loss_opt - r->loss_fp;
         r->f_opt = r->fraction;
         method_checks(m, out, r, d, k * r->eta);
         method_ranges(laws, out, r);

@@ -202,7 +202,7 @@ static void print_method_rows(FILE *f, const plan_result *res)
     fprintf(f, "(b/w: stored bits per block-linear weight incl. scales and zero points; storage: weight bytes for\n"
                " inference; c/6N: FLOPs per QAT token over 6N; eta: QAT-token efficiency against the qat law (1 =\n"
                " full QAT or the method's own law); x_c: QAT share of the FLOPs; f: QAT share of the tokens; L_fp:\n"
-               " full-precision loss at the same N and compute; losses in %s; D_fp, D_qat in tokens;\n"
+               " full-precision loss at the same N and tokens; losses in %s; D_fp, D_qat in tokens;\n"
                " rows without a law split at the closed-form fraction, as compute)\n",
             law_units_label(res->units));
 }
