@@ -111,6 +111,14 @@ qp_status plan_row_method(const plan_request *req, const plan_laws *laws, const 
     const law_model *m = method_model(laws, qat, has_qat, out, r, &own);
     r->rankable = m != NULL;
     double x;
+    if (m && k * r->eta > 1) {
+        char key[48], lbl[16];
+        snprintf(key, sizeof key, "%s:cheap", plan_method_name(r->method));
+        plan_warn_keyed(out, key, 1.2, "%s at %s bits: eta x 6N/c_m = %.3g > 1, so the law values its QAT tokens above "
+                                       "full-precision ones and moves the split towards QAT; an eta fitted at small QAT "
+                                       "fractions is extrapolated there", plan_method_name(r->method),
+                        plan_bits_label(r->bits, lbl, sizeof lbl), k * r->eta);
+    }
     if (m) {
         plan_frac_ctx c = {m, r->n_params, d, r->bits, k * r->eta};
         if ((st = plan_optimum_ctx(&c, &x, &r->loss_opt, err))) return st;

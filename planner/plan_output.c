@@ -387,6 +387,60 @@ static cJSON *law_ref(const data_law *law, const char *name)
     return o;
 }
 
+static cJSON *row_json(const plan_result *res, int i)
+{
+    const plan_request *q = &res->req;
+    const plan_row *r = &res->rows[i];
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "bits", r->bits);
+    if (fabs(r->bits - PLAN_TERNARY_BITS) < 1e-6) cJSON_AddBoolToObject(x, "ternary", 1);
+    add_num(x, "n_params", r->n_params);
+    add_num(x, "weight_bytes", r->weight_bytes);
+    add_num(x, "memory_bytes", r->memory_bytes);
+    add_num(x, "embed_params", r->embed_params);
+    if (res->mode == PLAN_MODE_SEARCH) cJSON_AddBoolToObject(x, "at_memory_limit", r->at_memory_limit);
+    if (r->fits_memory >= 0) cJSON_AddBoolToObject(x, "fits_memory", r->fits_memory);
+    add_num(x, "d_total_tokens", r->d_total);
+    add_num(x, "s_total", r->s_total);
+    add_num(x, "f_hat", r->f_hat);
+    add_opt(x, "loss_fp", r->loss_fp);
+    add_opt(x, "f_opt", r->f_opt);
+    add_opt(x, "loss_opt", r->loss_opt);
+    add_opt(x, "penalty", r->penalty);
+    if (res->ranked) cJSON_AddBoolToObject(x, "valid", r->valid);
+    if (!r->valid) cJSON_AddStringToObject(x, "invalid_reason", r->invalid_reason);
+    add_opt(x, "loss_f_hat", r->loss_f_hat);
+    add_opt(x, "loss_10pct", r->loss_10pct);
+    add_opt(x, "extra_tokens_10pct", r->extra_tokens_10pct);
+    if (isfinite(r->f_opt_lo)) {
+        double fi[2] = {r->f_opt_lo, r->f_opt_hi}, li[2] = {r->loss_opt_lo, r->loss_opt_hi};
+        cJSON_AddItemToObject(x, "f_opt_interval", cJSON_CreateDoubleArray(fi, 2));
+        cJSON_AddItemToObject(x, "loss_opt_interval", cJSON_CreateDoubleArray(li, 2));
+        double pi[2] = {r->penalty_lo, r->penalty_hi};
+        cJSON_AddItemToObject(x, "penalty_interval", cJSON_CreateDoubleArray(pi, 2));
+    }
+    add_num(x, "fraction", r->fraction);
+    add_num(x, "d_fp_tokens", r->d_fp);
+    add_num(x, "d_qat_tokens", r->d_qat);
+    cJSON_AddStringToObject(x, "schedule", data_schedule_name(r->schedule));
+    add_num(x, "qat_start_token", r->qat_start_token);
+    add_num(x, "decay_start_token", r->decay_start_token);
+    add_opt(x, "fp_decay_start_token", r->fp_decay_start_token);
+    add_opt(x, "qat_start_step", r->qat_start_step);
+    add_opt(x, "decay_start_step", r->decay_start_step);
+    add_opt(x, "fp_decay_start_step", r->fp_decay_start_step);
+    if (q->n_methods > 0) {
+        cJSON_AddStringToObject(x, "method", plan_method_name(r->method));
+        add_num(x, "qat_flops_per_token", r->qat_flops_per_token);
+        add_num(x, "compute_fraction", r->compute_fraction);
+        add_num(x, "storage_bits_per_weight", r->storage_bits_per_weight);
+        add_num(x, "storage_bytes", r->storage_bytes);
+        add_num(x, "eta", r->eta);
+        cJSON_AddBoolToObject(x, "rankable", r->rankable);
+    }
+    return x;
+}
+
 char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_error *err)
 {
     const plan_request *q = &res->req;
@@ -422,61 +476,18 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
     if (laws->has_fraction) cJSON_AddItemToObject(l, "fraction", law_ref(&laws->fraction, laws->fraction_name));
     if (laws->has_qat) cJSON_AddItemToObject(l, "qat", law_ref(&laws->qat, laws->qat_name));
     if (laws->has_penalty) cJSON_AddItemToObject(l, "penalty", law_ref(&laws->penalty, laws->penalty_name));
+    for (int i = 0; i < q->n_methods; i++) { /* new with --method: "efqat": {law or efficiency} */
+        plan_method m = q->methods[i];
+        if (laws->has_method_law[m])
+            cJSON_AddItemToObject(l, plan_method_name(m), law_ref(&laws->method_law[m], laws->method_law_name[m]));
+        else if (laws->has_eta[m])
+            cJSON_AddItemToObject(l, plan_method_name(m), law_ref(&laws->eta[m], laws->eta_name[m]));
+    }
     cJSON_AddStringToObject(o, "mode", plan_mode_name(res->mode));
     cJSON_AddBoolToObject(o, "ranked", res->ranked);
     cJSON_AddStringToObject(o, "loss_units", data_loss_units_name(res->units));
     cJSON *rows = cJSON_AddArrayToObject(o, "rows");
-    for (int i = 0; i < res->n_rows; i++) {
-        const plan_row *r = &res->rows[i];
-        cJSON *x = cJSON_CreateObject();
-        cJSON_AddNumberToObject(x, "bits", r->bits);
-        if (fabs(r->bits - PLAN_TERNARY_BITS) < 1e-6) cJSON_AddBoolToObject(x, "ternary", 1);
-        add_num(x, "n_params", r->n_params);
-        add_num(x, "weight_bytes", r->weight_bytes);
-        add_num(x, "memory_bytes", r->memory_bytes);
-        add_num(x, "embed_params", r->embed_params);
-        if (res->mode == PLAN_MODE_SEARCH) cJSON_AddBoolToObject(x, "at_memory_limit", r->at_memory_limit);
-        if (r->fits_memory >= 0) cJSON_AddBoolToObject(x, "fits_memory", r->fits_memory);
-        add_num(x, "d_total_tokens", r->d_total);
-        add_num(x, "s_total", r->s_total);
-        add_num(x, "f_hat", r->f_hat);
-        add_opt(x, "loss_fp", r->loss_fp);
-        add_opt(x, "f_opt", r->f_opt);
-        add_opt(x, "loss_opt", r->loss_opt);
-        add_opt(x, "penalty", r->penalty);
-        if (res->ranked) cJSON_AddBoolToObject(x, "valid", r->valid);
-        if (!r->valid) cJSON_AddStringToObject(x, "invalid_reason", r->invalid_reason);
-        add_opt(x, "loss_f_hat", r->loss_f_hat);
-        add_opt(x, "loss_10pct", r->loss_10pct);
-        add_opt(x, "extra_tokens_10pct", r->extra_tokens_10pct);
-        if (isfinite(r->f_opt_lo)) {
-            double fi[2] = {r->f_opt_lo, r->f_opt_hi}, li[2] = {r->loss_opt_lo, r->loss_opt_hi};
-            cJSON_AddItemToObject(x, "f_opt_interval", cJSON_CreateDoubleArray(fi, 2));
-            cJSON_AddItemToObject(x, "loss_opt_interval", cJSON_CreateDoubleArray(li, 2));
-            double pi[2] = {r->penalty_lo, r->penalty_hi};
-            cJSON_AddItemToObject(x, "penalty_interval", cJSON_CreateDoubleArray(pi, 2));
-        }
-        add_num(x, "fraction", r->fraction);
-        add_num(x, "d_fp_tokens", r->d_fp);
-        add_num(x, "d_qat_tokens", r->d_qat);
-        cJSON_AddStringToObject(x, "schedule", data_schedule_name(r->schedule));
-        add_num(x, "qat_start_token", r->qat_start_token);
-        add_num(x, "decay_start_token", r->decay_start_token);
-        add_opt(x, "fp_decay_start_token", r->fp_decay_start_token);
-        add_opt(x, "qat_start_step", r->qat_start_step);
-        add_opt(x, "decay_start_step", r->decay_start_step);
-        add_opt(x, "fp_decay_start_step", r->fp_decay_start_step);
-        if (q->n_methods > 0) {
-            cJSON_AddStringToObject(x, "method", plan_method_name(r->method));
-            add_num(x, "qat_flops_per_token", r->qat_flops_per_token);
-            add_num(x, "compute_fraction", r->compute_fraction);
-            add_num(x, "storage_bits_per_weight", r->storage_bits_per_weight);
-            add_num(x, "storage_bytes", r->storage_bytes);
-            add_num(x, "eta", r->eta);
-            cJSON_AddBoolToObject(x, "rankable", r->rankable);
-        }
-        cJSON_AddItemToArray(rows, x);
-    }
+    for (int i = 0; i < res->n_rows; i++) cJSON_AddItemToArray(rows, row_json(res, i));
     if (res->recommended >= 0) {
         cJSON_AddNumberToObject(o, "recommended_bits", res->rows[res->recommended].bits);
         cJSON_AddNumberToObject(o, "recommended_params", res->rows[res->recommended].n_params);

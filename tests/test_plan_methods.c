@@ -211,8 +211,51 @@ static void test_cli_methods(void)
     }
 }
 
+/* Plans without --method are today's: the README's headline block is the command's output
+ * byte for byte, and --method qat adds keys to the JSON rows but changes no value. */
+static void test_without_method_unchanged(void)
+{
+    char *readme = tu_read(QP_SOURCE_DIR "/README.md", NULL), *out = NULL, *err = NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(readme);
+    const char *cmd = "$ qatplan --params 2.2B --budget 1e22\n";
+    char *blk = strstr(readme, cmd);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(blk);
+    blk += strlen(cmd);
+    char *end = strstr(blk, "```");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(end);
+    *end = 0;
+    CU_ASSERT_EQUAL(tu_run_qatplan("--params 2.2B --budget 1e22", &out, &err), 0);
+    CU_ASSERT_STRING_EQUAL(out, blk);
+    free(out), free(err), free(readme);
+    char *a = NULL, *b = NULL;
+    CU_ASSERT_EQUAL(tu_run_qatplan("plan --params 2.2B --budget 1e22 --json", &a, &err), 0);
+    free(err);
+    CU_ASSERT_EQUAL(tu_run_qatplan("plan --params 2.2B --budget 1e22 --json --method qat", &b, &err), 0);
+    free(err);
+    /* every line of the plain plan's rows appears in the same order in the --method qat plan
+     * (a row's last key gains a comma there) */
+    char *pa = strstr(a, "\"rows\""), *pb = strstr(b, "\"rows\"");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pa);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pb);
+    char *stop = strstr(pa, "\"recommended_bits\"");
+    int lines = 0;
+    for (char *l = strchr(pa, '\n') + 1; l && l < stop; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        size_t n = strcspn(l, "\n");
+        if (n && l[n - 1] == ',') n--;
+        char line[256];
+        snprintf(line, sizeof line, "\n%.*s", (int)n, l);
+        char *hit = strstr(pb, line);
+        CU_ASSERT_PTR_NOT_NULL(hit);
+        if (hit) pb = hit + 1;
+        lines++;
+    }
+    CU_ASSERT(lines > 100);
+    free(a), free(b);
+}
+
 static void add(CU_pSuite s)
 {
+    TU_ADD(s, test_without_method_unchanged);
     TU_ADD(s, test_qat_compute_split_is_token_split);
     TU_ADD(s, test_efqat_tokens_per_flop);
     TU_ADD(s, test_without_law_not_ranked);
