@@ -478,6 +478,7 @@ qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *
     if (req->n_methods > 0) out->ranked = 0; /* ranked: some row has a predicted loss */
     for (int i = 0; i < out->n_rows; i++) out->ranked |= out->rows[i].rankable && isfinite(out->rows[i].loss_opt);
     if (!st) recommend(out, sample_loss, samples ? ns : 0);
+    if (req->n_methods > 0 && !out->ranked) out->recommended = -1; /* methods are only ranked by a law */
     free(samples);
     sort_warnings(out);
     return st;

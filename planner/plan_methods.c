@@ -95,6 +95,12 @@ static void method_ranges(const plan_laws *laws, plan_result *out, const plan_ro
 qp_status plan_row_method(const plan_request *req, const plan_laws *laws, const law_model *qat, int has_qat,
                           plan_result *out, plan_row *r, qp_error *err)
 {
+    const data_law *ml = laws->has_method_law[r->method] ? &laws->method_law[r->method] : NULL;
+    if (ml && out->units && ml->units && ml->units != out->units)
+        return qp_fail(err, QP_ERR_INPUT, "the %s law %s is in %s but the plan's laws in %s: losses of different units "
+                                          "cannot be ranked together; give laws of one unit",
+                       plan_method_name(r->method), laws->method_law_name[r->method], law_units_label(ml->units),
+                       law_units_label(out->units));
     qp_status st = plan_row_size(req, out->mode, qat, r, err);
     if (st) return st;
     double bt = req->batch_tokens, d = isfinite(bt) ? floor(r->d_total / bt) * bt : floor(r->d_total);

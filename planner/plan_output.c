@@ -118,7 +118,10 @@ static void print_request(FILE *f, const plan_result *res)
         qp_format_count(q->embed_params, b, sizeof b);
     const char *scales = q->group_size > 0 ? "per group of " : "per row";
     const char *group = q->group_size > 0 ? qp_format_count(q->group_size, a, sizeof a) : "";
-    if (isfinite(q->vocab) || q->embed_params > 0)
+    if (q->n_methods > 0)
+        fprintf(f, "Memory model: each method's storage (b/w below: scales and zero points included); embeddings "
+                   "(%s parameters) at %g bits\n", b, q->embed_bits);
+    else if (isfinite(q->vocab) || q->embed_params > 0)
         fprintf(f, "Memory model: %s embedding/head parameters at %g bits; the rest at the row's bits plus a 16-bit "
                    "scale %s%s\n", b, q->embed_bits, scales, group);
     else
@@ -127,7 +130,9 @@ static void print_request(FILE *f, const plan_result *res)
     if (isfinite(q->gpu_hours))
         fprintf(f, "Budget: %.6g GPU-hours x 3600 s/h x %.4g FLOP/s peak x MFU %.3g = %.4g FLOPs\n", q->gpu_hours,
                 q->peak_flops, q->mfu, q->flops);
-    if (isfinite(q->flops))
+    if (isfinite(q->flops) && q->n_methods > 0)
+        fprintf(f, "Budget: %.4g FLOPs = 6N D_fp + c_m D_qat (c_m: each method's FLOPs per QAT token)\n", q->flops);
+    else if (isfinite(q->flops))
         fprintf(f, "Budget: %.4g FLOPs, D = C / (%s per token)\n", q->flops,
                 isfinite(q->flops_per_token) ? "given FLOPs" : "6*N FLOPs");
     else if (isfinite(q->tokens))

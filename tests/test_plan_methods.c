@@ -161,6 +161,52 @@ static void test_without_law_not_ranked(void)
     plan_laws_free(&laws);
 }
 
+/* A qat law fitted to a method's runs (provenance run_method) goes to that method's slot:
+ * full QAT keeps the default law; the method is ranked on its own tokens (eta 1). */
+static void test_method_law_slot(void)
+{
+    plan_laws laws;
+    CU_ASSERT_EQUAL_FATAL(plan_laws_builtin(&laws, NULL), QP_OK);
+    data_law own;
+    qp_error err = {0};
+    CU_ASSERT_EQUAL_FATAL(law_builtin_own(&own, &err), QP_OK);
+    snprintf(own.prov.run_method, sizeof own.prov.run_method, "e2eqp");
+    CU_ASSERT_EQUAL_FATAL(data_law_write(tu_path("e2eqp.law.json"), &own, &err), QP_OK);
+    data_law_free(&own);
+    CU_ASSERT_EQUAL_FATAL(plan_laws_add(&laws, tu_path("e2eqp.law.json"), &err), QP_OK);
+    CU_ASSERT(laws.has_method_law[PLAN_METHOD_E2EQP]);
+    CU_ASSERT(laws.has_penalty && !laws.has_qat); /* the qat slot is untouched */
+    plan_request req = base_request();
+    req.n_params = 1e5;
+    req.flops = 6e5 * 2e6; /* 2M tokens: inside the own law's range */
+    req.bits[0] = 2, req.n_bits = 1;
+    req.methods[0] = PLAN_METHOD_E2EQP, req.methods[1] = PLAN_METHOD_QAT, req.n_methods = 2;
+    plan_result *res = malloc(sizeof *res);
+    /* the default laws are in nats/token, the method's in nats/byte: refused, not ranked together */
+    CU_ASSERT_EQUAL(plan_run(&req, &laws, res, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "different units"));
+    CU_ASSERT_EQUAL_FATAL(plan_laws_add(&laws, "own", &err), QP_OK); /* full QAT in nats/byte too */
+    CU_ASSERT_EQUAL_FATAL(plan_run(&req, &laws, res, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(res->n_rows, 2);
+    CU_ASSERT_EQUAL(res->rows[0].method, PLAN_METHOD_E2EQP);
+    CU_ASSERT(res->rows[0].rankable && isfinite(res->rows[0].loss_opt));
+    CU_ASSERT_DOUBLE_EQUAL(res->rows[0].eta, 1, 0);
+    /* the same law, but e2eqp's QAT tokens cost 4N instead of 6N: more of them, a lower loss */
+    CU_ASSERT(res->rows[0].d_qat / res->rows[0].compute_fraction > res->rows[1].d_qat / res->rows[1].compute_fraction);
+    CU_ASSERT(res->rows[0].loss_opt < res->rows[1].loss_opt);
+    CU_ASSERT_EQUAL(res->recommended, 0);
+    /* an unknown method in a law's provenance is refused, naming it */
+    data_law bad;
+    CU_ASSERT_EQUAL_FATAL(law_builtin_own(&bad, &err), QP_OK);
+    snprintf(bad.prov.run_method, sizeof bad.prov.run_method, "magic");
+    CU_ASSERT_EQUAL_FATAL(data_law_write(tu_path("magic.law.json"), &bad, &err), QP_OK);
+    data_law_free(&bad);
+    CU_ASSERT_EQUAL(plan_laws_add(&laws, tu_path("magic.law.json"), &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "magic"));
+    free(res);
+    plan_laws_free(&laws);
+}
+
 static void test_costs(void)
 {
     plan_request req;
@@ -260,6 +306,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_efqat_tokens_per_flop);
     TU_ADD(s, test_without_law_not_ranked);
     TU_ADD(s, test_costs);
+    TU_ADD(s, test_method_law_slot);
     TU_ADD(s, test_cli_methods);
 }
 
