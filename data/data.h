@@ -95,6 +95,7 @@ typedef struct {
     int optimizer_reset;      /* -1 unknown, 0 kept, 1 reset at the FP->QAT switch */
     char device[16];          /* "cpu", "cuda" */
     char precision[8];        /* "fp32", "bf16" (matrix products; master weights are fp32) */
+    char gemm[48];            /* the matrix-product library and ISA: "onednn-2.6.3 avx512_core_bf16" */
 } data_run;
 
 /* Defaults: optional numbers NAN, ints 0 (optimizer_reset -1), strings empty,

@@ -140,9 +140,6 @@ qp_status train_config_check(const train_config *c, qp_error *err)
     if (c->batch < 1) return qp_fail(err, QP_ERR_INPUT, "--batch %d: use at least 1 sequence", c->batch);
     if (!(c->lr > 0 && c->lr < 1)) return qp_fail(err, QP_ERR_INPUT, "--lr %g: use a value in (0, 1)", c->lr);
     if (c->threads < 1) return qp_fail(err, QP_ERR_INPUT, "--threads %d: use at least 1", c->threads);
-    if (c->precision == TRAIN_PREC_BF16 && c->device != TRAIN_DEVICE_CUDA)
-        return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on --device cuda (the CPU "
-                                          "trainer is fp32); use --precision fp32");
     double tps = (double)c->batch * c->shape.context;
     if (tps > TRAIN_MAX_STEP_TOKENS)
         return qp_fail(err, QP_ERR_INPUT, "--batch %d x --context %d = %.0f tokens per step: at most "

@@ -1,5 +1,5 @@
 /* layers.c: forward/backward pairs of the model's layers on raw arrays with explicit
- * shapes (N = B*T tokens). Matrix products go through CBLAS; the rest are OpenMP loops.
+ * shapes (N = B*T tokens). Matrix products go through train_gemm (gemm.c); the rest are OpenMP loops.
  * Backward functions accumulate into parameter gradients (dw, dg); see each for dinp. */
 #include <cblas.h>
 #include <math.h>
@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "model.h"
 
 extern void openblas_set_num_threads(int n);
@@ -46,7 +47,7 @@ static inline float qp_expf(float x)
 /* out[N, R] = inp[N, C] @ w[R, C]^T */
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
+    train_gemm(0, 1, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
 }
 
 /* dinp[N, C] = dout @ w (overwritten); dw[R, C] += dout^T @ inp. dinp may be NULL. */
@@ -54,9 +55,9 @@ void layer_matmul_backward(float *dinp, float *dw, const float *dout, const floa
                            const float *w, int N, int C, int R)
 {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, dout, R, w, C, 0.0f,
+        train_gemm(0, 0, N, C, R, 1.0f, dout, R, w, C, 0.0f,
                     dinp, C);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
+    train_gemm(1, 0, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
 }
 
 #define RMS_EPS 1e-5f
@@ -166,7 +167,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
             /* row chunks only multiply the keys they can see (causal): about 5/8 of the work */
             for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
                 int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale,
+                train_gemm(0, 1, rows, keys, hd, scale,
                             q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T);
                 for (int t = r0; t < keys; t++) {
                     float *row = P + (size_t)t * T;
@@ -182,7 +183,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
                     for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
                     for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f,
+                train_gemm(0, 0, rows, hd, keys, 1.0f,
                             P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D);
             }
         }
@@ -221,9 +222,9 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                         const float *Pc = P + (size_t)r0 * T, *dyc = dy + (size_t)r0 * D;
                         float *dSc = dS + (size_t)r0 * T;
                         /* dP = dY V^T; dV += P^T dY */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dyc,
+                        train_gemm(0, 1, rows, keys, hd, 1.0f, dyc,
                                     D, v, QKV, 0.0f, dSc, T);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, Pc, T,
+                        train_gemm(1, 0, keys, hd, rows, 1.0f, Pc, T,
                                     dyc, D, 1.0f, dv, QKV);
                         /* softmax backward: dS = P (dP - sum(P dP)) * scale, 0 above the diagonal */
                         for (int t = r0; t < keys; t++) {
@@ -235,9 +236,9 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                             for (int t2 = t + 1; t2 < keys; t2++) dr[t2] = 0.0f;
                         }
                         /* dQ += dS K; dK += dS^T Q */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, dSc,
+                        train_gemm(0, 0, rows, hd, keys, 1.0f, dSc,
                                     T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, dSc,
+                        train_gemm(1, 0, keys, hd, rows, 1.0f, dSc,
                                     T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV);
                     }
                 }
