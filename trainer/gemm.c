@@ -289,7 +289,7 @@ void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, c
 {
     if (M <= 0 || N <= 0) return;
 #ifdef QP_HAVE_DNNL
-    if (!omp_in_parallel() && K > 0 &&
+    if (g_kernel == TRAIN_GEMM_ONEDNN && !omp_in_parallel() && K > 0 &&
         !bf16_onednn(transA != 0, transB != 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
         return;
 #endif

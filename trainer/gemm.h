@@ -33,9 +33,9 @@ void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
 /* Always fp32, on the current kernel; safe inside parallel regions (one thread each). */
 void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
-/* Always bf16 inputs, fp32 accumulation: oneDNN's bf16 matmul where built and the CPU has
- * it, else the fp32 kernel on bf16-rounded copies (same numbers, no speed-up). Not for use
- * inside a parallel region. */
+/* Always bf16 inputs, fp32 accumulation: oneDNN's bf16 matmul when it is the kernel (it
+ * emulates bf16 where the CPU lacks it), else the fp32 kernel on bf16-rounded copies (the same
+ * products, no speed-up). Inside a parallel region: the rounded copies, one thread each. */
 void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
