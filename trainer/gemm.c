@@ -6,6 +6,8 @@
  * runtime, so it follows omp_set_num_threads like the trainer's own loops. */
 #include "gemm.h"
 
+#include "qp.h"
+
 #include <cblas.h>
 #include <omp.h>
 #include <stdint.h>
@@ -20,7 +22,15 @@
 extern char *openblas_get_corename(void);
 extern char *openblas_get_config(void);
 
-static int g_bf16;
+static int g_bf16, g_stats_on;
+static train_gemm_stats g_stats;
+
+void train_gemm_stats_enable(int on) { g_stats_on = on; }
+void train_gemm_stats_take(train_gemm_stats *out)
+{
+    *out = g_stats;
+    memset(&g_stats, 0, sizeof g_stats);
+}
 #ifdef QP_HAVE_DNNL
 static train_gemm_kernel g_kernel = TRAIN_GEMM_ONEDNN;
 #else
@@ -273,8 +283,10 @@ static int bf16_onednn(int tA, int tB, int M, int N, int K, float alpha, const f
     if (grow(&g_abuf, &g_acap, na) || grow(&g_bbuf, &g_bcap, nb)) return -1;
     mm_entry *e = mm_get(tA, tB, M, N, K, alpha, beta, ldc);
     if (!e) return -1;
+    double t0 = g_stats_on ? qp_now() : 0;
     pack_bf16(g_abuf, A, tA ? K : M, tA ? M : K, lda);
     pack_bf16(g_bbuf, B, tB ? N : K, tB ? K : N, ldb);
+    if (g_stats_on) g_stats.conv_s += qp_now() - t0;
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
     if (dnnl_memory_set_data_handle(e->a, g_abuf) || dnnl_memory_set_data_handle(e->b, g_bbuf) ||
         dnnl_memory_set_data_handle(e->c, C) || dnnl_primitive_execute(e->prim, g_stream, 3, args) ||
@@ -299,10 +311,17 @@ void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, c
 void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc)
 {
-    if (g_bf16 && !omp_in_parallel())
+    int serial = !omp_in_parallel(), timed = g_stats_on && serial;
+    double t0 = timed ? qp_now() : 0;
+    if (g_bf16 && serial)
         train_gemm_bf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else
         train_gemm_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (timed) {
+        g_stats.gemm_s += qp_now() - t0;
+        g_stats.flop += 2.0 * M * N * K;
+        g_stats.calls++;
+    }
 }
 
 void train_gemm_release(void)

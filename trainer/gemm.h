@@ -43,6 +43,16 @@ void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, c
 void train_to_bf16(unsigned short *out, const float *x, size_t n);
 float train_bf16_round(float x);
 
+/* Where train_gemm's time goes (benchmarks): while enabled, the products called outside
+ * parallel regions add their wall time (conversions to bf16 separately) and FLOPs. */
+typedef struct {
+    double gemm_s, conv_s, flop;
+    long calls;
+} train_gemm_stats;
+void train_gemm_stats_enable(int on);
+/* The totals since the last take, then zeroed. */
+void train_gemm_stats_take(train_gemm_stats *out);
+
 /* Frees the cached oneDNN primitives and bf16 buffers (tests, leak checks). */
 void train_gemm_release(void);
 
