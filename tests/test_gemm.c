@@ -143,6 +143,40 @@ static void test_bf16_products(void)
     train_gemm_release();
 }
 
+/* Within a reuse scope the second product reads the first one's bf16 copy of A (stored the
+ * same way, read transposed): the same numbers as without reuse; a new scope converts again. */
+static void test_bf16_reuse(void)
+{
+    enum { R = 64, C = 48, N2 = 40 };
+    float *A = fill(R * C), *B1 = fill(C * N2), *B2 = fill(R * N2), *c1 = calloc(R * N2, 4),
+          *c2 = calloc(C * N2, 4), *r1 = calloc(R * N2, 4), *r2 = calloc(C * N2, 4);
+    CU_ASSERT_FATAL(A && B1 && B2 && c1 && c2 && r1 && r2);
+    qp_error err;
+    train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err); /* where built; else the fallback stays */
+    train_gemm_bf16(0, 0, R, N2, C, 1.0f, A, C, B1, N2, 0.0f, r1, N2);
+    train_gemm_bf16(1, 0, C, N2, R, 1.0f, A, C, B2, N2, 0.0f, r2, N2);
+    train_gemm_stats g;
+    train_gemm_stats_take(&g);
+    train_gemm_stats_enable(1);
+    train_gemm_reuse(1);
+    train_gemm_bf16(0, 0, R, N2, C, 1.0f, A, C, B1, N2, 0.0f, c1, N2);
+    train_gemm_bf16(1, 0, C, N2, R, 1.0f, A, C, B2, N2, 0.0f, c2, N2);
+    train_gemm_reuse(0);
+    train_gemm_stats_enable(0);
+    train_gemm_stats_take(&g);
+    /* A converted once where oneDNN does the products (the fallback rounds its own copies) */
+    if (train_gemm_kernel_now() == TRAIN_GEMM_ONEDNN) CU_ASSERT_EQUAL(g.converted, R * C + C * N2 + R * N2);
+    CU_ASSERT_EQUAL(memcmp(c1, r1, sizeof(float) * R * N2), 0);
+    CU_ASSERT_EQUAL(memcmp(c2, r2, sizeof(float) * C * N2), 0);
+    /* A changes between scopes: the next scope sees the new values */
+    for (int i = 0; i < R * C; i++) A[i] = -A[i];
+    train_gemm_reuse(1);
+    train_gemm_bf16(0, 0, R, N2, C, 1.0f, A, C, B1, N2, 0.0f, c1, N2);
+    train_gemm_reuse(0);
+    for (int i = 0; i < R * N2; i++) CU_ASSERT_EQUAL(c1[i], -r1[i]);
+    free(A), free(B1), free(B2), free(c1), free(c2), free(r1), free(r2);
+}
+
 static void test_bf16_rounding(void)
 {
     struct { uint32_t in, out; } v[] = {
@@ -176,6 +210,7 @@ static void add(CU_pSuite s)
 {
     TU_ADD(s, test_onednn_agrees_with_openblas);
     TU_ADD(s, test_bf16_products);
+    TU_ADD(s, test_bf16_reuse);
     TU_ADD(s, test_bf16_rounding);
 }
 

@@ -39,6 +39,12 @@ void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, co
 void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
+/* Between train_gemm_reuse(1) and train_gemm_reuse(0) the caller promises that no array
+ * read by the products is written: a bf16 product whose first input is the same array, read
+ * the same way, as the previous one's reuses its bf16 copy (layer_matmul_backward's two
+ * products share dout). */
+void train_gemm_reuse(int on);
+
 /* f32 -> bf16 bits, round to nearest even (NaN stays NaN), and back. */
 void train_to_bf16(unsigned short *out, const float *x, size_t n);
 float train_bf16_round(float x);
@@ -47,6 +53,7 @@ float train_bf16_round(float x);
  * parallel regions add their wall time (conversions to bf16 separately) and FLOPs. */
 typedef struct {
     double gemm_s, conv_s, flop;
+    double converted; /* elements converted to bf16 */
     long calls;
 } train_gemm_stats;
 void train_gemm_stats_enable(int on);

@@ -54,10 +54,12 @@ void layer_matmul_forward(float *out, const float *inp, const float *w, int N, i
 void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
                            const float *w, int N, int C, int R)
 {
+    train_gemm_reuse(1); /* both products read dout: bf16 converts it once */
     if (dinp)
         train_gemm(0, 0, N, C, R, 1.0f, dout, R, w, C, 0.0f,
                     dinp, C);
     train_gemm(1, 0, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
+    train_gemm_reuse(0);
 }
 
 #define RMS_EPS 1e-5f
