@@ -308,7 +308,8 @@ def finish(o, m, sched, n_fp, n_qat, tps, dataset, loss, loss_switch, t0, reason
            "schedule": sched, "loss": loss if math.isfinite(loss) else None, "seed": str(o["seed"]),
            "dataset": dataset, "status": "diverged" if reason else "ok", "wall_seconds": round(time.time() - t0, 3),
            "code_version": "train_torch.py/torch-" + torch.__version__, "lr_peak": o["lr"], "batch_tokens": tps,
-           "decay_frac": dfrac, "decay_shape": o["decay_shape"], "device": "cpu", "precision": "fp32"}
+           "decay_frac": dfrac, "decay_shape": o["decay_shape"], "device": "cpu", "precision": "fp32",
+           "gemm": "pytorch-%s cpu" % torch.__version__}  # qatplan's "gemm": the products' library
     if sched in ("classic", "fused"):
         rec["optimizer_reset"] = o["reset_optimizer"]
     if math.isfinite(loss_switch):
