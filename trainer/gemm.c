@@ -138,42 +138,6 @@ void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, co
 
 /* ---- bf16 ----------------------------------------------------------------- */
 
-/* Compact bf16 copy of the stored matrix (rows x cols of a row-major array with stride ld). */
-static void pack_bf16(unsigned short *out, const float *x, int rows, int cols, int ld)
-{
-    if (ld == cols) {
-        train_to_bf16(out, x, (size_t)rows * cols);
-        return;
-    }
-    for (int r = 0; r < rows; r++) train_to_bf16(out + (size_t)r * cols, x + (size_t)r * ld, (size_t)cols);
-}
-
-static unsigned short *g_abuf, *g_bbuf;
-static size_t g_acap, g_bcap;
-
-/* the array g_abuf holds a copy of, while reuse is on (rows x cols, row stride ld) */
-static struct {
-    int on, valid;
-    const float *p;
-    int rows, cols, ld;
-} g_reuse;
-
-void train_gemm_reuse(int on)
-{
-    g_reuse.on = on != 0;
-    g_reuse.valid = 0;
-}
-
-static int grow(unsigned short **buf, size_t *cap, size_t n)
-{
-    if (n <= *cap) return 0;
-    unsigned short *p = realloc(*buf, n * sizeof *p);
-    if (!p) return -1;
-    *buf = p;
-    *cap = n;
-    return 0;
-}
-
 /* Without the oneDNN bf16 kernel: the fp32 kernel on bf16-rounded inputs (the same products
  * up to summation order). Uses float copies, so it needs its own buffers. */
 static void bf16_by_rounding(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
@@ -195,7 +159,43 @@ static void bf16_by_rounding(int tA, int tB, int M, int N, int K, float alpha, c
     free(b);
 }
 
+static unsigned short *g_abuf, *g_bbuf;
+static size_t g_acap, g_bcap;
+
+/* the array g_abuf holds a copy of, while reuse is on (rows x cols, row stride ld) */
+static struct {
+    int on, valid;
+    const float *p;
+    int rows, cols, ld;
+} g_reuse;
+
+void train_gemm_reuse(int on)
+{
+    g_reuse.on = on != 0;
+    g_reuse.valid = 0;
+}
+
 #ifdef QP_HAVE_DNNL
+/* Compact bf16 copy of the stored matrix (rows x cols of a row-major array with stride ld). */
+static void pack_bf16(unsigned short *out, const float *x, int rows, int cols, int ld)
+{
+    if (ld == cols) {
+        train_to_bf16(out, x, (size_t)rows * cols);
+        return;
+    }
+    for (int r = 0; r < rows; r++) train_to_bf16(out + (size_t)r * cols, x + (size_t)r * ld, (size_t)cols);
+}
+
+static int grow(unsigned short **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap) return 0;
+    unsigned short *p = realloc(*buf, n * sizeof *p);
+    if (!p) return -1;
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
 #define CACHE_N 64
 
 typedef struct {
