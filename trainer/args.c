@@ -18,6 +18,7 @@ void train_args_default(train_args *a)
     a->decay_shape = "linear";
     a->device = "auto";
     a->precision = "fp32";
+    a->method = "qat";
 }
 
 qp_status train_args_parse(train_args *a, int argc, char **argv, qp_error *err)
@@ -80,6 +81,12 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     c->decay_sqrt = !strcmp(a->decay_shape, "1-sqrt");
     qp_status st = resolve_device(a, err);
     if (st) return st;
+    if ((st = train_method_parse(a->method, &c->method, err)) ||
+        (st = train_efqat_mode_parse(a->efqat_mode ? a->efqat_mode : "cwpl", &c->efqat_mode, err)))
+        return st;
+    if (c->method != TRAIN_METHOD_EFQAT && (c->unfrozen >= 0 || a->efqat_mode || c->refresh_steps > 0))
+        return qp_fail(err, QP_ERR_INPUT, "%s applies to --method efqat; add --method efqat or drop it",
+                       c->unfrozen >= 0 ? "--unfrozen" : a->efqat_mode ? "--efqat-mode" : "--refresh");
     if (c->precision == TRAIN_PREC_BF16 && c->device != TRAIN_DEVICE_CUDA)
         return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on a CUDA GPU (%s); use --precision fp32",
                        !strcmp(a->device, "cpu") ? "--device cpu was given" : "none was found");
