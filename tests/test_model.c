@@ -621,6 +621,19 @@ static void test_efqat_update(void)
         }
     }
     CU_ASSERT(frozen > frozen_lin && frozen_lin > 0 && s_moved > frozen_lin / 2 && unf_moved > 0);
+    /* unfreezing (cwpn, lwpn) rescales a row by s_now / s_at_freeze: it quantizes to its
+     * frozen codes again, so the forward does not jump although its step size moved */
+    model_quantize(&a);
+    float *qw0 = malloc(a.n_qw * sizeof *qw0);
+    memcpy(qw0, a.qw_mem, a.n_qw * sizeof *qw0);
+    e->r = 1.0;
+    efqat_select(&a);
+    CU_ASSERT(e->share == 1.0);
+    model_quantize(&a);
+    size_t jumps = 0;
+    for (size_t j = 0; j < a.n_qw; j++) jumps += a.qw_mem[j] != qw0[j];
+    CU_ASSERT_EQUAL(jumps, 0);
+    free(qw0);
     free(p0);
     model_free(&a);
     model_free(&b);
