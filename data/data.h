@@ -107,6 +107,11 @@ typedef struct {
     double peak_rss_bytes;    /* the process's peak resident memory (getrusage) */
     double train_state_bytes; /* the trainer's own allocations (deterministic) */
     char gemm[48];            /* the matrix-product library and ISA: "onednn-2.6.3 avx512_core_bf16" */
+    /* EfQAT (method "efqat"; NAN / "" otherwise) */
+    double unfrozen_ratio;     /* --unfrozen: share of rows (lwpn: weights) asked to train */
+    double unfrozen_ratio_eff; /* time average over the QAT steps of the freezable weights' unfrozen share */
+    char freeze_mode[8];       /* "cwpl", "cwpn", "lwpn" */
+    double refresh_tokens;     /* tokens between re-selections (cwpn, lwpn) */
 } data_run;
 
 /* The record's training method: r->method, or "qat" when it has none. */

@@ -51,6 +51,7 @@ void data_run_init(data_run *r)
     r->lr_qat = r->loss_ptq = NAN;
     r->flops_fp = r->flops_qat = r->trainable_params_qat = NAN;
     r->wall_seconds_qat = r->peak_rss_bytes = r->train_state_bytes = NAN;
+    r->unfrozen_ratio = r->unfrozen_ratio_eff = r->refresh_tokens = NAN;
     r->schedule = DATA_SCHED_CLASSIC;
     r->status = DATA_RUN_OK;
 }
@@ -125,11 +126,13 @@ static void add_method_fields(cJSON *o, const data_run *r)
         {"lr_qat", r->lr_qat}, {"loss_ptq", r->loss_ptq}, {"flops_fp", r->flops_fp},
         {"flops_qat", r->flops_qat}, {"trainable_params_qat", r->trainable_params_qat},
         {"wall_seconds_qat", r->wall_seconds_qat}, {"peak_rss_bytes", r->peak_rss_bytes},
-        {"train_state_bytes", r->train_state_bytes},
+        {"train_state_bytes", r->train_state_bytes}, {"unfrozen_ratio", r->unfrozen_ratio},
+        {"unfrozen_ratio_eff", r->unfrozen_ratio_eff}, {"refresh_tokens", r->refresh_tokens},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (isfinite(f[i].v)) dj_add_real(o, f[i].k, f[i].v);
     if (r->init_checkpoint[0]) cJSON_AddStringToObject(o, "init_checkpoint", r->init_checkpoint);
+    if (r->freeze_mode[0]) cJSON_AddStringToObject(o, "freeze_mode", r->freeze_mode);
 }
 
 char *data_run_to_json(const data_run *r)
@@ -399,10 +402,12 @@ static qp_status method_from_json(const cJSON *o, data_run *r, const char *where
         {"lr_qat", &r->lr_qat}, {"loss_ptq", &r->loss_ptq}, {"flops_fp", &r->flops_fp},
         {"flops_qat", &r->flops_qat}, {"trainable_params_qat", &r->trainable_params_qat},
         {"wall_seconds_qat", &r->wall_seconds_qat}, {"peak_rss_bytes", &r->peak_rss_bytes},
-        {"train_state_bytes", &r->train_state_bytes},
+        {"train_state_bytes", &r->train_state_bytes}, {"unfrozen_ratio", &r->unfrozen_ratio},
+        {"unfrozen_ratio_eff", &r->unfrozen_ratio_eff}, {"refresh_tokens", &r->refresh_tokens},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if ((st = dj_get_real(o, f[i].k, 0, f[i].dst, where, err))) return st;
+    if ((st = dj_get_string(o, "freeze_mode", 0, r->freeze_mode, sizeof r->freeze_mode, where, err))) return st;
     return dj_get_string(o, "init_checkpoint", 0, r->init_checkpoint, sizeof r->init_checkpoint, where, err);
 }
 

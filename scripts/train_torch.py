@@ -341,6 +341,14 @@ def finish(o, m, sched, n_fp, n_qat, tps, dataset, loss, loss_switch, t0, reason
     n_train = sum(v.numel() for v in m.p.values())
     rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     rec["train_state_bytes"] = 16 * n_train  # parameters, gradients, Adam m and v (fp32)
+    if not reason:
+        # GEMM FLOPs of the training steps as this trainer issues them (the C trainer counts its
+        # own; here full T x T attention products): 6 per linear weight and token, plus 12 T hd
+        # per token, head and layer for the attention
+        T, hd = o["context"], D // H
+        per_tok = 6 * (L * (D * (D + 2 * hd * Hkv) + D * D + 3 * D * F) + 256 * D) + 12 * L * H * T * hd
+        rec["flops_fp"] = n_fp * tps * per_tok
+        rec["flops_qat"] = n_qat * tps * per_tok
     if m.kind != "none":
         rec["method"] = "qat"
     if n_qat > 0:

@@ -178,8 +178,91 @@ static void test_storage_bits_per_row(void)
     st_close(&ex);
 }
 
+
+/* EfQAT from an --init checkpoint (r = 0.25, 2-bit SEQ): the checkpoint's frozen masks hold
+ * ceil(r rows) unfrozen rows per logical matrix; every frozen row's weights are its w_hat =
+ * level(code) s with the codes the init weights had under the initial step sizes (bit for
+ * bit), the step sizes moved, the export's codes are those codes; frozen embedding rows (FP)
+ * are the init's latent weights, bit for bit. */
+static void test_efqat_checkpoint(void)
+{
+    char fp[4096], ck[4096], ex[4096], opts[8192];
+    snprintf(fp, sizeof fp, "%s", tu_path("efq_fp.safetensors"));
+    snprintf(ck, sizeof ck, "%s", tu_path("efq_ck.safetensors"));
+    snprintf(ex, sizeof ex, "%s", tu_path("efq_ex.safetensors"));
+    CU_ASSERT_EQUAL_FATAL(train_tiny("--bits 2 --qat-fraction 0 --tokens 20K", fp, tu_path("efq_fpx.safetensors")), 0);
+    snprintf(opts, sizeof opts, "--bits 2 --tokens 8K --init %s --method efqat --unfrozen 0.25", fp);
+    CU_ASSERT_EQUAL_FATAL(train_tiny(opts, ck, ex), 0);
+    stfile a, b, x;
+    CU_ASSERT_FATAL(st_open(&a, fp) && st_open(&b, ck) && st_open(&x, ex));
+    CU_ASSERT_STRING_EQUAL(meta(&b, "method"), "efqat");
+    CU_ASSERT_STRING_EQUAL(meta(&b, "freeze_mode"), "cwpl");
+    const char *names[4] = {"wqkv", "wo", "w13", "w2"};
+    const size_t keep[4] = {3 * 8, 8, 2 * 22, 8}; /* width 32, ffn 88 */
+    size_t frozen = 0, moved = 0;
+    for (int k = 0; k < 4; k++) {
+        char nm[96];
+        size_t nw, ns, nf, n1;
+        const char *dt;
+        snprintf(nm, sizeof nm, "layers.0.%s", names[k]);
+        float *w0 = st_floats(&a, nm, &nw, &dt), *w1 = st_floats(&b, nm, &n1, &dt);
+        snprintf(nm, sizeof nm, "layers.0.%s.frozen", names[k]);
+        float *fr = st_floats(&b, nm, &nf, &dt);
+        snprintf(nm, sizeof nm, "layers.0.%s.scale", names[k]);
+        float *s1 = st_floats(&b, nm, &ns, &dt);
+        snprintf(nm, sizeof nm, "layers.0.%s.qweight", names[k]);
+        cJSON *qt = cJSON_GetObjectItemCaseSensitive(x.hdr, nm);
+        cJSON *qo = cJSON_GetObjectItemCaseSensitive(qt, "data_offsets");
+        CU_ASSERT_FATAL(w0 && w1 && fr && s1 && qo && nw == n1 && ns == nf);
+        const int8_t *q = (const int8_t *)(x.data + (size_t)cJSON_GetArrayItem(qo, 0)->valuedouble);
+        size_t R = nf, C = nw / R, unf = 0;
+        float *s0 = malloc(R * sizeof *s0);
+        quant_init(TRAIN_Q_SEQ, 2, 0, w0, R, C, s0, NULL);
+        for (size_t r = 0; r < R; r++) {
+            if (fr[r] == 0.0f) {
+                unf++;
+                continue;
+            }
+            frozen++;
+            moved += s1[r] != s0[r];
+            for (size_t c = 0; c < C; c++) {
+                int code = quant_code(TRAIN_Q_SEQ, 2, w0[r * C + c], s0[r], 0);
+                CU_ASSERT(w1[r * C + c] == quant_dequant(TRAIN_Q_SEQ, 2, code, s1[r], 0));
+                CU_ASSERT(q[r * C + c] == code);
+            }
+        }
+        CU_ASSERT_EQUAL(unf, keep[k]);
+        free(s0);
+        free(w0);
+        free(w1);
+        free(fr);
+        free(s1);
+    }
+    CU_ASSERT(frozen > 0 && moved > frozen / 2);
+    size_t ne, n1, nf;
+    const char *dt;
+    float *e0 = st_floats(&a, "embed", &ne, &dt), *e1 = st_floats(&b, "embed", &n1, &dt);
+    float *ef = st_floats(&b, "embed.frozen", &nf, &dt);
+    CU_ASSERT_FATAL(e0 && e1 && ef && nf == 256 && ne == n1);
+    size_t ekeep = 0, echanged = 0;
+    for (size_t r = 0; r < nf; r++) {
+        int same = !memcmp(e0 + r * 32, e1 + r * 32, 32 * sizeof(float));
+        if (ef[r] == 0.0f) ekeep++, echanged += !same;
+        else CU_ASSERT(same);
+    }
+    CU_ASSERT_EQUAL(ekeep, 64);
+    CU_ASSERT(echanged > 0);
+    free(e0);
+    free(e1);
+    free(ef);
+    st_close(&a);
+    st_close(&b);
+    st_close(&x);
+}
+
 static void add(CU_pSuite s)
 {
+    TU_ADD(s, test_efqat_checkpoint);
     TU_ADD(s, test_asym_export_after_training);
     TU_ADD(s, test_storage_bits_per_row);
 }

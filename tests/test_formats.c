@@ -83,7 +83,8 @@ static void test_run_method_fields(void)
     char *line = data_run_to_json(&r);
     CU_ASSERT_PTR_NOT_NULL_FATAL(line);
     const char *keys[] = {"method", "lr_qat", "loss_ptq", "init_checkpoint", "flops_fp", "flops_qat",
-                          "trainable_params_qat", "wall_seconds_qat", "peak_rss_bytes", "train_state_bytes"};
+                          "trainable_params_qat", "wall_seconds_qat", "peak_rss_bytes", "train_state_bytes",
+                          "unfrozen_ratio", "unfrozen_ratio_eff", "freeze_mode", "refresh_tokens"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         char q[64];
         snprintf(q, sizeof q, "\"%s\"", keys[i]);
@@ -100,6 +101,10 @@ static void test_run_method_fields(void)
     r.wall_seconds_qat = 12.25;
     r.peak_rss_bytes = 14151680;
     r.train_state_bytes = 1127916;
+    r.unfrozen_ratio = 0.05;
+    r.unfrozen_ratio_eff = 0.0625;
+    snprintf(r.freeze_mode, sizeof r.freeze_mode, "cwpn");
+    r.refresh_tokens = 65536;
     line = data_run_to_json(&r);
     CU_ASSERT_PTR_NOT_NULL_FATAL(line);
     CU_ASSERT_PTR_NULL(strstr(line, "flops_qat"));
@@ -119,6 +124,10 @@ static void test_run_method_fields(void)
     CU_ASSERT_EQUAL(b->wall_seconds_qat, 12.25);
     CU_ASSERT_EQUAL(b->peak_rss_bytes, 14151680);
     CU_ASSERT_EQUAL(b->train_state_bytes, 1127916);
+    CU_ASSERT_EQUAL(b->unfrozen_ratio, 0.05);
+    CU_ASSERT_EQUAL(b->unfrozen_ratio_eff, 0.0625);
+    CU_ASSERT_STRING_EQUAL(b->freeze_mode, "cwpn");
+    CU_ASSERT_EQUAL(b->refresh_tokens, 65536);
     free(line);
     data_run_list_free(&l);
     /* an old record (no method fields) is qat; a wrong type is refused with its name */
@@ -127,6 +136,7 @@ static void test_run_method_fields(void)
                                                 "\"loss\":2.5}", "old", &l, &err), QP_OK);
     CU_ASSERT_STRING_EQUAL(data_run_method(&l.runs[0]), "qat");
     CU_ASSERT(isnan(l.runs[0].loss_ptq) && isnan(l.runs[0].lr_qat));
+    CU_ASSERT(isnan(l.runs[0].unfrozen_ratio) && l.runs[0].freeze_mode[0] == '\0');
     CU_ASSERT_EQUAL(data_runs_parse_jsonl("{\"n_params\":1e6,\"d_fp\":1e7,\"d_qat\":1e6,\"bits\":4,"
                                           "\"loss\":2.5,\"method\":3}", "bad", &l, &err), QP_ERR_PARSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "\"method\""));

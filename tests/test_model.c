@@ -509,6 +509,137 @@ static void test_gemm_flops(void)
     model_free(&m);
 }
 
+
+/* EfQAT on the model: at the switch the frozen rows' codes give the same forward; the
+ * backward leaves the frozen rows' dW zero, gives the unfrozen rows the full product's rows
+ * and every other gradient bit for bit, and the frozen rows' step-size gradient from the
+ * linear's output (Y by residual subtraction and inverse RoPE) equals the fixed-code gradient
+ * of the full dW. */
+static void test_efqat_backward(void)
+{
+    enum { L = 2, B = 2, T = 8, N = B * T };
+    model a, b;
+    qp_error err;
+    small_model(&a, L, T, B, 1);
+    small_model(&b, L, T, B, 1);
+    CU_ASSERT_EQUAL_FATAL(efqat_create(&a, 0.25, TRAIN_EFQAT_CWPL, &err), QP_OK);
+    efqat_select(&a);
+    model_quantize(&a);
+    for (size_t j = 0; j < a.n_qw; j++) CU_ASSERT_FATAL(a.qw_mem[j] == b.qw_mem[j]);
+    static uint16_t inp[N], tgt[N];
+    for (int i = 0; i < N; i++) inp[i] = (uint16_t)((7 * i) % 32), tgt[i] = (uint16_t)((5 * i + 3) % 32);
+    CU_ASSERT(model_forward(&a, inp, tgt, B, T) == model_forward(&b, inp, tgt, B, T));
+    model_zero_grad(&a);
+    model_zero_grad(&b);
+    model_backward(&a, inp, tgt, B, T);
+    model_backward(&b, inp, tgt, B, T);
+    const int gains[3] = {P_LN1, P_LN2, P_LNF};
+    for (int i = 0; i < 3; i++) CU_ASSERT(!memcmp(a.g.t[gains[i]], b.g.t[gains[i]], a.numel[gains[i]] * sizeof(float)));
+    efqat_state *e = a.efq;
+    size_t n_frozen = 0, n_ds = 0;
+    for (int k = 0; k < 4; k++) {
+        const model_linear *ln = &model_linears[k];
+        size_t R = e->R[k], C = e->C[k];
+        float gs = quant_gscale(a.q.kind, a.q.bits, (double)R * (double)C);
+        for (int l = 0; l < L; l++) {
+            double mx = 0;
+            float ref[64] = {0};
+            CU_ASSERT_FATAL(R <= 64);
+            for (size_t r = 0; r < R; r++) {
+                size_t row = (size_t)l * R + r;
+                const float *ga = a.g.t[ln->tensor] + row * C, *gb = b.g.t[ln->tensor] + row * C;
+                if (!e->frozen[e->moff[k] + row]) {
+                    for (size_t c = 0; c < C; c++) CU_ASSERT(fabsf(ga[c] - gb[c]) <= 1e-5f * (fabsf(gb[c]) + 1e-3f));
+                    CU_ASSERT(a.g.t[ln->scale][row] == 0.0f); /* STE comes later */
+                    continue;
+                }
+                n_frozen++;
+                for (size_t c = 0; c < C; c++) CU_ASSERT(ga[c] == 0.0f);
+                quant_backward_codes(a.q.kind, a.q.bits, 0, gb, e->codes + e->coff[k] + row * C, NULL, &ref[r], 1, C, gs);
+                if (fabs(ref[r]) > mx) mx = fabs(ref[r]);
+            }
+            for (size_t r = 0; r < R; r++)
+                if (e->frozen[e->moff[k] + (size_t)l * R + r]) {
+                    n_ds++;
+                    CU_ASSERT(fabs(a.g.t[ln->scale][(size_t)l * R + r] - ref[r]) <= 1e-4 * mx + 1e-7);
+                }
+        }
+    }
+    CU_ASSERT(n_frozen > 0 && n_ds == n_frozen);
+    model_free(&a);
+    model_free(&b);
+}
+
+/* AdamW leaves frozen rows alone (latent weights, moments, no decay) while their per-row
+ * step sizes train; the embedding's frozen rows keep their step sizes too (--embed-bits).
+ * --unfrozen 1 is full QAT bit for bit. */
+static void test_efqat_update(void)
+{
+    enum { L = 1, B = 2, T = 8, N = B * T };
+    train_config c;
+    train_config_default(&c);
+    qp_error err;
+    static uint16_t inp[N], tgt[N];
+    for (int i = 0; i < N; i++) inp[i] = (uint16_t)((3 * i) % 32), tgt[i] = (uint16_t)((11 * i + 1) % 32);
+    model a, b, full;
+    small_model(&a, L, T, B, 1);
+    small_model(&b, L, T, B, 1);
+    small_model(&full, L, T, B, 1);
+    CU_ASSERT_EQUAL_FATAL(efqat_create(&a, 0.25, TRAIN_EFQAT_CWPL, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(efqat_create(&full, 1.0, TRAIN_EFQAT_CWPN, &err), QP_OK);
+    efqat_select(&a);
+    efqat_select(&full);
+    float *p0 = malloc(a.n_floats * sizeof *p0);
+    memcpy(p0, a.params_mem, a.n_floats * sizeof *p0);
+    for (int t = 1; t <= 3; t++) {
+        double gn;
+        model *ms[3] = {&a, &b, &full};
+        for (int i = 0; i < 3; i++) {
+            train_forward_backward(ms[i], inp, tgt, B, T, &gn);
+            train_update(ms[i], &c, 1e-2, t, gn);
+        }
+    }
+    CU_ASSERT(!memcmp(full.params_mem, b.params_mem, b.n_floats * sizeof(float)));
+    CU_ASSERT(!memcmp(full.m_mem, b.m_mem, b.n_floats * sizeof(float)));
+    efqat_state *e = a.efq;
+    size_t frozen = 0, frozen_lin = 0, s_moved = 0, unf_moved = 0;
+    for (int k = 0; k < EFQ_NT; k++) {
+        int ti = k < 4 ? model_linears[k].tensor : P_WTE, si = k < 4 ? model_linears[k].scale : P_S_WTE;
+        size_t C = e->C[k];
+        for (size_t row = 0; row < e->R[k]; row++) {
+            size_t o = a.off[ti] + row * C;
+            if (!e->frozen[e->moff[k] + row]) {
+                unf_moved += memcmp(a.params_mem + o, p0 + o, C * sizeof(float)) != 0;
+                continue;
+            }
+            frozen++;
+            CU_ASSERT(!memcmp(a.params_mem + o, p0 + o, C * sizeof(float)));
+            for (size_t j = 0; j < C; j++) CU_ASSERT(a.m_mem[o + j] == 0.0f && a.v_mem[o + j] == 0.0f);
+            float s_now = a.p.t[si][row], s_was = p0[a.off[si] + row];
+            if (k < 4) s_moved += s_now != s_was, frozen_lin++;
+            else CU_ASSERT(s_now == s_was);
+        }
+    }
+    CU_ASSERT(frozen > frozen_lin && frozen_lin > 0 && s_moved > frozen_lin / 2 && unf_moved > 0);
+    /* unfreezing (cwpn, lwpn) rescales a row by s_now / s_at_freeze: it quantizes to its
+     * frozen codes again, so the forward does not jump although its step size moved */
+    model_quantize(&a);
+    float *qw0 = malloc(a.n_qw * sizeof *qw0);
+    memcpy(qw0, a.qw_mem, a.n_qw * sizeof *qw0);
+    e->r = 1.0;
+    efqat_select(&a);
+    CU_ASSERT(e->share == 1.0);
+    model_quantize(&a);
+    size_t jumps = 0;
+    for (size_t j = 0; j < a.n_qw; j++) jumps += a.qw_mem[j] != qw0[j];
+    CU_ASSERT_EQUAL(jumps, 0);
+    free(qw0);
+    free(p0);
+    model_free(&a);
+    model_free(&b);
+    model_free(&full);
+}
+
 static void test_param_counts(void)
 {
     train_shape s = {2, 64, 2, 0, 0, 128, 256};
@@ -545,6 +676,8 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_model_grad);
     TU_ADD(s, test_model_qat_uses_quantized_weights);
     TU_ADD(s, test_block_passes_compose);
+    TU_ADD(s, test_efqat_backward);
+    TU_ADD(s, test_efqat_update);
     TU_ADD(s, test_block_smaller_batch);
     TU_ADD(s, test_gemm_flops);
     TU_ADD(s, test_param_counts);

@@ -493,7 +493,7 @@ static void test_state_damage_refused(void)
         {"step count 20 -> 120", 32, 20 ^ 120, 0, "checksum mismatch"},
         {"one bit of a weight", 0, 1, 0, "checksum mismatch"},
         {"truncated", 0, 0, 1000, "does not match its header"},
-        {"format 1", 4, 3 ^ 1, 0, "format 1"},
+        {"format 1", 4, 4 ^ 1, 0, "format 1"},
         {"not a state", 0, 0, 0, "not a qatplan training state"},
     };
     cases[1].at = n - 5000;
@@ -967,7 +967,7 @@ static void test_qat_lr_runs(void)
     CU_ASSERT(isnan(r[0].loss_ptq) && isnan(r[0].lr_qat) && r[0].method[0] == '\0');
 }
 
-/* A resume after the switch keeps loss_ptq (state format 3); a setting written only when not
+/* A resume after the switch keeps loss_ptq (state format 3 on); a setting written only when not
  * at its default is compared both ways; a format-2 state (before loss_ptq) still resumes. */
 static void test_resume_keeps_loss_ptq(void)
 {
@@ -996,13 +996,13 @@ static void test_resume_keeps_loss_ptq(void)
     CU_ASSERT_FATAL(v3 && n > 200);
     uint64_t nw;
     memcpy(&nw, v3 + 24, 8);
-    CU_ASSERT_EQUAL_FATAL(nw, 10);
-    size_t n2 = n - 8 - 8 * 2; /* no word count, two words fewer */
+    CU_ASSERT_EQUAL_FATAL(nw, 13);
+    size_t n2 = n - 8 - 8 * 5; /* no word count, five words fewer */
     unsigned char *v2 = malloc(n2);
     memcpy(v2, v3, 24);
     v2[4] = 2;
     memcpy(v2 + 24, v3 + 32, 64);
-    memcpy(v2 + 88, v3 + 32 + 80, n - 8 - (32 + 80));
+    memcpy(v2 + 88, v3 + 32 + 104, n - 8 - (32 + 104));
     state_hash x;
     state_hash_init(&x);
     state_hash_update(&x, v2, n2 - 8);
@@ -1017,6 +1017,7 @@ static void test_resume_keeps_loss_ptq(void)
     CU_ASSERT_EQUAL(run_train(opts, tu_path("ptq_c.jsonl"), &b, NULL), 0);
     CU_ASSERT(b.loss == a.loss);
     CU_ASSERT(isnan(b.loss_ptq)); /* format 2 never held it: left out, not made up */
+    CU_ASSERT(isnan(b.flops_fp) && isnan(b.flops_qat)); /* nor the FLOPs (format 4) */
     snprintf(opts, sizeof opts, "%s --state %s --resume", base, tu_path("ptq.state"));
     CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("ptq_b.jsonl"), &b, NULL), 0);
     CU_ASSERT(b.loss == a.loss);
@@ -1073,8 +1074,124 @@ static void test_init_checkpoint(void)
     free(err);
 }
 
+
+/* flops_fp and flops_qat count the GEMM FLOPs of each phase's training steps (evaluations are
+ * not counted): a 4-bit QAT step issues 6 N per linear weight (the tied head included) plus the
+ * attention products; EfQAT r = 0.25 skips exactly its frozen rows' dW products, and
+ * --unfrozen 1 is --method qat bit for bit (losses, costs) but for the method fields. */
+static void test_flops_and_efqat_costs(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 16000 "
+                       "--qat-fraction 0.5 --bits 4 --eval-tokens 2K --quiet --seed 5 --threads 1";
+    char opts[2048];
+    data_run q, e, one;
+    CU_ASSERT_EQUAL_FATAL(run_train(base, tu_path("flops_q.jsonl"), &q, NULL), 0);
+    snprintf(opts, sizeof opts, "%s --method efqat --unfrozen 0.25", base);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("flops_e.jsonl"), &e, NULL), 0);
+    snprintf(opts, sizeof opts, "%s --method efqat --unfrozen 1", base);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("flops_1.jsonl"), &one, NULL), 0);
+    /* 125 steps: 62 FP, 63 QAT; N = 128 tokens a step; ffn 88 */
+    const double N = 128, n_fp = 62, n_qat = 63, B = 4, H = 2, T = 32, hd = 16;
+    const double P = 96 * 32 + 32 * 32 + 176 * 32 + 32 * 88 + 256 * 32; /* wqkv, wo, w13, w2, head */
+    const double att = 12 * B * H * T * T * hd; /* Q K^T, P V forward; four products back (causal: at most) */
+    CU_ASSERT(q.flops_qat >= n_qat * 6 * N * P && q.flops_qat <= n_qat * (6 * N * P + att));
+    CU_ASSERT(q.flops_fp / n_fp == q.flops_qat / n_qat); /* the same products in both phases */
+    /* frozen rows at r = 0.25: q, k, v 24 of 32 each, wo 24 of 32, gate and up 66 of 88 each
+     * (C = 32), w2 24 of 32 (C = 88), embedding 192 of 256 (C = 32) */
+    const double frozen = (72 + 24 + 132 + 192) * 32 + 24 * 88;
+    CU_ASSERT_EQUAL(e.flops_fp, q.flops_fp);
+    CU_ASSERT_EQUAL(e.flops_qat, q.flops_qat - n_qat * 2 * N * frozen);
+    CU_ASSERT(e.flops_qat < q.flops_qat);
+    CU_ASSERT_STRING_EQUAL(e.method, "efqat");
+    CU_ASSERT_STRING_EQUAL(e.freeze_mode, "cwpl");
+    NEAR(e.unfrozen_ratio, 0.25);
+    NEAR(e.unfrozen_ratio_eff, 1 - frozen / P);
+    CU_ASSERT(isnan(e.refresh_tokens));
+    CU_ASSERT_EQUAL(e.trainable_params_qat, q.trainable_params_qat - frozen);
+    CU_ASSERT(e.loss_ptq == q.loss_ptq && e.loss < e.loss_ptq && e.loss != q.loss);
+    CU_ASSERT(one.loss == q.loss && one.loss_ptq == q.loss_ptq && one.loss_fp_switch == q.loss_fp_switch);
+    CU_ASSERT(one.flops_fp == q.flops_fp && one.flops_qat == q.flops_qat);
+    CU_ASSERT(one.trainable_params_qat == q.trainable_params_qat && one.d_qat == q.d_qat);
+    CU_ASSERT_STRING_EQUAL(one.method, "efqat");
+    NEAR(one.unfrozen_ratio_eff, 1.0);
+    CU_ASSERT_STRING_EQUAL(data_run_method(&q), "qat");
+    CU_ASSERT(isnan(q.unfrozen_ratio) && q.freeze_mode[0] == '\0');
+}
+
+/* CWPN re-selects every --refresh steps; stopping (--max-steps) at a refresh boundary and
+ * inside an interval and resuming ends bit-identical to the uninterrupted run; a resume with
+ * another EfQAT setting is refused. LWPN records the share it achieved. */
+static void test_efqat_resume(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 16000 "
+                       "--qat-fraction 0.5 --bits 2 --eval-tokens 2K --quiet --seed 5 --threads 1 "
+                       "--method efqat --unfrozen 0.25";
+    char opts[2048], *err = NULL;
+    data_run a, b, l, cwpl;
+    snprintf(opts, sizeof opts, "%s --efqat-mode cwpn --refresh 10", base);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("efr_a.jsonl"), &a, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(run_train(base, tu_path("efr_l.jsonl"), &cwpl, NULL), 0);
+    CU_ASSERT(a.loss != cwpl.loss); /* the refreshes changed the trained rows */
+    NEAR(a.refresh_tokens, 10 * 128);
+    CU_ASSERT_STRING_EQUAL(a.freeze_mode, "cwpn");
+    unlink(tu_path("efr.state"));
+    const long stops[2] = {72, 5}; /* switch at 62: step 72 is the first refresh */
+    for (int i = 0; i < 2; i++) {
+        snprintf(opts, sizeof opts, "%s --efqat-mode cwpn --refresh 10 --state %s --max-steps %ld%s", base,
+                 tu_path("efr.state"), stops[i], i ? " --resume" : "");
+        CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("efr_b.jsonl"), NULL, NULL), 1);
+    }
+    snprintf(opts, sizeof opts, "%s --efqat-mode cwpn --refresh 20 --state %s --resume", base, tu_path("efr.state"));
+    CU_ASSERT_EQUAL(run_train(opts, tu_path("efr_b.jsonl"), NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, "--refresh differs: the state has 10, this run 20"));
+    free(err);
+    snprintf(opts, sizeof opts, "%s --efqat-mode cwpn --refresh 10 --state %s --resume", base, tu_path("efr.state"));
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("efr_b.jsonl"), &b, NULL), 0);
+    CU_ASSERT(b.loss == a.loss && b.loss_ptq == a.loss_ptq);
+    CU_ASSERT(b.flops_fp == a.flops_fp && b.flops_qat == a.flops_qat);
+    CU_ASSERT(b.unfrozen_ratio_eff == a.unfrozen_ratio_eff && b.trainable_params_qat == a.trainable_params_qat);
+    snprintf(opts, sizeof opts, "%s --efqat-mode lwpn", base);
+    CU_ASSERT_EQUAL_FATAL(run_train(opts, tu_path("efr_w.jsonl"), &l, NULL), 0);
+    CU_ASSERT(l.unfrozen_ratio_eff >= 0.25 && l.unfrozen_ratio_eff < 1);
+    NEAR(l.refresh_tokens, 64 * 128); /* the default: 64 steps */
+    CU_ASSERT(isfinite(l.loss) && l.loss < l.loss_ptq);
+}
+
+/* Bad EfQAT settings: exit 2, naming the option and the fix. */
+static void test_efqat_refusals(void)
+{
+    CU_ASSERT_FATAL(make_corpus());
+    const char *base = "--layers 1 --width 32 --heads 2 --context 32 --batch 4 --tokens 4K --bits 2 "
+                       "--eval-tokens 2K --quiet --threads 1";
+    struct { const char *opt, *msg; } bad[] = {
+        {"--method efqat --schedule fused", "EfQAT starts from a converged FP model"},
+        {"--method efqat --qat-fraction 1", "EfQAT starts from a converged FP model"},
+        {"--method efqat --bits 32", "--method efqat trains the QAT phase of a quantized run"},
+        {"--method efqat --refresh 10", "--refresh re-selects the rows of --efqat-mode cwpn or lwpn"},
+        {"--unfrozen 0.5", "--unfrozen applies to --method efqat"},
+        {"--efqat-mode cwpn", "--efqat-mode applies to --method efqat"},
+        {"--method efqat --unfrozen 1.5", "--unfrozen"},
+        {"--method efqat --efqat-mode rows", "--efqat-mode rows: use cwpl, cwpn or lwpn"},
+        {"--method blockap", "--method blockap: use qat or efqat"},
+        {"--method efqat --device cuda", "--method efqat runs on --device cpu only so far"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char opts[1024], *err = NULL;
+        snprintf(opts, sizeof opts, "%s %s", base, bad[i].opt);
+        CU_ASSERT_EQUAL(run_train(opts, tu_path("efbad.jsonl"), NULL, &err), 2);
+        CU_ASSERT_PTR_NOT_NULL(err && strstr(err, bad[i].msg));
+        if (!(err && strstr(err, bad[i].msg))) fprintf(stderr, "%s: %s\n", bad[i].opt, err ? err : "");
+        free(err);
+    }
+}
+
 static void add(CU_pSuite s)
 {
+    TU_ADD(s, test_flops_and_efqat_costs);
+    TU_ADD(s, test_efqat_resume);
+    TU_ADD(s, test_efqat_refusals);
     TU_ADD(s, test_lr_qat);
     TU_ADD(s, test_qat_lr_runs);
     TU_ADD(s, test_resume_keeps_loss_ptq);

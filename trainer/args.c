@@ -18,6 +18,7 @@ void train_args_default(train_args *a)
     a->decay_shape = "linear";
     a->device = "auto";
     a->precision = "fp32";
+    a->method = "qat";
 }
 
 qp_status train_args_parse(train_args *a, int argc, char **argv, qp_error *err)
@@ -78,8 +79,19 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     c->precision = !strcmp(a->precision, "bf16") ? TRAIN_PREC_BF16 : TRAIN_PREC_FP32;
     c->schedule = !strcmp(a->schedule, "fused") ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
     c->decay_sqrt = !strcmp(a->decay_shape, "1-sqrt");
-    qp_status st = resolve_device(a, err);
-    if (st) return st;
+    qp_status st;
+    if ((st = train_method_parse(a->method, &c->method, err)) ||
+        (st = train_efqat_mode_parse(a->efqat_mode ? a->efqat_mode : "cwpl", &c->efqat_mode, err)))
+        return st;
+    int efqat = c->method == TRAIN_METHOD_EFQAT;
+    if (efqat && !strcmp(a->device, "cuda"))
+        return qp_fail(err, QP_ERR_INPUT, "--method efqat runs on --device cpu only so far (no CUDA path "
+                                          "yet); use --device cpu");
+    if (efqat && !strcmp(a->device, "auto")) a->device = "cpu"; /* the only device EfQAT runs on */
+    if ((st = resolve_device(a, err))) return st;
+    if (c->method != TRAIN_METHOD_EFQAT && (c->unfrozen >= 0 || a->efqat_mode || c->refresh_steps > 0))
+        return qp_fail(err, QP_ERR_INPUT, "%s applies to --method efqat; add --method efqat or drop it",
+                       c->unfrozen >= 0 ? "--unfrozen" : a->efqat_mode ? "--efqat-mode" : "--refresh");
     if (!data_bits_valid(a->bits))
         return qp_fail(err, QP_ERR_INPUT, "--bits %d: use 1..8 for QAT, or 16/32 for full precision", a->bits);
     c->quant.bits = a->bits;

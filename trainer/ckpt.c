@@ -144,11 +144,30 @@ static void model_meta(const model *m, char (*vals)[64], const char **kv, int *n
     *n = k;
 }
 
+/* EfQAT's frozen-row masks: layers.{l}.{name}.frozen (U8 per row, 1 = frozen), embed.frozen. */
+static int efqat_masks(const model *m, st_tensor *t, char (*names)[96])
+{
+    if (!m->efq) return 0;
+    int n = 0;
+    for (int k = 0; k < EFQ_NT; k++) {
+        int i = k < 4 ? model_linears[k].tensor : P_WTE;
+        const model_tdesc *d = &m->desc[i];
+        for (int l = 0; l < (d->layered ? m->s.n_layer : 1); l++, n++) {
+            size_t rows;
+            const uint8_t *mask = efqat_layer_mask(m, k, l, &rows);
+            if (d->layered) snprintf(names[n], 96, "layers.%d.%s.frozen", l, d->name);
+            else snprintf(names[n], 96, "%s.frozen", d->name);
+            t[n] = (st_tensor){names[n], "U8", 1, {(int64_t)rows, 0, 0}, mask};
+        }
+    }
+    return n;
+}
+
 static qp_status write_model(const char *path, const model *m, const model_params *grads,
                              const st_tensor *extra, int n_extra, const char *const *xmeta, int n_xmeta,
                              qp_error *err)
 {
-    int cap = MODEL_NT * (m->s.n_layer + 1) * 2 + n_extra + 4;
+    int cap = MODEL_NT * (m->s.n_layer + 1) * 2 + n_extra + 4 + (m->efq ? EFQ_NT * m->s.n_layer + 1 : 0);
     st_tensor *t = calloc((size_t)cap, sizeof *t);
     char(*names)[96] = calloc((size_t)cap, sizeof *names);
     if (!t || !names) {
@@ -159,6 +178,7 @@ static qp_status write_model(const char *path, const model *m, const model_param
     int n = model_tensors(m, &m->p, "", t, names);
     if (grads) n += model_tensors(m, grads, "grad.", t + n, names + n);
     for (int i = 0; i < n_extra; i++) t[n++] = extra[i];
+    n += efqat_masks(m, t + n, names + n);
     char vals[20][64];
     const char *kv[48];
     int nk;
@@ -230,8 +250,11 @@ qp_status ckpt_write_trained(const char *path, const model *m, double tokens_tra
     char tt[40], tq[40];
     snprintf(tt, sizeof tt, "%.17g", tokens_trained);
     snprintf(tq, sizeof tq, "%.17g", tokens_qat);
-    const char *xm[] = {"method", method, "tokens_trained", tt, "tokens_qat", tq};
-    return write_model(path, m, NULL, NULL, 0, xm, 3, err);
+    char ur[40];
+    snprintf(ur, sizeof ur, "%.17g", m->efq ? m->efq->r : 0.0);
+    const char *xm[] = {"method", method, "tokens_trained", tt, "tokens_qat", tq, "unfrozen_ratio", ur,
+                        "freeze_mode", m->efq ? train_efqat_mode_name(m->efq->mode) : ""};
+    return write_model(path, m, NULL, NULL, 0, xm, m->efq ? 5 : 3, err);
 }
 
 qp_status ckpt_export_int(const char *path, const model *m, qp_error *err)

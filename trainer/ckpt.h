@@ -51,6 +51,8 @@ typedef struct {
     /* from format 3 on (NAN when read from a format-2 state) */
     double loss_ptq;       /* validation loss quantized at the switch, before any QAT step */
     double wall_switch;    /* wall seconds (all processes) at the switch */
+    /* from format 4 on (NAN from an older state: the record then leaves them out) */
+    double flops_fp, flops_qat; /* GEMM FLOPs of the training steps of each phase */
 } train_progress;
 
 /* The settings that change a run's result, one "key value" line each (keys are the options

@@ -34,6 +34,36 @@ qp_status train_shape_finish(train_shape *s, qp_error *err)
     return QP_OK;
 }
 
+static const char *mnames[TRAIN_METHOD_COUNT_] = {"qat", "efqat"};
+static const char *fnames[TRAIN_EFQAT_COUNT_] = {"cwpl", "cwpn", "lwpn"};
+
+const char *train_method_name(train_method m) { return (m >= 0 && m < TRAIN_METHOD_COUNT_) ? mnames[m] : "?"; }
+
+qp_status train_method_parse(const char *name, train_method *out, qp_error *err)
+{
+    for (int i = 0; i < TRAIN_METHOD_COUNT_; i++)
+        if (!strcmp(name, mnames[i])) {
+            *out = (train_method)i;
+            return QP_OK;
+        }
+    return qp_fail(err, QP_ERR_INPUT, "--method %s: use qat or efqat", name);
+}
+
+const char *train_efqat_mode_name(train_efqat_mode m)
+{
+    return (m >= 0 && m < TRAIN_EFQAT_COUNT_) ? fnames[m] : "?";
+}
+
+qp_status train_efqat_mode_parse(const char *name, train_efqat_mode *out, qp_error *err)
+{
+    for (int i = 0; i < TRAIN_EFQAT_COUNT_; i++)
+        if (!strcmp(name, fnames[i])) {
+            *out = (train_efqat_mode)i;
+            return QP_OK;
+        }
+    return qp_fail(err, QP_ERR_INPUT, "--efqat-mode %s: use cwpl, cwpn or lwpn", name);
+}
+
 static const char *qnames[TRAIN_Q_COUNT_] = {"none", "binary", "ternary", "seq", "lsq", "asym"};
 
 const char *train_quantizer_name(train_quantizer q)
@@ -121,6 +151,7 @@ void train_config_default(train_config *c)
     c->batch = 16;
     c->lr = 3e-3;
     c->qparam_lr_mult = 1.0;
+    c->unfrozen = -1.0; /* not given: 0.05 for efqat (job check) */
     c->min_lr_frac = 0.0;
     c->warmup_frac = 0.05;
     c->decay_frac = -1.0;

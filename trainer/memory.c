@@ -24,6 +24,21 @@ void train_memory_need(const train_config *c, train_memory *out)
     out->acts = 4.0 * (na + T * hd + (double)c->threads * T * T);
     /* batch buffers; a state is written from one buffer (parameters and moments) */
     out->other = 2.0 * 2.0 * B * T + (c->state_path ? 3.0 * 4.0 * nf + 65536.0 : 0.0);
+    if (c->method == TRAIN_METHOD_EFQAT) {
+        /* EfQAT (efqat.c): a code byte per quantized weight; per row a mask byte, an order
+         * entry, a step size and an importance; the row-subset product's scratch for the
+         * largest linear (the head, usually), a linear's output and its step sizes */
+        double D = c->shape.d_model, F = c->shape.d_ff, V = c->shape.vocab, L = c->shape.n_layer, N = B * T;
+        double QKV = D + 2 * hd * (c->shape.n_kv_head > 0 ? c->shape.n_kv_head : c->shape.n_head);
+        double rows = L * (QKV + D + 2 * F + D) + V, codes = (double)lay.n_qw, rmax = QKV > 2 * F ? QKV : 2 * F;
+        double gather = (N + D) * V;
+        double lin[4][2] = {{QKV, D}, {D, D}, {2 * F, D}, {D, F}};
+        for (int k = 0; k < 4; k++)
+            if ((N + lin[k][1]) * lin[k][0] > gather) gather = (N + lin[k][1]) * lin[k][0];
+        out->params += codes + rows * 17.0;
+        out->acts += 4.0 * (gather + N * rmax + rmax);
+        if (c->state_path) out->other += codes + rows * 5.0;
+    }
     out->total = out->params + out->acts + out->other;
 }
 

@@ -158,6 +158,7 @@ void model_free(model *m)
     free(m->rope_cos);
     free(m->rope_sin);
     free(m->att_scratch);
+    efqat_free(m);
     memset(m, 0, sizeof *m);
 }
 
@@ -228,6 +229,10 @@ void model_quantize(model *m)
     if (m->qat_embed && m->q.embed_bits > 0)
         quant_forward(TRAIN_Q_LSQ, m->q.embed_bits, 0, m->p.wte, m->qw.wte, (size_t)m->s.vocab,
                       (size_t)m->s.d_model, m->p.s_wte, NULL);
+    /* EfQAT: frozen rows from their fixed codes (the forward's products are unchanged) */
+    if (m->efq && m->qat && m->q.kind != TRAIN_Q_NONE)
+        for (int k = 0; k < 4; k++) efqat_forward_codes(m, quant_buf(m, model_linears[k].tensor), k);
+    if (m->efq && m->qat_embed && m->q.embed_bits > 0) efqat_forward_codes(m, m->qw.wte, 4);
 }
 
 void model_quant_init(model *m)
@@ -310,7 +315,36 @@ float model_forward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, i
     return layer_softmax_xent_forward(a->probs, a->losses, tgt, N, V);
 }
 
-void model_block_backward(model *m, int l, const float *x, float *dx, int B, int T, int need_dx)
+/* The backward of linear k of layer l: every row's dW, or EfQAT's unfrozen rows' only. */
+static void lin_backward(model *m, int k, int l, float *dinp, const float *dout, const float *inp, int N,
+                         int C, int R)
+{
+    int i = model_linears[k].tensor;
+    float *dw = lay(m, m->g.t[i], i, l);
+    const float *w = lay(m, weights_for(m, i), i, l);
+    if (m->efq && m->qat) efqat_linear_backward(m, k, l, dinp, dw, dout, inp, w, N, C, R);
+    else layer_matmul_backward(dinp, dw, dout, inp, w, N, C, R);
+}
+
+/* EfQAT: the frozen rows' step-size gradients of linear k from its output Y = a - b (a
+ * residual add undone; b NULL: Y = a) and dY, while dY is still in its buffer. */
+static void frozen_ds(model *m, int k, int l, const float *dY, const float *a, const float *b, size_t n, int N)
+{
+    if (!m->qat || !efqat_needs_ds(m, k, l)) return;
+    const float *Y = a;
+    if (b) {
+        float *y = efqat_ybuf(m);
+#pragma omp parallel for schedule(static)
+        for (size_t j = 0; j < n; j++) y[j] = a[j] - b[j];
+        Y = y;
+    }
+    efqat_frozen_ds(m, k, l, dY, Y, N);
+}
+
+/* model_block_backward; y: the block's output (EfQAT recovers w2's output Y = y - mid from
+ * it), NULL when unknown (then frozen w2 rows' step sizes get no gradient). */
+static void block_backward(model *m, int l, const float *x, const float *y, float *dx, int B, int T,
+                           int need_dx)
 {
     int D = m->s.d_model, F = m->s.d_ff, H = m->s.n_head;
     int Hkv = m->s.n_kv_head, hd = D / H, QKV = m->qkv_rows, N = B * T;
@@ -320,26 +354,37 @@ void model_block_backward(model *m, int l, const float *x, float *dx, int B, int
     float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
     float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
     float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
+    size_t nd = (size_t)N * D;
     /* MLP: y = mid + swiglu(rms(mid) W13^T) W2^T; dx becomes d(mid) */
-    layer_matmul_backward(a->dhact, lay(m, m->g.w2, P_W2, l), dx, hact,
-                          lay(m, weights_for(m, P_W2), P_W2, l), N, F, D);
+    if (y) frozen_ds(m, 3, l, dx, y, mid, nd, N);
+    lin_backward(m, 3, l, a->dhact, dx, hact, N, F, D);
     layer_swiglu_backward(a->dh13, a->dhact, h13, N, F);
-    layer_matmul_backward(a->dln, lay(m, m->g.w13, P_W13, l), a->dh13, ln2,
-                          lay(m, weights_for(m, P_W13), P_W13, l), N, D, 2 * F);
+    frozen_ds(m, 2, l, a->dh13, h13, NULL, 0, N);
+    lin_backward(m, 2, l, a->dln, a->dh13, ln2, N, D, 2 * F);
     layer_rmsnorm_backward(dx, m->g.ln2 + (size_t)l * D, a->dln, mid, m->p.ln2 + (size_t)l * D, r2,
                            N, D);
     /* attention: mid = x + attn(rms(x)) Wo^T; dx becomes d(x). wqkv's dX product stays with
      * need_dx = 0: it feeds the attn_norm gain's gradient. */
-    layer_matmul_backward(a->datty, lay(m, m->g.wo, P_WO, l), dx, atty,
-                          lay(m, weights_for(m, P_WO), P_WO, l), N, D, D);
+    frozen_ds(m, 1, l, dx, mid, x, nd, N);
+    lin_backward(m, 1, l, a->datty, dx, atty, N, D, D);
     memset(a->dqkv, 0, (size_t)N * QKV * sizeof(float));
     layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd,
                              omp_get_max_threads() <= m->scratch_threads ? m->att_scratch : NULL);
     layer_rope(a->dqkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
-    layer_matmul_backward(a->dln, lay(m, m->g.wqkv, P_WQKV, l), a->dqkv, ln1,
-                          lay(m, weights_for(m, P_WQKV), P_WQKV, l), N, D, QKV);
+    if (m->qat && efqat_needs_ds(m, 0, l)) { /* wqkv's Y: the stored qkv with RoPE undone */
+        float *yq = efqat_ybuf(m);
+        memcpy(yq, qkv, (size_t)N * QKV * sizeof(float));
+        layer_rope(yq, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
+        efqat_frozen_ds(m, 0, l, a->dqkv, yq, N);
+    }
+    lin_backward(m, 0, l, a->dln, a->dqkv, ln1, N, D, QKV);
     layer_rmsnorm_backward(need_dx ? dx : NULL, m->g.ln1 + (size_t)l * D, a->dln, x,
                            m->p.ln1 + (size_t)l * D, r1, N, D);
+}
+
+void model_block_backward(model *m, int l, const float *x, float *dx, int B, int T, int need_dx)
+{
+    block_backward(m, l, x, NULL, dx, B, T, need_dx);
 }
 
 void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T)
@@ -348,13 +393,18 @@ void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, i
     model_acts *a = &m->a;
     const float *wte = (m->qat_embed && m->q.embed_bits > 0) ? m->qw.wte : m->p.wte;
     layer_softmax_xent_backward(a->probs, tgt, N, V);
-    layer_matmul_backward(a->dln, m->g.wte, a->probs, a->lnf, wte, N, D, V);
+    if (m->efq && m->qat) efqat_linear_backward(m, 4, 0, a->dln, m->g.wte, a->probs, a->lnf, wte, N, D, V);
+    else layer_matmul_backward(a->dln, m->g.wte, a->probs, a->lnf, wte, N, D, V);
     memset(a->dx, 0, (size_t)N * D * sizeof(float));
     layer_rmsnorm_backward(a->dx, m->g.lnf, a->dln, a->resid + (size_t)L * N * D, m->p.lnf,
                            a->lnf_rstd, N, D);
-    for (int l = L - 1; l >= 0; l--) model_block_backward(m, l, a->resid + (size_t)l * N * D, a->dx, B, T, 1);
-    /* embedding rows: serial over tokens (rows repeat), vectorised over D */
+    for (int l = L - 1; l >= 0; l--)
+        block_backward(m, l, a->resid + (size_t)l * N * D, a->resid + (size_t)(l + 1) * N * D, a->dx, B, T, 1);
+    /* embedding rows: serial over tokens (rows repeat), vectorised over D; EfQAT's frozen rows
+     * get none (AdamW skips them, and the gradient norm covers trained entries only) */
+    int skip = m->efq && m->qat;
     for (int n = 0; n < N; n++) {
+        if (skip && efqat_row_frozen(m, 4, inp[n])) continue;
         float *gw = m->g.wte + (size_t)inp[n] * D;
         const float *d = a->dx + (size_t)n * D;
         for (int j = 0; j < D; j++) gw[j] += d[j];

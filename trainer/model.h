@@ -37,6 +37,8 @@ typedef struct {
     MODEL_ACT_TENSORS(MODEL_X_FIELD)
 } model_acts;
 
+typedef struct efqat_state efqat_state;
+
 typedef struct {
     train_shape s;
     train_qspec q;
@@ -55,6 +57,7 @@ typedef struct {
     int scratch_threads;
     int qat;                 /* block linears use quantized weights */
     int qat_embed;           /* embeddings/head use quantized weights */
+    efqat_state *efq;        /* EfQAT's frozen rows (efqat.c); NULL: every weight trains */
 } model;
 
 qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
@@ -81,7 +84,9 @@ void model_block_forward(model *m, int l, const float *x, float *y, int B, int T
 /* Backward of the last model_block_forward(m, l, x, ...) with the same x: dx holds d(y) on
  * entry and d(x) on return; the block's parameter gradients accumulate into m->g. need_dx = 0
  * (the input is data) skips the input norm's d(x), leaving dx's content unspecified; every
- * parameter gradient is still computed. Uses the backward scratch of m->a. */
+ * parameter gradient is still computed. Uses the backward scratch of m->a. With EfQAT
+ * (m->efq) frozen w2 rows' step sizes get no gradient here (their output Y needs the block's
+ * output y, which model_backward has): EfQAT trains through model_backward. */
 void model_block_backward(model *m, int l, const float *x, float *dx, int B, int T, int need_dx);
 /* FLOPs (2 M N K per matrix product) issued by the layers and the CUDA backend since the
  * process started, causal savings included: "FLOPs actually spent". A process-wide counter:
@@ -226,5 +231,71 @@ void quant_backward_codes(train_quantizer k, int bits, int group, const float *g
  * only; sums in double). Equals quant_backward_codes of dW = dY^T X. */
 void quant_ds_from_output(float *ds, const float *dY, const float *Y, const float *s, size_t N,
                           size_t R, float gscale);
+
+/* ---- EfQAT: partial-update QAT (efqat.c) ---------------------------------------------- */
+
+/* Freezable tensors k: 0..3 the block linears (model_linears order), 4 the tied embedding. Per
+ * tensor and layer a byte mask over its rows (1 = frozen), the rows listed unfrozen first then
+ * frozen (each ascending), the unfrozen count; per frozen row its step size at freezing and
+ * its code bytes (quantized tensors only). One allocation per family, as the model's. */
+enum { EFQ_NT = 5 };
+struct efqat_state {
+    double r;                   /* --unfrozen */
+    train_efqat_mode mode;
+    int nl[EFQ_NT];             /* layers (1 for the embedding) */
+    size_t R[EFQ_NT], C[EFQ_NT];
+    size_t moff[EFQ_NT];        /* first row in frozen, order, s_at, imp */
+    size_t coff[EFQ_NT];        /* first code byte */
+    size_t uoff[EFQ_NT];        /* first (tensor, layer) entry of nunf */
+    size_t nrows, ncodes;
+    double freezable;           /* weights of all freezable tensors */
+    uint8_t *frozen;
+    int32_t *order, *nunf;
+    float *s_at;
+    uint8_t *codes;
+    double *imp;                /* selection scratch: mean |w| per row */
+    float *scratch, *ybuf, *dsbuf; /* row-subset product; a linear's output Y; ds of a layer */
+    double share;               /* unfrozen share of the freezable weights now */
+    double trainable;           /* scalars trained now */
+    double trainable_max;       /* most at any selection (resumable) */
+    double eff_sum;             /* sum of share over the QAT steps run (resumable) */
+    long steps;                 /* QAT steps counted in eff_sum (resumable) */
+};
+/* Allocate m->efq for m's shape and batch, nothing frozen (full QAT until efqat_select). */
+qp_status efqat_create(model *m, double r, train_efqat_mode mode, qp_error *err);
+void efqat_free(model *m); /* NULL m or m->efq: nothing */
+/* Select the frozen rows (or matrices, lwpn) from the latent weights; newly frozen rows keep
+ * their codes, newly unfrozen rows are rescaled to their frozen codes. Call after the step
+ * sizes are initialised. */
+void efqat_select(model *m);
+/* cwpn/lwpn re-select before QAT step qat_step (0 = the switch, selected there). */
+int efqat_due(const model *m, long qat_step, long refresh);
+/* Lists, counts, share and trainable count from the masks (after reading them). */
+void efqat_rebuild(model *m);
+/* Overwrite the frozen rows of tensor k's w_hat (all layers, base = its layer-0 slice) from
+ * their codes and the current step sizes. */
+void efqat_forward_codes(model *m, float *w_hat_base, int k);
+/* layer_matmul_backward with dW for the unfrozen rows of (k, l) only. */
+void efqat_linear_backward(model *m, int k, int l, float *dinp, float *dw, const float *dout,
+                           const float *inp, const float *w, int N, int C, int R);
+/* Whether (k, l) has frozen rows whose step sizes train (per-row quantizers). */
+int efqat_needs_ds(const model *m, int k, int l);
+/* A buffer of N x max rows floats for a linear's output Y. */
+float *efqat_ybuf(model *m);
+/* Frozen rows' step-size gradients of (k, l) from the linear's output Y [N, R] and dY:
+ * quant_ds_from_output, added to m->g for the frozen rows only. */
+void efqat_frozen_ds(model *m, int k, int l, const float *dY, const float *Y, int N);
+int efqat_row_frozen(const model *m, int k, size_t row);
+/* The row mask of parameter tensor i (all layers; per_row: its scalars per row) when AdamW
+ * must skip its frozen rows: weights, zero points, and step sizes that freeze; NULL: none. */
+const uint8_t *efqat_mask(const model *m, int i, size_t *per_row);
+const uint8_t *efqat_layer_mask(const model *m, int k, int l, size_t *rows);
+/* The resumable part: masks, step sizes at freezing, codes, the record's accumulators. */
+size_t efqat_state_bytes(const model *m); /* 0 without m->efq */
+void efqat_state_write(const model *m, unsigned char *p);
+void efqat_state_read(model *m, const unsigned char *p);
+/* A malloc'ed copy of the parameters with the frozen rows' latent weights replaced by their
+ * w_hat (what a checkpoint and the export hold); NULL when out of memory. */
+float *efqat_params_hat(const model *m);
 
 #endif

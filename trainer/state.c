@@ -1,7 +1,7 @@
-/* state.c: the resumable training state (format 3, docs/trainer.md "Resumable state"):
+/* state.c: the resumable training state (format 4, docs/trainer.md "Resumable state"):
  * the settings that change a run's result as text, so that a resume can name the one that
  * differs; progress; the final run record once the run has finished; parameters and Adam
- * moments; and a checksum of everything before it, so that a damaged or edited state is
+ * moments; EfQAT's frozen rows (format 4, when the run is one); and a checksum of everything before it, so that a damaged or edited state is
  * refused instead of resumed into a wrong record. */
 #include <errno.h>
 #include <math.h>
@@ -14,9 +14,10 @@
 #include "ckpt.h"
 
 #define STATE_MAGIC 0x54535451u /* "QTST" */
-#define STATE_VERSION 3u
+#define STATE_VERSION 4u
 #define STATE_V2_WORDS 8        /* format 2: 8 progress words after the head, no count */
-#define STATE_WORDS 10          /* format 3: a count, then this many progress words */
+#define STATE_V3_WORDS 10       /* format 3: a count, then this many progress words */
+#define STATE_WORDS 13          /* format 4: three more (FLOPs per phase, EfQAT's bytes) */
 /* magic, version, two lengths, n_floats (24 bytes); format 2: 8 words; format 3: the word
  * count and the words (a later format may append words: a reader takes those it knows) */
 #define STATE_PREFIX_V2 (24 + 8 * STATE_V2_WORDS)
@@ -150,6 +151,12 @@ void state_settings(char *buf, size_t n, const train_config *c, const train_sche
     if (s->lr_qat != s->lr) add_real(buf, n, &at, "--qat-lr", s->lr_qat);
     if (c->qparam_lr_mult != 1.0) add_real(buf, n, &at, "--qparam-lr-mult", c->qparam_lr_mult);
     if (init_sha256) add_line(buf, n, &at, "--init", "checkpoint sha256 %s", init_sha256);
+    if (c->method != TRAIN_METHOD_QAT) {
+        add_line(buf, n, &at, "--method", "%s", train_method_name(c->method));
+        add_real(buf, n, &at, "--unfrozen", c->unfrozen);
+        add_line(buf, n, &at, "--efqat-mode", "%s", train_efqat_mode_name(c->efqat_mode));
+        if (c->efqat_mode != TRAIN_EFQAT_CWPL) add_line(buf, n, &at, "--refresh", "%ld", c->refresh_steps);
+    }
     add_real(buf, n, &at, "--warmup-frac", c->warmup_frac);
     add_real(buf, n, &at, "--decay-frac", s->decay_frac);
     add_line(buf, n, &at, "--decay-shape", "%s", c->decay_sqrt ? "1-sqrt" : "linear");
@@ -261,14 +268,16 @@ static double bitsd(uint64_t v)
     return d;
 }
 
-static void put_prefix(unsigned char *b, uint32_t sl, uint32_t rl, uint64_t nf, const train_progress *pr)
+static void put_prefix(unsigned char *b, uint32_t sl, uint32_t rl, uint64_t nf, const train_progress *pr,
+                       uint64_t eb)
 {
     uint32_t head[4] = {STATE_MAGIC, STATE_VERSION, sl, rl};
     memcpy(b, head, sizeof head);
     put64(b + 16, nf);
     uint64_t w[STATE_WORDS] = {(uint64_t)pr->step, (uint64_t)pr->adam_t, pr->rng, (uint64_t)pr->switched,
                                (uint64_t)pr->finished, dbits(pr->loss_fp_switch), dbits(pr->wall_seconds),
-                               dbits(pr->train_loss), dbits(pr->loss_ptq), dbits(pr->wall_switch)};
+                               dbits(pr->train_loss), dbits(pr->loss_ptq), dbits(pr->wall_switch),
+                               dbits(pr->flops_fp), dbits(pr->flops_qat), eb};
     put64(b + 24, STATE_WORDS);
     for (int i = 0; i < STATE_WORDS; i++) put64(b + 32 + 8 * i, w[i]);
 }
@@ -286,7 +295,12 @@ static void get_progress(const unsigned char *w, size_t nw, train_progress *pr)
     pr->train_loss = bitsd(get64(w + 56));
     pr->loss_ptq = nw > 8 ? bitsd(get64(w + 64)) : NAN;
     pr->wall_switch = nw > 9 ? bitsd(get64(w + 72)) : NAN;
+    pr->flops_fp = nw > 10 ? bitsd(get64(w + 80)) : NAN;
+    pr->flops_qat = nw > 11 ? bitsd(get64(w + 88)) : NAN;
 }
+
+/* Bytes of EfQAT's section after the moments (progress word 12; none before format 4). */
+static uint64_t efq_bytes_of(const unsigned char *w, size_t nw) { return nw > 12 ? get64(w + 96) : 0; }
 
 qp_status state_save(const char *path, const char *settings, const model *m, const train_progress *pr,
                      const char *record, qp_error *err)
@@ -294,10 +308,10 @@ qp_status state_save(const char *path, const char *settings, const model *m, con
     size_t sl = strlen(settings), rl = record ? strlen(record) : 0, fl = m->n_floats * sizeof(float);
     if (sl > STATE_MAX_TEXT || rl > STATE_MAX_TEXT)
         return qp_fail(err, QP_ERR_INPUT, "%s: the settings or the run record are too long for a state", path);
-    size_t total = STATE_PREFIX + sl + rl + 3 * fl + 8;
+    size_t eb = efqat_state_bytes(m), total = STATE_PREFIX + sl + rl + 3 * fl + eb + 8;
     unsigned char *buf = malloc(total);
     if (!buf) return qp_fail(err, QP_ERR_NOMEM, "out of memory saving the state to %s", path);
-    put_prefix(buf, (uint32_t)sl, (uint32_t)rl, m->n_floats, pr);
+    put_prefix(buf, (uint32_t)sl, (uint32_t)rl, m->n_floats, pr, eb);
     unsigned char *p = buf + STATE_PREFIX;
     memcpy(p, settings, sl); p += sl;
     if (rl) memcpy(p, record, rl);
@@ -305,6 +319,8 @@ qp_status state_save(const char *path, const char *settings, const model *m, con
     memcpy(p, m->params_mem, fl); p += fl;
     memcpy(p, m->m_mem, fl); p += fl;
     memcpy(p, m->v_mem, fl); p += fl;
+    if (eb) efqat_state_write(m, p);
+    p += eb;
     state_hash x;
     state_hash_init(&x);
     state_hash_update(&x, buf, total - 8);
@@ -339,13 +355,13 @@ static qp_status check_head(const char *path, const unsigned char *b, size_t *pl
     if (head[0] != STATE_MAGIC)
         return qp_fail(err, QP_ERR_PARSE, "%s: not a qatplan training state; check --state (it "
                                           "names the file a run saves its state to)", path);
-    if (head[1] != STATE_VERSION && head[1] != 2)
+    if (head[1] != STATE_VERSION && head[1] != 3 && head[1] != 2)
         return qp_fail(err, QP_ERR_PARSE, "%s: a training state of format %u, and this qatplan reads "
-                                          "formats 2 and %u%s; delete it and start the run again (or "
+                                          "formats 2 to %u%s; delete it and start the run again (or "
                                           "finish it with the qatplan that saved it)",
                        path, head[1], STATE_VERSION, head[1] < 2 ? " (saved by an older qatplan)" : "");
     uint64_t nw = head[1] == 2 ? STATE_V2_WORDS : get64(b + 24);
-    if (head[1] != 2 && (nw < STATE_WORDS || nw > (STATE_PREFIX_MAX - 32) / 8))
+    if (head[1] != 2 && (nw < (head[1] == 3 ? STATE_V3_WORDS : STATE_WORDS) || nw > (STATE_PREFIX_MAX - 32) / 8))
         return qp_fail(err, QP_ERR_PARSE, "%s: damaged header (%llu progress words); delete it and "
                                           "start again", path, (unsigned long long)nw);
     *pl = head[1] == 2 ? STATE_PREFIX_V2 : 32 + 8 * (size_t)nw;
@@ -353,15 +369,16 @@ static qp_status check_head(const char *path, const unsigned char *b, size_t *pl
 }
 
 static qp_status check_prefix(const char *path, const unsigned char *b, size_t pl, size_t size, size_t *sl,
-                              size_t *rl, uint64_t *nf, qp_error *err)
+                              size_t *rl, uint64_t *nf, uint64_t *eb, qp_error *err)
 {
     uint32_t head[4];
     memcpy(head, b, sizeof head);
     *sl = head[2];
     *rl = head[3];
     *nf = get64(b + 16);
-    if (*sl > STATE_MAX_TEXT || *rl > STATE_MAX_TEXT || *nf > (1ull << 40) ||
-        size != pl + *sl + *rl + 3 * 4 * *nf + 8)
+    *eb = head[1] == 2 ? 0 : efq_bytes_of(b + 32, (pl - 32) / 8);
+    if (*sl > STATE_MAX_TEXT || *rl > STATE_MAX_TEXT || *nf > (1ull << 40) || *eb > (1ull << 42) ||
+        size != pl + *sl + *rl + 3 * 4 * *nf + *eb + 8)
         return qp_fail(err, QP_ERR_PARSE, "%s: %zu bytes, which does not match its header (truncated or "
                                           "damaged); delete it and start again", path, size);
     return QP_OK;
@@ -379,7 +396,7 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
     char *text = NULL;
     qp_status st = QP_OK;
     size_t sl = 0, rl = 0, pl = 0;
-    uint64_t nf = 0;
+    uint64_t nf = 0, eb = 0;
     if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode))
         st = qp_fail(err, QP_ERR_INPUT, "%s: not a regular file; check --state", path);
     else if ((size_t)sb.st_size < STATE_PREFIX_V2 + 8 || fread(pre, 1, 32, f) != 32)
@@ -389,7 +406,7 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
              ((size_t)sb.st_size < pl + 8 || fread(pre + 32, 1, pl - 32, f) != pl - 32))
         st = qp_fail(err, QP_ERR_PARSE, "%s: too short to be a qatplan training state (truncated?); "
                                         "delete it and start again", path);
-    if (!st) st = check_prefix(path, pre, pl, (size_t)sb.st_size, &sl, &rl, &nf, err);
+    if (!st) st = check_prefix(path, pre, pl, (size_t)sb.st_size, &sl, &rl, &nf, &eb, err);
     state_hash x;
     state_hash_init(&x);
     state_hash_update(&x, pre, pl);
@@ -400,6 +417,10 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
     int fits = nf == m->n_floats;
     float *dst[3] = {m->params_mem, m->m_mem, m->v_mem};
     for (int i = 0; i < 3 && !st; i++) st = read_hashed(f, fits ? dst[i] : NULL, nf * 4, &x, path, err);
+    /* EfQAT's section: kept aside until the settings agree (they fix its size) */
+    unsigned char *efq = NULL;
+    if (!st && eb && !(efq = malloc(eb))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    if (!st && eb) st = read_hashed(f, efq, eb, &x, path, err);
     unsigned char sum[8];
     if (!st && fread(sum, 1, 8, f) != 8) st = qp_fail(err, QP_ERR_IO, "%s: read error", path);
     if (!st && get64(sum) != state_hash_final(&x))
@@ -416,6 +437,11 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
             st = qp_fail(err, QP_ERR_INPUT, "%s: saved for a model of %llu parameters, this one has %zu; "
                                             "delete the state to start again", path,
                          (unsigned long long)nf, m->n_floats);
+        if (!st && eb != efqat_state_bytes(m))
+            st = qp_fail(err, QP_ERR_INPUT, "%s: its EfQAT section (%llu bytes) does not fit this run (%zu); "
+                                            "delete the state to start again", path, (unsigned long long)eb,
+                         efqat_state_bytes(m));
+        if (!st && eb) efqat_state_read(m, efq);
         if (!st) {
             size_t vl = 0;
             const char *v = find_key(text, "run-id", &vl);
@@ -427,5 +453,6 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
         }
     }
     free(text);
+    free(efq);
     return st;
 }

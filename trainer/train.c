@@ -43,6 +43,18 @@ static void adamw(model *m, const train_config *c, double lr, int64_t t)
         float wd = m->desc[i].decay ? (float)(tlr * c->weight_decay) : 0.0f, flr = (float)tlr;
         float *p = m->p.t[i], *g = m->g.t[i], *mm = m->m_mem + m->off[i], *vv = m->v_mem + m->off[i];
         long n = (long)m->numel[i];
+        size_t per = 1;
+        const uint8_t *frozen = m->qat ? efqat_mask(m, i, &per) : NULL;
+        if (frozen) { /* EfQAT: frozen rows keep parameter and moments (no decay either) */
+            long rows = n / (long)per;
+#pragma omp parallel for schedule(static)
+            for (long r = 0; r < rows; r++) {
+                if (frozen[r]) continue;
+                for (long j = r * (long)per; j < (r + 1) * (long)per; j++)
+                    qf_adamw(&p[j], &mm[j], &vv[j], g[j], flr, wd, b1, b2, eps, c1, c2);
+            }
+            continue;
+        }
 #pragma omp parallel for schedule(static)
         for (long j = 0; j < n; j++) qf_adamw(&p[j], &mm[j], &vv[j], g[j], flr, wd, b1, b2, eps, c1, c2);
     }
@@ -137,10 +149,16 @@ static void fill_method(data_run *r, const train_config *c, const train_sched *s
     train_memory_need(c, &need);
     r->train_state_bytes = need.total; /* the trainer's accounting of its own buffers */
     if (c->quant.kind == TRAIN_Q_NONE) return;
-    snprintf(r->method, sizeof r->method, "qat");
+    snprintf(r->method, sizeof r->method, "%s", train_method_name(c->method));
     if (s->n_qat > 0) {
         r->lr_qat = s->lr_qat;
         r->trainable_params_qat = (double)m->n_floats; /* every weight, gain, step size and zero */
+    }
+    if (c->method == TRAIN_METHOD_EFQAT) {
+        r->unfrozen_ratio = c->unfrozen;
+        snprintf(r->freeze_mode, sizeof r->freeze_mode, "%s", train_efqat_mode_name(c->efqat_mode));
+        if (c->efqat_mode != TRAIN_EFQAT_CWPL)
+            r->refresh_tokens = (double)c->refresh_steps * c->batch * c->shape.context;
     }
     if (!init) return;
     /* the FP phase was the checkpoint's: its tokens are this run's d_fp */
@@ -231,6 +249,36 @@ static qp_status job_check_init(job *j, qp_error *err)
     return QP_OK;
 }
 
+/* --method efqat: its settings resolved and checked (docs/trainer.md, "Methods"). */
+static qp_status job_check_method(job *j, qp_error *err)
+{
+    train_config *c = &j->c;
+    if (c->method != TRAIN_METHOD_EFQAT) return QP_OK;
+    if (c->quant.kind == TRAIN_Q_NONE)
+        return qp_fail(err, QP_ERR_INPUT, "--method efqat trains the QAT phase of a quantized run: use --bits "
+                                          "1..8, or --method qat");
+    if (c->device == TRAIN_DEVICE_CUDA)
+        return qp_fail(err, QP_ERR_INPUT, "--method efqat runs on --device cpu only so far (no CUDA path "
+                                          "yet); use --device cpu");
+    if (!c->init_path && (c->schedule == DATA_SCHED_FUSED || (j->s.n_fp == 0 && j->s.n_qat > 0)))
+        return qp_fail(err, QP_ERR_INPUT, "--method efqat: EfQAT starts from a converged FP model; use "
+                                          "--schedule classic with --qat-fraction below 1, or --init FILE");
+    if (c->unfrozen < 0) c->unfrozen = 0.05;
+    if (c->efqat_mode == TRAIN_EFQAT_CWPL && c->refresh_steps > 0)
+        return qp_fail(err, QP_ERR_INPUT, "--refresh re-selects the rows of --efqat-mode cwpn or lwpn; cwpl "
+                                          "locks them at the switch: drop --refresh or choose a mode");
+    if (c->efqat_mode != TRAIN_EFQAT_CWPL && c->refresh_steps <= 0) c->refresh_steps = TRAIN_EFQAT_REFRESH_DEFAULT;
+    if (!c->progress) return QP_OK;
+    if (c->unfrozen >= 1)
+        fprintf(stderr, "note: --unfrozen 1: every row trains, which is full QAT (--method qat)\n");
+    if (c->quant.kind == TRAIN_Q_ASYM && c->quant.group_size > 0)
+        fprintf(stderr, "warning: --method efqat with grouped asym: frozen rows' step sizes and zero points "
+                        "freeze too (only per-row step sizes train from the output rule)\n");
+    if (c->quant.embed_bits > 0)
+        fprintf(stderr, "note: --method efqat with --embed-bits: frozen embedding rows' step sizes freeze\n");
+    return QP_OK;
+}
+
 /* Everything that can be refused before the first allocation. */
 static qp_status job_check(job *j, qp_error *err)
 {
@@ -248,6 +296,7 @@ static qp_status job_check(job *j, qp_error *err)
     }
     if ((st = train_sched_make(c, &j->s, err))) return st;
     if ((st = job_check_init(j, err))) return st;
+    if ((st = job_check_method(j, err))) return st;
     int T = c->shape.context;
     if (d->vocab && (int)d->vocab != c->shape.vocab)
         return qp_fail(err, QP_ERR_INPUT, "the token files have vocabulary %u but the model %d",
@@ -329,6 +378,37 @@ static void job_save_finished(job *j)
     free(json);
 }
 
+/* The checkpoint and the integer export of the final parameters. EfQAT's frozen rows are
+ * written as their w_hat (re-quantizing gives the frozen codes) with the frozen masks; their
+ * latent weights live in the resumable state only. */
+static qp_status write_outputs(const model *m, const char *ckpt, const char *exp, const data_run *rec,
+                               qp_error *err)
+{
+    if (!ckpt && !exp) return QP_OK;
+    model view = *m;
+    float *hat = NULL;
+    if (m->efq) {
+        if (!(hat = efqat_params_hat(m))) return qp_fail(err, QP_ERR_NOMEM, "out of memory writing the checkpoint");
+        view.params_mem = hat;
+        for (int i = 0; i < MODEL_NT; i++) view.p.t[i] = hat + m->off[i];
+    }
+    qp_status st = QP_OK;
+    if (ckpt) st = ckpt_write_trained(ckpt, &view, rec->d_fp + rec->d_qat, rec->d_qat, data_run_method(rec), err);
+    if (!st && exp) st = ckpt_export_int(exp, &view, err);
+    free(hat);
+    return st;
+}
+
+/* The cost fields counted during the run (flops per phase, EfQAT's shares). */
+static void fill_costs(data_run *rec, const train_progress *pr, const model *m)
+{
+    rec->flops_fp = pr->flops_fp;
+    rec->flops_qat = pr->flops_qat;
+    if (!m->efq) return;
+    if (m->efq->steps > 0) rec->unfrozen_ratio_eff = m->efq->eff_sum / (double)m->efq->steps;
+    if (isfinite(m->efq->trainable_max)) rec->trainable_params_qat = m->efq->trainable_max;
+}
+
 /* A resumed state whose run had finished: its record, and the outputs asked for now. */
 static qp_status job_finished_before(job *j, const char *record, const char *ckpt, const char *exp,
                                      int *fin, qp_error *err)
@@ -344,9 +424,7 @@ static qp_status job_finished_before(job *j, const char *record, const char *ckp
     if (j->rec->status == DATA_RUN_DIVERGED)
         return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", j->rec->reason);
     /* the state holds the final parameters: the same files the run wrote */
-    if (!st && ckpt) st = ckpt_write_trained(ckpt, &j->m, j->rec->d_fp + j->rec->d_qat, j->rec->d_qat, "qat", err);
-    if (!st && exp) st = ckpt_export_int(exp, &j->m, err);
-    return st;
+    return write_outputs(&j->m, ckpt, exp, j->rec, err);
 }
 
 static void job_progress(job *j, long step, int qat, double lr, long steps_here, double t_loop)
@@ -384,6 +462,7 @@ static void job_switch(job *j, long step)
         memset(m->v_mem, 0, m->n_floats * sizeof(float));
         j->pr.adam_t = 0;
     }
+    if (m->efq) efqat_select(m); /* after the step sizes: frozen rows keep these codes */
     j->be->sync(j->dev, m, 0);
     m->qat = 1;
     m->qat_embed = c->quant.embed_bits > 0;
@@ -396,6 +475,9 @@ static void job_switch(job *j, long step)
                         "(loss_ptq) %.4f nats/token\n",
                 c->progress == 2 ? "\n" : "", c->quant.bits, train_quantizer_name(c->quant.kind), step,
                 j->pr.loss_fp_switch, j->pr.loss_ptq);
+    if (c->progress && m->efq)
+        fprintf(stderr, "EfQAT (%s): %.1f%% of the freezable weights train, %.0f trainable scalars\n",
+                train_efqat_mode_name(c->efqat_mode), 100.0 * m->efq->share, m->efq->trainable);
 }
 
 /* Periodic saves: every save_every_steps steps, or every save_every_seconds of wall time. */
@@ -441,10 +523,19 @@ static qp_status job_loop(job *j, qp_error *err)
         if (qat && !j->pr.switched) job_switch(j, step);
         m->qat = qat;
         m->qat_embed = qat && c->quant.embed_bits > 0;
+        if (qat && efqat_due(m, step - s->n_fp, c->refresh_steps)) efqat_select(m);
         double lr = train_lr_at(s, step);
         sample_batch(j->d, B, T, &j->pr.rng, j->inp, j->tgt);
         double gn;
+        uint64_t f0 = model_gemm_flops(); /* the step's products only: evaluations are not counted */
         float loss = j->be->forward_backward(j->dev, m, j->inp, j->tgt, B, T, &gn);
+        double fl = (double)(model_gemm_flops() - f0);
+        if (qat) j->pr.flops_qat += fl;
+        else j->pr.flops_fp += fl;
+        if (qat && m->efq) {
+            m->efq->eff_sum += m->efq->share;
+            m->efq->steps++;
+        }
         if ((st = j->be->check(j->dev, err))) return st;
         if (!isfinite(loss) || !isfinite(gn) || loss > lim) {
             data_run *rec = j->rec;
@@ -508,14 +599,13 @@ static qp_status job_finish(job *j, const char *checkpoint_path, const char *exp
     /* f = 0: the final model is the PTQ model, quantized by the same rules */
     if (quant) rec->loss_ptq = j->s.n_qat > 0 ? j->pr.loss_ptq : rec->loss; /* NAN from a format-2 state */
     if (c->shape.vocab == 256) rec->val_bpb = rec->loss / log(2.0);
+    fill_costs(rec, &j->pr, m);
     if (!isfinite(rec->loss)) {
         rec->status = DATA_RUN_DIVERGED;
         snprintf(rec->reason, sizeof rec->reason, "final validation loss is %g; lower --lr", rec->loss);
         st = qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
     }
-    if (!st && checkpoint_path)
-        st = ckpt_write_trained(checkpoint_path, m, rec->d_fp + rec->d_qat, rec->d_qat, "qat", err);
-    if (!st && export_path) st = ckpt_export_int(export_path, m, err);
+    if (!st) st = write_outputs(m, checkpoint_path, export_path, rec, err);
     rec->wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
     if (quant && j->s.n_qat > 0 && isfinite(j->pr.wall_switch))
         rec->wall_seconds_qat = rec->wall_seconds - j->pr.wall_switch;
@@ -575,7 +665,8 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         goto done;
     }
     fill_record(rec, c, &j.s, &j.m, c->init_path ? &j.init : NULL);
-    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN, NAN, NAN};
+    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN, NAN, NAN, 0.0, 0.0};
+    if (c->method == TRAIN_METHOD_EFQAT && (st = efqat_create(&j.m, c->unfrozen, c->efqat_mode, err))) goto done;
     if (c->resume) {
         char *record = NULL, saved_id[sizeof rec->run_id];
         st = state_load(c->state_path, j.settings, &j.m, &j.pr, &record, saved_id, sizeof saved_id, err);

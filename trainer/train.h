@@ -60,6 +60,24 @@ typedef struct {
 
 qp_status train_qspec_check(const train_qspec *q, const train_shape *s, qp_error *err);
 
+/* ---- training method ----------------------------------------------------- */
+
+/* The QAT phase's method (docs/trainer.md, "Methods"): full QAT, or EfQAT (partial-update QAT:
+ * the most important rows train, the others keep frozen integer codes and train only their
+ * step sizes). The one owner of the names: the options table's choices spell the same list. */
+typedef enum { TRAIN_METHOD_QAT = 0, TRAIN_METHOD_EFQAT, TRAIN_METHOD_COUNT_ } train_method;
+#define TRAIN_METHOD_CHOICES "qat|efqat"
+const char *train_method_name(train_method m); /* "qat", "efqat" */
+qp_status train_method_parse(const char *name, train_method *out, qp_error *err);
+
+/* EfQAT's freezing modes: channel-wise (rows) with the set locked at the start (cwpl) or
+ * re-selected every --refresh steps (cwpn), or layer-wise re-selected (lwpn). */
+typedef enum { TRAIN_EFQAT_CWPL = 0, TRAIN_EFQAT_CWPN, TRAIN_EFQAT_LWPN, TRAIN_EFQAT_COUNT_ } train_efqat_mode;
+#define TRAIN_EFQAT_MODE_CHOICES "cwpl|cwpn|lwpn"
+#define TRAIN_EFQAT_REFRESH_DEFAULT 64 /* steps between re-selections (cwpn, lwpn) */
+const char *train_efqat_mode_name(train_efqat_mode m);
+qp_status train_efqat_mode_parse(const char *name, train_efqat_mode *out, qp_error *err);
+
 /* ---- training configuration --------------------------------------------- */
 
 /* --resume (the state must exist) or --resume-if-exists (start afresh when it does not). */
@@ -76,6 +94,11 @@ typedef struct {
     double qat_lr;           /* peak learning rate of the QAT phase; 0 = lr */
     double qparam_lr_mult;   /* step sizes and zero points train at this times the phase's rate */
     const char *init_path;   /* --init: start the QAT phase from this checkpoint; NULL none */
+    train_method method;     /* the QAT phase's method */
+    double unfrozen;         /* EfQAT: share of rows (cwpl, cwpn) or weights (lwpn) that train;
+                              * < 0 = not given (0.05) */
+    train_efqat_mode efqat_mode;
+    long refresh_steps;      /* EfQAT cwpn/lwpn: steps between re-selections; 0 = not given */
     double min_lr_frac;      /* learning rate at the end of a decay, as a fraction of lr */
     double warmup_frac;      /* warmup (and QAT re-warmup in classic) as a fraction of the phase */
     double decay_frac;       /* decay length as a fraction of the phase; < 0: default */
@@ -192,7 +215,7 @@ typedef struct {
     train_config c; /* the options that set the run's settings directly */
     const char *data, *train_tokens, *val_tokens, *train_text, *val_text, *dataset;
     const char *runs_out, *checkpoint, *export_int, *run_id;
-    const char *quantizer, *schedule, *decay_shape, *device, *precision;
+    const char *quantizer, *schedule, *decay_shape, *device, *precision, *method, *efqat_mode;
     int bits, vocab, quiet, progress, help; /* vocab 0: from the data */
 } train_args;
 
