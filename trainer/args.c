@@ -18,6 +18,7 @@ void train_args_default(train_args *a)
     a->decay_shape = "linear";
     a->device = "auto";
     a->precision = "fp32";
+    a->method = "qat";
 }
 
 qp_status train_args_parse(train_args *a, int argc, char **argv, qp_error *err)
@@ -86,6 +87,10 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     if (!data_bits_valid(a->bits))
         return qp_fail(err, QP_ERR_INPUT, "--bits %d: use 1..8 for QAT, or 16/32 for full precision", a->bits);
     c->quant.bits = a->bits;
+    if ((st = train_method_parse(a->method, &c->method, err))) return st;
+    /* EfficientQAT is defined for its asymmetric quantizer: auto means asym there */
+    int eq = c->method != TRAIN_METHOD_QAT;
+    if (eq && !strcmp(a->quantizer, "auto") && a->bits >= 2 && a->bits <= 8) a->quantizer = "asym";
     if ((st = train_quantizer_parse(a->quantizer, a->bits, &c->quant.kind, err))) return st;
     if ((st = check_sources(a, err))) return st;
     if (c->resume && !c->state_path)

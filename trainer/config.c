@@ -134,6 +134,24 @@ void train_config_default(train_config *c)
     c->eval_tokens = 65536;
     c->save_every_seconds = TRAIN_SAVE_EVERY_DEFAULT;
     c->progress = 1;
+    c->eq = (train_eq_config){-1, -1, 0.5, 2, 1e-5, 1e-4, 20, -1, 2e-5, 0.03, 0.3}; /* val -1: 64 windows */
+}
+
+static const char *const method_names[TRAIN_METHOD_COUNT_] = {"qat", "blockap", "e2eqp", "efficientqat"};
+
+const char *train_method_name(train_method m)
+{
+    return (unsigned)m < TRAIN_METHOD_COUNT_ ? method_names[m] : "?";
+}
+
+qp_status train_method_parse(const char *name, train_method *out, qp_error *err)
+{
+    for (int i = 0; i < TRAIN_METHOD_COUNT_; i++)
+        if (!strcmp(name, method_names[i])) {
+            *out = (train_method)i;
+            return QP_OK;
+        }
+    return qp_fail(err, QP_ERR_INPUT, "--method %s: use qat, blockap, e2eqp or efficientqat", name);
 }
 
 qp_status train_config_check(const train_config *c, qp_error *err)

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "ckpt.h"
+#include "eq.h"
 #include "formulas.h"
 #include "model.h"
 
@@ -136,7 +137,7 @@ static void fill_method(data_run *r, const train_config *c, const train_sched *s
     train_memory_need(c, &need);
     r->train_state_bytes = need.total; /* the trainer's accounting of its own buffers */
     if (c->quant.kind == TRAIN_Q_NONE) return;
-    snprintf(r->method, sizeof r->method, "qat");
+    snprintf(r->method, sizeof r->method, "%s", train_method_name(c->method));
     if (s->n_qat > 0) {
         r->lr_qat = s->lr_qat;
         r->trainable_params_qat = (double)m->n_floats; /* every weight, gain, step size and zero */
@@ -205,6 +206,9 @@ typedef struct {
     double last_print;  /* of the terminal progress line */
     char settings[8192]; /* state_settings() of this run */
     ckpt_init_info init; /* --init: the checkpoint's metadata and hash */
+    long steps_here;     /* steps trained in this process (--max-steps) */
+    double last_save;    /* of the periodic saves */
+    eq_env eq;           /* EfficientQAT's QAT phase (eq.h); plan only for qat */
 } job;
 
 /* --init: a quantized run on the CPU path or CUDA, from a checkpoint of this shape. */
@@ -266,6 +270,7 @@ static qp_status job_check(job *j, qp_error *err)
         if (d->val[i] >= c->shape.vocab)
             return qp_fail(err, QP_ERR_INPUT, "validation token %llu has id %u >= vocabulary %d",
                            (unsigned long long)i, d->val[i], c->shape.vocab);
+    if ((st = eq_check(c, &j->s, d, &j->eq.plan, err))) return st;
     long n_eval = (long)(c->eval_tokens / T); /* bounded by train_config_check */
     long max_eval = (long)((d->n_val - 1) / (uint64_t)T);
     j->n_eval = n_eval > max_eval ? max_eval : n_eval < 1 ? 1 : n_eval;
@@ -342,7 +347,8 @@ static qp_status job_finished_before(job *j, const char *record, const char *ckp
     if (j->rec->status == DATA_RUN_DIVERGED)
         return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", j->rec->reason);
     /* the state holds the final parameters: the same files the run wrote */
-    if (!st && ckpt) st = ckpt_write_trained(ckpt, &j->m, j->rec->d_fp + j->rec->d_qat, j->rec->d_qat, "qat", err);
+    if (!st && ckpt) st = ckpt_write_trained(ckpt, &j->m, j->rec->d_fp + j->rec->d_qat, j->rec->d_qat,
+                                            train_method_name(j->c.method), err);
     if (!st && exp) st = ckpt_export_int(exp, &j->m, err);
     return st;
 }
@@ -424,7 +430,9 @@ static qp_status job_loop(job *j, qp_error *err)
     double lim = c->diverge_loss > 0 ? c->diverge_loss : 3.0 * log((double)c->shape.vocab) + 5.0;
     long steps_here = 0;
     qp_status st;
-    for (long step = (long)j->pr.step; step < s->total; step++) {
+    /* EfficientQAT's methods run their QAT phase after the FP steps (job_eq) */
+    long end = c->method == TRAIN_METHOD_QAT ? s->total : s->n_fp;
+    for (long step = (long)j->pr.step; step < end; step++) {
         if (stop_requested || (c->max_steps > 0 && steps_here >= c->max_steps)) {
             if (c->state_path) {
                 if ((st = job_save(j, step, NULL, err))) return st;
@@ -463,8 +471,80 @@ static qp_status job_loop(job *j, qp_error *err)
         if (c->progress) job_progress(j, step, qat, lr, steps_here, t_loop);
         job_maybe_save(j, step + 1, &last_save);
     }
-    if (c->progress == 2) fprintf(stderr, "\n");
+    if (c->progress == 2 && steps_here > 0) fprintf(stderr, "\n");
+    j->steps_here = steps_here;
+    j->last_save = last_save;
     return QP_OK;
+}
+
+/* ---- EfficientQAT's QAT phase (eq.h): the job's side of it --------------------------------- */
+
+static int eq_stop(void *ctx)
+{
+    job *j = ctx;
+    return stop_requested || (j->c.max_steps > 0 && j->steps_here >= j->c.max_steps);
+}
+
+static qp_status eq_save(void *ctx, qp_error *err)
+{
+    job *j = ctx;
+    if (!j->c.state_path) return QP_OK;
+    qp_status st = job_save(j, j->s.n_fp, NULL, err);
+    if (!st && j->c.progress)
+        fprintf(stderr, "%sstopped in the QAT phase (%s); state saved to %s\n", j->c.progress == 2 ? "\n" : "",
+                train_method_name(j->c.method), j->c.state_path);
+    return st;
+}
+
+static void eq_maybe_save(void *ctx)
+{
+    job *j = ctx;
+    const train_config *c = &j->c;
+    double now = qp_now();
+    if (!c->state_path || !((c->save_every_steps > 0 && j->steps_here % c->save_every_steps == 0) ||
+                            (c->save_every_seconds > 0 && now - j->last_save >= c->save_every_seconds)))
+        return;
+    qp_error e = {0};
+    if (job_save(j, j->s.n_fp, NULL, &e))
+        fprintf(stderr, "qatplan: warning: periodic state save failed (training goes on): %s\n", e.msg);
+    j->last_save = qp_now();
+}
+
+/* After the FP steps: the switch (loss_ptq), then Block-AP and/or E2E-QP. */
+static qp_status job_eq(job *j, qp_error *err)
+{
+    eq_env *e = &j->eq;
+    e->m = &j->m;
+    e->c = &j->c;
+    e->d = j->d;
+    e->pr = &j->pr;
+    e->inp = j->inp;
+    e->tgt = j->tgt;
+    e->steps_here = &j->steps_here;
+    e->ctx = j;
+    e->stop = eq_stop;
+    e->save = eq_save;
+    e->maybe_save = eq_maybe_save;
+    e->peak_rss_blockap = NAN;
+    if (!j->pr.switched) job_switch(j, j->s.n_fp);
+    qp_status st = eq_run(e, err);
+    if (st == QP_ERR_INTERRUPTED) {
+        char what[512];
+        snprintf(what, sizeof what, "%s", err ? err->msg : "stopped");
+        return qp_fail(err, QP_ERR_INTERRUPTED, "%s%s%s", what,
+                       j->c.state_path ? "; continue with --resume --state " : " (no --state: progress lost)",
+                       j->c.state_path ? j->c.state_path : "");
+    }
+    if (st == QP_ERR_DIVERGED) {
+        data_run *rec = j->rec;
+        rec->status = DATA_RUN_DIVERGED;
+        snprintf(rec->reason, sizeof rec->reason, "%s", err ? err->msg : "diverged");
+        rec->wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
+        job_save_finished(j);
+        return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
+    }
+    if (!st) eq_fill_record(j->rec, e);
+    return st;
 }
 
 /* This process's peak resident memory in bytes (Linux reports kilobytes); NAN if unknown. */
@@ -512,7 +592,8 @@ static qp_status job_finish(job *j, const char *checkpoint_path, const char *exp
         st = qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
     }
     if (!st && checkpoint_path)
-        st = ckpt_write_trained(checkpoint_path, m, rec->d_fp + rec->d_qat, rec->d_qat, "qat", err);
+        st = ckpt_write_trained(checkpoint_path, m, rec->d_fp + rec->d_qat, rec->d_qat,
+                                train_method_name(c->method), err);
     if (!st && export_path) st = ckpt_export_int(export_path, m, err);
     rec->wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
     if (quant && j->s.n_qat > 0 && isfinite(j->pr.wall_switch))
@@ -568,7 +649,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         goto done;
     }
     fill_record(rec, c, &j.s, &j.m, c->init_path ? &j.init : NULL);
-    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN, NAN, NAN};
+    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN, NAN, NAN, 0, 0, 0, 0, 0, 0};
     if (c->resume) {
         char *record = NULL, saved_id[sizeof rec->run_id];
         st = state_load(c->state_path, j.settings, &j.m, &j.pr, &record, saved_id, sizeof saved_id, err);
@@ -591,6 +672,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     }
     if ((st = train_backend_open(c->device, &j.m, c->precision == TRAIN_PREC_BF16, &j.be, &j.dev, err))) goto done;
     st = job_loop(&j, err);
+    if (!st && c->method != TRAIN_METHOD_QAT) st = job_eq(&j, err);
     if (!st) st = job_finish(&j, checkpoint_path, export_path, err);
 done:
     if (finished_before) *finished_before = fin;

@@ -59,6 +59,31 @@ typedef struct {
 
 qp_status train_qspec_check(const train_qspec *q, const train_shape *s, qp_error *err);
 
+/* ---- training methods of the QAT phase -------------------------------------- */
+
+/* qat: full QAT (the step loop); blockap, e2eqp, efficientqat: EfficientQAT's block-wise
+ * reconstruction, its step-size-only phase, or both in turn (docs/trainer.md, "EfficientQAT"). */
+typedef enum {
+    TRAIN_METHOD_QAT = 0,
+    TRAIN_METHOD_BLOCKAP,
+    TRAIN_METHOD_E2EQP,
+    TRAIN_METHOD_EFFICIENTQAT,
+    TRAIN_METHOD_COUNT_
+} train_method;
+const char *train_method_name(train_method m);
+qp_status train_method_parse(const char *name, train_method *out, qp_error *err);
+
+/* EfficientQAT's settings (--blockap-*, --e2e-*). Token counts 0: from the QAT budget. */
+typedef struct {
+    double blockap_tokens;    /* calibration tokens (whole windows of the context) */
+    double e2e_tokens;        /* E2E-QP training tokens */
+    double blockap_share;     /* efficientqat: share of the QAT budget's token passes for Block-AP */
+    int blockap_epochs;
+    double blockap_weight_lr, blockap_qparam_lr, blockap_min_lr_factor;
+    double blockap_val_tokens;
+    double e2e_lr, e2e_warmup_frac, e2e_grad_clip;
+} train_eq_config;
+
 /* ---- training configuration --------------------------------------------- */
 
 /* --resume (the state must exist) or --resume-if-exists (start afresh when it does not). */
@@ -75,6 +100,8 @@ typedef struct {
     double qat_lr;           /* peak learning rate of the QAT phase; 0 = lr */
     double qparam_lr_mult;   /* step sizes and zero points train at this times the phase's rate */
     const char *init_path;   /* --init: start the QAT phase from this checkpoint; NULL none */
+    train_method method;     /* what the QAT phase runs */
+    train_eq_config eq;      /* blockap, e2eqp, efficientqat */
     double min_lr_frac;      /* learning rate at the end of a decay, as a fraction of lr */
     double warmup_frac;      /* warmup (and QAT re-warmup in classic) as a fraction of the phase */
     double decay_frac;       /* decay length as a fraction of the phase; < 0: default */
@@ -191,7 +218,7 @@ typedef struct {
     train_config c; /* the options that set the run's settings directly */
     const char *data, *train_tokens, *val_tokens, *train_text, *val_text, *dataset;
     const char *runs_out, *checkpoint, *export_int, *run_id;
-    const char *quantizer, *schedule, *decay_shape, *device, *precision;
+    const char *quantizer, *schedule, *decay_shape, *device, *precision, *method;
     int bits, vocab, quiet, progress, help; /* vocab 0: from the data */
 } train_args;
 
