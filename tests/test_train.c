@@ -980,13 +980,13 @@ static void test_resume_keeps_loss_ptq(void)
     CU_ASSERT_FATAL(v3 && n > 200);
     uint64_t nw;
     memcpy(&nw, v3 + 24, 8);
-    CU_ASSERT_EQUAL_FATAL(nw, 10);
-    size_t n2 = n - 8 - 8 * 2; /* no word count, two words fewer */
+    CU_ASSERT_FATAL(nw >= 10 && nw <= 64);
+    size_t n2 = n - 8 - 8 * (nw - 8); /* no word count, only the first 8 words */
     unsigned char *v2 = malloc(n2);
     memcpy(v2, v3, 24);
     v2[4] = 2;
     memcpy(v2 + 24, v3 + 32, 64);
-    memcpy(v2 + 88, v3 + 32 + 80, n - 8 - (32 + 80));
+    memcpy(v2 + 88, v3 + 32 + 8 * nw, n - 8 - (32 + 8 * nw));
     state_hash x;
     state_hash_init(&x);
     state_hash_update(&x, v2, n2 - 8);

@@ -174,6 +174,7 @@ void eq_fill_record(data_run *r, const eq_env *env)
         r->train_state_bytes = r->train_state_bytes_e2eqp;
     /* token passes of the QAT phase: calibration tokens x epochs, plus E2E-QP's */
     r->d_qat = p->blockap_tokens * p->epochs + p->e2e_tokens;
+    if (r->d_qat == 0) r->schedule = DATA_SCHED_FP_ONLY; /* no token passes: a PTQ model, as f = 0 records */
     r->flops_qat = pr->flops_blockap + pr->flops_e2eqp;
     double tp = uses_blockap(c->method) ? blockap_trainable(m) : 0, te = uses_e2e(c->method) ? e2eqp_trainable(m) : 0;
     r->trainable_params_qat = tp > te ? tp : te;

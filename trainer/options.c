@@ -242,7 +242,8 @@ static qp_status parse_number(const train_option *o, const char *v, void *dst, q
         return QP_OK;
     }
     if (o->type == TRAIN_OPT_COUNT) {
-        if ((st = qp_parse_count(v, o->name, &dv, err))) return st;
+        if (o->lo == 0 && !strcmp(v, "0")) dv = 0; /* the counts that may be zero */
+        else if ((st = qp_parse_count(v, o->name, &dv, err))) return st;
         if (!(dv >= o->lo && dv <= o->hi))
             return qp_fail(err, QP_ERR_INPUT, "%s %g: use %g to %g tokens", o->name, dv, o->lo, o->hi);
     } else {
