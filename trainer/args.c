@@ -79,7 +79,11 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     c->precision = !strcmp(a->precision, "bf16") ? TRAIN_PREC_BF16 : TRAIN_PREC_FP32;
     c->schedule = !strcmp(a->schedule, "fused") ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
     c->decay_sqrt = !strcmp(a->decay_shape, "1-sqrt");
-    qp_status st = resolve_device(a, err);
+    qp_status st = train_method_parse(a->method, &c->method, err);
+    if (st) return st;
+    /* EfficientQAT's methods run on the CPU only so far: auto takes it (cuda is refused later) */
+    if (c->method != TRAIN_METHOD_QAT && !strcmp(a->device, "auto")) a->device = "cpu";
+    st = resolve_device(a, err);
     if (st) return st;
     if (c->precision == TRAIN_PREC_BF16 && c->device != TRAIN_DEVICE_CUDA)
         return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on a CUDA GPU (%s); use --precision fp32",
@@ -87,7 +91,6 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     if (!data_bits_valid(a->bits))
         return qp_fail(err, QP_ERR_INPUT, "--bits %d: use 1..8 for QAT, or 16/32 for full precision", a->bits);
     c->quant.bits = a->bits;
-    if ((st = train_method_parse(a->method, &c->method, err))) return st;
     /* EfficientQAT is defined for its asymmetric quantizer: auto means asym there */
     int eq = c->method != TRAIN_METHOD_QAT;
     if (eq && !strcmp(a->quantizer, "auto") && a->bits >= 2 && a->bits <= 8) a->quantizer = "asym";

@@ -62,8 +62,22 @@ static void dequant_all(model *m, const uint8_t *codes, int to_w)
     }
 }
 
-/* Forward, backward, then the step sizes' gradients from the weight gradients (the dW GEMMs
- * are still issued: grouped scales need them). Returns the loss; *gn the step sizes' norm. */
+/* model_backward without what E2E-QP does not train: no weight gradient of the tied
+ * embedding/head (its dX product only) and no embedding rows; the first block's input is data. */
+static void e2e_backward(model *m, const uint16_t *tgt, int B, int T)
+{
+    int L = m->s.n_layer, D = m->s.d_model, V = m->s.vocab, N = B * T;
+    model_acts *a = &m->a;
+    layer_softmax_xent_backward(a->probs, tgt, N, V);
+    layer_matmul_backward_rows(a->dln, m->g.wte, a->probs, a->lnf, m->p.wte, N, D, V, NULL, 0, NULL);
+    memset(a->dx, 0, (size_t)N * D * sizeof(float));
+    layer_rmsnorm_backward(a->dx, m->g.lnf, a->dln, a->resid + (size_t)L * N * D, m->p.lnf, a->lnf_rstd, N, D);
+    for (int l = L - 1; l >= 0; l--) model_block_backward(m, l, a->resid + (size_t)l * N * D, a->dx, B, T, l > 0);
+}
+
+/* Forward, backward, then the step sizes' gradients from the weight gradients (the block
+ * linears' dW GEMMs are still issued: grouped scales need them). Returns the loss; *gn the
+ * step sizes' norm. */
 static float step_grads(model *m, const uint8_t *codes, const uint16_t *inp, const uint16_t *tgt, double *gn)
 {
     int B = m->B, T = m->T;
@@ -72,7 +86,7 @@ static float step_grads(model *m, const uint8_t *codes, const uint16_t *inp, con
     dequant_all(m, codes, 0);
     float loss = model_forward(m, inp, tgt, B, T);
     model_zero_grad(m);
-    model_backward(m, inp, tgt, B, T);
+    e2e_backward(m, tgt, B, T);
     double ss = 0;
     size_t at = 0;
     for (int k = 0; k < 4; k++) {
