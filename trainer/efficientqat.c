@@ -62,6 +62,13 @@ qp_status eq_check(const train_config *c, const train_sched *s, const train_data
             return qp_fail(err, QP_ERR_INPUT, "Block-AP gets %.0f calibration tokens, less than one window of "
                                               "--context %.0f: raise --blockap-tokens (or the QAT tokens, "
                                               "--blockap-share)", cal, T);
+        /* the caches are beside the model: refuse what cannot fit before allocating it */
+        const char *what;
+        double lim = train_memory_limit(c, &what), need = 12.0 * (p->n_cal + 64.0) * T * c->shape.d_model;
+        if (lim > 0 && need > lim)
+            return qp_fail(err, QP_ERR_INPUT, "Block-AP's caches for %ld calibration windows need %.3g bytes, "
+                                              "more than %s (%.3g); lower --blockap-tokens (or --blockap-share)",
+                           p->n_cal, need, what, lim);
         long max_val = (long)((d->n_val - 1) / (uint64_t)T);
         p->n_val = q->blockap_val_tokens < 0 ? 64 : (long)floor(q->blockap_val_tokens / T + 0.5); /* EQ's 64 */
         if (p->n_val > max_val) p->n_val = max_val;

@@ -208,6 +208,7 @@ typedef struct {
     ckpt_init_info init; /* --init: the checkpoint's metadata and hash */
     long steps_here;     /* steps trained in this process (--max-steps) */
     double last_save;    /* of the periodic saves */
+    long last_save_steps; /* steps_here at the last periodic save of the QAT phase */
     eq_env eq;           /* EfficientQAT's QAT phase (eq.h); plan only for qat */
 } job;
 
@@ -472,7 +473,7 @@ static qp_status job_loop(job *j, qp_error *err)
         job_maybe_save(j, step + 1, &last_save);
     }
     if (c->progress == 2 && steps_here > 0) fprintf(stderr, "\n");
-    j->steps_here = steps_here;
+    j->steps_here = j->last_save_steps = steps_here;
     j->last_save = last_save;
     return QP_OK;
 }
@@ -501,13 +502,15 @@ static void eq_maybe_save(void *ctx)
     job *j = ctx;
     const train_config *c = &j->c;
     double now = qp_now();
-    if (!c->state_path || !((c->save_every_steps > 0 && j->steps_here % c->save_every_steps == 0) ||
+    /* steps since the last save: Block-AP can save only at block boundaries */
+    if (!c->state_path || !((c->save_every_steps > 0 && j->steps_here - j->last_save_steps >= c->save_every_steps) ||
                             (c->save_every_seconds > 0 && now - j->last_save >= c->save_every_seconds)))
         return;
     qp_error e = {0};
     if (job_save(j, j->s.n_fp, NULL, &e))
         fprintf(stderr, "qatplan: warning: periodic state save failed (training goes on): %s\n", e.msg);
     j->last_save = qp_now();
+    j->last_save_steps = j->steps_here;
 }
 
 /* After the FP steps: the switch (loss_ptq), then Block-AP and/or E2E-QP. */
