@@ -252,8 +252,57 @@ static void test_refusals(void)
     }
 }
 
+/* The EfficientQAT record fields round-trip; a record without them reads them as unknown. */
+static void test_record_fields_roundtrip(void)
+{
+    data_run r;
+    data_run_init(&r);
+    snprintf(r.run_id, sizeof r.run_id, "x");
+    r.n_params = 1000;
+    r.d_fp = 100;
+    r.d_qat = 50;
+    r.bits = 2;
+    r.loss = 2.5;
+    snprintf(r.method, sizeof r.method, "efficientqat");
+    double *f[] = {&r.blockap_tokens, &r.blockap_epochs, &r.e2e_tokens, &r.blockap_mse, &r.flops_blockap,
+                   &r.flops_e2eqp, &r.storage_bits_per_weight, &r.train_state_bytes_blockap,
+                   &r.train_state_bytes_e2eqp, &r.peak_rss_bytes_blockap};
+    size_t nf = sizeof f / sizeof f[0];
+    for (size_t i = 0; i < nf; i++) *f[i] = 0.125 + (double)i * 1e9;
+    char *json = data_run_to_json(&r);
+    CU_ASSERT_FATAL(json != NULL);
+    data_run_list l;
+    data_run_list_init(&l);
+    qp_error e;
+    CU_ASSERT_EQUAL_FATAL(data_runs_parse_jsonl(json, "t", &l, &e), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 1);
+    data_run *b = &l.runs[0];
+    double *g[] = {&b->blockap_tokens, &b->blockap_epochs, &b->e2e_tokens, &b->blockap_mse, &b->flops_blockap,
+                   &b->flops_e2eqp, &b->storage_bits_per_weight, &b->train_state_bytes_blockap,
+                   &b->train_state_bytes_e2eqp, &b->peak_rss_bytes_blockap};
+    for (size_t i = 0; i < nf; i++) CU_ASSERT(*g[i] == *f[i]);
+    CU_ASSERT_STRING_EQUAL(b->method, "efficientqat");
+    data_run_list_free(&l);
+    free(json);
+    data_run_init(&r);
+    snprintf(r.run_id, sizeof r.run_id, "y");
+    r.n_params = 1000;
+    r.d_fp = 100;
+    r.d_qat = 50;
+    r.bits = 2;
+    r.loss = 2.5;
+    json = data_run_to_json(&r);
+    CU_ASSERT_PTR_NULL(strstr(json, "blockap"));
+    data_run_list_init(&l);
+    CU_ASSERT_EQUAL_FATAL(data_runs_parse_jsonl(json, "t", &l, &e), QP_OK);
+    CU_ASSERT(isnan(l.runs[0].blockap_mse) && isnan(l.runs[0].storage_bits_per_weight));
+    data_run_list_free(&l);
+    free(json);
+}
+
 static void add(CU_pSuite s)
 {
+    CU_add_test(s, "record fields round-trip", test_record_fields_roundtrip);
     CU_add_test(s, "blockap --blockap-epochs 0 is the PTQ model", test_blockap_epochs0_is_ptq);
     CU_add_test(s, "efficientqat's record, blockap and e2eqp alone", test_efficientqat_record);
     CU_add_test(s, "E2E-QP keeps the integer codes", test_e2e_keeps_codes);
