@@ -112,6 +112,13 @@ typedef struct {
     double unfrozen_ratio_eff; /* time average over the QAT steps of the freezable weights' unfrozen share */
     char freeze_mode[8];       /* "cwpl", "cwpn", "lwpn" */
     double refresh_tokens;     /* tokens between re-selections (cwpn, lwpn) */
+    /* EfficientQAT (method blockap, e2eqp, efficientqat; NAN when not recorded) */
+    double blockap_tokens, blockap_epochs, e2e_tokens; /* calibration tokens, epochs, E2E-QP tokens */
+    double blockap_mse;       /* mean over blocks of the final validation MSE */
+    double flops_blockap, flops_e2eqp; /* GEMM FLOPs of each phase */
+    double storage_bits_per_weight; /* block linears: codes, FP16 scales, b-bit zero points */
+    double train_state_bytes_blockap, train_state_bytes_e2eqp; /* allocations during each phase */
+    double peak_rss_bytes_blockap; /* getrusage peak at the end of Block-AP */
 } data_run;
 
 /* The record's training method: r->method, or "qat" when it has none. */

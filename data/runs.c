@@ -52,6 +52,9 @@ void data_run_init(data_run *r)
     r->flops_fp = r->flops_qat = r->trainable_params_qat = NAN;
     r->wall_seconds_qat = r->peak_rss_bytes = r->train_state_bytes = NAN;
     r->unfrozen_ratio = r->unfrozen_ratio_eff = r->refresh_tokens = NAN;
+    r->blockap_tokens = r->blockap_epochs = r->e2e_tokens = r->blockap_mse = NAN;
+    r->flops_blockap = r->flops_e2eqp = r->storage_bits_per_weight = NAN;
+    r->train_state_bytes_blockap = r->train_state_bytes_e2eqp = r->peak_rss_bytes_blockap = NAN;
     r->schedule = DATA_SCHED_CLASSIC;
     r->status = DATA_RUN_OK;
 }
@@ -128,6 +131,12 @@ static void add_method_fields(cJSON *o, const data_run *r)
         {"wall_seconds_qat", r->wall_seconds_qat}, {"peak_rss_bytes", r->peak_rss_bytes},
         {"train_state_bytes", r->train_state_bytes}, {"unfrozen_ratio", r->unfrozen_ratio},
         {"unfrozen_ratio_eff", r->unfrozen_ratio_eff}, {"refresh_tokens", r->refresh_tokens},
+        {"blockap_tokens", r->blockap_tokens}, {"blockap_epochs", r->blockap_epochs},
+        {"e2e_tokens", r->e2e_tokens}, {"blockap_mse", r->blockap_mse}, {"flops_blockap", r->flops_blockap},
+        {"flops_e2eqp", r->flops_e2eqp}, {"storage_bits_per_weight", r->storage_bits_per_weight},
+        {"train_state_bytes_blockap", r->train_state_bytes_blockap},
+        {"train_state_bytes_e2eqp", r->train_state_bytes_e2eqp},
+        {"peak_rss_bytes_blockap", r->peak_rss_bytes_blockap},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (isfinite(f[i].v)) dj_add_real(o, f[i].k, f[i].v);
@@ -404,6 +413,12 @@ static qp_status method_from_json(const cJSON *o, data_run *r, const char *where
         {"wall_seconds_qat", &r->wall_seconds_qat}, {"peak_rss_bytes", &r->peak_rss_bytes},
         {"train_state_bytes", &r->train_state_bytes}, {"unfrozen_ratio", &r->unfrozen_ratio},
         {"unfrozen_ratio_eff", &r->unfrozen_ratio_eff}, {"refresh_tokens", &r->refresh_tokens},
+        {"blockap_tokens", &r->blockap_tokens}, {"blockap_epochs", &r->blockap_epochs},
+        {"e2e_tokens", &r->e2e_tokens}, {"blockap_mse", &r->blockap_mse}, {"flops_blockap", &r->flops_blockap},
+        {"flops_e2eqp", &r->flops_e2eqp}, {"storage_bits_per_weight", &r->storage_bits_per_weight},
+        {"train_state_bytes_blockap", &r->train_state_bytes_blockap},
+        {"train_state_bytes_e2eqp", &r->train_state_bytes_e2eqp},
+        {"peak_rss_bytes_blockap", &r->peak_rss_bytes_blockap},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if ((st = dj_get_real(o, f[i].k, 0, f[i].dst, where, err))) return st;

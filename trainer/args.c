@@ -87,7 +87,9 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     if (efqat && !strcmp(a->device, "cuda"))
         return qp_fail(err, QP_ERR_INPUT, "--method efqat runs on --device cpu only so far (no CUDA path "
                                           "yet); use --device cpu");
-    if (efqat && !strcmp(a->device, "auto")) a->device = "cpu"; /* the only device EfQAT runs on */
+    /* EfQAT's and EfficientQAT's methods run on the CPU only so far: auto takes it (cuda with
+     * EfficientQAT's is refused later) */
+    if (c->method != TRAIN_METHOD_QAT && !strcmp(a->device, "auto")) a->device = "cpu";
     if ((st = resolve_device(a, err))) return st;
     if (c->method != TRAIN_METHOD_EFQAT && (c->unfrozen >= 0 || a->efqat_mode || c->refresh_steps > 0))
         return qp_fail(err, QP_ERR_INPUT, "%s applies to --method efqat; add --method efqat or drop it",
@@ -95,6 +97,9 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     if (!data_bits_valid(a->bits))
         return qp_fail(err, QP_ERR_INPUT, "--bits %d: use 1..8 for QAT, or 16/32 for full precision", a->bits);
     c->quant.bits = a->bits;
+    /* EfficientQAT is defined for its asymmetric quantizer: auto means asym there */
+    int eq = train_method_is_eq(c->method);
+    if (eq && !strcmp(a->quantizer, "auto") && a->bits >= 2 && a->bits <= 8) a->quantizer = "asym";
     if ((st = train_quantizer_parse(a->quantizer, a->bits, &c->quant.kind, err))) return st;
     if ((st = check_sources(a, err))) return st;
     if (c->resume && !c->state_path)

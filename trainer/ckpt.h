@@ -53,6 +53,12 @@ typedef struct {
     double wall_switch;    /* wall seconds (all processes) at the switch */
     /* from format 4 on (NAN from an older state: the record then leaves them out) */
     double flops_fp, flops_qat; /* GEMM FLOPs of the training steps of each phase */
+    /* EfficientQAT's QAT phase (eq.h; 0 when read from a state without them) */
+    int64_t eq_stage;      /* EQ_STAGE_*: none, Block-AP, E2E-QP, done */
+    int64_t blockap_blocks; /* blocks reconstructed (Block-AP resumes at this block's start) */
+    int64_t e2e_step;      /* E2E-QP steps done */
+    double blockap_mse;    /* sum over the blocks done of their final validation MSE */
+    double flops_blockap, flops_e2eqp; /* GEMM FLOPs of the method's steps so far */
 } train_progress;
 
 /* The settings that change a run's result, one "key value" line each (keys are the options

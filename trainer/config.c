@@ -34,7 +34,7 @@ qp_status train_shape_finish(train_shape *s, qp_error *err)
     return QP_OK;
 }
 
-static const char *mnames[TRAIN_METHOD_COUNT_] = {"qat", "efqat"};
+static const char *mnames[TRAIN_METHOD_COUNT_] = {"qat", "efqat", "blockap", "e2eqp", "efficientqat"};
 static const char *fnames[TRAIN_EFQAT_COUNT_] = {"cwpl", "cwpn", "lwpn"};
 
 const char *train_method_name(train_method m) { return (m >= 0 && m < TRAIN_METHOD_COUNT_) ? mnames[m] : "?"; }
@@ -46,7 +46,12 @@ qp_status train_method_parse(const char *name, train_method *out, qp_error *err)
             *out = (train_method)i;
             return QP_OK;
         }
-    return qp_fail(err, QP_ERR_INPUT, "--method %s: use qat or efqat", name);
+    return qp_fail(err, QP_ERR_INPUT, "--method %s: use qat, efqat, blockap, e2eqp or efficientqat", name);
+}
+
+int train_method_is_eq(train_method m)
+{
+    return m == TRAIN_METHOD_BLOCKAP || m == TRAIN_METHOD_E2EQP || m == TRAIN_METHOD_EFFICIENTQAT;
 }
 
 const char *train_efqat_mode_name(train_efqat_mode m)
@@ -165,6 +170,7 @@ void train_config_default(train_config *c)
     c->eval_tokens = 65536;
     c->save_every_seconds = TRAIN_SAVE_EVERY_DEFAULT;
     c->progress = 1;
+    c->eq = (train_eq_config){-1, -1, 0.5, 2, 1e-5, 1e-4, 20, -1, 2e-5, 0.03, 0.3}; /* val -1: 64 windows */
 }
 
 qp_status train_config_check(const train_config *c, qp_error *err)

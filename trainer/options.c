@@ -16,6 +16,9 @@
     {sec, name, TRAIN_OPT_REAL, arg, lo, hi, open, NULL, def, help, grid, OFF(field), 0, 0}
 #define COUNT(sec, name, arg, def, help, grid, field) \
     {sec, name, TRAIN_OPT_COUNT, arg, 1, TRAIN_MAX_TOKENS, 0, NULL, def, help, grid, OFF(field), 0, 0}
+/* a token count that may be 0 */
+#define COUNT0(sec, name, arg, def, help, grid, field) \
+    {sec, name, TRAIN_OPT_COUNT, arg, 0, TRAIN_MAX_TOKENS, 0, NULL, def, help, grid, OFF(field), 0, 0}
 #define ENUM(sec, name, arg, choices, def, help, grid, field) \
     {sec, name, TRAIN_OPT_ENUM, arg, 0, 0, 0, choices, def, help, grid, OFF(field), 0, 0}
 #define STR(sec, type, name, arg, def, help, grid, field) \
@@ -57,6 +60,43 @@ const train_option train_options[] = {
         "start from this qatplan checkpoint's parameters and train only the QAT phase: --tokens are "
         "QAT tokens, --qat-fraction is ignored; the model options must match the checkpoint", NULL,
         c.init_path),
+    ENUM("method", "--method", "M", TRAIN_METHOD_CHOICES, "qat",
+         "QAT phase: qat (every weight trains); efqat (partial update: the rows with the largest mean |w| "
+         "train, the others keep frozen codes and train only their step sizes); EfficientQAT's blockap, "
+         "e2eqp, or efficientqat (both in turn; asym quantizer, classic schedule or --init, --embed-bits 0)",
+         NULL, method),
+    REAL("method", "--unfrozen", "R", 0, 1, 0, "0.05",
+         "efqat: share of each matrix's rows that train (lwpn: of all freezable weights); 1 = full QAT",
+         NULL, c.unfrozen),
+    ENUM("method", "--efqat-mode", "M", TRAIN_EFQAT_MODE_CHOICES, "cwpl",
+         "efqat: rows selected once (cwpl), rows re-selected (cwpn), whole matrices re-selected (lwpn)",
+         NULL, efqat_mode),
+    INT("method", "--refresh", "STEPS", 1, 1099511627776.0, "64",
+        "efqat cwpn/lwpn: steps between re-selections", NULL, c.refresh_steps),
+    COUNT0("method", "--blockap-tokens", "D", "share of the QAT tokens / epochs",
+          "Block-AP calibration tokens (whole context windows, sampled from the training data)", NULL,
+          c.eq.blockap_tokens),
+    INT("method", "--blockap-epochs", "E", 0, 1000, "2", "Block-AP epochs over the calibration windows",
+        NULL, c.eq.blockap_epochs),
+    REAL("method", "--blockap-share", "X", 0, 1, 0, "0.5",
+         "efficientqat: share of the QAT tokens (--qat-fraction x --tokens) spent as Block-AP token passes "
+         "(calibration tokens x epochs); the rest is E2E-QP", NULL, c.eq.blockap_share),
+    REAL("method", "--blockap-weight-lr", "X", 0, 1, 1, "1e-5",
+         "Block-AP learning rate of the weights and norm gains", NULL, c.eq.blockap_weight_lr),
+    REAL("method", "--blockap-qparam-lr", "X", 0, 1, 1, "1e-4",
+         "Block-AP learning rate of the step sizes and zero points", NULL, c.eq.blockap_qparam_lr),
+    REAL("method", "--blockap-min-lr-factor", "X", 1, 1e6, 0, "20",
+         "Block-AP cosine schedule ends at lr / X", NULL, c.eq.blockap_min_lr_factor),
+    COUNT0("method", "--blockap-val-tokens", "D", "64 windows",
+          "Block-AP validation tokens (the first windows of the validation data)", NULL, c.eq.blockap_val_tokens),
+    COUNT0("method", "--e2e-tokens", "D", "the QAT tokens left after Block-AP",
+          "E2E-QP training tokens", NULL, c.eq.e2e_tokens),
+    REAL("method", "--e2e-lr", "X", 0, 1, 1, "2e-5", "E2E-QP peak learning rate of the step sizes", NULL,
+         c.eq.e2e_lr),
+    REAL("method", "--e2e-warmup-frac", "X", 0, 1, 0, "0.03", "E2E-QP warmup, fraction of its steps", NULL,
+         c.eq.e2e_warmup_frac),
+    REAL("method", "--e2e-grad-clip", "X", 0, 1e6, 0, "0.3", "E2E-QP gradient-norm clip (0 = none)", NULL,
+         c.eq.e2e_grad_clip),
     INT("budget", "--batch", "B", 1, 1 << 20, "16", "sequences per step; tokens per step = B x context",
         "train.batch", c.batch),
     INT("quantization", "--bits", "B", 1, 32, "4", "weight bits: 1..8, or 16/32 = full precision",
@@ -95,17 +135,6 @@ const train_option train_options[] = {
         "seeds", c.seed),
     INT("schedule and optimizer", "--threads", "N", 1, 256, "2", "CPU threads", "train.threads (or cores / jobs)",
         c.threads),
-    ENUM("method", "--method", "M", TRAIN_METHOD_CHOICES, "qat",
-         "QAT phase: qat (every weight trains) or efqat (partial update: the rows with the largest "
-         "mean |w| train, the others keep frozen codes and train only their step sizes)", NULL, method),
-    REAL("method", "--unfrozen", "R", 0, 1, 0, "0.05",
-         "efqat: share of each matrix's rows that train (lwpn: of all freezable weights); 1 = full QAT",
-         NULL, c.unfrozen),
-    ENUM("method", "--efqat-mode", "M", TRAIN_EFQAT_MODE_CHOICES, "cwpl",
-         "efqat: rows selected once (cwpl), rows re-selected (cwpn), whole matrices re-selected (lwpn)",
-         NULL, efqat_mode),
-    INT("method", "--refresh", "STEPS", 1, 1099511627776.0, "64",
-        "efqat cwpn/lwpn: steps between re-selections", NULL, c.refresh_steps),
     ENUM("device", "--device", "D", "cpu|cuda|auto", "auto",
          "auto: a CUDA GPU when this qatplan has the CUDA backend and one is found, else the CPU", NULL, device),
     ENUM("device", "--precision", "P", "fp32|bf16", "fp32",
@@ -223,7 +252,8 @@ static qp_status parse_number(const train_option *o, const char *v, void *dst, q
         return QP_OK;
     }
     if (o->type == TRAIN_OPT_COUNT) {
-        if ((st = qp_parse_count(v, o->name, &dv, err))) return st;
+        if (o->lo == 0 && !strcmp(v, "0")) dv = 0; /* the counts that may be zero */
+        else if ((st = qp_parse_count(v, o->name, &dv, err))) return st;
         if (!(dv >= o->lo && dv <= o->hi))
             return qp_fail(err, QP_ERR_INPUT, "%s %g: use %g to %g tokens", o->name, dv, o->lo, o->hi);
     } else {

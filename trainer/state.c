@@ -17,7 +17,8 @@
 #define STATE_VERSION 4u
 #define STATE_V2_WORDS 8        /* format 2: 8 progress words after the head, no count */
 #define STATE_V3_WORDS 10       /* format 3: a count, then this many progress words */
-#define STATE_WORDS 13          /* format 4: three more (FLOPs per phase, EfQAT's bytes) */
+#define STATE_V4_MIN_WORDS 13   /* format 4: three more (FLOPs per phase, EfQAT's bytes) ... */
+#define STATE_WORDS 19          /* ... then EfficientQAT's 6 (written: all 19) */
 /* magic, version, two lengths, n_floats (24 bytes); format 2: 8 words; format 3: the word
  * count and the words (a later format may append words: a reader takes those it knows) */
 #define STATE_PREFIX_V2 (24 + 8 * STATE_V2_WORDS)
@@ -153,9 +154,24 @@ void state_settings(char *buf, size_t n, const train_config *c, const train_sche
     if (init_sha256) add_line(buf, n, &at, "--init", "checkpoint sha256 %s", init_sha256);
     if (c->method != TRAIN_METHOD_QAT) {
         add_line(buf, n, &at, "--method", "%s", train_method_name(c->method));
-        add_real(buf, n, &at, "--unfrozen", c->unfrozen);
-        add_line(buf, n, &at, "--efqat-mode", "%s", train_efqat_mode_name(c->efqat_mode));
-        if (c->efqat_mode != TRAIN_EFQAT_CWPL) add_line(buf, n, &at, "--refresh", "%ld", c->refresh_steps);
+        if (c->method == TRAIN_METHOD_EFQAT) {
+            add_real(buf, n, &at, "--unfrozen", c->unfrozen);
+            add_line(buf, n, &at, "--efqat-mode", "%s", train_efqat_mode_name(c->efqat_mode));
+            if (c->efqat_mode != TRAIN_EFQAT_CWPL) add_line(buf, n, &at, "--refresh", "%ld", c->refresh_steps);
+        } else {
+            const train_eq_config *q = &c->eq;
+            add_real(buf, n, &at, "--blockap-tokens", q->blockap_tokens);
+            add_line(buf, n, &at, "--blockap-epochs", "%d", q->blockap_epochs);
+            add_real(buf, n, &at, "--blockap-share", q->blockap_share);
+            add_real(buf, n, &at, "--blockap-weight-lr", q->blockap_weight_lr);
+            add_real(buf, n, &at, "--blockap-qparam-lr", q->blockap_qparam_lr);
+            add_real(buf, n, &at, "--blockap-min-lr-factor", q->blockap_min_lr_factor);
+            add_real(buf, n, &at, "--blockap-val-tokens", q->blockap_val_tokens);
+            add_real(buf, n, &at, "--e2e-tokens", q->e2e_tokens);
+            add_real(buf, n, &at, "--e2e-lr", q->e2e_lr);
+            add_real(buf, n, &at, "--e2e-warmup-frac", q->e2e_warmup_frac);
+            add_real(buf, n, &at, "--e2e-grad-clip", q->e2e_grad_clip);
+        }
     }
     add_real(buf, n, &at, "--warmup-frac", c->warmup_frac);
     add_real(buf, n, &at, "--decay-frac", s->decay_frac);
@@ -277,7 +293,9 @@ static void put_prefix(unsigned char *b, uint32_t sl, uint32_t rl, uint64_t nf, 
     uint64_t w[STATE_WORDS] = {(uint64_t)pr->step, (uint64_t)pr->adam_t, pr->rng, (uint64_t)pr->switched,
                                (uint64_t)pr->finished, dbits(pr->loss_fp_switch), dbits(pr->wall_seconds),
                                dbits(pr->train_loss), dbits(pr->loss_ptq), dbits(pr->wall_switch),
-                               dbits(pr->flops_fp), dbits(pr->flops_qat), eb};
+                               dbits(pr->flops_fp), dbits(pr->flops_qat), eb,
+                               (uint64_t)pr->eq_stage, (uint64_t)pr->blockap_blocks, (uint64_t)pr->e2e_step,
+                               dbits(pr->blockap_mse), dbits(pr->flops_blockap), dbits(pr->flops_e2eqp)};
     put64(b + 24, STATE_WORDS);
     for (int i = 0; i < STATE_WORDS; i++) put64(b + 32 + 8 * i, w[i]);
 }
@@ -297,6 +315,12 @@ static void get_progress(const unsigned char *w, size_t nw, train_progress *pr)
     pr->wall_switch = nw > 9 ? bitsd(get64(w + 72)) : NAN;
     pr->flops_fp = nw > 10 ? bitsd(get64(w + 80)) : NAN;
     pr->flops_qat = nw > 11 ? bitsd(get64(w + 88)) : NAN;
+    pr->eq_stage = nw > 13 ? (int64_t)get64(w + 104) : 0;
+    pr->blockap_blocks = nw > 14 ? (int64_t)get64(w + 112) : 0;
+    pr->e2e_step = nw > 15 ? (int64_t)get64(w + 120) : 0;
+    pr->blockap_mse = nw > 16 ? bitsd(get64(w + 128)) : 0;
+    pr->flops_blockap = nw > 17 ? bitsd(get64(w + 136)) : 0;
+    pr->flops_e2eqp = nw > 18 ? bitsd(get64(w + 144)) : 0;
 }
 
 /* Bytes of EfQAT's section after the moments (progress word 12; none before format 4). */
@@ -361,7 +385,7 @@ static qp_status check_head(const char *path, const unsigned char *b, size_t *pl
                                           "finish it with the qatplan that saved it)",
                        path, head[1], STATE_VERSION, head[1] < 2 ? " (saved by an older qatplan)" : "");
     uint64_t nw = head[1] == 2 ? STATE_V2_WORDS : get64(b + 24);
-    if (head[1] != 2 && (nw < (head[1] == 3 ? STATE_V3_WORDS : STATE_WORDS) || nw > (STATE_PREFIX_MAX - 32) / 8))
+    if (head[1] != 2 && (nw < (head[1] == 3 ? STATE_V3_WORDS : STATE_V4_MIN_WORDS) || nw > (STATE_PREFIX_MAX - 32) / 8))
         return qp_fail(err, QP_ERR_PARSE, "%s: damaged header (%llu progress words); delete it and "
                                           "start again", path, (unsigned long long)nw);
     *pl = head[1] == 2 ? STATE_PREFIX_V2 : 32 + 8 * (size_t)nw;

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "ckpt.h"
+#include "eq.h"
 #include "formulas.h"
 #include "gemm.h"
 #include "model.h"
@@ -225,6 +226,10 @@ typedef struct {
     double last_print;  /* of the terminal progress line */
     char settings[8192]; /* state_settings() of this run */
     ckpt_init_info init; /* --init: the checkpoint's metadata and hash */
+    long steps_here;     /* steps trained in this process (--max-steps) */
+    double last_save;    /* of the periodic saves */
+    long last_save_steps; /* steps_here at the last periodic save of the QAT phase */
+    eq_env eq;           /* EfficientQAT's QAT phase (eq.h); plan only for qat */
 } job;
 
 /* --init: a quantized run on the CPU path or CUDA, from a checkpoint of this shape. */
@@ -317,6 +322,7 @@ static qp_status job_check(job *j, qp_error *err)
         if (d->val[i] >= c->shape.vocab)
             return qp_fail(err, QP_ERR_INPUT, "validation token %llu has id %u >= vocabulary %d",
                            (unsigned long long)i, d->val[i], c->shape.vocab);
+    if ((st = eq_check(c, &j->s, d, &j->eq.plan, err))) return st;
     long n_eval = (long)(c->eval_tokens / T); /* bounded by train_config_check */
     long max_eval = (long)((d->n_val - 1) / (uint64_t)T);
     j->n_eval = n_eval > max_eval ? max_eval : n_eval < 1 ? 1 : n_eval;
@@ -400,10 +406,10 @@ static qp_status write_outputs(const model *m, const char *ckpt, const char *exp
 }
 
 /* The cost fields counted during the run (flops per phase, EfQAT's shares). */
-static void fill_costs(data_run *rec, const train_progress *pr, const model *m)
+static void fill_costs(data_run *rec, const train_progress *pr, const model *m, int eq)
 {
     rec->flops_fp = pr->flops_fp;
-    rec->flops_qat = pr->flops_qat;
+    if (!eq) rec->flops_qat = pr->flops_qat; /* EfficientQAT's: Block-AP's and E2E-QP's (eq_fill_record) */
     if (!m->efq) return;
     if (m->efq->steps > 0) rec->unfrozen_ratio_eff = m->efq->eff_sum / (double)m->efq->steps;
     if (isfinite(m->efq->trainable_max)) rec->trainable_params_qat = m->efq->trainable_max;
@@ -508,7 +514,9 @@ static qp_status job_loop(job *j, qp_error *err)
     double lim = c->diverge_loss > 0 ? c->diverge_loss : 3.0 * log((double)c->shape.vocab) + 5.0;
     long steps_here = 0;
     qp_status st;
-    for (long step = (long)j->pr.step; step < s->total; step++) {
+    /* EfficientQAT's methods run their QAT phase after the FP steps (job_eq) */
+    long end = train_method_is_eq(c->method) ? s->n_fp : s->total;
+    for (long step = (long)j->pr.step; step < end; step++) {
         if (stop_requested || (c->max_steps > 0 && steps_here >= c->max_steps)) {
             if (c->state_path) {
                 if ((st = job_save(j, step, NULL, err))) return st;
@@ -556,8 +564,82 @@ static qp_status job_loop(job *j, qp_error *err)
         if (c->progress) job_progress(j, step, qat, lr, steps_here, t_loop);
         job_maybe_save(j, step + 1, &last_save);
     }
-    if (c->progress == 2) fprintf(stderr, "\n");
+    if (c->progress == 2 && steps_here > 0) fprintf(stderr, "\n");
+    j->steps_here = j->last_save_steps = steps_here;
+    j->last_save = last_save;
     return QP_OK;
+}
+
+/* ---- EfficientQAT's QAT phase (eq.h): the job's side of it --------------------------------- */
+
+static int eq_stop(void *ctx)
+{
+    job *j = ctx;
+    return stop_requested || (j->c.max_steps > 0 && j->steps_here >= j->c.max_steps);
+}
+
+static qp_status eq_save(void *ctx, qp_error *err)
+{
+    job *j = ctx;
+    if (!j->c.state_path) return QP_OK;
+    qp_status st = job_save(j, j->s.n_fp, NULL, err);
+    if (!st && j->c.progress)
+        fprintf(stderr, "%sstopped in the QAT phase (%s); state saved to %s\n", j->c.progress == 2 ? "\n" : "",
+                train_method_name(j->c.method), j->c.state_path);
+    return st;
+}
+
+static void eq_maybe_save(void *ctx)
+{
+    job *j = ctx;
+    const train_config *c = &j->c;
+    double now = qp_now();
+    /* steps since the last save: Block-AP can save only at block boundaries */
+    if (!c->state_path || !((c->save_every_steps > 0 && j->steps_here - j->last_save_steps >= c->save_every_steps) ||
+                            (c->save_every_seconds > 0 && now - j->last_save >= c->save_every_seconds)))
+        return;
+    qp_error e = {0};
+    if (job_save(j, j->s.n_fp, NULL, &e))
+        fprintf(stderr, "qatplan: warning: periodic state save failed (training goes on): %s\n", e.msg);
+    j->last_save = qp_now();
+    j->last_save_steps = j->steps_here;
+}
+
+/* After the FP steps: the switch (loss_ptq), then Block-AP and/or E2E-QP. */
+static qp_status job_eq(job *j, qp_error *err)
+{
+    eq_env *e = &j->eq;
+    e->m = &j->m;
+    e->c = &j->c;
+    e->d = j->d;
+    e->pr = &j->pr;
+    e->inp = j->inp;
+    e->tgt = j->tgt;
+    e->steps_here = &j->steps_here;
+    e->ctx = j;
+    e->stop = eq_stop;
+    e->save = eq_save;
+    e->maybe_save = eq_maybe_save;
+    e->peak_rss_blockap = NAN;
+    if (!j->pr.switched) job_switch(j, j->s.n_fp);
+    qp_status st = eq_run(e, err);
+    if (st == QP_ERR_INTERRUPTED) {
+        char what[512];
+        snprintf(what, sizeof what, "%s", err ? err->msg : "stopped");
+        return qp_fail(err, QP_ERR_INTERRUPTED, "%s%s%s", what,
+                       j->c.state_path ? "; continue with --resume --state " : " (no --state: progress lost)",
+                       j->c.state_path ? j->c.state_path : "");
+    }
+    if (st == QP_ERR_DIVERGED) {
+        data_run *rec = j->rec;
+        rec->status = DATA_RUN_DIVERGED;
+        snprintf(rec->reason, sizeof rec->reason, "%s", err ? err->msg : "diverged");
+        rec->wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
+        job_save_finished(j);
+        return qp_fail(err, QP_ERR_DIVERGED, "run diverged: %s", rec->reason);
+    }
+    if (!st) eq_fill_record(j->rec, e);
+    return st;
 }
 
 /* This process's peak resident memory in bytes (Linux reports kilobytes); NAN if unknown. */
@@ -599,7 +681,7 @@ static qp_status job_finish(job *j, const char *checkpoint_path, const char *exp
     /* f = 0: the final model is the PTQ model, quantized by the same rules */
     if (quant) rec->loss_ptq = j->s.n_qat > 0 ? j->pr.loss_ptq : rec->loss; /* NAN from a format-2 state */
     if (c->shape.vocab == 256) rec->val_bpb = rec->loss / log(2.0);
-    fill_costs(rec, &j->pr, m);
+    fill_costs(rec, &j->pr, m, train_method_is_eq(c->method));
     if (!isfinite(rec->loss)) {
         rec->status = DATA_RUN_DIVERGED;
         snprintf(rec->reason, sizeof rec->reason, "final validation loss is %g; lower --lr", rec->loss);
@@ -665,7 +747,8 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         goto done;
     }
     fill_record(rec, c, &j.s, &j.m, c->init_path ? &j.init : NULL);
-    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN, NAN, NAN, 0.0, 0.0};
+    j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN, NAN, NAN, 0.0, 0.0,
+                            0, 0, 0, 0, 0, 0};
     if (c->method == TRAIN_METHOD_EFQAT && (st = efqat_create(&j.m, c->unfrozen, c->efqat_mode, err))) goto done;
     if (c->resume) {
         char *record = NULL, saved_id[sizeof rec->run_id];
@@ -689,6 +772,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     }
     if ((st = train_backend_open(c->device, &j.m, c->precision == TRAIN_PREC_BF16, &j.be, &j.dev, err))) goto done;
     st = job_loop(&j, err);
+    if (!st && train_method_is_eq(c->method)) st = job_eq(&j, err);
     if (!st) st = job_finish(&j, checkpoint_path, export_path, err);
 done:
     if (finished_before) *finished_before = fin;

@@ -62,13 +62,24 @@ qp_status train_qspec_check(const train_qspec *q, const train_shape *s, qp_error
 
 /* ---- training method ----------------------------------------------------- */
 
-/* The QAT phase's method (docs/trainer.md, "Methods"): full QAT, or EfQAT (partial-update QAT:
- * the most important rows train, the others keep frozen integer codes and train only their
- * step sizes). The one owner of the names: the options table's choices spell the same list. */
-typedef enum { TRAIN_METHOD_QAT = 0, TRAIN_METHOD_EFQAT, TRAIN_METHOD_COUNT_ } train_method;
-#define TRAIN_METHOD_CHOICES "qat|efqat"
-const char *train_method_name(train_method m); /* "qat", "efqat" */
+/* The QAT phase's method (docs/trainer.md, "Methods" and "EfficientQAT"): full QAT (the step
+ * loop); EfQAT (partial-update QAT: the most important rows train, the others keep frozen
+ * integer codes and train only their step sizes); EfficientQAT's block-wise reconstruction
+ * (blockap), its step-size-only phase (e2eqp), or both in turn (efficientqat). The one owner
+ * of the names: the options table's choices spell the same list. */
+typedef enum {
+    TRAIN_METHOD_QAT = 0,
+    TRAIN_METHOD_EFQAT,
+    TRAIN_METHOD_BLOCKAP,
+    TRAIN_METHOD_E2EQP,
+    TRAIN_METHOD_EFFICIENTQAT,
+    TRAIN_METHOD_COUNT_
+} train_method;
+#define TRAIN_METHOD_CHOICES "qat|efqat|blockap|e2eqp|efficientqat"
+const char *train_method_name(train_method m); /* "qat", "efqat", "blockap", "e2eqp", "efficientqat" */
 qp_status train_method_parse(const char *name, train_method *out, qp_error *err);
+/* blockap, e2eqp, efficientqat: the QAT phase is EfficientQAT's own loop (job_eq), not the step loop */
+int train_method_is_eq(train_method m);
 
 /* EfQAT's freezing modes: channel-wise (rows) with the set locked at the start (cwpl) or
  * re-selected every --refresh steps (cwpn), or layer-wise re-selected (lwpn). */
@@ -77,6 +88,17 @@ typedef enum { TRAIN_EFQAT_CWPL = 0, TRAIN_EFQAT_CWPN, TRAIN_EFQAT_LWPN, TRAIN_E
 #define TRAIN_EFQAT_REFRESH_DEFAULT 64 /* steps between re-selections (cwpn, lwpn) */
 const char *train_efqat_mode_name(train_efqat_mode m);
 qp_status train_efqat_mode_parse(const char *name, train_efqat_mode *out, qp_error *err);
+
+/* EfficientQAT's settings (--blockap-*, --e2e-*). Token counts 0: from the QAT budget. */
+typedef struct {
+    double blockap_tokens;    /* calibration tokens (whole windows of the context) */
+    double e2e_tokens;        /* E2E-QP training tokens */
+    double blockap_share;     /* efficientqat: share of the QAT budget's token passes for Block-AP */
+    int blockap_epochs;
+    double blockap_weight_lr, blockap_qparam_lr, blockap_min_lr_factor;
+    double blockap_val_tokens;
+    double e2e_lr, e2e_warmup_frac, e2e_grad_clip;
+} train_eq_config;
 
 /* ---- training configuration --------------------------------------------- */
 
@@ -99,6 +121,7 @@ typedef struct {
                               * < 0 = not given (0.05) */
     train_efqat_mode efqat_mode;
     long refresh_steps;      /* EfQAT cwpn/lwpn: steps between re-selections; 0 = not given */
+    train_eq_config eq;      /* blockap, e2eqp, efficientqat */
     double min_lr_frac;      /* learning rate at the end of a decay, as a fraction of lr */
     double warmup_frac;      /* warmup (and QAT re-warmup in classic) as a fraction of the phase */
     double decay_frac;       /* decay length as a fraction of the phase; < 0: default */
