@@ -20,7 +20,8 @@ static void fit_help(FILE *f)
             "  --form F              chinchilla (E, A, B, alpha, beta on full-precision runs), qat (the full\n"
             "                        law, 16 coefficients, all bit widths; default), fraction (the constant\n"
             "                        a of f_hat = exp(-a/ln S_total)) or penalty (the QAT penalty alone,\n"
-            "                        11 coefficients, over a full-precision law: see below)\n"
+            "                        11 coefficients, over a full-precision law: see below) or efficiency\n"
+            "                        (eta_1..eta_8: --method's QAT tokens count eta x D_qat in --qat-law)\n"
             "  --bootstrap K         refit K resamples of the runs; the law carries 95%% intervals and the\n"
             "                        samples (default 0: none)\n"
             "  --huber-delta X       Huber threshold on log-loss residuals (default 1e-3)\n"
@@ -31,6 +32,8 @@ static void fit_help(FILE *f)
             "  --method M            training method of the quantized runs to fit: qat (default), efqat,\n"
             "                        efficientqat, blockap or e2eqp; runs of other methods are excluded\n"
             "                        and counted (records without a method are qat)\n"
+            "  --qat-law FILE|NAME   --form efficiency: the QAT law held fixed (a qat law, or a penalty law\n"
+            "                        over --fp-law, default the built-in chinchilla)\n"
             "  --report FILE         also write the fit report (residuals by size and bit width) to FILE\n"
             "  -q, --quiet           do not print the report on stdout\n\n"
             "penalty fits (--form penalty):\n"
@@ -340,11 +343,64 @@ static qp_status parse_method(const char *v, char *out, size_t n, qp_error *err)
     return QP_OK;
 }
 
+/* --form efficiency: eta per bit width of --method's runs against --qat-law (with --fp-law
+ * under a penalty law) held fixed. */
+static int cmd_fit_efficiency(char **files, int n, const char *out_path, const char *report_path, int quiet,
+                              fit_options *fo, const char *qat_law, const char *fp_law)
+{
+    qp_error err = {0};
+    qp_status st = check_paths(files, n, out_path, report_path, &err);
+    if (!st && !qat_law)
+        st = qp_fail(&err, QP_ERR_USAGE, "--form efficiency measures a method against a QAT law: give --qat-law FILE|NAME "
+                                         "(e.g. own, or the law fitted to your qat runs)");
+    data_law q, fp, law;
+    int has_q = 0, has_fp = 0;
+    data_law_init(&law, DATA_LAW_EFFICIENCY);
+    if (!st && !(st = law_read(qat_law, &q, &err))) has_q = 1;
+    if (!st && fp_law && !(st = law_read(fp_law, &fp, &err))) has_fp = 1;
+    if (!st && q.form != DATA_LAW_QAT && q.form != DATA_LAW_PENALTY)
+        st = qp_fail(&err, QP_ERR_USAGE, "--qat-law must be a qat or penalty law, not %s", data_law_form_name(q.form));
+    if (!st && has_fp && fp.form != DATA_LAW_CHINCHILLA && fp.form != DATA_LAW_QAT)
+        st = qp_fail(&err, QP_ERR_USAGE, "--fp-law must be a chinchilla or qat law, not %s", data_law_form_name(fp.form));
+    data_law chin;
+    law_builtin_chinchilla(&chin);
+    law_model m;
+    if (!st) st = law_model_init(&m, has_fp ? &fp : q.form == DATA_LAW_QAT ? &q : &chin, &q, &err);
+    data_run_list runs;
+    data_run_list_init(&runs);
+    for (int i = 0; i < n && !st; i++) st = data_runs_read(files[i], &runs, &err);
+    char *src = st ? NULL : join_sources(files, n);
+    if (src) snprintf(fo->source, sizeof fo->source, "%s; qat law held fixed: %s", src, qat_law);
+    fit_efficiency_report rep;
+    if (!st) st = fit_efficiency(&runs, &m, fo, &law, &rep, &err);
+    if (!st) st = data_law_write(out_path, &law, &err);
+    if (!st) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *mem = open_memstream(&text, &len);
+        if (!mem) st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
+        else {
+            fit_efficiency_report_print(mem, &rep, &law);
+            fprintf(mem, "wrote %s\n", out_path);
+            fclose(mem);
+            if (!quiet) fputs(text, stdout);
+            if (report_path) st = qp_write_file_atomic(report_path, text, len, &err);
+        }
+        free(text);
+    }
+    free(src);
+    if (has_q) data_law_free(&q);
+    if (has_fp) data_law_free(&fp);
+    data_law_free(&law);
+    data_run_list_free(&runs);
+    return cli_report(st, &err);
+}
+
 int cmd_fit(int argc, char **argv)
 {
     enum { O_FORM = 256, O_BOOT, O_HUBER, O_SEED, O_STARTS, O_THREADS, O_REPORT, O_SYNTH,
            O_SYNTH_LAW, O_RUNS, O_NOISE, O_OUTLIERS, O_FP_LAW, O_POINTS, O_ANCHOR, O_ANCHOR_W, O_UNITS,
-           O_SOURCE, O_REPRO, O_METHOD };
+           O_SOURCE, O_REPRO, O_METHOD, O_QAT_LAW };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},      {"form", required_argument, 0, O_FORM},
         {"bootstrap", required_argument, 0, O_BOOT}, {"huber-delta", required_argument, 0, O_HUBER},
@@ -357,13 +413,14 @@ int cmd_fit(int argc, char **argv)
         {"fraction-anchor", required_argument, 0, O_ANCHOR}, {"anchor-weight", required_argument, 0, O_ANCHOR_W},
         {"units", required_argument, 0, O_UNITS},   {"source", required_argument, 0, O_SOURCE},
         {"reproducible", no_argument, 0, O_REPRO}, {"method", required_argument, 0, O_METHOD},
+        {"qat-law", required_argument, 0, O_QAT_LAW},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     fit_options fo;
     fit_options_init(&fo);
     qp_error err = {0};
     qp_status st = QP_OK;
-    const char *out_path = NULL, *report_path = NULL, *synth_path = NULL, *synth_law = NULL;
+    const char *out_path = NULL, *report_path = NULL, *synth_path = NULL, *synth_law = NULL, *qat_law = NULL;
     int quiet = 0, form_given = 0;
     long v;
     double x, runs_n = NAN, noise = NAN, outliers = NAN;
@@ -406,6 +463,7 @@ int cmd_fit(int argc, char **argv)
         case O_SOURCE: pa.source = optarg; break;
         case O_REPRO: pa.reproducible = 1; break;
         case O_METHOD: st = parse_method(optarg, fo.method, sizeof fo.method, &err); break;
+        case O_QAT_LAW: qat_law = optarg; break;
         case 'h': fit_help(stdout); return 0;
         case ':':
             st = qp_fail(&err, QP_ERR_USAGE, "option %s needs a value: see 'qatplan fit --help'", argv[optind - 1]);
@@ -420,7 +478,7 @@ int cmd_fit(int argc, char **argv)
 
     if (synth_path) {
         if (!form_given) fo.form = DATA_LAW_QAT;
-        if (fo.form == DATA_LAW_FRACTION)
+        if (fo.form == DATA_LAW_FRACTION || fo.form == DATA_LAW_EFFICIENCY)
             return cli_report(qp_fail(&err, QP_ERR_USAGE, "--synth draws runs from a chinchilla or qat "
                                       "law: use --form chinchilla or --form qat"), &err);
         if (optind < argc)
@@ -447,6 +505,14 @@ int cmd_fit(int argc, char **argv)
                                   "write)"), &err);
     int penalty_opts = pa.fp_law || pa.points || isfinite(pa.anchor_a) || pa.anchor_w != 1.0 || pa.source || pa.reproducible;
     pa.method = fo.method;
+    if (fo.form == DATA_LAW_EFFICIENCY) {
+        if (pa.points || isfinite(pa.anchor_a) || pa.anchor_w != 1.0 || pa.source || pa.reproducible)
+            return cli_report(qp_fail(&err, QP_ERR_USAGE, "--points, --fraction-anchor, --anchor-weight, --source and "
+                                      "--reproducible go with --form penalty"), &err);
+        return cmd_fit_efficiency(argv + optind, argc - optind, out_path, report_path, quiet, &fo, qat_law, pa.fp_law);
+    }
+    if (qat_law)
+        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--qat-law goes with --form efficiency"), &err);
     if (fo.form == DATA_LAW_PENALTY)
         return cmd_fit_penalty(argv + optind, argc - optind, out_path, report_path, quiet, &fo, &pa);
     if (penalty_opts)

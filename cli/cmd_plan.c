@@ -47,6 +47,16 @@ static void plan_help(FILE *f)
             "                        law is also given; laws of different loss units are refused\n"
             "  --no-qat-law          plan without a QAT law: fractions from the paper's closed form\n"
             "                        only, no ranking of bit widths\n"
+            "  --method LIST         rank training methods (comma-separated): qat, efqat, e2eqp, blockap,\n"
+            "                        efficientqat. The budget becomes FLOPs, 6N per FP token and each\n"
+            "                        method's cost per QAT token; rows = method x bits; --memory holds\n"
+            "                        each method's storage. A method needs a law fitted to its runs or an\n"
+            "                        efficiency law ('qatplan fit --form efficiency --method M') given\n"
+            "                        with --law, else its rows show costs only (docs/planner.md)\n"
+            "  --unfrozen R          efqat: fraction of rows trained, 0..1 (default 0.05)\n"
+            "  --row-size C          input width of a row for the per-row scale term of the storage\n"
+            "                        (default 4096)\n"
+            "  --blockap-share S     efficientqat: share of the QAT FLOPs spent on Block-AP (default 0.5)\n"
             "  --json                print JSON (schema qatplan-plan-v1, docs/cli.md)\n"
             "  -h, --help            this help\n");
 }
@@ -101,7 +111,30 @@ static qp_status parse_mfu(const char *s, double *out, qp_error *err)
 }
 
 enum { O_PARAMS = 256, O_BUDGET, O_TOKENS, O_PEAK, O_MFU, O_FPT, O_MEMORY, O_BITS, O_BATCH, O_DECAY, O_LAW,
-       O_JSON, O_NO_QAT, O_TPP, O_FILL, O_EMBED, O_VOCAB, O_DMODEL, O_TIED, O_EBITS, O_GROUP };
+       O_JSON, O_NO_QAT, O_TPP, O_FILL, O_EMBED, O_VOCAB, O_DMODEL, O_TIED, O_EBITS, O_GROUP, O_METHOD, O_UNFROZEN,
+       O_ROWSIZE, O_BSHARE };
+
+/* "qat,efqat,efficientqat": each method once. */
+static qp_status parse_methods(const char *s, plan_request *req, qp_error *err)
+{
+    req->n_methods = 0;
+    size_t len = strlen(s);
+    if (!len || s[0] == ',' || s[len - 1] == ',' || strstr(s, ",,"))
+        return qp_fail(err, QP_ERR_USAGE, "--method '%s' has an empty entry: give e.g. --method qat,efqat", s);
+    char *copy = strdup(s);
+    if (!copy) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    qp_status st = QP_OK;
+    char *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t && !st; t = strtok_r(NULL, ",", &save)) {
+        plan_method m;
+        if ((st = plan_method_parse(t, &m, err))) break;
+        for (int i = 0; i < req->n_methods; i++)
+            if (req->methods[i] == m) st = qp_fail(err, QP_ERR_USAGE, "--method lists %s twice", t);
+        if (!st) req->methods[req->n_methods++] = m;
+    }
+    free(copy);
+    return st;
+}
 
 typedef struct {
     int json, no_qat, is_gpuh;
@@ -129,6 +162,10 @@ static qp_status parse_option(int c, const char *arg, plan_request *req, plan_la
     case O_EBITS: return qp_parse_real(arg, "--embed-bits", 1, 32, &req->embed_bits, err);
     case O_GROUP: return qp_parse_whole_count(arg, "--group-size", 1e9, &req->group_size, err);
     case O_BITS: return parse_bits(arg, req, err);
+    case O_METHOD: return parse_methods(arg, req, err);
+    case O_UNFROZEN: return qp_parse_real(arg, "--unfrozen", 0, 1, &req->unfrozen, err);
+    case O_ROWSIZE: return qp_parse_whole_count(arg, "--row-size", 1e9, &req->row_size, err);
+    case O_BSHARE: return qp_parse_real(arg, "--blockap-share", 0, 1, &req->blockap_share, err);
     case O_BATCH: return qp_parse_whole_count(arg, "--batch-tokens", 1e12, &req->batch_tokens, err);
     case O_DECAY: return qp_parse_real(arg, "--decay-frac", 1e-6, 0.999999, &req->decay_frac, err);
     case O_LAW: return plan_laws_add(laws, arg, err);
@@ -171,6 +208,8 @@ int cmd_plan(int argc, char **argv)
         {"vocab", required_argument, 0, O_VOCAB},        {"d-model", required_argument, 0, O_DMODEL},
         {"tied", no_argument, 0, O_TIED},               {"embed-bits", required_argument, 0, O_EBITS},
         {"group-size", required_argument, 0, O_GROUP},   {"help", no_argument, 0, 'h'},
+        {"method", required_argument, 0, O_METHOD},      {"unfrozen", required_argument, 0, O_UNFROZEN},
+        {"row-size", required_argument, 0, O_ROWSIZE},   {"blockap-share", required_argument, 0, O_BSHARE},
         {0, 0, 0, 0},
     };
     plan_request req;

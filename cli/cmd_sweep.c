@@ -240,9 +240,10 @@ static int run_all(const sweep_grid *g, const sweep_options *o, int quiet, qp_er
 static qp_status parse_fit_form(const char *s, data_law_form *form, qp_error *err)
 {
     qp_status st = data_law_form_parse(s, form, err);
-    if (!st && *form == DATA_LAW_PENALTY)
-        st = qp_fail(err, QP_ERR_USAGE, "a sweep refits chinchilla, qat or fraction laws; fit a penalty afterwards "
-                                        "with 'qatplan fit --form penalty RUNS'");
+    if (!st && (*form == DATA_LAW_PENALTY || *form == DATA_LAW_EFFICIENCY))
+        st = qp_fail(err, QP_ERR_USAGE, "a sweep refits chinchilla, qat or fraction laws; fit a %s law afterwards "
+                                        "with 'qatplan fit --form %s RUNS'", data_law_form_name(*form),
+                     data_law_form_name(*form));
     return st;
 }
 

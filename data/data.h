@@ -173,6 +173,10 @@ typedef enum {
     DATA_LAW_FRACTION,       /* a: f_hat = exp(-a / ln S_total) */
     DATA_LAW_PENALTY,        /* the qat form's three penalty terms alone (11 coefficients, theta..rho):
                                 composes with any full-precision law of the same units */
+    DATA_LAW_EFFICIENCY,     /* eta_1 .. eta_8: a training method's QAT-token efficiency per bit
+                                width against a qat law, L_m(N, D_fp, D_qat, B) =
+                                L_qat(N, D_fp, eta_B D_qat, B); 0 = not fitted at that width;
+                                prov.run_method names the method */
     DATA_LAW_FORM_COUNT_
 } data_law_form;
 

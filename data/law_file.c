@@ -10,12 +10,13 @@
 
 #include "json_util.h"
 
-static const char *form_names[DATA_LAW_FORM_COUNT_] = {"chinchilla", "qat", "fraction", "penalty"};
+static const char *form_names[DATA_LAW_FORM_COUNT_] = {"chinchilla", "qat", "fraction", "penalty", "efficiency"};
 static const char *unit_names[DATA_UNITS_COUNT_] = {"unknown", "nats_per_token", "nats_per_byte"};
 static const char *chinchilla_coefs[] = {"E", "A", "B", "alpha", "beta"};
 static const char *qat_coefs[] = {"E", "A", "B", "alpha", "beta", "theta", "kappa", "phi",
                                   "chi", "psi", "omega", "lambda", "mu", "xi", "nu", "rho"};
 static const char *fraction_coefs[] = {"a"};
+static const char *efficiency_coefs[] = {"eta_1", "eta_2", "eta_3", "eta_4", "eta_5", "eta_6", "eta_7", "eta_8"};
 
 const char *data_law_form_name(data_law_form f)
 {
@@ -29,7 +30,7 @@ qp_status data_law_form_parse(const char *name, data_law_form *out, qp_error *er
             *out = (data_law_form)i;
             return QP_OK;
         }
-    return qp_fail(err, QP_ERR_INPUT, "unknown law form '%s': qatplan knows chinchilla, qat, fraction and penalty",
+    return qp_fail(err, QP_ERR_INPUT, "unknown law form '%s': qatplan knows chinchilla, qat, fraction, penalty and efficiency",
                    name);
 }
 
@@ -55,6 +56,7 @@ int data_law_ncoef(data_law_form f)
     case DATA_LAW_QAT: return 16;
     case DATA_LAW_FRACTION: return 1;
     case DATA_LAW_PENALTY: return 11;
+    case DATA_LAW_EFFICIENCY: return 8;
     case DATA_LAW_FORM_COUNT_: break;
     }
     return 0;
@@ -68,6 +70,7 @@ const char *data_law_coef_name(data_law_form f, int i)
     case DATA_LAW_QAT: return qat_coefs[i];
     case DATA_LAW_FRACTION: return fraction_coefs[i];
     case DATA_LAW_PENALTY: return qat_coefs[5 + i]; /* theta..rho: the qat form's penalty terms */
+    case DATA_LAW_EFFICIENCY: return efficiency_coefs[i];
     case DATA_LAW_FORM_COUNT_: break;
     }
     return NULL;
@@ -126,6 +129,17 @@ qp_status data_law_validate(const data_law *law, qp_error *err)
         if (law->has_interval && (!isfinite(law->ci_lo[i]) || !isfinite(law->ci_hi[i])))
             return qp_fail(err, QP_ERR_NUMERIC, "law coefficient %s has a non-finite confidence interval",
                            data_law_coef_name(law->form, i));
+    }
+    if (law->form == DATA_LAW_EFFICIENCY) {
+        /* an eta scales QAT tokens: negative means nothing, and the law is one method's */
+        for (int i = 0; i < n; i++)
+            if (law->coef[i] < 0)
+                return qp_fail(err, QP_ERR_INPUT, "efficiency law coefficient %s = %g is negative: an eta is a "
+                                                  "token-efficiency factor >= 0 (0 = not fitted)",
+                               data_law_coef_name(law->form, i), law->coef[i]);
+        if (!law->prov.run_method[0] || !strcmp(law->prov.run_method, "qat"))
+            return qp_fail(err, QP_ERR_INPUT, "an efficiency law must name its training method (provenance "
+                                              "run_method, e.g. \"efqat\"; qat is the reference itself)");
     }
     for (long k = 0; k < (long)law->n_samples * n; k++)
         if (!isfinite(law->samples[k]))

@@ -346,6 +346,17 @@ static qp_status json_core(const cJSON *o, data_run *r, const char *name, long l
         (st = json_real(o, C_FRAC, 0, &f, where, err)) || (st = json_real(o, C_BITS, 0, &bits, where, err)) ||
         (st = json_real(o, C_LOSS, 0, &r->loss, where, err)))
         return st;
+    if (isnan(r->d_fp) != isnan(r->d_qat)) { /* one phase and the total: the other phase follows */
+        if (isnan(total))
+            return qp_fail(err, QP_ERR_PARSE, "%s: %s is given without %s: give both, or the total tokens with "
+                                              "either", where, isnan(r->d_fp) ? "d_qat" : "d_fp",
+                           isnan(r->d_fp) ? "d_fp" : "d_qat");
+        double *other = isnan(r->d_fp) ? &r->d_fp : &r->d_qat;
+        *other = total - (isnan(r->d_fp) ? r->d_qat : r->d_fp);
+        if (!(*other >= -1e-3 * fabs(total)))
+            return qp_fail(err, QP_ERR_PARSE, "%s: one phase's tokens exceed the total tokens %.6g", where, total);
+        if (*other < 0) *other = 0; /* printed values' rounding */
+    }
     int has_loss = json_alias(o, C_LOSS, &key) != NULL, has_split = !isnan(r->d_fp) && !isnan(r->d_qat);
     int fp = bits >= DATA_FP_BITS; /* no cast before the range check below */
     char miss[600] = "";

@@ -148,6 +148,47 @@ qp_status fit_penalty_points_from_runs(const data_run_list *runs, const data_law
 qp_status fit_penalty_points_read(const char *path, fit_penalty_point **pts, size_t *n, qp_error *err);
 
 /* ======================================================================== */
+/* The efficiency form: a method's token-efficiency factor per bit width      */
+/* (docs/fitter.md, "Efficiency fits")                                      */
+/* ======================================================================== */
+
+/* Residuals of one bit width, or of one S_qat decade. */
+typedef struct {
+    double key;          /* bits, or the decade's lower edge of S_qat */
+    int n;
+    double eta, eta_lo, eta_hi; /* per bit width (NAN in the S_qat groups and without a bootstrap) */
+    int at_bound;        /* eta ended on a bound of [FIT_ETA_MIN, FIT_ETA_MAX] */
+    double mean_resid, rmse_log; /* log(predicted / observed) */
+} fit_eta_group;
+
+#define FIT_ETA_MIN 1e-3
+#define FIT_ETA_MAX 1e3
+
+typedef struct {
+    int n_input, n_used;
+    int n_not_ok;        /* diverged, failed or non-finite */
+    int n_fp;            /* full-precision runs (no QAT phase: they carry no eta) */
+    int n_other_method;  /* quantized runs of another method */
+    int n_no_qat;        /* runs of the method with D_qat = 0, or a width outside whole 1..8 */
+    fit_eta_group by_bits[8];
+    int n_bitw;
+    fit_eta_group by_sqat[24];
+    int n_sqat;
+    double rmse_log;
+    int bootstrap_done;
+} fit_efficiency_report;
+
+/* Fits eta_b for every whole bit width b in 1..8 that `opt->method`'s quantized runs cover:
+ * the eta in [FIT_ETA_MIN, FIT_ETA_MAX] minimising the summed Huber (opt->huber_delta) of
+ * log L_qat(N, D_fp, eta D_qat, b) - log loss over those runs, with `qat` held fixed (a
+ * log-spaced grid, then Brent's method, gsl_min). opt->bootstrap resamples of the runs
+ * within each width give the intervals. opt->method must name a method other than qat.
+ * `out` is initialised here (form efficiency; eta 0 where not fitted). */
+qp_status fit_efficiency(const data_run_list *runs, const law_model *qat, const fit_options *opt, data_law *out,
+                         fit_efficiency_report *rep, qp_error *err);
+void fit_efficiency_report_print(FILE *f, const fit_efficiency_report *rep, const data_law *law);
+
+/* ======================================================================== */
 /* Synthetic runs (docs/fitter.md, "Synthetic runs")                        */
 /* ======================================================================== */
 

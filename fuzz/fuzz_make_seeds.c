@@ -35,6 +35,15 @@ static int tokens(const char *dir)
     for (int i = 0; i < 8; i++) t[i] = (uint16_t)(i % 2);
     snprintf(p, sizeof p, "%s/binary.tok", dir);
     if (data_tokens_write(p, t, 8, 2, "b", &e)) goto fail;
+    /* an llm.c shard: 256 little-endian int32 (magic, version, count, zeros), then uint16 ids */
+    snprintf(p, sizeof p, "%s/shard.bin", dir);
+    FILE *f = fopen(p, "wb");
+    if (!f) return fprintf(stderr, "fuzz_make_seeds: cannot write %s\n", p), 1;
+    int32_t hdr[256] = {(int32_t)DATA_SHARD_MAGIC, DATA_SHARD_VERSION, 12};
+    uint16_t ids[12];
+    for (int i = 0; i < 12; i++) ids[i] = (uint16_t)(i * 4000 + 7);
+    int ok = fwrite(hdr, sizeof hdr, 1, f) == 1 && fwrite(ids, sizeof ids, 1, f) == 1;
+    if (fclose(f) || !ok) return fprintf(stderr, "fuzz_make_seeds: cannot write %s\n", p), 1;
     return 0;
 fail:
     fprintf(stderr, "fuzz_make_seeds: %s\n", e.msg);

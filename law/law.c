@@ -38,6 +38,7 @@ int law_theta_is_log(data_law_form form, int i)
     case DATA_LAW_PENALTY: /* the qat form's parameters from theta on */
         return law_theta_is_log(DATA_LAW_QAT, i + P_THETA);
     case DATA_LAW_FRACTION:
+    case DATA_LAW_EFFICIENCY:
     case DATA_LAW_FORM_COUNT_:
         break;
     }
@@ -180,4 +181,11 @@ double law_penalty(const data_law *law, const law_point *x)
     if (law->form != DATA_LAW_PENALTY && law->form != DATA_LAW_QAT) return NAN;
     if (!in_domain(x)) return NAN;
     return x->bits >= LAW_FP_BITS ? 0 : signed_sum(law, x, 3, 3);
+}
+
+double law_efficiency_eta(const data_law *law, double bits)
+{
+    if (law->form != DATA_LAW_EFFICIENCY || !(bits >= 1 && bits <= 8) || fabs(bits - round(bits)) > 1e-9) return NAN;
+    double eta = law->coef[(int)round(bits) - 1];
+    return eta > 0 && isfinite(eta) ? eta : NAN; /* 0: not fitted at this width */
 }

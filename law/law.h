@@ -42,6 +42,11 @@ double law_loss(const data_law *law, const law_point *x);
  * quantized model adds over the full-precision model of the same N and D. NAN otherwise. */
 double law_penalty(const data_law *law, const law_point *x);
 
+/* An efficiency law's eta at `bits` (a method's QAT tokens count as eta * D_qat tokens of
+ * the qat law): coef[bits - 1] for whole widths 1..8; NAN where the law has none (not
+ * fitted there, a fractional or ternary width, another form). */
+double law_efficiency_eta(const data_law *law, double bits);
+
 /* The law in the fitter's parametrization: theta holds the log of every positive
  * coefficient (E, A, B, theta, phi, lambda) and the exponents as they are, so the law is
  * log L = LSE(terms) with every term linear in theta. Lengths: data_law_ncoef(form). */

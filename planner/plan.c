@@ -16,6 +16,21 @@ const char *plan_bits_label(double bits, char *buf, size_t n)
     return buf;
 }
 
+static const char *method_names[PLAN_METHOD_COUNT_] = {"qat", "efqat", "e2eqp", "blockap", "efficientqat"};
+
+const char *plan_method_name(plan_method m) { return (unsigned)m < PLAN_METHOD_COUNT_ ? method_names[m] : "?"; }
+
+qp_status plan_method_parse(const char *name, plan_method *out, qp_error *err)
+{
+    for (int i = 0; i < PLAN_METHOD_COUNT_; i++)
+        if (!strcmp(name, method_names[i])) {
+            *out = (plan_method)i;
+            return QP_OK;
+        }
+    return qp_fail(err, QP_ERR_USAGE, "unknown training method '%s': use qat, efqat, e2eqp, blockap or efficientqat",
+                   name);
+}
+
 const char *plan_mode_name(plan_mode m)
 {
     switch (m) {
@@ -33,6 +48,10 @@ void plan_request_init(plan_request *r)
     r->embed_params = 0;
     r->embed_bits = 16;
     r->decay_frac = 0.2;
+    r->unfrozen = 0.05;
+    r->row_size = 4096;
+    r->blockap_share = 0.5;
+    r->blockap_epochs = 2;
     static const double defaults[] = {1, 2, 3, 4, 6, 8};
     r->n_bits = 6;
     memcpy(r->bits, defaults, sizeof defaults);
@@ -40,9 +59,7 @@ void plan_request_init(plan_request *r)
 
 /* ---- warnings: one per key (a law and a quantity), the most severe kept --- */
 
-static void warn_keyed(plan_result *r, const char *key, double severity, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void warn_keyed(plan_result *r, const char *key, double severity, const char *fmt, ...)
+void plan_warn_keyed(plan_result *r, const char *key, double severity, const char *fmt, ...)
 {
     char text[384];
     va_list ap;
@@ -67,7 +84,7 @@ static void warn_keyed(plan_result *r, const char *key, double severity, const c
     r->severity[r->n_warnings++] = severity;
 }
 
-#define warn(r, ...) warn_keyed((r), NULL, 1, __VA_ARGS__)
+#define warn(r, ...) plan_warn_keyed((r), NULL, 1, __VA_ARGS__)
 
 /* Most severe first (stable, so equal severities keep their order). */
 static void sort_warnings(plan_result *r)
@@ -108,17 +125,17 @@ static void check_bits(plan_result *res, const data_law *law, const char *what, 
     char key[48], lbl[16];
     snprintf(key, sizeof key, "%s:bits:%g", what, bits);
     if (lo && hi)
-        warn_keyed(res, key, 1.0, "%s bits lies between the widths %d and %d the %s law was fitted on: interpolating",
+        plan_warn_keyed(res, key, 1.0, "%s bits lies between the widths %d and %d the %s law was fitted on: interpolating",
                    plan_bits_label(bits, lbl, sizeof lbl), lo, hi, what);
     else if (p->n_bits) { /* severity: how many bits beyond the nearest fitted width */
         double nearest = bits < p->bits[0] ? p->bits[0] : p->bits[p->n_bits - 1];
-        warn_keyed(res, key, 1.5 + fabs(bits - nearest),
+        plan_warn_keyed(res, key, 1.5 + fabs(bits - nearest),
                    "%s bits is outside the bit widths the %s law was fitted on (%d-%d): extrapolating",
                    plan_bits_label(bits, lbl, sizeof lbl), what, p->bits[0], p->bits[p->n_bits - 1]);
     }
 }
 
-static void check_range(plan_result *res, const data_law *law, const char *what, double n, double d, double bits,
+void plan_check_range(plan_result *res, const data_law *law, const char *what, double n, double d, double bits,
                         double s)
 {
     const data_law_provenance *p = &law->prov;
@@ -126,25 +143,25 @@ static void check_range(plan_result *res, const data_law *law, const char *what,
     double k;
     if (isfinite(p->n_min) && (k = beyond(n, p->n_min, p->n_max)) > 1.001) {
         snprintf(key, sizeof key, "%s:N", what);
-        warn_keyed(res, key, k, "N = %s is %.3gx outside the %s law's fitted range %s-%s parameters: extrapolating",
+        plan_warn_keyed(res, key, k, "N = %s is %.3gx outside the %s law's fitted range %s-%s parameters: extrapolating",
                    qp_format_count(n, a, sizeof a), k, what, qp_format_count(p->n_min, b, sizeof b),
                    qp_format_count(p->n_max, c, sizeof c));
     }
     if (isfinite(p->d_min) && (k = beyond(d, p->d_min, p->d_max)) > 1.001) {
         snprintf(key, sizeof key, "%s:D", what);
-        warn_keyed(res, key, k, "D = %s tokens is %.3gx outside the %s law's fitted range %s-%s tokens: extrapolating",
+        plan_warn_keyed(res, key, k, "D = %s tokens is %.3gx outside the %s law's fitted range %s-%s tokens: extrapolating",
                    qp_format_count(d, a, sizeof a), k, what, qp_format_count(p->d_min, b, sizeof b),
                    qp_format_count(p->d_max, c, sizeof c));
     }
     if (law->form != DATA_LAW_CHINCHILLA && bits < LAW_FP_BITS && !law_has_bits(law, bits)) check_bits(res, law, what, bits);
     if (isfinite(p->s_min) && isfinite(s) && (k = beyond(s, p->s_min, p->s_max)) > 1.001) {
         snprintf(key, sizeof key, "%s:S", what);
-        warn_keyed(res, key, k, "S_total = %.3g (%g bits) is %.3gx outside the %s law's fitted range %.3g-%.3g: "
+        plan_warn_keyed(res, key, k, "S_total = %.3g (%g bits) is %.3gx outside the %s law's fitted range %.3g-%.3g: "
                                 "extrapolating", s, bits, k, what, p->s_min, p->s_max);
     }
 }
 
-static void set_schedule(const plan_request *req, plan_row *r)
+void plan_set_schedule(const plan_request *req, plan_row *r)
 {
     /* The paper saw fusion help at 4 and 6 bits and fail at 1 bit and some 2-bit settings. */
     r->schedule = data_schedule_resolve((int)r->bits, r->d_fp, r->d_qat,
@@ -193,7 +210,7 @@ static qp_status plan_row_law(const law_model *m, plan_result *out, plan_row *r,
 {
     qp_status st;
     if ((st = plan_optimal_fraction(m, r->n_params, r->d_total, r->bits, &r->f_opt, &r->loss_opt, err))) return st;
-    plan_frac_ctx c = {m, r->n_params, r->d_total, r->bits};
+    plan_frac_ctx c = {m, r->n_params, r->d_total, r->bits, 0};
     law_point opt = {r->n_params, (1 - r->f_opt) * r->d_total, r->f_opt * r->d_total, r->bits};
     r->penalty = law_model_penalty(m, &opt);
     if (isfinite(r->f_hat)) r->loss_f_hat = plan_loss_at_fraction(r->f_hat, &c);
@@ -215,17 +232,20 @@ static qp_status plan_row_law(const law_model *m, plan_result *out, plan_row *r,
         law_point x = {r->n_params, (1 - fs[k]) * r->d_total, fs[k] * r->d_total, r->bits};
         if (law_check_point(m, &x, r->invalid_reason, sizeof r->invalid_reason) != LAW_CHECK_OK) {
             r->valid = 0;
-            warn_keyed(out, NULL, INFINITY, "%s bits is not recommended: %s", plan_bits_label(r->bits, lbl, sizeof lbl),
+            plan_warn_keyed(out, NULL, INFINITY, "%s bits is not recommended: %s", plan_bits_label(r->bits, lbl, sizeof lbl),
                        r->invalid_reason);
         }
     }
     return QP_OK;
 }
 
-static void row_init(plan_row *r, double bits)
+static void row_init(plan_row *r, plan_method method, double bits)
 {
     memset(r, 0, sizeof *r);
+    r->method = method;
     r->bits = bits;
+    r->eta = 1;
+    r->rankable = 1;
     r->valid = 1;
     r->fits_memory = -1;
     r->f_opt = r->loss_opt = r->loss_f_hat = r->loss_10pct = r->extra_tokens_10pct = r->penalty = NAN;
@@ -234,9 +254,13 @@ static void row_init(plan_row *r, double bits)
 }
 
 /* N for the row: given, the largest that fits the memory, or searched under the law. */
-static qp_status row_size(const plan_request *req, plan_mode mode, const law_model *m, plan_row *r, qp_error *err)
+qp_status plan_row_size(const plan_request *req, plan_mode mode, const law_model *m, plan_row *r, qp_error *err)
 {
-    double n_max = isfinite(req->memory_bytes) ? plan_largest_n_in_memory(req, r->bits) : NAN;
+    /* with methods, memory means each method's storage (spec 6.2) */
+    int st_model = req->n_methods > 0;
+    double n_max = !isfinite(req->memory_bytes) ? NAN
+                   : st_model ? plan_largest_n_in_storage(req, r->method, r->bits)
+                              : plan_largest_n_in_memory(req, r->bits);
     if (mode != PLAN_MODE_GIVEN_N && isfinite(req->memory_bytes) && !isfinite(n_max))
         return qp_fail(err, QP_ERR_INPUT, "not even a 1-parameter model fits %.4g bytes at %g bits with the "
                                           "embeddings given: raise --memory", req->memory_bytes, r->bits);
@@ -259,7 +283,11 @@ static qp_status row_size(const plan_request *req, plan_mode mode, const law_mod
     r->embed_params = plan_embed_params(req, r->n_params);
     r->weight_bytes = r->n_params * r->bits / 8.0;
     r->memory_bytes = plan_memory_bytes(req, r->n_params, r->bits);
-    if (isfinite(req->memory_bytes)) r->fits_memory = r->memory_bytes <= req->memory_bytes * (1 + 1e-9);
+    r->storage_bits_per_weight = plan_storage_bits(req, r->method, r->bits);
+    r->storage_bytes = plan_storage_bytes(req, r->method, r->n_params, r->bits);
+    r->qat_flops_per_token = plan_qat_flops_per_token(req, r->method, r->n_params);
+    double held = st_model ? r->storage_bytes : r->memory_bytes;
+    if (isfinite(req->memory_bytes)) r->fits_memory = held <= req->memory_bytes * (1 + 1e-9);
     r->d_total = plan_tokens_for(req, r->n_params);
     if (!isfinite(r->d_total) || !(r->d_total >= 1))
         return qp_fail(err, QP_ERR_INPUT, "the budget gives %g tokens for N = %g: it must give at least one token",
@@ -319,6 +347,19 @@ static qp_status check_request(const plan_request *req, plan_mode *mode, qp_erro
 {
     int budgets = isfinite(req->flops) + isfinite(req->tokens) + isfinite(req->tokens_per_param);
     if (req->n_bits < 1) return qp_fail(err, QP_ERR_USAGE, "no bit widths to plan for: --bits needs at least one");
+    if (!(req->unfrozen >= 0 && req->unfrozen <= 1))
+        return qp_fail(err, QP_ERR_USAGE, "--unfrozen %g is outside [0, 1]: give EfQAT's fraction of rows trained, e.g. 0.05",
+                       req->unfrozen);
+    if (!(req->blockap_share >= 0 && req->blockap_share <= 1))
+        return qp_fail(err, QP_ERR_USAGE, "--blockap-share %g is outside [0, 1]: give the share of the QAT FLOPs spent on "
+                                          "Block-AP, e.g. 0.5", req->blockap_share);
+    if (!(req->row_size >= 1) || !(req->blockap_epochs >= 0))
+        return qp_fail(err, QP_ERR_USAGE, "--row-size must be >= 1 and --blockap-epochs >= 0");
+    int other = 0;
+    for (int i = 0; i < req->n_methods; i++) other |= req->methods[i] != PLAN_METHOD_QAT;
+    if (other && isfinite(req->flops_per_token))
+        return qp_fail(err, QP_ERR_USAGE, "--flops-per-token sets one cost per token, but --method prices each method's "
+                                          "QAT tokens itself: drop --flops-per-token");
     if (!(req->decay_frac > 0 && req->decay_frac < 1)) return qp_fail(err, QP_ERR_INPUT, "--decay-frac must be in (0, 1)");
     if ((isfinite(req->tokens) || isfinite(req->tokens_per_param)) && isfinite(req->flops_per_token))
         return qp_fail(err, QP_ERR_USAGE, "--flops-per-token converts a FLOP budget to tokens; with --tokens or "
@@ -339,6 +380,9 @@ static qp_status check_request(const plan_request *req, plan_mode *mode, qp_erro
                                           "--tokens-per-param (only --budget goes with --tokens-per-param)");
     if (isfinite(req->flops) && !req->fill_memory) {
         *mode = PLAN_MODE_SEARCH;
+        if (other)
+            return qp_fail(err, QP_ERR_USAGE, "ranking methods other than qat does not search the model size: give "
+                                              "--params (or --memory with --fill-memory)");
         if (isfinite(req->flops_per_token))
             return qp_fail(err, QP_ERR_USAGE, "searching the model size needs FLOPs per token that follow N (6*N): "
                                               "drop --flops-per-token, or give --params");
@@ -354,8 +398,9 @@ static qp_status check_request(const plan_request *req, plan_mode *mode, qp_erro
 static qp_status plan_row_all(const plan_request *req, const plan_laws *laws, const law_model *m, int has_model,
                               plan_result *out, plan_row *r, double *sample_loss, qp_error *err)
 {
-    qp_status st = row_size(req, out->mode, m, r, err);
+    qp_status st = plan_row_size(req, out->mode, m, r, err);
     if (st) return st;
+    r->rankable = out->ranked;
     r->d_total = isfinite(req->batch_tokens) ? floor(r->d_total / req->batch_tokens) * req->batch_tokens : floor(r->d_total);
     if (!(r->d_total >= 1))
         return qp_fail(err, QP_ERR_INPUT, "the budget gives less than one %s at %g bits: raise it",
@@ -368,19 +413,23 @@ static qp_status plan_row_all(const plan_request *req, const plan_laws *laws, co
                   "weight bytes); give a larger budget", r->s_total, r->bits);
     if (has_model) {
         r->loss_fp = law_model_loss_fp(m, r->n_params, r->d_total);
-        check_range(out, m->fp, "full-precision", r->n_params, r->d_total, LAW_FP_BITS, NAN);
+        plan_check_range(out, m->fp, "full-precision", r->n_params, r->d_total, LAW_FP_BITS, NAN);
     }
-    if (laws->has_fraction) check_range(out, &laws->fraction, "fraction", r->n_params, r->d_total, r->bits, r->s_total);
+    if (laws->has_fraction) plan_check_range(out, &laws->fraction, "fraction", r->n_params, r->d_total, r->bits, r->s_total);
     double fraction = r->f_hat;
     if (out->ranked) {
-        check_range(out, m->penalty, "QAT", r->n_params, r->d_total, r->bits, r->s_total);
+        plan_check_range(out, m->penalty, "QAT", r->n_params, r->d_total, r->bits, r->s_total);
         if ((st = plan_row_law(m, out, r, sample_loss, err))) return st;
         fraction = r->f_opt;
     }
     if (isfinite(fraction)) {
         round_split(req, r, fraction);
-        set_schedule(req, r);
+        plan_set_schedule(req, r);
+        /* c_m = 6N: the compute fraction is the token fraction */
+        r->compute_fraction = r->d_qat * r->qat_flops_per_token /
+                              (6 * r->n_params * r->d_fp + r->qat_flops_per_token * r->d_qat);
     } else {
+        r->compute_fraction = NAN;
         r->fraction = r->d_qat = r->d_fp = NAN;
         r->schedule = r->bits >= 3 ? DATA_SCHED_FUSED : DATA_SCHED_CLASSIC;
         r->qat_start_token = r->decay_start_token = r->fp_decay_start_token = NAN;
@@ -406,14 +455,30 @@ qp_status plan_run(const plan_request *req, const plan_laws *laws, plan_result *
         return qp_fail(err, QP_ERR_USAGE, "searching the model size needs a QAT law: drop --no-qat-law, or give --params");
     int ns = out->ranked ? m.penalty->n_samples : 0;
     double *samples = ns ? malloc(sizeof(double) * (size_t)ns * (size_t)req->n_bits) : NULL;
-    double *sample_loss[PLAN_MAX_BITS] = {0};
+    double *sample_loss[PLAN_MAX_ROWS] = {0};
     for (int i = 0; i < req->n_bits && samples; i++) sample_loss[i] = samples + (size_t)i * (size_t)ns;
-    for (int i = 0; i < req->n_bits && !st; i++) {
-        plan_row *r = &out->rows[out->n_rows++];
-        row_init(r, req->bits[i]);
-        st = plan_row_all(req, laws, &m, has_model, out, r, sample_loss[i], err);
+    int n_m = req->n_methods > 0 ? req->n_methods : 1, qat_done = 0;
+    for (int j = 0; j < n_m && !st; j++) {
+        plan_method pm = req->n_methods > 0 ? req->methods[j] : PLAN_METHOD_QAT;
+        for (int i = 0; i < req->n_bits && !st; i++) {
+            plan_row *r = &out->rows[out->n_rows];
+            row_init(r, pm, req->bits[i]);
+            /* the qat rows own the bootstrap samples (one method appears once) */
+            if (pm == PLAN_METHOD_QAT)
+                st = plan_row_all(req, laws, &m, has_model, out, r, qat_done ? NULL : sample_loss[i], err);
+            else st = plan_row_method(req, laws, &m, out->ranked, out, r, err);
+            if (pm == PLAN_METHOD_QAT && j > 0 && samples) { /* its samples follow the row */
+                sample_loss[out->n_rows] = sample_loss[i];
+                sample_loss[i] = NULL;
+            }
+            out->n_rows++;
+        }
+        qat_done |= pm == PLAN_METHOD_QAT;
     }
+    if (req->n_methods > 0) out->ranked = 0; /* ranked: some row has a predicted loss */
+    for (int i = 0; i < out->n_rows; i++) out->ranked |= out->rows[i].rankable && isfinite(out->rows[i].loss_opt);
     if (!st) recommend(out, sample_loss, samples ? ns : 0);
+    if (req->n_methods > 0 && !out->ranked) out->recommended = -1; /* methods are only ranked by a law */
     free(samples);
     sort_warnings(out);
     return st;
@@ -441,9 +506,9 @@ qp_status plan_eval(const plan_laws *laws, const law_point *x, plan_eval_result 
     plan_result *tmp = calloc(1, sizeof *tmp);
     if (!tmp) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     double s = law_tokens_per_param_byte(d, x->n_params, x->bits);
-    check_range(tmp, m.fp, "full-precision", x->n_params, d, LAW_FP_BITS, NAN);
-    if (quantized) check_range(tmp, m.penalty, "QAT", x->n_params, d, x->bits, s);
-    if (!out->valid) warn_keyed(tmp, NULL, INFINITY, "physically impossible: %s", out->invalid_reason);
+    plan_check_range(tmp, m.fp, "full-precision", x->n_params, d, LAW_FP_BITS, NAN);
+    if (quantized) plan_check_range(tmp, m.penalty, "QAT", x->n_params, d, x->bits, s);
+    if (!out->valid) plan_warn_keyed(tmp, NULL, INFINITY, "physically impossible: %s", out->invalid_reason);
     sort_warnings(tmp);
     memcpy(out->warnings, tmp->warnings, sizeof out->warnings);
     out->n_warnings = tmp->n_warnings;

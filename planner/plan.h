@@ -13,6 +13,21 @@
 #define PLAN_MAX_BITS 16
 #define PLAN_MAX_WARNINGS 32
 
+/* Training methods a plan can rank (seed-methods spec 6): full QAT, EfQAT (row freezing),
+ * EfficientQAT's two phases alone and together. */
+typedef enum {
+    PLAN_METHOD_QAT = 0,
+    PLAN_METHOD_EFQAT,
+    PLAN_METHOD_E2EQP,
+    PLAN_METHOD_BLOCKAP,
+    PLAN_METHOD_EFFICIENTQAT,
+    PLAN_METHOD_COUNT_
+} plan_method;
+#define PLAN_MAX_ROWS (PLAN_MAX_BITS * PLAN_METHOD_COUNT_)
+
+const char *plan_method_name(plan_method m); /* "qat", "efqat", "e2eqp", "blockap", "efficientqat" */
+qp_status plan_method_parse(const char *name, plan_method *out, qp_error *err);
+
 /* The laws a plan uses, by role. The built-in set: fp (Epoch AI's Chinchilla fit, nats per
  * token), fraction (the paper's a) and penalty (the reference QAT penalty, docs/reference-law.md).
  * A qat law (e.g. the built-in "own") replaces the penalty and is its own full-precision
@@ -25,6 +40,12 @@ typedef struct {
     int has_fp, has_fraction, has_penalty, has_qat;
     int fp_given;       /* the chinchilla law was given with --law, not the default */
     char fp_name[256], fraction_name[256], penalty_name[256], qat_name[256]; /* "built-in ..." or the file */
+    /* Per training method other than qat: a qat or penalty law fitted to its runs (its
+     * provenance run_method says which), or an efficiency law (eta per bit width against
+     * the qat law above). Index PLAN_METHOD_QAT is unused. */
+    data_law method_law[PLAN_METHOD_COUNT_], eta[PLAN_METHOD_COUNT_];
+    int has_method_law[PLAN_METHOD_COUNT_], has_eta[PLAN_METHOD_COUNT_];
+    char method_law_name[PLAN_METHOD_COUNT_][256], eta_name[PLAN_METHOD_COUNT_][256];
 } plan_laws;
 
 qp_status plan_laws_builtin(plan_laws *laws, qp_error *err); /* fails only on a broken build */
@@ -32,7 +53,8 @@ qp_status plan_laws_builtin(plan_laws *laws, qp_error *err); /* fails only on a 
 void plan_laws_drop_qat(plan_laws *laws);
 /* A built-in law by name (reference, own, chinchilla, fraction) or a law file, put in the
  * role its form gives, replacing that role's law (a qat law and a penalty law replace each
- * other). */
+ * other). A qat or penalty law whose provenance names another training method
+ * (run_method), and an efficiency law, go to that method's slot. */
 qp_status plan_laws_add(plan_laws *laws, const char *file_or_name, qp_error *err);
 /* The model the plan evaluates: refuses laws of different units. */
 qp_status plan_laws_model(const plan_laws *laws, law_model *m, qp_error *err);
@@ -72,10 +94,19 @@ typedef struct {
     double group_size;      /* weights per 16-bit scale; 0 = one per row (the default) */
     double bits[PLAN_MAX_BITS]; /* log2(3) = ternary */
     int n_bits;
+    /* Methods (docs/planner.md, "Methods"): n_methods 0 plans full QAT alone with the
+     * token budget split as before; else rows = methods x bits, the budget in FLOPs */
+    plan_method methods[PLAN_METHOD_COUNT_];
+    int n_methods;
+    double unfrozen;        /* efqat: fraction r of rows trained (default 0.05) */
+    double row_size;        /* C_in of the per-row scale term of the storage (default 4096) */
+    double blockap_share;   /* efficientqat: share of the QAT FLOPs spent on Block-AP (default 0.5) */
+    double blockap_epochs;  /* E of Block-AP's (6E + 4) N_body FLOPs per calibration token (default 2) */
 } plan_request;
 
 /* Defaults: bits 1,2,3,4,6,8; decay_frac 0.2; embed_bits 16; group_size 0 (per row);
- * embed_params 0; everything else NAN. */
+ * embed_params 0; no methods, unfrozen 0.05, row_size 4096, blockap_share 0.5, blockap_epochs 2;
+ * everything else NAN. */
 void plan_request_init(plan_request *r);
 
 /* Bytes of the weights of an N-parameter model stored at `bits` under the request's memory
@@ -83,8 +114,20 @@ void plan_request_init(plan_request *r);
 double plan_memory_bytes(const plan_request *req, double n_params, double bits);
 /* Embedding and head parameters of an N-parameter model under the request. */
 double plan_embed_params(const plan_request *req, double n_params);
+/* FLOPs of one QAT token of the method for an N-parameter model (spec 6.1): qat 6N, efqat
+ * (4 + 2r)N, e2eqp 4N + 2N_lin (4N with per-row scales), blockap (6E + 4)N_body per
+ * calibration token, efficientqat the harmonic mix of the last two at blockap_share of the
+ * FLOPs. N_lin = N_body = N - embeddings; EfQAT's freezable weights are all of N. */
+double plan_qat_flops_per_token(const plan_request *req, plan_method m, double n_params);
+/* Bits per block-linear weight stored by the method (spec 6.2): b + 16/row_size per row
+ * (qat, efqat), b + (b + 16)/g for the asymmetric per-group methods (g = group_size, or
+ * row_size when 0). */
+double plan_storage_bits(const plan_request *req, plan_method m, double bits);
+/* Inference weight bytes: the body at plan_storage_bits, embeddings at embed_bits. */
+double plan_storage_bytes(const plan_request *req, plan_method m, double n_params, double bits);
 
 typedef struct {
+    plan_method method;
     double bits;
     double n_params;        /* N for this row (searched, or from memory, per bit width) */
     double weight_bytes;    /* N*B/8: every parameter at B bits, the bytes of S = D / (N*B/8) */
@@ -113,12 +156,18 @@ typedef struct {
     data_schedule schedule; /* fused for >= 3 bits, classic for 1 and 2 */
     double qat_start_token, decay_start_token, fp_decay_start_token; /* last: classic only, else NAN */
     double qat_start_step, decay_start_step, fp_decay_start_step;    /* NAN without batch_tokens */
+    /* Methods (set on every row; printed and written only when the request names methods) */
+    double qat_flops_per_token; /* c_m */
+    double compute_fraction;    /* x_c = c_m D_qat / C, C = 6N D_fp + c_m D_qat */
+    double storage_bits_per_weight, storage_bytes;
+    double eta;                 /* efficiency factor used; 1 for qat and for a method's own law, NAN none */
+    int rankable;               /* a law predicts this row's loss */
 } plan_row;
 
 typedef struct {
     plan_request req;
     plan_mode mode;
-    plan_row rows[PLAN_MAX_BITS];
+    plan_row rows[PLAN_MAX_ROWS];
     int n_rows;
     int ranked;        /* 1 when a QAT law ranked the bit widths */
     data_loss_units units; /* of every loss in the plan */

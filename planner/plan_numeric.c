@@ -14,14 +14,15 @@
 double plan_loss_at_fraction(double f, void *p)
 {
     const plan_frac_ctx *c = p;
-    law_point x = {c->n, (1 - f) * c->d, f * c->d, c->bits};
+    double k = c->k > 0 ? c->k : 1; /* k = 1 is exact: today's split, bit for bit */
+    law_point x = {c->n, (1 - f) * c->d, f * c->d * k, c->bits};
     return law_model_loss(c->m, &x);
 }
 
-qp_status plan_optimum_on_grid(const law_model *qat, double n, double d, double bits, int grid,
-                                       double *f_opt, double *loss_opt, qp_error *err)
+static qp_status optimum_ctx(plan_frac_ctx *cp, int grid, double *f_opt, double *loss_opt, qp_error *err)
 {
-    plan_frac_ctx c = {qat, n, d, bits};
+    plan_frac_ctx c = *cp;
+    double n = c.n, d = c.d, bits = c.bits;
     int best = 0;
     double best_l = INFINITY;
     for (int i = 0; i < grid; i++) {
@@ -59,6 +60,19 @@ qp_status plan_optimum_on_grid(const law_model *qat, double n, double d, double 
     }
     gsl_min_fminimizer_free(m);
     return QP_OK;
+}
+
+qp_status plan_optimum_on_grid(const law_model *qat, double n, double d, double bits, int grid, double *f_opt,
+                               double *loss_opt, qp_error *err)
+{
+    plan_frac_ctx c = {qat, n, d, bits, 0};
+    return optimum_ctx(&c, grid, f_opt, loss_opt, err);
+}
+
+qp_status plan_optimum_ctx(plan_frac_ctx *c, double *f_opt, double *loss_opt, qp_error *err)
+{
+    gsl_set_error_handler_off();
+    return optimum_ctx(c, GRID_POINTS, f_opt, loss_opt, err);
 }
 
 qp_status plan_optimal_fraction(const law_model *qat, double n_params, double d_total, double bits,
@@ -207,6 +221,51 @@ double plan_largest_n_in_memory(const plan_request *req, double bits)
     for (int it = 0; it < 200 && hi / lo > 1 + 1e-12; it++) {
         double mid = sqrt(lo * hi);
         if (plan_memory_bytes(req, mid, bits) <= req->memory_bytes) lo = mid;
+        else hi = mid;
+    }
+    return lo;
+}
+
+double plan_qat_flops_per_token(const plan_request *req, plan_method m, double n_params)
+{
+    double n = n_params, body = n - plan_embed_params(req, n);
+    double e2e = req->group_size > 0 ? 4 * n + 2 * body : 4 * n; /* per-group scales: a reduced dW GEMM */
+    double bap = (6 * req->blockap_epochs + 4) * body;
+    switch (m) {
+    case PLAN_METHOD_EFQAT: return (4 + 2 * req->unfrozen) * n; /* N_f = all matrices ~ N */
+    case PLAN_METHOD_E2EQP: return e2e;
+    case PLAN_METHOD_BLOCKAP: return bap;
+    case PLAN_METHOD_EFFICIENTQAT: /* share s of the FLOPs at bap, the rest at e2e: FLOPs per token of both */
+        return 1 / (req->blockap_share / bap + (1 - req->blockap_share) / e2e);
+    default: return 6 * n;
+    }
+}
+
+static int method_grouped(plan_method m)
+{
+    return m == PLAN_METHOD_E2EQP || m == PLAN_METHOD_BLOCKAP || m == PLAN_METHOD_EFFICIENTQAT;
+}
+
+double plan_storage_bits(const plan_request *req, plan_method m, double bits)
+{
+    if (!method_grouped(m)) return bits + 16 / req->row_size; /* a 16-bit scale per row */
+    double g = req->group_size > 0 ? req->group_size : req->row_size;
+    return bits + (bits + 16) / g; /* a 16-bit scale and a b-bit zero point per group */
+}
+
+double plan_storage_bytes(const plan_request *req, plan_method m, double n_params, double bits)
+{
+    double e = plan_embed_params(req, n_params);
+    return (n_params - e) * plan_storage_bits(req, m, bits) / 8.0 + e * req->embed_bits / 8.0;
+}
+
+double plan_largest_n_in_storage(const plan_request *req, plan_method m, double bits)
+{
+    double lo = 1, hi = 1e16;
+    if (plan_storage_bytes(req, m, lo + plan_embed_params(req, lo), bits) > req->memory_bytes) return NAN;
+    for (int it = 0; it < 200 && hi / lo > 1 + 1e-12; it++) {
+        double mid = sqrt(lo * hi);
+        if (plan_storage_bytes(req, m, mid, bits) <= req->memory_bytes) lo = mid;
         else hi = mid;
     }
     return lo;

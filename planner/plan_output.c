@@ -118,7 +118,10 @@ static void print_request(FILE *f, const plan_result *res)
         qp_format_count(q->embed_params, b, sizeof b);
     const char *scales = q->group_size > 0 ? "per group of " : "per row";
     const char *group = q->group_size > 0 ? qp_format_count(q->group_size, a, sizeof a) : "";
-    if (isfinite(q->vocab) || q->embed_params > 0)
+    if (q->n_methods > 0)
+        fprintf(f, "Memory model: each method's storage (b/w below: scales and zero points included); embeddings "
+                   "(%s parameters) at %g bits\n", b, q->embed_bits);
+    else if (isfinite(q->vocab) || q->embed_params > 0)
         fprintf(f, "Memory model: %s embedding/head parameters at %g bits; the rest at the row's bits plus a 16-bit "
                    "scale %s%s\n", b, q->embed_bits, scales, group);
     else
@@ -127,7 +130,9 @@ static void print_request(FILE *f, const plan_result *res)
     if (isfinite(q->gpu_hours))
         fprintf(f, "Budget: %.6g GPU-hours x 3600 s/h x %.4g FLOP/s peak x MFU %.3g = %.4g FLOPs\n", q->gpu_hours,
                 q->peak_flops, q->mfu, q->flops);
-    if (isfinite(q->flops))
+    if (isfinite(q->flops) && q->n_methods > 0)
+        fprintf(f, "Budget: %.4g FLOPs = 6N D_fp + c_m D_qat (c_m: each method's FLOPs per QAT token)\n", q->flops);
+    else if (isfinite(q->flops))
         fprintf(f, "Budget: %.4g FLOPs, D = C / (%s per token)\n", q->flops,
                 isfinite(q->flops_per_token) ? "given FLOPs" : "6*N FLOPs");
     else if (isfinite(q->tokens))
@@ -173,6 +178,75 @@ static void print_closed_form_rows(FILE *f, const plan_result *res)
     }
     fprintf(f, "(S_total: tokens per parameter byte; f_hat = exp(-a / ln S_total); D_fp, D_qat, QAT start in tokens;\n"
                " memory: the memory model's bytes)\n");
+}
+
+/* Rows of a plan that ranks methods: costs and storage first, then the predictions. */
+static void print_method_rows(FILE *f, const plan_result *res)
+{
+    char a[32], b[32], c[32], d[32], g[16];
+    fprintf(f, "%-12s %4s %8s %7s %10s %6s %6s %6s %6s %7s %8s %8s %8s %8s  %s\n", "method", "bits", "N", "b/w",
+            "storage", "c/6N", "eta", "x_c", "f", "L_fp", "penalty", "L(x_c)", "D_fp", "D_qat", "schedule");
+    for (int i = 0; i < res->n_rows; i++) {
+        const plan_row *r = &res->rows[i];
+        char eta[16] = "-", pen[16] = "-", lo[16] = "-", lfp[16] = "-";
+        if (isfinite(r->eta)) snprintf(eta, sizeof eta, "%.3g", r->eta);
+        if (r->rankable && isfinite(r->loss_opt)) {
+            snprintf(pen, sizeof pen, "%.4f", r->penalty);
+            snprintf(lo, sizeof lo, "%.4f", r->loss_opt);
+            snprintf(lfp, sizeof lfp, "%.4f", r->loss_fp);
+        }
+        fprintf(f, "%-12s %4s %8s %7.3f %10s %6.3f %6s %6.3f %6.3f %7s %8s %8s %8s %8s  %s%s%s%s%s\n",
+                plan_method_name(r->method), plan_bits_label(r->bits, g, sizeof g),
+                qp_format_count(r->n_params, a, sizeof a), r->storage_bits_per_weight,
+                qp_format_bytes(r->storage_bytes, b, sizeof b), r->qat_flops_per_token / (6 * r->n_params), eta,
+                r->compute_fraction, r->fraction, lfp, pen, lo, fmt_tok(r->d_fp, c, sizeof c),
+                fmt_tok(r->d_qat, d, sizeof d), sched_label(r->schedule), r->rankable ? "" : " (not ranked: no law)",
+                r->fits_memory == 0 ? " (does not fit memory)" : "", r->valid ? "" : " INVALID",
+                i == res->recommended ? (res->tie ? "  <= best (tie)" : "  <= best") : "");
+    }
+    fprintf(f, "(b/w: stored bits per block-linear weight incl. scales and zero points; storage: weight bytes for\n"
+               " inference; c/6N: FLOPs per QAT token over 6N; eta: QAT-token efficiency against the qat law (1 =\n"
+               " full QAT or the method's own law); x_c: QAT share of the FLOPs; f: QAT share of the tokens; L_fp:\n"
+               " full-precision loss at the same N and tokens; losses in %s; D_fp, D_qat in tokens;\n"
+               " rows without a law split at the closed-form fraction, as compute)\n",
+            law_units_label(res->units));
+}
+
+static void print_method_recommendation(FILE *f, const plan_result *res)
+{
+    const plan_row *r = &res->rows[res->recommended];
+    char a[32], b[32], g[16];
+    fprintf(f, "Recommendation: %s at %s bits, QAT compute fraction %.3f (token fraction %.3f)\n",
+            plan_method_name(r->method), plan_bits_label(r->bits, g, sizeof g), r->compute_fraction, r->fraction);
+    if (res->tie)
+        fprintf(f, "  a tie: a row at %s bits is within the QAT law's uncertainty; choose on other grounds\n",
+                plan_bits_label(res->tie_bits, g, sizeof g));
+    fprintf(f, "  tokens: D_fp = %s full precision, then D_qat = %s %s tokens; storage %s\n", fmt_tok(r->d_fp, a, sizeof a),
+            fmt_tok(r->d_qat, b, sizeof b), plan_method_name(r->method), qp_format_bytes(r->storage_bytes, g, sizeof g));
+    if (isfinite(r->loss_opt))
+        fprintf(f, "  predicted loss: %.4f %s = %.4f full precision + %.4f\n", r->loss_opt, law_units_label(res->units),
+                r->loss_fp, r->penalty);
+}
+
+static void print_method_plan(FILE *f, const plan_result *res)
+{
+    print_method_rows(f, res);
+    fprintf(f, "\n");
+    int unranked = 0;
+    for (int i = 0; i < res->n_rows; i++) unranked += !res->rows[i].rankable;
+    if (res->recommended >= 0 && res->ranked) print_method_recommendation(f, res);
+    else if (!res->ranked)
+        fprintf(f, "No recommendation: no row has a law to predict its loss; the warnings say what each method "
+                   "needs.\n");
+    else
+        fprintf(f, "No recommendation: no (method, bit width) satisfies the constraints (memory, physical checks).\n");
+    if (unranked && res->ranked)
+        fprintf(f, "note: %d rows are not ranked (no law or efficiency factor for their method): the recommendation is "
+                   "among the others only\n", unranked);
+    for (int i = 0; i < res->n_warnings; i++) fprintf(f, "warning: %s\n", res->warnings[i]);
+    if (res->n_warnings_dropped)
+        fprintf(f, "warning: %d more warnings not shown (the %d above are the most severe)\n", res->n_warnings_dropped,
+                res->n_warnings);
 }
 
 static void print_schedule(FILE *f, const plan_result *res, const plan_row *r)
@@ -238,10 +312,37 @@ static void print_recommendation(FILE *f, const plan_result *res, const plan_law
                 r->loss_10pct, fmt_tok(r->extra_tokens_10pct, a, sizeof a), 100 * r->extra_tokens_10pct / r->d_total);
 }
 
+static void print_method_laws(FILE *f, const plan_result *res, const plan_laws *laws)
+{
+    const plan_request *q = &res->req;
+    fprintf(f, "Methods: QAT tokens priced per method (docs/planner.md): efqat --unfrozen %g; e2eqp/blockap/"
+               "efficientqat asym per %s%g; Block-AP E = %g, %g of efficientqat's QAT FLOPs; row size %g\n",
+            q->unfrozen, q->group_size > 0 ? "group of " : "row of ", q->group_size > 0 ? q->group_size : q->row_size,
+            q->blockap_epochs, q->blockap_share, q->row_size);
+    for (int i = 0; i < q->n_methods; i++) {
+        plan_method m = q->methods[i];
+        if (m == PLAN_METHOD_QAT) continue;
+        if (laws->has_method_law[m])
+            fprintf(f, "      %s loss: %s (%s form fitted to its runs)\n", plan_method_name(m), laws->method_law_name[m],
+                    data_law_form_name(laws->method_law[m].form));
+        else if (laws->has_eta[m])
+            fprintf(f, "      %s loss: the QAT law at eta x its QAT tokens, eta from %s\n", plan_method_name(m),
+                    laws->eta_name[m]);
+        else
+            fprintf(f, "      %s loss: none (cannot rank)\n", plan_method_name(m));
+    }
+}
+
 void plan_print_table(FILE *f, const plan_result *res, const plan_laws *laws)
 {
     print_request(f, res);
     print_laws(f, res, laws);
+    if (res->req.n_methods > 0) {
+        print_method_laws(f, res, laws);
+        fprintf(f, "\n");
+        print_method_plan(f, res);
+        return;
+    }
     fprintf(f, "\n");
     if (res->ranked) print_ranked_rows(f, res);
     else print_closed_form_rows(f, res);
@@ -291,6 +392,60 @@ static cJSON *law_ref(const data_law *law, const char *name)
     return o;
 }
 
+static cJSON *row_json(const plan_result *res, int i)
+{
+    const plan_request *q = &res->req;
+    const plan_row *r = &res->rows[i];
+    cJSON *x = cJSON_CreateObject();
+    cJSON_AddNumberToObject(x, "bits", r->bits);
+    if (fabs(r->bits - PLAN_TERNARY_BITS) < 1e-6) cJSON_AddBoolToObject(x, "ternary", 1);
+    add_num(x, "n_params", r->n_params);
+    add_num(x, "weight_bytes", r->weight_bytes);
+    add_num(x, "memory_bytes", r->memory_bytes);
+    add_num(x, "embed_params", r->embed_params);
+    if (res->mode == PLAN_MODE_SEARCH) cJSON_AddBoolToObject(x, "at_memory_limit", r->at_memory_limit);
+    if (r->fits_memory >= 0) cJSON_AddBoolToObject(x, "fits_memory", r->fits_memory);
+    add_num(x, "d_total_tokens", r->d_total);
+    add_num(x, "s_total", r->s_total);
+    add_num(x, "f_hat", r->f_hat);
+    add_opt(x, "loss_fp", r->loss_fp);
+    add_opt(x, "f_opt", r->f_opt);
+    add_opt(x, "loss_opt", r->loss_opt);
+    add_opt(x, "penalty", r->penalty);
+    if (res->ranked) cJSON_AddBoolToObject(x, "valid", r->valid);
+    if (!r->valid) cJSON_AddStringToObject(x, "invalid_reason", r->invalid_reason);
+    add_opt(x, "loss_f_hat", r->loss_f_hat);
+    add_opt(x, "loss_10pct", r->loss_10pct);
+    add_opt(x, "extra_tokens_10pct", r->extra_tokens_10pct);
+    if (isfinite(r->f_opt_lo)) {
+        double fi[2] = {r->f_opt_lo, r->f_opt_hi}, li[2] = {r->loss_opt_lo, r->loss_opt_hi};
+        cJSON_AddItemToObject(x, "f_opt_interval", cJSON_CreateDoubleArray(fi, 2));
+        cJSON_AddItemToObject(x, "loss_opt_interval", cJSON_CreateDoubleArray(li, 2));
+        double pi[2] = {r->penalty_lo, r->penalty_hi};
+        cJSON_AddItemToObject(x, "penalty_interval", cJSON_CreateDoubleArray(pi, 2));
+    }
+    add_num(x, "fraction", r->fraction);
+    add_num(x, "d_fp_tokens", r->d_fp);
+    add_num(x, "d_qat_tokens", r->d_qat);
+    cJSON_AddStringToObject(x, "schedule", data_schedule_name(r->schedule));
+    add_num(x, "qat_start_token", r->qat_start_token);
+    add_num(x, "decay_start_token", r->decay_start_token);
+    add_opt(x, "fp_decay_start_token", r->fp_decay_start_token);
+    add_opt(x, "qat_start_step", r->qat_start_step);
+    add_opt(x, "decay_start_step", r->decay_start_step);
+    add_opt(x, "fp_decay_start_step", r->fp_decay_start_step);
+    if (q->n_methods > 0) {
+        cJSON_AddStringToObject(x, "method", plan_method_name(r->method));
+        add_num(x, "qat_flops_per_token", r->qat_flops_per_token);
+        add_num(x, "compute_fraction", r->compute_fraction);
+        add_num(x, "storage_bits_per_weight", r->storage_bits_per_weight);
+        add_num(x, "storage_bytes", r->storage_bytes);
+        add_num(x, "eta", r->eta);
+        cJSON_AddBoolToObject(x, "rankable", r->rankable);
+    }
+    return x;
+}
+
 char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_error *err)
 {
     const plan_request *q = &res->req;
@@ -313,60 +468,36 @@ char *plan_result_to_json(const plan_result *res, const plan_laws *laws, qp_erro
     if (!isfinite(q->vocab)) add_num(in, "embed_params", q->embed_params);
     add_num(in, "embed_bits", q->embed_bits);
     add_num(in, "group_size", q->group_size);
+    if (q->n_methods > 0) {
+        cJSON *ms = cJSON_AddArrayToObject(in, "methods");
+        for (int i = 0; i < q->n_methods; i++) cJSON_AddItemToArray(ms, cJSON_CreateString(plan_method_name(q->methods[i])));
+        add_num(in, "unfrozen", q->unfrozen);
+        add_num(in, "row_size", q->row_size);
+        add_num(in, "blockap_share", q->blockap_share);
+        add_num(in, "blockap_epochs", q->blockap_epochs);
+    }
     cJSON *l = cJSON_AddObjectToObject(o, "laws");
     if (laws->has_fp) cJSON_AddItemToObject(l, "fp", law_ref(&laws->fp, laws->fp_name));
     if (laws->has_fraction) cJSON_AddItemToObject(l, "fraction", law_ref(&laws->fraction, laws->fraction_name));
     if (laws->has_qat) cJSON_AddItemToObject(l, "qat", law_ref(&laws->qat, laws->qat_name));
     if (laws->has_penalty) cJSON_AddItemToObject(l, "penalty", law_ref(&laws->penalty, laws->penalty_name));
+    for (int i = 0; i < q->n_methods; i++) { /* new with --method: "efqat": {law or efficiency} */
+        plan_method m = q->methods[i];
+        if (laws->has_method_law[m])
+            cJSON_AddItemToObject(l, plan_method_name(m), law_ref(&laws->method_law[m], laws->method_law_name[m]));
+        else if (laws->has_eta[m])
+            cJSON_AddItemToObject(l, plan_method_name(m), law_ref(&laws->eta[m], laws->eta_name[m]));
+    }
     cJSON_AddStringToObject(o, "mode", plan_mode_name(res->mode));
     cJSON_AddBoolToObject(o, "ranked", res->ranked);
     cJSON_AddStringToObject(o, "loss_units", data_loss_units_name(res->units));
     cJSON *rows = cJSON_AddArrayToObject(o, "rows");
-    for (int i = 0; i < res->n_rows; i++) {
-        const plan_row *r = &res->rows[i];
-        cJSON *x = cJSON_CreateObject();
-        cJSON_AddNumberToObject(x, "bits", r->bits);
-        if (fabs(r->bits - PLAN_TERNARY_BITS) < 1e-6) cJSON_AddBoolToObject(x, "ternary", 1);
-        add_num(x, "n_params", r->n_params);
-        add_num(x, "weight_bytes", r->weight_bytes);
-        add_num(x, "memory_bytes", r->memory_bytes);
-        add_num(x, "embed_params", r->embed_params);
-        if (res->mode == PLAN_MODE_SEARCH) cJSON_AddBoolToObject(x, "at_memory_limit", r->at_memory_limit);
-        if (r->fits_memory >= 0) cJSON_AddBoolToObject(x, "fits_memory", r->fits_memory);
-        add_num(x, "d_total_tokens", r->d_total);
-        add_num(x, "s_total", r->s_total);
-        add_num(x, "f_hat", r->f_hat);
-        add_opt(x, "loss_fp", r->loss_fp);
-        add_opt(x, "f_opt", r->f_opt);
-        add_opt(x, "loss_opt", r->loss_opt);
-        add_opt(x, "penalty", r->penalty);
-        if (res->ranked) cJSON_AddBoolToObject(x, "valid", r->valid);
-        if (!r->valid) cJSON_AddStringToObject(x, "invalid_reason", r->invalid_reason);
-        add_opt(x, "loss_f_hat", r->loss_f_hat);
-        add_opt(x, "loss_10pct", r->loss_10pct);
-        add_opt(x, "extra_tokens_10pct", r->extra_tokens_10pct);
-        if (isfinite(r->f_opt_lo)) {
-            double fi[2] = {r->f_opt_lo, r->f_opt_hi}, li[2] = {r->loss_opt_lo, r->loss_opt_hi};
-            cJSON_AddItemToObject(x, "f_opt_interval", cJSON_CreateDoubleArray(fi, 2));
-            cJSON_AddItemToObject(x, "loss_opt_interval", cJSON_CreateDoubleArray(li, 2));
-            double pi[2] = {r->penalty_lo, r->penalty_hi};
-            cJSON_AddItemToObject(x, "penalty_interval", cJSON_CreateDoubleArray(pi, 2));
-        }
-        add_num(x, "fraction", r->fraction);
-        add_num(x, "d_fp_tokens", r->d_fp);
-        add_num(x, "d_qat_tokens", r->d_qat);
-        cJSON_AddStringToObject(x, "schedule", data_schedule_name(r->schedule));
-        add_num(x, "qat_start_token", r->qat_start_token);
-        add_num(x, "decay_start_token", r->decay_start_token);
-        add_opt(x, "fp_decay_start_token", r->fp_decay_start_token);
-        add_opt(x, "qat_start_step", r->qat_start_step);
-        add_opt(x, "decay_start_step", r->decay_start_step);
-        add_opt(x, "fp_decay_start_step", r->fp_decay_start_step);
-        cJSON_AddItemToArray(rows, x);
-    }
+    for (int i = 0; i < res->n_rows; i++) cJSON_AddItemToArray(rows, row_json(res, i));
     if (res->recommended >= 0) {
         cJSON_AddNumberToObject(o, "recommended_bits", res->rows[res->recommended].bits);
         cJSON_AddNumberToObject(o, "recommended_params", res->rows[res->recommended].n_params);
+        if (q->n_methods > 0)
+            cJSON_AddStringToObject(o, "recommended_method", plan_method_name(res->rows[res->recommended].method));
         cJSON_AddBoolToObject(o, "tie", res->tie);
         if (res->tie) cJSON_AddNumberToObject(o, "tie_bits", res->tie_bits);
     } else {

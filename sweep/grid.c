@@ -28,6 +28,8 @@ void sweep_grid_free(sweep_grid *g)
     for (int i = 0; i < g->n_args; i++) free(g->args[i]);
     for (int m = 0; m < g->n_models; m++)
         for (int i = 0; i < g->models[m].n_args; i++) free(g->models[m].args[i]);
+    for (int m = 0; m < g->n_methods; m++)
+        for (int i = 0; i < g->methods[m].n_args; i++) free(g->methods[m].args[i]);
     free(g->points);
     for (size_t t = 0; t < g->n_trunks; t++) free(g->trunks[t].save_at);
     free(g->trunks);
@@ -181,6 +183,11 @@ static void make_run_id(const sweep_grid *g, sweep_point *p)
                       (unsigned long long)p->seed, g->batch, point_lr(g, p));
     for (int i = 0; i < g->n_args && k > 0 && (size_t)k < sizeof key; i++)
         k += snprintf(key + k, sizeof key - (size_t)k, "|%s", g->args[i]);
+    const sweep_method *me = p->method ? &g->methods[p->method - 1] : NULL;
+    for (int i = 0; me && i < me->n_args && k > 0 && (size_t)k < sizeof key; i++)
+        k += snprintf(key + k, sizeof key - (size_t)k, "|method:%s", me->args[i]);
+    if (g->init[0] && !data_bits_is_fp(p->bits) && k > 0 && (size_t)k < sizeof key)
+        snprintf(key + k, sizeof key - (size_t)k, "|init=%s", g->init);
     uint64_t h = sweep_fnv1a(key);
     char tok[32];
     qp_format_count(p->tokens, tok, sizeof tok);
@@ -192,8 +199,8 @@ static void make_run_id(const sweep_grid *g, sweep_point *p)
         snprintf(p->run_id, sizeof p->run_id, "%s-%s-b%d-s%llu-%012llx", model, tok, p->bits,
                  (unsigned long long)p->seed, (unsigned long long)(h >> 16));
     else
-        snprintf(p->run_id, sizeof p->run_id, "%s-%s-b%d-f%.3g-%s-s%llu-%012llx", model, tok, p->bits, p->fraction,
-                 sched, (unsigned long long)p->seed, (unsigned long long)(h >> 16));
+        snprintf(p->run_id, sizeof p->run_id, "%s-%s-b%d-f%.3g-%s%s%s-s%llu-%012llx", model, tok, p->bits, p->fraction,
+                 sched, me ? "-" : "", me ? me->name : "", (unsigned long long)p->seed, (unsigned long long)(h >> 16));
 }
 
 /* Points with a hash set of run ids (open addressing; slots hold index + 1, 0 = empty):
@@ -233,6 +240,106 @@ static qp_status parse_train(const cJSON *t, sweep_grid *g, const char *name, qp
     return QP_OK;
 }
 
+/* A model name for run ids: letters, digits, '.', '_', '-'. */
+static int model_name_ok(const char *s)
+{
+    if (!*s || strlen(s) >= sizeof ((sweep_model *)0)->name) return 0;
+    for (; *s; s++)
+        if (!(isalnum((unsigned char)*s) || *s == '.' || *s == '_' || *s == '-')) return 0;
+    return 1;
+}
+
+/* One setting of a "methods" entry: key "unfrozen" is the trainer's --unfrozen, its value a
+ * number, a string or true (a flag), checked against the trainer's table. */
+static qp_status method_setting(const cJSON *c, sweep_method *m, const char *where, qp_error *err)
+{
+    char opt[64], val[256];
+    if (snprintf(opt, sizeof opt, "--%s", c->string) >= (int)sizeof opt)
+        return qp_fail(err, QP_ERR_PARSE, "%s: key \"%.40s...\" is too long", where, c->string);
+    for (char *q = opt + 2; *q; q++)
+        if (*q == '_') *q = '-';
+    const train_option *o = train_option_find(opt);
+    if (!o)
+        return qp_fail(err, QP_ERR_INPUT, "%s: \"%s\" is not a setting of qatplan train (%s; qatplan train --help)",
+                       where, c->string, opt);
+    if (o->grid)
+        return qp_fail(err, QP_ERR_INPUT, "%s: \"%s\" must not be set here: the sweep sets %s from the grid", where,
+                       c->string, opt);
+    if (m->n_args + 2 > SWEEP_MAX_ARGS) return qp_fail(err, QP_ERR_INPUT, "%s: too many settings", where);
+    if (o->type == TRAIN_OPT_FLAG) {
+        if (!cJSON_IsTrue(c)) return qp_fail(err, QP_ERR_PARSE, "%s: \"%s\" is a flag: give true, or leave it out", where, c->string);
+        return (m->args[m->n_args++] = strdup(opt)) ? QP_OK : qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    if (cJSON_IsNumber(c)) snprintf(val, sizeof val, "%.15g", c->valuedouble);
+    else if (cJSON_IsString(c) && strlen(c->valuestring) < sizeof val) snprintf(val, sizeof val, "%s", c->valuestring);
+    else return qp_fail(err, QP_ERR_PARSE, "%s: \"%s\" must be a number or a short string", where, c->string);
+    char at[700];
+    snprintf(at, sizeof at, "%s: \"%s\"", where, c->string);
+    qp_status st = train_option_value(o, val, NULL, err);
+    if (st) return qp_error_prefix(err, "%s: ", at), st;
+    if (!(m->args[m->n_args] = strdup(opt)) || !(m->args[m->n_args + 1] = strdup(val))) {
+        free(m->args[m->n_args]);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    }
+    m->n_args += 2;
+    return QP_OK;
+}
+
+/* "methods": [{"method": "qat"}, {"method": "efqat", "unfrozen": 0.05, "name": "ef05"}, ...]:
+ * each entry a set of trainer settings, crossed with the quantized points. */
+static qp_status parse_methods(const cJSON *ms, sweep_grid *g, const char *name, qp_error *err)
+{
+    if (!cJSON_IsArray(ms) || !ms->child)
+        return qp_fail(err, QP_ERR_PARSE, "%s: \"methods\" must list settings, e.g. [{\"method\": \"qat\"}, "
+                                          "{\"method\": \"efqat\", \"unfrozen\": 0.05}]", name);
+    int i = 0;
+    for (const cJSON *e = ms->child; e; e = e->next, i++) {
+        char where[600];
+        snprintf(where, sizeof where, "%s: methods[%d]", name, i);
+        if (!cJSON_IsObject(e)) return qp_fail(err, QP_ERR_PARSE, "%s must be an object of trainer settings", where);
+        if (g->n_methods == SWEEP_MAX_METHODS) return qp_fail(err, QP_ERR_INPUT, "%s: more than %d methods", where, SWEEP_MAX_METHODS);
+        sweep_method *m = &g->methods[g->n_methods++];
+        memset(m, 0, sizeof *m);
+        for (const cJSON *c = e->child; c; c = c->next) {
+            qp_status st;
+            if (strcmp(c->string, "name")) {
+                if ((st = method_setting(c, m, where, err))) return st;
+            } else if (!cJSON_IsString(c) || !model_name_ok(c->valuestring)) {
+                return qp_fail(err, QP_ERR_PARSE, "%s: \"name\" must be 1-39 letters, digits, '.', '_' or '-' (it goes "
+                                                  "into the run ids)", where);
+            } else {
+                strcpy(m->name, c->valuestring);
+            }
+        }
+        if (!m->name[0]) {
+            const cJSON *me = cJSON_GetObjectItemCaseSensitive(e, "method");
+            snprintf(m->name, sizeof m->name, "%.24s-%d", cJSON_IsString(me) && model_name_ok(me->valuestring) ? me->valuestring : "m",
+                     i + 1);
+        }
+    }
+    return QP_OK;
+}
+
+/* "init": the --init file of the quantized points ("{seed}" becomes each point's seed). */
+static qp_status parse_init(const cJSON *v, sweep_grid *g, const char *name, qp_error *err)
+{
+    if (!cJSON_IsString(v) || !v->valuestring[0] || strlen(v->valuestring) >= sizeof g->init)
+        return qp_fail(err, QP_ERR_PARSE, "%s: \"init\" must name the FP checkpoint the QAT runs start from, e.g. "
+                                          "\"fp/L2d64-s{seed}.safetensors\"", name);
+    if (!train_option_find("--init"))
+        return qp_fail(err, QP_ERR_INPUT, "%s: \"init\": this qatplan train has no --init", name);
+    strcpy(g->init, v->valuestring);
+    return QP_OK;
+}
+
+/* The --init path of a point: the grid's "init" with "{seed}" replaced. */
+static int init_path(const sweep_grid *g, const sweep_point *p, char *out, size_t n)
+{
+    const char *at = strstr(g->init, "{seed}");
+    if (!at) return snprintf(out, n, "%s", g->init) < (int)n;
+    return snprintf(out, n, "%.*s%llu%s", (int)(at - g->init), g->init, (unsigned long long)p->seed, at + 6) < (int)n;
+}
+
 /* Token budgets of one shape: its own "tokens"/"tokens_per_param", else the grid's. */
 static qp_status budgets(const cJSON *shape, const cJSON *root, double n_params, double *out, int *n,
                          const char *where, qp_error *err)
@@ -264,6 +371,7 @@ static qp_status budgets(const cJSON *shape, const cJSON *root, double n_params,
 typedef struct {
     double bits[MAX_LIST], fr[MAX_LIST], seeds[MAX_LIST];
     int nb, nf, ns, nsched;
+    int nm; /* the grid's "methods" (0 = none) */
     data_schedule sched[DATA_SCHED_COUNT_];
 } grid_axes;
 
@@ -276,14 +384,6 @@ typedef struct {
     int model; /* 0, or 1 + the index of its external model in the grid */
 } grid_shape;
 
-/* A model name for run ids: letters, digits, '.', '_', '-'. */
-static int model_name_ok(const char *s)
-{
-    if (!*s || strlen(s) >= sizeof ((sweep_model *)0)->name) return 0;
-    for (; *s; s++)
-        if (!(isalnum((unsigned char)*s) || *s == '.' || *s == '_' || *s == '-')) return 0;
-    return 1;
-}
 
 /* A shape naming an external model by its parameter count: {"n_params": 125e6, "name":
  * "gpt2-small", "args": ["--config", "small.toml"], ...}. `g` NULL: checked, not kept. */
@@ -395,7 +495,8 @@ static uint64_t points_per_budget(const grid_axes *ax)
 {
     uint64_t nfp = 0, nq = 0;
     for (int b = 0; b < ax->nb; b++) data_bits_is_fp((int)ax->bits[b]) ? nfp++ : nq++;
-    uint64_t per_seed = mul_sat(nfp + mul_sat(nq, (uint64_t)ax->nf), (uint64_t)ax->nsched);
+    uint64_t per_seed = mul_sat(nfp + mul_sat(mul_sat(nq, (uint64_t)ax->nf), (uint64_t)(ax->nm > 0 ? ax->nm : 1)),
+                                (uint64_t)ax->nsched);
     return mul_sat(per_seed, (uint64_t)ax->ns);
 }
 
@@ -404,17 +505,18 @@ static void expand_shape(sweep_grid *g, id_set *ids, const grid_shape *gs, const
     for (int t = 0; t < gs->nt; t++)
         for (int b = 0; b < ax->nb; b++)
             for (int k = 0; k < ax->ns; k++) {
-                int nfr = data_bits_is_fp((int)ax->bits[b]) ? 1 : ax->nf;
+                int fp = data_bits_is_fp((int)ax->bits[b]), nfr = fp ? 1 : ax->nf, nme = fp || !ax->nm ? 1 : ax->nm;
                 for (int f = 0; f < nfr; f++)
-                    for (int q = 0; q < ax->nsched; q++) {
+                    for (int q = 0; q < ax->nsched * nme; q++) {
                         sweep_point p = {0};
+                        p.method = fp || !ax->nm ? 0 : q / ax->nsched + 1;
                         p.shape = gs->s;
                         p.n_params = gs->n_params;
                         p.tokens = gs->tok[t];
                         p.bits = (int)ax->bits[b];
                         p.seed = (uint64_t)ax->seeds[k];
                         p.fraction = data_bits_is_fp((int)ax->bits[b]) ? 0 : ax->fr[f];
-                        p.schedule = ax->sched[q];
+                        p.schedule = ax->sched[q % ax->nsched];
                         p.lr = gs->lr;
                         p.model = gs->model;
                         p.schedule = data_schedule_resolve(p.bits, 1 - p.fraction, p.fraction, p.schedule);
@@ -473,7 +575,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     grid_axes ax;
     memset(&ax, 0, sizeof ax);
     static const char *known[] = {"schema", "data", "shapes", "tokens", "tokens_per_param", "bits", "fractions",
-                                  "schedules", "seeds", "train", "trunks", "comment"};
+                                  "schedules", "seeds", "train", "comment", "methods", "init", "trunks"};
     if (!cJSON_IsObject(root)) {
         st = qp_fail(err, QP_ERR_PARSE, "%s: a grid must be a JSON object", name);
         goto done;
@@ -502,6 +604,10 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     strcpy(g->data, data->valuestring);
     const cJSON *train = cJSON_GetObjectItemCaseSensitive(root, "train");
     if (train && (st = parse_train(train, g, name, err))) goto done;
+    const cJSON *methods = cJSON_GetObjectItemCaseSensitive(root, "methods"), *init = cJSON_GetObjectItemCaseSensitive(root, "init");
+    if (methods && (st = parse_methods(methods, g, name, err))) goto done;
+    if (init && (st = parse_init(init, g, name, err))) goto done;
+    ax.nm = g->n_methods;
     if ((st = get_list(root, "bits", 0, ax.bits, &ax.nb, name, err))) goto done;
     if (ax.nb == 0) {
         st = qp_fail(err, QP_ERR_INPUT, "%s: \"bits\" is missing: list bit widths, e.g. [2, 4] (16 = full precision)", name);
@@ -598,7 +704,7 @@ void sweep_argv_free(char **argv)
 qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char *runs_path,
                            const char *state_path, int resume, int threads, char ***out, qp_error *err)
 {
-    char **a = calloc(SWEEP_MAX_ARGS * 3, sizeof *a); /* the grid's, a model's and the point's own */
+    char **a = calloc(SWEEP_MAX_ARGS * 4, sizeof *a); /* the grid's, a model's, a method's and the point's own */
     if (!a) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     int n = 0;
     char buf[8192];
@@ -647,6 +753,15 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
     OPT("--seed", "%llu", (unsigned long long)p->seed);
     OPT("--threads", "%d", threads > 0 ? threads : 1);
     for (int i = 0; i < g->n_args; i++) ADD(g->args[i]); /* checked when the grid was read */
+    for (int i = 0; p->method && i < g->methods[p->method - 1].n_args; i++) ADD(g->methods[p->method - 1].args[i]);
+    if (g->init[0] && !data_bits_is_fp(p->bits)) {
+        if (!init_path(g, p, buf, sizeof buf)) {
+            sweep_argv_free(a);
+            return qp_fail(err, QP_ERR_INPUT, "\"init\": the path is too long");
+        }
+        ADD("--init");
+        ADD(buf);
+    }
     OPT("--run-id", "%s", p->run_id);
     OPT("--runs-out", "%s", runs_path);
     if (state_path) {

@@ -28,6 +28,17 @@ typedef struct {
     int n_args;
 } sweep_model;
 
+/* Entries of a grid's "methods". */
+#define SWEEP_MAX_METHODS 64
+
+/* One entry of a grid's "methods": trainer settings ({"method": "efqat", "unfrozen": 0.05})
+ * crossed with every other axis of the quantized points (docs/sweep.md). */
+typedef struct {
+    char name[40];              /* in the run id; "name" or the method and its position */
+    char *args[SWEEP_MAX_ARGS]; /* "--unfrozen", "0.05", ...: checked against the trainer's table */
+    int n_args;
+} sweep_method;
+
 /* ---- the grid ------------------------------------------------------------ */
 
 /* One training run of the grid. */
@@ -43,6 +54,7 @@ typedef struct {
     uint64_t seed;
     double lr;              /* peak learning rate of its shape ("lr" in the shape); NAN = the grid's */
     int model;              /* 0: qatplan's architecture (`shape`); k > 0: the grid's models[k - 1] */
+    int method;             /* 0: none (full precision, or no "methods"); k > 0: the grid's methods[k - 1] */
     int trunk;              /* "trunks": 1 + the index of the trunk it branches from; 0 = none */
     double branch_tokens;   /* tokens its trunk has trained where it branches off (0 = none) */
 } sweep_point;
@@ -67,6 +79,9 @@ typedef struct {
     int has_quantized; /* some point has bits < 16 */
     sweep_model models[SWEEP_MAX_MODELS]; /* external models named by the shapes */
     int n_models;
+    sweep_method methods[SWEEP_MAX_METHODS]; /* "methods", crossed with the quantized points */
+    int n_methods;
+    char init[1024];   /* "init": --init FILE of the quantized points, "{seed}" replaced; "" = none */
     sweep_point *points;
     size_t n;
     int use_trunks;         /* the grid's "trunks": true */

@@ -10,19 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The grid's train.args applied to the trainer's default configuration: the numeric options
- * (--warmup-tokens, --warmup-frac, --decay-frac, ...) that shape a run's schedule. */
-static qp_status args_config(const sweep_grid *g, train_config *c, int *has_init, qp_error *err)
+/* Trainer options (the grid's train.args, a method's) applied to a configuration: the numeric
+ * ones (--warmup-tokens, --warmup-frac, --decay-frac, --weight-decay, ...) that shape a run's
+ * schedule and its FP steps. */
+static qp_status args_config(char *const *args, int n_args, train_config *c, int *has_init, qp_error *err)
 {
     train_args a;
     memset(&a, 0, sizeof a);
-    train_config_default(&a.c);
-    *has_init = 0;
+    a.c = *c;
     size_t lo = offsetof(train_args, c), hi = lo + sizeof a.c;
-    for (int i = 0; i < g->n_args; i++) {
-        const train_option *o = train_option_find(g->args[i]);
+    for (int i = 0; i < n_args; i++) {
+        const train_option *o = train_option_find(args[i]);
         if (!o || o->type == TRAIN_OPT_FLAG) continue;
-        const char *v = i + 1 < g->n_args ? g->args[++i] : "";
+        const char *v = i + 1 < n_args ? args[++i] : "";
         if (!strcmp(o->name, "--init")) *has_init = 1;
         if (o->off < lo || o->off >= hi ||
             (o->type != TRAIN_OPT_INT && o->type != TRAIN_OPT_REAL && o->type != TRAIN_OPT_COUNT))
@@ -39,6 +39,12 @@ static qp_status point_sched(const sweep_grid *g, const train_config *base, cons
                              train_sched *s, qp_error *err)
 {
     *c = *base;
+    int has_init = 0;
+    if (p->method) {
+        const sweep_method *m = &g->methods[p->method - 1];
+        qp_status st = args_config(m->args, m->n_args, c, &has_init, err);
+        if (st) return st;
+    }
     c->shape = p->shape;
     c->tokens = p->tokens;
     c->qat_fraction = p->fraction;
@@ -115,6 +121,13 @@ static qp_status trunk_check(const sweep_grid *g, size_t t, const train_config *
         const sweep_point *p = &g->points[i];
         if (p->trunk != (int)t + 1) continue;
         if ((st = point_sched(g, base, p, &c, &s, err))) break;
+        if (c.weight_decay != tc.weight_decay || c.grad_clip != tc.grad_clip || c.beta1 != tc.beta1 ||
+            c.beta2 != tc.beta2 || c.adam_eps != tc.adam_eps || c.qparam_lr_mult != tc.qparam_lr_mult) {
+            st = qp_fail(err, QP_ERR_INPUT, "%s: %s: its method changes an FP setting (weight decay, clipping, Adam, "
+                                            "--qparam-lr-mult), so it cannot branch from the trunk the other methods "
+                                            "share; set it in train.args, or drop \"trunks\"", name, p->run_id);
+            break;
+        }
         long k = train_sched_branch_step(&s), d = train_sched_first_difference(&ts, &s, k);
         if (d >= 0)
             st = qp_fail(err, QP_ERR_INPUT, "%s: %s cannot branch from a trunk: its learning rate at step %ld is %.6g, "
@@ -156,6 +169,7 @@ static qp_status group_points(sweep_grid *g, const train_config *base, char **ke
             memset(tr, 0, sizeof *tr);
             tr->p = *p;
             tr->p.bits = 0;
+            tr->p.method = 0; /* a trunk is plain FP training: the methods differ after it */
             tr->p.trunk = 0;
             tr->p.branch_tokens = 0;
             tr->p.index = -1;
@@ -174,12 +188,13 @@ qp_status sweep_trunks_plan(sweep_grid *g, const char *name, qp_error *err)
         return qp_fail(err, QP_ERR_INPUT, "%s: \"trunks\" needs qatplan's own trainer (a branch starts from the trunk's "
                                           "saved state); drop \"trunks\" for external models", name);
     train_config base;
-    int has_init;
-    qp_status st = args_config(g, &base, &has_init, err);
+    train_config_default(&base);
+    int has_init = 0;
+    qp_status st = args_config(g->args, g->n_args, &base, &has_init, err);
     if (st) return st;
-    if (has_init)
-        return qp_fail(err, QP_ERR_INPUT, "%s: \"trunks\" and --init in train.args do not go together: the branches "
-                                          "start from their trunk", name);
+    if (has_init || g->init[0])
+        return qp_fail(err, QP_ERR_INPUT, "%s: \"trunks\" and --init (\"init\", or in train.args) do not go together: "
+                                          "the branches start from their trunk", name);
     if (!(base.warmup_tokens > 0))
         return qp_fail(err, QP_ERR_INPUT, "%s: \"trunks\" needs an absolute warmup: add \"--warmup-tokens\", \"N\" to "
                                           "train.args (a --warmup-frac warmup depends on each run's length, so runs of "

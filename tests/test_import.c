@@ -158,6 +158,28 @@ static void test_jsonl_foreign(void)
                     QP_ERR_PARSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "total tokens"));
     CU_ASSERT_EQUAL(l.n, 0);
+    /* one phase with the total: the other follows, and the fraction must agree with it */
+    CU_ASSERT_EQUAL_FATAL(data_runs_parse_jsonl("{\"N\": 1e8, \"tokens\": 1e9, \"d_qat\": 2e8, \"bits\": 4, \"loss\": 3}\n"
+                                                "{\"N\": 1e8, \"tokens\": 1e9, \"d_fp\": 7e8, \"f\": 0.3, \"bits\": 4, \"loss\": 3}\n",
+                                                "r.jsonl", &l, &err),
+                          QP_OK);
+    CU_ASSERT_EQUAL_FATAL(l.n, 2);
+    CU_ASSERT_EQUAL(l.runs[0].d_fp, 8e8);
+    CU_ASSERT_EQUAL(l.runs[1].d_qat, 3e8);
+    data_run_list_free(&l);
+    data_run_list_init(&l);
+    CU_ASSERT_EQUAL(data_runs_parse_jsonl("{\"N\": 1e8, \"tokens\": 1e9, \"d_fp\": 7e8, \"f\": 0.5, \"bits\": 4, \"loss\": 3}\n",
+                                          "r.jsonl", &l, &err),
+                    QP_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "QAT fraction"));
+    CU_ASSERT_EQUAL(data_runs_parse_jsonl("{\"N\": 1e8, \"d_fp\": 7e8, \"bits\": 4, \"loss\": 3}\n", "r.jsonl", &l, &err),
+                    QP_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "d_fp is given without d_qat"));
+    CU_ASSERT_EQUAL(data_runs_parse_jsonl("{\"N\": 1e8, \"tokens\": 1e9, \"d_fp\": 2e9, \"bits\": 4, \"loss\": 3}\n",
+                                          "r.jsonl", &l, &err),
+                    QP_ERR_PARSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "exceed the total"));
+    CU_ASSERT_EQUAL(l.n, 0);
     data_run_list_free(&l);
 }
 

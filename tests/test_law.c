@@ -97,8 +97,41 @@ static void test_worked_examples(void)
     CU_ASSERT_TRUE(isnan(law_tokens_per_param_byte(1e9, 0, 4)));
 }
 
+/* The efficiency form: eta per whole width, none at 0 or between widths; a law file that
+ * round-trips, and refusals of a negative eta or a law that names no method. */
+static void test_efficiency_form(void)
+{
+    data_law e;
+    data_law_init(&e, DATA_LAW_EFFICIENCY);
+    CU_ASSERT_EQUAL(data_law_ncoef(DATA_LAW_EFFICIENCY), 8);
+    CU_ASSERT_STRING_EQUAL(data_law_coef_name(DATA_LAW_EFFICIENCY, 1), "eta_2");
+    e.coef[1] = 0.3, e.coef[2] = 0.6;
+    CU_ASSERT_DOUBLE_EQUAL(law_efficiency_eta(&e, 2), 0.3, 0);
+    CU_ASSERT_DOUBLE_EQUAL(law_efficiency_eta(&e, 3), 0.6, 0);
+    CU_ASSERT(isnan(law_efficiency_eta(&e, 4)));   /* 0: not fitted */
+    CU_ASSERT(isnan(law_efficiency_eta(&e, 2.5))); /* between widths */
+    CU_ASSERT(isnan(law_efficiency_eta(&e, 16)));
+    qp_error err = {0};
+    CU_ASSERT_EQUAL(data_law_validate(&e, &err), QP_ERR_INPUT); /* no method */
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "run_method"));
+    snprintf(e.prov.run_method, sizeof e.prov.run_method, "efqat");
+    CU_ASSERT_EQUAL(data_law_validate(&e, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(data_law_write(tu_path("eff.json"), &e, &err), QP_OK);
+    data_law back;
+    CU_ASSERT_EQUAL_FATAL(data_law_read(tu_path("eff.json"), &back, &err), QP_OK);
+    CU_ASSERT_EQUAL(back.form, DATA_LAW_EFFICIENCY);
+    CU_ASSERT_STRING_EQUAL(back.prov.run_method, "efqat");
+    CU_ASSERT_EQUAL(memcmp(back.coef, e.coef, sizeof e.coef), 0);
+    data_law_free(&back);
+    e.coef[3] = -0.1;
+    CU_ASSERT_EQUAL(data_law_validate(&e, &err), QP_ERR_INPUT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "eta_4"));
+    CU_ASSERT(isnan(law_loss(&e, &(law_point){1e8, 1e9, 1e9, 2}))); /* not a loss law */
+}
+
 static void add(CU_pSuite s)
 {
+    TU_ADD(s, test_efficiency_form);
     TU_ADD(s, test_chinchilla_values);
     TU_ADD(s, test_qat_values);
     TU_ADD(s, test_gradient_matches_finite_differences);

@@ -637,6 +637,8 @@ static void test_grid_external_models(void)
     o.runs_path = tu_path("runs-ext.jsonl");
     sweep_summary sum;
     CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_ERR_USAGE);
+    char id_a[sizeof a->run_id];
+    strcpy(id_a, a->run_id);
     sweep_grid_free(&g);
     /* the run id of the model changes with its arguments */
     const char *j2 = "{\"data\":\"d/x\",\"shapes\":[{\"n_params\":\"125M\",\"name\":\"gpt2-small\","
@@ -644,7 +646,7 @@ static void test_grid_external_models(void)
     sweep_grid g2;
     CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(j2, "ext2.json", &g2, &e), QP_OK);
     CU_ASSERT_EQUAL(strncmp(g2.points[0].run_id, "gpt2-small-2.50B-b4-f0.5-classic-s1-", 36), 0);
-    CU_ASSERT_STRING_NOT_EQUAL(g2.points[0].run_id, a->run_id);
+    CU_ASSERT_STRING_NOT_EQUAL(g2.points[0].run_id, id_a);
     sweep_grid_free(&g2);
     /* a grid of qatplan's own shapes needs no trainer command */
     CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(grid_json, "grid.json", &g2, &e), QP_OK);
@@ -665,6 +667,86 @@ static void test_grid_external_models(void)
         qp_error e3 = {0};
         CU_ASSERT_NOT_EQUAL(sweep_grid_parse(jb, "bad.json", &g2, &e3), QP_OK);
         if (!strstr(e3.msg, bad[i].msg)) fprintf(stderr, "shape %s: %s\n", bad[i].shape, e3.msg);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e3.msg, bad[i].msg));
+    }
+}
+
+/* "methods" cross trainer settings with the quantized points (never the full-precision ones),
+ * each setting checked against the trainer's table; "init" gives their --init per seed. */
+static void test_grid_methods_and_init(void)
+{
+    const char *j = "{\"data\":\"d/x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                    "\"tokens\":[1000],\"bits\":[2,16],\"fractions\":[0.5],\"seeds\":[1,2],"
+                    "\"init\":\"fp/s{seed}.safetensors\","
+                    "\"methods\":[{\"qat_lr\":0.0003,\"name\":\"lr3e-4\"},{\"qparam_lr_mult\":2,\"reset_optimizer\":true}]}";
+    sweep_grid g;
+    qp_error e = {0};
+    qp_status st0 = sweep_grid_parse(j, "m.json", &g, &e);
+    if (st0) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(st0, QP_OK);
+    CU_ASSERT_EQUAL_FATAL(g.n, 6); /* per seed: 2 methods x 2-bit, 1 full precision */
+    CU_ASSERT_STRING_EQUAL(g.methods[1].name, "m-2");
+    int fp = 0, lr = 0, m2 = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        const sweep_point *p = &g.points[i];
+        char **args = NULL;
+        CU_ASSERT_EQUAL_FATAL(sweep_point_args(&g, p, "r.jsonl", NULL, 0, 1, &args, &e), QP_OK);
+        char joined[4096] = "";
+        for (char **a = args; *a; a++) {
+            strncat(joined, " ", sizeof joined - strlen(joined) - 1);
+            strncat(joined, *a, sizeof joined - strlen(joined) - 1);
+        }
+        sweep_argv_free(args);
+        char want[64];
+        snprintf(want, sizeof want, " --init fp/s%llu.safetensors", (unsigned long long)p->seed);
+        if (p->bits == 16) {
+            fp++;
+            CU_ASSERT_EQUAL(p->method, 0);
+            CU_ASSERT_PTR_NULL(strstr(joined, "--init"));
+            continue;
+        }
+        CU_ASSERT_PTR_NOT_NULL(strstr(joined, want));
+        if (p->method == 1) {
+            lr++;
+            CU_ASSERT_PTR_NOT_NULL(strstr(joined, " --qat-lr 0.0003"));
+            CU_ASSERT_PTR_NOT_NULL(strstr(p->run_id, "-classic-lr3e-4-s"));
+        } else {
+            m2++;
+            CU_ASSERT_PTR_NOT_NULL(strstr(joined, " --qparam-lr-mult 2 --reset-optimizer"));
+            CU_ASSERT_PTR_NOT_NULL(strstr(p->run_id, "-classic-m-2-s"));
+        }
+    }
+    CU_ASSERT(fp == 2 && lr == 2 && m2 == 2);
+    sweep_grid_free(&g);
+    /* a grid without methods or init keeps the run ids it always had (the 492 recorded runs of
+     * data/sweeps/own-law/grid.json are all found by a dry run) */
+    sweep_grid a, b;
+    const char *plain = "{\"data\":\"d/x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                        "\"tokens\":[1000],\"bits\":[2],\"fractions\":[0.5]}";
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(plain, "p.json", &a, &e), QP_OK);
+    CU_ASSERT_STRING_EQUAL(a.points[0].run_id, "L1d16-1.00K-b2-f0.5-classic-s1-59243d0a6428");
+    const char *one = "{\"data\":\"d/x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                      "\"tokens\":[1000],\"bits\":[2],\"fractions\":[0.5],\"methods\":[{\"qat_lr\":0.001}]}";
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(one, "o.json", &b, &e), QP_OK);
+    CU_ASSERT_STRING_NOT_EQUAL(a.points[0].run_id, b.points[0].run_id);
+    sweep_grid_free(&a);
+    sweep_grid_free(&b);
+    static const struct { const char *methods, *msg; } bad[] = {
+        {"[{\"layers\":2}]", "the sweep sets --layers"},
+        {"[{\"no_such\":1}]", "not a setting of qatplan train"},
+        {"[{\"qat_lr\":5}]", "qat_lr"},
+        {"[{\"reset_optimizer\":false}]", "is a flag"},
+        {"[{\"qat_lr\":0.001,\"name\":\"a b\"}]", "\"name\""},
+        {"[]", "\"methods\" must list"},
+        {"[3]", "must be an object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char jb[1024];
+        snprintf(jb, sizeof jb, "{\"data\":\"d/x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                                "\"tokens\":[1000],\"bits\":[2],\"fractions\":[0.5],\"methods\":%s}", bad[i].methods);
+        qp_error e3 = {0};
+        CU_ASSERT_NOT_EQUAL(sweep_grid_parse(jb, "bad.json", &g, &e3), QP_OK);
+        if (!strstr(e3.msg, bad[i].msg)) fprintf(stderr, "methods %s: %s\n", bad[i].methods, e3.msg);
         CU_ASSERT_PTR_NOT_NULL(strstr(e3.msg, bad[i].msg));
     }
 }
@@ -988,6 +1070,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_concurrent_sweeps);
     TU_ADD(s, test_progress_bar);
     TU_ADD(s, test_grid_external_models);
+    TU_ADD(s, test_grid_methods_and_init);
     TU_ADD(s, test_progress_lines_not_tty);
     TU_ADD(s, test_parse_progress);
     TU_ADD(s, test_eta_estimate);

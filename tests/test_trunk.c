@@ -239,6 +239,23 @@ static void test_grid_trunks_plan(void)
     sweep_grid_free(&g);
     sweep_grid_free(&g0);
 
+    /* "methods" (settings of the QAT phase) share one trunk; one that changes an FP setting
+     * cannot branch from it */
+const char *mj[2] = {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":32,\"heads\":2,\"context\":32}],"
+                         "\"tokens\":[12800],\"bits\":[2],\"fractions\":[0.25],\"schedules\":[\"classic\",\"fused\"],"
+                         "\"trunks\":true,\"methods\":[{\"qat_lr\":0.003,\"name\":\"hi\"},{",
+                         ",\"name\":\"lo\"}],\"train\":{\"batch\":4,\"args\":[\"--warmup-tokens\",\"1024\"]}}"};
+    char mg[2048];
+    snprintf(mg, sizeof mg, "%s%s%s", mj[0], "\"qat_lr\":0.001", mj[1]);
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(mg, "m.json", &g, &e), QP_OK);
+    CU_ASSERT_EQUAL(g.n, 4);
+    CU_ASSERT_EQUAL(g.n_trunks, 1);
+    CU_ASSERT_EQUAL(g.trunks[0].p.method, 0);
+    sweep_grid_free(&g);
+    snprintf(mg, sizeof mg, "%s%s%s", mj[0], "\"weight_decay\":0.01", mj[1]);
+    CU_ASSERT_NOT_EQUAL(sweep_grid_parse(mg, "m.json", &g, &e), QP_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "changes an FP setting"));
+
     /* refused: no absolute warmup, a warmup past a branch point, --init, a non-boolean */
     const char *bad[][2] = {
         {"{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":16}],\"tokens\":[4096],"
