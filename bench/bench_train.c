@@ -1,15 +1,20 @@
-/* bench_train: training throughput of qatplan's trainer against PyTorch (same architecture,
- * same machine, same run), utilisation against an sgemm peak measured in the run, and the
- * cost of a QAT step over an FP step.
+/* bench_train: training throughput of qatplan's trainer against PyTorch on the same machine
+ * in the same run, like with like: qatplan fp32 beside PyTorch fp32, qatplan bf16 beside
+ * PyTorch's CPU bf16 autocast; utilisation (MFU) against the machine's fp32 FMA and bf16
+ * dot-product peaks, measured here with short AVX-512 loops, and against the best GEMM.
  *
- *   bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] [--repeats R] [--no-torch]
+ *   bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] [--repeats R]
+ *               [--no-torch] [--torch-core CORE] [--breakdown]
  *
- * Batch 16 x context 256, fp32, shapes (layers, width, heads) = (2,64,2) (4,128,4)
- * (6,256,8) (8,384,6). FLOPs per token = 6 (non-embedding params + V d) + 12 L T d.
- * Medians over timed steps after 2 warm-up steps; each shape measures qatplan then PyTorch,
- * R times (default 2) alternating, and keeps the best of each, which is the least disturbed
- * by other processes on a shared machine. */
-#include <cblas.h>
+ * Batch 16 x context 256, shapes (layers, width, heads) = (2,64,2) (4,128,4) (6,256,8)
+ * (8,384,6). FLOPs per token = 6 (non-embedding params + V d) + 12 L T d (the attention
+ * products counted whole, as is usual). Kernels, each at its best: qatplan on its build's
+ * kernel (oneDNN: the CPU's ISA; its OpenBLAS fallback is shown too, on the environment's
+ * core type), PyTorch fp32 on OpenBLAS with OPENBLAS_CORETYPE=CORE (default SkylakeX, its
+ * best on AVX-512) and PyTorch bf16 on its bundled oneDNN. Medians over timed steps after 2
+ * warm-up steps; every repeat is printed with the load average, and the best repeat of each
+ * is kept (the least disturbed on a shared machine). --breakdown: where a bf16 step's time
+ * goes (bench_breakdown.h). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -17,7 +22,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_breakdown.h"
+#include "bench_peak.h"
 #include "bench_torch.h"
+#include "gemm.h"
 #include "model.h"
 
 extern void openblas_set_num_threads(int n);
@@ -34,34 +42,16 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* Best sgemm GFLOP/s over shapes like the trainer's (4096 token rows). */
-static double gemm_peak(void)
+static double load1(void)
 {
-    int shapes[][3] = {{4096, 1536, 384}, {4096, 384, 1536}, {1024, 1024, 1024}, {2048, 2048, 2048}};
-    double best = 0;
-    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
-        int M = shapes[k][0], N = shapes[k][1], K = shapes[k][2];
-        float *a = calloc((size_t)M * K, 4), *b = calloc((size_t)K * N, 4), *c = calloc((size_t)M * N, 4);
-        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
-        for (size_t i = 0; i < (size_t)K * N; i++) b[i] = (float)(i % 5) * 0.1f;
-        double t[7];
-        for (int r = 0; r < 7; r++) {
-            double t0 = qp_now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
-            t[r] = qp_now() - t0;
-        }
-        double g = 2.0 * M * N * K / median(t, 7) / 1e9;
-        if (g > best) best = g;
-        free(a);
-        free(b);
-        free(c);
-    }
-    return best;
+    double l[3] = {NAN, NAN, NAN};
+    return getloadavg(l, 3) >= 1 ? l[0] : NAN;
 }
 
-/* FP and 4-bit LSQ QAT steps alternate on one model, so both see the same machine load;
- * returns FP tokens/s and the two median step times. */
-static double run_ours(const train_shape *s, int steps, double *ms_fp, double *ms_qat, double *ms_quant)
+/* FP steps (and, for fp32, 4-bit LSQ QAT steps alternating with them, so both see the same
+ * load); returns FP tokens/s, the median step times, and the quantizer passes alone. */
+static double run_ours(const train_shape *s, int steps, int bf16, double *ms_fp, double *ms_qat,
+                       double *ms_quant)
 {
     train_qspec q = {TRAIN_Q_LSQ, 4, 0, 0};
     train_config c;
@@ -75,12 +65,13 @@ static double run_ours(const train_shape *s, int steps, double *ms_fp, double *m
     }
     model_init(&m, 1);
     model_quant_init(&m);
+    train_gemm_set_bf16(bf16);
     uint16_t *inp = malloc((size_t)B * T * 2), *tgt = malloc((size_t)B * T * 2);
     uint64_t st = 5;
     double t[2][64];
-    int n[2] = {0, 0};
-    for (int i = 0; i < 2 * (steps + 2); i++) {
-        int qat = i % 2;
+    int n[2] = {0, 0}, kinds = bf16 ? 1 : 2;
+    for (int i = 0; i < kinds * (steps + 2); i++) {
+        int qat = i % kinds;
         m.qat = qat;
         for (int j = 0; j < B * T; j++) {
             inp[j] = (uint16_t)(train_rng_next(&st) % 256);
@@ -90,9 +81,8 @@ static double run_ours(const train_shape *s, int steps, double *ms_fp, double *m
         train_forward_backward(&m, inp, tgt, B, T, &gn);
         train_update(&m, &c, 1e-3, i + 1, gn);
         double dt = qp_now() - t0;
-        if (i >= 4 && n[qat] < 64) t[qat][n[qat]++] = dt;
+        if (i >= 2 * kinds && n[qat] < 64) t[qat][n[qat]++] = dt;
     }
-    /* the quantizer passes alone (fake-quantize all weights, STE backward): what QAT adds */
     double tq[5];
     m.qat = 1;
     for (int r = 0; r < 5; r++) {
@@ -101,23 +91,92 @@ static double run_ours(const train_shape *s, int steps, double *ms_fp, double *m
         model_quant_backward(&m);
         tq[r] = qp_now() - t0;
     }
+    train_gemm_set_bf16(0);
     *ms_quant = median(tq, 5) * 1e3;
     free(inp);
     free(tgt);
     model_free(&m);
     *ms_fp = median(t[0], n[0]) * 1e3;
-    *ms_qat = median(t[1], n[1]) * 1e3;
+    *ms_qat = bf16 ? NAN : median(t[1], n[1]) * 1e3;
     return B * T / (*ms_fp / 1e3);
 }
 
-static double run_torch(const train_shape *s, int threads, int steps)
+static double run_torch(const train_shape *s, int threads, int steps, const char *core, int bf16)
 {
     char env[256], args[512];
-    snprintf(env, sizeof env, "OPENBLAS_CORETYPE=SkylakeX OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=%d",
+    snprintf(env, sizeof env, "OPENBLAS_CORETYPE=%s OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=%d", core,
              threads);
-    snprintf(args, sizeof args, "--layers %d --width %d --heads %d --ffn %d --threads %d --steps %d",
-             s->n_layer, s->d_model, s->n_head, s->d_ff, threads, steps);
+    snprintf(args, sizeof args, "--layers %d --width %d --heads %d --ffn %d --threads %d --steps %d --precision %s",
+             s->n_layer, s->d_model, s->n_head, s->d_ff, threads, steps, bf16 ? "bf16" : "fp32");
     return bench_torch_tokens_per_s(env, args);
+}
+
+enum { Q32, QBLAS, Q16, T32, T16, NCOL };
+static const char *col_name[NCOL] = {"qatplan fp32", "qatplan fp32 openblas", "qatplan bf16", "torch fp32",
+                                     "torch bf16"};
+
+typedef struct {
+    int on;
+    train_shape s;
+    double tps[NCOL]; /* best tokens/s of each column (NAN: not measured) */
+    double ms_q, ms_fp_q, ms_quant;
+} shape_result;
+
+/* One repeat of every column for shape s, each printed with the load average. */
+static void measure_repeat(shape_result *r, int steps, int threads, int torch, const char *core, int dnn)
+{
+    qp_error err;
+    for (int k = 0; k < NCOL; k++) {
+        double x = NAN, a = NAN, b = NAN, c = NAN;
+        if (k == QBLAS && !dnn) continue; /* the fallback is the kernel already */
+        if ((k == T32 || k == T16) && !torch) continue;
+        if (k == Q32 || k == Q16) {
+            x = run_ours(&r->s, steps, k == Q16, &a, &b, &c);
+        } else if (k == QBLAS) {
+            train_gemm_set_kernel(TRAIN_GEMM_OPENBLAS, &err);
+            x = run_ours(&r->s, steps, 0, &a, &b, &c);
+            train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err);
+        } else {
+            x = run_torch(&r->s, threads, steps, core, k == T16);
+        }
+        printf("  %d,%d,%d  %-22s %9.0f tok/s  load %.2f\n", r->s.n_layer, r->s.d_model, r->s.n_head,
+               col_name[k], x, load1());
+        fflush(stdout);
+        if (k == Q32 && (isnan(r->tps[k]) || x > r->tps[k])) {
+            r->ms_fp_q = a;
+            r->ms_q = b;
+        }
+        if (k == Q32 && c < r->ms_quant) r->ms_quant = c;
+        if (isnan(r->tps[k]) || x > r->tps[k]) r->tps[k] = x;
+    }
+}
+
+static void print_table(const shape_result *res, int n, const peaks *pk)
+{
+    printf("\n%-9s %7s %8s %8s %8s %8s %8s %6s %6s %6s %7s %7s %7s %6s\n", "L,d,h", "params", "q fp32",
+           "q blas", "q bf16", "t fp32", "t bf16", "MFU32", "MFU16", "MFUg16", "q/t 32", "q/t 16", "bf/fp",
+           "QAT");
+    for (int k = 0; k < n; k++) {
+        const shape_result *r = &res[k];
+        if (!r->on) continue;
+        const train_shape *s = &r->s;
+        double flop_tok = 6.0 * (data_shape_params_nonembed(s) + 256.0 * s->d_model) +
+                          12.0 * s->n_layer * s->context * s->d_model;
+        char lbl[32];
+        snprintf(lbl, sizeof lbl, "%d,%d,%d", s->n_layer, s->d_model, s->n_head);
+        printf("%-9s %6.2fM %8.0f %8.0f %8.0f %8.0f %8.0f %5.1f%% %5.1f%% %5.1f%% %6.2fx %6.2fx %6.2fx %+5.0f%%\n",
+               lbl, data_shape_params(s) / 1e6, r->tps[Q32], r->tps[QBLAS], r->tps[Q16], r->tps[T32],
+               r->tps[T16], 100.0 * flop_tok * r->tps[Q32] / 1e9 / pk->fma_f32,
+               100.0 * flop_tok * r->tps[Q16] / 1e9 / pk->dot_bf16, 100.0 * flop_tok * r->tps[Q16] / 1e9 / pk->gemm_bf16,
+               r->tps[Q32] / r->tps[T32], r->tps[Q16] / r->tps[T16], r->tps[Q16] / r->tps[Q32],
+               100.0 * (r->ms_q / r->ms_fp_q - 1.0));
+    }
+    printf("\ntokens/s (best repeat): q = qatplan (fp32 on its kernel, blas = its OpenBLAS fallback on the\n"
+           "environment's core, bf16), t = PyTorch (fp32 on OpenBLAS at the core above, bf16 autocast).\n"
+           "MFU32 = qatplan fp32 GFLOP/s / fp32 FMA peak; MFU16 = qatplan bf16 / bf16 dot-product peak;\n"
+           "MFUg16 = qatplan bf16 / best bf16 GEMM; q/t = qatplan / PyTorch at the same precision;\n"
+           "bf/fp = qatplan bf16 / fp32; QAT = 4-bit LSQ fp32 step / FP step - 1 (alternating steps).\n"
+           "The machine may be shared: compare ratios from one run, and the load averages above.\n");
 }
 
 int main(int argc, char **argv)
@@ -130,81 +189,53 @@ int main(int argc, char **argv)
         setenv("QP_TRAIN_REEXEC", "1", 1);
         execv("/proc/self/exe", argv);
     }
-    int steps = 5, threads = 2, torch = 1, nshapes = 4, only = -1, repeats = 2;
+    int steps = 5, threads = 2, torch = 1, nshapes = 4, only = -1, repeats = 2, breakdown = 0;
+    const char *core = "SkylakeX";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-torch")) torch = 0;
+        else if (!strcmp(argv[i], "--breakdown")) breakdown = 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--torch-core") && i + 1 < argc) core = argv[++i];
         else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) nshapes = strcmp(argv[++i], "small") ? 4 : 2;
         else {
-            fprintf(stderr, "usage: bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] [--repeats R] [--no-torch]\n");
+            fprintf(stderr, "usage: bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] "
+                            "[--repeats R] [--no-torch] [--torch-core CORE] [--breakdown]\n");
             return 2;
         }
     }
     if (steps < 1) steps = 1;
     if (steps > 60) steps = 60;
+    if (repeats < 1) repeats = 1;
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
-    printf("bench_train: batch 16 x context 256, fp32, %d threads, OpenBLAS core %s, %d timed steps\n",
-           threads, qp_blas_core_name(), steps);
-    /* the sgemm peak is measured before every shape and at the end; the best is used */
-    double peak = gemm_peak();
+    qp_error err;
+    int dnn = train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err) == QP_OK;
+    printf("bench_train: batch 16 x context 256, %d threads, %d timed steps, load %.2f\n", threads, steps, load1());
+    printf("qatplan kernel %s; its fallback OpenBLAS core %s (OPENBLAS_CORETYPE=%s); PyTorch fp32: OpenBLAS core %s\n",
+           train_gemm_backend_name(), qp_blas_core_name(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset",
+           core);
+    peaks pk;
+    bench_measure_peaks(&pk, threads, "start");
     int shp[4][3] = {{2, 64, 2}, {4, 128, 4}, {6, 256, 8}, {8, 384, 6}};
-    struct { int on; train_shape s; double ms_fp, ms_q, ms_quant, tps, tt, gf; } res[4];
+    shape_result res[4];
     memset(res, 0, sizeof res);
     for (int k = 0; k < nshapes; k++) {
         if (only >= 0 && k != only) continue;
-        train_shape s = {shp[k][0], shp[k][1], shp[k][2], 0, 0, 256, 256};
-        qp_error err;
-        if (train_shape_finish(&s, &err)) return 1;
-        double pk = gemm_peak();
-        if (pk > peak) peak = pk;
-        double ms_fp = INFINITY, ms_q = INFINITY, ms_quant = INFINITY, tt = torch ? 0 : NAN;
-        for (int r = 0; r < (repeats < 1 ? 1 : repeats); r++) {
-            double a, b, c;
-            run_ours(&s, steps, &a, &b, &c);
-            /* QAT cost from the same repeat as the best FP time */
-            if (a < ms_fp) {
-                ms_fp = a;
-                ms_q = b;
-            }
-            if (c < ms_quant) ms_quant = c;
-            if (torch) {
-                double x = run_torch(&s, threads, steps);
-                if (x > tt) tt = x;
-            }
-        }
-        double flop_tok = 6.0 * (data_shape_params_nonembed(&s) + 256.0 * s.d_model) +
-                          12.0 * s.n_layer * s.context * s.d_model;
-        double tps = 16.0 * s.context / (ms_fp / 1e3);
-        res[k].on = 1;
-        res[k].s = s;
-        res[k].ms_fp = ms_fp;
-        res[k].ms_q = ms_q;
-        res[k].ms_quant = ms_quant;
-        res[k].tps = tps;
-        res[k].tt = tt;
-        res[k].gf = flop_tok * tps / 1e9;
-        fprintf(stderr, "  measured %d,%d,%d\n", s.n_layer, s.d_model, s.n_head);
+        shape_result *r = &res[k];
+        r->s = (train_shape){shp[k][0], shp[k][1], shp[k][2], 0, 0, 256, 256};
+        if (train_shape_finish(&r->s, &err)) return 1;
+        r->on = 1;
+        r->ms_quant = INFINITY;
+        for (int c = 0; c < NCOL; c++) r->tps[c] = NAN;
+        for (int rep = 0; rep < repeats; rep++) measure_repeat(r, steps, threads, torch, core, dnn);
+        if (breakdown) bench_breakdown(&r->s, 16, steps);
     }
-    double pk = gemm_peak();
-    if (pk > peak) peak = pk;
-    printf("best measured sgemm: %.1f GFLOP/s\n\n", peak);
-    printf("%-10s %8s %9s %9s %8s %6s %9s %7s %8s %8s\n", "L,d,h", "params", "ms/step", "tok/s",
-           "GFLOP/s", "MFU", "torch t/s", "x torch", "QAT step", "quant ms");
-    for (int k = 0; k < 4; k++) {
-        if (!res[k].on) continue;
-        char lbl[32];
-        snprintf(lbl, sizeof lbl, "%d,%d,%d", res[k].s.n_layer, res[k].s.d_model, res[k].s.n_head);
-        printf("%-10s %7.2fM %9.1f %9.0f %8.1f %5.1f%% %9.0f %6.2fx %+7.1f%% %8.1f\n", lbl,
-               data_shape_params(&res[k].s) / 1e6, res[k].ms_fp, res[k].tps, res[k].gf,
-               100.0 * res[k].gf / peak, res[k].tt, res[k].tps / res[k].tt,
-               100.0 * (res[k].ms_q / res[k].ms_fp - 1.0), res[k].ms_quant);
-    }
-    printf("\nMFU = GFLOP/s / best measured sgemm; QAT step = 4-bit LSQ step / FP step - 1 (alternating\n"
-           "steps); quant ms = the quantizer passes alone (fake-quantize + STE backward, all weights).\n"
-           "The machine is shared: compare ratios from one run.\n");
+    bench_measure_peaks_again(&pk, threads);
+    bench_print_peaks(&pk);
+    print_table(res, nshapes, &pk);
+    train_gemm_release();
     return 0;
 }

@@ -7,9 +7,12 @@ sets OPENBLAS_CORETYPE=SkylakeX, OMP_WAIT_POLICY=PASSIVE and the thread count.
 Prints one line: "torch ms_per_step MEDIAN tokens_per_s X" (median over --steps timed steps
 after --warmup steps).
 
+--precision bf16: autocast to bf16 (bf16 matrix products, fp32 master weights; on the CPU
+through PyTorch's bundled oneDNN), for bench_train's bf16 columns.
+
 GPU reference for bench/bench_train_cuda.c: --device cuda, with --precision fp32 (TF32 off,
-as qatplan's fp32 mode) or bf16 (autocast: bf16 matrix products, fp32 master weights), and
---compile for torch.compile. Steps are timed with torch.cuda.synchronize().
+as qatplan's fp32 mode) or bf16, and --compile for torch.compile. Steps are timed with
+torch.cuda.synchronize().
 """
 import argparse
 import contextlib
@@ -109,7 +112,7 @@ def main():
     m = Model(a.layers, a.width, a.heads, a.ffn, 256, a.context).to(dev)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
     step_model = torch.compile(m) if a.compile else m
-    bf16 = a.device == "cuda" and a.precision == "bf16"
+    bf16 = a.precision == "bf16"
 
     def sync():
         if a.device == "cuda":
@@ -121,7 +124,7 @@ def main():
         tgt = torch.randint(0, 256, (a.batch, a.context), device=dev)
         sync()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        with torch.autocast(a.device, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
             loss = step_model(idx, tgt)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -107,6 +107,7 @@ typedef struct {
     double wall_seconds_qat;  /* wall time of the QAT phase alone */
     double peak_rss_bytes;    /* the process's peak resident memory (getrusage) */
     double train_state_bytes; /* the trainer's own allocations (deterministic) */
+    char gemm[48];            /* the matrix-product library and ISA: "onednn-2.6.3 avx512_core_bf16" */
 } data_run;
 
 /* The record's training method: r->method, or "qat" when it has none. */

@@ -180,6 +180,7 @@ char *data_run_to_json(const data_run *r)
     if (r->device[0]) cJSON_AddStringToObject(o, "device", r->device);
     if (r->precision[0]) cJSON_AddStringToObject(o, "precision", r->precision);
     add_method_fields(o, r);
+    if (r->gemm[0]) cJSON_AddStringToObject(o, "gemm", r->gemm);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return text;
@@ -472,6 +473,7 @@ static qp_status run_from_json(const cJSON *o, data_run *r, const char *name, lo
     if ((st = dj_get_string(o, "precision", 0, r->precision, sizeof r->precision, where, err)))
         return st;
     if ((st = method_from_json(o, r, where, err))) return st;
+    if ((st = dj_get_string(o, "gemm", 0, r->gemm, sizeof r->gemm, where, err))) return st;
     exclude_by_loss(r, 0);
     if ((st = data_run_validate(r, err))) {
         qp_error_prefix(err, "%s: ", where);

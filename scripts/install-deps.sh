@@ -4,7 +4,9 @@
 set -euo pipefail
 
 # build and library dependencies
-BUILD_PKGS="build-essential cmake pkg-config libgsl-dev libcjson-dev libcurl4-openssl-dev libcunit1-dev libopenblas-dev"
+# libdnnl-dev: oneDNN, the trainer's matrix products (fp32 on the CPU's best ISA, and bf16); optional
+# for the build (OpenBLAS is the fallback) but installed so the trainer runs at the machine's speed
+BUILD_PKGS="build-essential cmake pkg-config libgsl-dev libcjson-dev libcurl4-openssl-dev libcunit1-dev libopenblas-dev libdnnl-dev"
 # tests: local HTTP server (python3), real text for training tests (the KJV text and its reader)
 TEST_PKGS="python3 bible-kjv-text bible-kjv"
 # plots, and the references the benchmarks and parity scripts measure against

@@ -336,7 +336,8 @@ def finish(o, m, sched, n_fp, n_qat, tps, dataset, loss, loss_switch, t0, reason
            "schedule": sched, "loss": loss if math.isfinite(loss) else None, "seed": str(o["seed"]),
            "dataset": dataset, "status": "diverged" if reason else "ok", "wall_seconds": round(time.time() - t0, 3),
            "code_version": "train_torch.py/torch-" + torch.__version__, "lr_peak": o["lr"], "batch_tokens": tps,
-           "decay_frac": dfrac, "decay_shape": o["decay_shape"], "device": "cpu", "precision": "fp32"}
+           "decay_frac": dfrac, "decay_shape": o["decay_shape"], "device": "cpu", "precision": "fp32",
+           "gemm": "pytorch-%s cpu" % torch.__version__}  # qatplan's "gemm": the products' library
     n_train = sum(v.numel() for v in m.p.values())
     rec["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     rec["train_state_bytes"] = 16 * n_train  # parameters, gradients, Adam m and v (fp32)

@@ -9,6 +9,7 @@
 
 #include "ckpt.h"
 #include "data.h"
+#include "gemm.h"
 #include "model.h"
 #include "testutil.h"
 
@@ -20,7 +21,7 @@ static int have_torch(void)
 static char cmd[16384];
 
 /* Write one parity file and add it to the script's command line. */
-static void parity_case(train_quantizer k, int bits, int group, int embed_bits, int qat)
+static void parity_case(train_quantizer k, int bits, int group, int embed_bits, int qat, int bf16)
 {
     train_shape s = {2, 32, 4, 2, 48, 16, 256};
     qp_error err;
@@ -54,9 +55,11 @@ static void parity_case(train_quantizer k, int bits, int group, int embed_bits, 
     m.qat = qat && k != TRAIN_Q_NONE;
     m.qat_embed = qat && embed_bits > 0;
     model_quantize(&m);
+    train_gemm_set_bf16(bf16);
     float loss = model_forward(&m, inp, tgt, B, T);
     model_zero_grad(&m);
     model_backward(&m, inp, tgt, B, T);
+    train_gemm_set_bf16(0);
     model_quant_backward(&m);
     int32_t qflag = qat;
     st_tensor extra[3] = {
@@ -65,13 +68,27 @@ static void parity_case(train_quantizer k, int bits, int group, int embed_bits, 
         {"qat", "I32", 1, {1, 0, 0}, &qflag},
     };
     char name[128];
-    snprintf(name, sizeof name, "parity-%s%d-e%d-q%d.safetensors", train_quantizer_name(k), bits,
-             embed_bits, qat);
+    snprintf(name, sizeof name, "parity-%s%d-e%d-q%d%s.safetensors", train_quantizer_name(k), bits,
+             embed_bits, qat, bf16 ? "-bf16" : "");
     const char *path = tu_path(name);
     CU_ASSERT_EQUAL_FATAL(ckpt_write_model(path, &m, &m.g, extra, 3, &err), QP_OK);
     strncat(cmd, " ", sizeof cmd - strlen(cmd) - 1);
     strncat(cmd, path, sizeof cmd - strlen(cmd) - 1);
     model_free(&m);
+}
+
+/* Every quantizer's parity file, then the script on all of them. */
+static void parity_cases(int bf16)
+{
+    parity_case(TRAIN_Q_NONE, 32, 0, 0, 0, bf16);
+    parity_case(TRAIN_Q_LSQ, 4, 0, 4, 1, bf16);
+    parity_case(TRAIN_Q_LSQ, 8, 0, 0, 1, bf16);
+    parity_case(TRAIN_Q_SEQ, 2, 0, 0, 1, bf16);
+    parity_case(TRAIN_Q_TERNARY, 2, 0, 0, 1, bf16);
+    parity_case(TRAIN_Q_BINARY, 1, 0, 0, 1, bf16);
+    parity_case(TRAIN_Q_ASYM, 3, 16, 0, 1, bf16);
+    fprintf(stderr, "\n");
+    CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
 static void test_torch_parity(void)
@@ -83,15 +100,21 @@ static void test_torch_parity(void)
     }
     snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/scripts/torch_reference.py --check",
              QP_SOURCE_DIR);
-    parity_case(TRAIN_Q_NONE, 32, 0, 0, 0);
-    parity_case(TRAIN_Q_LSQ, 4, 0, 4, 1);
-    parity_case(TRAIN_Q_LSQ, 8, 0, 0, 1);
-    parity_case(TRAIN_Q_SEQ, 2, 0, 0, 1);
-    parity_case(TRAIN_Q_TERNARY, 2, 0, 0, 1);
-    parity_case(TRAIN_Q_BINARY, 1, 0, 0, 1);
-    parity_case(TRAIN_Q_ASYM, 3, 16, 0, 1);
-    fprintf(stderr, "\n");
-    CU_ASSERT_EQUAL(system(cmd), 0);
+    parity_cases(0);
+}
+
+/* --precision bf16 on the CPU against PyTorch's CPU bf16 autocast, within the tolerances the
+ * script states (loss 1e-3 relative, each gradient 4e-2; docs/trainer.md, "Precision"). */
+static void test_torch_parity_bf16(void)
+{
+    if (!have_torch()) {
+        tu_skip("/usr/bin/python3 cannot import torch and numpy (install python3-torch) - bf16 "
+                "parity not checked");
+        return;
+    }
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s/scripts/torch_reference.py --check-bf16",
+             QP_SOURCE_DIR);
+    parity_cases(1);
 }
 
 /* PyTorch reads a checkpoint written by `qatplan train` and reproduces the run record's
@@ -134,6 +157,7 @@ static void test_torch_reads_checkpoint(void)
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_torch_parity);
+    TU_ADD(s, test_torch_parity_bf16);
     TU_ADD(s, test_torch_reads_checkpoint);
 }
 

@@ -80,9 +80,6 @@ qp_status train_args_resolve(train_args *a, qp_error *err)
     c->decay_sqrt = !strcmp(a->decay_shape, "1-sqrt");
     qp_status st = resolve_device(a, err);
     if (st) return st;
-    if (c->precision == TRAIN_PREC_BF16 && c->device != TRAIN_DEVICE_CUDA)
-        return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on a CUDA GPU (%s); use --precision fp32",
-                       !strcmp(a->device, "cpu") ? "--device cpu was given" : "none was found");
     if (!data_bits_valid(a->bits))
         return qp_fail(err, QP_ERR_INPUT, "--bits %d: use 1..8 for QAT, or 16/32 for full precision", a->bits);
     c->quant.bits = a->bits;

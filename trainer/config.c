@@ -145,9 +145,6 @@ qp_status train_config_check(const train_config *c, qp_error *err)
     if (!(c->qparam_lr_mult > 0 && c->qparam_lr_mult <= 1000))
         return qp_fail(err, QP_ERR_INPUT, "--qparam-lr-mult %g: use a value in (0, 1000]", c->qparam_lr_mult);
     if (c->threads < 1) return qp_fail(err, QP_ERR_INPUT, "--threads %d: use at least 1", c->threads);
-    if (c->precision == TRAIN_PREC_BF16 && c->device != TRAIN_DEVICE_CUDA)
-        return qp_fail(err, QP_ERR_INPUT, "--precision bf16 runs only on --device cuda (the CPU "
-                                          "trainer is fp32); use --precision fp32");
     double tps = (double)c->batch * c->shape.context;
     if (tps > TRAIN_MAX_STEP_TOKENS)
         return qp_fail(err, QP_ERR_INPUT, "--batch %d x --context %d = %.0f tokens per step: at most "

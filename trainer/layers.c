@@ -1,5 +1,5 @@
 /* layers.c: forward/backward pairs of the model's layers on raw arrays with explicit
- * shapes (N = B*T tokens). Matrix products go through CBLAS; the rest are OpenMP loops.
+ * shapes (N = B*T tokens). Matrix products go through train_gemm (gemm.c); the rest are OpenMP loops.
  * Backward functions accumulate into parameter gradients (dw, dg); see each for dinp. */
 #include <cblas.h>
 #include <math.h>
@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "model.h"
 
 extern void openblas_set_num_threads(int n);
@@ -56,30 +57,31 @@ void model_gemm_flops_add(uint64_t flops)
 
 uint64_t model_gemm_flops(void) { return atomic_load_explicit(&gemm_flops, memory_order_relaxed); }
 
-/* Every product of the layers goes through here (cblas_sgemm's arguments), so that it is
- * counted, and so that a different GEMM library is a change in one place. */
-static void layer_gemm(CBLAS_ORDER order, CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N,
-                       int K, float alpha, const float *A, int lda, const float *B, int ldb,
-                       float beta, float *C, int ldc)
+/* Every product of the layers goes through here (row-major; ta/tb 1 = transposed), so that it
+ * is counted; train_gemm (gemm.c) picks the library (oneDNN or OpenBLAS) and the precision. */
+static void layer_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                       int ldb, float beta, float *C, int ldc)
 {
     model_gemm_flops_add(2 * (uint64_t)M * (uint64_t)N * (uint64_t)K);
-    cblas_sgemm(order, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    train_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* out[N, R] = inp[N, C] @ w[R, C]^T */
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R)
 {
-    layer_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
+    layer_gemm(0, 1, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
 }
 
 /* dinp[N, C] = dout @ w (overwritten); dw[R, C] += dout^T @ inp. dinp may be NULL. */
 void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
                            const float *w, int N, int C, int R)
 {
+    train_gemm_reuse(1); /* both products read dout: bf16 converts it once */
     if (dinp)
-        layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, dout, R, w, C, 0.0f,
+        layer_gemm(0, 0, N, C, R, 1.0f, dout, R, w, C, 0.0f,
                    dinp, C);
-    layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
+    layer_gemm(1, 0, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
+    train_gemm_reuse(0);
 }
 
 /* layer_matmul_backward with dw only for rows[0..nrows) (sorted, distinct; EfQAT's unfrozen
@@ -95,7 +97,7 @@ void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const
         return;
     }
     if (dinp)
-        layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, C, R, 1.0f, dout, R, w, C, 0.0f,
+        layer_gemm(0, 0, N, C, R, 1.0f, dout, R, w, C, 0.0f,
                    dinp, C);
     if (nrows <= 0) return;
     float *dsub = scratch, *dwsub = scratch + (size_t)N * nrows;
@@ -105,7 +107,7 @@ void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const
         float *dst = dsub + (size_t)n * nrows;
         for (int j = 0; j < nrows; j++) dst[j] = src[rows[j]];
     }
-    layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, nrows, C, N, 1.0f, dsub, nrows, inp, C,
+    layer_gemm(1, 0, nrows, C, N, 1.0f, dsub, nrows, inp, C,
                0.0f, dwsub, C);
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < nrows; j++) {
@@ -224,7 +226,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
             /* row chunks only multiply the keys they can see (causal): about 5/8 of the work */
             for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
                 int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
-                layer_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, scale,
+                layer_gemm(0, 1, rows, keys, hd, scale,
                            q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T);
                 for (int t = r0; t < keys; t++) {
                     float *row = P + (size_t)t * T;
@@ -240,7 +242,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
                     for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
                     for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
                 }
-                layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f,
+                layer_gemm(0, 0, rows, hd, keys, 1.0f,
                            P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D);
             }
         }
@@ -279,9 +281,9 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                         const float *Pc = P + (size_t)r0 * T, *dyc = dy + (size_t)r0 * D;
                         float *dSc = dS + (size_t)r0 * T;
                         /* dP = dY V^T; dV += P^T dY */
-                        layer_gemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, hd, 1.0f, dyc,
+                        layer_gemm(0, 1, rows, keys, hd, 1.0f, dyc,
                                    D, v, QKV, 0.0f, dSc, T);
-                        layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, Pc, T,
+                        layer_gemm(1, 0, keys, hd, rows, 1.0f, Pc, T,
                                    dyc, D, 1.0f, dv, QKV);
                         /* softmax backward: dS = P (dP - sum(P dP)) * scale, 0 above the diagonal */
                         for (int t = r0; t < keys; t++) {
@@ -293,9 +295,9 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                             for (int t2 = t + 1; t2 < keys; t2++) dr[t2] = 0.0f;
                         }
                         /* dQ += dS K; dK += dS^T Q */
-                        layer_gemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hd, keys, 1.0f, dSc,
+                        layer_gemm(0, 0, rows, hd, keys, 1.0f, dSc,
                                    T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV);
-                        layer_gemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, hd, rows, 1.0f, dSc,
+                        layer_gemm(1, 0, keys, hd, rows, 1.0f, dSc,
                                    T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV);
                     }
                 }

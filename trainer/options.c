@@ -103,7 +103,7 @@ const train_option train_options[] = {
     ENUM("device", "--device", "D", "cpu|cuda|auto", "auto",
          "auto: a CUDA GPU when this qatplan has the CUDA backend and one is found, else the CPU", NULL, device),
     ENUM("device", "--precision", "P", "fp32|bf16", "fp32",
-         "bf16 (cuda only): bf16 matrix products, fp32 accumulation, master weights and optimizer", NULL,
+         "bf16: bf16 matrix products (CPU: oneDNN's where built), fp32 accumulation, master weights and optimizer", NULL,
          precision),
     COUNT("evaluation and outputs", "--eval-tokens", "N", "65536", "validation tokens per evaluation", NULL,
           c.eval_tokens),

@@ -15,6 +15,7 @@
 #include "branch.h"
 #include "ckpt.h"
 #include "formulas.h"
+#include "gemm.h"
 #include "model.h"
 
 extern void openblas_set_num_threads(int n);
@@ -179,6 +180,7 @@ static void fill_record(data_run *r, const train_config *c, const train_sched *s
     snprintf(r->device, sizeof r->device, "%s", train_device_name(c->device));
     snprintf(r->precision, sizeof r->precision, "%s", train_precision_name(c->precision));
     fill_method(r, c, s, m, init);
+    snprintf(r->gemm, sizeof r->gemm, "%s", c->device == TRAIN_DEVICE_CPU ? train_gemm_backend_name() : "cublas");
 }
 
 static void fmt_eta(double sec, char *buf, size_t n)
@@ -604,6 +606,11 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     train_config *c = &j.c;
     omp_set_num_threads(c->threads);
     openblas_set_num_threads(c->threads);
+    train_gemm_set_bf16(c->device == TRAIN_DEVICE_CPU && c->precision == TRAIN_PREC_BF16);
+    if (c->progress)
+        fprintf(stderr, "qatplan: training on %s, %s, %d threads, matrix products %s\n", train_device_name(c->device),
+                train_precision_name(c->precision), c->threads,
+                c->device == TRAIN_DEVICE_CPU ? train_gemm_backend_name() : "cublas");
     int B = c->batch, T = c->shape.context;
     if ((st = model_create(&j.m, &c->shape, &c->quant, B, T, err))) return st;
     j.inp = malloc((size_t)B * T * sizeof *j.inp);
@@ -642,6 +649,7 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     if (!st) st = job_finish(&j, checkpoint_path, export_path, err);
 done:
     if (finished_before) *finished_before = fin;
+    train_gemm_set_bf16(0);
     j.be->close(j.dev);
     free(j.inp);
     free(j.tgt);

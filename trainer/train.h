@@ -16,8 +16,9 @@
 const char *train_backends(void);
 
 typedef enum { TRAIN_DEVICE_CPU = 0, TRAIN_DEVICE_CUDA } train_device;
-/* fp32 everywhere, or (CUDA only) bf16 matrix products with fp32 accumulation and fp32
- * master weights, optimizer and element-wise work. */
+/* fp32 everywhere, or bf16 matrix products with fp32 accumulation and fp32 master weights,
+ * optimizer and element-wise work (CUDA: every product; CPU: the linear layers' products,
+ * gemm.h). */
 typedef enum { TRAIN_PREC_FP32 = 0, TRAIN_PREC_BF16 } train_precision;
 const char *train_device_name(train_device d);       /* "cpu", "cuda" */
 const char *train_precision_name(train_precision p); /* "fp32", "bf16" */
@@ -92,7 +93,7 @@ typedef struct {
     uint64_t seed;
     int threads;
     train_device device;     /* TRAIN_DEVICE_CUDA needs train_cuda_devices() > 0 */
-    train_precision precision; /* TRAIN_PREC_BF16 needs TRAIN_DEVICE_CUDA */
+    train_precision precision;
     double eval_tokens;      /* validation tokens per evaluation */
     const char *run_id, *dataset;
     int run_id_auto;         /* run_id was generated: a resumed run keeps the state's run id */
@@ -228,8 +229,8 @@ typedef struct train_run train_run;
 /* ---- from the options to a run (the policy of `qatplan train`) ------------------------ */
 
 /* One data source given whole, --resume needs --state, the device (auto: a CUDA GPU when
- * there is one, else the CPU with a note unless quiet; cuda: refused without one), bf16 only
- * on CUDA, a valid bit width and its quantizer, the schedule and decay shape. Fills a->c. */
+ * there is one, else the CPU with a note unless quiet; cuda: refused without one), a valid
+ * bit width and its quantizer, the schedule and decay shape. Fills a->c. */
 qp_status train_args_resolve(train_args *a, qp_error *err);
 
 typedef struct {

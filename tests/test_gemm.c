@@ -1,0 +1,217 @@
+/* The trainer's matrix products (trainer/gemm.c): oneDNN's fp32 kernel agrees with OpenBLAS's
+ * (both transposes, strides, alpha and beta), the bf16 products are fp32 products of the
+ * bf16-rounded inputs, and the rounding is to nearest even. The oneDNN cases say SKIPPED
+ * where the build has no oneDNN. Tolerances are stated here and in docs/trainer.md. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gemm.h"
+#include "testutil.h"
+
+/* fp32, kernel against kernel: max |C1 - C2| / max |C2| (different summation orders only) */
+#define F32_AGREE_REL 1e-5
+/* bf16 kernel against fp32 on the rounded inputs: the same products, other summation order */
+#define BF16_SAME_REL 1e-5
+/* bf16 against fp32 on the unrounded inputs: 8-bit mantissas, errors partly cancel in a sum */
+#define BF16_VS_F32_REL 1e-2
+
+static uint64_t rng = 12345;
+static float frand(void)
+{
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+}
+
+typedef struct { int tA, tB, M, N, K, lda, ldb, ldc; float alpha, beta; } shape;
+
+/* The cases: every transpose pair, odd sizes, row strides wider than the rows, beta 0 and 1. */
+static const shape cases[] = {
+    {0, 1, 64, 96, 128, 128, 128, 96, 1.0f, 0.0f},
+    {0, 0, 37, 53, 71, 80, 60, 64, 1.0f, 0.0f},
+    {1, 0, 48, 40, 300, 56, 44, 40, 1.0f, 1.0f},
+    {1, 1, 17, 33, 29, 20, 35, 40, 0.5f, 1.0f},
+    {0, 1, 256, 512, 384, 384, 384, 512, 0.125f, 0.0f},
+};
+
+static float *fill(size_t n)
+{
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; x && i < n; i++) x[i] = frand();
+    return x;
+}
+
+static double max_rel(const float *a, const float *b, const shape *s)
+{
+    double d = 0, m = 0;
+    for (int i = 0; i < s->M; i++)
+        for (int j = 0; j < s->N; j++) {
+            double x = a[(size_t)i * s->ldc + j], y = b[(size_t)i * s->ldc + j];
+            d = fmax(d, fabs(x - y));
+            m = fmax(m, fabs(y));
+        }
+    return d / m;
+}
+
+typedef void (*gemm_fn)(int, int, int, int, int, float, const float *, int, const float *, int, float,
+                        float *, int);
+
+/* Runs f on the case (C starts from c0) into out. */
+static void run(gemm_fn f, const shape *s, const float *A, const float *B, const float *c0, float *out)
+{
+    memcpy(out, c0, (size_t)s->M * s->ldc * sizeof *out);
+    f(s->tA, s->tB, s->M, s->N, s->K, s->alpha, A, s->lda, B, s->ldb, s->beta, out, s->ldc);
+}
+
+static void round_copy(float *out, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) out[i] = train_bf16_round(x[i]);
+}
+
+/* checks one case; dnn: compare the oneDNN and OpenBLAS fp32 kernels */
+static void check_case(const shape *s, int dnn)
+{
+    size_t na = (size_t)(s->tA ? s->K : s->M) * s->lda, nb = (size_t)(s->tB ? s->N : s->K) * s->ldb;
+    size_t nc = (size_t)s->M * s->ldc;
+    float *A = fill(na), *B = fill(nb), *c0 = fill(nc), *r1 = malloc(nc * 4), *r2 = malloc(nc * 4);
+    float *Ar = malloc(na * 4), *Br = malloc(nb * 4);
+    CU_ASSERT_FATAL(A && B && c0 && r1 && r2 && Ar && Br);
+    qp_error err;
+    if (dnn) {
+        CU_ASSERT_EQUAL_FATAL(train_gemm_set_kernel(TRAIN_GEMM_OPENBLAS, &err), QP_OK);
+        run(train_gemm_f32, s, A, B, c0, r1);
+        CU_ASSERT_EQUAL_FATAL(train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err), QP_OK);
+        run(train_gemm_f32, s, A, B, c0, r2);
+        double rel = max_rel(r2, r1, s);
+        fprintf(stderr, "[%d%d %dx%dx%d] onednn vs openblas fp32 %.2e; ", s->tA, s->tB, s->M, s->N, s->K, rel);
+        CU_ASSERT(rel <= F32_AGREE_REL);
+    } else {
+        round_copy(Ar, A, na);
+        round_copy(Br, B, nb);
+        run(train_gemm_f32, s, Ar, Br, c0, r1);
+        run(train_gemm_bf16, s, A, B, c0, r2);
+        double same = max_rel(r2, r1, s);
+        run(train_gemm_f32, s, A, B, c0, r1);
+        double vs = max_rel(r2, r1, s);
+        fprintf(stderr, "[%d%d %dx%dx%d] bf16 vs rounded fp32 %.2e, vs fp32 %.2e; ", s->tA, s->tB, s->M, s->N,
+                s->K, same, vs);
+        CU_ASSERT(same <= BF16_SAME_REL);
+        CU_ASSERT(vs <= BF16_VS_F32_REL);
+        CU_ASSERT(vs > 0); /* the inputs really were rounded */
+        /* train_gemm follows the process's precision */
+        train_gemm_set_bf16(1);
+        run(train_gemm, s, A, B, c0, r1);
+        train_gemm_set_bf16(0);
+        CU_ASSERT(max_rel(r1, r2, s) <= BF16_SAME_REL);
+    }
+    /* the columns past N in each row of C (ldc > N) are left alone */
+    for (int i = 0; i < s->M; i++)
+        for (int j = s->N; j < s->ldc; j++) CU_ASSERT_EQUAL(r2[(size_t)i * s->ldc + j], c0[(size_t)i * s->ldc + j]);
+    free(A), free(B), free(c0), free(r1), free(r2), free(Ar), free(Br);
+}
+
+static void test_onednn_agrees_with_openblas(void)
+{
+    qp_error err;
+    if (train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err) != QP_OK) {
+        tu_skip("%s", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i], 1);
+    CU_ASSERT_EQUAL(strncmp(train_gemm_backend_name(), "onednn-", 7), 0);
+    train_gemm_set_kernel(TRAIN_GEMM_OPENBLAS, &err);
+    CU_ASSERT_EQUAL(strncmp(train_gemm_backend_name(), "openblas", 8), 0);
+    train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err);
+    fprintf(stderr, "%s\n", train_gemm_backend_name());
+}
+
+static void test_bf16_products(void)
+{
+    for (int k = 0; k < 2; k++) {
+        qp_error err;
+        /* the oneDNN bf16 kernel where built, and the rounding fallback (fp32 on OpenBLAS) */
+        if (train_gemm_set_kernel(k ? TRAIN_GEMM_OPENBLAS : TRAIN_GEMM_ONEDNN, &err) != QP_OK) continue;
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i], 0);
+        fprintf(stderr, "(%s)\n", train_gemm_backend_name());
+    }
+    /* the same shapes again come from the primitive cache and give the same numbers */
+    check_case(&cases[0], 0);
+    train_gemm_release();
+    check_case(&cases[0], 0);
+    train_gemm_release();
+}
+
+/* Within a reuse scope the second product reads the first one's bf16 copy of A (stored the
+ * same way, read transposed): the same numbers as without reuse; a new scope converts again. */
+static void test_bf16_reuse(void)
+{
+    enum { R = 64, C = 48, N2 = 40 };
+    float *A = fill(R * C), *B1 = fill(C * N2), *B2 = fill(R * N2), *c1 = calloc(R * N2, 4),
+          *c2 = calloc(C * N2, 4), *r1 = calloc(R * N2, 4), *r2 = calloc(C * N2, 4);
+    CU_ASSERT_FATAL(A && B1 && B2 && c1 && c2 && r1 && r2);
+    qp_error err;
+    train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err); /* where built; else the fallback stays */
+    train_gemm_bf16(0, 0, R, N2, C, 1.0f, A, C, B1, N2, 0.0f, r1, N2);
+    train_gemm_bf16(1, 0, C, N2, R, 1.0f, A, C, B2, N2, 0.0f, r2, N2);
+    train_gemm_stats g;
+    train_gemm_stats_take(&g);
+    train_gemm_stats_enable(1);
+    train_gemm_reuse(1);
+    train_gemm_bf16(0, 0, R, N2, C, 1.0f, A, C, B1, N2, 0.0f, c1, N2);
+    train_gemm_bf16(1, 0, C, N2, R, 1.0f, A, C, B2, N2, 0.0f, c2, N2);
+    train_gemm_reuse(0);
+    train_gemm_stats_enable(0);
+    train_gemm_stats_take(&g);
+    /* A converted once where oneDNN does the products (the fallback rounds its own copies) */
+    if (train_gemm_kernel_now() == TRAIN_GEMM_ONEDNN) CU_ASSERT_EQUAL(g.converted, R * C + C * N2 + R * N2);
+    CU_ASSERT_EQUAL(memcmp(c1, r1, sizeof(float) * R * N2), 0);
+    CU_ASSERT_EQUAL(memcmp(c2, r2, sizeof(float) * C * N2), 0);
+    /* A changes between scopes: the next scope sees the new values */
+    for (int i = 0; i < R * C; i++) A[i] = -A[i];
+    train_gemm_reuse(1);
+    train_gemm_bf16(0, 0, R, N2, C, 1.0f, A, C, B1, N2, 0.0f, c1, N2);
+    train_gemm_reuse(0);
+    for (int i = 0; i < R * N2; i++) CU_ASSERT_EQUAL(c1[i], -r1[i]);
+    free(A), free(B1), free(B2), free(c1), free(c2), free(r1), free(r2);
+}
+
+static void test_bf16_rounding(void)
+{
+    struct { uint32_t in, out; } v[] = {
+        {0x3f800000u, 0x3f80}, /* 1 exact */
+        {0x3f808000u, 0x3f80}, /* halfway, even below: down */
+        {0x3f818000u, 0x3f82}, /* halfway, odd below: up */
+        {0x3f808001u, 0x3f81}, /* above halfway: up */
+        {0xbf80ffffu, 0xbf81}, /* negative: magnitude rounds */
+        {0x7f7fffffu, 0x7f80}, /* FLT_MAX rounds to +inf, as IEEE does */
+        {0x7f800000u, 0x7f80}, /* inf stays */
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        float x;
+        memcpy(&x, &v[i].in, 4);
+        unsigned short b;
+        train_to_bf16(&b, &x, 1);
+        CU_ASSERT_EQUAL(b, v[i].out);
+        float r = train_bf16_round(x);
+        uint32_t ru;
+        memcpy(&ru, &r, 4);
+        CU_ASSERT_EQUAL(ru, (uint32_t)v[i].out << 16);
+    }
+    float nan = NAN;
+    unsigned short b;
+    train_to_bf16(&b, &nan, 1);
+    CU_ASSERT((b & 0x7f80) == 0x7f80 && (b & 0x7f) != 0); /* still a NaN */
+    CU_ASSERT(isnan(train_bf16_round(nan)));
+}
+
+static void add(CU_pSuite s)
+{
+    TU_ADD(s, test_onednn_agrees_with_openblas);
+    TU_ADD(s, test_bf16_products);
+    TU_ADD(s, test_bf16_reuse);
+    TU_ADD(s, test_bf16_rounding);
+}
+
+int main(void) { return tu_main("gemm", add); }

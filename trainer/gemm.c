@@ -1,0 +1,367 @@
+/* gemm.c: the trainer's matrix products on oneDNN (when built with it) or OpenBLAS.
+ * fp32: dnnl_sgemm (oneDNN's JIT sgemm, the ISA chosen from the CPU) or cblas_sgemm.
+ * bf16: both inputs rounded to bf16 into compact buffers, then oneDNN's matmul primitive
+ * (bf16 x bf16 -> f32), one primitive per shape, created once and kept (creating one costs
+ * far more than a product of the trainer's sizes). Threads: oneDNN here uses the OpenMP
+ * runtime, so it follows omp_set_num_threads like the trainer's own loops. */
+#include "gemm.h"
+
+#include "qp.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef QP_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.h>
+#endif
+
+extern char *openblas_get_corename(void);
+extern char *openblas_get_config(void);
+
+static int g_bf16, g_stats_on;
+static train_gemm_stats g_stats;
+
+void train_gemm_stats_enable(int on) { g_stats_on = on; }
+void train_gemm_stats_take(train_gemm_stats *out)
+{
+    *out = g_stats;
+    memset(&g_stats, 0, sizeof g_stats);
+}
+#ifdef QP_HAVE_DNNL
+static train_gemm_kernel g_kernel = TRAIN_GEMM_ONEDNN;
+#else
+static train_gemm_kernel g_kernel = TRAIN_GEMM_OPENBLAS;
+#endif
+
+void train_gemm_set_bf16(int bf16) { g_bf16 = bf16 != 0; }
+int train_gemm_bf16_on(void) { return g_bf16; }
+train_gemm_kernel train_gemm_kernel_now(void) { return g_kernel; }
+
+qp_status train_gemm_set_kernel(train_gemm_kernel k, qp_error *err)
+{
+#ifndef QP_HAVE_DNNL
+    if (k == TRAIN_GEMM_ONEDNN)
+        return qp_fail(err, QP_ERR_UNSUPPORTED, "this build has no oneDNN (install libdnnl-dev and rebuild)");
+#endif
+    g_kernel = k;
+    return QP_OK;
+}
+
+float train_bf16_round(float x)
+{
+    union { float f; uint32_t u; } v = {x};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return x; /* NaN */
+    v.u += 0x7fffu + ((v.u >> 16) & 1u);
+    v.u &= 0xffff0000u;
+    return v.f;
+}
+
+void train_to_bf16(unsigned short *out, const float *x, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel())
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        /* a NaN keeps its sign and a quiet payload rather than rounding into infinity */
+        out[i] = (unsigned short)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+    }
+}
+
+/* ---- names ---------------------------------------------------------------- */
+
+static char g_name[96];
+
+static const char *openblas_name(char *buf, size_t n)
+{
+    const char *cfg = openblas_get_config(), *core = openblas_get_corename();
+    char ver[24] = "";
+    if (cfg && !strncmp(cfg, "OpenBLAS ", 9)) sscanf(cfg + 9, "%23s", ver);
+    snprintf(buf, n, "openblas%s%s %s", ver[0] ? "-" : "", ver, core ? core : "unknown");
+    for (char *p = buf; *p; p++)
+        if (*p >= 'A' && *p <= 'Z') *p = (char)(*p - 'A' + 'a');
+    return buf;
+}
+
+#ifdef QP_HAVE_DNNL
+static const char *isa_name(dnnl_cpu_isa_t isa)
+{
+    switch (isa) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_mic: return "avx512_mic";
+    case dnnl_cpu_isa_avx512_mic_4ops: return "avx512_mic_4ops";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+#endif
+
+const char *train_gemm_backend_name(void)
+{
+#ifdef QP_HAVE_DNNL
+    if (g_kernel == TRAIN_GEMM_ONEDNN) {
+        const dnnl_version_t *v = dnnl_version();
+        snprintf(g_name, sizeof g_name, "onednn-%d.%d.%d %s", v->major, v->minor, v->patch,
+                 isa_name(dnnl_get_effective_cpu_isa()));
+        return g_name;
+    }
+#endif
+    return openblas_name(g_name, sizeof g_name);
+}
+
+/* ---- fp32 ----------------------------------------------------------------- */
+
+void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+#ifdef QP_HAVE_DNNL
+    /* dnnl_sgemm runs single-threaded when called inside a parallel region */
+    if (g_kernel == TRAIN_GEMM_ONEDNN &&
+        dnnl_sgemm(transA ? 'T' : 'N', transB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C,
+                   ldc) == dnnl_success)
+        return;
+#endif
+    cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* ---- bf16 ----------------------------------------------------------------- */
+
+/* Without the oneDNN bf16 kernel: the fp32 kernel on bf16-rounded inputs (the same products
+ * up to summation order). Uses float copies, so it needs its own buffers. */
+static void bf16_by_rounding(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
+                             const float *B, int ldb, float beta, float *C, int ldc)
+{
+    int ar = tA ? K : M, ac = tA ? M : K, br = tB ? N : K, bc = tB ? K : N;
+    float *a = malloc((size_t)ar * ac * sizeof *a), *b = malloc((size_t)br * bc * sizeof *b);
+    if (a && b) {
+        for (int r = 0; r < ar; r++)
+            for (int c = 0; c < ac; c++) a[(size_t)r * ac + c] = train_bf16_round(A[(size_t)r * lda + c]);
+        for (int r = 0; r < br; r++)
+            for (int c = 0; c < bc; c++) b[(size_t)r * bc + c] = train_bf16_round(B[(size_t)r * ldb + c]);
+        train_gemm_f32(tA, tB, M, N, K, alpha, a, ac, b, bc, beta, C, ldc);
+    } else {
+        /* out of memory for the copies: fp32 products rather than none */
+        train_gemm_f32(tA, tB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    }
+    free(a);
+    free(b);
+}
+
+static unsigned short *g_abuf, *g_bbuf;
+static size_t g_acap, g_bcap;
+
+/* the array g_abuf holds a copy of, while reuse is on (rows x cols, row stride ld) */
+static struct {
+    int on, valid;
+    const float *p;
+    int rows, cols, ld;
+} g_reuse;
+
+void train_gemm_reuse(int on)
+{
+    g_reuse.on = on != 0;
+    g_reuse.valid = 0;
+}
+
+#ifdef QP_HAVE_DNNL
+/* Compact bf16 copy of the stored matrix (rows x cols of a row-major array with stride ld). */
+static void pack_bf16(unsigned short *out, const float *x, int rows, int cols, int ld)
+{
+    if (ld == cols) {
+        train_to_bf16(out, x, (size_t)rows * cols);
+        return;
+    }
+    for (int r = 0; r < rows; r++) train_to_bf16(out + (size_t)r * cols, x + (size_t)r * ld, (size_t)cols);
+}
+
+static int grow(unsigned short **buf, size_t *cap, size_t n)
+{
+    if (n <= *cap) return 0;
+    unsigned short *p = realloc(*buf, n * sizeof *p);
+    if (!p) return -1;
+    *buf = p;
+    *cap = n;
+    return 0;
+}
+
+#define CACHE_N 64
+
+typedef struct {
+    int tA, tB, M, N, K, ldc;
+    float alpha, beta;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c;
+} mm_entry;
+
+static dnnl_engine_t g_engine;
+static dnnl_stream_t g_stream;
+static mm_entry g_cache[CACHE_N];
+static int g_ncache, g_bf16_broken;
+
+static int dnnl_ready(void)
+{
+    if (g_bf16_broken) return 0;
+    if (!g_engine && (dnnl_engine_create(&g_engine, dnnl_cpu, 0) != dnnl_success ||
+                      dnnl_stream_create(&g_stream, g_engine, dnnl_stream_default_flags) != dnnl_success)) {
+        g_bf16_broken = 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* The primitive for one shape: A and B compact bf16 (transposes expressed as strides), C the
+ * caller's f32 array with its row stride; alpha as the output scale, beta as a sum post-op. */
+static int mm_create(mm_entry *e)
+{
+    dnnl_memory_desc_t amd, bmd, cmd;
+    dnnl_dims_t ad = {e->M, e->K}, bd = {e->K, e->N}, cd = {e->M, e->N};
+    dnnl_dims_t as = {e->tA ? 1 : e->K, e->tA ? e->M : 1}, bs = {e->tB ? 1 : e->N, e->tB ? e->K : 1};
+    dnnl_dims_t cs = {e->ldc, 1};
+    if (dnnl_memory_desc_init_by_strides(&amd, 2, ad, dnnl_bf16, as) ||
+        dnnl_memory_desc_init_by_strides(&bmd, 2, bd, dnnl_bf16, bs) ||
+        dnnl_memory_desc_init_by_strides(&cmd, 2, cd, dnnl_f32, cs))
+        return -1;
+    dnnl_matmul_desc_t md;
+    if (dnnl_matmul_desc_init(&md, &amd, &bmd, NULL, &cmd)) return -1;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    int bad = dnnl_primitive_attr_create(&attr) != dnnl_success;
+    if (!bad && e->alpha != 1.0f) bad = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &e->alpha) != dnnl_success;
+    if (!bad && e->beta != 0.0f) {
+        bad = dnnl_post_ops_create(&po) || dnnl_post_ops_append_sum(po, e->beta) ||
+              dnnl_primitive_attr_set_post_ops(attr, po);
+    }
+    if (!bad) bad = dnnl_primitive_desc_create(&pd, &md, attr, g_engine, NULL) != dnnl_success;
+    if (!bad) bad = dnnl_primitive_create(&e->prim, pd) != dnnl_success;
+    if (!bad)
+        bad = dnnl_memory_create(&e->a, &amd, g_engine, DNNL_MEMORY_NONE) ||
+              dnnl_memory_create(&e->b, &bmd, g_engine, DNNL_MEMORY_NONE) ||
+              dnnl_memory_create(&e->c, &cmd, g_engine, DNNL_MEMORY_NONE);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    return bad ? -1 : 0;
+}
+
+static void mm_entry_free(mm_entry *e)
+{
+    if (e->prim) dnnl_primitive_destroy(e->prim);
+    if (e->a) dnnl_memory_destroy(e->a);
+    if (e->b) dnnl_memory_destroy(e->b);
+    if (e->c) dnnl_memory_destroy(e->c);
+    memset(e, 0, sizeof *e);
+}
+
+static mm_entry *mm_get(int tA, int tB, int M, int N, int K, float alpha, float beta, int ldc)
+{
+    for (int i = 0; i < g_ncache; i++) {
+        mm_entry *e = &g_cache[i];
+        if (e->tA == tA && e->tB == tB && e->M == M && e->N == N && e->K == K && e->ldc == ldc &&
+            e->alpha == alpha && e->beta == beta)
+            return e;
+    }
+    /* full: the trainer uses a handful of shapes, so a full cache means a new model; start over */
+    if (g_ncache == CACHE_N) {
+        for (int i = 0; i < g_ncache; i++) mm_entry_free(&g_cache[i]);
+        g_ncache = 0;
+    }
+    mm_entry *e = &g_cache[g_ncache];
+    *e = (mm_entry){tA, tB, M, N, K, ldc, alpha, beta, NULL, NULL, NULL, NULL};
+    if (mm_create(e)) {
+        mm_entry_free(e);
+        return NULL;
+    }
+    g_ncache++;
+    return e;
+}
+
+static int bf16_onednn(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (!dnnl_ready()) return -1;
+    size_t na = (size_t)M * K, nb = (size_t)K * N;
+    if (grow(&g_abuf, &g_acap, na) || grow(&g_bbuf, &g_bcap, nb)) {
+        g_reuse.valid = 0; /* g_abuf may have moved */
+        return -1;
+    }
+    mm_entry *e = mm_get(tA, tB, M, N, K, alpha, beta, ldc);
+    if (!e) return -1;
+    double t0 = g_stats_on ? qp_now() : 0;
+    int ar = tA ? K : M, ac = tA ? M : K;
+    if (!(g_reuse.on && g_reuse.valid && g_reuse.p == A && g_reuse.rows == ar && g_reuse.cols == ac &&
+          g_reuse.ld == lda)) {
+        pack_bf16(g_abuf, A, ar, ac, lda);
+        if (g_stats_on) g_stats.converted += (double)ar * ac;
+        g_reuse.valid = g_reuse.on;
+        g_reuse.p = A, g_reuse.rows = ar, g_reuse.cols = ac, g_reuse.ld = lda;
+    }
+    pack_bf16(g_bbuf, B, tB ? N : K, tB ? K : N, ldb);
+    if (g_stats_on) {
+        g_stats.converted += (double)K * N;
+        g_stats.conv_s += qp_now() - t0;
+    }
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
+    if (dnnl_memory_set_data_handle(e->a, g_abuf) || dnnl_memory_set_data_handle(e->b, g_bbuf) ||
+        dnnl_memory_set_data_handle(e->c, C) || dnnl_primitive_execute(e->prim, g_stream, 3, args) ||
+        dnnl_stream_wait(g_stream))
+        return -1;
+    return 0;
+}
+#endif
+
+void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+#ifdef QP_HAVE_DNNL
+    if (g_kernel == TRAIN_GEMM_ONEDNN && !omp_in_parallel() && K > 0 &&
+        !bf16_onednn(transA != 0, transB != 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        return;
+#endif
+    bf16_by_rounding(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc)
+{
+    int serial = !omp_in_parallel(), timed = g_stats_on && serial;
+    double t0 = timed ? qp_now() : 0;
+    if (g_bf16 && serial)
+        train_gemm_bf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        train_gemm_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (timed) {
+        g_stats.gemm_s += qp_now() - t0;
+        g_stats.flop += 2.0 * M * N * K;
+        g_stats.calls++;
+    }
+}
+
+void train_gemm_release(void)
+{
+#ifdef QP_HAVE_DNNL
+    for (int i = 0; i < g_ncache; i++) mm_entry_free(&g_cache[i]);
+    g_ncache = 0;
+    if (g_stream) dnnl_stream_destroy(g_stream);
+    if (g_engine) dnnl_engine_destroy(g_engine);
+    g_stream = NULL;
+    g_engine = NULL;
+#endif
+    free(g_abuf);
+    free(g_bbuf);
+    g_abuf = g_bbuf = NULL;
+    g_acap = g_bcap = 0;
+}

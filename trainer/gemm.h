@@ -1,0 +1,66 @@
+/* gemm.h: the trainer's matrix products (docs/trainer.md, "Matrix products"). Row-major,
+ * with cblas_sgemm's argument order: C[M, N] = alpha op(A)[M, K] op(B)[K, N] + beta C.
+ * The kernel is oneDNN's when the build found it (it picks the ISA from the CPU, whatever
+ * OPENBLAS_CORETYPE pins), else OpenBLAS's. bf16 products round both inputs to bf16
+ * (round-to-nearest-even) and accumulate in fp32. Part of the trainer (prefix train_). */
+#ifndef TRAIN_GEMM_H
+#define TRAIN_GEMM_H
+
+#include <stddef.h>
+
+#include "qp.h"
+
+typedef enum { TRAIN_GEMM_OPENBLAS = 0, TRAIN_GEMM_ONEDNN } train_gemm_kernel;
+
+/* The precision of train_gemm's products for this process: 0 fp32, 1 bf16. Set by the
+ * trainer from --precision before a run (one run per process at a time). */
+void train_gemm_set_bf16(int bf16);
+int train_gemm_bf16_on(void);
+
+/* The fp32 kernel: TRAIN_GEMM_ONEDNN (the default where built) or TRAIN_GEMM_OPENBLAS;
+ * QP_ERR_UNSUPPORTED when the build lacks that library. */
+qp_status train_gemm_set_kernel(train_gemm_kernel k, qp_error *err);
+train_gemm_kernel train_gemm_kernel_now(void);
+
+/* "onednn-2.6.3 avx512_core_bf16" or "openblas-0.3.21 haswell": the library, its version
+ * and the ISA (oneDNN) or core type (OpenBLAS) the products run on now. */
+const char *train_gemm_backend_name(void);
+
+/* The process's precision: bf16 products where bf16 is on and the call is not inside an
+ * OpenMP parallel region (the per-head attention products stay fp32, see docs), else fp32. */
+void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                const float *B, int ldb, float beta, float *C, int ldc);
+/* Always fp32, on the current kernel; safe inside parallel regions (one thread each). */
+void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                    int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* Always bf16 inputs, fp32 accumulation: oneDNN's bf16 matmul when it is the kernel (it
+ * emulates bf16 where the CPU lacks it), else the fp32 kernel on bf16-rounded copies (the same
+ * products, no speed-up). Inside a parallel region: the rounded copies, one thread each. */
+void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* Between train_gemm_reuse(1) and train_gemm_reuse(0) the caller promises that no array
+ * read by the products is written: a bf16 product whose first input is the same array, read
+ * the same way, as the previous one's reuses its bf16 copy (layer_matmul_backward's two
+ * products share dout). */
+void train_gemm_reuse(int on);
+
+/* f32 -> bf16 bits, round to nearest even (NaN stays NaN), and back. */
+void train_to_bf16(unsigned short *out, const float *x, size_t n);
+float train_bf16_round(float x);
+
+/* Where train_gemm's time goes (benchmarks): while enabled, the products called outside
+ * parallel regions add their wall time (conversions to bf16 separately) and FLOPs. */
+typedef struct {
+    double gemm_s, conv_s, flop;
+    double converted; /* elements converted to bf16 */
+    long calls;
+} train_gemm_stats;
+void train_gemm_stats_enable(int on);
+/* The totals since the last take, then zeroed. */
+void train_gemm_stats_take(train_gemm_stats *out);
+
+/* Frees the cached oneDNN primitives and bf16 buffers (tests, leak checks). */
+void train_gemm_release(void);
+
+#endif
