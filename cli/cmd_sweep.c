@@ -32,6 +32,7 @@ static void sweep_help(FILE *f)
             "  --no-state              do not keep resumable trainer state for interrupted runs\n"
             "  --dry-run               list the runs, which are recorded, and the trainer commands; run nothing\n"
             "  --only-index I          run grid point I only (0-based; what a Slurm array task does)\n"
+            "  --only-trunk I          run trunk I only (\"trunks\" grids; what a Slurm trunk task does)\n"
             "  --refit-only            only refit from RUNS and write the law and the report\n"
             "  --emit slurm            write a Slurm job-array submission script instead of running\n"
             "  --script FILE           where --emit writes the script (default: stdout)\n"
@@ -76,10 +77,39 @@ static qp_status check_paths(const char *grid, const sweep_options *o, const cha
     if (st || mode == 'd') return st; /* a dry run writes nothing */
     if (mode == 'e') return script ? qp_check_writable(script, "--script", 0, err) : QP_OK;
     if (mode != 'r') st = qp_check_writable(o->runs_path, "-o", 1, err);
-    int fits = mode == 'r' || (o->fit && o->only_index < 0);
+    int fits = mode == 'r' || (o->fit && o->only_index < 0 && o->only_trunk < 0);
     if (!st && fits) st = qp_check_writable(o->law_out, "--law-out", 0, err);
     if (!st && fits) st = qp_check_writable(o->report_path, "--report", 0, err);
     return st;
+}
+
+/* One trainer command line as the sweep would run it. */
+static void print_cmd(const sweep_options *o, char **args, const char *k, const char *v)
+{
+    printf("      %s", o->train_cmd ? o->train_cmd : "qatplan train");
+    for (char **a = args; *a; a++) printf(" %s", *a);
+    if (k) printf(" %s %s", k, v);
+    printf("\n");
+}
+
+/* A trunk-and-branch grid: its trunks, each with the command that trains it. */
+static qp_status dry_run_trunks(const sweep_grid *g, const sweep_options *o, qp_error *err)
+{
+    for (size_t t = 0; t < g->n_trunks; t++) {
+        const sweep_trunk *tr = &g->trunks[t];
+        char sp[4400], out[4400];
+        snprintf(sp, sizeof sp, "%s.sweep/%s.state", o->runs_path, tr->p.run_id);
+        snprintf(out, sizeof out, "%s.sweep/trunks.jsonl", o->runs_path);
+        printf("[trunk %zu] %-50s N=%-9.4g D=%-9.4g %d branch point%s\n", t, tr->p.run_id, tr->p.n_params, tr->p.tokens,
+               tr->n_save, tr->n_save == 1 ? "" : "s");
+        char **args;
+        qp_status st = sweep_trunk_args(g, tr, out, sp, 0, o->threads > 0 ? o->threads : 1, &args,
+                                        err);
+        if (st) return st;
+        print_cmd(o, args, NULL, NULL);
+        sweep_argv_free(args);
+    }
+    return QP_OK;
 }
 
 static int dry_run(const sweep_grid *g, const sweep_options *o, qp_error *err)
@@ -89,7 +119,10 @@ static int dry_run(const sweep_grid *g, const sweep_options *o, qp_error *err)
     if (st) return cli_report(st, err);
     size_t done = 0, pending = 0;
     double tok = 0, flops = 0;
-    for (size_t i = 0; i < g->n; i++) {
+    unsigned char *todo = calloc(g->n ? g->n : 1, 1);
+    if (!todo) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    if (!st && g->use_trunks) st = dry_run_trunks(g, o, err);
+    for (size_t i = 0; i < g->n && !st; i++) {
         const sweep_point *p = &g->points[i];
         if (o->only_index >= 0 && (long)i != o->only_index) continue;
         const data_run *r = sweep_results_find(&res, p->run_id);
@@ -100,21 +133,31 @@ static int dry_run(const sweep_grid *g, const sweep_options *o, qp_error *err)
             continue;
         }
         pending++;
+        todo[i] = 1;
         tok += p->tokens;
         flops += 6 * p->n_params * p->tokens;
-        char **args;
+        char **args, cp[4400];
         if ((st = sweep_point_args(g, p, o->runs_path, NULL, 0, o->threads > 0 ? o->threads : 1, &args, err))) break;
-        printf("      %s", o->train_cmd ? o->train_cmd : "qatplan train");
-        for (char **a = args; *a; a++) printf(" %s", *a);
-        printf("\n");
+        if (p->trunk)
+            snprintf(cp, sizeof cp, "%s.sweep/%s.state.at%.0f", o->runs_path, g->trunks[p->trunk - 1].p.run_id,
+                     p->branch_tokens);
+        print_cmd(o, args, p->trunk ? "--init" : NULL, cp);
         sweep_argv_free(args);
     }
     if (res.n_bad_lines) printf("warning: %zu unreadable line(s) in %s ignored; first: %s\n", res.n_bad_lines, o->runs_path, res.first_bad_msg);
     sweep_results_free(&res);
-    if (st) return cli_report(st, err);
-    printf("%zu runs: %zu recorded, %zu to run (%.4g training tokens, %.4g FLOPs at 6*N*D)\n", done + pending, done, pending,
-           tok, flops);
-    return 0;
+    if (!st) {
+        printf("%zu runs: %zu recorded, %zu to run (%.4g training tokens, %.4g FLOPs at 6*N*D)\n", done + pending, done,
+               pending, tok, flops);
+        double shared, separate;
+        sweep_trunk_tokens(g, todo, &shared, &separate);
+        /* trunks whose copies are all saved already would not run again: an upper bound */
+        if (g->use_trunks)
+            printf("trunk-and-branch: %.0f tokens instead of %.0f (%zu trunk%s; %.1f%% saved)\n", shared, separate,
+                   g->n_trunks, g->n_trunks == 1 ? "" : "s", separate > 0 ? 100.0 * (1 - shared / separate) : 0.0);
+    }
+    free(todo);
+    return st ? cli_report(st, err) : 0;
 }
 
 /* --threads and --slurm-cpus become the trainer's --threads: its range, from its table. */
@@ -170,7 +213,11 @@ static int run_all(const sweep_grid *g, const sweep_options *o, int quiet, qp_er
                 sum.done_before, sum.ok, sum.diverged, sum.failed);
         if (sum.busy) fprintf(stderr, ", %zu run by another process", sum.busy);
         fprintf(stderr, "\n");
-        if (o->fit && o->only_index < 0 && !st) {
+        if (g->use_trunks)
+            fprintf(stderr, "sweep: trunk-and-branch: %zu trunk%s run (%zu failed); trained %.0f tokens instead of %.0f\n",
+                    sum.trunks_ran, sum.trunks_ran == 1 ? "" : "s", sum.trunks_failed, sum.tokens_trained,
+                    sum.tokens_separate);
+        if (o->fit && o->only_index < 0 && o->only_trunk < 0 && !st) {
             if (sum.fit_msg[0]) fprintf(stderr, "sweep: law not refitted: %s\n", sum.fit_msg);
             else fprintf(stderr, "sweep: law %s, report %s\n", o->law_out, o->report_path);
         }
@@ -179,6 +226,11 @@ static int run_all(const sweep_grid *g, const sweep_options *o, int quiet, qp_er
     if (!rc && sum.failed) {
         fprintf(stderr, "qatplan: %zu run(s) failed without a record (logs in %s.sweep/); rerun the same command to retry them\n",
                 sum.failed, o->runs_path);
+        rc = 1;
+    }
+    if (!rc && sum.trunks_failed) {
+        fprintf(stderr, "qatplan: %zu trunk(s) failed (logs in %s.sweep/); rerun the same command to retry them\n",
+                sum.trunks_failed, o->runs_path);
         rc = 1;
     }
     return rc;
@@ -211,7 +263,7 @@ static qp_status add_slurm_arg(const char **args, size_t *n, size_t max, const c
 int cmd_sweep(int argc, char **argv)
 {
     enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_PROGRESS, O_NOSTATE, O_DRY, O_ONLY,
-           O_REFIT_ONLY, O_EMIT, O_SCRIPT, O_SCPUS, O_STIME, O_SPART, O_SMAX, O_TRAIN, O_FIT, O_SARG };
+           O_REFIT_ONLY, O_EMIT, O_SCRIPT, O_SCPUS, O_STIME, O_SPART, O_SMAX, O_TRAIN, O_FIT, O_SARG, O_ONLY_TRUNK };
     enum { MAX_SARGS = 64 };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},  {"jobs", required_argument, 0, O_JOBS},
@@ -221,6 +273,7 @@ int cmd_sweep(int argc, char **argv)
         {"run-timeout", required_argument, 0, O_TIMEOUT},
         {"progress-every", required_argument, 0, O_PROGRESS}, {"no-state", no_argument, 0, O_NOSTATE},
         {"dry-run", no_argument, 0, O_DRY},     {"only-index", required_argument, 0, O_ONLY},
+        {"only-trunk", required_argument, 0, O_ONLY_TRUNK},
         {"refit-only", no_argument, 0, O_REFIT_ONLY}, {"emit", required_argument, 0, O_EMIT},
         {"script", required_argument, 0, O_SCRIPT}, {"slurm-cpus", required_argument, 0, O_SCPUS},
         {"slurm-time", required_argument, 0, O_STIME}, {"slurm-partition", required_argument, 0, O_SPART},
@@ -265,6 +318,7 @@ int cmd_sweep(int argc, char **argv)
         case O_NOSTATE: o.use_state = 0; break;
         case O_DRY: dry = 1; break;
         case O_ONLY: st = qp_parse_long(optarg, "--only-index", 0, 1L << 30, &o.only_index, &err); break;
+        case O_ONLY_TRUNK: st = qp_parse_long(optarg, "--only-trunk", 0, 1L << 30, &o.only_trunk, &err); break;
         case O_REFIT_ONLY: refit_only = 1; break;
         case O_EMIT:
             emit = optarg;
@@ -294,6 +348,8 @@ int cmd_sweep(int argc, char **argv)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "--dry-run, --refit-only and --emit exclude each other"), &err);
     if (refit_only && o.only_index >= 0)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "--refit-only and --only-index exclude each other"), &err);
+    if (o.only_trunk >= 0 && (o.only_index >= 0 || refit_only))
+        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--only-trunk excludes --only-index and --refit-only"), &err);
 
     char *law_d = law ? NULL : derived(o.runs_path, ".law.json");
     char *rep_d = report ? NULL : derived(o.runs_path, ".report.txt");

@@ -101,6 +101,7 @@ typedef struct {
     double lr_qat;            /* peak learning rate of the QAT phase */
     double loss_ptq;          /* validation loss quantized at the switch, before any QAT step */
     char init_checkpoint[65]; /* SHA-256 (hex) of the --init checkpoint; "" = none */
+    char trunk[128];          /* a branch: the trunk's run id @ tokens it had trained; "" = none */
     double flops_fp, flops_qat; /* GEMM FLOPs counted per phase */
     double trainable_params_qat; /* most scalars trained at any QAT step */
     double wall_seconds_qat;  /* wall time of the QAT phase alone */

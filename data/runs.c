@@ -142,6 +142,7 @@ static void add_method_fields(cJSON *o, const data_run *r)
         if (isfinite(f[i].v)) dj_add_real(o, f[i].k, f[i].v);
     if (r->init_checkpoint[0]) cJSON_AddStringToObject(o, "init_checkpoint", r->init_checkpoint);
     if (r->freeze_mode[0]) cJSON_AddStringToObject(o, "freeze_mode", r->freeze_mode);
+    if (r->trunk[0]) cJSON_AddStringToObject(o, "trunk", r->trunk);
 }
 
 char *data_run_to_json(const data_run *r)
@@ -423,7 +424,9 @@ static qp_status method_from_json(const cJSON *o, data_run *r, const char *where
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if ((st = dj_get_real(o, f[i].k, 0, f[i].dst, where, err))) return st;
     if ((st = dj_get_string(o, "freeze_mode", 0, r->freeze_mode, sizeof r->freeze_mode, where, err))) return st;
-    return dj_get_string(o, "init_checkpoint", 0, r->init_checkpoint, sizeof r->init_checkpoint, where, err);
+    if ((st = dj_get_string(o, "init_checkpoint", 0, r->init_checkpoint, sizeof r->init_checkpoint, where, err)))
+        return st;
+    return dj_get_string(o, "trunk", 0, r->trunk, sizeof r->trunk, where, err);
 }
 
 static qp_status run_from_json(const cJSON *o, data_run *r, const char *name, long lineno, const char *where,

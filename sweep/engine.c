@@ -27,6 +27,7 @@ void sweep_options_init(sweep_options *o)
     o->fit_form = DATA_LAW_QAT;
     o->self_exe = "/proc/self/exe";
     o->only_index = -1;
+    o->only_trunk = -1;
     o->use_state = 1;
     o->progress_every = 60;
 }
@@ -100,7 +101,9 @@ static pid_t spawn(const char *prefix, const char *self, const char *sub, char *
 typedef struct {
     pid_t pid;
     int lock_fd;
-    size_t point;    /* index into g->points */
+    size_t point;    /* index into g->points (a point's job) */
+    const sweep_point *p; /* the point, or the trunk's run */
+    long trunk;      /* a trunk's job: its index in g->trunks; -1 = a point's */
     double t_start;
     double t_term;   /* when SIGTERM was sent for a timeout; 0 = not yet */
     int timed_out;
@@ -124,7 +127,8 @@ typedef struct {
     double last_line;            /* when the last progress line was written (logs that are not a terminal) */
 } progress;
 
-static double point_cost(const sweep_point *p) { return p->n_params * p->tokens; }
+/* N x the tokens the run trains (a branch: from its branch point on). */
+static double point_cost(const sweep_point *p) { return p->n_params * (p->tokens - p->branch_tokens); }
 
 static void fmt_secs(double s, char *buf, size_t n)
 {
@@ -142,7 +146,7 @@ static void fmt_secs(double s, char *buf, size_t n)
 static void poll_job(const progress *pr, job *jb)
 {
     char logp[4300];
-    wpath(&pr->w, pr->g->points[jb->point].run_id, ".log", logp, sizeof logp);
+    wpath(&pr->w, jb->p->run_id, ".log", logp, sizeof logp);
     struct stat sb;
     if (stat(logp, &sb) != 0 || (long)sb.st_size == jb->log_size) return;
     FILE *f = fopen(logp, "rb");
@@ -161,7 +165,7 @@ static double eta(progress *pr, job *jobs, int njobs, double *lo, double *hi)
     double now = qp_now();
     for (int i = 0; i < njobs; i++) {
         poll_job(pr, &jobs[i]);
-        double work = point_cost(&pr->g->points[jobs[i].point]);
+        double work = point_cost(jobs[i].p);
         double frac = jobs[i].have_prog ? (double)jobs[i].prog.step / (double)jobs[i].prog.total : 0;
         pr->hist[pr->n_hist + (size_t)i] = (sweep_eta_sample){work * frac, work * (1 - frac), now - jobs[i].t_start};
     }
@@ -209,7 +213,7 @@ static void draw_bar(progress *pr, job *jobs, int njobs)
             pr->finished_here, pr->to_run, njobs, pr->sum->diverged, pr->sum->failed, el, et);
     for (int i = 0; i < njobs; i++)
         if (jobs[i].have_prog)
-            fprintf(f, "  | %s step %ld/%ld loss %.4f", pr->g->points[jobs[i].point].run_id, jobs[i].prog.step,
+            fprintf(f, "  | %s step %ld/%ld loss %.4f", jobs[i].p->run_id, jobs[i].prog.step,
                     jobs[i].prog.total, jobs[i].prog.loss);
     fflush(f);
     pr->bar_shown = 1;
@@ -231,7 +235,7 @@ static void progress_line(progress *pr, job *jobs, int njobs)
     for (int i = 0; i < njobs; i++) {
         char rt[32];
         fmt_secs(now - jobs[i].t_start, rt, sizeof rt);
-        fprintf(f, "; %s ", pr->g->points[jobs[i].point].run_id);
+        fprintf(f, "; %s ", jobs[i].p->run_id);
         if (jobs[i].have_prog)
             fprintf(f, "step %ld/%ld loss %.4f (%s)", jobs[i].prog.step, jobs[i].prog.total, jobs[i].prog.loss, rt);
         else
@@ -403,7 +407,10 @@ typedef struct {
     const sweep_options *o;
     sweep_summary *sum;
     progress pr;
-    size_t *todo, ntodo, next; /* points pending; todo[next..] not started yet */
+    size_t *todo, ntodo, next; /* points pending; `next` of them started (in order, but for
+                                * branches waiting for their trunk) */
+    unsigned char *started;    /* per todo entry */
+    unsigned char *tstate;     /* per trunk: T_IDLE ... */
     job *jobs;
     int njobs, jobs_max, threads;
     int do_fit;         /* refits are wanted at all */
@@ -414,6 +421,49 @@ typedef struct {
 } sweep_loop;
 
 /* ---- the run loop: which points to run --------------------------------- */
+
+/* ---- trunks ------------------------------------------------------------ */
+
+enum { T_IDLE = 0, T_PENDING, T_RUNNING, T_DONE, T_FAILED, T_BUSY };
+
+static void trunk_state_path(const workdir *w, const sweep_trunk *t, char *buf, size_t n)
+{
+    wpath(w, t->p.run_id, ".state", buf, n);
+}
+
+/* The trunk's saved state that point p starts from. */
+static void branch_copy_path(const workdir *w, const sweep_grid *g, const sweep_point *p, char *buf, size_t n)
+{
+    char sp[4300];
+    trunk_state_path(w, &g->trunks[p->trunk - 1], sp, sizeof sp);
+    sweep_trunk_copy_path(sp, p->branch_tokens, buf, n);
+}
+
+/* Trunks to run: those whose copy some pending point lacks (with --only-trunk, that trunk
+ * only, for any point of the grid not recorded). */
+static qp_status plan_trunks(sweep_loop *L, const sweep_results *res, qp_error *err)
+{
+    const sweep_grid *g = L->g;
+    if (!g->n_trunks) return QP_OK;
+    if (!(L->tstate = calloc(g->n_trunks, 1))) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < g->n; i++) {
+        const sweep_point *p = &g->points[i];
+        char cp[4400];
+        if (!p->trunk || L->tstate[p->trunk - 1] == T_PENDING) continue;
+        if (L->o->only_trunk >= 0 ? p->trunk - 1 != L->o->only_trunk || sweep_results_find(res, p->run_id)
+                                  : (L->o->only_index >= 0 && (long)i != L->o->only_index) ||
+                                        sweep_results_find(res, p->run_id))
+            continue;
+        branch_copy_path(&L->pr.w, g, p, cp, sizeof cp);
+        if (access(cp, F_OK) != 0) L->tstate[p->trunk - 1] = T_PENDING;
+    }
+    for (size_t t = 0; t < g->n_trunks; t++)
+        if (L->tstate[t] == T_PENDING) {
+            L->pr.to_run++;
+            L->pr.todo_cost += point_cost(&g->trunks[t].p);
+        }
+    return QP_OK;
+}
 
 /* The points not in the results file yet (only --only-index's when given), and the header. */
 static qp_status plan_todo(sweep_loop *L, qp_error *err)
@@ -434,7 +484,7 @@ static qp_status plan_todo(sweep_loop *L, qp_error *err)
         return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < g->n; i++) {
-        if (o->only_index >= 0 && (long)i != o->only_index) continue;
+        if ((o->only_index >= 0 && (long)i != o->only_index) || o->only_trunk >= 0) continue;
         sum->total++;
         if (sweep_results_find(&res, g->points[i].run_id)) sum->done_before++;
         else {
@@ -442,9 +492,11 @@ static qp_status plan_todo(sweep_loop *L, qp_error *err)
             L->pr.todo_cost += point_cost(&g->points[i]);
         }
     }
-    sweep_results_free(&res);
     L->pr.to_run = L->ntodo;
-    return QP_OK;
+    if (!(L->started = calloc(L->ntodo ? L->ntodo : 1, 1))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    if (!st) st = plan_trunks(L, &res, err);
+    sweep_results_free(&res);
+    return st;
 }
 
 /* Threads per trainer: --threads, else the grid's, else the cores shared among the jobs. */
@@ -457,15 +509,113 @@ static int threads_per_run(const sweep_grid *g, const sweep_options *o, int jobs
 
 /* ---- the run loop: children -------------------------------------------- */
 
-/* Start trainers until jobs_max run or no point is left; points another process holds or
- * has recorded meanwhile are skipped. */
+/* Two more options at the end of a NULL-terminated argv (sweep_argv_free frees all). */
+static qp_status argv_add(char ***argv, const char *k, const char *v, qp_error *err)
+{
+    size_t n = 0;
+    while ((*argv)[n]) n++;
+    char **b = realloc(*argv, (n + 3) * sizeof *b);
+    if (!b) return qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    *argv = b;
+    b[n] = strdup(k);
+    b[n + 1] = b[n] ? strdup(v) : NULL;
+    b[n + 2] = NULL;
+    return b[n] && b[n + 1] ? QP_OK : qp_fail(err, QP_ERR_NOMEM, "out of memory");
+}
+
+/* Start trunk t (its lock held; another process running it: its branches are skipped). */
+static qp_status launch_trunk(sweep_loop *L, size_t t, qp_error *err)
+{
+    const sweep_trunk *tr = &L->g->trunks[t];
+    char lp[4300], statep[4300], logp[4300], out[4300];
+    wpath(&L->pr.w, tr->p.run_id, ".lock", lp, sizeof lp);
+    trunk_state_path(&L->pr.w, tr, statep, sizeof statep);
+    wpath(&L->pr.w, tr->p.run_id, ".log", logp, sizeof logp);
+    wpath(&L->pr.w, "trunks", ".jsonl", out, sizeof out); /* trunk records: not the grid's results */
+    L->pr.todo_cost -= point_cost(&tr->p);
+    int fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) return qp_fail(err, QP_ERR_IO, "%s: cannot open the trunk's lock file: %s", lp, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        L->tstate[t] = T_BUSY;
+        L->pr.to_run--;
+        say(&L->pr, L->jobs, L->njobs, "skip  trunk %s: another process is running it (its branches wait for it)",
+            tr->p.run_id);
+        return QP_OK;
+    }
+    int resume = access(statep, F_OK) == 0; /* a trunk always keeps its state: the branches need its copies */
+    char **args;
+    qp_status st = sweep_trunk_args(L->g, tr, out, statep, resume, L->threads, &args, err);
+    pid_t pid = st ? -1 : spawn(L->o->train_cmd, L->o->self_exe, "train", args, logp, fd, err);
+    if (!st) sweep_argv_free(args);
+    if (pid < 0) {
+        close(fd);
+        return err && err->status ? err->status : QP_ERR_IO;
+    }
+    L->jobs[L->njobs++] = (job){pid, fd, 0, &tr->p, (long)t, qp_now(), 0, 0, -1, 0, {0, 0, 0}};
+    L->tstate[t] = T_RUNNING;
+    L->sum->trunks_ran++;
+    L->sum->tokens_trained += tr->p.tokens;
+    say(&L->pr, L->jobs, L->njobs, "start trunk %s%s (N=%.3g, D=%.3g tokens, %d branch point%s)", tr->p.run_id,
+        resume ? " (resuming)" : "", tr->p.n_params, tr->p.tokens, tr->n_save, tr->n_save == 1 ? "" : "s");
+    return QP_OK;
+}
+
+/* The next todo entry that may start: not started, its trunk (if any) no longer pending or
+ * running. Trunks go first. Returns 0 when nothing can start now. */
+static int next_ready(sweep_loop *L, long *trunk, size_t *entry)
+{
+    for (size_t t = 0; t < L->g->n_trunks; t++)
+        if (L->tstate[t] == T_PENDING) {
+            *trunk = (long)t;
+            return 1;
+        }
+    *trunk = -1;
+    for (size_t e = 0; e < L->ntodo; e++) {
+        const sweep_point *p = &L->g->points[L->todo[e]];
+        if (L->started[e] || (p->trunk && L->tstate[p->trunk - 1] == T_RUNNING)) continue;
+        *entry = e;
+        return 1;
+    }
+    return 0;
+}
+
+/* A branch whose trunk failed or is another process's: counted, not started. */
+static int branch_blocked(sweep_loop *L, const sweep_point *p)
+{
+    int ts = p->trunk ? L->tstate[p->trunk - 1] : T_IDLE;
+    if (ts != T_FAILED && ts != T_BUSY) return 0;
+    const char *tid = L->g->trunks[p->trunk - 1].p.run_id;
+    if (ts == T_BUSY) {
+        L->pr.to_run--;
+        L->sum->busy++;
+        say(&L->pr, L->jobs, L->njobs, "skip  %s: another process is running its trunk %s", p->run_id, tid);
+    } else {
+        L->pr.finished_here++;
+        L->sum->failed++;
+        say(&L->pr, L->jobs, L->njobs, "FAILED %s: its trunk %s failed (log %s/%s.log)", p->run_id, tid, L->pr.w.dir, tid);
+    }
+    return 1;
+}
+
+/* Start trainers until jobs_max run or nothing can start; trunks first, each branch after its
+ * trunk; points another process holds or has recorded meanwhile are skipped. */
 static qp_status launch_runs(sweep_loop *L, qp_error *err)
 {
     const sweep_options *o = L->o;
-    while (!g_stop && L->njobs < L->jobs_max && L->next < L->ntodo) {
-        const sweep_point *p = &L->g->points[L->todo[L->next]];
+    long t;
+    size_t e = 0;
+    while (!g_stop && L->njobs < L->jobs_max && next_ready(L, &t, &e)) {
+        qp_status st;
+        if (t >= 0) {
+            if ((st = launch_trunk(L, (size_t)t, err))) return st;
+            continue;
+        }
+        const sweep_point *p = &L->g->points[L->todo[e]];
         L->pr.todo_cost -= point_cost(p);
+        L->started[e] = 1;
         L->next++;
+        if (branch_blocked(L, p)) continue;
         int why = 0;
         int fd = claim(&L->pr.w, o, p, &why, err);
         if (fd == -2) return err && err->status ? err->status : QP_ERR_IO;
@@ -480,12 +630,16 @@ static qp_status launch_runs(sweep_loop *L, qp_error *err)
             }
             continue;
         }
-        char statep[4300], logp[4300];
+        char statep[4300], logp[4300], cp[4400];
         wpath(&L->pr.w, p->run_id, ".state", statep, sizeof statep);
         wpath(&L->pr.w, p->run_id, ".log", logp, sizeof logp);
         int resume = o->use_state && access(statep, F_OK) == 0;
         char **args;
-        qp_status st = sweep_point_args(L->g, p, o->runs_path, o->use_state ? statep : NULL, resume, L->threads, &args, err);
+        st = sweep_point_args(L->g, p, o->runs_path, o->use_state ? statep : NULL, resume, L->threads, &args, err);
+        if (!st && p->trunk) {
+            branch_copy_path(&L->pr.w, L->g, p, cp, sizeof cp);
+            if ((st = argv_add(&args, "--init", cp, err))) sweep_argv_free(args);
+        }
         if (st) {
             close(fd);
             return st;
@@ -496,10 +650,13 @@ static qp_status launch_runs(sweep_loop *L, qp_error *err)
             close(fd);
             return err && err->status ? err->status : QP_ERR_IO;
         }
-        L->jobs[L->njobs++] = (job){pid, fd, L->todo[L->next - 1], qp_now(), 0, 0, -1, 0, {0, 0, 0}};
+        L->jobs[L->njobs++] = (job){pid, fd, L->todo[e], p, -1, qp_now(), 0, 0, -1, 0, {0, 0, 0}};
         L->sum->ran++;
-        say(&L->pr, L->jobs, L->njobs, "start %s%s (N=%.3g, D=%.3g tokens)", p->run_id, resume ? " (resuming)" : "",
-            p->n_params, p->tokens);
+        L->sum->tokens_trained += p->tokens - p->branch_tokens;
+        L->sum->tokens_separate += p->tokens;
+        say(&L->pr, L->jobs, L->njobs, "start %s%s (N=%.3g, D=%.3g tokens%s%s)", p->run_id, resume ? " (resuming)" : "",
+            p->n_params, p->tokens, p->trunk ? ", branching from " : "",
+            p->trunk ? L->g->trunks[p->trunk - 1].p.run_id : "");
     }
     return QP_OK;
 }
@@ -561,7 +718,7 @@ static void progress_timed(progress *pr, double cost, double secs)
 /* What a finished trainer left: a record (ok or diverged) or none (failed), said and counted. */
 static void report_run(sweep_loop *L, const job *jb, const data_run *rec, int ws, double secs)
 {
-    const sweep_point *p = &L->g->points[jb->point];
+    const sweep_point *p = jb->p;
     sweep_summary *sum = L->sum;
     if (!rec) {
         char logp[4300], how[128], tail[400];
@@ -583,11 +740,19 @@ static void report_run(sweep_loop *L, const job *jb, const data_run *rec, int ws
 
 /* ---- the run loop: refit ----------------------------------------------- */
 
+/* Points not started yet, or trunks still to start. */
+static int work_left(const sweep_loop *L)
+{
+    for (size_t t = 0; t < L->g->n_trunks; t++)
+        if (L->tstate[t] == T_PENDING) return 1;
+    return L->next < L->ntodo;
+}
+
 /* A refit after every refit_every recorded runs, while runs are still to come (the last one
  * is the final refit's). A refit that cannot start is counted, not fatal. */
 static void refit_if_due(sweep_loop *L)
 {
-    if (!(L->do_fit && L->fit_pending && L->fit_pid < 0 && (L->njobs > 0 || L->next < L->ntodo))) return;
+    if (!(L->do_fit && L->fit_pending && L->fit_pid < 0 && (L->njobs > 0 || work_left(L)))) return;
     qp_error fe = {0};
     L->fit_pid = start_fit(L->o, &L->pr.w, &L->fit_used, &fe);
     L->fit_pending = 0;
@@ -651,6 +816,48 @@ static void final_refit(const sweep_grid *g, const sweep_options *o, const workd
 
 /* ---- the run loop ------------------------------------------------------ */
 
+/* A trunk ended: done when it exited 0 with every copy its branches need saved; its own state
+ * is then of no further use (the copies are). */
+static void trunk_reaped(sweep_loop *L, const job *jb, int ws, double secs)
+{
+    const sweep_trunk *tr = &L->g->trunks[jb->trunk];
+    char statep[4300], cp[4400], logp[4300], how[128], tail[400];
+    trunk_state_path(&L->pr.w, tr, statep, sizeof statep);
+    int missing = 0;
+    for (int i = 0; i < tr->n_save && !missing; i++) {
+        sweep_trunk_copy_path(statep, tr->save_at[i], cp, sizeof cp);
+        missing = access(cp, F_OK) != 0;
+    }
+    L->pr.finished_here++;
+    if (WIFEXITED(ws) && WEXITSTATUS(ws) == 0 && !missing) {
+        L->tstate[jb->trunk] = T_DONE;
+        unlink(statep);
+        progress_timed(&L->pr, point_cost(&tr->p), secs);
+        say(&L->pr, L->jobs, L->njobs, "done  trunk %s (%.0f s): %d branch point%s saved", tr->p.run_id, secs, tr->n_save,
+            tr->n_save == 1 ? "" : "s");
+        return;
+    }
+    L->tstate[jb->trunk] = T_FAILED;
+    L->sum->trunks_failed++;
+    wpath(&L->pr.w, tr->p.run_id, ".log", logp, sizeof logp);
+    qp_log_tail(logp, tail, sizeof tail);
+    say(&L->pr, L->jobs, L->njobs, "FAILED trunk %s after %.0f s: %s%s%s; log %s: %s", tr->p.run_id, secs,
+        jb->timed_out ? "timed out, " : "", qp_wait_status_text(ws, how, sizeof how),
+        missing ? ", a branch state is missing (delete its .state to retrain it)" : "", logp, tail[0] ? tail : "(empty)");
+}
+
+/* A branch is recorded: its trunk's copy goes once no point of the grid still needs it. */
+static void release_copy(sweep_loop *L, const sweep_point *p, const sweep_results *res)
+{
+    for (size_t i = 0; i < L->g->n; i++) {
+        const sweep_point *q = &L->g->points[i];
+        if (q->trunk == p->trunk && q->branch_tokens == p->branch_tokens && !sweep_results_find(res, q->run_id)) return;
+    }
+    char cp[4400];
+    branch_copy_path(&L->pr.w, L->g, p, cp, sizeof cp);
+    unlink(cp);
+}
+
 /* Trainer `pid` ended with `ws`: look for its record, count it, free its slot and lock. */
 static qp_status run_reaped(sweep_loop *L, pid_t pid, int ws, qp_error *err)
 {
@@ -660,7 +867,12 @@ static qp_status run_reaped(sweep_loop *L, pid_t pid, int ws, qp_error *err)
     if (j < 0) return QP_OK; /* not ours */
     job jb = L->jobs[j];
     L->jobs[j] = L->jobs[--L->njobs];
-    const sweep_point *p = &L->g->points[jb.point];
+    if (jb.trunk >= 0) {
+        trunk_reaped(L, &jb, ws, qp_now() - jb.t_start);
+        close(jb.lock_fd);
+        return QP_OK;
+    }
+    const sweep_point *p = jb.p;
     double secs = qp_now() - jb.t_start;
     sweep_results r2;
     qp_status st = sweep_results_read(L->o->runs_path, &r2, err);
@@ -675,6 +887,7 @@ static qp_status run_reaped(sweep_loop *L, pid_t pid, int ws, qp_error *err)
         wpath(&L->pr.w, p->run_id, ".state", statep, sizeof statep);
         progress_timed(&L->pr, point_cost(p), secs);
         unlink(statep); /* recorded: the resumable state is of no further use */
+        if (p->trunk) release_copy(L, p, &r2);
     }
     report_run(L, &jb, rec, ws, secs);
     if (rec) refit_count_run(L);
@@ -690,7 +903,7 @@ static qp_status run_loop(sweep_loop *L, qp_error *err)
     while (!st && !g_stop) {
         if ((st = launch_runs(L, err))) break;
         refit_if_due(L);
-        if (L->njobs == 0 && L->fit_pid < 0 && L->next >= L->ntodo) break;
+        if (L->njobs == 0 && L->fit_pid < 0 && !work_left(L)) break;
         int ws;
         pid_t pid = waitpid(-1, &ws, WNOHANG);
         if (pid < 0 && errno == ECHILD) break;
@@ -721,19 +934,35 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
     if (st || (st = workdir_make(&L.pr.w, o->runs_path, err))) return st;
     if (o->only_index >= 0 && (size_t)o->only_index >= g->n)
         return qp_fail(err, QP_ERR_INPUT, "--only-index %ld is outside the grid's 0..%zu", o->only_index, g->n - 1);
-    if ((st = plan_todo(&L, err))) return st;
+    if (o->only_trunk >= 0 && (size_t)o->only_trunk >= g->n_trunks)
+        return qp_fail(err, QP_ERR_INPUT, "--only-trunk %ld: the grid has %zu trunk%s%s", o->only_trunk, g->n_trunks,
+                       g->n_trunks == 1 ? "" : "s", g->use_trunks ? "" : " (it does not set \"trunks\": true)");
+    if ((st = plan_todo(&L, err))) {
+        free(L.todo);
+        free(L.started);
+        free(L.tstate);
+        return st;
+    }
     L.jobs_max = o->jobs > 0 ? o->jobs : 1;
     L.threads = threads_per_run(g, o, L.jobs_max);
-    if (o->log)
-        fprintf(o->log, "sweep: %zu runs in the grid, %zu already recorded in %s, %zu to run (%d at once, %d thread%s each)\n",
-                sum->total, sum->done_before, o->runs_path, L.ntodo, L.jobs_max, L.threads, L.threads == 1 ? "" : "s");
+    size_t n_trunks = 0;
+    for (size_t t = 0; t < g->n_trunks; t++) n_trunks += L.tstate[t] == T_PENDING;
+    if (o->log) {
+        fprintf(o->log, "sweep: %zu runs in the grid, %zu already recorded in %s, %zu to run", sum->total, sum->done_before,
+                o->runs_path, L.ntodo);
+        if (g->use_trunks) fprintf(o->log, " and %zu trunk%s", n_trunks, n_trunks == 1 ? "" : "s");
+        fprintf(o->log, " (%d at once, %d thread%s each)\n", L.jobs_max, L.threads, L.threads == 1 ? "" : "s");
+    }
 
     L.jobs = calloc((size_t)L.jobs_max, sizeof *L.jobs);
-    L.pr.hist = calloc(L.ntodo + (size_t)L.jobs_max, sizeof *L.pr.hist); /* each run recorded once, plus those in flight */
+    /* each run and trunk recorded once, plus those in flight */
+    L.pr.hist = calloc(L.ntodo + n_trunks + (size_t)L.jobs_max, sizeof *L.pr.hist);
     if (!L.jobs || !L.pr.hist) {
         free(L.jobs);
         free(L.pr.hist);
         free(L.todo);
+        free(L.started);
+        free(L.tstate);
         return qp_fail(err, QP_ERR_NOMEM, "out of memory");
     }
     struct sigaction sa = {0}, old_int, old_term;
@@ -743,7 +972,7 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
-    L.do_fit = o->fit && o->law_out && o->only_index < 0;
+    L.do_fit = o->fit && o->law_out && o->only_index < 0 && o->only_trunk < 0;
     st = run_loop(&L, err);
     stop_children(&L);
     clear_bar(&L.pr);
@@ -752,6 +981,8 @@ qp_status sweep_run(const sweep_grid *g, const sweep_options *o, sweep_summary *
     free(L.jobs);
     free(L.pr.hist);
     free(L.todo);
+    free(L.started);
+    free(L.tstate);
     if (!st && g_stop) {
         sum->interrupted = 1;
         return qp_fail(err, QP_ERR_INTERRUPTED,

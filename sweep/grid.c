@@ -1,4 +1,5 @@
 /* Grid files: parse, expand into points with deterministic run ids, trainer arguments. */
+#include "internal.h"
 #include "sweep.h"
 #include "train.h"
 
@@ -30,6 +31,8 @@ void sweep_grid_free(sweep_grid *g)
     for (int m = 0; m < g->n_methods; m++)
         for (int i = 0; i < g->methods[m].n_args; i++) free(g->methods[m].args[i]);
     free(g->points);
+    for (size_t t = 0; t < g->n_trunks; t++) free(g->trunks[t].save_at);
+    free(g->trunks);
     memset(g, 0, sizeof *g);
 }
 
@@ -142,7 +145,7 @@ static qp_status parse_args(const cJSON *args, sweep_grid *g, const char *where,
 }
 
 /* 64-bit FNV-1a: the run id's hash of every setting that changes the result. */
-static uint64_t fnv1a(const char *s)
+uint64_t sweep_fnv1a(const char *s)
 {
     uint64_t h = 1469598103934665603ULL;
     for (; *s; s++) {
@@ -153,10 +156,11 @@ static uint64_t fnv1a(const char *s)
 }
 
 /* A shape's own learning rate wins over the grid's (small models train best with a larger one). */
-static double point_lr(const sweep_grid *g, const sweep_point *p) { return isfinite(p->lr) ? p->lr : g->lr; }
+double sweep_point_lr(const sweep_grid *g, const sweep_point *p) { return isfinite(p->lr) ? p->lr : g->lr; }
+#define point_lr sweep_point_lr
 
 /* The settings that name a point's model, for its run id's hash. */
-static int model_key(const sweep_grid *g, const sweep_point *p, char *key, size_t size)
+int sweep_model_key(const sweep_grid *g, const sweep_point *p, char *key, size_t size)
 {
     if (!p->model)
         return snprintf(key, size, "L=%d|D=%d|H=%d|KV=%d|F=%d|T=%d|V=%d", p->shape.n_layer, p->shape.d_model,
@@ -172,7 +176,7 @@ static void make_run_id(const sweep_grid *g, sweep_point *p)
     /* the key of qatplan's own shapes is as it always was: recorded run ids stay valid */
     char key[8192], model[64];
     int k = snprintf(key, sizeof key, "data=%s|", g->data);
-    k += model_key(g, p, key + k, sizeof key - (size_t)k);
+    k += sweep_model_key(g, p, key + k, sizeof key - (size_t)k);
     if (k > 0 && (size_t)k < sizeof key)
         k += snprintf(key + k, sizeof key - (size_t)k, "|tokens=%.0f|bits=%d|f=%.6g|sched=%s|seed=%llu|batch=%d|lr=%.6g",
                       p->tokens, p->bits, p->fraction, data_schedule_name(p->schedule),
@@ -184,7 +188,7 @@ static void make_run_id(const sweep_grid *g, sweep_point *p)
         k += snprintf(key + k, sizeof key - (size_t)k, "|method:%s", me->args[i]);
     if (g->init[0] && !data_bits_is_fp(p->bits) && k > 0 && (size_t)k < sizeof key)
         snprintf(key + k, sizeof key - (size_t)k, "|init=%s", g->init);
-    uint64_t h = fnv1a(key);
+    uint64_t h = sweep_fnv1a(key);
     char tok[32];
     qp_format_count(p->tokens, tok, sizeof tok);
     if (p->model) snprintf(model, sizeof model, "%s", g->models[p->model - 1].name);
@@ -209,7 +213,7 @@ typedef struct {
 static void push_point(sweep_grid *g, id_set *ids, sweep_point *p)
 {
     make_run_id(g, p);
-    size_t i = (size_t)fnv1a(p->run_id) & ids->mask;
+    size_t i = (size_t)sweep_fnv1a(p->run_id) & ids->mask;
     for (; ids->slot[i]; i = (i + 1) & ids->mask)
         if (!strcmp(g->points[ids->slot[i] - 1].run_id, p->run_id)) return; /* the same run twice */
     p->index = (int)g->n;
@@ -571,7 +575,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     grid_axes ax;
     memset(&ax, 0, sizeof ax);
     static const char *known[] = {"schema", "data", "shapes", "tokens", "tokens_per_param", "bits", "fractions",
-                                  "schedules", "seeds", "train", "comment", "methods", "init"};
+                                  "schedules", "seeds", "train", "comment", "methods", "init", "trunks"};
     if (!cJSON_IsObject(root)) {
         st = qp_fail(err, QP_ERR_PARSE, "%s: a grid must be a JSON object", name);
         goto done;
@@ -656,7 +660,14 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
                      name);
         goto done;
     }
-    st = expand(g, root, shapes, &ax, name, err);
+    const cJSON *tr = cJSON_GetObjectItemCaseSensitive(root, "trunks");
+    if (tr && !cJSON_IsBool(tr)) {
+        st = qp_fail(err, QP_ERR_PARSE, "%s: \"trunks\" must be true or false", name);
+        goto done;
+    }
+    g->use_trunks = cJSON_IsTrue(tr);
+    if ((st = expand(g, root, shapes, &ax, name, err))) goto done;
+    if (g->use_trunks) st = sweep_trunks_plan(g, name, err);
 done:
     cJSON_Delete(root);
     if (st) sweep_grid_free(g);

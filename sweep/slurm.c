@@ -1,6 +1,9 @@
 /* Slurm: a bash script that submits the grid as a job array (task i = grid point i, which
  * appends its record to the shared results file under flock) and the refit as a job that
- * depends on the whole array (afterany: it runs whatever the tasks' outcome). */
+ * depends on the whole array (afterany: it runs whatever the tasks' outcome). A grid with
+ * trunks first submits them as an array of their own (task t = trunk t), and the points'
+ * array depends on all of it with afterany: a branch whose trunk failed finds its state
+ * missing and trains the trunk itself (docs/sweep.md, "Trunks and branches"). */
 #include "sweep.h"
 
 #include <ctype.h>
@@ -80,6 +83,10 @@ static void header(FILE *f, const sweep_grid *g, const sweep_slurm_options *so)
     fprintf(f, "#!/bin/bash\n");
     fprintf(f, "# Slurm submission of a qatplan sweep, written by qatplan %s.\n", qp_version());
     fprintf(f, "# Grid %s: %zu runs, one job-array task each (task i runs grid point i).\n", so->grid_path, g->n);
+    if (g->n_trunks)
+        fprintf(f, "# \"trunks\": %zu FP trunks run first, as an array of their own (task t runs trunk t); the\n"
+                   "# runs' array waits for all of it (--dependency=afterany) and branches from their saved states.\n",
+                g->n_trunks);
     fprintf(f, "# Every task appends its run record to the shared results file with a single write under\n"
                "# flock(2); a task whose record is already there does nothing, so resubmitting this\n"
                "# script only runs what is missing. The refit job waits for the whole array\n"
@@ -97,19 +104,9 @@ static void header(FILE *f, const sweep_grid *g, const sweep_slurm_options *so)
     fprintf(f, "cd \"$WORKDIR\"\nmkdir -p \"$LOGS\"\n\n");
 }
 
-/* The array job: task i runs grid point i with the options of the local sweep. */
-static void array_job(FILE *f, const sweep_grid *g, const sweep_slurm_options *so, int cpus, const char *tl)
+/* The options every task passes to the sweep, as the local sweep would have them. */
+static void task_options(FILE *f, const sweep_slurm_options *so, int cpus)
 {
-    fprintf(f, "# The job scripts are given on stdin; variables are expanded now, at submission.\n");
-    fprintf(f, "array_job=$(sbatch --parsable --job-name=qatplan-sweep --array=0-%zu", g->n - 1);
-    if (so->max_parallel > 0) fprintf(f, "%%%d", so->max_parallel);
-    fprintf(f, " \\\n    --cpus-per-task=%d --time=%s", cpus, tl);
-    if (so->partition) fprintf(f, " --partition=%s", so->partition);
-    fprintf(f, " \\\n    --output=\"$LOGS/%%A_%%a.out\" <<EOF\n");
-    fprintf(f, "#!/bin/bash\n");
-    sbatch_lines(f, so);
-    fprintf(f, "cd \"$WORKDIR\"\n");
-    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --only-index \"\\$SLURM_ARRAY_TASK_ID\" ");
     if (so->threads > 0) fprintf(f, "--threads %d", so->threads);
     else fprintf(f, "--threads \"\\${SLURM_CPUS_PER_TASK:-%d}\"", cpus);
     if (so->run_timeout > 0) fprintf(f, " --run-timeout %.17g", so->run_timeout);
@@ -119,6 +116,41 @@ static void array_job(FILE *f, const sweep_grid *g, const sweep_slurm_options *s
         fprintf(f, " --train-cmd ");
         sq_heredoc(f, so->train_cmd);
     }
+}
+
+/* The trunks' array: task t runs trunk t (its branch points' states for the runs' array). */
+static void trunk_job(FILE *f, const sweep_grid *g, const sweep_slurm_options *so, int cpus, const char *tl)
+{
+    fprintf(f, "trunk_job=$(sbatch --parsable --job-name=qatplan-trunks --array=0-%zu", g->n_trunks - 1);
+    if (so->max_parallel > 0) fprintf(f, "%%%d", so->max_parallel);
+    fprintf(f, " \\\n    --cpus-per-task=%d --time=%s", cpus, tl);
+    if (so->partition) fprintf(f, " --partition=%s", so->partition);
+    fprintf(f, " \\\n    --output=\"$LOGS/trunk_%%A_%%a.out\" <<EOF\n");
+    fprintf(f, "#!/bin/bash\n");
+    sbatch_lines(f, so);
+    fprintf(f, "cd \"$WORKDIR\"\n");
+    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --only-trunk \"\\$SLURM_ARRAY_TASK_ID\" ");
+    task_options(f, so, cpus);
+    fprintf(f, "\nEOF\n)\n");
+    fprintf(f, "trunk_job=${trunk_job%%%%;*}\n\n");
+}
+
+/* The array job: task i runs grid point i with the options of the local sweep. */
+static void array_job(FILE *f, const sweep_grid *g, const sweep_slurm_options *so, int cpus, const char *tl)
+{
+    fprintf(f, "# The job scripts are given on stdin; variables are expanded now, at submission.\n");
+    if (g->n_trunks) trunk_job(f, g, so, cpus, tl);
+    fprintf(f, "array_job=$(sbatch --parsable --job-name=qatplan-sweep --array=0-%zu", g->n - 1);
+    if (so->max_parallel > 0) fprintf(f, "%%%d", so->max_parallel);
+    if (g->n_trunks) fprintf(f, " --dependency=afterany:$trunk_job");
+    fprintf(f, " \\\n    --cpus-per-task=%d --time=%s", cpus, tl);
+    if (so->partition) fprintf(f, " --partition=%s", so->partition);
+    fprintf(f, " \\\n    --output=\"$LOGS/%%A_%%a.out\" <<EOF\n");
+    fprintf(f, "#!/bin/bash\n");
+    sbatch_lines(f, so);
+    fprintf(f, "cd \"$WORKDIR\"\n");
+    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --only-index \"\\$SLURM_ARRAY_TASK_ID\" ");
+    task_options(f, so, cpus);
     fprintf(f, "\nEOF\n)\n");
     fprintf(f, "array_job=${array_job%%%%;*}  # --parsable prints JOBID[;CLUSTER]\n\n");
 }

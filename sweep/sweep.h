@@ -55,7 +55,19 @@ typedef struct {
     double lr;              /* peak learning rate of its shape ("lr" in the shape); NAN = the grid's */
     int model;              /* 0: qatplan's architecture (`shape`); k > 0: the grid's models[k - 1] */
     int method;             /* 0: none (full precision, or no "methods"); k > 0: the grid's methods[k - 1] */
+    int trunk;              /* "trunks": 1 + the index of the trunk it branches from; 0 = none */
+    double branch_tokens;   /* tokens its trunk has trained where it branches off (0 = none) */
 } sweep_point;
+
+/* A trunk of a grid with "trunks": true (docs/sweep.md, "Trunks and branches"): one FP run at
+ * constant learning rate (after the --warmup-tokens warmup) that saves its state at every
+ * branch point its points need; each point then trains only the rest of its own schedule. */
+typedef struct {
+    sweep_point p;          /* its run: run_id ("trunk-..."), shape, bits (the parameter layout),
+                             * seed, lr; tokens = the last branch point */
+    double *save_at;        /* tokens at which it saves a state for branches, ascending */
+    int n_save;
+} sweep_trunk;
 
 typedef struct {
     char data[1024];   /* trainer --data PREFIX (as written in the grid: relative to the cwd) */
@@ -72,6 +84,9 @@ typedef struct {
     char init[1024];   /* "init": --init FILE of the quantized points, "{seed}" replaced; "" = none */
     sweep_point *points;
     size_t n;
+    int use_trunks;         /* the grid's "trunks": true */
+    sweep_trunk *trunks;
+    size_t n_trunks;
 } sweep_grid;
 
 /* Grid file (JSON, schema qatplan-grid-v1; docs/sweep.md). Duplicate points (e.g. f = 0 under
@@ -93,6 +108,22 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
                            const char *state_path, int resume, int threads, char ***out,
                            qp_error *err);
 void sweep_argv_free(char **argv);
+/* Group the points of a "trunks" grid into trunks: points with the same model, seed, data,
+ * batch, learning rate, options and parameter layout (bits 1..8 one, 16/32 another) share
+ * one; qat-only points (no FP phase) run alone. Checks with the trainer's own schedule
+ * (config.c) that every branch's learning rate up to its branch point is the trunk's. */
+qp_status sweep_trunks_plan(sweep_grid *g, const char *name, qp_error *err);
+/* The trainer options of trunk t (as sweep_point_args, plus --qat-fraction 0 --decay-frac 0
+ * --save-at ...). */
+qp_status sweep_trunk_args(const sweep_grid *g, const sweep_trunk *t, const char *runs_path, const char *state_path,
+                           int resume, int threads, char ***out, qp_error *err);
+/* Where trunk t's state (state_path) keeps its copy for branches at `tokens`: the trainer's
+ * --save-at name, STATE.atD. */
+void sweep_trunk_copy_path(const char *state_path, double tokens, char *buf, size_t n);
+/* Tokens a sweep trains for the given points (NULL: all of the grid; include[i] != 0 selects
+ * point i): *separate when each is trained alone, *shared with trunks (each needed trunk
+ * once, each branch from its branch point on). */
+void sweep_trunk_tokens(const sweep_grid *g, const unsigned char *include, double *shared, double *separate);
 
 /* ---- the results file ---------------------------------------------------- */
 
@@ -131,6 +162,7 @@ typedef struct {
     const char *self_exe;    /* the qatplan binary (default /proc/self/exe) */
     double run_timeout;      /* seconds; a run still going is stopped and counts failed; 0 = none */
     long only_index;         /* run only this grid point (Slurm task); -1 = all */
+    long only_trunk;         /* run only this trunk (Slurm trunk task); -1 = all */
     int use_state;           /* pass --state/--resume so an interrupted run continues (default 1) */
     FILE *log;               /* progress and per-run lines; NULL = quiet */
     int tty;                 /* log is a terminal: progress bar instead of plain lines */
@@ -150,6 +182,9 @@ typedef struct {
     int fits_ok, fits_failed;
     char fit_msg[512];     /* why the last fit did not produce a law ("" if it did) */
     int interrupted;       /* stopped by SIGINT/SIGTERM */
+    size_t trunks_ran, trunks_failed;
+    double tokens_trained;  /* tokens of the trainers started (trunks once, branches from their branch point) */
+    double tokens_separate; /* what the same points would have trained each alone */
 } sweep_summary;
 
 /* Run the missing points. Returns QP_OK even when some runs failed (see the summary);

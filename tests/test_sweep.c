@@ -970,6 +970,32 @@ static void test_sweep_commands_parse_in_trainer(void)
         sweep_argv_free(argv);
     }
     CU_ASSERT(g.points[0].seed == 3000000000ull);
+    /* the same grid with trunks: each trunk's command line (it carries --save-at) parses too */
+    sweep_grid gt;
+    char tj[2048];
+    snprintf(tj, sizeof tj, "%.*s,\"trunks\":true,\"train\":{\"batch\":4,\"threads\":2,\"lr\":0.003,\"args\":"
+             "[\"--eval-tokens\",\"4K\",\"--warmup-tokens\",\"1K\"]}}", (int)(strstr(json, ",\"train\"") - json), json);
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(tj, "gt.json", &gt, &e), QP_OK);
+    CU_ASSERT(gt.n_trunks >= 4); /* 2 shapes x 2 seeds x {quantized, FP} */
+    for (size_t t = 0; t < gt.n_trunks; t++) {
+        char **argv;
+        CU_ASSERT_EQUAL_FATAL(sweep_trunk_args(&gt, &gt.trunks[t], "t.jsonl", "t.state", 0, 2, &argv, &e), QP_OK);
+        int argc = 0;
+        while (argv[argc]) argc++;
+        train_args a;
+        train_args_default(&a);
+        CU_ASSERT_EQUAL(train_args_parse(&a, argc, argv, &e), QP_OK);
+        CU_ASSERT_EQUAL(a.c.qat_fraction, 0);
+        CU_ASSERT_EQUAL(a.c.decay_frac, 0);
+        CU_ASSERT_PTR_NOT_NULL(a.c.save_at);
+        CU_ASSERT_STRING_EQUAL(a.run_id, gt.trunks[t].p.run_id);
+        for (int k = 0; k < argc; k++) {
+            const train_option *o = train_option_find(argv[k]);
+            if (o) used[o - train_options] = 1;
+        }
+        sweep_argv_free(argv);
+    }
+    sweep_grid_free(&gt);
     for (size_t i = 0; i < train_options_count; i++) {
         if (train_options[i].grid && !used[i]) fprintf(stderr, "the sweep never sets %s\n", train_options[i].name);
         CU_ASSERT(!train_options[i].grid || used[i]);

@@ -63,18 +63,24 @@ typedef struct {
 
 /* The settings that change a run's result, one "key value" line each (keys are the options
  * that set them), and the run id as a label; the data are identified by count and hash, the
- * --init checkpoint (init_sha256; NULL none) by its SHA-256. */
+ * --init file by init_id (NULL none): "checkpoint sha256 HEX", or a trunk state's identity. */
 void state_settings(char *buf, size_t n, const train_config *c, const train_sched *s, long n_eval,
-                    const train_data *d, const char *init_sha256);
+                    const train_data *d, const char *init_id);
 /* Write the state atomically: settings, progress, parameters and Adam moments of m, the
  * record (JSON, or NULL while the run is unfinished), and a checksum. */
 qp_status state_save(const char *path, const char *settings, const model *m, const train_progress *pr,
                      const char *record, qp_error *err);
 /* Read a state into m and pr after checking its format, size and checksum, and that its
- * settings equal `settings` (else the message names the first setting that differs).
+ * settings equal `settings` (else the message names the first setting that differs; NULL:
+ * not compared, for a trunk's state that a branch checked itself).
  * *record: the stored record (malloc'ed) or NULL; run_id: the saved run id ("" if none). */
 qp_status state_load(const char *path, const char *settings, model *m, train_progress *pr,
                      char **record, char *run_id, size_t n_run_id, qp_error *err);
+
+/* A state's settings text (malloc'ed), progress, floats per tensor family and stored checksum,
+ * from its head and tail only (the checksum is verified when it is loaded). */
+qp_status state_peek(const char *path, char **settings, train_progress *pr, uint64_t *n_floats, uint64_t *checksum,
+                     qp_error *err);
 
 /* The state's checksum (also usable for other data): 64-bit, streaming. */
 typedef struct {

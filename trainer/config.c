@@ -221,8 +221,9 @@ qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err)
     s->total = lround_pos(c->tokens / tps);
     if (s->total < 1) s->total = 1;
     int fp_run = c->quant.kind == TRAIN_Q_NONE;
-    /* --init: the FP phase was the checkpoint's; these tokens are all QAT */
-    double f = c->init_path ? 1.0 : c->qat_fraction;
+    /* --init CHECKPOINT: the FP phase was the checkpoint's; these tokens are all QAT. --init
+     * STATE (a branch) runs this point's own schedule from the state's step on. */
+    double f = c->init_path && !c->init_state ? 1.0 : c->qat_fraction;
     s->n_qat = fp_run ? 0 : lround_pos(f * (double)s->total);
     if (s->n_qat > s->total) s->n_qat = s->total;
     s->n_fp = s->total - s->n_qat;
@@ -238,10 +239,15 @@ qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err)
         return qp_fail(err, QP_ERR_INPUT,
                        "--warmup-frac %g + --decay-frac %g exceed the phase; lower one of them",
                        c->warmup_frac, df);
+    if (!(c->warmup_tokens >= 0 && c->warmup_tokens <= TRAIN_MAX_TOKENS))
+        return qp_fail(err, QP_ERR_INPUT, "--warmup-tokens %g: use 1 to %g tokens", c->warmup_tokens, TRAIN_MAX_TOKENS);
+    /* --warmup-tokens: the FP warmup does not depend on the run's length, so that runs of any
+     * D_fp follow one learning-rate path up to their decay (trunk-and-branch sweeps) */
+    long wt = c->warmup_tokens > 0 ? lround_pos(c->warmup_tokens / tps) : -1;
     s->decay_frac = df;
     switch (s->schedule) {
     case DATA_SCHED_FUSED:
-        s->fp_warm = lround_pos(c->warmup_frac * (double)s->total);
+        s->fp_warm = wt >= 0 ? wt : lround_pos(c->warmup_frac * (double)s->total);
         if (s->fp_warm > s->n_fp) s->fp_warm = s->n_fp;
         s->fp_decay = 0;
         s->qat_warm = 0;
@@ -252,7 +258,7 @@ qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err)
         s->qat_decay = lround_pos(df * (double)s->n_qat);
         break;
     default: /* classic and FP only: each phase its own warmup and decay */
-        s->fp_warm = lround_pos(c->warmup_frac * (double)s->n_fp);
+        s->fp_warm = wt >= 0 ? (wt < s->n_fp ? wt : s->n_fp) : lround_pos(c->warmup_frac * (double)s->n_fp);
         s->fp_decay = lround_pos(df * (double)s->n_fp);
         s->qat_warm = lround_pos(c->warmup_frac * (double)s->n_qat);
         s->qat_decay = lround_pos(df * (double)s->n_qat);
@@ -282,4 +288,21 @@ double train_lr_at(const train_sched *s, long step)
     if (step >= s->total) step = s->total - 1;
     if (step < s->n_fp) return wsd(s, s->lr, step, s->n_fp, s->fp_warm, s->fp_decay);
     return wsd(s, s->lr_qat, step - s->n_fp, s->n_qat, s->qat_warm, s->qat_decay);
+}
+
+long train_sched_branch_step(const train_sched *s)
+{
+    switch (s->schedule) {
+    case DATA_SCHED_FUSED: return s->n_fp;
+    case DATA_SCHED_QAT_ONLY: return 0;
+    default: return s->n_fp - s->fp_decay;
+    }
+}
+
+long train_sched_first_difference(const train_sched *a, const train_sched *b, long k)
+{
+    /* exact comparison: the point is bit-identical training */
+    for (long i = 0; i < k; i++)
+        if (train_lr_at(a, i) != train_lr_at(b, i)) return i;
+    return -1;
 }

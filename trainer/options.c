@@ -58,7 +58,9 @@ const train_option train_options[] = {
          "fractions", c.qat_fraction),
     STR("budget", TRAIN_OPT_PATH, "--init", "FILE", NULL,
         "start from this qatplan checkpoint's parameters and train only the QAT phase: --tokens are "
-        "QAT tokens, --qat-fraction is ignored; the model options must match the checkpoint", NULL,
+        "QAT tokens, --qat-fraction is ignored; the model options must match the checkpoint. A "
+        "resumable state (a trunk's --save-at copy) instead: continue from its step with this run's "
+        "own schedule (a branch; parameters, Adam moments and data position carried)", NULL,
         c.init_path),
     ENUM("method", "--method", "M", TRAIN_METHOD_CHOICES, "qat",
          "QAT phase: qat (every weight trains); efqat (partial update: the rows with the largest mean |w| "
@@ -117,6 +119,9 @@ const train_option train_options[] = {
          "learning rate of quantizer step sizes and zero points, times the phase's", NULL, c.qparam_lr_mult),
     REAL("schedule and optimizer", "--warmup-frac", "X", 0, 1, 0, "0.05",
          "warmup (and classic QAT re-warmup), fraction of its phase", NULL, c.warmup_frac),
+    COUNT("schedule and optimizer", "--warmup-tokens", "D", NULL,
+          "FP warmup in tokens, whatever the run's length (instead of --warmup-frac, which then sets "
+          "only the QAT re-warmup); trunk-and-branch sweeps need it", NULL, c.warmup_tokens),
     REAL("schedule and optimizer", "--decay-frac", "X", 0, 1, 0, "classic 0.2, fused 1.0",
          "decay length, fraction of its phase", NULL, c.decay_frac),
     ENUM("schedule and optimizer", "--decay-shape", "S", "linear|1-sqrt", "linear", "learning-rate decay shape",
@@ -157,6 +162,9 @@ const train_option train_options[] = {
          "(set by the sweep)", c.resume, TRAIN_RESUME_ALWAYS),
     FLAG("evaluation and outputs", "--resume-if-exists",
          "continue from --state FILE when it exists, else start the run", NULL, c.resume, TRAIN_RESUME_IF_EXISTS),
+    STR("evaluation and outputs", TRAIN_OPT_TEXT, "--save-at", "D,D,...", NULL,
+        "also save the state, as STATE.atD, when D tokens are trained (a trunk's branch points, for "
+        "--init); needs --state", "(set by the sweep for trunks)", c.save_at),
     STR("evaluation and outputs", TRAIN_OPT_INTERVAL, "--save-every", "N|TIME", "5m",
         "save the state every N steps or every TIME (600s, 10m, 2h); 0 = only at the end and on signals",
         NULL, c.save_every_steps),

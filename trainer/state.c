@@ -121,7 +121,7 @@ static void add_real(char *buf, size_t n, size_t *at, const char *key, double v)
 }
 
 void state_settings(char *buf, size_t n, const train_config *c, const train_sched *s, long n_eval,
-                    const train_data *d, const char *init_sha256)
+                    const train_data *d, const char *init_id)
 {
     size_t at = 0;
     buf[0] = '\0';
@@ -151,7 +151,7 @@ void state_settings(char *buf, size_t n, const train_config *c, const train_sche
      * their defaults, and resumes */
     if (s->lr_qat != s->lr) add_real(buf, n, &at, "--qat-lr", s->lr_qat);
     if (c->qparam_lr_mult != 1.0) add_real(buf, n, &at, "--qparam-lr-mult", c->qparam_lr_mult);
-    if (init_sha256) add_line(buf, n, &at, "--init", "checkpoint sha256 %s", init_sha256);
+    if (init_id) add_line(buf, n, &at, "--init", "%s", init_id);
     if (c->method != TRAIN_METHOD_QAT) {
         add_line(buf, n, &at, "--method", "%s", train_method_name(c->method));
         if (c->method == TRAIN_METHOD_EFQAT) {
@@ -174,6 +174,7 @@ void state_settings(char *buf, size_t n, const train_config *c, const train_sche
         }
     }
     add_real(buf, n, &at, "--warmup-frac", c->warmup_frac);
+    if (c->warmup_tokens > 0) add_real(buf, n, &at, "--warmup-tokens", c->warmup_tokens);
     add_real(buf, n, &at, "--decay-frac", s->decay_frac);
     add_line(buf, n, &at, "--decay-shape", "%s", c->decay_sqrt ? "1-sqrt" : "linear");
     add_real(buf, n, &at, "--min-lr-frac", c->min_lr_frac);
@@ -456,7 +457,7 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
         memmove(rec, text + sl, rl);
         rec[rl] = '\0';
         text[sl] = '\0';
-        st = compare_settings(path, text, settings, err);
+        if (settings) st = compare_settings(path, text, settings, err); /* NULL: a trunk's, checked by the caller */
         if (!st && !fits)
             st = qp_fail(err, QP_ERR_INPUT, "%s: saved for a model of %llu parameters, this one has %zu; "
                                             "delete the state to start again", path,
@@ -479,4 +480,39 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
     free(text);
     free(efq);
     return st;
+}
+
+qp_status state_peek(const char *path, char **settings, train_progress *pr, uint64_t *n_floats, uint64_t *checksum,
+                     qp_error *err)
+{
+    *settings = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return qp_fail(err, QP_ERR_IO, "%s: cannot open the state: %s", path, strerror(errno));
+    struct stat sb;
+    unsigned char pre[STATE_PREFIX_MAX], sum[8];
+    size_t sl = 0, rl = 0, pl = 0;
+    qp_status st = QP_OK;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size < STATE_PREFIX_V2 + 8 ||
+        fread(pre, 1, 32, f) != 32)
+        st = qp_fail(err, QP_ERR_PARSE, "%s: not a qatplan training state (too short)", path);
+    else if (!(st = check_head(path, pre, &pl, err)) && fread(pre + 32, 1, pl - 32, f) != pl - 32)
+        st = qp_fail(err, QP_ERR_PARSE, "%s: truncated training state", path);
+    uint64_t eb = 0; /* EfQAT's section: a trunk's copy has none (trunks train full QAT) */
+    if (!st) st = check_prefix(path, pre, pl, (size_t)sb.st_size, &sl, &rl, n_floats, &eb, err);
+    if (!st && !(*settings = malloc(sl + 1))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");
+    if (!st && fread(*settings, 1, sl, f) != sl) st = qp_fail(err, QP_ERR_IO, "%s: read error", path);
+    if (!st && (fseek(f, -8, SEEK_END) != 0 || fread(sum, 1, 8, f) != 8))
+        st = qp_fail(err, QP_ERR_IO, "%s: read error", path);
+    fclose(f);
+    if (st) {
+        free(*settings);
+        *settings = NULL;
+        return st;
+    }
+    (*settings)[sl] = '\0';
+    uint32_t ver;
+    memcpy(&ver, pre + 4, 4);
+    get_progress(ver == 2 ? pre + 24 : pre + 32, (pl - (ver == 2 ? 24 : 32)) / 8, pr);
+    *checksum = get64(sum);
+    return QP_OK;
 }

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "branch.h"
 #include "ckpt.h"
 #include "eq.h"
 #include "formulas.h"
@@ -230,6 +231,9 @@ typedef struct {
     double last_save;    /* of the periodic saves */
     long last_save_steps; /* steps_here at the last periodic save of the QAT phase */
     eq_env eq;           /* EfficientQAT's QAT phase (eq.h); plan only for qat */
+    branch_info br;      /* --init STATE: the trunk this run branches from */
+    long *save_at;       /* --save-at: steps at which a copy of the state is saved */
+    int n_save_at;
 } job;
 
 /* --init: a quantized run on the CPU path or CUDA, from a checkpoint of this shape. */
@@ -239,7 +243,7 @@ static qp_status job_check_init(job *j, qp_error *err)
     if (c->qparam_lr_mult != 1.0 && c->device == TRAIN_DEVICE_CUDA)
         return qp_fail(err, QP_ERR_UNSUPPORTED, "--qparam-lr-mult runs on --device cpu only so far; drop it "
                                                 "or use --device cpu");
-    if (!c->init_path) return QP_OK;
+    if (!c->init_path || c->init_state) return QP_OK; /* a state: job_check_branch */
     if (c->quant.kind == TRAIN_Q_NONE)
         return qp_fail(err, QP_ERR_INPUT, "--init trains the QAT phase of a quantized run: use --bits 1..8, or "
                                           "drop --init");
@@ -284,12 +288,29 @@ static qp_status job_check_method(job *j, qp_error *err)
     return QP_OK;
 }
 
+/* --init STATE: this run is a branch of the trunk that saved it (branch.c checks that it
+ * trains as this point would have), and --save-at: this run is a trunk. */
+static qp_status job_check_branch(job *j, qp_error *err)
+{
+    train_config *c = &j->c;
+    qp_status st = branch_save_steps(c, &j->s, &j->save_at, &j->n_save_at, err);
+    if (st || !c->init_state) return st;
+    char mine[sizeof j->settings];
+    state_settings(mine, sizeof mine, c, &j->s, j->n_eval, j->d, NULL);
+    if ((st = branch_check(c, &j->s, mine, &j->br, err))) return st;
+    if (c->progress)
+        fprintf(stderr, "note: --init %s: a branch of trunk %s, continuing at step %ld of %ld\n", c->init_path,
+                j->br.trunk, j->br.step, j->s.total);
+    return QP_OK;
+}
+
 /* Everything that can be refused before the first allocation. */
 static qp_status job_check(job *j, qp_error *err)
 {
     train_config *c = &j->c;
     const train_data *d = j->d;
     qp_status st;
+    c->init_state = c->init_path && branch_is_state(c->init_path);
     if ((st = train_shape_finish(&c->shape, err))) return st;
     if ((st = train_qspec_check(&c->quant, &c->shape, err))) return st;
     if ((st = train_config_check(c, err))) return st;
@@ -342,6 +363,7 @@ static qp_status job_check(job *j, qp_error *err)
                        qp_format_bytes(lim, l, sizeof l),
                        c->max_memory > 0 ? ", or a larger --max-memory" : "");
     }
+    if ((st = job_check_branch(j, err))) return st;
     if (c->state_path) {
         struct stat sb;
         int exists = stat(c->state_path, &sb) == 0;
@@ -354,21 +376,40 @@ static qp_status job_check(job *j, qp_error *err)
                                               "start the run (--resume-if-exists does both)",
                            c->state_path);
         if (!exists) c->resume = TRAIN_RESUME_NO;
+        char ck[96];
+        snprintf(ck, sizeof ck, "checkpoint sha256 %s", j->init.sha256);
         state_settings(j->settings, sizeof j->settings, c, &j->s, j->n_eval, d,
-                       c->init_path ? j->init.sha256 : NULL);
+                       !c->init_path ? NULL : c->init_state ? j->br.id : ck);
     }
     return QP_OK;
 }
 
-/* Save the state with progress at `step` (unfinished: record NULL). */
-static qp_status job_save(job *j, long step, const char *record, qp_error *err)
+/* Save the state with progress at `step` to path (unfinished: record NULL). */
+static qp_status job_save_to(job *j, const char *path, long step, const char *record, qp_error *err)
 {
     train_progress snap = j->pr;
     snap.step = step;
     snap.finished = record != NULL;
     snap.wall_seconds = j->pr.wall_seconds + (qp_now() - j->t_start);
     j->be->sync(j->dev, &j->m, 1);
-    return state_save(j->c.state_path, j->settings, &j->m, &snap, record, err);
+    return state_save(path, j->settings, &j->m, &snap, record, err);
+}
+
+static qp_status job_save(job *j, long step, const char *record, qp_error *err)
+{
+    return job_save_to(j, j->c.state_path, step, record, err);
+}
+
+/* --save-at: a trunk's copy of its state for the branches that start at `step`. */
+static qp_status job_save_branch(job *j, long step, qp_error *err)
+{
+    for (int i = 0; i < j->n_save_at; i++)
+        if (j->save_at[i] == step) {
+            char path[4200];
+            branch_save_path(&j->c, step, path, sizeof path);
+            return job_save_to(j, path, step, NULL, err);
+        }
+    return QP_OK;
 }
 
 /* The run is over (ok or diverged): the state keeps its record, so that resuming it writes
@@ -517,6 +558,7 @@ static qp_status job_loop(job *j, qp_error *err)
     /* EfficientQAT's methods run their QAT phase after the FP steps (job_eq) */
     long end = train_method_is_eq(c->method) ? s->n_fp : s->total;
     for (long step = (long)j->pr.step; step < end; step++) {
+        if ((st = job_save_branch(j, step, err))) return st;
         if (stop_requested || (c->max_steps > 0 && steps_here >= c->max_steps)) {
             if (c->state_path) {
                 if ((st = job_save(j, step, NULL, err))) return st;
@@ -567,7 +609,8 @@ static qp_status job_loop(job *j, qp_error *err)
     if (c->progress == 2 && steps_here > 0) fprintf(stderr, "\n");
     j->steps_here = j->last_save_steps = steps_here;
     j->last_save = last_save;
-    return QP_OK;
+    /* before job_finish quantizes anything; a trunk runs the step loop to the end */
+    return end == s->total ? job_save_branch(j, s->total, err) : QP_OK;
 }
 
 /* ---- EfficientQAT's QAT phase (eq.h): the job's side of it --------------------------------- */
@@ -729,7 +772,10 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
     if (finished_before) *finished_before = 0;
     data_run_init(rec);
     qp_status st = job_check(&j, err);
-    if (st) return st;
+    if (st) {
+        free(j.save_at);
+        return st;
+    }
     train_config *c = &j.c;
     omp_set_num_threads(c->threads);
     openblas_set_num_threads(c->threads);
@@ -746,7 +792,8 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
         st = qp_fail(err, QP_ERR_NOMEM, "out of memory for the batch");
         goto done;
     }
-    fill_record(rec, c, &j.s, &j.m, c->init_path ? &j.init : NULL);
+    fill_record(rec, c, &j.s, &j.m, c->init_path && !c->init_state ? &j.init : NULL);
+    snprintf(rec->trunk, sizeof rec->trunk, "%s", j.br.trunk);
     j.pr = (train_progress){0, 0, c->seed ^ 0xD1B54A32D192ED03ull, 0, 0, NAN, 0.0, NAN, NAN, NAN, 0.0, 0.0,
                             0, 0, 0, 0, 0, 0};
     if (c->method == TRAIN_METHOD_EFQAT && (st = efqat_create(&j.m, c->unfrozen, c->efqat_mode, err))) goto done;
@@ -766,6 +813,8 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
                         : qp_fail(err, QP_ERR_PARSE, "%s: finished, but holds no run record", c->state_path);
         free(record);
         if (st || fin) goto done;
+    } else if (c->init_state) {
+        if ((st = branch_load(c->init_path, &j.m, &j.pr, err))) goto done;
     } else {
         model_init(&j.m, c->seed);
         if (c->init_path && (st = ckpt_read_init(c->init_path, &c->shape, &j.m, &j.init, err))) goto done;
@@ -780,6 +829,7 @@ done:
     j.be->close(j.dev);
     free(j.inp);
     free(j.tgt);
+    free(j.save_at);
     model_free(&j.m);
     return st;
 }

@@ -115,7 +115,13 @@ typedef struct {
     double lr;               /* peak learning rate */
     double qat_lr;           /* peak learning rate of the QAT phase; 0 = lr */
     double qparam_lr_mult;   /* step sizes and zero points train at this times the phase's rate */
-    const char *init_path;   /* --init: start the QAT phase from this checkpoint; NULL none */
+    const char *init_path;   /* --init: start the QAT phase from this checkpoint, or (init_state)
+                              * continue a trunk's saved state as a branch; NULL none */
+    int init_state;          /* init_path is a resumable state (set by the trainer from its magic) */
+    double warmup_tokens;    /* > 0: the FP warmup in tokens, the same for every run length
+                              * (trunk-and-branch sweeps); 0: warmup_frac of the phase */
+    const char *save_at;     /* --save-at: token counts "D,D,..." at which a copy of the state is
+                              * saved as STATE.atD (branch points of a trunk); NULL none */
     train_method method;     /* the QAT phase's method */
     double unfrozen;         /* EfQAT: share of rows (cwpl, cwpn) or weights (lwpn) that train;
                               * < 0 = not given (0.05) */
@@ -180,6 +186,13 @@ typedef struct {
 
 qp_status train_sched_make(const train_config *c, train_sched *s, qp_error *err);
 double train_lr_at(const train_sched *s, long step);
+/* The step at which a run with this schedule can branch off an FP trunk trained at constant
+ * learning rate: the start of the FP decay (classic, fp-only) or the switch (fused, where QAT
+ * and the decay start together); 0 for qat-only (no FP phase). */
+long train_sched_branch_step(const train_sched *s);
+/* The first step before k at which the two schedules' learning rates differ; -1 if none
+ * (then a run with `a` and one with `b` train steps 0..k-1 identically). */
+long train_sched_first_difference(const train_sched *a, const train_sched *b, long k);
 
 
 /* ---- options: the one table (qatplan train, its help, the sweep) ----------------------- */
