@@ -332,14 +332,13 @@ static int fit_files(char **files, int n, const char *out_path, const char *repo
     return cli_report(st, &err);
 }
 
-/* --method: the training methods a run record can name */
+/* --method: the training methods a run record can name (data.h's list) */
 static qp_status parse_method(const char *v, char *out, size_t n, qp_error *err)
 {
-    char bar[32];
-    snprintf(bar, sizeof bar, "|%s|", v);
-    if (strlen(v) >= n || !strstr("|qat|efqat|efficientqat|blockap|e2eqp|", bar))
-        return qp_fail(err, QP_ERR_USAGE, "--method %s: use qat, efqat, efficientqat, blockap or e2eqp", v);
-    snprintf(out, n, "%s", v);
+    data_method m;
+    if (data_method_parse(v, &m, NULL))
+        return qp_fail(err, QP_ERR_USAGE, "--method %s: use " DATA_METHOD_LIST, v);
+    snprintf(out, n, "%s", data_method_name(m));
     return QP_OK;
 }
 

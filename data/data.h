@@ -125,6 +125,23 @@ typedef struct {
 /* The record's training method: r->method, or "qat" when it has none. */
 const char *data_run_method(const data_run *r);
 
+/* Training methods of the QAT phase, as run records name them ("method"; absent = qat): full
+ * QAT, EfQAT (row freezing), EfficientQAT's Block-AP and E2E-QP alone and together. The one
+ * owner of the names: the trainer's --method, the fitter's and the planner's use these. */
+typedef enum {
+    DATA_METHOD_QAT = 0,
+    DATA_METHOD_EFQAT,
+    DATA_METHOD_BLOCKAP,
+    DATA_METHOD_E2EQP,
+    DATA_METHOD_EFFICIENTQAT,
+    DATA_METHOD_COUNT_
+} data_method;
+#define DATA_METHOD_CHOICES "qat|efqat|blockap|e2eqp|efficientqat"
+#define DATA_METHOD_LIST "qat, efqat, blockap, e2eqp or efficientqat"
+const char *data_method_name(data_method m); /* "?" outside the enum */
+/* QP_ERR_USAGE with "unknown training method 'x': use qat, ..." (callers may prefix the option). */
+qp_status data_method_parse(const char *name, data_method *out, qp_error *err);
+
 /* Defaults: optional numbers NAN, ints 0 (optimizer_reset -1), strings empty,
  * status ok, schedule classic. */
 void data_run_init(data_run *r);

@@ -63,6 +63,20 @@ double data_run_tokens(const data_run *r) { return r->d_fp + r->d_qat; }
 
 const char *data_run_method(const data_run *r) { return r->method[0] ? r->method : "qat"; }
 
+static const char *const method_names[DATA_METHOD_COUNT_] = {"qat", "efqat", "blockap", "e2eqp", "efficientqat"};
+
+const char *data_method_name(data_method m) { return (unsigned)m < DATA_METHOD_COUNT_ ? method_names[m] : "?"; }
+
+qp_status data_method_parse(const char *name, data_method *out, qp_error *err)
+{
+    for (int i = 0; i < DATA_METHOD_COUNT_; i++)
+        if (name && !strcmp(name, method_names[i])) {
+            *out = (data_method)i;
+            return QP_OK;
+        }
+    return qp_fail(err, QP_ERR_USAGE, "unknown training method '%s': use " DATA_METHOD_LIST, name ? name : "");
+}
+
 qp_status data_run_validate(const data_run *r, qp_error *err)
 {
     if (!(r->n_params > 0) || !isfinite(r->n_params))

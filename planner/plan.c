@@ -16,19 +16,11 @@ const char *plan_bits_label(double bits, char *buf, size_t n)
     return buf;
 }
 
-static const char *method_names[PLAN_METHOD_COUNT_] = {"qat", "efqat", "e2eqp", "blockap", "efficientqat"};
-
-const char *plan_method_name(plan_method m) { return (unsigned)m < PLAN_METHOD_COUNT_ ? method_names[m] : "?"; }
+const char *plan_method_name(plan_method m) { return data_method_name(m); }
 
 qp_status plan_method_parse(const char *name, plan_method *out, qp_error *err)
 {
-    for (int i = 0; i < PLAN_METHOD_COUNT_; i++)
-        if (!strcmp(name, method_names[i])) {
-            *out = (plan_method)i;
-            return QP_OK;
-        }
-    return qp_fail(err, QP_ERR_USAGE, "unknown training method '%s': use qat, efqat, e2eqp, blockap or efficientqat",
-                   name);
+    return data_method_parse(name, out, err);
 }
 
 const char *plan_mode_name(plan_mode m)

@@ -15,17 +15,16 @@
 
 /* Training methods a plan can rank (seed-methods spec 6): full QAT, EfQAT (row freezing),
  * EfficientQAT's two phases alone and together. */
-typedef enum {
-    PLAN_METHOD_QAT = 0,
-    PLAN_METHOD_EFQAT,
-    PLAN_METHOD_E2EQP,
-    PLAN_METHOD_BLOCKAP,
-    PLAN_METHOD_EFFICIENTQAT,
-    PLAN_METHOD_COUNT_
-} plan_method;
+typedef data_method plan_method; /* data.h owns the names */
+#define PLAN_METHOD_QAT DATA_METHOD_QAT
+#define PLAN_METHOD_EFQAT DATA_METHOD_EFQAT
+#define PLAN_METHOD_E2EQP DATA_METHOD_E2EQP
+#define PLAN_METHOD_BLOCKAP DATA_METHOD_BLOCKAP
+#define PLAN_METHOD_EFFICIENTQAT DATA_METHOD_EFFICIENTQAT
+#define PLAN_METHOD_COUNT_ DATA_METHOD_COUNT_
 #define PLAN_MAX_ROWS (PLAN_MAX_BITS * PLAN_METHOD_COUNT_)
 
-const char *plan_method_name(plan_method m); /* "qat", "efqat", "e2eqp", "blockap", "efficientqat" */
+const char *plan_method_name(plan_method m); /* data_method_name */
 qp_status plan_method_parse(const char *name, plan_method *out, qp_error *err);
 
 /* The laws a plan uses, by role. The built-in set: fp (Epoch AI's Chinchilla fit, nats per

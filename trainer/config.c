@@ -34,19 +34,14 @@ qp_status train_shape_finish(train_shape *s, qp_error *err)
     return QP_OK;
 }
 
-static const char *mnames[TRAIN_METHOD_COUNT_] = {"qat", "efqat", "blockap", "e2eqp", "efficientqat"};
 static const char *fnames[TRAIN_EFQAT_COUNT_] = {"cwpl", "cwpn", "lwpn"};
 
-const char *train_method_name(train_method m) { return (m >= 0 && m < TRAIN_METHOD_COUNT_) ? mnames[m] : "?"; }
+const char *train_method_name(train_method m) { return data_method_name(m); }
 
 qp_status train_method_parse(const char *name, train_method *out, qp_error *err)
 {
-    for (int i = 0; i < TRAIN_METHOD_COUNT_; i++)
-        if (!strcmp(name, mnames[i])) {
-            *out = (train_method)i;
-            return QP_OK;
-        }
-    return qp_fail(err, QP_ERR_INPUT, "--method %s: use qat, efqat, blockap, e2eqp or efficientqat", name);
+    if (!data_method_parse(name, out, NULL)) return QP_OK;
+    return qp_fail(err, QP_ERR_INPUT, "--method %s: use " DATA_METHOD_LIST, name);
 }
 
 int train_method_is_eq(train_method m)

@@ -67,15 +67,14 @@ qp_status train_qspec_check(const train_qspec *q, const train_shape *s, qp_error
  * integer codes and train only their step sizes); EfficientQAT's block-wise reconstruction
  * (blockap), its step-size-only phase (e2eqp), or both in turn (efficientqat). The one owner
  * of the names: the options table's choices spell the same list. */
-typedef enum {
-    TRAIN_METHOD_QAT = 0,
-    TRAIN_METHOD_EFQAT,
-    TRAIN_METHOD_BLOCKAP,
-    TRAIN_METHOD_E2EQP,
-    TRAIN_METHOD_EFFICIENTQAT,
-    TRAIN_METHOD_COUNT_
-} train_method;
-#define TRAIN_METHOD_CHOICES "qat|efqat|blockap|e2eqp|efficientqat"
+typedef data_method train_method; /* data.h owns the names */
+#define TRAIN_METHOD_QAT DATA_METHOD_QAT
+#define TRAIN_METHOD_EFQAT DATA_METHOD_EFQAT
+#define TRAIN_METHOD_BLOCKAP DATA_METHOD_BLOCKAP
+#define TRAIN_METHOD_E2EQP DATA_METHOD_E2EQP
+#define TRAIN_METHOD_EFFICIENTQAT DATA_METHOD_EFFICIENTQAT
+#define TRAIN_METHOD_COUNT_ DATA_METHOD_COUNT_
+#define TRAIN_METHOD_CHOICES DATA_METHOD_CHOICES
 const char *train_method_name(train_method m); /* "qat", "efqat", "blockap", "e2eqp", "efficientqat" */
 qp_status train_method_parse(const char *name, train_method *out, qp_error *err);
 /* blockap, e2eqp, efficientqat: the QAT phase is EfficientQAT's own loop (job_eq), not the step loop */
