@@ -565,6 +565,49 @@ static qp_status expand(sweep_grid *g, const cJSON *root, const cJSON *shapes, c
     return st;
 }
 
+/* The axes every shape is crossed with: bits, fractions, schedules, seeds. */
+static qp_status parse_axes(const cJSON *root, sweep_grid *g, grid_axes *axp, const char *name, qp_error *err)
+{
+    grid_axes ax = *axp;
+    qp_status st;
+    if ((st = get_list(root, "bits", 0, ax.bits, &ax.nb, name, err))) return st;
+    if (ax.nb == 0)
+        return qp_fail(err, QP_ERR_INPUT, "%s: \"bits\" is missing: list bit widths, e.g. [2, 4] (16 = full precision)", name);
+    if ((st = check_list(ax.bits, ax.nb, "--bits", name, "bits", err))) return st;
+    for (int i = 0; i < ax.nb; i++) {
+        if (ax.bits[i] != floor(ax.bits[i]) || !(fabs(ax.bits[i]) <= 64) || !data_bits_valid((int)ax.bits[i]))
+            return qp_fail(err, QP_ERR_INPUT, "%s: bits %g: use 1..8 for QAT or 16/32 for full precision", name, ax.bits[i]);
+        if (!data_bits_is_fp((int)ax.bits[i])) g->has_quantized = 1;
+    }
+    if ((st = get_list(root, "fractions", 0, ax.fr, &ax.nf, name, err))) return st;
+    if (ax.nf == 0 && g->has_quantized)
+        return qp_fail(err, QP_ERR_INPUT, "%s: \"fractions\" is missing: list QAT fractions in [0, 1], e.g. [0, 0.2, 0.5, 1]", name);
+    if ((st = check_list(ax.fr, ax.nf, "--qat-fraction", name, "fractions", err))) return st;
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(root, "schedules");
+    if (!sc) {
+        ax.sched[ax.nsched++] = DATA_SCHED_CLASSIC;
+    } else {
+        if (!cJSON_IsArray(sc) || !sc->child)
+            return qp_fail(err, QP_ERR_PARSE, "%s: \"schedules\" must be a list like [\"classic\", \"fused\"]", name);
+        for (const cJSON *s = sc->child; s; s = s->next) {
+            data_schedule d;
+            if (!cJSON_IsString(s) || data_schedule_parse(s->valuestring, &d, err) ||
+                (d != DATA_SCHED_CLASSIC && d != DATA_SCHED_FUSED) || ax.nsched == DATA_SCHED_COUNT_) {
+                return qp_fail(err, QP_ERR_INPUT,
+                             "%s: \"schedules\" entries must be \"classic\" or \"fused\" (f = 0 and 1 choose fp-only "
+                             "and qat-only by themselves)",
+                             name);
+            }
+            ax.sched[ax.nsched++] = d;
+        }
+    }
+    if ((st = get_list(root, "seeds", 0, ax.seeds, &ax.ns, name, err))) return st;
+    if (ax.ns == 0) ax.seeds[ax.ns++] = 1;
+    if ((st = check_list(ax.seeds, ax.ns, "--seed", name, "seeds", err))) return st;
+    *axp = ax;
+    return QP_OK;
+}
+
 qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp_error *err)
 {
     memset(g, 0, sizeof *g);
@@ -608,50 +651,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     if (methods && (st = parse_methods(methods, g, name, err))) goto done;
     if (init && (st = parse_init(init, g, name, err))) goto done;
     ax.nm = g->n_methods;
-    if ((st = get_list(root, "bits", 0, ax.bits, &ax.nb, name, err))) goto done;
-    if (ax.nb == 0) {
-        st = qp_fail(err, QP_ERR_INPUT, "%s: \"bits\" is missing: list bit widths, e.g. [2, 4] (16 = full precision)", name);
-        goto done;
-    }
-    if ((st = check_list(ax.bits, ax.nb, "--bits", name, "bits", err))) goto done;
-    for (int i = 0; i < ax.nb; i++)
-        if (ax.bits[i] != floor(ax.bits[i]) ||
-            !(fabs(ax.bits[i]) <= 64) || !data_bits_valid((int)ax.bits[i])) {
-            st = qp_fail(err, QP_ERR_INPUT, "%s: bits %g: use 1..8 for QAT or 16/32 for full precision", name, ax.bits[i]);
-            goto done;
-        } else if (!data_bits_is_fp((int)ax.bits[i])) {
-            g->has_quantized = 1;
-        }
-    if ((st = get_list(root, "fractions", 0, ax.fr, &ax.nf, name, err))) goto done;
-    if (ax.nf == 0 && g->has_quantized) {
-        st = qp_fail(err, QP_ERR_INPUT, "%s: \"fractions\" is missing: list QAT fractions in [0, 1], e.g. [0, 0.2, 0.5, 1]", name);
-        goto done;
-    }
-    if ((st = check_list(ax.fr, ax.nf, "--qat-fraction", name, "fractions", err))) goto done;
-    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(root, "schedules");
-    if (!sc) {
-        ax.sched[ax.nsched++] = DATA_SCHED_CLASSIC;
-    } else {
-        if (!cJSON_IsArray(sc) || !sc->child) {
-            st = qp_fail(err, QP_ERR_PARSE, "%s: \"schedules\" must be a list like [\"classic\", \"fused\"]", name);
-            goto done;
-        }
-        for (const cJSON *s = sc->child; s; s = s->next) {
-            data_schedule d;
-            if (!cJSON_IsString(s) || data_schedule_parse(s->valuestring, &d, err) ||
-                (d != DATA_SCHED_CLASSIC && d != DATA_SCHED_FUSED) || ax.nsched == DATA_SCHED_COUNT_) {
-                st = qp_fail(err, QP_ERR_INPUT,
-                             "%s: \"schedules\" entries must be \"classic\" or \"fused\" (f = 0 and 1 choose fp-only "
-                             "and qat-only by themselves)",
-                             name);
-                goto done;
-            }
-            ax.sched[ax.nsched++] = d;
-        }
-    }
-    if ((st = get_list(root, "seeds", 0, ax.seeds, &ax.ns, name, err))) goto done;
-    if (ax.ns == 0) ax.seeds[ax.ns++] = 1;
-    if ((st = check_list(ax.seeds, ax.ns, "--seed", name, "seeds", err))) goto done;
+    if ((st = parse_axes(root, g, &ax, name, err))) goto done;
     const cJSON *shapes = cJSON_GetObjectItemCaseSensitive(root, "shapes");
     if (!cJSON_IsArray(shapes) || !shapes->child) {
         st = qp_fail(err, QP_ERR_INPUT,
