@@ -1,5 +1,6 @@
 /* Quantizers: forward, STE backward and initialisation against hand-computed values. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "model.h"
@@ -389,9 +390,35 @@ static void test_ds_from_output(void)
     }
 }
 
+/* quant_ds_from_output is each row's sum over n in order, in double, bit for bit, at any
+ * thread count (rows over several chunks and a ragged last one). */
+static void test_ds_from_output_exact(void)
+{
+    enum { N = 37, R = 301 };
+    static float dY[N * R], Y[N * R], s[R], ref[R], got[R];
+    uint64_t st = 77;
+    for (int i = 0; i < N * R; i++) dY[i] = train_rng_normal(&st), Y[i] = train_rng_normal(&st);
+    for (int r = 0; r < R; r++) s[r] = 0.01f + 0.1f * fabsf(train_rng_normal(&st)), ref[r] = (float)r;
+    float gs = 0.37f;
+    for (int r = 0; r < R; r++) {
+        double acc = 0;
+        for (int n = 0; n < N; n++) acc += (double)dY[n * R + r] * (double)Y[n * R + r];
+        ref[r] += (float)((double)gs * (acc / (double)s[r]));
+    }
+    int threads = omp_get_max_threads();
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        for (int r = 0; r < R; r++) got[r] = (float)r;
+        quant_ds_from_output(got, dY, Y, s, N, R, gs);
+        CU_ASSERT_EQUAL(memcmp(got, ref, sizeof ref), 0);
+    }
+    omp_set_num_threads(threads);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_binary);
+    TU_ADD(s, test_ds_from_output_exact);
     TU_ADD(s, test_seq2);
     TU_ADD(s, test_ternary);
     TU_ADD(s, test_lsq3);
