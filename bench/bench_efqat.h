@@ -99,18 +99,20 @@ static inline double efq_dw_products(model *m)
 }
 
 /* The frozen rows' fixed-code step-size gradients of one backward alone (efqat_frozen_ds: the
- * dY * Y reduction; model.c's reconstruction of Y not included), on the last step's buffers. */
+ * dY * Y reductions; wqkv's un-RoPE of Y not included), on the last step's buffers. */
 static inline double efq_ds_products(model *m)
 {
     int L = m->s.n_layer, D = m->s.d_model, F = m->s.d_ff, QKV = m->qkv_rows, N = m->B * m->T;
     model_acts *a = &m->a;
     double t0 = qp_now();
     for (int l = L - 1; l >= 0; l--) {
-        const float *y[4] = {a->qkv + (size_t)l * N * QKV, a->mid + (size_t)l * N * D, a->h13 + (size_t)l * N * 2 * F,
+        const float *mid = a->mid + (size_t)l * N * D;
+        const float *y[4] = {a->qkv + (size_t)l * N * QKV, mid, a->h13 + (size_t)l * N * 2 * F,
                              a->resid + (size_t)(l + 1) * N * D};
+        const float *ysub[4] = {NULL, a->resid + (size_t)l * N * D, NULL, mid};
         const float *dy[4] = {a->dqkv, a->dx, a->dh13, a->dx};
         for (int k = 3; k >= 0; k--)
-            if (efqat_needs_ds(m, k, l)) efqat_frozen_ds(m, k, l, dy[k], y[k], N);
+            if (efqat_needs_ds(m, k, l)) efqat_frozen_ds(m, k, l, dy[k], y[k], ysub[k], N);
     }
     return qp_now() - t0;
 }
