@@ -4,7 +4,7 @@
  * dot-product peaks, measured here with short AVX-512 loops, and against the best GEMM.
  *
  *   bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] [--repeats R]
- *               [--no-torch] [--torch-core CORE] [--breakdown]
+ *               [--no-torch] [--torch-core CORE] [--breakdown] [--efqat [R,R,...]]
  *
  * Batch 16 x context 256, shapes (layers, width, heads) = (2,64,2) (4,128,4) (6,256,8)
  * (8,384,6). FLOPs per token = 6 (non-embedding params + V d) + 12 L T d (the attention
@@ -14,7 +14,8 @@
  * best on AVX-512) and PyTorch bf16 on its bundled oneDNN. Medians over timed steps after 2
  * warm-up steps; every repeat is printed with the load average, and the best repeat of each
  * is kept (the least disturbed on a shared machine). --breakdown: where a bf16 step's time
- * goes (bench_breakdown.h). */
+ * goes (bench_breakdown.h). --efqat [R,R,...]: instead, EfQAT's backward and step at each
+ * unfrozen ratio against full QAT, with the weight-gradient share phi (bench_efqat.h). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "bench_breakdown.h"
+#include "bench_efqat.h"
 #include "bench_peak.h"
 #include "bench_torch.h"
 #include "gemm.h"
@@ -179,6 +181,29 @@ static void print_table(const shape_result *res, int n, const peaks *pk)
            "The machine may be shared: compare ratios from one run, and the load averages above.\n");
 }
 
+/* --efqat: every shape at every ratio (bench_efqat.h), then the tables. */
+static int run_efqat(int shp[4][3], int nshapes, int only, int steps, int repeats, efq_result *proto)
+{
+    efq_result res[4];
+    train_shape s[4];
+    qp_error err;
+    printf("EfQAT backward (E1): 4-bit LSQ QAT, CWPL, ratios against R = 1 in the same run\n");
+    for (int k = 0; k < nshapes; k++) {
+        res[k] = *proto;
+        res[k].nr = 0;
+        if (only >= 0 && k != only) continue;
+        s[k] = (train_shape){shp[k][0], shp[k][1], shp[k][2], 0, 0, 256, 256};
+        if (train_shape_finish(&s[k], &err)) return 1;
+        res[k].nr = proto->nr;
+        if (efq_measure(&s[k], &res[k], steps, repeats, load1)) return 1;
+    }
+    for (int k = 0; k < nshapes; k++)
+        if (res[k].nr) efq_print(&s[k], &res[k]);
+    efq_legend();
+    train_gemm_release();
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     qp_blas_select_kernels(argc, argv);
@@ -191,6 +216,7 @@ int main(int argc, char **argv)
     }
     int steps = 5, threads = 2, torch = 1, nshapes = 4, only = -1, repeats = 2, breakdown = 0;
     const char *core = "SkylakeX";
+    efq_result efq = {0};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -200,9 +226,12 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--torch-core") && i + 1 < argc) core = argv[++i];
         else if (!strcmp(argv[i], "--shapes") && i + 1 < argc) nshapes = strcmp(argv[++i], "small") ? 4 : 2;
-        else {
+        else if (!strcmp(argv[i], "--efqat")) {
+            const char *list = i + 1 < argc && strncmp(argv[i + 1], "--", 2) ? argv[++i] : "1,0.5,0.25,0.05,0";
+            if (!(efq.nr = efq_parse_ratios(list, efq.r))) return 2;
+        } else {
             fprintf(stderr, "usage: bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] "
-                            "[--repeats R] [--no-torch] [--torch-core CORE] [--breakdown]\n");
+                            "[--repeats R] [--no-torch] [--torch-core CORE] [--breakdown] [--efqat [R,R,...]]\n");
             return 2;
         }
     }
@@ -217,9 +246,10 @@ int main(int argc, char **argv)
     printf("qatplan kernel %s; its fallback OpenBLAS core %s (OPENBLAS_CORETYPE=%s); PyTorch fp32: OpenBLAS core %s\n",
            train_gemm_backend_name(), qp_blas_core_name(), getenv("OPENBLAS_CORETYPE") ? getenv("OPENBLAS_CORETYPE") : "unset",
            core);
+    int shp[4][3] = {{2, 64, 2}, {4, 128, 4}, {6, 256, 8}, {8, 384, 6}};
+    if (efq.nr) return run_efqat(shp, nshapes, only, steps, repeats, &efq);
     peaks pk;
     bench_measure_peaks(&pk, threads, "start");
-    int shp[4][3] = {{2, 64, 2}, {4, 128, 4}, {6, 256, 8}, {8, 384, 6}};
     shape_result res[4];
     memset(res, 0, sizeof res);
     for (int k = 0; k < nshapes; k++) {

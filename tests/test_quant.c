@@ -1,5 +1,6 @@
 /* Quantizers: forward, STE backward and initialisation against hand-computed values. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "model.h"
@@ -374,7 +375,7 @@ static void test_ds_from_output(void)
         float gs = quant_gscale(q->k, q->bits, R * C), a[R] = {0}, b[R];
         for (int r = 0; r < R; r++) b[r] = 1.0f; /* accumulates */
         quant_backward_codes(q->k, q->bits, 0, dW, codes, zz, a, R, C, gs);
-        quant_ds_from_output(b, dY, Y, s, N, R, gs);
+        quant_ds_from_output(b, dY, Y, NULL, s, N, R, gs);
         /* relative to the size of the summed terms: the float sums (GEMM, quant_backward_codes)
          * round at that scale; a row's sum itself may nearly cancel */
         double worst = 0;
@@ -389,9 +390,43 @@ static void test_ds_from_output(void)
     }
 }
 
+/* quant_ds_from_output is each row's sum over n in order, in double, bit for bit, at any
+ * thread count (rows over several chunks and a ragged last one); with Ysub, of Y - Ysub
+ * rounded to float (the residual add undone as a separate pass would). */
+static void test_ds_from_output_exact(void)
+{
+    enum { N = 37, R = 301 };
+    static float dY[N * R], Y[N * R], Yb[N * R], s[R], ref[2][R], got[R];
+    uint64_t st = 77;
+    for (int i = 0; i < N * R; i++)
+        dY[i] = train_rng_normal(&st), Y[i] = train_rng_normal(&st), Yb[i] = train_rng_normal(&st);
+    for (int r = 0; r < R; r++) s[r] = 0.01f + 0.1f * fabsf(train_rng_normal(&st));
+    float gs = 0.37f;
+    for (int v = 0; v < 2; v++)
+        for (int r = 0; r < R; r++) {
+            double acc = 0;
+            for (int n = 0; n < N; n++) {
+                float y = v ? Y[n * R + r] - Yb[n * R + r] : Y[n * R + r];
+                acc += (double)dY[n * R + r] * (double)y;
+            }
+            ref[v][r] = (float)r + (float)((double)gs * (acc / (double)s[r]));
+        }
+    int threads = omp_get_max_threads();
+    for (int t = 1; t <= 3; t++) {
+        omp_set_num_threads(t);
+        for (int v = 0; v < 2; v++) {
+            for (int r = 0; r < R; r++) got[r] = (float)r;
+            quant_ds_from_output(got, dY, Y, v ? Yb : NULL, s, N, R, gs);
+            CU_ASSERT_EQUAL(memcmp(got, ref[v], sizeof got), 0);
+        }
+    }
+    omp_set_num_threads(threads);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_binary);
+    TU_ADD(s, test_ds_from_output_exact);
     TU_ADD(s, test_seq2);
     TU_ADD(s, test_ternary);
     TU_ADD(s, test_lsq3);

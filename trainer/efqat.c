@@ -346,7 +346,7 @@ int efqat_needs_ds(const model *m, int k, int l)
     return e && scales_train(m, k) && (size_t)e->nunf[e->uoff[k] + (size_t)l] < e->R[k];
 }
 
-void efqat_frozen_ds(model *m, int k, int l, const float *dY, const float *Y, int N)
+void efqat_frozen_ds(model *m, int k, int l, const float *dY, const float *Y, const float *Ysub, int N)
 {
     efqat_state *e = m->efq;
     size_t R = e->R[k], nf;
@@ -354,7 +354,7 @@ void efqat_frozen_ds(model *m, int k, int l, const float *dY, const float *Y, in
     float *ds = m->g.t[ln->scale] + (size_t)l * R, *tmp = e->dsbuf;
     const float *s = m->p.t[ln->scale] + (size_t)l * R;
     memset(tmp, 0, R * sizeof *tmp);
-    quant_ds_from_output(tmp, dY, Y, s, (size_t)N, R, quant_gscale(m->q.kind, m->q.bits, (double)R * (double)e->C[k]));
+    quant_ds_from_output(tmp, dY, Y, Ysub, s, (size_t)N, R, quant_gscale(m->q.kind, m->q.bits, (double)R * (double)e->C[k]));
     const int32_t *fr = frozen_rows(m, k, l, &nf);
     for (size_t j = 0; j < nf; j++) ds[fr[j]] += tmp[fr[j]];
 }

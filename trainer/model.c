@@ -327,18 +327,12 @@ static void lin_backward(model *m, int k, int l, float *dinp, const float *dout,
 }
 
 /* EfQAT: the frozen rows' step-size gradients of linear k from its output Y = a - b (a
- * residual add undone; b NULL: Y = a) and dY, while dY is still in its buffer. */
-static void frozen_ds(model *m, int k, int l, const float *dY, const float *a, const float *b, size_t n, int N)
+ * residual add undone inside the reduction; b NULL: Y = a) and dY, while dY is still in its
+ * buffer. */
+static void frozen_ds(model *m, int k, int l, const float *dY, const float *a, const float *b, int N)
 {
     if (!m->qat || !efqat_needs_ds(m, k, l)) return;
-    const float *Y = a;
-    if (b) {
-        float *y = efqat_ybuf(m);
-#pragma omp parallel for schedule(static)
-        for (size_t j = 0; j < n; j++) y[j] = a[j] - b[j];
-        Y = y;
-    }
-    efqat_frozen_ds(m, k, l, dY, Y, N);
+    efqat_frozen_ds(m, k, l, dY, a, b, N);
 }
 
 /* model_block_backward; y: the block's output (EfQAT recovers w2's output Y = y - mid from
@@ -354,18 +348,17 @@ static void block_backward(model *m, int l, const float *x, const float *y, floa
     float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
     float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
     float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
-    size_t nd = (size_t)N * D;
     /* MLP: y = mid + swiglu(rms(mid) W13^T) W2^T; dx becomes d(mid) */
-    if (y) frozen_ds(m, 3, l, dx, y, mid, nd, N);
+    if (y) frozen_ds(m, 3, l, dx, y, mid, N);
     lin_backward(m, 3, l, a->dhact, dx, hact, N, F, D);
     layer_swiglu_backward(a->dh13, a->dhact, h13, N, F);
-    frozen_ds(m, 2, l, a->dh13, h13, NULL, 0, N);
+    frozen_ds(m, 2, l, a->dh13, h13, NULL, N);
     lin_backward(m, 2, l, a->dln, a->dh13, ln2, N, D, 2 * F);
     layer_rmsnorm_backward(dx, m->g.ln2 + (size_t)l * D, a->dln, mid, m->p.ln2 + (size_t)l * D, r2,
                            N, D);
     /* attention: mid = x + attn(rms(x)) Wo^T; dx becomes d(x). wqkv's dX product stays with
      * need_dx = 0: it feeds the attn_norm gain's gradient. */
-    frozen_ds(m, 1, l, dx, mid, x, nd, N);
+    frozen_ds(m, 1, l, dx, mid, x, N);
     lin_backward(m, 1, l, a->datty, dx, atty, N, D, D);
     memset(a->dqkv, 0, (size_t)N * QKV * sizeof(float));
     layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd,
@@ -375,7 +368,7 @@ static void block_backward(model *m, int l, const float *x, const float *y, floa
         float *yq = efqat_ybuf(m);
         memcpy(yq, qkv, (size_t)N * QKV * sizeof(float));
         layer_rope(yq, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
-        efqat_frozen_ds(m, 0, l, a->dqkv, yq, N);
+        efqat_frozen_ds(m, 0, l, a->dqkv, yq, NULL, N);
     }
     lin_backward(m, 0, l, a->dln, a->dqkv, ln1, N, D, QKV);
     layer_rmsnorm_backward(need_dx ? dx : NULL, m->g.ln1 + (size_t)l * D, a->dln, x,

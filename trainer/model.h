@@ -228,9 +228,10 @@ void quant_backward_codes(train_quantizer k, int bits, int group, const float *g
                           size_t cols, float gscale);
 /* The same gradient from a linear's output Y = X w_hat^T [N, R] and its gradient dY [N, R]
  * without the weight gradient: ds_r += gscale * sum_n dY[n,r] Y[n,r] / s_r (per-row scales
- * only; sums in double). Equals quant_backward_codes of dW = dY^T X. */
-void quant_ds_from_output(float *ds, const float *dY, const float *Y, const float *s, size_t N,
-                          size_t R, float gscale);
+ * only; sums in double). Equals quant_backward_codes of dW = dY^T X. Ysub non-NULL: the output
+ * is Y - Ysub (in float; a residual add undone without a pass of its own). */
+void quant_ds_from_output(float *ds, const float *dY, const float *Y, const float *Ysub, const float *s,
+                          size_t N, size_t R, float gscale);
 
 /* ---- EfQAT: partial-update QAT (efqat.c) ---------------------------------------------- */
 
@@ -282,9 +283,9 @@ void efqat_linear_backward(model *m, int k, int l, float *dinp, float *dw, const
 int efqat_needs_ds(const model *m, int k, int l);
 /* A buffer of N x max rows floats for a linear's output Y. */
 float *efqat_ybuf(model *m);
-/* Frozen rows' step-size gradients of (k, l) from the linear's output Y [N, R] and dY:
- * quant_ds_from_output, added to m->g for the frozen rows only. */
-void efqat_frozen_ds(model *m, int k, int l, const float *dY, const float *Y, int N);
+/* Frozen rows' step-size gradients of (k, l) from the linear's output Y [N, R] (minus Ysub,
+ * when not NULL) and dY: quant_ds_from_output, added to m->g for the frozen rows only. */
+void efqat_frozen_ds(model *m, int k, int l, const float *dY, const float *Y, const float *Ysub, int N);
 int efqat_row_frozen(const model *m, int k, size_t row);
 /* The row mask of parameter tensor i (all layers; per_row: its scalars per row) when AdamW
  * must skip its frozen rows: weights, zero points, and step sizes that freeze; NULL: none. */

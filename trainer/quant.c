@@ -282,10 +282,14 @@ void quant_backward_codes(train_quantizer k, int bits, int group, const float *g
     }
 }
 
-void quant_ds_from_output(float *ds, const float *dY, const float *Y, const float *s, size_t N,
-                          size_t R, float gscale)
+void quant_ds_from_output(float *ds, const float *dY, const float *Y, const float *Ysub, const float *s,
+                          size_t N, size_t R, float gscale)
 {
-    enum { CHUNK = 256 }; /* rows per task: contiguous reads of dY and Y, sums on the stack */
+    /* rows per task: contiguous reads of dY and Y, sums on the stack; small enough that a
+     * 128-row linear still splits over threads. Each row's sum runs over n in order (the
+     * lanes of the simd loop are rows), so results do not depend on threads or vector width;
+     * the products of two floats are exact in double, so contraction changes nothing either. */
+    enum { CHUNK = 64 };
     size_t nchunk = (R + CHUNK - 1) / CHUNK;
 #pragma omp parallel for schedule(static)
     for (size_t ci = 0; ci < nchunk; ci++) {
@@ -293,7 +297,14 @@ void quant_ds_from_output(float *ds, const float *dY, const float *Y, const floa
         double acc[CHUNK] = {0};
         for (size_t n = 0; n < N; n++) {
             const float *dy = dY + n * R + r0, *y = Y + n * R + r0;
-            for (size_t j = 0; j < nr; j++) acc[j] += (double)dy[j] * (double)y[j];
+            if (Ysub) {
+                const float *b = Ysub + n * R + r0;
+#pragma omp simd
+                for (size_t j = 0; j < nr; j++) acc[j] += (double)dy[j] * (double)(y[j] - b[j]);
+            } else {
+#pragma omp simd
+                for (size_t j = 0; j < nr; j++) acc[j] += (double)dy[j] * (double)y[j];
+            }
         }
         for (size_t j = 0; j < nr; j++) ds[r0 + j] += (float)((double)gscale * (acc[j] / (double)s[r0 + j]));
     }
