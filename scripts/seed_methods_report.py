@@ -176,6 +176,49 @@ def e6(runs, t3):
     print()
 
 
+def q2(runs):
+    t = table(runs, lambda r: r["_name"])
+    print("### Q2-Q5: Block-AP, E2E-QP and both against RTN and full QAT (asym, 499,712 token passes)\n")
+    print("| bits | configuration | loss | minus full QAT, same groups (paired) | L_ptq (RTN) | storage b/w | "
+          "FLOPs per token pass | train_state_bytes | block MSE |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (bits, n), v in sorted(t.items()):
+        g = n.split("-")[1]
+        ref = t.get((bits, "qat-" + g), {})
+        d = [v[s]["loss"] - ref[s]["loss"] for s in v if s in ref]
+        ex = next(iter(v.values()))
+        bits_w = ex.get("storage_bits_per_weight")
+        print("| %d | %s | %s | %s | %s | %s | %.3g | %.3g MB | %s |" % (
+            bits, n, fmt(*mean_se([r["loss"] for r in v.values()])), fmt(*mean_se(d)) if d and n != "qat-" + g else "-",
+            fmt(*mean_se([r["loss_ptq"] for r in v.values()])), "%.3f" % bits_w if bits_w else "-",
+            ex.get("flops_qat", float("nan")) / max(ex.get("d_qat", 1), 1), ex.get("train_state_bytes", float("nan")) / 1e6,
+            "%.3f" % np.mean([r["blockap_mse"] for r in v.values()]) if "blockap_mse" in ex else "-"))
+    print()
+    for bits in sorted({b for b, _ in t}):
+        for lr in ("lr1e-3", "eqlr"):
+            for g in ("g16", "row"):
+                both = t.get((bits, "eqat-%s-%s" % (g, lr)), {})
+                for other in ("bap", "e2e"):
+                    o = t.get((bits, "%s-%s-%s" % (other, g, lr)), {})
+                    d = [both[s]["loss"] - o[s]["loss"] for s in both if s in o]
+                    if d:
+                        print("- %d bits, %s, %s: efficientqat minus %s alone %s" % (bits, g, lr, other, fmt(*mean_se(d))))
+    print()
+
+
+def q6(runs):
+    t = table(runs, lambda r: (r["_name"], r["d_qat"]))
+    print("### Q6: EfficientQAT and full QAT at small QAT budgets (2 bits, asym g16)\n")
+    print("| configuration | QAT token passes | loss | FLOPs | EfficientQAT minus full QAT (paired, same tokens) |")
+    print("|---|---|---|---|---|")
+    for (bits, (n, dq)), v in sorted(t.items(), key=lambda kv: (kv[0][1][1], kv[0][1][0])):
+        q = t.get((bits, ("qat-g16", dq)), {})
+        d = [v[s]["loss"] - q[s]["loss"] for s in v if s in q] if n != "qat-g16" else []
+        print("| %s | %d | %s | %.3g | %s |" % (n, dq, fmt(*mean_se([r["loss"] for r in v.values()])),
+                                             np.mean([r["flops_qat"] for r in v.values()]), fmt(*mean_se(d)) if d else "-"))
+    print()
+
+
 def main():
     d = sys.argv[1] if len(sys.argv) > 1 else "data/sweeps/seed-methods"
     r3 = load(os.path.join(d, "e3-runs.jsonl"))
@@ -186,6 +229,12 @@ def main():
     r6 = load(os.path.join(d, "e6-runs.jsonl"))
     if r6:
         e6(r6, t3)
+    rq = load(os.path.join(d, "q2-runs.jsonl"))
+    if rq:
+        q2(rq)
+    rq6 = load(os.path.join(d, "q6-runs.jsonl"))
+    if rq6:
+        q6(rq6)
     return 0
 
 
