@@ -379,11 +379,18 @@ static void test_sigterm_resume(void)
     char opts[4096], cmd[8192];
     data_run a, b;
     CU_ASSERT_EQUAL_FATAL(run_train(base, tu_path("sig_a.jsonl"), &a, NULL), 0);
+    /* the signal once the trainer has logged its first step (its handlers are installed by
+     * then): a fixed delay raced the process start on a loaded machine; --quiet goes, so that
+     * it logs (progress is not a setting of the state) */
+    char loud[1024];
+    snprintf(loud, sizeof loud, "%.*s", (int)(strstr(base, " --quiet") - base), base);
+    strcat(loud, strstr(base, " --quiet") + strlen(" --quiet"));
+    const char *err_path = tu_path("sig.err");
     snprintf(cmd, sizeof cmd,
              "%s train --train-text %s --val-text %s --runs-out %s %s --device cpu --state %s >/dev/null 2>%s & "
-             "pid=$!; sleep 0.7; kill -TERM $pid; wait $pid; exit $?",
-             QP_QATPLAN_EXE, train_txt, val_txt, tu_path("sig_b.jsonl"), base, tu_path("sig.state"),
-             tu_path("sig.err"));
+             "pid=$!; i=0; while ! grep -q '^step' %s 2>/dev/null && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; "
+             "kill -TERM $pid; wait $pid; exit $?",
+             QP_QATPLAN_EXE, train_txt, val_txt, tu_path("sig_b.jsonl"), loud, tu_path("sig.state"), err_path, err_path);
     int rc = system(cmd);
     rc = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
     if (rc == 0) {
