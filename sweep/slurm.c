@@ -118,41 +118,37 @@ static void task_options(FILE *f, const sweep_slurm_options *so, int cpus)
     }
 }
 
-/* The trunks' array: task t runs trunk t (its branch points' states for the runs' array). */
-static void trunk_job(FILE *f, const sweep_grid *g, const sweep_slurm_options *so, int cpus, const char *tl)
+/* One job array of `tasks` tasks in shell variable `var`: task i runs `qatplan sweep ... OPT i`
+ * with the options of the local sweep; `dep`: the job it waits for (afterany), or NULL;
+ * `log`: the name of its output files under $LOGS; `note`: a comment after the job id line. */
+static void job_array(FILE *f, const sweep_slurm_options *so, int cpus, const char *tl, const char *var,
+                      const char *name, size_t tasks, const char *dep, const char *log, const char *opt,
+                      const char *note)
 {
-    fprintf(f, "trunk_job=$(sbatch --parsable --job-name=qatplan-trunks --array=0-%zu", g->n_trunks - 1);
+    fprintf(f, "%s=$(sbatch --parsable --job-name=%s --array=0-%zu", var, name, tasks - 1);
     if (so->max_parallel > 0) fprintf(f, "%%%d", so->max_parallel);
+    if (dep) fprintf(f, " --dependency=afterany:$%s", dep);
     fprintf(f, " \\\n    --cpus-per-task=%d --time=%s", cpus, tl);
     if (so->partition) fprintf(f, " --partition=%s", so->partition);
-    fprintf(f, " \\\n    --output=\"$LOGS/trunk_%%A_%%a.out\" <<EOF\n");
+    fprintf(f, " \\\n    --output=\"$LOGS/%s%%A_%%a.out\" <<EOF\n", log);
     fprintf(f, "#!/bin/bash\n");
     sbatch_lines(f, so);
     fprintf(f, "cd \"$WORKDIR\"\n");
-    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --only-trunk \"\\$SLURM_ARRAY_TASK_ID\" ");
+    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" %s \"\\$SLURM_ARRAY_TASK_ID\" ", opt);
     task_options(f, so, cpus);
     fprintf(f, "\nEOF\n)\n");
-    fprintf(f, "trunk_job=${trunk_job%%%%;*}\n\n");
+    fprintf(f, "%s=${%s%%%%;*}%s\n\n", var, var, note);
 }
 
-/* The array job: task i runs grid point i with the options of the local sweep. */
+/* The array job: task i runs grid point i, after the trunks' array (task t runs trunk t and
+ * saves its branch points' states) when the grid has trunks. */
 static void array_job(FILE *f, const sweep_grid *g, const sweep_slurm_options *so, int cpus, const char *tl)
 {
     fprintf(f, "# The job scripts are given on stdin; variables are expanded now, at submission.\n");
-    if (g->n_trunks) trunk_job(f, g, so, cpus, tl);
-    fprintf(f, "array_job=$(sbatch --parsable --job-name=qatplan-sweep --array=0-%zu", g->n - 1);
-    if (so->max_parallel > 0) fprintf(f, "%%%d", so->max_parallel);
-    if (g->n_trunks) fprintf(f, " --dependency=afterany:$trunk_job");
-    fprintf(f, " \\\n    --cpus-per-task=%d --time=%s", cpus, tl);
-    if (so->partition) fprintf(f, " --partition=%s", so->partition);
-    fprintf(f, " \\\n    --output=\"$LOGS/%%A_%%a.out\" <<EOF\n");
-    fprintf(f, "#!/bin/bash\n");
-    sbatch_lines(f, so);
-    fprintf(f, "cd \"$WORKDIR\"\n");
-    fprintf(f, "exec \"$QATPLAN\" sweep \"$GRID\" -o \"$RUNS\" --only-index \"\\$SLURM_ARRAY_TASK_ID\" ");
-    task_options(f, so, cpus);
-    fprintf(f, "\nEOF\n)\n");
-    fprintf(f, "array_job=${array_job%%%%;*}  # --parsable prints JOBID[;CLUSTER]\n\n");
+    if (g->n_trunks)
+        job_array(f, so, cpus, tl, "trunk_job", "qatplan-trunks", g->n_trunks, NULL, "trunk_", "--only-trunk", "");
+    job_array(f, so, cpus, tl, "array_job", "qatplan-sweep", g->n, g->n_trunks ? "trunk_job" : NULL, "", "--only-index",
+              "  # --parsable prints JOBID[;CLUSTER]");
 }
 
 static void refit_job(FILE *f, const sweep_slurm_options *so, int cpus)
