@@ -188,6 +188,17 @@ static qp_status read_points(char **files, int n, const penalty_args *pa, const 
     return st;
 }
 
+/* The report in mem (an open_memstream over *text, *len): "wrote OUT" appended, printed unless
+ * quiet, written to report_path when given. Closes mem. */
+static qp_status finish_report(FILE *mem, char **text, size_t *len, const char *out_path, int quiet,
+                               const char *report_path, qp_error *err)
+{
+    fprintf(mem, "wrote %s\n", out_path);
+    fclose(mem);
+    if (!quiet) fputs(*text, stdout);
+    return report_path ? qp_write_file_atomic(report_path, *text, *len, err) : QP_OK;
+}
+
 /* Whether the law passes the physical checks over the range it was fitted on. */
 static void print_checks(FILE *f, const data_law *law, const data_law *fp)
 {
@@ -269,10 +280,7 @@ static int cmd_fit_penalty(char **files, int n, const char *out_path, const char
                         pts[i].penalty, law_penalty(&law, &pts[i].x),
                         100 * (law_penalty(&law, &pts[i].x) / pts[i].penalty - 1));
             print_checks(mem, &law, has_fp ? &fp : NULL);
-            fprintf(mem, "wrote %s\n", out_path);
-            fclose(mem);
-            if (!quiet) fputs(text, stdout);
-            if (report_path) st = qp_write_file_atomic(report_path, text, len, &err);
+            st = finish_report(mem, &text, &len, out_path, quiet, report_path, &err);
         }
         free(text);
     }
@@ -312,10 +320,7 @@ static int fit_files(char **files, int n, const char *out_path, const char *repo
         if (mem) {
             fit_report_print(mem, &rep, &law);
             print_checks(mem, &law, NULL);
-            fprintf(mem, "wrote %s\n", out_path);
-            fclose(mem);
-            if (!quiet) fputs(text, stdout);
-            if (report_path) st = qp_write_file_atomic(report_path, text, len, &err);
+            st = finish_report(mem, &text, &len, out_path, quiet, report_path, &err);
         } else {
             st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
         }
@@ -380,10 +385,7 @@ static int cmd_fit_efficiency(char **files, int n, const char *out_path, const c
         if (!mem) st = qp_fail(&err, QP_ERR_NOMEM, "out of memory");
         else {
             fit_efficiency_report_print(mem, &rep, &law);
-            fprintf(mem, "wrote %s\n", out_path);
-            fclose(mem);
-            if (!quiet) fputs(text, stdout);
-            if (report_path) st = qp_write_file_atomic(report_path, text, len, &err);
+            st = finish_report(mem, &text, &len, out_path, quiet, report_path, &err);
         }
         free(text);
     }
