@@ -544,34 +544,49 @@ static void test_eta_estimate(void)
     CU_ASSERT_DOUBLE_EQUAL(sweep_eta_estimate(s3, 1, 0, 0, 2, &lo, &hi), 0, 0);
 }
 
-/* While runs are in flight the bar shows each one's logged step and loss, and the ETA is
- * "unknown" until something is measured, then a time. */
-static void test_progress_in_flight(void)
+/* The library directly on `grid_text` (written as TAG.json, results TAG.jsonl) with the fake
+ * trainer, its log in memory as a terminal (tty) or a file would get it; steps: the trainer
+ * logs a step line (FAKE_STEPS). Returns the log (the caller frees it); g and sum are filled. */
+static char *run_logged(const char *tag, const char *grid_text, int tty, double progress_every, int steps,
+                        sweep_grid *g, sweep_summary *sum)
 {
     fakes_install();
     char grid[4096], runs[4096];
-    snprintf(grid, sizeof grid, "%s", tu_path("grid-pf.json"));
-    snprintf(runs, sizeof runs, "%s", tu_path("runs-pf.jsonl"));
-    tu_write(grid, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
-                   "\"tokens\":[1000,2000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}");
-    sweep_grid g;
+    snprintf(grid, sizeof grid, "%s", tu_path(tag));
+    strcat(grid, ".json");
+    snprintf(runs, sizeof runs, "%s", tu_path(tag));
+    strcat(runs, ".jsonl");
+    tu_write(grid, grid_text);
     qp_error e = {0};
-    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, g, &e), QP_OK);
     char *text = NULL;
     size_t len = 0;
     FILE *log = open_memstream(&text, &len);
     sweep_options o;
     sweep_options_init(&o);
+    CU_ASSERT_DOUBLE_EQUAL(o.progress_every, 60, 0);
     o.runs_path = runs;
     o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
     o.fit = 0;
     o.log = log;
-    o.tty = 1;
-    setenv("FAKE_STEPS", "*", 1);
-    sweep_summary sum;
-    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_OK);
+    o.tty = tty;
+    o.progress_every = progress_every;
+    if (steps) setenv("FAKE_STEPS", "*", 1);
+    CU_ASSERT_EQUAL(sweep_run(g, &o, sum, &e), QP_OK);
     unsetenv("FAKE_STEPS");
     fclose(log);
+    return text;
+}
+
+/* While runs are in flight the bar shows each one's logged step and loss, and the ETA is
+ * "unknown" until something is measured, then a time. */
+static void test_progress_in_flight(void)
+{
+    sweep_grid g;
+    sweep_summary sum;
+    char *text = run_logged("grid-pf", "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                            "\"tokens\":[1000,2000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}",
+                            1, 60, 1, &g, &sum);
     CU_ASSERT_EQUAL(sum.ok, 2);
     char want[256];
     snprintf(want, sizeof want, "| %s step 1/4 loss 5.1250", g.points[0].run_id);
@@ -755,32 +770,11 @@ static void test_grid_methods_and_init(void)
  * --progress-every seconds with the runs in flight, their logged step and loss. */
 static void test_progress_lines_not_tty(void)
 {
-    fakes_install();
-    char grid[4096], runs[4096];
-    snprintf(grid, sizeof grid, "%s", tu_path("grid-pl.json"));
-    snprintf(runs, sizeof runs, "%s", tu_path("runs-pl.jsonl"));
-    tu_write(grid, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
-                   "\"tokens\":[1000,2000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}");
     sweep_grid g;
-    qp_error e = {0};
-    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *log = open_memstream(&text, &len);
-    sweep_options o;
-    sweep_options_init(&o);
-    CU_ASSERT_DOUBLE_EQUAL(o.progress_every, 60, 0);
-    o.runs_path = runs;
-    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
-    o.fit = 0;
-    o.log = log;
-    o.tty = 0;
-    o.progress_every = 0.2;
-    setenv("FAKE_STEPS", "*", 1);
     sweep_summary sum;
-    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_OK);
-    unsetenv("FAKE_STEPS");
-    fclose(log);
+    char *text = run_logged("grid-pl", "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                            "\"tokens\":[1000,2000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}",
+                            0, 0.2, 1, &g, &sum);
     CU_ASSERT_EQUAL(sum.ok, 2);
     CU_ASSERT_PTR_NULL(strchr(text, '\r')); /* no bar */
     char want[256];
@@ -798,28 +792,11 @@ static void test_progress_lines_not_tty(void)
 /* The library directly, with a terminal-style log: a redrawn progress bar with an ETA. */
 static void test_progress_bar(void)
 {
-    fakes_install();
-    char grid[4096], runs[4096];
-    snprintf(grid, sizeof grid, "%s", tu_path("grid-p.json"));
-    snprintf(runs, sizeof runs, "%s", tu_path("runs-p.jsonl"));
-    tu_write(grid, "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
-                   "\"tokens\":[1000,2000,3000,4000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}");
     sweep_grid g;
-    qp_error e = {0};
-    CU_ASSERT_EQUAL_FATAL(sweep_grid_read(grid, &g, &e), QP_OK);
-    char *text = NULL;
-    size_t len = 0;
-    FILE *log = open_memstream(&text, &len);
-    sweep_options o;
-    sweep_options_init(&o);
-    o.runs_path = runs;
-    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
-    o.fit = 0;
-    o.log = log;
-    o.tty = 1;
     sweep_summary sum;
-    CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_OK);
-    fclose(log);
+    char *text = run_logged("grid-p", "{\"data\":\"x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                            "\"tokens\":[1000,2000,3000,4000],\"bits\":[4],\"fractions\":[0.5],\"schedules\":[\"classic\"]}",
+                            1, 60, 0, &g, &sum);
     CU_ASSERT_EQUAL(sum.ok, 4);
     CU_ASSERT_EQUAL(sum.ran, 4);
     CU_ASSERT_EQUAL(sum.failed, 0);
@@ -829,8 +806,13 @@ static void test_progress_bar(void)
     CU_ASSERT_PTR_NULL(strstr(text, "[1/4, ETA")); /* the plain-line suffix is for non-terminals */
     free(text);
     /* --only-index outside the grid */
+    sweep_options o;
+    sweep_options_init(&o);
+    o.runs_path = tu_path("grid-p.jsonl");
+    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
+    o.fit = 0;
     o.only_index = 4;
-    o.log = NULL;
+    qp_error e = {0};
     CU_ASSERT_EQUAL(sweep_run(&g, &o, &sum, &e), QP_ERR_INPUT);
     CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "0..3"));
     sweep_grid_free(&g);
