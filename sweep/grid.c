@@ -187,7 +187,10 @@ static void make_run_id(const sweep_grid *g, sweep_point *p)
     for (int i = 0; me && i < me->n_args && k > 0 && (size_t)k < sizeof key; i++)
         k += snprintf(key + k, sizeof key - (size_t)k, "|method:%s", me->args[i]);
     if (g->init[0] && !data_bits_is_fp(p->bits) && k > 0 && (size_t)k < sizeof key)
-        snprintf(key + k, sizeof key - (size_t)k, "|init=%s", g->init);
+        k += snprintf(key + k, sizeof key - (size_t)k, "|init=%s", g->init);
+    /* only a ratio other than 1 enters the key: grids without one keep their run ids */
+    double qr = sweep_point_qat_lr_ratio(g, p);
+    if (qr != 1 && k > 0 && (size_t)k < sizeof key) snprintf(key + k, sizeof key - (size_t)k, "|qat_lr_ratio=%.6g", qr);
     uint64_t h = sweep_fnv1a(key);
     char tok[32];
     qp_format_count(p->tokens, tok, sizeof tok);
@@ -608,6 +611,28 @@ static qp_status parse_axes(const cJSON *root, sweep_grid *g, grid_axes *axp, co
     return QP_OK;
 }
 
+/* Every point's QAT peak (ratio x its --lr) within the trainer's range, and an --lr to scale. */
+static qp_status check_qat_lr(const sweep_grid *g, const char *name, qp_error *err)
+{
+    for (size_t i = 0; i < g->n; i++) {
+        double r = sweep_point_qat_lr_ratio(g, &g->points[i]), lr = point_lr(g, &g->points[i]);
+        if (r == 1) continue;
+        if (!isfinite(lr))
+            return qp_fail(err, QP_ERR_INPUT,
+                           "%s: \"qat_lr_ratio\" scales the FP peak learning rate: give \"lr\" in \"train\" or in "
+                           "the shape",
+                           name);
+        char v[64];
+        snprintf(v, sizeof v, "%.6g", r * lr);
+        if (train_option_check("--qat-lr", v, err))
+            return qp_fail(err, QP_ERR_INPUT,
+                           "%s: \"qat_lr_ratio\" %g x lr %g = --qat-lr %s (point %s) is outside the trainer's range "
+                           "(0, 1): lower the ratio",
+                           name, r, lr, v, g->points[i].run_id);
+    }
+    return QP_OK;
+}
+
 qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp_error *err)
 {
     memset(g, 0, sizeof *g);
@@ -618,7 +643,8 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     grid_axes ax;
     memset(&ax, 0, sizeof ax);
     static const char *known[] = {"schema", "data", "shapes", "tokens", "tokens_per_param", "bits", "fractions",
-                                  "schedules", "seeds", "train", "comment", "methods", "init", "trunks"};
+                                  "schedules", "seeds", "train", "comment", "methods", "init", "trunks",
+                                  "qat_lr_ratio"};
     if (!cJSON_IsObject(root)) {
         st = qp_fail(err, QP_ERR_PARSE, "%s: a grid must be a JSON object", name);
         goto done;
@@ -652,6 +678,8 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     if (init && (st = parse_init(init, g, name, err))) goto done;
     ax.nm = g->n_methods;
     if ((st = parse_axes(root, g, &ax, name, err))) goto done;
+    if ((st = sweep_qat_lr_parse(cJSON_GetObjectItemCaseSensitive(root, "qat_lr_ratio"), g, ax.fr, ax.nf, name, err)))
+        goto done;
     const cJSON *shapes = cJSON_GetObjectItemCaseSensitive(root, "shapes");
     if (!cJSON_IsArray(shapes) || !shapes->child) {
         st = qp_fail(err, QP_ERR_INPUT,
@@ -667,6 +695,7 @@ qp_status sweep_grid_parse(const char *json, const char *name, sweep_grid *g, qp
     }
     g->use_trunks = cJSON_IsTrue(tr);
     if ((st = expand(g, root, shapes, &ax, name, err))) goto done;
+    if ((st = check_qat_lr(g, name, err))) goto done;
     if (g->use_trunks) st = sweep_trunks_plan(g, name, err);
 done:
     cJSON_Delete(root);
@@ -752,6 +781,7 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
     if (isfinite(point_lr(g, p))) OPT("--lr", "%.6g", point_lr(g, p));
     OPT("--seed", "%llu", (unsigned long long)p->seed);
     OPT("--threads", "%d", threads > 0 ? threads : 1);
+    if (sweep_point_qat_lr_ratio(g, p) != 1) OPT("--qat-lr", "%.6g", sweep_point_qat_lr_ratio(g, p) * point_lr(g, p));
     for (int i = 0; i < g->n_args; i++) ADD(g->args[i]); /* checked when the grid was read */
     for (int i = 0; p->method && i < g->methods[p->method - 1].n_args; i++) ADD(g->methods[p->method - 1].args[i]);
     if (g->init[0] && !data_bits_is_fp(p->bits)) {

@@ -2,6 +2,8 @@
 #ifndef SWEEP_INTERNAL_H
 #define SWEEP_INTERNAL_H
 
+#include <cjson/cJSON.h>
+
 #include "sweep.h"
 
 /* 64-bit FNV-1a (run ids' hashes). */
@@ -10,5 +12,9 @@ uint64_t sweep_fnv1a(const char *s);
 double sweep_point_lr(const sweep_grid *g, const sweep_point *p);
 /* The settings that name a point's model ("L=..|D=..|..."), as in its run id's hash. */
 int sweep_model_key(const sweep_grid *g, const sweep_point *p, char *key, size_t size);
+/* "qat_lr_ratio" (sweep/qat_lr.c): parsed after the fractions axis (fr, nf), before the
+ * points are expanded; refused beside a --qat-lr in "train.args" or "methods". */
+qp_status sweep_qat_lr_parse(const cJSON *v, sweep_grid *g, const double *fr, int nf, const char *name,
+                             qp_error *err);
 
 #endif

@@ -69,6 +69,15 @@ typedef struct {
     int n_save;
 } sweep_trunk;
 
+/* "qat_lr_ratio" of one schedule: the QAT phase's peak learning rate as a multiple of the
+ * point's --lr, for every fraction (`all`) or per fraction (docs/sweep.md). */
+#define SWEEP_MAX_QAT_LR 64
+typedef struct {
+    double all;                       /* fractions not listed; 1 = the trainer's default */
+    double frac[SWEEP_MAX_QAT_LR], ratio[SWEEP_MAX_QAT_LR];
+    int n;
+} sweep_qat_lr;
+
 typedef struct {
     char data[1024];   /* trainer --data PREFIX (as written in the grid: relative to the cwd) */
     int batch;         /* sequences per step; 0 = trainer default */
@@ -81,6 +90,7 @@ typedef struct {
     int n_models;
     sweep_method methods[SWEEP_MAX_METHODS]; /* "methods", crossed with the quantized points */
     int n_methods;
+    sweep_qat_lr qat_lr[2]; /* "qat_lr_ratio": [0] classic, [1] fused */
     char init[1024];   /* "init": --init FILE of the quantized points, "{seed}" replaced; "" = none */
     sweep_point *points;
     size_t n;
@@ -101,6 +111,10 @@ qp_status sweep_grid_check_trainer(const sweep_grid *g, const char *train_cmd, q
 /* All parameters of a shape (tied embedding counted once), the trainer's count. Fills the
  * defaults n_kv_head = n_head, d_ff = multiple of 8 near 8/3 d_model, vocab = 256. */
 double sweep_shape_params(data_model_shape *s);
+
+/* The point's QAT peak as a multiple of its --lr: 1 for points without an FP-then-QAT phase
+ * (full precision, fp-only, qat-only) and where the grid gives none. */
+double sweep_point_qat_lr_ratio(const sweep_grid *g, const sweep_point *p);
 
 /* The trainer options for one point (after the command prefix), NULL-terminated, malloc'ed
  * strings in a malloc'ed array; free with sweep_argv_free. */

@@ -686,6 +686,90 @@ static void test_grid_external_models(void)
     }
 }
 
+/* "qat_lr_ratio": the QAT peak per schedule and fraction as a multiple of the point's --lr;
+ * points at ratio 1 (and fp-only, qat-only, full precision) keep the run ids and command
+ * lines of a grid without it. */
+static char *joined_args(const sweep_grid *g, const sweep_point *p, char *buf, size_t n)
+{
+    char **args = NULL;
+    qp_error e = {0};
+    buf[0] = 0;
+    if (sweep_point_args(g, p, "r.jsonl", NULL, 0, 1, &args, &e)) return buf;
+    for (char **a = args; *a; a++) {
+        strncat(buf, " ", n - strlen(buf) - 1);
+        strncat(buf, *a, n - strlen(buf) - 1);
+    }
+    sweep_argv_free(args);
+    return buf;
+}
+
+static void test_grid_qat_lr_ratio(void)
+{
+    const char *base = "{\"data\":\"d/x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32,\"lr\":0.004}],"
+                       "\"tokens\":[4000],\"bits\":[2,16],\"fractions\":[0,0.25,0.5,1],\"schedules\":[\"classic\",\"fused\"]";
+    char j[1024], buf[4096];
+    snprintf(j, sizeof j, "%s%s}", base, ",\"qat_lr_ratio\":{\"classic\":{\"0.25\":0.1},\"fused\":0.5}");
+    sweep_grid g, plain;
+    qp_error e = {0};
+    qp_status st0 = sweep_grid_parse(j, "q.json", &g, &e);
+    if (st0) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(st0, QP_OK);
+    snprintf(j, sizeof j, "%s}", base);
+    CU_ASSERT_EQUAL_FATAL(sweep_grid_parse(j, "p.json", &plain, &e), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(g.n, plain.n);
+    int changed = 0;
+    for (size_t i = 0; i < g.n; i++) {
+        const sweep_point *p = &g.points[i];
+        double want = p->bits == 16 || p->fraction == 0 || p->fraction == 1 ? 1
+                      : p->schedule == DATA_SCHED_FUSED ? 0.5
+                      : p->fraction == 0.25 ? 0.1 : 1;
+        CU_ASSERT_DOUBLE_EQUAL(sweep_point_qat_lr_ratio(&g, p), want, 0);
+        joined_args(&g, p, buf, sizeof buf);
+        char lr[64];
+        snprintf(lr, sizeof lr, " --qat-lr %g ", want * 0.004);
+        if (want == 1) {
+            CU_ASSERT_STRING_EQUAL(p->run_id, plain.points[i].run_id);
+            CU_ASSERT_PTR_NULL(strstr(buf, "--qat-lr"));
+        } else {
+            changed++;
+            CU_ASSERT_STRING_NOT_EQUAL(p->run_id, plain.points[i].run_id);
+            CU_ASSERT_PTR_NOT_NULL(strstr(buf, lr));
+        }
+    }
+    CU_ASSERT_EQUAL(changed, 3); /* classic 0.25; fused 0.25 and 0.5 */
+    sweep_grid_free(&g);
+    sweep_grid_free(&plain);
+    static const struct { const char *v, *msg; } bad[] = {
+        {",\"qat_lr_ratio\":0", "a ratio must be a number in (0, 100]"},
+        {",\"qat_lr_ratio\":\"x\"", "give a ratio"},
+        {",\"qat_lr_ratio\":{\"slow\":1}", "unknown key \"slow\""},
+        {",\"qat_lr_ratio\":{\"classic\":{\"0.3\":0.1}}", "the grid's \"fractions\""},
+        {",\"qat_lr_ratio\":{\"classic\":{\"1\":0.1}}", "strictly between 0 and 1"},
+        {",\"qat_lr_ratio\":300", "(0, 100]"},
+        {",\"qat_lr_ratio\":0.5,\"methods\":[{\"qat_lr\":0.001}]", "keep one"},
+        {",\"qat_lr_ratio\":0.5,\"train\":{\"args\":[\"--qat-lr\",\"0.001\"]}", "keep one"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(j, sizeof j, "%s%s}", base, bad[i].v);
+        qp_error e2 = {0};
+        CU_ASSERT_NOT_EQUAL(sweep_grid_parse(j, "b.json", &g, &e2), QP_OK);
+        if (!strstr(e2.msg, bad[i].msg)) fprintf(stderr, "qat_lr_ratio %s: %s\n", bad[i].v, e2.msg);
+        CU_ASSERT_PTR_NOT_NULL(strstr(e2.msg, bad[i].msg));
+    }
+    /* a ratio that puts the QAT peak outside the trainer's range */
+    const char *big = "{\"data\":\"d/x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32,\"lr\":0.02}],"
+                      "\"tokens\":[4000],\"bits\":[2],\"fractions\":[0.5],\"qat_lr_ratio\":60}";
+    qp_error e4 = {0};
+    CU_ASSERT_NOT_EQUAL(sweep_grid_parse(big, "g.json", &g, &e4), QP_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e4.msg, "= --qat-lr 1.2 (point"));
+    /* no --lr to scale */
+    const char *nolr = "{\"data\":\"d/x\",\"shapes\":[{\"layers\":1,\"width\":16,\"heads\":2,\"context\":32}],"
+                       "\"tokens\":[4000],\"bits\":[2],\"fractions\":[0.5],\"qat_lr_ratio\":0.5}";
+    qp_error e3 = {0};
+    CU_ASSERT_NOT_EQUAL(sweep_grid_parse(nolr, "n.json", &g, &e3), QP_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e3.msg, "give \"lr\""));
+}
+
 /* "methods" cross trainer settings with the quantized points (never the full-precision ones),
  * each setting checked against the trainer's table; "init" gives their --init per seed. */
 static void test_grid_methods_and_init(void)
@@ -1053,6 +1137,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_progress_bar);
     TU_ADD(s, test_grid_external_models);
     TU_ADD(s, test_grid_methods_and_init);
+    TU_ADD(s, test_grid_qat_lr_ratio);
     TU_ADD(s, test_progress_lines_not_tty);
     TU_ADD(s, test_parse_progress);
     TU_ADD(s, test_eta_estimate);
