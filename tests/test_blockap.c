@@ -244,12 +244,12 @@ static void test_e2e_memory(void)
     double L = 2, D = 32, V = 256, lin = L * (96 * 32 + 32 * 32 + 192 * 32 + 32 * 96), zeros = lin / 16;
     double expect = lin * (16 - 4 / L - 1) + 16 * V * D + 12 * zeros + 8 * (2 * L + 1) * D - 1;
     CU_ASSERT(e.train_state_bytes == e.train_state_bytes_e2eqp);
-    /* the full run's is the formula of train_memory_need, E2E-QP's as allocated (each
-     * allocation rounded to 64 bytes, activation buffers to 16 floats) */
-    if (fabs(q.train_state_bytes - e.train_state_bytes - expect) > 4096)
+    /* the full run's by train_memory_need, E2E-QP's as allocated: both round each allocation
+     * to 64 bytes (the expected amount does not) */
+    if (fabs(q.train_state_bytes - e.train_state_bytes - expect) > 256)
         fprintf(stderr, "full QAT %.0f, E2E-QP %.0f: saved %.0f, expected %.0f\n", q.train_state_bytes,
                 e.train_state_bytes, q.train_state_bytes - e.train_state_bytes, expect);
-    CU_ASSERT(fabs(q.train_state_bytes - e.train_state_bytes - expect) <= 4096);
+    CU_ASSERT(fabs(q.train_state_bytes - e.train_state_bytes - expect) <= 256); /* 4 families x 64 B */
 }
 
 static void test_refusals(void)

@@ -688,6 +688,21 @@ static void test_e2e_lean_layout(void)
     double expect = lin * (16 - 4 / L) + 16.0 * (double)f.numel[P_WTE] + 12 * zeros + 8 * norms;
     CU_ASSERT(fabs(f.alloc_bytes - l.alloc_bytes - expect) < 4 * 64); /* four families, rounded to 64 B */
     CU_ASSERT(expect > 0.5 * f.alloc_bytes); /* most of the full layout's memory at this size */
+    /* the run's accounting before it allocates (train_memory_need) is the same */
+    train_config c0;
+    train_config_default(&c0);
+    c0.shape = s;
+    c0.quant = q;
+    c0.batch = 2;
+    c0.shape.context = 16;
+    c0.threads = th;
+    train_memory need;
+    train_memory_need(&c0, &need);
+    CU_ASSERT_EQUAL(need.params + need.acts, f.alloc_bytes);
+    c0.method = TRAIN_METHOD_E2EQP;
+    c0.init_path = "fp.safetensors";
+    train_memory_need(&c0, &need);
+    CU_ASSERT_EQUAL(need.params + need.acts, l.alloc_bytes + train_e2e_codes_bytes(&l));
     /* the same weights (W = w_hat), the same passes */
     model_init(&f, 5);
     model_quant_init(&f);
