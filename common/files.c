@@ -110,16 +110,41 @@ static int temp_beside(const char *path, const char *target, char **tmp, qp_erro
     return fd;
 }
 
-static qp_status write_in_place(const char *path, const char *target, const void *data, size_t len, qp_error *err)
+/* The parts in order; a part without data is that many zero bytes. */
+static qp_status write_parts(int fd, const qp_part *parts, size_t n, const char *path, qp_error *err)
+{
+    static const char zeros[65536];
+    qp_status st = QP_OK;
+    for (size_t i = 0; i < n && !st; i++) {
+        if (parts[i].data) {
+            st = write_all(fd, parts[i].data, parts[i].len, path, err);
+            continue;
+        }
+        for (size_t left = parts[i].len; left && !st;) {
+            size_t k = left < sizeof zeros ? left : sizeof zeros;
+            st = write_all(fd, zeros, k, path, err);
+            left -= k;
+        }
+    }
+    return st;
+}
+
+static qp_status write_in_place(const char *path, const char *target, const qp_part *parts, size_t n, qp_error *err)
 {
     int fd = open(target, O_WRONLY | O_CLOEXEC);
     if (fd < 0) return qp_fail(err, QP_ERR_IO, "%s: cannot open for writing: %s", path, strerror(errno));
-    qp_status st = write_all(fd, data, len, path, err);
+    qp_status st = write_parts(fd, parts, n, path, err);
     if (close(fd) != 0 && !st) st = qp_fail(err, QP_ERR_IO, "%s: close failed: %s", path, strerror(errno));
     return st;
 }
 
 qp_status qp_write_file_atomic(const char *path, const void *data, size_t len, qp_error *err)
+{
+    qp_part one = {data, len};
+    return qp_write_file_atomic_parts(path, &one, 1, err);
+}
+
+qp_status qp_write_file_atomic_parts(const char *path, const qp_part *parts, size_t n, qp_error *err)
 {
     char *target = NULL, *tmp = NULL;
     int exists = 0;
@@ -128,7 +153,7 @@ qp_status qp_write_file_atomic(const char *path, const void *data, size_t len, q
     if (st) return st;
     if (exists && (st = check_kind(path, &sb, err))) goto out;
     if (exists && !S_ISREG(sb.st_mode)) {
-        st = write_in_place(path, target, data, len, err);
+        st = write_in_place(path, target, parts, n, err);
         goto out;
     }
     int fd = temp_beside(path, target, &tmp, err);
@@ -136,7 +161,7 @@ qp_status qp_write_file_atomic(const char *path, const void *data, size_t len, q
         st = err ? err->status : QP_ERR_IO;
         goto out;
     }
-    st = write_all(fd, data, len, path, err);
+    st = write_parts(fd, parts, n, path, err);
     if (!st && fsync(fd) != 0)
         st = qp_fail(err, QP_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
     /* mkstemp makes 0600 files: keep the mode of the file replaced, else the usual one. */

@@ -92,6 +92,13 @@ const char *qp_format_bytes(double bytes, char *buf, size_t n);
  * /dev/null) is written directly, never replaced. A directory, block device or socket is
  * refused. */
 qp_status qp_write_file_atomic(const char *path, const void *data, size_t len, qp_error *err);
+/* The same for a file made of parts written in order, so that a large file need not be
+ * assembled in memory first (the training state); a part with data NULL is len zero bytes. */
+typedef struct {
+    const void *data;
+    size_t len;
+} qp_part;
+qp_status qp_write_file_atomic_parts(const char *path, const qp_part *parts, size_t n, qp_error *err);
 /* Check, before long work, that `path` can be written later the way its writer will:
  * append (`append` = 1, qp_append_line) opens an existing file for appending; a whole-file
  * write creates (and removes) a temp file beside the target. Writes nothing that stays.

@@ -228,6 +228,55 @@ static void test_resume_bit_identical(void)
     free(y);
 }
 
+/* E2E-QP's memory (spec Q4): its record's state bytes are full QAT's on the same model and
+ * batch less, per scalar, 16 B for each block-linear weight (gradient, two moments, w_hat copy)
+ * but the one-layer dW scratch (4 B / L) and its code byte, 16 B for each embedding weight,
+ * 12 B for each zero point and 8 B for each norm gain (spec 3.4). */
+static void test_e2e_memory(void)
+{
+    CU_ASSERT_FATAL(fp_model());
+    char o[1024];
+    data_run q, e;
+    snprintf(o, sizeof o, "--init %s --tokens 8K --quantizer asym --lr 1e-4", tu_path("fp.st"));
+    CU_ASSERT_EQUAL_FATAL(run(o, "mem_q.jsonl", &q, NULL), 0);
+    snprintf(o, sizeof o, "--init %s --tokens 8K --method e2eqp %s", tu_path("fp.st"), LRS);
+    CU_ASSERT_EQUAL_FATAL(run(o, "mem_e.jsonl", &e, NULL), 0);
+    double L = 2, D = 32, V = 256, lin = L * (96 * 32 + 32 * 32 + 192 * 32 + 32 * 96), zeros = lin / 16;
+    double expect = lin * (16 - 4 / L - 1) + 16 * V * D + 12 * zeros + 8 * (2 * L + 1) * D - 1;
+    CU_ASSERT(e.train_state_bytes == e.train_state_bytes_e2eqp);
+    /* the full run's by train_memory_need, E2E-QP's as allocated: both round each allocation
+     * to 64 bytes (the expected amount does not) */
+    if (fabs(q.train_state_bytes - e.train_state_bytes - expect) > 256)
+        fprintf(stderr, "full QAT %.0f, E2E-QP %.0f: saved %.0f, expected %.0f\n", q.train_state_bytes,
+                e.train_state_bytes, q.train_state_bytes - e.train_state_bytes, expect);
+    CU_ASSERT(fabs(q.train_state_bytes - e.train_state_bytes - expect) <= 256); /* 4 families x 64 B */
+}
+
+/* e2eqp from a checkpoint runs lean from the start: a stop and resume (its state holds the step
+ * sizes' moments only, zeros elsewhere) ends as one process does, bit for bit. */
+static void test_e2e_lean_resume(void)
+{
+    CU_ASSERT_FATAL(fp_model());
+    char o[1024];
+    data_run a, b;
+    snprintf(o, sizeof o, "--init %s --tokens 8K --method e2eqp %s --checkpoint %s", tu_path("fp.st"), LRS,
+             tu_path("la.st"));
+    CU_ASSERT_EQUAL_FATAL(run(o, "la.jsonl", &a, NULL), 0);
+    remove(tu_path("lb.state"));
+    snprintf(o, sizeof o, "--init %s --tokens 8K --method e2eqp %s --state %s --max-steps 20", tu_path("fp.st"),
+             LRS, tu_path("lb.state"));
+    CU_ASSERT_EQUAL_FATAL(run(o, "lb.jsonl", NULL, NULL), 1);
+    snprintf(o, sizeof o, "--init %s --tokens 8K --method e2eqp %s --state %s --resume --checkpoint %s",
+             tu_path("fp.st"), LRS, tu_path("lb.state"), tu_path("lb.st"));
+    CU_ASSERT_EQUAL_FATAL(run(o, "lb.jsonl", &b, NULL), 0);
+    CU_ASSERT(a.loss == b.loss && a.train_state_bytes_e2eqp < b.train_state_bytes_e2eqp); /* b: with --state */
+    size_t na, nb;
+    char *x = tu_read(tu_path("la.st"), &na), *y = tu_read(tu_path("lb.st"), &nb);
+    CU_ASSERT(x && y && na == nb && !memcmp(x, y, na));
+    free(x);
+    free(y);
+}
+
 static void test_refusals(void)
 {
     struct { const char *opt, *msg; } bad[] = {
@@ -307,6 +356,9 @@ static void add(CU_pSuite s)
     CU_add_test(s, "efficientqat's record, blockap and e2eqp alone", test_efficientqat_record);
     CU_add_test(s, "E2E-QP keeps the integer codes", test_e2e_keeps_codes);
     CU_add_test(s, "stop and resume inside Block-AP and E2E-QP: bit-identical", test_resume_bit_identical);
+    CU_add_test(s, "E2E-QP's state bytes: full QAT's less the latent weights' state", test_e2e_memory);
+    CU_add_test(s, "E2E-QP from a checkpoint (lean from the start): stop and resume bit-identical",
+                test_e2e_lean_resume);
     CU_add_test(s, "refusals name the option", test_refusals);
 }
 

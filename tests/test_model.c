@@ -662,6 +662,92 @@ static void test_param_counts(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "--heads"));
 }
 
+/* E2E-QP's lean layout (model_make_lean): what it allocates, measured against the arena
+ * formula and against the full layout by the per-tensor amounts of spec Q4; its passes give
+ * the full layout's loss and each layer's block-linear dW bit for bit; the step sizes'
+ * moments survive the switch. */
+static void test_e2e_lean_layout(void)
+{
+    train_shape s = {2, 64, 2, 0, 0, 16, 256};
+    qp_error err;
+    CU_ASSERT_EQUAL_FATAL(train_shape_finish(&s, &err), QP_OK);
+    train_qspec q = {TRAIN_Q_ASYM, 2, 16, 0};
+    model f, c, l;
+    CU_ASSERT_EQUAL_FATAL(model_create(&f, &s, &q, 2, 16, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(model_create(&c, &s, &q, 2, 16, &err), QP_OK);
+    CU_ASSERT_EQUAL_FATAL(model_create_lean(&l, &s, &q, 2, 16, &err), QP_OK);
+    int th = f.scratch_threads;
+    CU_ASSERT_EQUAL(f.alloc_bytes, model_arena_bytes(&f, 0, th));
+    CU_ASSERT_EQUAL(l.alloc_bytes, model_arena_bytes(&l, 1, th));
+    /* full minus lean, per scalar: block-linear weight 16 B (gradient, two moments, w_hat
+     * copy) less the one-layer dW scratch (4 B / L), embedding 16 B (gradient, moments, its
+     * unused quantized copy), zero point 12 B, norm gain 8 B (moments), step size 0 */
+    double L = s.n_layer, lin = 0, zeros = 0;
+    for (int k = 0; k < 4; k++) lin += (double)f.numel[model_linears[k].tensor], zeros += (double)f.numel[model_linears[k].zero];
+    double norms = (double)(f.numel[P_LN1] + f.numel[P_LN2] + f.numel[P_LNF]);
+    double expect = lin * (16 - 4 / L) + 16.0 * (double)f.numel[P_WTE] + 12 * zeros + 8 * norms;
+    CU_ASSERT(fabs(f.alloc_bytes - l.alloc_bytes - expect) < 4 * 64); /* four families, rounded to 64 B */
+    CU_ASSERT(expect > 0.5 * f.alloc_bytes); /* most of the full layout's memory at this size */
+    /* the run's accounting before it allocates (train_memory_need) is the same */
+    train_config c0;
+    train_config_default(&c0);
+    c0.shape = s;
+    c0.quant = q;
+    c0.batch = 2;
+    c0.shape.context = 16;
+    c0.threads = th;
+    train_memory need;
+    train_memory_need(&c0, &need);
+    CU_ASSERT_EQUAL(need.params + need.acts, f.alloc_bytes);
+    c0.method = TRAIN_METHOD_E2EQP;
+    c0.init_path = "fp.safetensors";
+    train_memory_need(&c0, &need);
+    CU_ASSERT_EQUAL(need.params + need.acts, l.alloc_bytes + train_e2e_codes_bytes(&l));
+    /* the same weights (W = w_hat), the same passes */
+    model_init(&f, 5);
+    model_quant_init(&f);
+    f.qat = 1;
+    model_quantize(&f);
+    float *qw[4] = {f.qw.wqkv, f.qw.wo, f.qw.w13, f.qw.w2};
+    for (int k = 0; k < 4; k++) memcpy(f.p.t[model_linears[k].tensor], qw[k], f.numel[model_linears[k].tensor] * sizeof(float));
+    uint16_t inp[32], tgt[32];
+    for (int i = 0; i < 32; i++) inp[i] = (uint16_t)(train_rng_next(&rng) % 256), tgt[i] = (uint16_t)(train_rng_next(&rng) % 256);
+    memcpy(l.params_mem, f.params_mem, f.n_floats * sizeof(float));
+    memcpy(c.params_mem, f.params_mem, f.n_floats * sizeof(float));
+    l.qat = c.qat = 1;
+    float lf = model_forward(&f, inp, tgt, 2, 16), ll = model_forward(&l, inp, tgt, 2, 16);
+    CU_ASSERT(lf == ll);
+    model_zero_grad(&f);
+    model_backward(&f, inp, tgt, 2, 16);
+    model_zero_grad(&l);
+    int N = 32, D = s.d_model;
+    model_acts *a = &l.a;
+    layer_softmax_xent_backward(a->probs, tgt, N, s.vocab);
+    layer_matmul_backward_rows(a->dln, NULL, a->probs, a->lnf, l.p.wte, N, D, s.vocab, NULL, 0, NULL);
+    memset(a->dx, 0, (size_t)N * D * sizeof(float));
+    layer_rmsnorm_backward(a->dx, l.g.lnf, a->dln, a->resid + (size_t)2 * N * D, l.p.lnf, a->lnf_rstd, N, D);
+    for (int y = 1; y >= 0; y--) {
+        memset(l.dw_layer, 0, (size_t)(lin / L) * sizeof(float));
+        model_block_backward(&l, y, a->resid + (size_t)y * N * D, a->dx, 2, 16, 1);
+        for (int k = 0; k < 4; k++) {
+            int i = model_linears[k].tensor;
+            size_t n = f.numel[i] / 2;
+            CU_ASSERT(!memcmp(l.g.t[i], f.g.t[i] + (size_t)y * n, n * sizeof(float)));
+        }
+    }
+    CU_ASSERT(!memcmp(l.g.ln1, f.g.ln1, f.numel[P_LN1] * sizeof(float)));
+    /* into the lean layout from the full one: the step sizes' moments kept, the rest gone */
+    c.m_mem[c.off[P_S_O] + 3] = 0.25f;
+    c.v_mem[c.off[P_S_2]] = 0.5f;
+    CU_ASSERT_EQUAL_FATAL(model_make_lean(&c, &err), QP_OK);
+    CU_ASSERT(c.lean && c.qw.wqkv == c.p.wqkv && c.g.wte == NULL && model_moment(&c, c.m_mem, P_WQKV) == NULL);
+    CU_ASSERT(model_moment(&c, c.m_mem, P_S_O)[3] == 0.25f && model_moment(&c, c.v_mem, P_S_2)[0] == 0.5f);
+    CU_ASSERT_EQUAL(c.alloc_bytes, l.alloc_bytes);
+    model_free(&f);
+    model_free(&c);
+    model_free(&l);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_matmul_grad);
@@ -681,6 +767,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_block_smaller_batch);
     TU_ADD(s, test_gemm_flops);
     TU_ADD(s, test_param_counts);
+    TU_ADD(s, test_e2e_lean_layout);
 }
 
 int main(void) { return tu_main("model", add); }

@@ -94,7 +94,7 @@ void eq_quant_inplace(model *m, int l)
         float *w = m->p.t[ln->tensor] + o, *wh = qw[k] + o;
         quant_forward(m->q.kind, m->q.bits, m->q.group_size, w, wh, R, C, m->p.t[ln->scale] + (size_t)l * ns,
                       m->p.t[ln->zero] + (size_t)l * ns);
-        memcpy(w, wh, R * C * sizeof *w);
+        if (w != wh) memcpy(w, wh, R * C * sizeof *w); /* lean (model_make_lean): the same buffer */
     }
 }
 
@@ -116,8 +116,7 @@ static void enter_e2e(eq_env *env)
 {
     model *m = env->m;
     for (int l = 0; l < m->s.n_layer; l++) eq_quant_inplace(m, l);
-    memset(m->m_mem, 0, m->n_floats * sizeof(float));
-    memset(m->v_mem, 0, m->n_floats * sizeof(float));
+    model_zero_moments(m);
     env->pr->eq_stage = EQ_STAGE_E2E;
     env->pr->e2e_step = 0;
 }
@@ -169,11 +168,15 @@ void eq_fill_record(data_run *r, const eq_env *env)
         r->train_state_bytes_blockap = r->train_state_bytes + blockap_state_bytes(m, p, c->batch, c->shape.context);
         r->peak_rss_bytes_blockap = env->peak_rss_blockap;
     }
-    double base = r->train_state_bytes;
     if (uses_e2e(c->method)) {
         r->e2e_tokens = p->e2e_tokens;
         r->flops_e2eqp = pr->flops_e2eqp;
-        r->train_state_bytes_e2eqp = base + e2eqp_state_bytes(m);
+        /* as allocated (or, when E2E-QP ran in an earlier process, as it would be), with the
+         * batch and state-writing buffers */
+        train_memory need;
+        train_memory_need(c, &need);
+        r->train_state_bytes_e2eqp = (env->e2e_bytes > 0 ? env->e2e_bytes : e2eqp_state_bytes(m)) + need.other;
+        if (train_e2e_lean(c)) r->train_state_bytes = r->train_state_bytes_e2eqp; /* the only phase */
     }
     if (isfinite(r->train_state_bytes_blockap) && r->train_state_bytes_blockap > r->train_state_bytes)
         r->train_state_bytes = r->train_state_bytes_blockap; /* the peak over the phases */

@@ -31,6 +31,7 @@ typedef struct {
     void (*maybe_save)(void *ctx);                  /* periodic saves (--save-every) */
     double state_bytes;   /* Block-AP's own allocations (caches, moments) while it runs */
     double peak_rss_blockap; /* getrusage after Block-AP (this process), NAN if not run here */
+    double e2e_bytes;     /* E2E-QP's model (lean layout) and codes as allocated; 0 if not run here */
 } eq_env;
 
 /* Progress stages (train_progress.eq_stage). */
@@ -58,7 +59,8 @@ void eq_quant_inplace(model *m, int l);
 /* E2E-QP steps pr->e2e_step .. n_e2e - 1 (e2eqp.c). */
 qp_status e2eqp_run(eq_env *env, qp_error *err);
 double e2eqp_trainable(const model *m);
-double e2eqp_state_bytes(const model *m); /* its codes (one byte per block-linear weight) */
+/* E2E-QP's allocations: the lean model (model_arena_bytes) and the codes, bytes. */
+double e2eqp_state_bytes(const model *m);
 /* Storage of the block linears per weight: codes, FP16 scales, b-bit zero points. */
 double eq_storage_bits(const model *m);
 

@@ -1,6 +1,7 @@
 /* memory.c: what a run needs in memory, and the limit it is checked against, so that an
  * impossible batch x context is refused with a message before the first allocation instead
  * of meeting the OOM killer halfway through zeroing the buffers. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,22 +9,46 @@
 
 #include "model.h"
 
+int train_e2e_lean(const train_config *c)
+{
+    /* --init from a checkpoint: no FP step, and E2E-QP is the whole QAT phase */
+    return c->method == TRAIN_METHOD_E2EQP && c->init_path && !c->init_state && c->quant.kind != TRAIN_Q_NONE;
+}
+
+double train_e2e_codes_bytes(const model *lay)
+{
+    size_t n = 1; /* e2eqp.c allocates one more */
+    for (int k = 0; k < 4; k++) n += lay->numel[model_linears[k].tensor];
+    return (double)n;
+}
+
+/* Bytes of one allocation of n floats as model.c makes it: at least one, rounded up to 64 bytes
+ * (in double: impossible sizes must be refused, not wrapped). */
+static double alloc_bytes(double n) { return ceil((n > 1 ? n : 1) * 4.0 / 64.0) * 64.0; }
+
 void train_memory_need(const train_config *c, train_memory *out)
 {
     model lay; /* the layout only: nothing is allocated */
     model_layout(&lay, &c->shape, &c->quant, c->batch, c->shape.context);
-    double nf = (double)lay.n_floats, T = c->shape.context, B = c->batch;
-    double hd = (double)c->shape.d_model / c->shape.n_head;
-    /* parameters, gradients, Adam m and v, quantized weights */
-    out->params = 4.0 * (4.0 * nf + (double)lay.n_qw);
+    double T = c->shape.context, B = c->batch;
+    double hd = (double)(c->shape.d_model / c->shape.n_head);
+    /* parameters, gradients, Adam m and v, quantized weights (model_create's families; E2E-QP
+     * from a checkpoint: the lean layout's, and its code bytes) */
+    int lean = train_e2e_lean(c);
+    model_arena a;
+    model_arena_of(&lay, lean, &a);
+    out->params = alloc_bytes((double)a.params) + alloc_bytes((double)a.grads) + 2.0 * alloc_bytes((double)a.moments) +
+                  alloc_bytes((double)a.qw);
+    if (lean) out->params += train_e2e_codes_bytes(&lay);
     double acts[MODEL_NACTS];
     model_act_counts(&c->shape, c->batch, c->shape.context, acts);
     double na = 0;
-    for (int i = 0; i < MODEL_NACTS; i++) na += acts[i] + 15;
-    /* activations, RoPE tables, one T x T attention scratch per thread */
-    out->acts = 4.0 * (na + T * hd + (double)c->threads * T * T);
-    /* batch buffers; a state is written from one buffer (parameters and moments) */
-    out->other = 2.0 * 2.0 * B * T + (c->state_path ? 3.0 * 4.0 * nf + 65536.0 : 0.0);
+    for (int i = 0; i < MODEL_NACTS; i++) na += ceil(acts[i] / 16.0) * 16.0;
+    /* activations, RoPE tables, one T x T attention scratch per thread (model_arena_bytes) */
+    out->acts = alloc_bytes(na) + 2.0 * alloc_bytes(floor(T * hd / 2.0)) + alloc_bytes((double)c->threads * T * T);
+    /* batch buffers; a state is written from the model's buffers, its header and texts
+     * (at most 2 x 64 KiB) from one of its own */
+    out->other = 2.0 * 2.0 * B * T + (c->state_path ? 2.0 * 65536.0 + 1024.0 : 0.0);
     if (c->method == TRAIN_METHOD_EFQAT) {
         /* EfQAT (efqat.c): a code byte per quantized weight; per row a mask byte, an order
          * entry, a step size and an importance; the row-subset product's scratch for the

@@ -35,12 +35,15 @@ size_t model_scale_count(const model *m, size_t rows, size_t cols)
     return rows;
 }
 
-static void *alloc_floats(size_t n)
+/* What alloc_floats takes for n floats: at least one, rounded up to 64 bytes. */
+static double alloc_size(size_t n) { return (double)(((n ? n : 1) * sizeof(float) + 63) / 64 * 64); }
+
+static void *alloc_floats(size_t n, double *bytes)
 {
-    size_t bytes = (n ? n : 1) * sizeof(float);
-    bytes = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, bytes);
-    if (p) memset(p, 0, bytes);
+    size_t b = (size_t)alloc_size(n);
+    void *p = aligned_alloc(64, b);
+    if (p) memset(p, 0, b);
+    if (p && bytes) *bytes += (double)b;
     return p;
 }
 
@@ -85,55 +88,127 @@ void model_layout(model *m, const train_shape *s, const train_qspec *q, int B, i
         off += m->numel[i];
     }
     m->n_floats = off;
+    m->fam_hi = m->n_grads = off; /* the full layout's */
 #define MODEL_X_SUM(f, n) +(n)
     m->n_qw = 0 MODEL_QW_TENSORS(MODEL_X_SUM);
 #undef MODEL_X_SUM
 }
 
-qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
-                       qp_error *err)
+void model_arena_of(const model *lay, int lean, model_arena *a)
 {
-    model_layout(m, s, q, B, T);
+    a->params = lay->n_floats;
+    if (!lean) {
+        a->grads = a->moments = lay->n_floats;
+        a->qw = lay->n_qw;
+        a->fam_lo = 0;
+        a->fam_hi = lay->n_floats;
+        return;
+    }
+    /* the block linears' step sizes (P_S_WTE is empty without --embed-bits) */
+    a->fam_lo = lay->off[P_S_WTE];
+    a->fam_hi = lay->off[P_Z_QKV];
+    a->moments = a->fam_hi - a->fam_lo;
+    a->grads = a->moments + lay->numel[P_LN1] + lay->numel[P_LN2] + lay->numel[P_LNF];
+    for (int k = 0; k < 4; k++) a->grads += lay->numel[model_linears[k].tensor] / (size_t)lay->s.n_layer;
+    a->qw = lay->q.embed_bits > 0 ? lay->numel[P_WTE] : 0;
+}
+
+/* Floats of the activation allocation (each buffer rounded to 16 floats); 0 when too large. */
+static size_t acts_floats(const train_shape *s, int B, int T, size_t acts_n[MODEL_NACTS])
+{
     double acts_d[MODEL_NACTS];
     model_act_counts(s, B, T, acts_d);
-    size_t acts_n[MODEL_NACTS], na = 0;
+    size_t na = 0;
     for (int i = 0; i < MODEL_NACTS; i++) {
-        if (!(acts_d[i] < 0x1p60)) /* train_memory_need refuses such sizes first */
-            return qp_fail(err, QP_ERR_NOMEM, "the activations for batch %d x context %d do not fit "
-                                              "in memory; use a smaller --batch or --context", B, T);
+        if (!(acts_d[i] < 0x1p60)) return 0; /* train_memory_need refuses such sizes first */
         acts_n[i] = (size_t)acts_d[i];
         na += (acts_n[i] + 15) / 16 * 16;
     }
-    size_t off = m->n_floats, nq = m->n_qw, hd = (size_t)(s->d_model / s->n_head);
-    size_t L = (size_t)s->n_layer, D = (size_t)s->d_model, F = (size_t)s->d_ff, V = (size_t)s->vocab;
-    size_t QKV = (size_t)m->qkv_rows;
-    m->params_mem = alloc_floats(off);
-    m->grads_mem = alloc_floats(off);
-    m->m_mem = alloc_floats(off);
-    m->v_mem = alloc_floats(off);
-    m->qw_mem = alloc_floats(nq);
-    m->acts_mem = alloc_floats(na);
-    m->rope_cos = alloc_floats((size_t)T * hd / 2);
-    m->rope_sin = alloc_floats((size_t)T * hd / 2);
+    return na;
+}
+
+double model_arena_bytes(const model *lay, int lean, int threads)
+{
+    model_arena a;
+    model_arena_of(lay, lean, &a);
+    size_t acts_n[MODEL_NACTS], hd = (size_t)(lay->s.d_model / lay->s.n_head), T = (size_t)lay->T;
+    return alloc_size(a.params) + alloc_size(a.grads) + 2 * alloc_size(a.moments) + alloc_size(a.qw) +
+           alloc_size(acts_floats(&lay->s, lay->B, lay->T, acts_n)) + 2 * alloc_size(T * hd / 2) +
+           alloc_size((size_t)threads * T * T);
+}
+
+/* The named pointers into the families (full or lean layout). */
+static void set_pointers(model *m)
+{
+    memset(&m->g, 0, sizeof m->g);
+    for (int i = 0; i < MODEL_NT; i++) {
+        m->p.t[i] = m->params_mem + m->off[i];
+        if (!m->lean) m->g.t[i] = m->grads_mem + m->off[i];
+    }
+    if (!m->lean) {
+        m->dw_layer = NULL;
+        size_t L = (size_t)m->s.n_layer, D = (size_t)m->s.d_model, F = (size_t)m->s.d_ff, V = (size_t)m->s.vocab;
+        size_t QKV = (size_t)m->qkv_rows;
+        float *qp = m->qw_mem;
+#define MODEL_X_CARVE(f, n) m->qw.f = qp, qp += (n);
+        MODEL_QW_TENSORS(MODEL_X_CARVE)
+#undef MODEL_X_CARVE
+        return;
+    }
+    float *g = m->grads_mem;
+    for (int i = P_S_WTE; i <= P_S_2; i++) m->g.t[i] = g + (m->off[i] - m->fam_lo);
+    g += m->fam_hi - m->fam_lo;
+    static const int norms[3] = {P_LN1, P_LN2, P_LNF};
+    for (int k = 0; k < 3; k++) m->g.t[norms[k]] = g, g += m->numel[norms[k]];
+    m->dw_layer = g;
+    for (int k = 0; k < 4; k++) {
+        int i = model_linears[k].tensor;
+        m->g.t[i] = g;
+        g += m->numel[i] / (size_t)m->s.n_layer;
+    }
+    m->qw.wte = m->q.embed_bits > 0 ? m->qw_mem : NULL;
+    m->qw.wqkv = m->p.wqkv;
+    m->qw.wo = m->p.wo;
+    m->qw.w13 = m->p.w13;
+    m->qw.w2 = m->p.w2;
+}
+
+static qp_status create(model *m, const train_shape *s, const train_qspec *q, int B, int T, int lean,
+                        qp_error *err)
+{
+    model_layout(m, s, q, B, T);
+    size_t acts_n[MODEL_NACTS], na = acts_floats(s, B, T, acts_n);
+    if (!na)
+        return qp_fail(err, QP_ERR_NOMEM, "the activations for batch %d x context %d do not fit "
+                                          "in memory; use a smaller --batch or --context", B, T);
+    model_arena a;
+    model_arena_of(m, lean, &a);
+    size_t hd = (size_t)(s->d_model / s->n_head);
+    double *b = &m->alloc_bytes;
+    m->lean = lean;
+    m->fam_lo = a.fam_lo;
+    m->fam_hi = a.fam_hi;
+    m->n_grads = a.grads;
+    m->params_mem = alloc_floats(a.params, b);
+    m->grads_mem = alloc_floats(a.grads, b);
+    m->m_mem = alloc_floats(a.moments, b);
+    m->v_mem = alloc_floats(a.moments, b);
+    m->qw_mem = alloc_floats(a.qw, b);
+    m->acts_mem = alloc_floats(na, b);
+    m->rope_cos = alloc_floats((size_t)T * hd / 2, b);
+    m->rope_sin = alloc_floats((size_t)T * hd / 2, b);
     m->scratch_threads = omp_get_max_threads();
-    m->att_scratch = alloc_floats((size_t)m->scratch_threads * T * T);
+    m->att_scratch = alloc_floats((size_t)m->scratch_threads * T * T, b);
     if (!m->params_mem || !m->grads_mem || !m->m_mem || !m->v_mem || !m->qw_mem || !m->acts_mem ||
         !m->rope_cos || !m->rope_sin || !m->att_scratch) {
-        double gib = (4.0 * off + 4.0 * off * 3 + 4.0 * nq + 4.0 * na) / 1073741824.0;
+        double gib = model_arena_bytes(m, lean, m->scratch_threads) / 1073741824.0;
         model_free(m);
         return qp_fail(err, QP_ERR_NOMEM,
                        "cannot allocate %.2f GiB for the model and its activations; use a smaller "
                        "--batch, --context or model",
                        gib);
     }
-    for (int i = 0; i < MODEL_NT; i++) {
-        m->p.t[i] = m->params_mem + m->off[i];
-        m->g.t[i] = m->grads_mem + m->off[i];
-    }
-    float *qp = m->qw_mem;
-#define MODEL_X_CARVE(f, n) m->qw.f = qp, qp += (n);
-    MODEL_QW_TENSORS(MODEL_X_CARVE)
-#undef MODEL_X_CARVE
+    set_pointers(m);
     float *ap = m->acts_mem;
 #define MODEL_X_ADDR(f, n) &m->a.f,
     float **dst[MODEL_NACTS] = {MODEL_ACT_TENSORS(MODEL_X_ADDR)};
@@ -144,6 +219,50 @@ qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int
     }
     layer_rope_tables(m->rope_cos, m->rope_sin, T, (int)hd);
     return QP_OK;
+}
+
+qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T, qp_error *err)
+{
+    return create(m, s, q, B, T, 0, err);
+}
+
+qp_status model_create_lean(model *m, const train_shape *s, const train_qspec *q, int B, int T,
+                            qp_error *err)
+{
+    return create(m, s, q, B, T, 1, err);
+}
+
+qp_status model_make_lean(model *m, qp_error *err)
+{
+    if (m->lean) return QP_OK;
+    model_arena a, o;
+    model_arena_of(m, 1, &a);
+    model_arena_of(m, 0, &o);
+    double nb = 0;
+    float *g = alloc_floats(a.grads, &nb), *mm = alloc_floats(a.moments, &nb), *vv = alloc_floats(a.moments, &nb);
+    float *qw = alloc_floats(a.qw, &nb);
+    if (!g || !mm || !vv || !qw) {
+        free(g), free(mm), free(vv), free(qw);
+        return qp_fail(err, QP_ERR_NOMEM, "out of memory for E2E-QP's step-size state");
+    }
+    memcpy(mm, m->m_mem + a.fam_lo, a.moments * sizeof *mm);
+    memcpy(vv, m->v_mem + a.fam_lo, a.moments * sizeof *vv);
+    if (a.qw) memcpy(qw, m->qw.wte, a.qw * sizeof *qw);
+    free(m->grads_mem), free(m->m_mem), free(m->v_mem), free(m->qw_mem);
+    m->alloc_bytes += nb - (alloc_size(o.grads) + 2 * alloc_size(o.moments) + alloc_size(o.qw));
+    m->grads_mem = g, m->m_mem = mm, m->v_mem = vv, m->qw_mem = qw;
+    m->lean = 1;
+    m->fam_lo = a.fam_lo;
+    m->fam_hi = a.fam_hi;
+    m->n_grads = a.grads;
+    set_pointers(m);
+    return QP_OK;
+}
+
+void model_zero_moments(model *m)
+{
+    memset(m->m_mem, 0, (m->fam_hi - m->fam_lo) * sizeof(float));
+    memset(m->v_mem, 0, (m->fam_hi - m->fam_lo) * sizeof(float));
 }
 
 void model_free(model *m)
@@ -178,11 +297,10 @@ void model_init(model *m, uint64_t seed)
             for (size_t j = 0; j < n; j++) p[j] = sd * train_rng_normal(&st);
         }
     }
-    memset(m->m_mem, 0, m->n_floats * sizeof(float));
-    memset(m->v_mem, 0, m->n_floats * sizeof(float));
+    model_zero_moments(m);
 }
 
-void model_zero_grad(model *m) { memset(m->grads_mem, 0, m->n_floats * sizeof(float)); }
+void model_zero_grad(model *m) { memset(m->grads_mem, 0, m->n_grads * sizeof(float)); }
 
 /* Per-layer slice of a layered tensor. */
 static inline float *lay(const model *m, float *base, int i, int l)
@@ -320,7 +438,7 @@ static void lin_backward(model *m, int k, int l, float *dinp, const float *dout,
                          int C, int R)
 {
     int i = model_linears[k].tensor;
-    float *dw = lay(m, m->g.t[i], i, l);
+    float *dw = m->dw_layer ? m->g.t[i] : lay(m, m->g.t[i], i, l); /* lean: one layer's scratch */
     const float *w = lay(m, weights_for(m, i), i, l);
     if (m->efq && m->qat) efqat_linear_backward(m, k, l, dinp, dw, dout, inp, w, N, C, R);
     else layer_matmul_backward(dinp, dw, dout, inp, w, N, C, R);

@@ -58,7 +58,41 @@ typedef struct {
     int qat;                 /* block linears use quantized weights */
     int qat_embed;           /* embeddings/head use quantized weights */
     efqat_state *efq;        /* EfQAT's frozen rows (efqat.c); NULL: every weight trains */
+    /* E2E-QP's layout (model_make_lean, spec 3.4): the block linears' W hold w_hat and are the
+     * forward's weights too (qw.wqkv..w2 alias p.wqkv..w2), only their step sizes have Adam
+     * moments: m_mem and v_mem hold the floats [fam_lo, fam_hi) of the layout (index them with
+     * model_moment). Gradients: the step sizes, the norm gains (computed on the way, not
+     * trained) and one layer's block-linear dW (dw_layer: the linears' g.t point there and the
+     * backward takes no layer offset); none for the embedding, the zero points or the other
+     * layers' weights. Full layout: lean 0, [0, n_floats), every gradient. */
+    int lean;
+    size_t fam_lo, fam_hi;
+    size_t n_grads;          /* floats in grads_mem */
+    float *dw_layer;         /* lean: the layer scratch inside grads_mem; NULL otherwise */
+    double alloc_bytes;      /* bytes allocated by model_create (and model_make_lean) */
 } model;
+
+/* Floats of each family (model_create, or lean: model_make_lean): parameters, gradients, each
+ * Adam moment, the quantized weights; the moment range. memory.c's need uses the same. */
+typedef struct {
+    size_t params, grads, moments, qw, fam_lo, fam_hi;
+} model_arena;
+void model_arena_of(const model *lay, int lean, model_arena *a);
+/* Bytes model_create (lean: model_create_lean) allocates: the families, the activations, the
+ * RoPE tables and threads x T x T attention scratch, as each allocation is rounded. */
+double model_arena_bytes(const model *lay, int lean, int threads);
+/* Whether the run builds its model lean from the start (model_create_lean): E2E-QP from a
+ * checkpoint, whose QAT phase is the whole run (memory.c). */
+int train_e2e_lean(const train_config *c);
+/* Bytes of E2E-QP's fixed codes for the layout (e2eqp.c allocates them). */
+double train_e2e_codes_bytes(const model *lay);
+/* Adam moment of parameter tensor i in family base (m->m_mem or m->v_mem); NULL when the
+ * layout holds none for it (lean: everything but the block linears' step sizes). */
+static inline float *model_moment(const model *m, float *base, int i)
+{
+    if (m->off[i] < m->fam_lo || m->off[i] + m->numel[i] > m->fam_hi) return NULL;
+    return base + (m->off[i] - m->fam_lo);
+}
 
 qp_status model_create(model *m, const train_shape *s, const train_qspec *q, int B, int T,
                        qp_error *err);
@@ -67,6 +101,15 @@ void model_layout(model *m, const train_shape *s, const train_qspec *q, int B, i
 /* Floats in each activation buffer of model_create (in model_acts order), in double so
  * that impossible sizes can be refused before anything is converted or allocated. */
 void model_act_counts(const train_shape *s, int B, int T, double out[MODEL_NACTS]);
+/* model_create in E2E-QP's lean layout from the start (see model). */
+qp_status model_create_lean(model *m, const train_shape *s, const train_qspec *q, int B, int T,
+                            qp_error *err);
+/* Into the lean layout: the step sizes' moments kept, the other gradients, moments and the
+ * block linears' quantized copies freed; from then on W must hold w_hat (E2E-QP keeps it so).
+ * Nothing changes when already lean; QP_ERR_NOMEM leaves m as it was. */
+qp_status model_make_lean(model *m, qp_error *err);
+/* Zero both Adam moment families (whatever they hold). */
+void model_zero_moments(model *m);
 void model_free(model *m);
 /* Seeded initialisation: N(0, 0.02), output projections scaled by 1/sqrt(2L), gains 1. */
 void model_init(model *m, uint64_t seed);

@@ -333,24 +333,37 @@ qp_status state_save(const char *path, const char *settings, const model *m, con
     size_t sl = strlen(settings), rl = record ? strlen(record) : 0, fl = m->n_floats * sizeof(float);
     if (sl > STATE_MAX_TEXT || rl > STATE_MAX_TEXT)
         return qp_fail(err, QP_ERR_INPUT, "%s: the settings or the run record are too long for a state", path);
-    size_t eb = efqat_state_bytes(m), total = STATE_PREFIX + sl + rl + 3 * fl + eb + 8;
-    unsigned char *buf = malloc(total);
+    /* written in parts from the model's own buffers (no copy of the parameters and moments:
+     * E2E-QP's lean layout would need three times its memory for one); moments outside the
+     * layout's range (model_moment) are zeros */
+    size_t eb = efqat_state_bytes(m), head = STATE_PREFIX + sl + rl;
+    size_t lo = m->fam_lo * sizeof(float), fam = (m->fam_hi - m->fam_lo) * sizeof(float), hi = fl - lo - fam;
+    unsigned char *buf = malloc(head + eb + 8);
     if (!buf) return qp_fail(err, QP_ERR_NOMEM, "out of memory saving the state to %s", path);
     put_prefix(buf, (uint32_t)sl, (uint32_t)rl, m->n_floats, pr, eb);
-    unsigned char *p = buf + STATE_PREFIX;
-    memcpy(p, settings, sl); p += sl;
-    if (rl) memcpy(p, record, rl);
-    p += rl;
-    memcpy(p, m->params_mem, fl); p += fl;
-    memcpy(p, m->m_mem, fl); p += fl;
-    memcpy(p, m->v_mem, fl); p += fl;
-    if (eb) efqat_state_write(m, p);
-    p += eb;
+    memcpy(buf + STATE_PREFIX, settings, sl);
+    if (rl) memcpy(buf + STATE_PREFIX + sl, record, rl);
+    unsigned char *tail = buf + head;
+    if (eb) efqat_state_write(m, tail);
+    qp_part parts[] = {{buf, head},   {m->params_mem, fl}, {NULL, lo}, {m->m_mem, fam}, {NULL, hi},
+                       {NULL, lo},    {m->v_mem, fam},     {NULL, hi}, {tail, eb},      {tail + eb, 8}};
+    size_t np = sizeof parts / sizeof parts[0];
+    static const unsigned char zeros[4096];
     state_hash x;
     state_hash_init(&x);
-    state_hash_update(&x, buf, total - 8);
-    put64(p, state_hash_final(&x));
-    qp_status st = qp_write_file_atomic(path, buf, total, err);
+    for (size_t i = 0; i + 1 < np; i++) {
+        if (parts[i].data) {
+            state_hash_update(&x, parts[i].data, parts[i].len);
+            continue;
+        }
+        for (size_t left = parts[i].len; left;) {
+            size_t k = left < sizeof zeros ? left : sizeof zeros;
+            state_hash_update(&x, zeros, k);
+            left -= k;
+        }
+    }
+    put64(tail + eb, state_hash_final(&x));
+    qp_status st = qp_write_file_atomic_parts(path, parts, np, err);
     free(buf);
     return st;
 }
@@ -440,8 +453,16 @@ qp_status state_load(const char *path, const char *settings, model *m, train_pro
     /* straight into the model when the sizes agree; otherwise only to check the file (the
      * settings below then name the difference) */
     int fits = nf == m->n_floats;
-    float *dst[3] = {m->params_mem, m->m_mem, m->v_mem};
-    for (int i = 0; i < 3 && !st; i++) st = read_hashed(f, fits ? dst[i] : NULL, nf * 4, &x, path, err);
+    if (!st) st = read_hashed(f, fits ? m->params_mem : NULL, nf * 4, &x, path, err);
+    /* the moments: the layout's range of each (all of it but in E2E-QP's lean layout, whose
+     * states hold zeros elsewhere) */
+    size_t lo = fits ? m->fam_lo : nf, fam = fits ? m->fam_hi - m->fam_lo : 0;
+    float *mv[2] = {m->m_mem, m->v_mem};
+    for (int i = 0; i < 2 && !st; i++) {
+        st = read_hashed(f, NULL, lo * 4, &x, path, err);
+        if (!st) st = read_hashed(f, mv[i], fam * 4, &x, path, err);
+        if (!st) st = read_hashed(f, NULL, (nf - lo - fam) * 4, &x, path, err);
+    }
     /* EfQAT's section: kept aside until the settings agree (they fix its size) */
     unsigned char *efq = NULL;
     if (!st && eb && !(efq = malloc(eb))) st = qp_fail(err, QP_ERR_NOMEM, "out of memory");

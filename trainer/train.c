@@ -71,7 +71,7 @@ static double grad_norm(const model *m)
     /* fixed blocks summed in order: clipping (hence the trajectory) must not depend on timing */
     enum { NB = 64 };
     double part[NB] = {0};
-    long n = (long)m->n_floats, per = (n + NB - 1) / NB;
+    long n = (long)m->n_grads, per = (n + NB - 1) / NB;
     const float *g = m->grads_mem;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < NB; b++) {
@@ -88,7 +88,7 @@ static double grad_norm(const model *m)
 
 static void scale_grads(model *m, float k)
 {
-    long n = (long)m->n_floats;
+    long n = (long)m->n_grads;
     float *g = m->grads_mem;
 #pragma omp parallel for schedule(static)
     for (long j = 0; j < n; j++) g[j] *= k;
@@ -505,8 +505,7 @@ static void job_switch(job *j, long step)
     j->be->sync(j->dev, m, 1); /* the step sizes are initialised on the host, as on the CPU */
     model_quant_init(m);
     if (c->reset_optimizer && j->s.n_fp > 0) {
-        memset(m->m_mem, 0, m->n_floats * sizeof(float));
-        memset(m->v_mem, 0, m->n_floats * sizeof(float));
+        model_zero_moments(m);
         j->pr.adam_t = 0;
     }
     if (m->efq) efqat_select(m); /* after the step sizes: frozen rows keep these codes */
@@ -664,6 +663,7 @@ static qp_status job_eq(job *j, qp_error *err)
     e->save = eq_save;
     e->maybe_save = eq_maybe_save;
     e->peak_rss_blockap = NAN;
+    e->e2e_bytes = 0;
     if (!j->pr.switched) job_switch(j, j->s.n_fp);
     qp_status st = eq_run(e, err);
     if (st == QP_ERR_INTERRUPTED) {
@@ -785,7 +785,10 @@ qp_status train_run_job(const train_config *cin, const train_data *d, const char
                 train_precision_name(c->precision), c->threads,
                 c->device == TRAIN_DEVICE_CPU ? train_gemm_backend_name() : "cublas");
     int B = c->batch, T = c->shape.context;
-    if ((st = model_create(&j.m, &c->shape, &c->quant, B, T, err))) return st;
+    /* E2E-QP from a checkpoint never needs the latent weights' gradients and moments */
+    st = train_e2e_lean(c) ? model_create_lean(&j.m, &c->shape, &c->quant, B, T, err)
+                           : model_create(&j.m, &c->shape, &c->quant, B, T, err);
+    if (st) return st;
     j.inp = malloc((size_t)B * T * sizeof *j.inp);
     j.tgt = malloc((size_t)B * T * sizeof *j.tgt);
     if (!j.inp || !j.tgt) {
