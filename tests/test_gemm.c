@@ -3,6 +3,7 @@
  * bf16-rounded inputs, and the rounding is to nearest even. The oneDNN cases say SKIPPED
  * where the build has no oneDNN. Tolerances are stated here and in docs/trainer.md. */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +178,50 @@ static void test_bf16_reuse(void)
     free(A), free(B1), free(B2), free(c1), free(c2), free(r1), free(r2);
 }
 
+/* Inside a parallel region (attention's per-head products) each thread's bf16 product runs on
+ * that thread: the AVX512_BF16 kernel where the CPU has it, else the rounding fallback. Both
+ * threads at once, each on its own C, give the fp32 product of the rounded inputs; beta 0 does
+ * not read C (NaN there stays out of the result); the columns past N are left alone. */
+static void test_bf16_in_parallel(void)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const shape *s = &cases[i];
+        size_t na = (size_t)(s->tA ? s->K : s->M) * s->lda, nb = (size_t)(s->tB ? s->N : s->K) * s->ldb;
+        size_t nc = (size_t)s->M * s->ldc;
+        float *A = fill(na), *B = fill(nb), *c0 = fill(nc), *ref = malloc(nc * 4), *out[2] = {malloc(nc * 4), malloc(nc * 4)};
+        CU_ASSERT_FATAL(A && B && c0 && ref && out[0] && out[1]);
+        if (s->beta == 0.0f)
+            for (size_t j = 0; j < nc; j += 3) c0[j] = NAN;
+        float *Ar = malloc(na * 4), *Br = malloc(nb * 4);
+        CU_ASSERT_FATAL(Ar && Br);
+        round_copy(Ar, A, na);
+        round_copy(Br, B, nb);
+        run(train_gemm_f32, s, Ar, Br, c0, ref);
+        int inpar[2] = {0, 0};
+#pragma omp parallel num_threads(2)
+        {
+            int t = omp_get_thread_num();
+            if (t < 2) {
+                inpar[t] = omp_in_parallel();
+                run(train_gemm_bf16, s, A, B, c0, out[t]);
+            }
+        }
+        for (int t = 0; t < 2; t++) {
+            double rel = max_rel(out[t], ref, s);
+            CU_ASSERT(inpar[t]);
+            CU_ASSERT(rel <= BF16_SAME_REL);
+            if (t == 0)
+                fprintf(stderr, "[%d%d %dx%dx%d] in parallel: bf16 vs rounded fp32 %.2e; ", s->tA, s->tB, s->M,
+                        s->N, s->K, rel);
+            for (int r = 0; r < s->M; r++)
+                for (int j = s->N; j < s->ldc; j++)
+                    CU_ASSERT(memcmp(&out[t][(size_t)r * s->ldc + j], &c0[(size_t)r * s->ldc + j], 4) == 0);
+        }
+        free(A), free(B), free(c0), free(ref), free(out[0]), free(out[1]), free(Ar), free(Br);
+    }
+    fprintf(stderr, "\n");
+}
+
 static void test_bf16_rounding(void)
 {
     struct { uint32_t in, out; } v[] = {
@@ -211,6 +256,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_onednn_agrees_with_openblas);
     TU_ADD(s, test_bf16_products);
     TU_ADD(s, test_bf16_reuse);
+    TU_ADD(s, test_bf16_in_parallel);
     TU_ADD(s, test_bf16_rounding);
 }
 

@@ -60,16 +60,19 @@ float train_bf16_round(float x)
     return v.f;
 }
 
+static inline unsigned short bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    /* a NaN keeps its sign and a quiet payload rather than rounding into infinity */
+    return (unsigned short)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
+}
+
 void train_to_bf16(unsigned short *out, const float *x, size_t n)
 {
 #pragma omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel())
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        /* a NaN keeps its sign and a quiet payload rather than rounding into infinity */
-        out[i] = (unsigned short)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
-    }
+    for (size_t i = 0; i < n; i++) out[i] = bf16_bits(x[i]);
 }
 
 /* ---- names ---------------------------------------------------------------- */
@@ -322,15 +325,178 @@ static int bf16_onednn(int tA, int tB, int M, int N, int K, float alpha, const f
 }
 #endif
 
+/* ---- bf16 on one thread (inside parallel regions: attention's per-head products) ----
+ * Where the CPU has AVX512_BF16 (checked at run time; the kernel is compiled for it with a
+ * target attribute, so the build needs no -march): both inputs are packed as bf16 pairs along
+ * K (the layout vdpbf16ps reads; K2 = K rounded up to even), op(B) as [K2/2][N2] (N2 = N
+ * rounded up to 32), and a 4 x 32 register block accumulates in fp32.
+ * Elsewhere: bf16_by_rounding, the same products on the fp32 kernel. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define QP_BF16_KERNEL 1
+#include <immintrin.h>
+
+#define BK_MR 4
+#define BK_NR 32
+
+static _Atomic int g_bf16_hw = -1;
+
+static int bf16_hw(void)
+{
+    int v = g_bf16_hw;
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+        g_bf16_hw = v;
+    }
+    return v;
+}
+
+/* The packs hold bf16 pairs (k, k+1) as 32-bit words, the low half k: the word for row i and
+ * pair kp of op(A) at a[i * ai + kp * ak], for pair kp and column j of op(B) at b[kp * N2 + j].
+ * Pads (rows past M, columns past N, the second half of an odd K's last pair) are zero. */
+static void pair_rows(uint32_t *out, const float *x0, const float *x1, int n)
+{
+    if (x1) {
+        for (int j = 0; j < n; j++) out[j] = bf16_bits(x0[j]) | (uint32_t)bf16_bits(x1[j]) << 16;
+    } else {
+        for (int j = 0; j < n; j++) out[j] = bf16_bits(x0[j]);
+    }
+}
+
+/* op(B)'s words for k pairs of rows of the stored matrix (not transposed), or of op(A) when it
+ * is a transposed A: pair kp of stored rows 2kp, 2kp+1, n columns, row stride ld, out stride os */
+static void pack_pairs_of_rows(uint32_t *out, const float *X, int ld, int K, int n, int os)
+{
+    for (int kp = 0; kp < (K + 1) / 2; kp++) {
+        const float *x0 = X + (size_t)2 * kp * ld, *x1 = 2 * kp + 1 < K ? x0 + ld : NULL;
+        uint32_t *o = out + (size_t)kp * os;
+        pair_rows(o, x0, x1, n);
+        memset(o + n, 0, (size_t)(os - n) * sizeof *o);
+    }
+}
+
+/* each stored row's k values as words, contiguous (the row's bf16 with an odd K zero padded) */
+static void pack_row_words(uint32_t *out, const float *x, int K)
+{
+    unsigned short *o = (unsigned short *)out;
+    for (int k = 0; k < K; k++) o[k] = bf16_bits(x[k]);
+    if (K & 1) o[K] = 0;
+}
+
+/* A: !tA rows of K2/2 words (ai = K2/2, ak = 1); tA pairs of rows (ai = 1, ak = M2) */
+static void pack_a(uint32_t *out, int tA, const float *A, int lda, int M, int K, int M2, int K2)
+{
+    if (!tA) {
+        for (int i = 0; i < M; i++) pack_row_words(out + (size_t)i * (K2 / 2), A + (size_t)i * lda, K);
+        memset(out + (size_t)M * (K2 / 2), 0, (size_t)(M2 - M) * (K2 / 2) * sizeof *out);
+    } else {
+        pack_pairs_of_rows(out, A, lda, K, M, M2);
+    }
+}
+
+/* B [K2/2][N2] words; tB goes through one row's words (tmp, K2/2) and scatters them */
+static void pack_b(uint32_t *out, uint32_t *tmp, int tB, const float *B, int ldb, int K, int N, int K2, int N2)
+{
+    if (!tB) {
+        pack_pairs_of_rows(out, B, ldb, K, N, N2);
+        return;
+    }
+    for (int j = 0; j < N; j++) {
+        pack_row_words(tmp, B + (size_t)j * ldb, K);
+        for (int kp = 0; kp < K2 / 2; kp++) out[(size_t)kp * N2 + j] = tmp[kp];
+    }
+    for (int kp = 0; kp < K2 / 2; kp++) memset(out + (size_t)kp * N2 + N, 0, (size_t)(N2 - N) * sizeof *out);
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static inline void bk_store(float *c, __m512 acc, __mmask16 m,
+                                                                         float alpha, float beta)
+{
+    __m512 r = _mm512_mul_ps(acc, _mm512_set1_ps(alpha));
+    /* beta 0: C is not read (it may hold anything, NaN included) */
+    if (beta != 0.0f) r = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, c), r);
+    _mm512_mask_storeu_ps(c, m, r);
+}
+
+static inline __mmask16 bk_mask(int valid)
+{
+    return valid >= 16 ? (__mmask16)0xffff : valid > 0 ? (__mmask16)((1u << valid) - 1) : 0;
+}
+
+__attribute__((target("avx512f,avx512bf16"))) static void bk_run(int M, int N, int K2, int N2, float alpha,
+                                                                float beta, const uint32_t *ap, int ai, int ak,
+                                                                const uint32_t *bp, float *C, int ldc)
+{
+    for (int j0 = 0; j0 < N2; j0 += BK_NR) {
+        __mmask16 m0 = bk_mask(N - j0), m1 = bk_mask(N - j0 - 16);
+        for (int i0 = 0; i0 < M; i0 += BK_MR) {
+            __m512 c[BK_MR][2];
+            for (int r = 0; r < BK_MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+            const uint32_t *a = ap + (size_t)i0 * ai, *b = bp + j0;
+            for (int kp = 0; kp < K2 / 2; kp++, a += ak, b += N2) {
+                __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 16);
+                for (int r = 0; r < BK_MR; r++) {
+                    __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)r * ai]);
+                    c[r][0] = _mm512_dpbf16_ps(c[r][0], av, b0);
+                    c[r][1] = _mm512_dpbf16_ps(c[r][1], av, b1);
+                }
+            }
+            for (int r = 0; r < BK_MR && i0 + r < M; r++) {
+                float *cr = C + (size_t)(i0 + r) * ldc + j0;
+                bk_store(cr, c[r][0], m0, alpha, beta);
+                if (m1) bk_store(cr + 16, c[r][1], m1, alpha, beta);
+            }
+        }
+    }
+}
+
+/* 0 done, -1 not here (no AVX512_BF16, or out of memory for the packs) */
+static int bf16_kernel(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (!bf16_hw() || K <= 0) return -1;
+    int M2 = (M + BK_MR - 1) / BK_MR * BK_MR, K2 = (K + 1) & ~1, N2 = (N + BK_NR - 1) / BK_NR * BK_NR;
+    /* one block: A's words, B's, a row of B's for the transposed pack */
+    size_t na = (size_t)M2 * (K2 / 2), nb = (size_t)(K2 / 2) * N2;
+    uint32_t *ap = malloc((na + nb + (size_t)K2 / 2) * sizeof *ap), *bp = ap ? ap + na : NULL;
+    int ok = ap != NULL;
+    if (ok) {
+        pack_a(ap, tA, A, lda, M, K, M2, K2);
+        pack_b(bp, bp + nb, tB, B, ldb, K, N, K2, N2);
+        bk_run(M, N, K2, N2, alpha, beta, ap, tA ? 1 : K2 / 2, tA ? M2 : 1, bp, C, ldc);
+    }
+    free(ap);
+    return ok ? 0 : -1;
+}
+#else
+static int bf16_kernel(int tA, int tB, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc)
+{
+    return -1;
+}
+#endif
+
 void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                      int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
+    int serial = !omp_in_parallel();
 #ifdef QP_HAVE_DNNL
-    if (g_kernel == TRAIN_GEMM_ONEDNN && !omp_in_parallel() && K > 0 &&
+    if (g_kernel == TRAIN_GEMM_ONEDNN && serial && K > 0 &&
         !bf16_onednn(transA != 0, transB != 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
         return;
 #endif
+    if (!serial) {
+        train_gemm_bf16_1t(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    bf16_by_rounding(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void train_gemm_bf16_1t(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (!bf16_kernel(transA != 0, transB != 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)) return;
     bf16_by_rounding(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 

@@ -35,9 +35,16 @@ void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, co
                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
 /* Always bf16 inputs, fp32 accumulation: oneDNN's bf16 matmul when it is the kernel (it
  * emulates bf16 where the CPU lacks it), else the fp32 kernel on bf16-rounded copies (the same
- * products, no speed-up). Inside a parallel region: the rounded copies, one thread each. */
+ * products, no speed-up). Inside a parallel region: train_gemm_bf16_1t, one thread each. */
 void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* bf16 inputs, fp32 accumulation, on the calling thread whether or not inside a parallel
+ * region (attention's per-head products): an AVX512_BF16 kernel where the CPU has it (checked
+ * at run time), else the fp32 kernel on bf16-rounded copies. train_gemm_bf16 uses it inside
+ * parallel regions. */
+void train_gemm_bf16_1t(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Between train_gemm_reuse(1) and train_gemm_reuse(0) the caller promises that no array
  * read by the products is written: a bf16 product whose first input is the same array, read
