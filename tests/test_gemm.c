@@ -178,6 +178,48 @@ static void test_bf16_reuse(void)
     free(A), free(B1), free(B2), free(c1), free(c2), free(r1), free(r2);
 }
 
+/* A keep scope: the marked product's inputs are converted once; later products reading the
+ * same arrays the same way (B of a dX product: the weight, untransposed; B of a dW product:
+ * the activation) use those copies, with the same numbers as converting again; unmarked
+ * inputs (dout) are converted as before; a new scope converts again and sees new values. */
+static void test_bf16_keep(void)
+{
+    enum { N = 64, C = 48, R = 40 };
+    float *x = fill(N * C), *w = fill(R * C), *dy = fill(N * R), *y = calloc(N * R, 4), *dx = calloc(N * C, 4),
+          *dw = calloc(R * C, 4), *ry = calloc(N * R, 4), *rdx = calloc(N * C, 4), *rdw = calloc(R * C, 4);
+    CU_ASSERT_FATAL(x && w && dy && y && dx && dw && ry && rdx && rdw);
+    qp_error err;
+    train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err); /* where built; else the fallback stays */
+    for (int pass = 0; pass < 3; pass++) {
+        /* reference: no scope */
+        train_gemm_bf16(0, 1, N, R, C, 1.0f, x, C, w, C, 0.0f, ry, R);
+        train_gemm_bf16(0, 0, N, C, R, 1.0f, dy, R, w, C, 0.0f, rdx, C);
+        train_gemm_bf16(1, 0, R, C, N, 1.0f, dy, R, x, C, 0.0f, rdw, C);
+        train_gemm_stats g;
+        train_gemm_stats_take(&g);
+        train_gemm_stats_enable(1);
+        train_gemm_keep(1);
+        train_gemm_keep_mark(1);
+        train_gemm_bf16(0, 1, N, R, C, 1.0f, x, C, w, C, 0.0f, y, R);
+        train_gemm_keep_mark(0);
+        train_gemm_bf16(0, 0, N, C, R, 1.0f, dy, R, w, C, 0.0f, dx, C);
+        train_gemm_bf16(1, 0, R, C, N, 1.0f, dy, R, x, C, 0.0f, dw, C);
+        train_gemm_keep(0);
+        train_gemm_stats_enable(0);
+        train_gemm_stats_take(&g);
+        /* x and w once, dy twice (no reuse scope here) */
+        if (train_gemm_kernel_now() == TRAIN_GEMM_ONEDNN) CU_ASSERT_EQUAL(g.converted, N * C + R * C + 2 * N * R);
+        CU_ASSERT_EQUAL(memcmp(y, ry, sizeof(float) * N * R), 0);
+        CU_ASSERT_EQUAL(memcmp(dx, rdx, sizeof(float) * N * C), 0);
+        CU_ASSERT_EQUAL(memcmp(dw, rdw, sizeof(float) * R * C), 0);
+        /* the next step's values (the scope opened again must not read the old copies) */
+        for (int i = 0; i < N * C; i++) x[i] = frand();
+        for (int i = 0; i < R * C; i++) w[i] = frand();
+    }
+    train_gemm_release();
+    free(x), free(w), free(dy), free(y), free(dx), free(dw), free(ry), free(rdx), free(rdw);
+}
+
 /* Inside a parallel region (attention's per-head products) each thread's bf16 product runs on
  * that thread: the AVX512_BF16 kernel where the CPU has it, else the rounding fallback. Both
  * threads at once, each on its own C, give the fp32 product of the rounded inputs; beta 0 does
@@ -257,6 +299,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_bf16_products);
     TU_ADD(s, test_bf16_reuse);
     TU_ADD(s, test_bf16_in_parallel);
+    TU_ADD(s, test_bf16_keep);
     TU_ADD(s, test_bf16_rounding);
 }
 

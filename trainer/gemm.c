@@ -178,6 +178,36 @@ void train_gemm_reuse(int on)
     g_reuse.valid = 0;
 }
 
+/* The kept bf16 copies of a step (train_gemm_keep): one entry per array, its buffer kept
+ * across steps (the same arrays recur) and marked stale when a scope opens. */
+typedef struct {
+    const float *p;
+    int rows, cols, ld, valid;
+    unsigned short *buf;
+    size_t cap;
+} keep_entry;
+
+static struct {
+    int on, mark;
+    keep_entry *e;
+    int n, cap;
+} g_keep;
+
+void train_gemm_keep(int on)
+{
+    g_keep.on = on != 0;
+    for (int i = 0; i < g_keep.n; i++) g_keep.e[i].valid = 0;
+}
+
+void train_gemm_keep_mark(int on) { g_keep.mark = on != 0; }
+
+static void keep_release(void)
+{
+    for (int i = 0; i < g_keep.n; i++) free(g_keep.e[i].buf);
+    free(g_keep.e);
+    memset(&g_keep, 0, sizeof g_keep);
+}
+
 #ifdef QP_HAVE_DNNL
 /* Compact bf16 copy of the stored matrix (rows x cols of a row-major array with stride ld). */
 static void pack_bf16(unsigned short *out, const float *x, int rows, int cols, int ld)
@@ -197,6 +227,38 @@ static int grow(unsigned short **buf, size_t *cap, size_t n)
     *buf = p;
     *cap = n;
     return 0;
+}
+
+/* The kept copy of the stored matrix (p, rows x cols, stride ld) in this scope: converted by an
+ * earlier product (*fresh 0), or converted now into its entry because the products are marked
+ * (*fresh 1); NULL: not kept (outside a scope, not marked, or out of memory). */
+static unsigned short *keep_find(const float *p, int rows, int cols, int ld, int *fresh)
+{
+    *fresh = 0;
+    if (!g_keep.on) return NULL;
+    keep_entry *e = NULL;
+    for (int i = 0; i < g_keep.n && !e; i++)
+        if (g_keep.e[i].p == p) e = &g_keep.e[i];
+    if (e && e->valid && e->rows == rows && e->cols == cols && e->ld == ld) return e->buf;
+    if (!g_keep.mark) return NULL;
+    if (!e) {
+        if (g_keep.n == g_keep.cap) {
+            int nc = g_keep.cap ? 2 * g_keep.cap : 32;
+            keep_entry *ne = realloc(g_keep.e, (size_t)nc * sizeof *ne);
+            if (!ne) return NULL;
+            g_keep.e = ne;
+            g_keep.cap = nc;
+        }
+        e = &g_keep.e[g_keep.n++];
+        memset(e, 0, sizeof *e);
+        e->p = p;
+    }
+    e->valid = 0;
+    if (grow(&e->buf, &e->cap, (size_t)rows * cols)) return NULL;
+    pack_bf16(e->buf, p, rows, cols, ld);
+    e->rows = rows, e->cols = cols, e->ld = ld, e->valid = 1;
+    *fresh = 1;
+    return e->buf;
 }
 
 #define CACHE_N 64
@@ -303,21 +365,27 @@ static int bf16_onednn(int tA, int tB, int M, int N, int K, float alpha, const f
     mm_entry *e = mm_get(tA, tB, M, N, K, alpha, beta, ldc);
     if (!e) return -1;
     double t0 = g_stats_on ? qp_now() : 0;
-    int ar = tA ? K : M, ac = tA ? M : K;
-    if (!(g_reuse.on && g_reuse.valid && g_reuse.p == A && g_reuse.rows == ar && g_reuse.cols == ac &&
-          g_reuse.ld == lda)) {
-        pack_bf16(g_abuf, A, ar, ac, lda);
-        if (g_stats_on) g_stats.converted += (double)ar * ac;
-        g_reuse.valid = g_reuse.on;
-        g_reuse.p = A, g_reuse.rows = ar, g_reuse.cols = ac, g_reuse.ld = lda;
+    int ar = tA ? K : M, ac = tA ? M : K, br = tB ? N : K, bc = tB ? K : N, fresh;
+    unsigned short *a16 = keep_find(A, ar, ac, lda, &fresh), *b16;
+    if (g_stats_on && fresh) g_stats.converted += (double)ar * ac;
+    if (!a16) {
+        a16 = g_abuf;
+        if (!(g_reuse.on && g_reuse.valid && g_reuse.p == A && g_reuse.rows == ar && g_reuse.cols == ac &&
+              g_reuse.ld == lda)) {
+            pack_bf16(g_abuf, A, ar, ac, lda);
+            if (g_stats_on) g_stats.converted += (double)ar * ac;
+            g_reuse.valid = g_reuse.on;
+            g_reuse.p = A, g_reuse.rows = ar, g_reuse.cols = ac, g_reuse.ld = lda;
+        }
     }
-    pack_bf16(g_bbuf, B, tB ? N : K, tB ? K : N, ldb);
-    if (g_stats_on) {
-        g_stats.converted += (double)K * N;
-        g_stats.conv_s += qp_now() - t0;
+    b16 = keep_find(B, br, bc, ldb, &fresh);
+    if (!b16 || fresh) {
+        if (!b16) pack_bf16(b16 = g_bbuf, B, br, bc, ldb);
+        if (g_stats_on) g_stats.converted += (double)K * N;
     }
+    if (g_stats_on) g_stats.conv_s += qp_now() - t0;
     dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, e->a}, {DNNL_ARG_WEIGHTS, e->b}, {DNNL_ARG_DST, e->c}};
-    if (dnnl_memory_set_data_handle(e->a, g_abuf) || dnnl_memory_set_data_handle(e->b, g_bbuf) ||
+    if (dnnl_memory_set_data_handle(e->a, a16) || dnnl_memory_set_data_handle(e->b, b16) ||
         dnnl_memory_set_data_handle(e->c, C) || dnnl_primitive_execute(e->prim, g_stream, 3, args) ||
         dnnl_stream_wait(g_stream))
         return -1;
@@ -529,5 +597,6 @@ void train_gemm_release(void)
     free(g_abuf);
     free(g_bbuf);
     g_abuf = g_bbuf = NULL;
+    keep_release();
     g_acap = g_bcap = 0;
 }

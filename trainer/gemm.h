@@ -52,6 +52,16 @@ void train_gemm_bf16_1t(int transA, int transB, int M, int N, int K, float alpha
  * products share dout). */
 void train_gemm_reuse(int on);
 
+/* Between train_gemm_keep(1) and train_gemm_keep(0) (one training step: forward and backward)
+ * the caller promises that no array read by a marked product is written: the bf16 copies of
+ * the inputs of products issued between train_gemm_keep_mark(1) and (0) (the linear layers'
+ * forward products: activations and weights) are kept, and any later product in the scope
+ * that reads the same array the same way (the backward's dX and dW products) uses them
+ * instead of converting again. Opening a scope forgets the previous step's copies (their
+ * buffers are reused); outside a scope marks do nothing. */
+void train_gemm_keep(int on);
+void train_gemm_keep_mark(int on);
+
 /* f32 -> bf16 bits, round to nearest even (NaN stays NaN), and back. */
 void train_to_bf16(unsigned short *out, const float *x, size_t n);
 float train_bf16_round(float x);

@@ -79,7 +79,9 @@ static void att_gemm(int ta, int tb, int M, int N, int K, float alpha, const flo
 /* out[N, R] = inp[N, C] @ w[R, C]^T */
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R)
 {
+    train_gemm_keep_mark(1); /* in a step's scope, the backward reuses inp's and w's bf16 copies */
     layer_gemm(0, 1, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
+    train_gemm_keep_mark(0);
 }
 
 /* dinp[N, C] = dout @ w (overwritten); dw[R, C] += dout^T @ inp. dinp may be NULL. */
