@@ -286,6 +286,36 @@ static void test_bf16_rounding(void)
         memcpy(&ru, &r, 4);
         CU_ASSERT_EQUAL(ru, (uint32_t)v[i].out << 16);
     }
+    /* long arrays (the vector code where the CPU has AVX-512, threads above 64K elements):
+     * the same bits as the scalar definition, for normal, halfway, denormal, inf, NaN values */
+    enum { NL = 70001 };
+    float *x = malloc(NL * sizeof *x);
+    unsigned short *o = malloc(NL * sizeof *o);
+    CU_ASSERT_FATAL(x && o);
+    const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x00000001u, 0x807fffffu, 0x00008000u,
+                                0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffa00001u, 0x7f7fffffu, 0x80000000u};
+    for (int i = 0; i < NL; i++) {
+        uint32_t u;
+        if (i % 7 == 3) u = special[(i / 7) % (sizeof special / sizeof special[0])];
+        else {
+            float f = frand() * 100.0f;
+            memcpy(&u, &f, 4);
+        }
+        memcpy(&x[i], &u, 4);
+    }
+    for (size_t n = 1; n <= NL; n = n < 100 ? n + 13 : n * 10 + 1) {
+        train_to_bf16(o, x, n < NL ? n : NL);
+        int bad = 0;
+        for (size_t i = 0; i < n && i < NL; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            uint32_t want = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+            bad += o[i] != (unsigned short)want;
+        }
+        CU_ASSERT_EQUAL(bad, 0);
+    }
+    free(x);
+    free(o);
     float nan = NAN;
     unsigned short b;
     train_to_bf16(&b, &nan, 1);

@@ -69,10 +69,80 @@ static inline unsigned short bf16_bits(float x)
     return (unsigned short)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : r);
 }
 
+/* The conversions on AVX-512 where the CPU has it (checked at run time; compiled with target
+ * attributes, so the build needs no -march): the same integer rounding as bf16_bits, 16 at a
+ * time, hence the same bits (denormals kept, NaN quieted) as the scalar code and the GPU.
+ * GCC leaves the scalar loop scalar. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define QP_X86_VEC 1
+#include <immintrin.h>
+
+static _Atomic int g_avx512 = -1;
+
+static int avx512_hw(void)
+{
+    int v = g_avx512;
+    if (v < 0) {
+        __builtin_cpu_init();
+        g_avx512 = v = __builtin_cpu_supports("avx512f");
+    }
+    return v;
+}
+
+/* 16 floats -> their bf16 bits in the low halves of 32-bit lanes */
+__attribute__((target("avx512f"))) static inline __m512i bf16x16(const float *x)
+{
+    __m512i u = _mm512_loadu_si512(x), one = _mm512_set1_epi32(1);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb)), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    return _mm512_mask_blend_epi32(nan, r, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+}
+
+__attribute__((target("avx512f"))) static void to_bf16_avx512(unsigned short *out, const float *x, size_t n)
+{
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm256_storeu_si256((__m256i *)(out + i), _mm512_cvtepi32_epi16(bf16x16(x + i)));
+    for (; i < n; i++) out[i] = bf16_bits(x[i]);
+}
+
+__attribute__((target("avx512f"))) static void pairs_avx512(uint32_t *out, const float *x0, const float *x1, int n)
+{
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512i w = bf16x16(x0 + j);
+        if (x1) w = _mm512_or_si512(w, _mm512_slli_epi32(bf16x16(x1 + j), 16));
+        _mm512_storeu_si512(out + j, w);
+    }
+    for (; j < n; j++) out[j] = bf16_bits(x0[j]) | (x1 ? (uint32_t)bf16_bits(x1[j]) << 16 : 0u);
+}
+#endif
+
+/* one thread's conversion */
+static void to_bf16_run(unsigned short *out, const float *x, size_t n)
+{
+#ifdef QP_X86_VEC
+    if (avx512_hw()) {
+        to_bf16_avx512(out, x, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++) out[i] = bf16_bits(x[i]);
+}
+
 void train_to_bf16(unsigned short *out, const float *x, size_t n)
 {
-#pragma omp parallel for simd schedule(static) if (n > 65536 && !omp_in_parallel())
-    for (size_t i = 0; i < n; i++) out[i] = bf16_bits(x[i]);
+    if (n <= 65536 || omp_in_parallel()) {
+        to_bf16_run(out, x, n);
+        return;
+    }
+#pragma omp parallel
+    {
+        size_t nt = (size_t)omp_get_num_threads(), id = (size_t)omp_get_thread_num();
+        size_t per = ((n + nt - 1) / nt + 15) / 16 * 16, lo = id * per, hi = lo + per < n ? lo + per : n;
+        if (lo < n) to_bf16_run(out + lo, x + lo, hi - lo);
+    }
 }
 
 /* ---- names ---------------------------------------------------------------- */
@@ -424,6 +494,12 @@ static int bf16_hw(void)
  * Pads (rows past M, columns past N, the second half of an odd K's last pair) are zero. */
 static void pair_rows(uint32_t *out, const float *x0, const float *x1, int n)
 {
+#ifdef QP_X86_VEC
+    if (avx512_hw()) {
+        pairs_avx512(out, x0, x1, n);
+        return;
+    }
+#endif
     if (x1) {
         for (int j = 0; j < n; j++) out[j] = bf16_bits(x0[j]) | (uint32_t)bf16_bits(x1[j]) << 16;
     } else {
@@ -447,7 +523,7 @@ static void pack_pairs_of_rows(uint32_t *out, const float *X, int ld, int K, int
 static void pack_row_words(uint32_t *out, const float *x, int K)
 {
     unsigned short *o = (unsigned short *)out;
-    for (int k = 0; k < K; k++) o[k] = bf16_bits(x[k]);
+    to_bf16_run(o, x, (size_t)K);
     if (K & 1) o[K] = 0;
 }
 
@@ -503,7 +579,9 @@ __attribute__((target("avx512f,avx512bf16"))) static void bk_run(int M, int N, i
             for (int kp = 0; kp < K2 / 2; kp++, a += ak, b += N2) {
                 __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 16);
                 for (int r = 0; r < BK_MR; r++) {
-                    __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[(size_t)r * ai]);
+                    int32_t pair; /* memcpy: the packs are written as 16-bit halves too */
+                    memcpy(&pair, a + (size_t)r * ai, 4);
+                    __m512bh av = (__m512bh)_mm512_set1_epi32(pair);
                     c[r][0] = _mm512_dpbf16_ps(c[r][0], av, b0);
                     c[r][1] = _mm512_dpbf16_ps(c[r][1], av, b1);
                 }
