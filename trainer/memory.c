@@ -22,6 +22,12 @@ void train_memory_need(const train_config *c, train_memory *out)
     for (int i = 0; i < MODEL_NACTS; i++) na += acts[i] + 15;
     /* activations, RoPE tables, one T x T attention scratch per thread */
     out->acts = 4.0 * (na + T * hd + (double)c->threads * T * T);
+    if (c->precision == TRAIN_PREC_BF16 && c->device == TRAIN_DEVICE_CPU) {
+        /* the step's kept bf16 copies (gemm.c, train_gemm_keep): the linear layers' forward
+         * inputs (ln1, atty, ln2, hact per layer, lnf) and the weights they multiply */
+        double D = c->shape.d_model, F = c->shape.d_ff, L = c->shape.n_layer;
+        out->acts += 2.0 * (L * B * T * (3 * D + F) + B * T * D + (double)lay.n_qw);
+    }
     /* batch buffers; a state is written from one buffer (parameters and moments) */
     out->other = 2.0 * 2.0 * B * T + (c->state_path ? 3.0 * 4.0 * nf + 65536.0 : 0.0);
     if (c->method == TRAIN_METHOD_EFQAT) {
