@@ -240,17 +240,24 @@ static void test_bf16_in_parallel(void)
         round_copy(Br, B, nb);
         run(train_gemm_f32, s, Ar, Br, c0, ref);
         int inpar[2] = {0, 0};
+        float *viag[2] = {malloc(nc * 4), malloc(nc * 4)};
+        CU_ASSERT_FATAL(viag[0] && viag[1]);
+        train_gemm_set_bf16(1);
 #pragma omp parallel num_threads(2)
         {
             int t = omp_get_thread_num();
             if (t < 2) {
                 inpar[t] = omp_in_parallel();
                 run(train_gemm_bf16, s, A, B, c0, out[t]);
+                run(train_gemm, s, A, B, c0, viag[t]); /* follows the process's precision */
             }
         }
+        train_gemm_set_bf16(0);
         for (int t = 0; t < 2; t++) {
             double rel = max_rel(out[t], ref, s);
             CU_ASSERT(inpar[t]);
+            CU_ASSERT_EQUAL(memcmp(viag[t], out[t], nc * 4), 0);
+            free(viag[t]);
             CU_ASSERT(rel <= BF16_SAME_REL);
             if (t == 0)
                 fprintf(stderr, "[%d%d %dx%dx%d] in parallel: bf16 vs rounded fp32 %.2e; ", s->tA, s->tB, s->M,

@@ -651,7 +651,7 @@ void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
 {
     int serial = !omp_in_parallel(), timed = g_stats_on && serial;
     double t0 = timed ? qp_now() : 0;
-    if (g_bf16 && serial)
+    if (g_bf16)
         train_gemm_bf16(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else
         train_gemm_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);

@@ -26,8 +26,9 @@ train_gemm_kernel train_gemm_kernel_now(void);
  * and the ISA (oneDNN) or core type (OpenBLAS) the products run on now. */
 const char *train_gemm_backend_name(void);
 
-/* The process's precision: bf16 products where bf16 is on and the call is not inside an
- * OpenMP parallel region (the per-head attention products stay fp32, see docs), else fp32. */
+/* The process's precision: train_gemm_bf16 where bf16 is on (inside an OpenMP parallel
+ * region that is train_gemm_bf16_1t, one thread each), else train_gemm_f32. Wall time and
+ * FLOPs go to the stats for calls outside parallel regions. */
 void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
 /* Always fp32, on the current kernel; safe inside parallel regions (one thread each). */
