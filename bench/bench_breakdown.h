@@ -103,7 +103,7 @@ static inline void bench_breakdown(const train_shape *s, int B, int steps)
         for (int k = BD_ATT; k < BD_N; k++) part[k] += one[k];
     }
     train_gemm_set_bf16(0);
-    const char *names[BD_N] = {"GEMM (linear layers, bf16)", "conversions to bf16", "attention (fp32 products)",
+    const char *names[BD_N] = {"GEMM (linear layers, bf16)", "conversions to bf16", "attention (bf16 products)",
                                "RMSNorm fwd+bwd", "RoPE + SwiGLU fwd+bwd", "softmax + loss", "AdamW update"};
     double sum = 0;
     printf("  bf16 step breakdown %d,%d,%d: %.1f ms/step\n", s->n_layer, s->d_model, s->n_head, total / steps);

@@ -3,6 +3,7 @@
  * bf16-rounded inputs, and the rounding is to nearest even. The oneDNN cases say SKIPPED
  * where the build has no oneDNN. Tolerances are stated here and in docs/trainer.md. */
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +178,99 @@ static void test_bf16_reuse(void)
     free(A), free(B1), free(B2), free(c1), free(c2), free(r1), free(r2);
 }
 
+/* A keep scope: the marked product's inputs are converted once; later products reading the
+ * same arrays the same way (B of a dX product: the weight, untransposed; B of a dW product:
+ * the activation) use those copies, with the same numbers as converting again; unmarked
+ * inputs (dout) are converted as before; a new scope converts again and sees new values. */
+static void test_bf16_keep(void)
+{
+    enum { N = 64, C = 48, R = 40 };
+    float *x = fill(N * C), *w = fill(R * C), *dy = fill(N * R), *y = calloc(N * R, 4), *dx = calloc(N * C, 4),
+          *dw = calloc(R * C, 4), *ry = calloc(N * R, 4), *rdx = calloc(N * C, 4), *rdw = calloc(R * C, 4);
+    CU_ASSERT_FATAL(x && w && dy && y && dx && dw && ry && rdx && rdw);
+    qp_error err;
+    train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err); /* where built; else the fallback stays */
+    for (int pass = 0; pass < 3; pass++) {
+        /* reference: no scope */
+        train_gemm_bf16(0, 1, N, R, C, 1.0f, x, C, w, C, 0.0f, ry, R);
+        train_gemm_bf16(0, 0, N, C, R, 1.0f, dy, R, w, C, 0.0f, rdx, C);
+        train_gemm_bf16(1, 0, R, C, N, 1.0f, dy, R, x, C, 0.0f, rdw, C);
+        train_gemm_stats g;
+        train_gemm_stats_take(&g);
+        train_gemm_stats_enable(1);
+        train_gemm_keep(1);
+        train_gemm_keep_mark(1);
+        train_gemm_bf16(0, 1, N, R, C, 1.0f, x, C, w, C, 0.0f, y, R);
+        train_gemm_keep_mark(0);
+        train_gemm_bf16(0, 0, N, C, R, 1.0f, dy, R, w, C, 0.0f, dx, C);
+        train_gemm_bf16(1, 0, R, C, N, 1.0f, dy, R, x, C, 0.0f, dw, C);
+        train_gemm_keep(0);
+        train_gemm_stats_enable(0);
+        train_gemm_stats_take(&g);
+        /* x and w once, dy twice (no reuse scope here) */
+        if (train_gemm_kernel_now() == TRAIN_GEMM_ONEDNN) CU_ASSERT_EQUAL(g.converted, N * C + R * C + 2 * N * R);
+        CU_ASSERT_EQUAL(memcmp(y, ry, sizeof(float) * N * R), 0);
+        CU_ASSERT_EQUAL(memcmp(dx, rdx, sizeof(float) * N * C), 0);
+        CU_ASSERT_EQUAL(memcmp(dw, rdw, sizeof(float) * R * C), 0);
+        /* the next step's values (the scope opened again must not read the old copies) */
+        for (int i = 0; i < N * C; i++) x[i] = frand();
+        for (int i = 0; i < R * C; i++) w[i] = frand();
+    }
+    train_gemm_release();
+    free(x), free(w), free(dy), free(y), free(dx), free(dw), free(ry), free(rdx), free(rdw);
+}
+
+/* Inside a parallel region (attention's per-head products) each thread's bf16 product runs on
+ * that thread: the AVX512_BF16 kernel where the CPU has it, else the rounding fallback. Both
+ * threads at once, each on its own C, give the fp32 product of the rounded inputs; beta 0 does
+ * not read C (NaN there stays out of the result); the columns past N are left alone. */
+static void test_bf16_in_parallel(void)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const shape *s = &cases[i];
+        size_t na = (size_t)(s->tA ? s->K : s->M) * s->lda, nb = (size_t)(s->tB ? s->N : s->K) * s->ldb;
+        size_t nc = (size_t)s->M * s->ldc;
+        float *A = fill(na), *B = fill(nb), *c0 = fill(nc), *ref = malloc(nc * 4), *out[2] = {malloc(nc * 4), malloc(nc * 4)};
+        CU_ASSERT_FATAL(A && B && c0 && ref && out[0] && out[1]);
+        if (s->beta == 0.0f)
+            for (size_t j = 0; j < nc; j += 3) c0[j] = NAN;
+        float *Ar = malloc(na * 4), *Br = malloc(nb * 4);
+        CU_ASSERT_FATAL(Ar && Br);
+        round_copy(Ar, A, na);
+        round_copy(Br, B, nb);
+        run(train_gemm_f32, s, Ar, Br, c0, ref);
+        int inpar[2] = {0, 0};
+        float *viag[2] = {malloc(nc * 4), malloc(nc * 4)};
+        CU_ASSERT_FATAL(viag[0] && viag[1]);
+        train_gemm_set_bf16(1);
+#pragma omp parallel num_threads(2)
+        {
+            int t = omp_get_thread_num();
+            if (t < 2) {
+                inpar[t] = omp_in_parallel();
+                run(train_gemm_bf16, s, A, B, c0, out[t]);
+                run(train_gemm, s, A, B, c0, viag[t]); /* follows the process's precision */
+            }
+        }
+        train_gemm_set_bf16(0);
+        for (int t = 0; t < 2; t++) {
+            double rel = max_rel(out[t], ref, s);
+            CU_ASSERT(inpar[t]);
+            CU_ASSERT_EQUAL(memcmp(viag[t], out[t], nc * 4), 0);
+            free(viag[t]);
+            CU_ASSERT(rel <= BF16_SAME_REL);
+            if (t == 0)
+                fprintf(stderr, "[%d%d %dx%dx%d] in parallel: bf16 vs rounded fp32 %.2e; ", s->tA, s->tB, s->M,
+                        s->N, s->K, rel);
+            for (int r = 0; r < s->M; r++)
+                for (int j = s->N; j < s->ldc; j++)
+                    CU_ASSERT(memcmp(&out[t][(size_t)r * s->ldc + j], &c0[(size_t)r * s->ldc + j], 4) == 0);
+        }
+        free(A), free(B), free(c0), free(ref), free(out[0]), free(out[1]), free(Ar), free(Br);
+    }
+    fprintf(stderr, "\n");
+}
+
 static void test_bf16_rounding(void)
 {
     struct { uint32_t in, out; } v[] = {
@@ -199,6 +293,36 @@ static void test_bf16_rounding(void)
         memcpy(&ru, &r, 4);
         CU_ASSERT_EQUAL(ru, (uint32_t)v[i].out << 16);
     }
+    /* long arrays (the vector code where the CPU has AVX-512, threads above 64K elements):
+     * the same bits as the scalar definition, for normal, halfway, denormal, inf, NaN values */
+    enum { NL = 70001 };
+    float *x = malloc(NL * sizeof *x);
+    unsigned short *o = malloc(NL * sizeof *o);
+    CU_ASSERT_FATAL(x && o);
+    const uint32_t special[] = {0x3f808000u, 0x3f818000u, 0x00000001u, 0x807fffffu, 0x00008000u,
+                                0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffa00001u, 0x7f7fffffu, 0x80000000u};
+    for (int i = 0; i < NL; i++) {
+        uint32_t u;
+        if (i % 7 == 3) u = special[(i / 7) % (sizeof special / sizeof special[0])];
+        else {
+            float f = frand() * 100.0f;
+            memcpy(&u, &f, 4);
+        }
+        memcpy(&x[i], &u, 4);
+    }
+    for (size_t n = 1; n <= NL; n = n < 100 ? n + 13 : n * 10 + 1) {
+        train_to_bf16(o, x, n < NL ? n : NL);
+        int bad = 0;
+        for (size_t i = 0; i < n && i < NL; i++) {
+            uint32_t u;
+            memcpy(&u, &x[i], 4);
+            uint32_t want = (u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+            bad += o[i] != (unsigned short)want;
+        }
+        CU_ASSERT_EQUAL(bad, 0);
+    }
+    free(x);
+    free(o);
     float nan = NAN;
     unsigned short b;
     train_to_bf16(&b, &nan, 1);
@@ -211,6 +335,8 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_onednn_agrees_with_openblas);
     TU_ADD(s, test_bf16_products);
     TU_ADD(s, test_bf16_reuse);
+    TU_ADD(s, test_bf16_in_parallel);
+    TU_ADD(s, test_bf16_keep);
     TU_ADD(s, test_bf16_rounding);
 }
 

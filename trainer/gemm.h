@@ -26,8 +26,9 @@ train_gemm_kernel train_gemm_kernel_now(void);
  * and the ISA (oneDNN) or core type (OpenBLAS) the products run on now. */
 const char *train_gemm_backend_name(void);
 
-/* The process's precision: bf16 products where bf16 is on and the call is not inside an
- * OpenMP parallel region (the per-head attention products stay fp32, see docs), else fp32. */
+/* The process's precision: train_gemm_bf16 where bf16 is on (inside an OpenMP parallel
+ * region that is train_gemm_bf16_1t, one thread each), else train_gemm_f32. Wall time and
+ * FLOPs go to the stats for calls outside parallel regions. */
 void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
                 const float *B, int ldb, float beta, float *C, int ldc);
 /* Always fp32, on the current kernel; safe inside parallel regions (one thread each). */
@@ -35,15 +36,32 @@ void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, co
                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
 /* Always bf16 inputs, fp32 accumulation: oneDNN's bf16 matmul when it is the kernel (it
  * emulates bf16 where the CPU lacks it), else the fp32 kernel on bf16-rounded copies (the same
- * products, no speed-up). Inside a parallel region: the rounded copies, one thread each. */
+ * products, no speed-up). Inside a parallel region: train_gemm_bf16_1t, one thread each. */
 void train_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
+
+/* bf16 inputs, fp32 accumulation, on the calling thread whether or not inside a parallel
+ * region (attention's per-head products): an AVX512_BF16 kernel where the CPU has it (checked
+ * at run time), else the fp32 kernel on bf16-rounded copies. train_gemm_bf16 uses it inside
+ * parallel regions. */
+void train_gemm_bf16_1t(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc);
 
 /* Between train_gemm_reuse(1) and train_gemm_reuse(0) the caller promises that no array
  * read by the products is written: a bf16 product whose first input is the same array, read
  * the same way, as the previous one's reuses its bf16 copy (layer_matmul_backward's two
  * products share dout). */
 void train_gemm_reuse(int on);
+
+/* Between train_gemm_keep(1) and train_gemm_keep(0) (one training step: forward and backward)
+ * the caller promises that no array read by a marked product is written: the bf16 copies of
+ * the inputs of products issued between train_gemm_keep_mark(1) and (0) (the linear layers'
+ * forward products: activations and weights) are kept, and any later product in the scope
+ * that reads the same array the same way (the backward's dX and dW products) uses them
+ * instead of converting again. Opening a scope forgets the previous step's copies (their
+ * buffers are reused); outside a scope marks do nothing. */
+void train_gemm_keep(int on);
+void train_gemm_keep_mark(int on);
 
 /* f32 -> bf16 bits, round to nearest even (NaN stays NaN), and back. */
 void train_to_bf16(unsigned short *out, const float *x, size_t n);

@@ -66,10 +66,22 @@ static void layer_gemm(int ta, int tb, int M, int N, int K, float alpha, const f
     train_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
+/* Attention's per-head products (inside the OpenMP loop over heads, one thread each): bf16
+ * inputs with fp32 accumulation under --precision bf16, as on CUDA, else fp32. Counted too. */
+static void att_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                     int ldb, float beta, float *C, int ldc)
+{
+    model_gemm_flops_add(2 * (uint64_t)M * (uint64_t)N * (uint64_t)K);
+    if (train_gemm_bf16_on()) train_gemm_bf16_1t(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else train_gemm_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
 /* out[N, R] = inp[N, C] @ w[R, C]^T */
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R)
 {
+    train_gemm_keep_mark(1); /* in a step's scope, the backward reuses inp's and w's bf16 copies */
     layer_gemm(0, 1, N, R, C, 1.0f, inp, C, w, C, 0.0f, out, R);
+    train_gemm_keep_mark(0);
 }
 
 /* dinp[N, C] = dout @ w (overwritten); dw[R, C] += dout^T @ inp. dinp may be NULL. */
@@ -226,7 +238,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
             /* row chunks only multiply the keys they can see (causal): about 5/8 of the work */
             for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
                 int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
-                layer_gemm(0, 1, rows, keys, hd, scale,
+                att_gemm(0, 1, rows, keys, hd, scale,
                            q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T);
                 for (int t = r0; t < keys; t++) {
                     float *row = P + (size_t)t * T;
@@ -242,7 +254,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
                     for (int t2 = 0; t2 <= t; t2++) row[t2] *= inv;
                     for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
                 }
-                layer_gemm(0, 0, rows, hd, keys, 1.0f,
+                att_gemm(0, 0, rows, hd, keys, 1.0f,
                            P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D);
             }
         }
@@ -281,9 +293,9 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                         const float *Pc = P + (size_t)r0 * T, *dyc = dy + (size_t)r0 * D;
                         float *dSc = dS + (size_t)r0 * T;
                         /* dP = dY V^T; dV += P^T dY */
-                        layer_gemm(0, 1, rows, keys, hd, 1.0f, dyc,
+                        att_gemm(0, 1, rows, keys, hd, 1.0f, dyc,
                                    D, v, QKV, 0.0f, dSc, T);
-                        layer_gemm(1, 0, keys, hd, rows, 1.0f, Pc, T,
+                        att_gemm(1, 0, keys, hd, rows, 1.0f, Pc, T,
                                    dyc, D, 1.0f, dv, QKV);
                         /* softmax backward: dS = P (dP - sum(P dP)) * scale, 0 above the diagonal */
                         for (int t = r0; t < keys; t++) {
@@ -295,9 +307,9 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                             for (int t2 = t + 1; t2 < keys; t2++) dr[t2] = 0.0f;
                         }
                         /* dQ += dS K; dK += dS^T Q */
-                        layer_gemm(0, 0, rows, hd, keys, 1.0f, dSc,
+                        att_gemm(0, 0, rows, hd, keys, 1.0f, dSc,
                                    T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV);
-                        layer_gemm(1, 0, keys, hd, rows, 1.0f, dSc,
+                        att_gemm(1, 0, keys, hd, rows, 1.0f, dSc,
                                    T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV);
                     }
                 }

@@ -48,6 +48,12 @@ void train_memory_need(const train_config *c, train_memory *out)
     out->acts = alloc_bytes(na) + 2.0 * alloc_bytes(floor(T * hd / 2.0)) + alloc_bytes((double)c->threads * T * T);
     /* batch buffers; a state is written from the model's buffers, its header and texts
      * (at most 2 x 64 KiB) from one of its own */
+    if (c->precision == TRAIN_PREC_BF16 && c->device == TRAIN_DEVICE_CPU) {
+        /* the step's kept bf16 copies (gemm.c, train_gemm_keep): the linear layers' forward
+         * inputs (ln1, atty, ln2, hact per layer, lnf) and the weights they multiply */
+        double D = c->shape.d_model, F = c->shape.d_ff, L = c->shape.n_layer;
+        out->acts += 2.0 * (L * B * T * (3 * D + F) + B * T * D + (double)lay.n_qw);
+    }
     out->other = 2.0 * 2.0 * B * T + (c->state_path ? 2.0 * 65536.0 + 1024.0 : 0.0);
     if (c->method == TRAIN_METHOD_EFQAT) {
         /* EfQAT (efqat.c): a code byte per quantized weight; per row a mask byte, an order

@@ -98,9 +98,13 @@ float train_forward_backward(model *m, const uint16_t *inp, const uint16_t *tgt,
                              double *gnorm)
 {
     if (m->qat || m->qat_embed) model_quantize(m);
+    /* the forward's inputs and weights are not written again until the backward is done: bf16
+     * products convert each once per step */
+    train_gemm_keep(1);
     float loss = model_forward(m, inp, tgt, B, T);
     model_zero_grad(m);
     model_backward(m, inp, tgt, B, T);
+    train_gemm_keep(0);
     if (m->qat || m->qat_embed) model_quant_backward(m);
     *gnorm = grad_norm(m);
     return loss;
