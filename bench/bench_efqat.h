@@ -4,8 +4,9 @@
  * that every ratio sees the same load. A step is train_forward_backward's parts in order plus
  * train_update; "bwd" is model_backward + model_quant_backward (the STE; the frozen rows'
  * fixed-code step-size gradients ride on the passes that write each dY), the part EfQAT
- * shortens. After each repeat's steps the weight-gradient products alone (the four block linears per layer and the head, dX skipped)
- * are timed on the last step's activations, per ratio through the trainer's row-subset path:
+ * shortens. After each repeat's steps the weight-gradient products alone (the four block
+ * linears per layer and the head, dX skipped) are timed on the last step's activations, per
+ * ratio through the trainer's row-subset path:
  * phi = dW(1) / bwd(1) predicts T_bwd(1) / T_bwd(R) = 1 / (1 - phi (1 - R)). Medians per repeat,
  * every repeat printed with the load average, the best (smallest) of each kept. Header-only:
  * each bench_*.c is one program. */

@@ -234,7 +234,8 @@ int main(int argc, char **argv)
             if (!(efq.nr = efq_parse_ratios(list, efq.r))) return 2;
         } else {
             fprintf(stderr, "usage: bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] "
-                            "[--repeats R] [--no-torch] [--torch-core CORE] [--breakdown] [--efqat [R,R,...]] [--cpu-clock]\n");
+                            "[--repeats R] [--no-torch] [--torch-core CORE] [--breakdown] [--efqat [R,R,...]] "
+                            "[--cpu-clock]\n");
             return 2;
         }
     }

@@ -360,7 +360,10 @@ static void test_backward_rows(void)
         uint8_t codes[CR * CC];
         code_setup(q, 57 + k, w, s, z, codes);
         uint64_t st = 3 + k;
-        for (int i = 0; i < CR * CC; i++) g[i] = g2[i] = g0[i] = train_rng_normal(&st), a[i] = b[i] = dza[i] = dzb[i] = 0.5f;
+        for (int i = 0; i < CR * CC; i++) {
+            g[i] = g2[i] = g0[i] = train_rng_normal(&st);
+            a[i] = b[i] = dza[i] = dzb[i] = 0.5f;
+        }
         const float *zz = q->k == TRAIN_Q_ASYM ? z : NULL;
         const int32_t list[2] = {1, 3};
         quant_backward(q->k, q->bits, q->group, w, g, CR, CC, s, zz, a, zz ? dza : NULL);
