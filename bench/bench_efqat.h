@@ -2,10 +2,11 @@
  * of seed-methods-spec 5.1). A 4-bit LSQ QAT model per shape with one EfQAT state (CWPL, rows
  * selected as at the switch) per unfrozen ratio R; the timed steps cycle through the ratios so
  * that every ratio sees the same load. A step is train_forward_backward's parts in order plus
- * train_update; "bwd" is model_backward + model_quant_backward (the STE and the frozen rows'
- * fixed-code step-size gradients), the part EfQAT shortens. After each repeat's steps the
- * weight-gradient products alone (the four block linears per layer and the head, dX skipped)
- * are timed on the last step's activations, per ratio through the trainer's row-subset path:
+ * train_update; "bwd" is model_backward + model_quant_backward (the STE; the frozen rows'
+ * fixed-code step-size gradients ride on the passes that write each dY), the part EfQAT
+ * shortens. After each repeat's steps the weight-gradient products alone (the four block
+ * linears per layer and the head, dX skipped) are timed on the last step's activations, per
+ * ratio through the trainer's row-subset path:
  * phi = dW(1) / bwd(1) predicts T_bwd(1) / T_bwd(R) = 1 / (1 - phi (1 - R)). Medians per repeat,
  * every repeat printed with the load average, the best (smallest) of each kept. Header-only:
  * each bench_*.c is one program. */
@@ -16,15 +17,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "model.h"
 
 enum { EFQ_MAXR = 16 };
 
+/* The clock of the E1 timings: wall seconds (qp_now), or with --cpu-clock the process's CPU
+ * seconds (both threads' work; waits for a core shared with other jobs are not counted, so
+ * ratios measured on a loaded machine are steadier; the threads wait passively). */
+static int efq_cpu_clock;
+static inline double efq_now(void)
+{
+    if (!efq_cpu_clock) return qp_now();
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 typedef struct {
     int nr;
     double r[EFQ_MAXR];
-    double bwd[EFQ_MAXR], step[EFQ_MAXR], dw[EFQ_MAXR], ds[EFQ_MAXR]; /* best of the repeats' medians, ms */
+    double bwd[EFQ_MAXR], step[EFQ_MAXR], dw[EFQ_MAXR]; /* best of the repeats' medians, ms */
 } efq_result;
 
 /* "1,0.5,..." into r[]; 0 and a message when a value is not in [0, 1] or there are too many. */
@@ -63,16 +77,16 @@ static inline double efq_step(model *m, const train_config *c, const uint16_t *i
                               int64_t t, double *bwd_s)
 {
     int B = m->B, T = m->T;
-    double t0 = qp_now();
+    double t0 = efq_now();
     model_quantize(m);
     model_forward(m, inp, tgt, B, T);
     model_zero_grad(m);
-    double t1 = qp_now();
+    double t1 = efq_now();
     model_backward(m, inp, tgt, B, T);
     model_quant_backward(m);
-    *bwd_s = qp_now() - t1;
+    *bwd_s = efq_now() - t1;
     train_update(m, c, 1e-4, t, efq_grad_norm(m));
-    return qp_now() - t0;
+    return efq_now() - t0;
 }
 
 /* The weight-gradient products of one backward alone (dX skipped), through the trainer's
@@ -82,7 +96,7 @@ static inline double efq_dw_products(model *m)
     int L = m->s.n_layer, D = m->s.d_model, F = m->s.d_ff, V = m->s.vocab, QKV = m->qkv_rows;
     int N = m->B * m->T;
     model_acts *a = &m->a;
-    double t0 = qp_now();
+    double t0 = efq_now();
     for (int l = L - 1; l >= 0; l--) {
         const float *in[4] = {a->ln1 + (size_t)l * N * D, a->atty + (size_t)l * N * D, a->ln2 + (size_t)l * N * D,
                               a->hact + (size_t)l * N * F};
@@ -95,26 +109,7 @@ static inline double efq_dw_products(model *m)
         }
     }
     efqat_linear_backward(m, 4, 0, NULL, m->g.wte, a->probs, a->lnf, m->p.wte, N, D, V);
-    return qp_now() - t0;
-}
-
-/* The frozen rows' fixed-code step-size gradients of one backward alone (efqat_frozen_ds: the
- * dY * Y reductions; wqkv's un-RoPE of Y not included), on the last step's buffers. */
-static inline double efq_ds_products(model *m)
-{
-    int L = m->s.n_layer, D = m->s.d_model, F = m->s.d_ff, QKV = m->qkv_rows, N = m->B * m->T;
-    model_acts *a = &m->a;
-    double t0 = qp_now();
-    for (int l = L - 1; l >= 0; l--) {
-        const float *mid = a->mid + (size_t)l * N * D;
-        const float *y[4] = {a->qkv + (size_t)l * N * QKV, mid, a->h13 + (size_t)l * N * 2 * F,
-                             a->resid + (size_t)(l + 1) * N * D};
-        const float *ysub[4] = {NULL, a->resid + (size_t)l * N * D, NULL, mid};
-        const float *dy[4] = {a->dqkv, a->dx, a->dh13, a->dx};
-        for (int k = 3; k >= 0; k--)
-            if (efqat_needs_ds(m, k, l)) efqat_frozen_ds(m, k, l, dy[k], y[k], ysub[k], N);
-    }
-    return qp_now() - t0;
+    return efq_now() - t0;
 }
 
 static inline int efq_cmpd(const void *a, const void *b)
@@ -138,8 +133,8 @@ static inline void efq_repeat(model *m, efqat_state **st, efq_result *res, int s
     int B = m->B, T = m->T, nr = res->nr;
     uint16_t *inp = malloc((size_t)B * T * 2), *tgt = malloc((size_t)B * T * 2);
     double *tb = malloc((size_t)nr * 64 * sizeof *tb), *ts = malloc((size_t)nr * 64 * sizeof *ts);
-    double *td = malloc((size_t)nr * 3 * sizeof *td), *tq = malloc((size_t)nr * 3 * sizeof *tq);
-    if (!inp || !tgt || !tb || !ts || !td || !tq) {
+    double *td = malloc((size_t)nr * 3 * sizeof *td);
+    if (!inp || !tgt || !tb || !ts || !td) {
         fprintf(stderr, "bench_train: out of memory\n");
         exit(1);
     }
@@ -157,21 +152,19 @@ static inline void efq_repeat(model *m, efqat_state **st, efq_result *res, int s
     for (int i = 0; i < 3 * nr; i++) {
         m->efq = st[i % nr];
         td[(i % nr) * 3 + i / nr] = efq_dw_products(m);
-        tq[(i % nr) * 3 + i / nr] = efq_ds_products(m);
     }
     model_zero_grad(m);
     for (int k = 0; k < nr; k++) {
         double b = efq_median(tb + k * 64, steps) * 1e3, s = efq_median(ts + k * 64, steps) * 1e3;
-        double d = efq_median(td + k * 3, 3) * 1e3, q = efq_median(tq + k * 3, 3) * 1e3;
-        printf("  %d,%d,%d  repeat %d  R %-5g bwd %8.1f ms  step %8.1f ms  dW %7.1f ms  ds %6.1f ms  load %.2f\n",
-               m->s.n_layer, m->s.d_model, m->s.n_head, rep + 1, res->r[k], b, s, d, q, load());
+        double d = efq_median(td + k * 3, 3) * 1e3;
+        printf("  %d,%d,%d  repeat %d  R %-5g bwd %8.1f ms  step %8.1f ms  dW %7.1f ms  load %.2f\n",
+               m->s.n_layer, m->s.d_model, m->s.n_head, rep + 1, res->r[k], b, s, d, load());
         if (b < res->bwd[k]) res->bwd[k] = b;
         if (s < res->step[k]) res->step[k] = s;
         if (d < res->dw[k]) res->dw[k] = d;
-        if (q < res->ds[k]) res->ds[k] = q;
     }
     fflush(stdout);
-    free(inp), free(tgt), free(tb), free(ts), free(td), free(tq);
+    free(inp), free(tgt), free(tb), free(ts), free(td);
 }
 
 /* Shape s at every ratio: the model, one EfQAT state per ratio, `repeats` repeats. 0: done. */
@@ -198,7 +191,7 @@ static inline int efq_measure(const train_shape *s, efq_result *res, int steps, 
         }
         efqat_select(&m);
         st[k] = m.efq;
-        res->bwd[k] = res->step[k] = res->dw[k] = res->ds[k] = INFINITY;
+        res->bwd[k] = res->step[k] = res->dw[k] = INFINITY;
     }
     for (int rep = 0; rep < repeats; rep++) efq_repeat(&m, st, res, steps, rep, load);
     for (int k = 0; k < res->nr; k++) m.efq = st[k], efqat_free(&m);
@@ -220,15 +213,15 @@ static inline void efq_print(const train_shape *s, const efq_result *res)
     }
     double phi = res->dw[one] / res->bwd[one];
     printf("  phi = dW(1) / bwd(1) = %.1f / %.1f ms = %.3f\n", res->dw[one], res->bwd[one], phi);
-    printf("  %-5s %8s %8s %8s %8s %9s %8s %8s %8s %8s %8s %7s\n", "R", "bwd ms", "step ms", "bwd x", "pred x",
-           "meas/pred", "step x", "dW ms", "dW/R.dW1", "parts x", "extra ms", "ds ms");
+    printf("  %-5s %8s %8s %8s %8s %9s %8s %8s %8s %8s %8s\n", "R", "bwd ms", "step ms", "bwd x", "pred x",
+           "meas/pred", "step x", "dW ms", "dW/R.dW1", "parts x", "extra ms");
     for (int k = 0; k < res->nr; k++) {
         double r = res->r[k], mx = res->bwd[one] / res->bwd[k], px = 1.0 / (1.0 - phi * (1.0 - r));
         double parts = res->bwd[one] / (res->bwd[one] - res->dw[one] + res->dw[k]);
         double ov = r > 0 ? res->dw[k] / (r * res->dw[one]) : NAN;
         double extra = res->bwd[k] - (res->bwd[one] - res->dw[one] + res->dw[k]);
-        printf("  %-5g %8.1f %8.1f %7.3fx %7.3fx %9.3f %7.3fx %8.1f %8.2f %7.3fx %8.1f %7.1f\n", r, res->bwd[k],
-               res->step[k], mx, px, mx / px, res->step[one] / res->step[k], res->dw[k], ov, parts, extra, res->ds[k]);
+        printf("  %-5g %8.1f %8.1f %7.3fx %7.3fx %9.3f %7.3fx %8.1f %8.2f %7.3fx %8.1f\n", r, res->bwd[k],
+               res->step[k], mx, px, mx / px, res->step[one] / res->step[k], res->dw[k], ov, parts, extra);
     }
 }
 
@@ -237,12 +230,13 @@ static inline void efq_legend(void)
     printf("\nbwd = model_backward + model_quant_backward, step = a whole training step (medians, best repeat);\n"
            "bwd x = T_bwd(1) / T_bwd(R) measured; pred x = 1 / (1 - phi (1 - R)) with phi = the weight-gradient\n"
            "products' share of the R = 1 backward, measured in this run; step x = T_step(1) / T_step(R);\n"
-           "dW ms = the weight-gradient products alone at R (the row subset with its gather and scatter-add);\n"
-           "dW/R.dW1 = their cost over the ideal R share (1 = no overhead); parts x = T_bwd(1) / (T_bwd(1) -\n"
-           "dW(1) + dW(R)), the speedup the measured dW(R) alone explains; extra ms = T_bwd(R) - (T_bwd(1) - dW(1)\n"
-           "+ dW(R)), backward time the dW products do not explain; ds ms = of it, the frozen rows' fixed-code\n"
-           "step-size gradients (the dY * Y reductions alone). The machine may be shared: compare ratios from one\n"
-           "run, and the load averages above.\n");
+           "dW ms = the weight-gradient products alone at R (the row subset with its own gather and scatter-add;\n"
+           "in the backward the gather rides on the pass that writes dY); dW/R.dW1 = their cost over the ideal\n"
+           "R share (1 = no overhead); parts x = T_bwd(1) / (T_bwd(1) - dW(1) + dW(R)), the speedup the measured\n"
+           "dW(R) alone explains; extra ms = T_bwd(R) - (T_bwd(1) - dW(1) + dW(R)), backward time the dW products\n"
+           "do not explain (the frozen rows' step-size sums, riding on the same passes, and the STE skipped for\n"
+           "frozen rows, negative). The machine may be shared: compare ratios from one run, and the load\n"
+           "averages above.\n");
 }
 
 #endif

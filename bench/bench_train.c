@@ -4,7 +4,7 @@
  * dot-product peaks, measured here with short AVX-512 loops, and against the best GEMM.
  *
  *   bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] [--repeats R]
- *               [--no-torch] [--torch-core CORE] [--breakdown] [--efqat [R,R,...]]
+ *               [--no-torch] [--torch-core CORE] [--breakdown] [--efqat [R,R,...]] [--cpu-clock]
  *
  * Batch 16 x context 256, shapes (layers, width, heads) = (2,64,2) (4,128,4) (6,256,8)
  * (8,384,6). FLOPs per token = 6 (non-embedding params + V d) + 12 L T d (the attention
@@ -15,7 +15,8 @@
  * warm-up steps; every repeat is printed with the load average, and the best repeat of each
  * is kept (the least disturbed on a shared machine). --breakdown: where a bf16 step's time
  * goes (bench_breakdown.h). --efqat [R,R,...]: instead, EfQAT's backward and step at each
- * unfrozen ratio against full QAT, with the weight-gradient share phi (bench_efqat.h). */
+ * unfrozen ratio against full QAT, with the weight-gradient share phi (bench_efqat.h);
+ * --cpu-clock: those timed in process CPU seconds (steadier on a loaded machine). */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -187,7 +188,8 @@ static int run_efqat(int shp[4][3], int nshapes, int only, int steps, int repeat
     efq_result res[4];
     train_shape s[4];
     qp_error err;
-    printf("EfQAT backward (E1): 4-bit LSQ QAT, CWPL, ratios against R = 1 in the same run\n");
+    printf("EfQAT backward (E1): 4-bit LSQ QAT, CWPL, ratios against R = 1 in the same run; %s\n",
+           efq_cpu_clock ? "times in process CPU seconds (--cpu-clock; ms below are CPU ms)" : "wall-clock times");
     for (int k = 0; k < nshapes; k++) {
         res[k] = *proto;
         res[k].nr = 0;
@@ -222,6 +224,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-torch")) torch = 0;
         else if (!strcmp(argv[i], "--breakdown")) breakdown = 1;
+        else if (!strcmp(argv[i], "--cpu-clock")) efq_cpu_clock = 1;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc) repeats = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--torch-core") && i + 1 < argc) core = argv[++i];
@@ -231,7 +234,8 @@ int main(int argc, char **argv)
             if (!(efq.nr = efq_parse_ratios(list, efq.r))) return 2;
         } else {
             fprintf(stderr, "usage: bench_train [--steps N] [--threads N] [--shapes small|all] [--only 0..3] "
-                            "[--repeats R] [--no-torch] [--torch-core CORE] [--breakdown] [--efqat [R,R,...]]\n");
+                            "[--repeats R] [--no-torch] [--torch-core CORE] [--breakdown] [--efqat [R,R,...]] "
+                            "[--cpu-clock]\n");
             return 2;
         }
     }

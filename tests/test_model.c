@@ -77,56 +77,79 @@ static void test_matmul_grad(void)
 }
 
 /* ---- weight gradient of a row subset (EfQAT) ------------------------------ */
-static void test_matmul_backward_rows(void)
+enum { WN = 64, WC = 48, WR = 80 };
+static float rw_inp[WN * WC], rw_w[WR * WC], rw_dout[WN * WR], rw_dw0[WR * WC], rw_dwf[WR * WC], rw_dwr[WR * WC];
+static float rw_dinf[WN * WC], rw_dinr[WN * WC], rw_scratch[(WN + WC) * WR], rw_dsub[WN * WR];
+
+/* Rows not listed untouched bit for bit, listed rows the full product's (relative 1e-6). */
+static int rows_mismatch(const int *rows, int nrows)
 {
-    enum { N = 64, C = 48, R = 40 };
-    static float inp[N * C], w[R * C], dout[N * R], dw0[R * C], dwf[R * C], dwr[R * C];
-    static float dinf[N * C], dinr[N * C], scratch[(N + C) * R];
-    fill(inp, N * C, 1);
-    fill(w, R * C, 1);
-    fill(dout, N * R, 1);
-    fill(dw0, R * C, 1); /* dw accumulates: start from non-zero values */
-    int rows[R], nrows = 0;
-    for (int r = 0; r < R; r++)
-        if (r % 3 == 1 || r == 0 || r == R - 1) rows[nrows++] = r;
-    memcpy(dwf, dw0, sizeof dwf);
-    memcpy(dwr, dw0, sizeof dwr);
-    layer_matmul_backward(dinf, dwf, dout, inp, w, N, C, R);
-    uint64_t f0 = model_gemm_flops();
-    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, rows, nrows, scratch);
-    /* the products issued: the full dX, and dW of the listed rows only */
-    CU_ASSERT_EQUAL(model_gemm_flops() - f0, 2ull * N * C * R + 2ull * N * C * nrows);
-    CU_ASSERT_EQUAL(memcmp(dinf, dinr, sizeof dinf), 0);
     int bad = 0, k = 0;
-    for (int r = 0; r < R; r++) {
+    for (int r = 0; r < WR; r++) {
         int listed = k < nrows && rows[k] == r;
         k += listed;
-        for (int c = 0; c < C; c++) {
-            size_t i = (size_t)r * C + c;
-            if (!listed) { /* untouched, bit for bit */
-                bad += memcmp(&dwr[i], &dw0[i], sizeof(float)) != 0;
+        for (int c = 0; c < WC; c++) {
+            size_t i = (size_t)r * WC + c;
+            if (!listed) {
+                bad += memcmp(&rw_dwr[i], &rw_dw0[i], sizeof(float)) != 0;
                 continue;
             }
             /* the summation order may differ: relative to the sum of the terms' magnitudes */
-            double mag = fabs(dw0[i]);
-            for (int n = 0; n < N; n++) mag += fabs((double)dout[n * R + r] * inp[n * C + c]);
-            bad += fabs((double)dwr[i] - dwf[i]) > 1e-6 * mag;
+            double mag = fabs(rw_dw0[i]);
+            for (int n = 0; n < WN; n++) mag += fabs((double)rw_dout[n * WR + r] * rw_inp[n * WC + c]);
+            bad += fabs((double)rw_dwr[i] - rw_dwf[i]) > 1e-6 * mag;
         }
     }
-    CU_ASSERT_EQUAL(bad, 0);
+    return bad;
+}
+
+/* Scattered rows (gathered, one product) and long contiguous runs (one product per run, in
+ * place): the listed rows' dW only, the full dX; a block gathered beforehand (a side job's)
+ * gives the same. */
+static void test_matmul_backward_rows(void)
+{
+    fill(rw_inp, WN * WC, 1);
+    fill(rw_w, WR * WC, 1);
+    fill(rw_dout, WN * WR, 1);
+    fill(rw_dw0, WR * WC, 1); /* dw accumulates: start from non-zero values */
+    layer_matmul_backward(rw_dinf, rw_dwf, rw_dout, rw_inp, rw_w, WN, WC, WR);
+    for (int i = 0; i < WR * WC; i++) rw_dwf[i] += rw_dw0[i];
+    int rows[2][WR], nrows[2] = {0, 0};
+    for (int r = 0; r < WR; r++) {
+        if (r % 3 == 1 || r == 0 || r == WR - 1) rows[0][nrows[0]++] = r;
+        if ((r >= 2 && r < 36) || r >= 42) rows[1][nrows[1]++] = r; /* two runs of 34 and 38 */
+    }
+    CU_ASSERT(layer_rows_gather(rows[0], nrows[0]));
+    CU_ASSERT(!layer_rows_gather(rows[1], nrows[1]));
+    for (int v = 0; v < 2; v++) {
+        memcpy(rw_dwr, rw_dw0, sizeof rw_dwr);
+        uint64_t f0 = model_gemm_flops();
+        layer_matmul_backward_rows(rw_dinr, rw_dwr, rw_dout, rw_inp, rw_w, WN, WC, WR, rows[v], nrows[v], rw_scratch);
+        /* the products issued: the full dX, and dW of the listed rows only */
+        CU_ASSERT_EQUAL(model_gemm_flops() - f0, 2ull * WN * WC * WR + 2ull * WN * WC * nrows[v]);
+        CU_ASSERT_EQUAL(memcmp(rw_dinf, rw_dinr, sizeof rw_dinf), 0);
+        CU_ASSERT_EQUAL(rows_mismatch(rows[v], nrows[v]), 0);
+    }
+    for (int n = 0; n < WN; n++)
+        for (int j = 0; j < nrows[0]; j++) rw_dsub[n * nrows[0] + j] = rw_dout[n * WR + rows[0][j]];
+    memcpy(rw_dwr, rw_dw0, sizeof rw_dwr);
+    layer_matmul_dw_rows(rw_dwr, rw_dout, rw_dsub, rw_inp, WN, WC, WR, rows[0], nrows[0], rw_scratch);
+    CU_ASSERT_EQUAL(rows_mismatch(rows[0], nrows[0]), 0);
     /* all rows: exactly layer_matmul_backward */
-    int all[R];
-    for (int r = 0; r < R; r++) all[r] = r;
-    memcpy(dwr, dw0, sizeof dwr);
-    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, all, R, NULL);
-    CU_ASSERT_EQUAL(memcmp(dwr, dwf, sizeof dwr), 0);
-    CU_ASSERT_EQUAL(memcmp(dinr, dinf, sizeof dinr), 0);
+    int all[WR];
+    for (int r = 0; r < WR; r++) all[r] = r;
+    memcpy(rw_dwr, rw_dw0, sizeof rw_dwr);
+    memcpy(rw_dwf, rw_dw0, sizeof rw_dwf);
+    layer_matmul_backward(rw_dinf, rw_dwf, rw_dout, rw_inp, rw_w, WN, WC, WR);
+    layer_matmul_backward_rows(rw_dinr, rw_dwr, rw_dout, rw_inp, rw_w, WN, WC, WR, all, WR, NULL);
+    CU_ASSERT_EQUAL(memcmp(rw_dwr, rw_dwf, sizeof rw_dwr), 0);
+    CU_ASSERT_EQUAL(memcmp(rw_dinr, rw_dinf, sizeof rw_dinr), 0);
     /* no rows: dX only */
-    memcpy(dwr, dw0, sizeof dwr);
-    memset(dinr, 0, sizeof dinr);
-    layer_matmul_backward_rows(dinr, dwr, dout, inp, w, N, C, R, rows, 0, scratch);
-    CU_ASSERT_EQUAL(memcmp(dwr, dw0, sizeof dwr), 0);
-    CU_ASSERT_EQUAL(memcmp(dinr, dinf, sizeof dinr), 0);
+    memcpy(rw_dwr, rw_dw0, sizeof rw_dwr);
+    memset(rw_dinr, 0, sizeof rw_dinr);
+    layer_matmul_backward_rows(rw_dinr, rw_dwr, rw_dout, rw_inp, rw_w, WN, WC, WR, rows[0], 0, rw_scratch);
+    CU_ASSERT_EQUAL(memcmp(rw_dwr, rw_dw0, sizeof rw_dwr), 0);
+    CU_ASSERT_EQUAL(memcmp(rw_dinr, rw_dinf, sizeof rw_dinr), 0);
 }
 
 /* ---- rmsnorm --------------------------------------------------------------- */

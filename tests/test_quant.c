@@ -349,6 +349,37 @@ static void test_codes_gscale_is_ste(void)
     }
 }
 
+/* quant_backward_rows: the listed rows exactly as quant_backward (the whole matrix's gradient
+ * scale), the other rows' gradients, step sizes and zero points untouched. */
+static void test_backward_rows(void)
+{
+    for (size_t k = 0; k < sizeof code_cases / sizeof code_cases[0]; k++) {
+        const qcase *q = &code_cases[k];
+        float w[CR * CC], s[CR * CC], z[CR * CC], g[CR * CC], g2[CR * CC], g0[CR * CC];
+        float a[CR * CC], b[CR * CC], dza[CR * CC], dzb[CR * CC];
+        uint8_t codes[CR * CC];
+        code_setup(q, 57 + k, w, s, z, codes);
+        uint64_t st = 3 + k;
+        for (int i = 0; i < CR * CC; i++) {
+            g[i] = g2[i] = g0[i] = train_rng_normal(&st);
+            a[i] = b[i] = dza[i] = dzb[i] = 0.5f;
+        }
+        const float *zz = q->k == TRAIN_Q_ASYM ? z : NULL;
+        const int32_t list[2] = {1, 3};
+        quant_backward(q->k, q->bits, q->group, w, g, CR, CC, s, zz, a, zz ? dza : NULL);
+        quant_backward_rows(q->k, q->bits, q->group, w, g2, CR, CC, s, zz, b, zz ? dzb : NULL, list, 2);
+        int G = q->group ? q->group : CC, ng = CC / G;
+        for (int r = 0; r < CR; r++) {
+            int listed = r == 1 || r == 3;
+            CU_ASSERT_EQUAL(memcmp(g2 + r * CC, (listed ? g : g0) + r * CC, CC * sizeof(float)), 0);
+            for (int j = r * ng; j < (r + 1) * ng; j++) {
+                CU_ASSERT(b[j] == (listed ? a[j] : 0.5f));
+                CU_ASSERT(dzb[j] == (listed ? dza[j] : 0.5f));
+            }
+        }
+    }
+}
+
 /* The frozen-row rule from a linear's output: gscale sum_n dY Y / s equals the fixed-code ds
  * of the full weight gradient dW = dY^T X, for Y = X w_hat^T (relative 1e-5). */
 static void test_ds_from_output(void)
@@ -427,6 +458,7 @@ static void add(CU_pSuite s)
 {
     TU_ADD(s, test_binary);
     TU_ADD(s, test_ds_from_output_exact);
+    TU_ADD(s, test_backward_rows);
     TU_ADD(s, test_seq2);
     TU_ADD(s, test_ternary);
     TU_ADD(s, test_lsq3);

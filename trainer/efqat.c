@@ -5,6 +5,7 @@
  * product), and their step sizes train with the fixed-code gradient from the linear's output.
  * Freezable: the four block linears per layer and the tied embedding (rows = vocabulary). */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,13 +75,15 @@ qp_status efqat_create(model *m, double r, train_efqat_mode mode, qp_error *err)
     e->s_at = calloc(rows ? rows : 1, sizeof *e->s_at);
     e->codes = calloc(codes ? codes : 1, 1);
     e->imp = malloc((rows ? rows : 1) * sizeof *e->imp);
-    e->scratch = malloc((gather + N * ymax + ymax) * sizeof *e->scratch);
-    if (!e->frozen || !e->order || !e->nunf || !e->s_at || !e->codes || !e->imp || !e->scratch) {
+    e->scratch = malloc((gather ? gather : 1) * sizeof *e->scratch);
+    e->acc_threads = omp_get_max_threads();
+    e->acc = malloc(((size_t)e->acc_threads * ymax + 1) * sizeof *e->acc);
+    e->rowbuf = malloc(((size_t)e->acc_threads * ymax + 1) * sizeof *e->rowbuf);
+    if (!e->frozen || !e->order || !e->nunf || !e->s_at || !e->codes || !e->imp || !e->scratch || !e->acc ||
+        !e->rowbuf) {
         efqat_free(m);
         return qp_fail(err, QP_ERR_NOMEM, "out of memory for the EfQAT state");
     }
-    e->ybuf = e->scratch + gather;
-    e->dsbuf = e->ybuf + N * ymax;
     efqat_rebuild(m);
     e->trainable_max = NAN;
     return QP_OK;
@@ -97,6 +100,8 @@ void efqat_free(model *m)
     free(e->codes);
     free(e->imp);
     free(e->scratch);
+    free(e->acc);
+    free(e->rowbuf);
     free(e);
     m->efq = NULL;
 }
@@ -330,15 +335,28 @@ void efqat_forward_codes(model *m, float *w_hat_base, int k)
     }
 }
 
+/* The unfrozen rows of layer l of tensor k (ascending) and their count. */
+static const int32_t *unfrozen_rows(const model *m, int k, int l, int *n)
+{
+    const efqat_state *e = m->efq;
+    *n = e->nunf[e->uoff[k] + (size_t)l];
+    return e->order + e->moff[k] + (size_t)l * e->R[k];
+}
+
 void efqat_linear_backward(model *m, int k, int l, float *dinp, float *dw, const float *dout,
                            const float *inp, const float *w, int N, int C, int R)
 {
     efqat_state *e = m->efq;
-    layer_matmul_backward_rows(dinp, dw, dout, inp, w, N, C, R, e->order + e->moff[k] + (size_t)l * e->R[k],
-                               e->nunf[e->uoff[k] + (size_t)l], e->scratch);
+    int nu;
+    const int32_t *rows = unfrozen_rows(m, k, l, &nu);
+    if (e->ready && e->side_k == k && e->side_l == l && e->side_dy == dout) { /* gathered by the side job */
+        e->ready = 0;
+        if (dinp) layer_matmul_dx(dinp, dout, w, N, C, R);
+        layer_matmul_dw_rows(dw, dout, e->scratch, inp, N, C, R, rows, nu, e->scratch);
+        return;
+    }
+    layer_matmul_backward_rows(dinp, dw, dout, inp, w, N, C, R, rows, nu, e->scratch);
 }
-
-float *efqat_ybuf(model *m) { return m->efq->ybuf; }
 
 int efqat_needs_ds(const model *m, int k, int l)
 {
@@ -346,17 +364,58 @@ int efqat_needs_ds(const model *m, int k, int l)
     return e && scales_train(m, k) && (size_t)e->nunf[e->uoff[k] + (size_t)l] < e->R[k];
 }
 
-void efqat_frozen_ds(model *m, int k, int l, const float *dY, const float *Y, const float *Ysub, int N)
+const layer_side *efqat_side(model *m, int k, int l, const float *dy, const float *y, const float *ysub)
 {
     efqat_state *e = m->efq;
-    size_t R = e->R[k], nf;
-    const model_linear *ln = &model_linears[k];
-    float *ds = m->g.t[ln->scale] + (size_t)l * R, *tmp = e->dsbuf;
-    const float *s = m->p.t[ln->scale] + (size_t)l * R;
-    memset(tmp, 0, R * sizeof *tmp);
-    quant_ds_from_output(tmp, dY, Y, Ysub, s, (size_t)N, R, quant_gscale(m->q.kind, m->q.bits, (double)R * (double)e->C[k]));
-    const int32_t *fr = frozen_rows(m, k, l, &nf);
-    for (size_t j = 0; j < nf; j++) ds[fr[j]] += tmp[fr[j]];
+    if (!e || !m->qat) return NULL;
+    int nu;
+    const int32_t *rows = unfrozen_rows(m, k, l, &nu);
+    size_t R = e->R[k];
+    int sums = y && efqat_needs_ds(m, k, l);
+    int gather = nu > 0 && (size_t)nu < R && layer_rows_gather(rows, nu);
+    e->ready = 0;
+    if (!sums && !gather) return NULL;
+    int nt = omp_get_max_threads();
+    layer_side *sd = &e->side;
+    *sd = (layer_side){(int)R, y, ysub, sums ? e->acc : NULL, nt < e->acc_threads ? nt : e->acc_threads,
+                       gather ? e->scratch : NULL, rows, nu, e->rowbuf};
+    if (sums) memset(e->acc, 0, (size_t)sd->nt * R * sizeof *e->acc);
+    e->side_k = k, e->side_l = l, e->side_dy = dy;
+    return sd;
+}
+
+void efqat_side_finish(model *m)
+{
+    efqat_state *e = m->efq;
+    const layer_side *sd = &e->side;
+    int k = e->side_k, l = e->side_l;
+    if (sd->acc) { /* the frozen rows' ds: the threads' sums in thread order (double) */
+        size_t R = e->R[k], nf;
+        const model_linear *ln = &model_linears[k];
+        float *ds = m->g.t[ln->scale] + (size_t)l * R;
+        const float *s = m->p.t[ln->scale] + (size_t)l * R;
+        float gs = quant_gscale(m->q.kind, m->q.bits, (double)R * (double)e->C[k]);
+        const int32_t *fr = frozen_rows(m, k, l, &nf);
+        for (size_t j = 0; j < nf; j++) {
+            size_t r = (size_t)fr[j];
+            double t = 0;
+            for (int th = 0; th < sd->nt; th++) t += sd->acc[(size_t)th * R + r];
+            ds[r] += (float)((double)gs * (t / (double)s[r]));
+        }
+    }
+    e->ready = sd->dsub != NULL;
+}
+
+void efqat_quant_backward(model *m, int k, int l, const float *w, float *g, const float *s, const float *z,
+                          float *ds, float *dz)
+{
+    efqat_state *e = m->efq;
+    train_quantizer kind;
+    int bits, group, nu;
+    quantizer_of(m, k, &kind, &bits, &group);
+    const int32_t *rows = unfrozen_rows(m, k, l, &nu);
+    if ((size_t)nu == e->R[k]) quant_backward(kind, bits, group, w, g, e->R[k], e->C[k], s, z, ds, dz);
+    else quant_backward_rows(kind, bits, group, w, g, e->R[k], e->C[k], s, z, ds, dz, rows, (size_t)nu);
 }
 
 int efqat_row_frozen(const model *m, int k, size_t row) { return m->efq->frozen[m->efq->moff[k] + row]; }

@@ -96,10 +96,58 @@ void layer_matmul_backward(float *dinp, float *dw, const float *dout, const floa
     train_gemm_reuse(0);
 }
 
+/* dinp[N, C] = dout @ w (overwritten): the input gradient alone. */
+void layer_matmul_dx(float *dinp, const float *dout, const float *w, int N, int C, int R)
+{
+    layer_gemm(0, 0, N, C, R, 1.0f, dout, R, w, C, 0.0f, dinp, C);
+}
+
+/* Contiguous runs of rows at least this long on average are multiplied in place (dout's
+ * columns read with its leading dimension, the product added into dw's rows) instead of
+ * gathered: one product per run. */
+enum { ROW_RUN_MIN = 32 };
+
+int layer_rows_gather(const int *rows, int nrows)
+{
+    int runs = nrows > 0;
+    for (int j = 1; j < nrows; j++) runs += rows[j] != rows[j - 1] + 1;
+    return (long)runs * ROW_RUN_MIN > nrows;
+}
+
+void layer_matmul_dw_rows(float *dw, const float *dout, const float *dsub, const float *inp, int N, int C, int R,
+                          const int *rows, int nrows, float *scratch)
+{
+    if (nrows <= 0) return;
+    if (!dsub && !layer_rows_gather(rows, nrows)) {
+        for (int j0 = 0, j = 1; j <= nrows; j++) {
+            if (j < nrows && rows[j] == rows[j - 1] + 1) continue;
+            layer_gemm(1, 0, j - j0, C, N, 1.0f, dout + rows[j0], R, inp, C, 1.0f, dw + (size_t)rows[j0] * C, C);
+            j0 = j;
+        }
+        return;
+    }
+    float *dwsub = scratch + (size_t)N * nrows;
+    if (!dsub) {
+        float *g = scratch;
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *src = dout + (size_t)n * R;
+            float *dst = g + (size_t)n * nrows;
+            for (int j = 0; j < nrows; j++) dst[j] = src[rows[j]];
+        }
+        dsub = g;
+    }
+    layer_gemm(1, 0, nrows, C, N, 1.0f, dsub, nrows, inp, C, 0.0f, dwsub, C);
+#pragma omp parallel for schedule(static)
+    for (int j = 0; j < nrows; j++) {
+        float *dst = dw + (size_t)rows[j] * C;
+        const float *src = dwsub + (size_t)j * C;
+        for (int c = 0; c < C; c++) dst[c] += src[c];
+    }
+}
+
 /* layer_matmul_backward with dw only for rows[0..nrows) (sorted, distinct; EfQAT's unfrozen
- * rows): dout's columns of those rows are gathered into a contiguous [N, nrows] block, one
- * product gives their [nrows, C] gradient, which is added into dw's rows. The other rows of dw
- * are not touched. scratch: (N + C) * nrows floats. nrows == R is layer_matmul_backward. */
+ * rows): layer_matmul_dw_rows. nrows == R is layer_matmul_backward. */
 void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const float *inp,
                                 const float *w, int N, int C, int R, const int *rows, int nrows,
                                 float *scratch)
@@ -108,25 +156,36 @@ void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const
         layer_matmul_backward(dinp, dw, dout, inp, w, N, C, R);
         return;
     }
-    if (dinp)
-        layer_gemm(0, 0, N, C, R, 1.0f, dout, R, w, C, 0.0f,
-                   dinp, C);
-    if (nrows <= 0) return;
-    float *dsub = scratch, *dwsub = scratch + (size_t)N * nrows;
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *src = dout + (size_t)n * R;
-        float *dst = dsub + (size_t)n * nrows;
-        for (int j = 0; j < nrows; j++) dst[j] = src[rows[j]];
+    if (dinp) layer_matmul_dx(dinp, dout, w, N, C, R);
+    layer_matmul_dw_rows(dw, dout, NULL, inp, N, C, R, rows, nrows, scratch);
+}
+
+/* A side job's work on row n of dY (hot in cache: the pass just wrote it) and of Y. */
+static void side_row(const layer_side *sd, size_t n, const float *dy, const float *y, int tid)
+{
+    size_t R = (size_t)sd->R;
+    if (sd->acc) {
+        double *acc = sd->acc + (size_t)tid * R;
+        if (sd->ysub) {
+            const float *b = sd->ysub + n * R;
+#pragma omp simd
+            for (size_t j = 0; j < R; j++) acc[j] += (double)dy[j] * (double)(y[j] - b[j]);
+        } else {
+#pragma omp simd
+            for (size_t j = 0; j < R; j++) acc[j] += (double)dy[j] * (double)y[j];
+        }
     }
-    layer_gemm(1, 0, nrows, C, N, 1.0f, dsub, nrows, inp, C,
-               0.0f, dwsub, C);
-#pragma omp parallel for schedule(static)
-    for (int j = 0; j < nrows; j++) {
-        float *dst = dw + (size_t)rows[j] * C;
-        const float *src = dwsub + (size_t)j * C;
-        for (int c = 0; c < C; c++) dst[c] += src[c];
+    if (sd->dsub) {
+        float *o = sd->dsub + n * (size_t)sd->nrows;
+        for (int j = 0; j < sd->nrows; j++) o[j] = dy[sd->rows[j]];
     }
+}
+
+/* Threads of a pass with a side job: those its partial sums have room for. */
+static int side_threads(const layer_side *sd)
+{
+    int nt = omp_get_max_threads();
+    return sd && sd->nt < nt ? sd->nt : nt;
 }
 
 #define RMS_EPS 1e-5f
@@ -147,15 +206,17 @@ void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float 
 }
 
 /* dx += d/dx (dx NULL: only dg); dg += d/dg. The gain gradient is summed per thread and the partial sums are
- * added in thread order, so results do not depend on timing (a resumed run must match). */
-void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
-                            const float *g, const float *rstd, int N, int D)
+ * added in thread order, so results do not depend on timing (a resumed run must match). side
+ * (with dx): its job on every finished row of dx, Y rows from side->y. */
+void layer_rmsnorm_backward_side(float *dx, float *dg, const float *dout, const float *x, const float *g,
+                                 const float *rstd, int N, int D, const layer_side *side)
 {
-    int nt = omp_get_max_threads();
+    int nt = side_threads(side);
     float *part = calloc((size_t)nt * D, sizeof *part);
 #pragma omp parallel num_threads(nt)
     {
-        float *dgl = part ? part + (size_t)omp_get_thread_num() * D : NULL;
+        int tid = omp_get_thread_num();
+        float *dgl = part ? part + (size_t)tid * D : NULL;
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (size_t)n * D, *dy = dout + (size_t)n * D;
@@ -166,6 +227,7 @@ void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float
                 for (int d = 0; d < D; d++) dot += dy[d] * g[d] * xr[d];
                 float c = dot * r * r * r / (float)D;
                 for (int d = 0; d < D; d++) dxr[d] += r * dy[d] * g[d] - c * xr[d];
+                if (side) side_row(side, (size_t)n, dxr, side->y + (size_t)n * D, tid);
             }
             if (dgl)
                 for (int d = 0; d < D; d++) dgl[d] += dy[d] * xr[d] * r;
@@ -182,6 +244,12 @@ void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float
     free(part);
 }
 
+void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
+                            const float *g, const float *rstd, int N, int D)
+{
+    layer_rmsnorm_backward_side(dx, dg, dout, x, g, rstd, N, D, NULL);
+}
+
 void layer_rope_tables(float *cos_t, float *sin_t, int T, int hd)
 {
     int half = hd / 2;
@@ -193,25 +261,54 @@ void layer_rope_tables(float *cos_t, float *sin_t, int T, int hd)
         }
 }
 
-/* Rotate-half RoPE (the Hugging Face Llama layout): pairs (j, j + hd/2). */
-void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int H, int Hkv,
-                int hd, int inverse)
+/* One token's q and k heads rotated (sg 1) or rotated back (sg -1); out may be in. */
+static inline void rope_row(float *out, const float *in, const float *c, const float *s, float sg, int nh, int hd)
+{
+    int half = hd / 2;
+    for (int h = 0; h < nh; h++) {
+        const float *v = in + h * hd;
+        float *o = out + h * hd;
+        for (int j = 0; j < half; j++) {
+            float a = v[j], b = v[j + half], sn = sg * s[j];
+            o[j] = a * c[j] - b * sn;
+            o[j + half] = b * c[j] + a * sn;
+        }
+    }
+}
+
+/* Rotate-half RoPE (the Hugging Face Llama layout): pairs (j, j + hd/2). side (inverse only):
+ * its job on every rotated-back row of qkv as dY, with Y the rows of side->y rotated back too
+ * (into side->rowbuf; v copied). */
+void layer_rope_side(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int H, int Hkv,
+                     int hd, int inverse, const layer_side *side)
 {
     int half = hd / 2, QKV = (H + 2 * Hkv) * hd, nh = H + Hkv;
     float sg = inverse ? -1.0f : 1.0f;
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < B * T; n++) {
-        int t = n % T;
-        const float *c = cos_t + t * half, *s = sin_t + t * half;
-        for (int h = 0; h < nh; h++) {
-            float *v = qkv + (size_t)n * QKV + h * hd;
-            for (int j = 0; j < half; j++) {
-                float a = v[j], b = v[j + half], sn = sg * s[j];
-                v[j] = a * c[j] - b * sn;
-                v[j + half] = b * c[j] + a * sn;
+    int nt = side_threads(side);
+#pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num();
+        float *yb = side ? side->rowbuf + (size_t)tid * QKV : NULL;
+#pragma omp for schedule(static)
+        for (int n = 0; n < B * T; n++) {
+            int t = n % T;
+            const float *c = cos_t + t * half, *s = sin_t + t * half;
+            float *v = qkv + (size_t)n * QKV;
+            rope_row(v, v, c, s, sg, nh, hd);
+            if (side) {
+                const float *y = side->y + (size_t)n * QKV;
+                rope_row(yb, y, c, s, sg, nh, hd);
+                memcpy(yb + nh * hd, y + nh * hd, (size_t)(QKV - nh * hd) * sizeof *yb);
+                side_row(side, (size_t)n, v, yb, tid);
             }
         }
     }
+}
+
+void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int H, int Hkv,
+                int hd, int inverse)
+{
+    layer_rope_side(qkv, cos_t, sin_t, B, T, H, Hkv, hd, inverse, NULL);
 }
 
 #define ATT_CHUNK 64 /* query rows per block in attention */
@@ -333,20 +430,31 @@ void layer_swiglu_forward(float *out, const float *h13, int N, int F)
     }
 }
 
-/* dh13 overwritten. */
-void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F)
+/* dh13 overwritten. side: its job on every row of dh13, Y the rows of h13. */
+void layer_swiglu_backward_side(float *dh13, const float *dout, const float *h13, int N, int F,
+                                const layer_side *side)
 {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        const float *a = h13 + (size_t)n * 2 * F, *u = a + F, *dy = dout + (size_t)n * F;
-        float *da = dh13 + (size_t)n * 2 * F, *du = da + F;
-        for (int f = 0; f < F; f++) {
-            float sg = 1.0f / (1.0f + qp_expf(-a[f]));
-            float silu = a[f] * sg;
-            du[f] = dy[f] * silu;
-            da[f] = dy[f] * u[f] * sg * (1.0f + a[f] * (1.0f - sg));
+#pragma omp parallel num_threads(side_threads(side))
+    {
+        int tid = omp_get_thread_num();
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            const float *a = h13 + (size_t)n * 2 * F, *u = a + F, *dy = dout + (size_t)n * F;
+            float *da = dh13 + (size_t)n * 2 * F, *du = da + F;
+            for (int f = 0; f < F; f++) {
+                float sg = 1.0f / (1.0f + qp_expf(-a[f]));
+                float silu = a[f] * sg;
+                du[f] = dy[f] * silu;
+                da[f] = dy[f] * u[f] * sg * (1.0f + a[f] * (1.0f - sg));
+            }
+            if (side) side_row(side, (size_t)n, da, a, tid);
         }
     }
+}
+
+void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F)
+{
+    layer_swiglu_backward_side(dh13, dout, h13, N, F, NULL);
 }
 
 float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tgt, int N, int V)
@@ -374,13 +482,24 @@ float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tg
     return (float)(total / N);
 }
 
-void layer_softmax_xent_backward(float *probs, const uint16_t *tgt, int N, int V)
+/* side: its job on every row of dlogits (a gather: no sums for the head). */
+void layer_softmax_xent_backward_side(float *probs, const uint16_t *tgt, int N, int V, const layer_side *side)
 {
     float inv = 1.0f / (float)N;
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        float *p = probs + (size_t)n * V;
-        for (int v = 0; v < V; v++) p[v] *= inv;
-        p[tgt[n]] -= inv;
+#pragma omp parallel num_threads(side_threads(side))
+    {
+        int tid = omp_get_thread_num();
+#pragma omp for schedule(static)
+        for (int n = 0; n < N; n++) {
+            float *p = probs + (size_t)n * V;
+            for (int v = 0; v < V; v++) p[v] *= inv;
+            p[tgt[n]] -= inv;
+            if (side) side_row(side, (size_t)n, p, side->y ? side->y + (size_t)n * V : NULL, tid);
+        }
     }
+}
+
+void layer_softmax_xent_backward(float *probs, const uint16_t *tgt, int N, int V)
+{
+    layer_softmax_xent_backward_side(probs, tgt, N, V, NULL);
 }

@@ -379,18 +379,21 @@ void model_quant_backward(model *m)
             int i = ln->tensor;
             size_t R = m->desc[i].rows, C = m->desc[i].cols;
             int asym = m->q.kind == TRAIN_Q_ASYM;
-            for (int l = 0; l < m->s.n_layer; l++)
-                quant_backward(m->q.kind, m->q.bits, m->q.group_size, lay(m, m->p.t[i], i, l),
-                               lay(m, m->g.t[i], i, l), R, C,
-                               lay(m, m->p.t[ln->scale], ln->scale, l),
-                               asym ? lay(m, m->p.t[ln->zero], ln->zero, l) : NULL,
-                               lay(m, m->g.t[ln->scale], ln->scale, l),
-                               asym ? lay(m, m->g.t[ln->zero], ln->zero, l) : NULL);
+            for (int l = 0; l < m->s.n_layer; l++) {
+                const float *w = lay(m, m->p.t[i], i, l), *s = lay(m, m->p.t[ln->scale], ln->scale, l);
+                const float *z = asym ? lay(m, m->p.t[ln->zero], ln->zero, l) : NULL;
+                float *g = lay(m, m->g.t[i], i, l), *ds = lay(m, m->g.t[ln->scale], ln->scale, l);
+                float *dz = asym ? lay(m, m->g.t[ln->zero], ln->zero, l) : NULL;
+                if (m->efq) efqat_quant_backward(m, k, l, w, g, s, z, ds, dz); /* EfQAT: unfrozen rows only */
+                else quant_backward(m->q.kind, m->q.bits, m->q.group_size, w, g, R, C, s, z, ds, dz);
+            }
         }
     }
-    if (m->qat_embed && m->q.embed_bits > 0)
-        quant_backward(TRAIN_Q_LSQ, m->q.embed_bits, 0, m->p.wte, m->g.wte, (size_t)m->s.vocab,
-                       (size_t)m->s.d_model, m->p.s_wte, NULL, m->g.s_wte, NULL);
+    if (m->qat_embed && m->q.embed_bits > 0) {
+        if (m->efq && m->qat) efqat_quant_backward(m, 4, 0, m->p.wte, m->g.wte, m->p.s_wte, NULL, m->g.s_wte, NULL);
+        else quant_backward(TRAIN_Q_LSQ, m->q.embed_bits, 0, m->p.wte, m->g.wte, (size_t)m->s.vocab,
+                            (size_t)m->s.d_model, m->p.s_wte, NULL, m->g.s_wte, NULL);
+    }
 }
 
 void model_block_forward(model *m, int l, const float *x, float *y, int B, int T)
@@ -444,19 +447,23 @@ static void lin_backward(model *m, int k, int l, float *dinp, const float *dout,
     else layer_matmul_backward(dinp, dw, dout, inp, w, N, C, R);
 }
 
-/* EfQAT: the frozen rows' step-size gradients of linear k from its output Y = a - b (a
- * residual add undone inside the reduction; b NULL: Y = a) and dY, while dY is still in its
- * buffer. */
-static void frozen_ds(model *m, int k, int l, const float *dY, const float *a, const float *b, int N)
+/* EfQAT's side job for linear k of layer l (k 4: the head) on the pass that produces its dY
+ * at dy, Y = y - ysub (efqat_side); NULL: none (plain QAT, or nothing frozen there). After
+ * the pass, side_done. */
+static const layer_side *side_for(model *m, int k, int l, const float *dy, const float *y, const float *ysub)
 {
-    if (!m->qat || !efqat_needs_ds(m, k, l)) return;
-    efqat_frozen_ds(m, k, l, dY, a, b, N);
+    return m->efq && m->qat ? efqat_side(m, k, l, dy, y, ysub) : NULL;
 }
 
-/* model_block_backward; y: the block's output (EfQAT recovers w2's output Y = y - mid from
- * it), NULL when unknown (then frozen w2 rows' step sizes get no gradient). */
-static void block_backward(model *m, int l, const float *x, const float *y, float *dx, int B, int T,
-                           int need_dx)
+static void side_done(model *m, const layer_side *sd)
+{
+    if (sd) efqat_side_finish(m);
+}
+
+/* model_block_backward; chain: the whole-model backward (x is block l-1's output, whose mid
+ * is in its slice): the input norm's pass, which finishes d(x), runs block l-1's w2 side job
+ * (EfQAT: its Y = x - mid), as model_backward's final norm does for the last block. */
+static void block_backward(model *m, int l, const float *x, int chain, float *dx, int B, int T, int need_dx)
 {
     int D = m->s.d_model, F = m->s.d_ff, H = m->s.n_head;
     int Hkv = m->s.n_kv_head, hd = D / H, QKV = m->qkv_rows, N = B * T;
@@ -466,36 +473,35 @@ static void block_backward(model *m, int l, const float *x, const float *y, floa
     float *atty = a->atty + (size_t)l * N * D, *mid = a->mid + (size_t)l * N * D;
     float *ln2 = a->ln2 + (size_t)l * N * D, *r2 = a->ln2_rstd + (size_t)l * N;
     float *h13 = a->h13 + (size_t)l * N * 2 * F, *hact = a->hact + (size_t)l * N * F;
-    /* MLP: y = mid + swiglu(rms(mid) W13^T) W2^T; dx becomes d(mid) */
-    if (y) frozen_ds(m, 3, l, dx, y, mid, N);
+    const layer_side *sd;
+    /* MLP: y = mid + swiglu(rms(mid) W13^T) W2^T; dx becomes d(mid). EfQAT's side jobs (frozen
+     * rows' step sizes, unfrozen rows' dY columns) ride on the pass that writes each dY: w13's
+     * Y is h13, wo's mid - x, wqkv's the stored qkv with RoPE undone */
     lin_backward(m, 3, l, a->dhact, dx, hact, N, F, D);
-    layer_swiglu_backward(a->dh13, a->dhact, h13, N, F);
-    frozen_ds(m, 2, l, a->dh13, h13, NULL, N);
+    layer_swiglu_backward_side(a->dh13, a->dhact, h13, N, F, sd = side_for(m, 2, l, a->dh13, h13, NULL));
+    side_done(m, sd);
     lin_backward(m, 2, l, a->dln, a->dh13, ln2, N, D, 2 * F);
-    layer_rmsnorm_backward(dx, m->g.ln2 + (size_t)l * D, a->dln, mid, m->p.ln2 + (size_t)l * D, r2,
-                           N, D);
+    layer_rmsnorm_backward_side(dx, m->g.ln2 + (size_t)l * D, a->dln, mid, m->p.ln2 + (size_t)l * D, r2, N, D,
+                                sd = side_for(m, 1, l, dx, mid, x));
+    side_done(m, sd);
     /* attention: mid = x + attn(rms(x)) Wo^T; dx becomes d(x). wqkv's dX product stays with
      * need_dx = 0: it feeds the attn_norm gain's gradient. */
-    frozen_ds(m, 1, l, dx, mid, x, N);
     lin_backward(m, 1, l, a->datty, dx, atty, N, D, D);
     memset(a->dqkv, 0, (size_t)N * QKV * sizeof(float));
     layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd,
                              omp_get_max_threads() <= m->scratch_threads ? m->att_scratch : NULL);
-    layer_rope(a->dqkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
-    if (m->qat && efqat_needs_ds(m, 0, l)) { /* wqkv's Y: the stored qkv with RoPE undone */
-        float *yq = efqat_ybuf(m);
-        memcpy(yq, qkv, (size_t)N * QKV * sizeof(float));
-        layer_rope(yq, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1);
-        efqat_frozen_ds(m, 0, l, a->dqkv, yq, NULL, N);
-    }
+    layer_rope_side(a->dqkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1, sd = side_for(m, 0, l, a->dqkv, qkv, NULL));
+    side_done(m, sd);
     lin_backward(m, 0, l, a->dln, a->dqkv, ln1, N, D, QKV);
-    layer_rmsnorm_backward(need_dx ? dx : NULL, m->g.ln1 + (size_t)l * D, a->dln, x,
-                           m->p.ln1 + (size_t)l * D, r1, N, D);
+    sd = chain && need_dx && l > 0 ? side_for(m, 3, l - 1, dx, x, a->mid + (size_t)(l - 1) * N * D) : NULL;
+    layer_rmsnorm_backward_side(need_dx ? dx : NULL, m->g.ln1 + (size_t)l * D, a->dln, x, m->p.ln1 + (size_t)l * D, r1,
+                                N, D, sd);
+    side_done(m, sd);
 }
 
 void model_block_backward(model *m, int l, const float *x, float *dx, int B, int T, int need_dx)
 {
-    block_backward(m, l, x, NULL, dx, B, T, need_dx);
+    block_backward(m, l, x, 0, dx, B, T, need_dx);
 }
 
 void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, int T)
@@ -503,14 +509,18 @@ void model_backward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, i
     int L = m->s.n_layer, D = m->s.d_model, V = m->s.vocab, N = B * T;
     model_acts *a = &m->a;
     const float *wte = (m->qat_embed && m->q.embed_bits > 0) ? m->qw.wte : m->p.wte;
-    layer_softmax_xent_backward(a->probs, tgt, N, V);
+    const layer_side *sd = side_for(m, 4, 0, a->probs, NULL, NULL);
+    layer_softmax_xent_backward_side(a->probs, tgt, N, V, sd);
+    side_done(m, sd);
     if (m->efq && m->qat) efqat_linear_backward(m, 4, 0, a->dln, m->g.wte, a->probs, a->lnf, wte, N, D, V);
     else layer_matmul_backward(a->dln, m->g.wte, a->probs, a->lnf, wte, N, D, V);
     memset(a->dx, 0, (size_t)N * D * sizeof(float));
-    layer_rmsnorm_backward(a->dx, m->g.lnf, a->dln, a->resid + (size_t)L * N * D, m->p.lnf,
-                           a->lnf_rstd, N, D);
-    for (int l = L - 1; l >= 0; l--)
-        block_backward(m, l, a->resid + (size_t)l * N * D, a->resid + (size_t)(l + 1) * N * D, a->dx, B, T, 1);
+    /* d(block output): the last block's w2 side job (Y = its output - mid) */
+    const float *yL = a->resid + (size_t)L * N * D;
+    sd = side_for(m, 3, L - 1, a->dx, yL, a->mid + (size_t)(L - 1) * N * D);
+    layer_rmsnorm_backward_side(a->dx, m->g.lnf, a->dln, yL, m->p.lnf, a->lnf_rstd, N, D, sd);
+    side_done(m, sd);
+    for (int l = L - 1; l >= 0; l--) block_backward(m, l, a->resid + (size_t)l * N * D, 1, a->dx, B, T, 1);
     /* embedding rows: serial over tokens (rows repeat), vectorised over D; EfQAT's frozen rows
      * get none (AdamW skips them, and the gradient norm covers trained entries only) */
     int skip = m->efq && m->qat;

@@ -164,15 +164,49 @@ void layer_matmul_backward(float *dinp, float *dw, const float *dout, const floa
 void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const float *inp,
                                 const float *w, int N, int C, int R, const int *rows, int nrows,
                                 float *scratch);
+/* dinp[N, C] = dout @ w (overwritten). */
+void layer_matmul_dx(float *dinp, const float *dout, const float *w, int N, int C, int R);
+/* dw[rows] += dout[:, rows]^T inp for rows[0..nrows) (sorted, distinct): one product per
+ * contiguous run straight from dout when the runs are long (layer_rows_gather 0), else one
+ * product of the gathered columns, dsub [N, nrows] (gathered here into scratch when NULL),
+ * added into dw's rows. scratch: (N + C) * nrows floats (C * nrows after a given dsub). */
+void layer_matmul_dw_rows(float *dw, const float *dout, const float *dsub, const float *inp, int N, int C, int R,
+                          const int *rows, int nrows, float *scratch);
+/* Whether layer_matmul_dw_rows gathers dout's columns for these rows (their contiguous runs
+ * are short on average) rather than multiplying each run in place. */
+int layer_rows_gather(const int *rows, int nrows);
+/* A side job for the element-wise pass that produces a linear's output gradient dY [N, R] row
+ * by row (EfQAT's frozen and unfrozen rows, efqat.c): while a row of dY is in cache, add
+ * dY[n, j] (y[n, j] - ysub[n, j]) to the calling thread's partial sums acc[tid][j] (double;
+ * the caller zeroes them and adds the threads' sums in thread order) and copy the columns
+ * rows[] of dY into row n of dsub [N, nrows]. acc or dsub NULL: that part skipped. The pass
+ * runs on at most nt threads. */
+typedef struct {
+    int R;
+    const float *y, *ysub; /* Y = y - ysub [N, R] (ysub NULL: Y = y) */
+    double *acc;           /* [nt][R] */
+    int nt;
+    float *dsub;
+    const int32_t *rows;
+    int nrows;
+    float *rowbuf;         /* [nt][R] (layer_rope_side) */
+} layer_side;
 void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int D);
 /* dx may be NULL (only dg). */
 void layer_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x,
                             const float *g, const float *rstd, int N, int D);
+/* With a side job on every finished row of dx (dY; Y from side->y). */
+void layer_rmsnorm_backward_side(float *dx, float *dg, const float *dout, const float *x, const float *g,
+                                 const float *rstd, int N, int D, const layer_side *side);
 void layer_rope_tables(float *cos_t, float *sin_t, int T, int hd);
 /* Applies RoPE in place to q and k inside qkv rows [N=B*T, H+2Hkv heads]; inverse = 1 undoes
  * it (the backward of a rotation is the inverse rotation). */
 void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int H, int Hkv,
                 int hd, int inverse);
+/* inverse = 1 with a side job on every row rotated back (dY), Y the rows of side->y rotated
+ * back the same way (wqkv's output before RoPE). */
+void layer_rope_side(float *qkv, const float *cos_t, const float *sin_t, int B, int T, int H, int Hkv,
+                     int hd, int inverse, const layer_side *side);
 void layer_attention_forward(float *out, float *att, const float *qkv, int B, int T, int H,
                              int Hkv, int hd);
 /* scratch: omp_get_max_threads() x T x T floats, or NULL to allocate per call. */
@@ -180,10 +214,15 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                               int B, int T, int H, int Hkv, int hd, float *scratch);
 void layer_swiglu_forward(float *out, const float *h13, int N, int F);
 void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F);
+/* With a side job on every row of dh13 (dY), Y the rows of h13. */
+void layer_swiglu_backward_side(float *dh13, const float *dout, const float *h13, int N, int F,
+                                const layer_side *side);
 /* probs: logits in, softmax out (in place); returns the mean loss. */
 float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tgt, int N, int V);
 /* probs becomes dlogits. */
 void layer_softmax_xent_backward(float *probs, const uint16_t *tgt, int N, int V);
+/* With a side job on every row of dlogits (Y from side->y when its sums are wanted). */
+void layer_softmax_xent_backward_side(float *probs, const uint16_t *tgt, int N, int V, const layer_side *side);
 
 /* ---- quantizer kernels (quant.c) ------------------------------------------ */
 
@@ -196,6 +235,11 @@ void quant_forward(train_quantizer k, int bits, int group, const float *w, float
 void quant_backward(train_quantizer k, int bits, int group, const float *w, float *g,
                     size_t rows, size_t cols, const float *s, const float *z, float *ds,
                     float *dz);
+/* quant_backward for the rows list[0..n) of a [rows, cols] matrix only (the gradient scale
+ * still that of the whole matrix); the other rows untouched. */
+void quant_backward_rows(train_quantizer k, int bits, int group, const float *w, float *g, size_t rows,
+                         size_t cols, const float *s, const float *z, float *ds, float *dz, const int32_t *list,
+                         size_t n);
 void quant_init(train_quantizer k, int bits, int group, const float *w, size_t rows, size_t cols,
                 float *s, float *z);
 /* Integer code of one weight and the dequantised value: w_hat = deq(code). */
@@ -298,7 +342,13 @@ struct efqat_state {
     float *s_at;
     uint8_t *codes;
     double *imp;                /* selection scratch: mean |w| per row */
-    float *scratch, *ybuf, *dsbuf; /* row-subset product; a linear's output Y; ds of a layer */
+    float *scratch;             /* row-subset product: gathered dY columns, their dW rows */
+    double *acc;                /* side jobs' partial sums of dY Y: acc_threads x max rows */
+    float *rowbuf;              /* side jobs' rows of Y: acc_threads x max rows */
+    int acc_threads;
+    layer_side side;            /* the side job handed out last (efqat_side) */
+    int side_k, side_l, ready;  /* its linear; ready: its gathered dY is in scratch */
+    const float *side_dy;       /* the dY it ran on */
     double share;               /* unfrozen share of the freezable weights now */
     double trainable;           /* scalars trained now */
     double trainable_max;       /* most at any selection (resumable) */
@@ -319,16 +369,25 @@ void efqat_rebuild(model *m);
 /* Overwrite the frozen rows of tensor k's w_hat (all layers, base = its layer-0 slice) from
  * their codes and the current step sizes. */
 void efqat_forward_codes(model *m, float *w_hat_base, int k);
-/* layer_matmul_backward with dW for the unfrozen rows of (k, l) only. */
+/* layer_matmul_backward with dW for the unfrozen rows of (k, l) only (k 4: the head), from
+ * the columns the side job gathered when it ran on this dout, else gathering them here (or
+ * per contiguous run: layer_matmul_dw_rows). */
 void efqat_linear_backward(model *m, int k, int l, float *dinp, float *dw, const float *dout,
                            const float *inp, const float *w, int N, int C, int R);
 /* Whether (k, l) has frozen rows whose step sizes train (per-row quantizers). */
 int efqat_needs_ds(const model *m, int k, int l);
-/* A buffer of N x max rows floats for a linear's output Y. */
-float *efqat_ybuf(model *m);
-/* Frozen rows' step-size gradients of (k, l) from the linear's output Y [N, R] (minus Ysub,
- * when not NULL) and dY: quant_ds_from_output, added to m->g for the frozen rows only. */
-void efqat_frozen_ds(model *m, int k, int l, const float *dY, const float *Y, const float *Ysub, int N);
+/* The side job for linear (k, l) (k 4: the head), to give to the pass that produces its dY
+ * [N, R] (at dy): the frozen rows' step-size sums from Y = y - ysub (y NULL: none; the
+ * output rule quant_ds_from_output describes, sums per thread) and the unfrozen rows' dY
+ * columns gathered for efqat_linear_backward. NULL when there is nothing to do (no frozen
+ * rows: the plain path). After the pass, efqat_side_finish. */
+const layer_side *efqat_side(model *m, int k, int l, const float *dy, const float *y, const float *ysub);
+/* Adds the side job's sums to the frozen rows' step-size gradients (in m->g). */
+void efqat_side_finish(model *m);
+/* model_quant_backward's STE for the unfrozen rows of (k, l) only (a frozen row's dW is zero:
+ * nothing to add); pointers to the layer's slices as quant_backward's. */
+void efqat_quant_backward(model *m, int k, int l, const float *w, float *g, const float *s, const float *z,
+                          float *ds, float *dz);
 int efqat_row_frozen(const model *m, int k, size_t row);
 /* The row mask of parameter tensor i (all layers; per_row: its scalars per row) when AdamW
  * must skip its frozen rows: weights, zero points, and step sizes that freeze; NULL: none. */

@@ -125,6 +125,69 @@ void quant_forward(train_quantizer k, int bits, int group, const float *w, float
     }
 }
 
+/* quant_backward of row r: the STE into g's row, its step sizes' (and zero points') gradients. */
+static inline void backward_row(train_quantizer k, int bits, size_t G, size_t ng, size_t cols, size_t r,
+                                const float *w, float *g, const float *s, const float *z, float *ds, float *dz,
+                                float gscale)
+{
+    for (size_t gi = 0; gi < ng; gi++) {
+        size_t si = r * ng + gi;
+        float sc = s[si];
+        const float *wr = w + r * cols + gi * G;
+        float *gr = g + r * cols + gi * G;
+        float acc = 0.0f, accz = 0.0f;
+        switch (k) {
+        case TRAIN_Q_BINARY:
+#pragma omp simd reduction(+ : acc)
+            for (size_t c = 0; c < G; c++) {
+                acc += qf_binary_sign(wr[c]) * gr[c];
+                gr[c] = qf_binary_dw(wr[c] / sc, gr[c]);
+            }
+            break;
+        case TRAIN_Q_TERNARY:
+        case TRAIN_Q_SEQ: {
+            float L, sh;
+            seq_params(k, &L, &sh);
+#pragma omp simd reduction(+ : acc)
+            for (size_t c = 0; c < G; c++) {
+                float q = wr[c] / sc;
+                int in = qf_seq_in(q);
+                acc += gr[c] * qf_ds(qf_seq_level(qf_seq_code(q, L, sh), L, sh), q, in);
+                gr[c] = in ? gr[c] : 0.0f;
+            }
+            break;
+        }
+        case TRAIN_Q_LSQ: {
+            float qn = qf_lsq_qn(bits), qp = qf_lsq_qp(bits);
+#pragma omp simd reduction(+ : acc)
+            for (size_t c = 0; c < G; c++) {
+                float q = wr[c] / sc, code = qf_lsq_code(q, qn, qp);
+                int in = qf_lsq_in(q, qn, qp);
+                acc += gr[c] * qf_ds(code, q, in);
+                gr[c] = in ? gr[c] : 0.0f;
+            }
+            break;
+        }
+        case TRAIN_Q_ASYM: {
+            float mx = qf_asym_max(bits), zr = qf_asym_zero(z[si], mx);
+#pragma omp simd reduction(+ : acc, accz)
+            for (size_t c = 0; c < G; c++) {
+                float q = wr[c] / sc, pre = qf_asym_pre(q, zr);
+                int in = qf_asym_in(pre, mx);
+                acc += gr[c] * qf_ds(qf_asym_code(pre, mx) - zr, q, in);
+                accz += qf_asym_dz(gr[c], sc, in);
+                gr[c] = in ? gr[c] : 0.0f;
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        ds[si] += acc * gscale;
+        if (dz) dz[si] += accz;
+    }
+}
+
 void quant_backward(train_quantizer k, int bits, int group, const float *w, float *g,
                     size_t rows, size_t cols, const float *s, const float *z, float *ds,
                     float *dz)
@@ -132,64 +195,17 @@ void quant_backward(train_quantizer k, int bits, int group, const float *w, floa
     size_t G = group_len(k, group, cols), ng = cols / G;
     float gscale = quant_gscale(k, bits, (double)rows * (double)cols);
 #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < rows; r++) {
-        for (size_t gi = 0; gi < ng; gi++) {
-            size_t si = r * ng + gi;
-            float sc = s[si];
-            const float *wr = w + r * cols + gi * G;
-            float *gr = g + r * cols + gi * G;
-            float acc = 0.0f, accz = 0.0f;
-            switch (k) {
-            case TRAIN_Q_BINARY:
-#pragma omp simd reduction(+ : acc)
-                for (size_t c = 0; c < G; c++) {
-                    acc += qf_binary_sign(wr[c]) * gr[c];
-                    gr[c] = qf_binary_dw(wr[c] / sc, gr[c]);
-                }
-                break;
-            case TRAIN_Q_TERNARY:
-            case TRAIN_Q_SEQ: {
-                float L, sh;
-                seq_params(k, &L, &sh);
-#pragma omp simd reduction(+ : acc)
-                for (size_t c = 0; c < G; c++) {
-                    float q = wr[c] / sc;
-                    int in = qf_seq_in(q);
-                    acc += gr[c] * qf_ds(qf_seq_level(qf_seq_code(q, L, sh), L, sh), q, in);
-                    gr[c] = in ? gr[c] : 0.0f;
-                }
-                break;
-            }
-            case TRAIN_Q_LSQ: {
-                float qn = qf_lsq_qn(bits), qp = qf_lsq_qp(bits);
-#pragma omp simd reduction(+ : acc)
-                for (size_t c = 0; c < G; c++) {
-                    float q = wr[c] / sc, code = qf_lsq_code(q, qn, qp);
-                    int in = qf_lsq_in(q, qn, qp);
-                    acc += gr[c] * qf_ds(code, q, in);
-                    gr[c] = in ? gr[c] : 0.0f;
-                }
-                break;
-            }
-            case TRAIN_Q_ASYM: {
-                float mx = qf_asym_max(bits), zr = qf_asym_zero(z[si], mx);
-#pragma omp simd reduction(+ : acc, accz)
-                for (size_t c = 0; c < G; c++) {
-                    float q = wr[c] / sc, pre = qf_asym_pre(q, zr);
-                    int in = qf_asym_in(pre, mx);
-                    acc += gr[c] * qf_ds(qf_asym_code(pre, mx) - zr, q, in);
-                    accz += qf_asym_dz(gr[c], sc, in);
-                    gr[c] = in ? gr[c] : 0.0f;
-                }
-                break;
-            }
-            default:
-                break;
-            }
-            ds[si] += acc * gscale;
-            if (dz) dz[si] += accz;
-        }
-    }
+    for (size_t r = 0; r < rows; r++) backward_row(k, bits, G, ng, cols, r, w, g, s, z, ds, dz, gscale);
+}
+
+void quant_backward_rows(train_quantizer k, int bits, int group, const float *w, float *g, size_t rows,
+                         size_t cols, const float *s, const float *z, float *ds, float *dz, const int32_t *list,
+                         size_t n)
+{
+    size_t G = group_len(k, group, cols), ng = cols / G;
+    float gscale = quant_gscale(k, bits, (double)rows * (double)cols);
+#pragma omp parallel for schedule(static)
+    for (size_t j = 0; j < n; j++) backward_row(k, bits, G, ng, cols, (size_t)list[j], w, g, s, z, ds, dz, gscale);
 }
 
 void quant_init(train_quantizer k, int bits, int group, const float *w, size_t rows, size_t cols,
