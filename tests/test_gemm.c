@@ -271,6 +271,89 @@ static void test_bf16_in_parallel(void)
     fprintf(stderr, "\n");
 }
 
+/* fp32 on the calling thread (attention's per-head products, train_gemm_f32_1t): the AVX-512
+ * kernel where the CPU has it, else train_gemm_f32. Both threads at once, each on its own C,
+ * agree with train_gemm_f32 as two fp32 kernels do, and with each other bit for bit (one sum
+ * per element, whatever the thread); beta 0 does not read C; the columns past N are left alone. */
+static void test_f32_in_parallel(void)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const shape *s = &cases[i];
+        size_t na = (size_t)(s->tA ? s->K : s->M) * s->lda, nb = (size_t)(s->tB ? s->N : s->K) * s->ldb;
+        size_t nc = (size_t)s->M * s->ldc;
+        float *A = fill(na), *B = fill(nb), *c0 = fill(nc), *ref = malloc(nc * 4), *out[2] = {malloc(nc * 4), malloc(nc * 4)};
+        CU_ASSERT_FATAL(A && B && c0 && ref && out[0] && out[1]);
+        if (s->beta == 0.0f)
+            for (size_t j = 0; j < nc; j += 3) c0[j] = NAN;
+        run(train_gemm_f32, s, A, B, c0, ref);
+        int inpar[2] = {0, 0};
+#pragma omp parallel num_threads(2)
+        {
+            int t = omp_get_thread_num();
+            if (t < 2) {
+                inpar[t] = omp_in_parallel();
+                run(train_gemm_f32_1t, s, A, B, c0, out[t]);
+            }
+        }
+        double rel = max_rel(out[0], ref, s);
+        fprintf(stderr, "[%d%d %dx%dx%d] in parallel: f32_1t vs f32 %.2e; ", s->tA, s->tB, s->M, s->N, s->K, rel);
+        CU_ASSERT(rel <= F32_AGREE_REL);
+        CU_ASSERT(inpar[0] && inpar[1]);
+        CU_ASSERT_EQUAL(memcmp(out[0], out[1], nc * 4), 0);
+        for (int r = 0; r < s->M; r++)
+            for (int j = s->N; j < s->ldc; j++)
+                CU_ASSERT(memcmp(&out[0][(size_t)r * s->ldc + j], &c0[(size_t)r * s->ldc + j], 4) == 0);
+        free(A), free(B), free(c0), free(ref), free(out[0]), free(out[1]);
+    }
+    fprintf(stderr, "\n");
+}
+
+/* Attention's causal products (train_gemm_f32_1t_causal, diag = the chunk's first row r0):
+ * with the score matrix S zero for j > i + r0, S V (0,0) and S^T Y (1,0) are the whole
+ * products bit for bit (the skipped terms are +-0), and S = Q K^T (0,1) is where j <= i + r0;
+ * the FLOPs returned are fewer than 2 M N K where the AVX-512 kernel runs, and 2 M N K (the
+ * whole product) or fewer otherwise. Rows 64 (a chunk) and 37 (a short one), keys past 128. */
+static void test_f32_causal(void)
+{
+    const int r0s[2] = {128, 3}, rowss[2] = {64, 37}, hd = 40;
+    for (int c = 0; c < 2; c++) {
+        int r0 = r0s[c], rows = rowss[c], keys = r0 + rows, ld = keys + 5;
+        float *S = fill((size_t)rows * ld), *V = fill((size_t)keys * 48), *Y = fill((size_t)rows * 48);
+        float *full = malloc((size_t)keys * 48 * 4), *cz = malloc((size_t)keys * 48 * 4);
+        float *Cs = malloc((size_t)rows * ld * 4), *Cf = malloc((size_t)rows * ld * 4);
+        CU_ASSERT_FATAL(S && V && Y && full && cz && Cs && Cf);
+        for (int i = 0; i < rows; i++)
+            for (int j = i + r0 + 1; j < keys; j++) S[(size_t)i * ld + j] = 0.0f;
+        uint64_t all = 2ull * rows * keys * hd, got;
+        /* (0,0): C[rows, hd] = S V */
+        for (size_t j = 0; j < (size_t)keys * 48; j++) full[j] = cz[j] = 0.5f;
+        train_gemm_f32_1t(0, 0, rows, hd, keys, 1.0f, S, ld, V, 48, 0.0f, full, 48);
+        got = train_gemm_f32_1t_causal(0, 0, rows, hd, keys, 1.0f, S, ld, V, 48, 0.0f, cz, 48, r0);
+        CU_ASSERT_EQUAL(memcmp(full, cz, (size_t)rows * 48 * 4), 0);
+        CU_ASSERT(got > 0 && got <= all);
+        /* (1,0): C[keys, hd] += S^T Y */
+        for (size_t j = 0; j < (size_t)keys * 48; j++) full[j] = cz[j] = 0.5f;
+        train_gemm_f32_1t(1, 0, keys, hd, rows, 1.0f, S, ld, Y, 48, 1.0f, full, 48);
+        got = train_gemm_f32_1t_causal(1, 0, keys, hd, rows, 1.0f, S, ld, Y, 48, 1.0f, cz, 48, r0);
+        CU_ASSERT_EQUAL(memcmp(full, cz, (size_t)keys * 48 * 4), 0);
+        CU_ASSERT(got > 0 && got <= all);
+        /* (0,1): C[rows, keys] = Q K^T (Q = Y's rows, K = V's), where j <= i + r0 */
+        train_gemm_f32_1t(0, 1, rows, keys, hd, 0.125f, Y, 48, V, 48, 0.0f, Cf, ld);
+        uint64_t g01 = train_gemm_f32_1t_causal(0, 1, rows, keys, hd, 0.125f, Y, 48, V, 48, 0.0f, Cs, ld, r0);
+        int same = 1;
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j <= i + r0; j++) same &= memcmp(&Cf[(size_t)i * ld + j], &Cs[(size_t)i * ld + j], 4) == 0;
+        CU_ASSERT(same);
+        CU_ASSERT(g01 > 0 && g01 <= all);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        if (__builtin_cpu_supports("avx512f")) CU_ASSERT(g01 < all && got < all);
+#endif
+        fprintf(stderr, "[rows %d keys %d] causal FLOPs %.3f of the whole (0,1); ", rows, keys, (double)g01 / all);
+        free(S), free(V), free(Y), free(full), free(cz), free(Cs), free(Cf);
+    }
+    fprintf(stderr, "\n");
+}
+
 static void test_bf16_rounding(void)
 {
     struct { uint32_t in, out; } v[] = {
@@ -336,6 +419,8 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_bf16_products);
     TU_ADD(s, test_bf16_reuse);
     TU_ADD(s, test_bf16_in_parallel);
+    TU_ADD(s, test_f32_in_parallel);
+    TU_ADD(s, test_f32_causal);
     TU_ADD(s, test_bf16_keep);
     TU_ADD(s, test_bf16_rounding);
 }

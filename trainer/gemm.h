@@ -6,6 +6,7 @@
 #ifndef TRAIN_GEMM_H
 #define TRAIN_GEMM_H
 
+#include <stdint.h>
 #include <stddef.h>
 
 #include "qp.h"
@@ -34,6 +35,21 @@ void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
 /* Always fp32, on the current kernel; safe inside parallel regions (one thread each). */
 void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* fp32 on the calling thread whether or not inside a parallel region (attention's per-head
+ * products): a register-blocked AVX-512 kernel where the CPU has it (checked at run time;
+ * gemm_f32.c), else train_gemm_f32. Each element of C one sum in k order (in blocks of 128 k
+ * when B is transposed and K is longer), the same bits on any thread. */
+void train_gemm_f32_1t(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc);
+/* train_gemm_f32_1t for attention's causal products (diag >= 0; -1: none), where the score
+ * matrix S (rows i, keys j) is zero for j > i + diag: (0,1) C is S and only its entries with
+ * j <= i + diag are wanted (others, in blocks, may be left unwritten); (0,0) A is S; (1,0) A is
+ * S, so op(A)[i][k] == 0 for k < i - diag. The AVX-512 kernel skips the blocks of zero terms
+ * (their sums unchanged, as adding +-0 to a sum leaves it; inf or NaN in the other operand are
+ * not carried into those entries); the fallback multiplies whole. Returns the FLOPs issued
+ * (2 x rows x columns x k of each block computed). */
+uint64_t train_gemm_f32_1t_causal(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                                  int lda, const float *B, int ldb, float beta, float *C, int ldc, int diag);
 /* Always bf16 inputs, fp32 accumulation: oneDNN's bf16 matmul when it is the kernel (it
  * emulates bf16 where the CPU lacks it), else the fp32 kernel on bf16-rounded copies (the same
  * products, no speed-up). Inside a parallel region: train_gemm_bf16_1t, one thread each. */

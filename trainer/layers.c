@@ -67,13 +67,18 @@ static void layer_gemm(int ta, int tb, int M, int N, int K, float alpha, const f
 }
 
 /* Attention's per-head products (inside the OpenMP loop over heads, one thread each): bf16
- * inputs with fp32 accumulation under --precision bf16, as on CUDA, else fp32. Counted too. */
+ * inputs with fp32 accumulation under --precision bf16, as on CUDA, else fp32 on the calling
+ * thread's kernel (gemm.h), which skips the blocks the causal mask zeroes (diag: the chunk's
+ * first row; scores j > i + diag are zero). Counted as issued. */
 static void att_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-                     int ldb, float beta, float *C, int ldc)
+                     int ldb, float beta, float *C, int ldc, int diag)
 {
-    model_gemm_flops_add(2 * (uint64_t)M * (uint64_t)N * (uint64_t)K);
-    if (train_gemm_bf16_on()) train_gemm_bf16_1t(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else train_gemm_f32(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (train_gemm_bf16_on()) {
+        model_gemm_flops_add(2 * (uint64_t)M * (uint64_t)N * (uint64_t)K);
+        train_gemm_bf16_1t(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    } else {
+        model_gemm_flops_add(train_gemm_f32_1t_causal(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, diag));
+    }
 }
 
 /* out[N, R] = inp[N, C] @ w[R, C]^T */
@@ -336,7 +341,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
             for (int r0 = 0; r0 < T; r0 += ATT_CHUNK) {
                 int rows = T - r0 < ATT_CHUNK ? T - r0 : ATT_CHUNK, keys = r0 + rows;
                 att_gemm(0, 1, rows, keys, hd, scale,
-                           q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T);
+                           q + (size_t)r0 * QKV, QKV, k, QKV, 0.0f, P + (size_t)r0 * T, T, r0);
                 for (int t = r0; t < keys; t++) {
                     float *row = P + (size_t)t * T;
                     float mx = row[0];
@@ -352,7 +357,7 @@ void layer_attention_forward(float *out, float *att, const float *qkv, int B, in
                     for (int t2 = t + 1; t2 < T; t2++) row[t2] = 0.0f;
                 }
                 att_gemm(0, 0, rows, hd, keys, 1.0f,
-                           P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D);
+                           P + (size_t)r0 * T, T, v, QKV, 0.0f, out + ((size_t)b * T + r0) * D + h * hd, D, r0);
             }
         }
     openblas_set_num_threads(nt);
@@ -391,9 +396,9 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                         float *dSc = dS + (size_t)r0 * T;
                         /* dP = dY V^T; dV += P^T dY */
                         att_gemm(0, 1, rows, keys, hd, 1.0f, dyc,
-                                   D, v, QKV, 0.0f, dSc, T);
+                                   D, v, QKV, 0.0f, dSc, T, r0);
                         att_gemm(1, 0, keys, hd, rows, 1.0f, Pc, T,
-                                   dyc, D, 1.0f, dv, QKV);
+                                   dyc, D, 1.0f, dv, QKV, r0);
                         /* softmax backward: dS = P (dP - sum(P dP)) * scale, 0 above the diagonal */
                         for (int t = r0; t < keys; t++) {
                             const float *pr = P + (size_t)t * T;
@@ -405,9 +410,9 @@ void layer_attention_backward(float *dqkv, const float *dout, const float *att, 
                         }
                         /* dQ += dS K; dK += dS^T Q */
                         att_gemm(0, 0, rows, hd, keys, 1.0f, dSc,
-                                   T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV);
+                                   T, k, QKV, 1.0f, dq + (size_t)r0 * QKV, QKV, r0);
                         att_gemm(1, 0, keys, hd, rows, 1.0f, dSc,
-                                   T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV);
+                                   T, q + (size_t)r0 * QKV, QKV, 1.0f, dk, QKV, r0);
                     }
                 }
             }
