@@ -320,8 +320,8 @@ void layer_rope(float *qkv, const float *cos_t, const float *sin_t, int B, int T
 
 /* Causal multi-head attention with grouped KV heads. att: [B, H, T, T] probabilities
  * (zero above the diagonal). out: [N, H*hd]. Each (batch, head) is a few small matrix
- * products: they run single-threaded inside BLAS, in parallel over (batch, head) with OpenMP,
- * which beats both hand loops and threading each small product. */
+ * products: each runs on its thread's kernel (att_gemm), in parallel over (batch, head) with
+ * OpenMP, which beats threading each small product. */
 void layer_attention_forward(float *out, float *att, const float *qkv, int B, int T, int H,
                              int Hkv, int hd)
 {
