@@ -221,11 +221,7 @@ static void test_resume_bit_identical(void)
     CU_ASSERT(a.loss_ptq == b.loss_ptq);
     CU_ASSERT(a.blockap_mse == b.blockap_mse);
     CU_ASSERT(a.flops_blockap == b.flops_blockap && a.flops_e2eqp == b.flops_e2eqp);
-    size_t na, nb;
-    char *x = tu_read(tu_path("ra.st"), &na), *y = tu_read(tu_path("rb.st"), &nb);
-    CU_ASSERT(x && y && na == nb && !memcmp(x, y, na));
-    free(x);
-    free(y);
+    CU_ASSERT(tu_same_file(tu_path("ra.st"), tu_path("rb.st")));
 }
 
 /* E2E-QP's memory (spec Q4): its record's state bytes are full QAT's on the same model and
@@ -270,11 +266,7 @@ static void test_e2e_lean_resume(void)
              tu_path("fp.st"), LRS, tu_path("lb.state"), tu_path("lb.st"));
     CU_ASSERT_EQUAL_FATAL(run(o, "lb.jsonl", &b, NULL), 0);
     CU_ASSERT(a.loss == b.loss && a.train_state_bytes_e2eqp < b.train_state_bytes_e2eqp); /* b: with --state */
-    size_t na, nb;
-    char *x = tu_read(tu_path("la.st"), &na), *y = tu_read(tu_path("lb.st"), &nb);
-    CU_ASSERT(x && y && na == nb && !memcmp(x, y, na));
-    free(x);
-    free(y);
+    CU_ASSERT(tu_same_file(tu_path("la.st"), tu_path("lb.st")));
 }
 
 static void test_refusals(void)

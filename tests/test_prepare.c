@@ -173,16 +173,6 @@ static unsigned char *bytes(const char *p, size_t *n)
     return (unsigned char *)t;
 }
 
-static int same_file(const char *a, const char *b)
-{
-    size_t na, nb;
-    unsigned char *x = bytes(a, &na), *y = bytes(b, &nb);
-    int same = x && y && na == nb && !memcmp(x, y, na);
-    free(x);
-    free(y);
-    return same;
-}
-
 static void test_deterministic_for_a_seed(void)
 {
     qp_error err = {0};
@@ -193,8 +183,8 @@ static void test_deterministic_for_a_seed(void)
     o.seed = 7;
     CU_ASSERT_EQUAL_FATAL(data_prepare(tu_path("d1"), inputs, NDOC, &o, NULL, &err), QP_OK);
     CU_ASSERT_EQUAL_FATAL(data_prepare(tu_path("d2"), inputs, NDOC, &o, NULL, &err), QP_OK);
-    CU_ASSERT(same_file(tu_path("d1.train.tok"), tu_path("d2.train.tok")));
-    CU_ASSERT(same_file(tu_path("d1.val.tok"), tu_path("d2.val.tok")));
+    CU_ASSERT(tu_same_file(tu_path("d1.train.tok"), tu_path("d2.train.tok")));
+    CU_ASSERT(tu_same_file(tu_path("d1.val.tok"), tu_path("d2.val.tok")));
     /* The manifest names its token files, so compare it across two runs to one prefix. */
     size_t n1, n2;
     unsigned char *m1 = bytes(tu_path("d1.manifest.json"), &n1);
@@ -208,7 +198,7 @@ static void test_deterministic_for_a_seed(void)
     for (uint64_t s = 8; s < 16 && !differs; s++) {
         o.seed = s;
         CU_ASSERT_EQUAL_FATAL(data_prepare(tu_path("d3"), inputs, NDOC, &o, NULL, &err), QP_OK);
-        differs = !same_file(tu_path("d1.val.tok"), tu_path("d3.val.tok"));
+        differs = !tu_same_file(tu_path("d1.val.tok"), tu_path("d3.val.tok"));
     }
     CU_ASSERT(differs);
 }

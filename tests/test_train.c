@@ -630,11 +630,7 @@ static void test_sigkill_resume(void)
     free(err);
     CU_ASSERT_EQUAL(count_records(runs), 1);
     /* the checkpoint written from the finished state is the uninterrupted run's */
-    size_t n1, n2;
-    char *c1 = tu_read(tu_path("kill_a.safetensors"), &n1), *c2 = tu_read(tu_path("kill_b.safetensors"), &n2);
-    CU_ASSERT(c1 && c2 && n1 == n2 && !memcmp(c1, c2, n1));
-    free(c1);
-    free(c2);
+    CU_ASSERT(tu_same_file(tu_path("kill_a.safetensors"), tu_path("kill_b.safetensors")));
     /* a runs file without the record (killed between the final state and the append) gets it once */
     CU_ASSERT_EQUAL(run_train(opts, tu_path("kill_c.jsonl"), &b, NULL), 0);
     CU_ASSERT_EQUAL(run_train(opts, tu_path("kill_c.jsonl"), NULL, NULL), 0);

@@ -48,6 +48,16 @@ char *tu_read(const char *path, size_t *len)
     return b;
 }
 
+int tu_same_file(const char *a, const char *b)
+{
+    size_t na = 0, nb = 0;
+    char *x = tu_read(a, &na), *y = tu_read(b, &nb);
+    int same = x && y && na == nb && !memcmp(x, y, na);
+    free(x);
+    free(y);
+    return same;
+}
+
 int tu_run_qatplan(const char *args, char **out, char **err)
 {
     char cmd[16384];

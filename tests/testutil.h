@@ -14,6 +14,8 @@ void tu_write(const char *path, const char *text);
 /* Read a whole file, NUL-terminated (malloc'ed; NULL if it cannot be opened); its length in
  * bytes in *len unless len is NULL. */
 char *tu_read(const char *path, size_t *len);
+/* 1 when both files can be read and hold the same bytes. */
+int tu_same_file(const char *a, const char *b);
 /* Run `qatplan ARGS` through /bin/sh, capture stdout and stderr (malloc'ed, may be NULL
  * arguments to ignore), return the exit status (-1 if it did not exit normally). */
 int tu_run_qatplan(const char *args, char **out, char **err);
