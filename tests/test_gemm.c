@@ -66,6 +66,36 @@ static void run(gemm_fn f, const shape *s, const float *A, const float *B, const
     f(s->tA, s->tB, s->M, s->N, s->K, s->alpha, A, s->lda, B, s->ldb, s->beta, out, s->ldc);
 }
 
+/* A case's operands, filled: A, B and the starting C. nan_c: where beta is 0, every third
+ * element of C is NaN, so that a kernel reading C (it must not) shows in the result. */
+typedef struct {
+    float *A, *B, *c0;
+    size_t na, nb, nc;
+} operands;
+
+static operands operands_make(const shape *s, int nan_c)
+{
+    operands o;
+    o.na = (size_t)(s->tA ? s->K : s->M) * s->lda;
+    o.nb = (size_t)(s->tB ? s->N : s->K) * s->ldb;
+    o.nc = (size_t)s->M * s->ldc;
+    o.A = fill(o.na), o.B = fill(o.nb), o.c0 = fill(o.nc);
+    CU_ASSERT_FATAL(o.A && o.B && o.c0);
+    if (nan_c && s->beta == 0.0f)
+        for (size_t j = 0; j < o.nc; j += 3) o.c0[j] = NAN;
+    return o;
+}
+
+static void operands_free(operands *o) { free(o->A), free(o->B), free(o->c0); }
+
+/* The columns past N in each row of C (ldc > N) are left alone, bit for bit. */
+static void assert_tail_untouched(const shape *s, const float *out, const float *c0)
+{
+    for (int r = 0; r < s->M; r++)
+        for (int j = s->N; j < s->ldc; j++)
+            CU_ASSERT(memcmp(&out[(size_t)r * s->ldc + j], &c0[(size_t)r * s->ldc + j], sizeof *out) == 0);
+}
+
 static void round_copy(float *out, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++) out[i] = train_bf16_round(x[i]);
@@ -74,11 +104,11 @@ static void round_copy(float *out, const float *x, size_t n)
 /* checks one case; dnn: compare the oneDNN and OpenBLAS fp32 kernels */
 static void check_case(const shape *s, int dnn)
 {
-    size_t na = (size_t)(s->tA ? s->K : s->M) * s->lda, nb = (size_t)(s->tB ? s->N : s->K) * s->ldb;
-    size_t nc = (size_t)s->M * s->ldc;
-    float *A = fill(na), *B = fill(nb), *c0 = fill(nc), *r1 = malloc(nc * 4), *r2 = malloc(nc * 4);
-    float *Ar = malloc(na * 4), *Br = malloc(nb * 4);
-    CU_ASSERT_FATAL(A && B && c0 && r1 && r2 && Ar && Br);
+    operands o = operands_make(s, 0);
+    const float *A = o.A, *B = o.B, *c0 = o.c0;
+    size_t na = o.na, nb = o.nb, nc = o.nc;
+    float *r1 = malloc(nc * 4), *r2 = malloc(nc * 4), *Ar = malloc(na * 4), *Br = malloc(nb * 4);
+    CU_ASSERT_FATAL(r1 && r2 && Ar && Br);
     qp_error err;
     if (dnn) {
         CU_ASSERT_EQUAL_FATAL(train_gemm_set_kernel(TRAIN_GEMM_OPENBLAS, &err), QP_OK);
@@ -107,10 +137,9 @@ static void check_case(const shape *s, int dnn)
         train_gemm_set_bf16(0);
         CU_ASSERT(max_rel(r1, r2, s) <= BF16_SAME_REL);
     }
-    /* the columns past N in each row of C (ldc > N) are left alone */
-    for (int i = 0; i < s->M; i++)
-        for (int j = s->N; j < s->ldc; j++) CU_ASSERT_EQUAL(r2[(size_t)i * s->ldc + j], c0[(size_t)i * s->ldc + j]);
-    free(A), free(B), free(c0), free(r1), free(r2), free(Ar), free(Br);
+    assert_tail_untouched(s, r2, c0);
+    operands_free(&o);
+    free(r1), free(r2), free(Ar), free(Br);
 }
 
 static void test_onednn_agrees_with_openblas(void)
@@ -228,12 +257,11 @@ static void test_bf16_in_parallel(void)
 {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const shape *s = &cases[i];
-        size_t na = (size_t)(s->tA ? s->K : s->M) * s->lda, nb = (size_t)(s->tB ? s->N : s->K) * s->ldb;
-        size_t nc = (size_t)s->M * s->ldc;
-        float *A = fill(na), *B = fill(nb), *c0 = fill(nc), *ref = malloc(nc * 4), *out[2] = {malloc(nc * 4), malloc(nc * 4)};
-        CU_ASSERT_FATAL(A && B && c0 && ref && out[0] && out[1]);
-        if (s->beta == 0.0f)
-            for (size_t j = 0; j < nc; j += 3) c0[j] = NAN;
+        operands o = operands_make(s, 1);
+        const float *A = o.A, *B = o.B, *c0 = o.c0;
+        size_t na = o.na, nb = o.nb, nc = o.nc;
+        float *ref = malloc(nc * 4), *out[2] = {malloc(nc * 4), malloc(nc * 4)};
+        CU_ASSERT_FATAL(ref && out[0] && out[1]);
         float *Ar = malloc(na * 4), *Br = malloc(nb * 4);
         CU_ASSERT_FATAL(Ar && Br);
         round_copy(Ar, A, na);
@@ -262,11 +290,10 @@ static void test_bf16_in_parallel(void)
             if (t == 0)
                 fprintf(stderr, "[%d%d %dx%dx%d] in parallel: bf16 vs rounded fp32 %.2e; ", s->tA, s->tB, s->M,
                         s->N, s->K, rel);
-            for (int r = 0; r < s->M; r++)
-                for (int j = s->N; j < s->ldc; j++)
-                    CU_ASSERT(memcmp(&out[t][(size_t)r * s->ldc + j], &c0[(size_t)r * s->ldc + j], 4) == 0);
+            assert_tail_untouched(s, out[t], c0);
         }
-        free(A), free(B), free(c0), free(ref), free(out[0]), free(out[1]), free(Ar), free(Br);
+        operands_free(&o);
+        free(ref), free(out[0]), free(out[1]), free(Ar), free(Br);
     }
     fprintf(stderr, "\n");
 }
@@ -279,12 +306,11 @@ static void test_f32_in_parallel(void)
 {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const shape *s = &cases[i];
-        size_t na = (size_t)(s->tA ? s->K : s->M) * s->lda, nb = (size_t)(s->tB ? s->N : s->K) * s->ldb;
-        size_t nc = (size_t)s->M * s->ldc;
-        float *A = fill(na), *B = fill(nb), *c0 = fill(nc), *ref = malloc(nc * 4), *out[2] = {malloc(nc * 4), malloc(nc * 4)};
-        CU_ASSERT_FATAL(A && B && c0 && ref && out[0] && out[1]);
-        if (s->beta == 0.0f)
-            for (size_t j = 0; j < nc; j += 3) c0[j] = NAN;
+        operands o = operands_make(s, 1);
+        const float *A = o.A, *B = o.B, *c0 = o.c0;
+        size_t nc = o.nc;
+        float *ref = malloc(nc * 4), *out[2] = {malloc(nc * 4), malloc(nc * 4)};
+        CU_ASSERT_FATAL(ref && out[0] && out[1]);
         run(train_gemm_f32, s, A, B, c0, ref);
         int inpar[2] = {0, 0};
 #pragma omp parallel num_threads(2)
@@ -300,10 +326,9 @@ static void test_f32_in_parallel(void)
         CU_ASSERT(rel <= F32_AGREE_REL);
         CU_ASSERT(inpar[0] && inpar[1]);
         CU_ASSERT_EQUAL(memcmp(out[0], out[1], nc * 4), 0);
-        for (int r = 0; r < s->M; r++)
-            for (int j = s->N; j < s->ldc; j++)
-                CU_ASSERT(memcmp(&out[0][(size_t)r * s->ldc + j], &c0[(size_t)r * s->ldc + j], 4) == 0);
-        free(A), free(B), free(c0), free(ref), free(out[0]), free(out[1]);
+        assert_tail_untouched(s, out[0], c0);
+        operands_free(&o);
+        free(ref), free(out[0]), free(out[1]);
     }
     fprintf(stderr, "\n");
 }
