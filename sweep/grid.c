@@ -781,7 +781,8 @@ qp_status sweep_point_args(const sweep_grid *g, const sweep_point *p, const char
     if (isfinite(point_lr(g, p))) OPT("--lr", "%.6g", point_lr(g, p));
     OPT("--seed", "%llu", (unsigned long long)p->seed);
     OPT("--threads", "%d", threads > 0 ? threads : 1);
-    if (sweep_point_qat_lr_ratio(g, p) != 1) OPT("--qat-lr", "%.6g", sweep_point_qat_lr_ratio(g, p) * point_lr(g, p));
+    double qat_lr_ratio = sweep_point_qat_lr_ratio(g, p);
+    if (qat_lr_ratio != 1) OPT("--qat-lr", "%.6g", qat_lr_ratio * point_lr(g, p));
     for (int i = 0; i < g->n_args; i++) ADD(g->args[i]); /* checked when the grid was read */
     for (int i = 0; p->method && i < g->methods[p->method - 1].n_args; i++) ADD(g->methods[p->method - 1].args[i]);
     if (g->init[0] && !data_bits_is_fp(p->bits)) {
