@@ -27,7 +27,11 @@ FRACS = (0.1, 0.25, 0.45, 0.7)
 
 def read_runs(path):
     runs = []
-    with open(path) as f:
+    try:
+        f = open(path)
+    except OSError as e:
+        sys.exit(f"{path}: cannot read the run records: {e.strerror}; give the sweep's RUNS.jsonl")
+    with f:
         for line in f:
             try:
                 r = json.loads(line)
