@@ -260,11 +260,19 @@ static qp_status add_slurm_arg(const char **args, size_t *n, size_t max, const c
     return QP_OK;
 }
 
-int cmd_sweep(int argc, char **argv)
+/* What the command line asked for, before the grid is read. */
+typedef struct {
+    sweep_options o;
+    sweep_slurm_options so;
+    const char *sargs[64];
+    const char *emit, *script, *law, *report, *grid_path;
+    int dry, refit_only, quiet, form_given, help;
+} sweep_cli;
+
+static qp_status sweep_parse_args(int argc, char **argv, sweep_cli *a, qp_error *err)
 {
     enum { O_JOBS = 256, O_THREADS, O_REFIT, O_LAW, O_REPORT, O_FORM, O_NOFIT, O_TIMEOUT, O_PROGRESS, O_NOSTATE, O_DRY, O_ONLY,
            O_REFIT_ONLY, O_EMIT, O_SCRIPT, O_SCPUS, O_STIME, O_SPART, O_SMAX, O_TRAIN, O_FIT, O_SARG, O_ONLY_TRUNK };
-    enum { MAX_SARGS = 64 };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},  {"jobs", required_argument, 0, O_JOBS},
         {"threads", required_argument, 0, O_THREADS}, {"refit-every", required_argument, 0, O_REFIT},
@@ -282,114 +290,119 @@ int cmd_sweep(int argc, char **argv)
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0},
     };
-    sweep_options o;
-    sweep_options_init(&o);
-    o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
-    o.fit_cmd = getenv("QP_SWEEP_FIT_CMD");
-    if (o.train_cmd && !o.train_cmd[0]) o.train_cmd = NULL;
-    if (o.fit_cmd && !o.fit_cmd[0]) o.fit_cmd = NULL;
-    qp_error err = {0};
+    sweep_options *o = &a->o;
+    sweep_slurm_options *so = &a->so;
     qp_status st = QP_OK;
-    int dry = 0, refit_only = 0, quiet = 0, form_given = 0;
     long v;
-    const char *emit = NULL, *script = NULL, *law = NULL, *report = NULL;
-    sweep_slurm_options so = {0};
-    so.cpus_per_task = 2;
-    const char *sargs[MAX_SARGS];
-    so.sbatch_args = sargs;
     optind = 1;
     opterr = 0;
     int c;
-    while (!st && (c = getopt_long(argc, argv, ":o:qh", opts, NULL)) != -1) {
+    while (!st && !a->help && (c = getopt_long(argc, argv, ":o:qh", opts, NULL)) != -1) {
         switch (c) {
-        case 'o': o.runs_path = optarg; break;
-        case O_JOBS: st = qp_parse_long(optarg, "--jobs", 1, 1024, &v, &err); o.jobs = (int)v; break;
-        case O_THREADS: st = parse_threads(optarg, "--threads", &o.threads, &err); break;
-        case O_REFIT: st = qp_parse_long(optarg, "--refit-every", 0, LONG_MAX, &v, &err); o.refit_every = (int)(v > 1 << 30 ? 1 << 30 : v); break;
-        case O_LAW: law = optarg; break;
-        case O_REPORT: report = optarg; break;
-        case O_FORM: st = parse_fit_form(optarg, &o.fit_form, &err), form_given = 1; break;
-        case O_NOFIT: o.fit = 0; break;
-        case O_TIMEOUT: st = qp_parse_real(optarg, "--run-timeout (seconds)", 1e-3, 1e9, &o.run_timeout, &err); break;
+        case 'o': o->runs_path = optarg; break;
+        case O_JOBS: st = qp_parse_long(optarg, "--jobs", 1, 1024, &v, err); o->jobs = (int)v; break;
+        case O_THREADS: st = parse_threads(optarg, "--threads", &o->threads, err); break;
+        case O_REFIT: st = qp_parse_long(optarg, "--refit-every", 0, LONG_MAX, &v, err); o->refit_every = (int)(v > 1 << 30 ? 1 << 30 : v); break;
+        case O_LAW: a->law = optarg; break;
+        case O_REPORT: a->report = optarg; break;
+        case O_FORM: st = parse_fit_form(optarg, &o->fit_form, err), a->form_given = 1; break;
+        case O_NOFIT: o->fit = 0; break;
+        case O_TIMEOUT: st = qp_parse_real(optarg, "--run-timeout (seconds)", 1e-3, 1e9, &o->run_timeout, err); break;
         case O_PROGRESS:
-            st = qp_parse_real(optarg, "--progress-every (seconds)", 0, 1e9, &o.progress_every, &err);
-            so.progress_every = optarg; /* parsed: a plain number, safe in the script */
+            st = qp_parse_real(optarg, "--progress-every (seconds)", 0, 1e9, &o->progress_every, err);
+            so->progress_every = optarg; /* parsed: a plain number, safe in the script */
             break;
-        case O_NOSTATE: o.use_state = 0; break;
-        case O_DRY: dry = 1; break;
-        case O_ONLY: st = qp_parse_long(optarg, "--only-index", 0, 1L << 30, &o.only_index, &err); break;
-        case O_ONLY_TRUNK: st = qp_parse_long(optarg, "--only-trunk", 0, 1L << 30, &o.only_trunk, &err); break;
-        case O_REFIT_ONLY: refit_only = 1; break;
+        case O_NOSTATE: o->use_state = 0; break;
+        case O_DRY: a->dry = 1; break;
+        case O_ONLY: st = qp_parse_long(optarg, "--only-index", 0, 1L << 30, &o->only_index, err); break;
+        case O_ONLY_TRUNK: st = qp_parse_long(optarg, "--only-trunk", 0, 1L << 30, &o->only_trunk, err); break;
+        case O_REFIT_ONLY: a->refit_only = 1; break;
         case O_EMIT:
-            emit = optarg;
-            if (strcmp(emit, "slurm")) st = qp_fail(&err, QP_ERR_USAGE, "--emit %s: only 'slurm' is supported", emit);
+            a->emit = optarg;
+            if (strcmp(a->emit, "slurm")) st = qp_fail(err, QP_ERR_USAGE, "--emit %s: only 'slurm' is supported", a->emit);
             break;
-        case O_SCRIPT: script = optarg; break;
-        case O_SCPUS: st = parse_threads(optarg, "--slurm-cpus", &so.cpus_per_task, &err); break;
-        case O_STIME: so.time_limit = optarg; break;
-        case O_SPART: so.partition = optarg; break;
-        case O_SMAX: st = qp_parse_long(optarg, "--slurm-max-parallel", 1, 1 << 20, &v, &err); so.max_parallel = (int)v; break;
-        case O_TRAIN: o.train_cmd = optarg[0] ? optarg : NULL; break;
-        case O_FIT: o.fit_cmd = optarg[0] ? optarg : NULL; break;
-        case O_SARG: st = add_slurm_arg(sargs, &so.n_sbatch_args, MAX_SARGS, optarg, &err); break;
-        case 'q': quiet = 1; break;
-        case 'h': sweep_help(stdout); return 0;
-        case ':': st = qp_fail(&err, QP_ERR_USAGE, "option '%s' needs a value: see 'qatplan sweep --help'", argv[optind - 1]); break;
-        default: st = qp_fail(&err, QP_ERR_USAGE, "unknown option '%s': see 'qatplan sweep --help'", argv[optind - 1]); break;
+        case O_SCRIPT: a->script = optarg; break;
+        case O_SCPUS: st = parse_threads(optarg, "--slurm-cpus", &so->cpus_per_task, err); break;
+        case O_STIME: so->time_limit = optarg; break;
+        case O_SPART: so->partition = optarg; break;
+        case O_SMAX: st = qp_parse_long(optarg, "--slurm-max-parallel", 1, 1 << 20, &v, err); so->max_parallel = (int)v; break;
+        case O_TRAIN: o->train_cmd = optarg[0] ? optarg : NULL; break;
+        case O_FIT: o->fit_cmd = optarg[0] ? optarg : NULL; break;
+        case O_SARG: st = add_slurm_arg(a->sargs, &so->n_sbatch_args, sizeof a->sargs / sizeof a->sargs[0], optarg, err); break;
+        case 'q': a->quiet = 1; break;
+        case 'h': a->help = 1; break;
+        case ':': st = qp_fail(err, QP_ERR_USAGE, "option '%s' needs a value: see 'qatplan sweep --help'", argv[optind - 1]); break;
+        default: st = qp_fail(err, QP_ERR_USAGE, "unknown option '%s': see 'qatplan sweep --help'", argv[optind - 1]); break;
         }
     }
-    if (st) return cli_report(st, &err);
-    if (optind >= argc) return cli_report(qp_fail(&err, QP_ERR_USAGE, "no grid: give GRID.json (format in docs/sweep.md)"), &err);
-    if (optind + 1 < argc)
-        return cli_report(qp_fail(&err, QP_ERR_USAGE, "unexpected argument '%s': give one grid file", argv[optind + 1]), &err);
-    const char *grid_path = argv[optind];
-    if (!o.runs_path) return cli_report(qp_fail(&err, QP_ERR_USAGE, "no results file: give -o RUNS.jsonl"), &err);
-    if (refit_only + dry + (emit != NULL) + 0 > 1)
-        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--dry-run, --refit-only and --emit exclude each other"), &err);
-    if (refit_only && o.only_index >= 0)
-        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--refit-only and --only-index exclude each other"), &err);
-    if (o.only_trunk >= 0 && (o.only_index >= 0 || refit_only))
-        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--only-trunk excludes --only-index and --refit-only"), &err);
+    if (st || a->help) return st;
+    if (optind >= argc) return qp_fail(err, QP_ERR_USAGE, "no grid: give GRID.json (format in docs/sweep.md)");
+    if (optind + 1 < argc) return qp_fail(err, QP_ERR_USAGE, "unexpected argument '%s': give one grid file", argv[optind + 1]);
+    a->grid_path = argv[optind];
+    if (!o->runs_path) return qp_fail(err, QP_ERR_USAGE, "no results file: give -o RUNS.jsonl");
+    if (a->refit_only + a->dry + (a->emit != NULL) > 1)
+        return qp_fail(err, QP_ERR_USAGE, "--dry-run, --refit-only and --emit exclude each other");
+    if (a->refit_only && o->only_index >= 0)
+        return qp_fail(err, QP_ERR_USAGE, "--refit-only and --only-index exclude each other");
+    if (o->only_trunk >= 0 && (o->only_index >= 0 || a->refit_only))
+        return qp_fail(err, QP_ERR_USAGE, "--only-trunk excludes --only-index and --refit-only");
+    return QP_OK;
+}
 
-    char *law_d = law ? NULL : derived(o.runs_path, ".law.json");
-    char *rep_d = report ? NULL : derived(o.runs_path, ".report.txt");
-    o.law_out = law ? law : law_d;
-    o.report_path = report ? report : rep_d;
-    sweep_grid g;
-    if ((o.law_out && o.report_path &&
-         (st = check_paths(grid_path, &o, script, dry ? 'd' : emit ? 'e' : refit_only ? 'r' : 0, &err))) ||
-        (st = sweep_grid_read(grid_path, &g, &err))) {
-        free(law_d);
-        free(rep_d);
-        return cli_report(st, &err);
-    }
+/* The grid read and checked: a dry run, a Slurm script, a refit or the sweep itself. */
+static int sweep_dispatch(sweep_cli *a, sweep_grid *g, qp_error *err)
+{
+    sweep_options *o = &a->o;
     /* a refit needs no trainer; everything else needs one that can build the grid's models */
-    if (!refit_only && (st = sweep_grid_check_trainer(&g, o.train_cmd, &err))) {
-        free(law_d);
-        free(rep_d);
-        sweep_grid_free(&g);
-        return cli_report(st, &err);
-    }
-    if (!form_given && !g.has_quantized) o.fit_form = DATA_LAW_CHINCHILLA;
-    o.log = quiet ? NULL : stderr;
-    o.tty = !quiet && isatty(2);
-    int rc = 0;
-    if (!o.law_out || !o.report_path) {
-        rc = cli_report(qp_fail(&err, QP_ERR_NOMEM, "out of memory"), &err);
-    } else if (dry) {
-        rc = dry_run(&g, &o, &err);
-    } else if (emit) {
-        rc = emit_slurm(&g, &o, &so, grid_path, script, quiet, &err);
-    } else if (refit_only) {
+    qp_status st = a->refit_only ? QP_OK : sweep_grid_check_trainer(g, o->train_cmd, err);
+    if (st) return cli_report(st, err);
+    if (!a->form_given && !g->has_quantized) o->fit_form = DATA_LAW_CHINCHILLA;
+    o->log = a->quiet ? NULL : stderr;
+    o->tty = !a->quiet && isatty(2);
+    if (a->dry) return dry_run(g, o, err);
+    if (a->emit) return emit_slurm(g, o, &a->so, a->grid_path, a->script, a->quiet, err);
+    if (a->refit_only) {
         sweep_summary sum = {0};
-        st = sweep_refit(&g, &o, &sum, &err);
-        if (!st && !quiet) fprintf(stderr, "qatplan: wrote %s and %s\n", o.law_out, o.report_path);
+        st = sweep_refit(g, o, &sum, err);
+        if (!st && !a->quiet) fprintf(stderr, "qatplan: wrote %s and %s\n", o->law_out, o->report_path);
+        return cli_report(st, err);
+    }
+    return run_all(g, o, a->quiet, err);
+}
+
+int cmd_sweep(int argc, char **argv)
+{
+    sweep_cli a = {0};
+    sweep_options_init(&a.o);
+    a.o.train_cmd = getenv("QP_SWEEP_TRAIN_CMD");
+    a.o.fit_cmd = getenv("QP_SWEEP_FIT_CMD");
+    if (a.o.train_cmd && !a.o.train_cmd[0]) a.o.train_cmd = NULL;
+    if (a.o.fit_cmd && !a.o.fit_cmd[0]) a.o.fit_cmd = NULL;
+    a.so.cpus_per_task = 2;
+    a.so.sbatch_args = a.sargs;
+    qp_error err = {0};
+    qp_status st = sweep_parse_args(argc, argv, &a, &err);
+    if (a.help && !st) {
+        sweep_help(stdout);
+        return 0;
+    }
+    if (st) return cli_report(st, &err);
+    char *law_d = a.law ? NULL : derived(a.o.runs_path, ".law.json");
+    char *rep_d = a.report ? NULL : derived(a.o.runs_path, ".report.txt");
+    a.o.law_out = a.law ? a.law : law_d;
+    a.o.report_path = a.report ? a.report : rep_d;
+    int rc;
+    sweep_grid g;
+    if (!a.o.law_out || !a.o.report_path) {
+        rc = cli_report(qp_fail(&err, QP_ERR_NOMEM, "out of memory"), &err);
+    } else if ((st = check_paths(a.grid_path, &a.o, a.script, a.dry ? 'd' : a.emit ? 'e' : a.refit_only ? 'r' : 0, &err)) ||
+               (st = sweep_grid_read(a.grid_path, &g, &err))) {
         rc = cli_report(st, &err);
     } else {
-        rc = run_all(&g, &o, quiet, &err);
+        rc = sweep_dispatch(&a, &g, &err);
+        sweep_grid_free(&g);
     }
     free(law_d);
     free(rep_d);
-    sweep_grid_free(&g);
     return rc;
 }
