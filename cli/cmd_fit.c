@@ -397,7 +397,16 @@ static int cmd_fit_efficiency(char **files, int n, const char *out_path, const c
     return cli_report(st, &err);
 }
 
-int cmd_fit(int argc, char **argv)
+/* What the command line asked for. */
+typedef struct {
+    fit_options fo;
+    penalty_args pa;
+    const char *out_path, *report_path, *synth_path, *synth_law, *qat_law;
+    int quiet, form_given, help;
+    double runs_n, noise, outliers; /* --synth's; NAN = not given */
+} fit_cli;
+
+static qp_status fit_parse_args(int argc, char **argv, fit_cli *a, qp_error *err)
 {
     enum { O_FORM = 256, O_BOOT, O_HUBER, O_SEED, O_STARTS, O_THREADS, O_REPORT, O_SYNTH,
            O_SYNTH_LAW, O_RUNS, O_NOISE, O_OUTLIERS, O_FP_LAW, O_POINTS, O_ANCHOR, O_ANCHOR_W, O_UNITS,
@@ -417,108 +426,121 @@ int cmd_fit(int argc, char **argv)
         {"qat-law", required_argument, 0, O_QAT_LAW},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
-    fit_options fo;
-    fit_options_init(&fo);
-    qp_error err = {0};
+    fit_options *fo = &a->fo;
+    penalty_args *pa = &a->pa;
     qp_status st = QP_OK;
-    const char *out_path = NULL, *report_path = NULL, *synth_path = NULL, *synth_law = NULL, *qat_law = NULL;
-    int quiet = 0, form_given = 0;
     long v;
-    double x, runs_n = NAN, noise = NAN, outliers = NAN;
-    penalty_args pa = {NULL, NULL, 0, 0, NAN, 1.0, DATA_UNITS_UNKNOWN, NULL};
     optind = 1;
     opterr = 0;
     int c;
-    while (!st && (c = getopt_long(argc, argv, ":o:qh", opts, NULL)) != -1) {
+    while (!st && !a->help && (c = getopt_long(argc, argv, ":o:qh", opts, NULL)) != -1) {
         switch (c) {
-        case 'o': out_path = optarg; break;
+        case 'o': a->out_path = optarg; break;
         case O_FORM:
-            st = data_law_form_parse(optarg, &fo.form, &err);
-            form_given = 1;
+            st = data_law_form_parse(optarg, &fo->form, err);
+            a->form_given = 1;
             break;
         case O_BOOT:
-            if (!(st = qp_parse_long(optarg, "--bootstrap", 0, 100000, &v, &err))) fo.bootstrap = (int)v;
+            if (!(st = qp_parse_long(optarg, "--bootstrap", 0, 100000, &v, err))) fo->bootstrap = (int)v;
             break;
-        case O_HUBER: st = qp_parse_real(optarg, "--huber-delta", 1e-12, 10, &fo.huber_delta, &err); break;
+        case O_HUBER: st = qp_parse_real(optarg, "--huber-delta", 1e-12, 10, &fo->huber_delta, err); break;
         case O_SEED:
-            if (!(st = qp_parse_long(optarg, "--seed", 0, 2147483647L, &v, &err))) fo.seed = (uint64_t)v;
+            if (!(st = qp_parse_long(optarg, "--seed", 0, 2147483647L, &v, err))) fo->seed = (uint64_t)v;
             break;
         case O_STARTS:
-            if (!(st = qp_parse_long(optarg, "--starts", 1, 1000000, &v, &err))) fo.n_starts = (int)v;
+            if (!(st = qp_parse_long(optarg, "--starts", 1, 1000000, &v, err))) fo->n_starts = (int)v;
             break;
         case O_THREADS:
-            if (!(st = qp_parse_long(optarg, "--threads", 1, 1024, &v, &err))) fo.threads = (int)v;
+            if (!(st = qp_parse_long(optarg, "--threads", 1, 1024, &v, err))) fo->threads = (int)v;
             break;
-        case O_REPORT: report_path = optarg; break;
-        case 'q': quiet = 1; break;
-        case O_SYNTH: synth_path = optarg; break;
-        case O_SYNTH_LAW: synth_law = optarg; break;
-        case O_RUNS: st = qp_parse_whole_count(optarg, "--runs", 1e7, &runs_n, &err); break;
-        case O_NOISE: st = qp_parse_real(optarg, "--noise", 0, 1, &noise, &err); break;
-        case O_OUTLIERS: st = qp_parse_real(optarg, "--outliers", 0, 1, &outliers, &err); break;
-        case O_FP_LAW: pa.fp_law = optarg; break;
-        case O_POINTS: pa.points = 1; break;
-        case O_ANCHOR: st = qp_parse_real(optarg, "--fraction-anchor", 0.01, 100, &pa.anchor_a, &err); break;
-        case O_ANCHOR_W: st = qp_parse_real(optarg, "--anchor-weight", 1e-6, 1e6, &pa.anchor_w, &err); break;
-        case O_UNITS: st = data_loss_units_parse(optarg, &pa.units, &err); break;
-        case O_SOURCE: pa.source = optarg; break;
-        case O_REPRO: pa.reproducible = 1; break;
-        case O_METHOD: st = parse_method(optarg, fo.method, sizeof fo.method, &err); break;
-        case O_QAT_LAW: qat_law = optarg; break;
-        case 'h': fit_help(stdout); return 0;
+        case O_REPORT: a->report_path = optarg; break;
+        case 'q': a->quiet = 1; break;
+        case O_SYNTH: a->synth_path = optarg; break;
+        case O_SYNTH_LAW: a->synth_law = optarg; break;
+        case O_RUNS: st = qp_parse_whole_count(optarg, "--runs", 1e7, &a->runs_n, err); break;
+        case O_NOISE: st = qp_parse_real(optarg, "--noise", 0, 1, &a->noise, err); break;
+        case O_OUTLIERS: st = qp_parse_real(optarg, "--outliers", 0, 1, &a->outliers, err); break;
+        case O_FP_LAW: pa->fp_law = optarg; break;
+        case O_POINTS: pa->points = 1; break;
+        case O_ANCHOR: st = qp_parse_real(optarg, "--fraction-anchor", 0.01, 100, &pa->anchor_a, err); break;
+        case O_ANCHOR_W: st = qp_parse_real(optarg, "--anchor-weight", 1e-6, 1e6, &pa->anchor_w, err); break;
+        case O_UNITS: st = data_loss_units_parse(optarg, &pa->units, err); break;
+        case O_SOURCE: pa->source = optarg; break;
+        case O_REPRO: pa->reproducible = 1; break;
+        case O_METHOD: st = parse_method(optarg, fo->method, sizeof fo->method, err); break;
+        case O_QAT_LAW: a->qat_law = optarg; break;
+        case 'h': a->help = 1; break;
         case ':':
-            st = qp_fail(&err, QP_ERR_USAGE, "option %s needs a value: see 'qatplan fit --help'", argv[optind - 1]);
+            st = qp_fail(err, QP_ERR_USAGE, "option %s needs a value: see 'qatplan fit --help'", argv[optind - 1]);
             break;
         default:
-            st = qp_fail(&err, QP_ERR_USAGE, "unknown option %s: see 'qatplan fit --help'", argv[optind - 1]);
+            st = qp_fail(err, QP_ERR_USAGE, "unknown option %s: see 'qatplan fit --help'", argv[optind - 1]);
             break;
         }
     }
-    (void)x;
-    if (st) return cli_report(st, &err);
+    return st;
+}
 
-    if (synth_path) {
-        if (!form_given) fo.form = DATA_LAW_QAT;
-        if (fo.form == DATA_LAW_FRACTION || fo.form == DATA_LAW_EFFICIENCY)
-            return cli_report(qp_fail(&err, QP_ERR_USAGE, "--synth draws runs from a chinchilla or qat "
-                                      "law: use --form chinchilla or --form qat"), &err);
-        if (optind < argc)
-            return cli_report(qp_fail(&err, QP_ERR_USAGE, "--synth writes runs and reads none: drop '%s'",
-                                      argv[optind]), &err);
-        fit_synth_options so;
-        fit_synth_options_init(&so, fo.form);
-        so.seed = fo.seed;
-        if (isfinite(runs_n)) so.n_runs = (int)runs_n;
-        if (isfinite(noise)) so.noise = noise;
-        if (isfinite(outliers)) so.outlier_frac = outliers;
-        const qp_named_path sin[] = {{synth_law, "--synth-law"}}, sout[] = {{synth_path, "--synth"}};
-        if ((st = qp_refuse_output_is_input(sout, 1, sin, 1, &err))) return cli_report(st, &err);
-        return cli_report(write_synth(synth_path, fo.form, synth_law, &so, &err), &err);
+/* --synth: runs drawn from a law, written to a file; nothing read. */
+static int fit_synth_cmd(fit_cli *a, int nfiles, char **files, qp_error *err)
+{
+    fit_options *fo = &a->fo;
+    if (!a->form_given) fo->form = DATA_LAW_QAT;
+    if (fo->form == DATA_LAW_FRACTION || fo->form == DATA_LAW_EFFICIENCY)
+        return cli_report(qp_fail(err, QP_ERR_USAGE, "--synth draws runs from a chinchilla or qat "
+                                  "law: use --form chinchilla or --form qat"), err);
+    if (nfiles > 0)
+        return cli_report(qp_fail(err, QP_ERR_USAGE, "--synth writes runs and reads none: drop '%s'", files[0]), err);
+    fit_synth_options so;
+    fit_synth_options_init(&so, fo->form);
+    so.seed = fo->seed;
+    if (isfinite(a->runs_n)) so.n_runs = (int)a->runs_n;
+    if (isfinite(a->noise)) so.noise = a->noise;
+    if (isfinite(a->outliers)) so.outlier_frac = a->outliers;
+    const qp_named_path sin[] = {{a->synth_law, "--synth-law"}}, sout[] = {{a->synth_path, "--synth"}};
+    qp_status st = qp_refuse_output_is_input(sout, 1, sin, 1, err);
+    if (st) return cli_report(st, err);
+    return cli_report(write_synth(a->synth_path, fo->form, a->synth_law, &so, err), err);
+}
+
+int cmd_fit(int argc, char **argv)
+{
+    fit_cli a = {.pa = {NULL, NULL, 0, 0, NAN, 1.0, DATA_UNITS_UNKNOWN, NULL}, .runs_n = NAN, .noise = NAN, .outliers = NAN};
+    fit_options_init(&a.fo);
+    qp_error err = {0};
+    qp_status st = fit_parse_args(argc, argv, &a, &err);
+    if (a.help && !st) {
+        fit_help(stdout);
+        return 0;
     }
-    if (synth_law || isfinite(runs_n) || isfinite(noise) || isfinite(outliers))
+    if (st) return cli_report(st, &err);
+    char **files = argv + optind;
+    int nfiles = argc - optind;
+    fit_options *fo = &a.fo;
+    penalty_args *pa = &a.pa;
+    if (a.synth_path) return fit_synth_cmd(&a, nfiles, files, &err);
+    if (a.synth_law || isfinite(a.runs_n) || isfinite(a.noise) || isfinite(a.outliers))
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "--synth-law, --runs, --noise and --outliers "
                                   "only go with --synth OUT.jsonl"), &err);
-    if (optind >= argc)
+    if (nfiles <= 0)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "no run files: give one or more JSONL or CSV "
                                   "files, e.g. 'qatplan fit runs.jsonl -o law.json'"), &err);
-    if (!out_path)
+    if (!a.out_path)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "no output: add -o LAW.json (the law file to "
                                   "write)"), &err);
-    int penalty_opts = pa.fp_law || pa.points || isfinite(pa.anchor_a) || pa.anchor_w != 1.0 || pa.source || pa.reproducible;
-    pa.method = fo.method;
-    if (fo.form == DATA_LAW_EFFICIENCY) {
-        if (pa.points || isfinite(pa.anchor_a) || pa.anchor_w != 1.0 || pa.source || pa.reproducible)
+    int penalty_opts = pa->fp_law || pa->points || isfinite(pa->anchor_a) || pa->anchor_w != 1.0 || pa->source || pa->reproducible;
+    pa->method = fo->method;
+    if (fo->form == DATA_LAW_EFFICIENCY) {
+        if (pa->points || isfinite(pa->anchor_a) || pa->anchor_w != 1.0 || pa->source || pa->reproducible)
             return cli_report(qp_fail(&err, QP_ERR_USAGE, "--points, --fraction-anchor, --anchor-weight, --source and "
                                       "--reproducible go with --form penalty"), &err);
-        return cmd_fit_efficiency(argv + optind, argc - optind, out_path, report_path, quiet, &fo, qat_law, pa.fp_law);
+        return cmd_fit_efficiency(files, nfiles, a.out_path, a.report_path, a.quiet, fo, a.qat_law, pa->fp_law);
     }
-    if (qat_law)
-        return cli_report(qp_fail(&err, QP_ERR_USAGE, "--qat-law goes with --form efficiency"), &err);
-    if (fo.form == DATA_LAW_PENALTY)
-        return cmd_fit_penalty(argv + optind, argc - optind, out_path, report_path, quiet, &fo, &pa);
+    if (a.qat_law) return cli_report(qp_fail(&err, QP_ERR_USAGE, "--qat-law goes with --form efficiency"), &err);
+    if (fo->form == DATA_LAW_PENALTY)
+        return cmd_fit_penalty(files, nfiles, a.out_path, a.report_path, a.quiet, fo, pa);
     if (penalty_opts)
         return cli_report(qp_fail(&err, QP_ERR_USAGE, "--fp-law, --points, --fraction-anchor, --anchor-weight, "
                                   "--source and --reproducible go with --form penalty"), &err);
-
-    return fit_files(argv + optind, argc - optind, out_path, report_path, quiet, &fo, pa.units);
+    return fit_files(files, nfiles, a.out_path, a.report_path, a.quiet, fo, pa->units);
 }
