@@ -63,6 +63,24 @@ static qp_status read_runs(const char *path, data_run_list *all, qp_error *err)
     return st;
 }
 
+/* The plot is a known one and every law given is one it draws: a law the plot cannot use is a
+ * mistake worth saying, not ignoring. */
+static qp_status plot_laws_used(const char *kind, const int *have, qp_error *err)
+{
+    if (strcmp(kind, "loss-fraction") && strcmp(kind, "optimal-fraction") && strcmp(kind, "residuals"))
+        return qp_fail(err, QP_ERR_USAGE, "unknown plot '%s': use loss-fraction, optimal-fraction or residuals", kind);
+    int uses[DATA_LAW_FORM_COUNT_] = {0};
+    uses[DATA_LAW_QAT] = 1;
+    uses[DATA_LAW_PENALTY] = strcmp(kind, "residuals") != 0; /* drawn over Epoch's Chinchilla law */
+    if (!strcmp(kind, "optimal-fraction")) uses[DATA_LAW_FRACTION] = 1;
+    if (!strcmp(kind, "residuals")) uses[DATA_LAW_CHINCHILLA] = 1;
+    for (int i = 0; i < DATA_LAW_FORM_COUNT_; i++)
+        if (have[i] && !uses[i])
+            return qp_fail(err, QP_ERR_USAGE, "the %s plot does not use a %s law: give a qat or penalty law (qatplan fit)",
+                           kind, data_law_form_name((data_law_form)i));
+    return QP_OK;
+}
+
 int cmd_plot(int argc, char **argv)
 {
     enum { O_RUNS = 256, O_LAW, O_PARAMS, O_TOKENS, O_BITS, O_SIZE, O_TITLE, O_TIMEOUT };
@@ -146,18 +164,7 @@ int cmd_plot(int argc, char **argv)
     const data_run_list *rl = nruns_files ? &runs : NULL;
     /* the QAT law: a qat law, or a penalty law (drawn over Epoch's Chinchilla law) */
     const data_law *qat_law = have[DATA_LAW_QAT] ? &laws[DATA_LAW_QAT] : have[DATA_LAW_PENALTY] ? &laws[DATA_LAW_PENALTY] : NULL;
-    if (!st) {
-        /* a law the plot cannot use is a mistake worth saying, not ignoring */
-        int uses[DATA_LAW_FORM_COUNT_] = {0};
-        uses[DATA_LAW_QAT] = 1;
-        uses[DATA_LAW_PENALTY] = strcmp(kind, "residuals") != 0; /* drawn over Epoch's Chinchilla law */
-        if (!strcmp(kind, "optimal-fraction")) uses[DATA_LAW_FRACTION] = 1;
-        if (!strcmp(kind, "residuals")) uses[DATA_LAW_CHINCHILLA] = 1;
-        for (int i = 0; i < DATA_LAW_FORM_COUNT_ && !st; i++)
-            if (have[i] && !uses[i])
-                st = qp_fail(&err, QP_ERR_USAGE, "the %s plot does not use a %s law: give a qat or penalty law (qatplan fit)",
-                             kind, data_law_form_name((data_law_form)i));
-    }
+    if (!st) st = plot_laws_used(kind, have, &err);
     if (!st) {
         if (!strcmp(kind, "loss-fraction"))
             st = plot_loss_fraction(qat_law, rl, n_params, tokens, bits, nb, &po, &err);
@@ -165,11 +172,9 @@ int cmd_plot(int argc, char **argv)
             st = plot_optimal_fraction(qat_law,
                                        have[DATA_LAW_FRACTION] ? &laws[DATA_LAW_FRACTION] : NULL, rl, n_params, bits,
                                        nb, &po, &err);
-        else if (!strcmp(kind, "residuals"))
+        else
             st = plot_residuals(have[DATA_LAW_QAT] ? &laws[DATA_LAW_QAT] : have[DATA_LAW_CHINCHILLA] ? &laws[DATA_LAW_CHINCHILLA] : NULL,
                                 rl, &po, &err);
-        else
-            st = qp_fail(&err, QP_ERR_USAGE, "unknown plot '%s': use loss-fraction, optimal-fraction or residuals", kind);
     }
     if (!st) printf("wrote %s\n", po.output);
     data_run_list_free(&runs);
