@@ -241,7 +241,8 @@ void train_cols_mask(uint16_t *mask, int width, const int32_t *cols, int ncols)
 void train_gather_cols(float *dst, const float *src, int width, const int32_t *cols, int ncols, const uint16_t *mask)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    if (mask && f32_hw()) {
+    /* a compress per 16 columns against a load per wanted column: even at about a third */
+    if (mask && 3 * ncols >= width && f32_hw()) {
         gather_avx512(dst, src, width, mask);
         return;
     }
