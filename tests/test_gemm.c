@@ -438,6 +438,40 @@ static void test_bf16_rounding(void)
     CU_ASSERT(isnan(train_bf16_round(nan)));
 }
 
+/* The row-subset gather (EfQAT): every width from 1 to 70 (whole and partial 16-column
+ * chunks), column sets from one column to all, with the mask (AVX-512 where the CPU has it)
+ * and without: the listed columns in order, bit for bit, nothing written past ncols, and the
+ * source read only inside its width (it ends the allocation, so ASan sees a read past it). */
+static void test_gather_cols(void)
+{
+    int bad = 0;
+    for (int width = 1; width <= 70; width++) {
+        float *src = malloc((size_t)width * sizeof *src), dst[72], ref[72];
+        int32_t cols[70];
+        uint16_t mask[5];
+        CU_ASSERT_FATAL(src != NULL);
+        for (int c = 0; c < width; c++) src[c] = frand();
+        for (int pattern = 0; pattern < 5; pattern++) {
+            int n = 0;
+            for (int c = 0; c < width; c++) {
+                int take = pattern == 0 ? c == width - 1 : pattern == 1 ? 1 : pattern == 2 ? c % 3 == 1
+                         : pattern == 3 ? (c / 5) % 2 == 0 : frand() > 0.5f;
+                if (take) cols[n++] = c;
+            }
+            for (int j = 0; j < n; j++) ref[j] = src[cols[j]];
+            train_cols_mask(mask, width, cols, n);
+            for (int with_mask = 0; with_mask < 2; with_mask++) {
+                for (int j = 0; j < 72; j++) dst[j] = NAN;
+                train_gather_cols(dst, src, width, cols, n, with_mask ? mask : NULL);
+                bad += n > 0 && memcmp(dst, ref, (size_t)n * sizeof *dst) != 0;
+                for (int j = n; j < 72; j++) bad += !isnan(dst[j]);
+            }
+        }
+        free(src);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_onednn_agrees_with_openblas);
@@ -448,6 +482,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_f32_causal);
     TU_ADD(s, test_bf16_keep);
     TU_ADD(s, test_bf16_rounding);
+    TU_ADD(s, test_gather_cols);
 }
 
 int main(void) { return tu_main("gemm", add); }

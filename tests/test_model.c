@@ -2,6 +2,7 @@
  * losses accumulated in double, central differences); the block passes against the
  * whole-model passes; the GEMM FLOP counter; the row-subset weight gradient. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,6 +151,66 @@ static void test_matmul_backward_rows(void)
     layer_matmul_backward_rows(rw_dinr, rw_dwr, rw_dout, rw_inp, rw_w, WN, WC, WR, rows[0], 0, rw_scratch);
     CU_ASSERT_EQUAL(memcmp(rw_dwr, rw_dw0, sizeof rw_dwr), 0);
     CU_ASSERT_EQUAL(memcmp(rw_dinr, rw_dinf, sizeof rw_dinr), 0);
+}
+
+/* The row subset on other shapes: an odd token count, widths off the 16-column chunks of
+ * the gather, a single row (the last), and a subset whose scatter-add is large enough to run
+ * on all threads; gathered here and gathered beforehand. Listed rows within 1e-5 of the sum
+ * of the terms' magnitudes of a double reference, the others untouched bit for bit. */
+static int dw_rows_case(int N, int C, int R, const int *rows, int nrows, int pregathered)
+{
+    float *inp = malloc(sizeof(float) * (size_t)N * C), *dout = malloc(sizeof(float) * (size_t)N * R);
+    float *dw = malloc(sizeof(float) * (size_t)R * C), *dw0 = malloc(sizeof(float) * (size_t)R * C);
+    float *scratch = malloc(sizeof(float) * (size_t)(N + C) * nrows), *dsub = malloc(sizeof(float) * (size_t)N * nrows);
+    CU_ASSERT_FATAL(inp && dout && dw && dw0 && scratch && dsub);
+    fill(inp, (size_t)N * C, 1);
+    fill(dout, (size_t)N * R, 1);
+    fill(dw0, (size_t)R * C, 1);
+    memcpy(dw, dw0, sizeof(float) * (size_t)R * C);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < nrows; j++) dsub[(size_t)n * nrows + j] = dout[(size_t)n * R + rows[j]];
+    layer_matmul_dw_rows(dw, dout, pregathered ? dsub : NULL, inp, N, C, R, rows, nrows, scratch);
+    int bad = 0;
+    for (int r = 0, k = 0; r < R; r++) {
+        int listed = k < nrows && rows[k] == r;
+        k += listed;
+        for (int c = 0; c < C; c++) {
+            size_t i = (size_t)r * C + c;
+            if (!listed) {
+                bad += memcmp(&dw[i], &dw0[i], sizeof(float)) != 0;
+                continue;
+            }
+            double ref = dw0[i], mag = fabs(dw0[i]);
+            for (int n = 0; n < N; n++) {
+                double t = (double)dout[(size_t)n * R + r] * inp[(size_t)n * C + c];
+                ref += t, mag += fabs(t);
+            }
+            bad += !(fabs((double)dw[i] - ref) <= 1e-5 * mag);
+        }
+    }
+    free(inp), free(dout), free(dw), free(dw0), free(scratch), free(dsub);
+    return bad;
+}
+
+static void test_matmul_dw_rows_shapes(void)
+{
+    static int rows[4][160];
+    int nrows[4] = {0, 1, 0, 2};
+    for (int r = 0; r < 50; r++)
+        if (r % 2) rows[0][nrows[0]++] = r; /* 25 of 50, every other */
+    rows[1][0] = 49;                        /* one row, the last */
+    for (int r = 0; r < 131; r++)
+        if (r % 8 != 3) rows[2][nrows[2]++] = r; /* 114 x 300 floats: the threads' scatter-add */
+    rows[3][0] = 0, rows[3][1] = 16;
+    const int shape[4][3] = {{37, 20, 50}, {37, 20, 50}, {33, 300, 131}, {5, 3, 17}}; /* N, C, R */
+    for (int v = 0; v < 4; v++) {
+        CU_ASSERT(layer_rows_gather(rows[v], nrows[v]));
+        for (int pre = 0; pre < 2; pre++) {
+            int bad = dw_rows_case(shape[v][0], shape[v][1], shape[v][2], rows[v], nrows[v], pre);
+            if (bad) fprintf(stderr, "case %d (%s): %d bad entries\n", v, pre ? "gathered before" : "gathered here", bad);
+            CU_ASSERT_EQUAL(bad, 0);
+        }
+    }
 }
 
 /* ---- rmsnorm --------------------------------------------------------------- */
@@ -780,6 +841,7 @@ static void add(CU_pSuite s)
 {
     TU_ADD(s, test_matmul_grad);
     TU_ADD(s, test_matmul_backward_rows);
+    TU_ADD(s, test_matmul_dw_rows_shapes);
     TU_ADD(s, test_rmsnorm_grad);
     TU_ADD(s, test_rope_grad);
     TU_ADD(s, test_attention_grad);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "model.h"
 
 /* tensor k of the state: 0..3 the block linears (model_linears order), 4 the embedding */
@@ -47,7 +48,7 @@ qp_status efqat_create(model *m, double r, train_efqat_mode mode, qp_error *err)
     m->efq = e;
     e->r = r;
     e->mode = mode;
-    size_t N = (size_t)m->B * m->T, rows = 0, codes = 0, units = 0, gather = 0, ymax = 0;
+    size_t N = (size_t)m->B * m->T, rows = 0, codes = 0, units = 0, gather = 0, ymax = 0, rmax = 0;
     for (int k = 0; k < EFQ_NT; k++) {
         int i = tensor_of(k);
         e->nl[k] = m->desc[i].layered ? m->s.n_layer : 1;
@@ -65,6 +66,7 @@ qp_status efqat_create(model *m, double r, train_efqat_mode mode, qp_error *err)
         size_t gk = (N + e->C[k]) * e->R[k];
         if (gk > gather) gather = gk;
         if (k < 4 && e->R[k] > ymax) ymax = e->R[k];
+        if (e->R[k] > rmax) rmax = e->R[k];
         e->freezable += (double)e->nl[k] * (double)(e->R[k] * e->C[k]);
     }
     e->nrows = rows;
@@ -79,8 +81,9 @@ qp_status efqat_create(model *m, double r, train_efqat_mode mode, qp_error *err)
     e->acc_threads = omp_get_max_threads();
     e->acc = malloc(((size_t)e->acc_threads * ymax + 1) * sizeof *e->acc);
     e->rowbuf = malloc(((size_t)e->acc_threads * ymax + 1) * sizeof *e->rowbuf);
+    e->colmask = malloc((rmax + 15) / 16 * sizeof *e->colmask + 1);
     if (!e->frozen || !e->order || !e->nunf || !e->s_at || !e->codes || !e->imp || !e->scratch || !e->acc ||
-        !e->rowbuf) {
+        !e->rowbuf || !e->colmask) {
         efqat_free(m);
         return qp_fail(err, QP_ERR_NOMEM, "out of memory for the EfQAT state");
     }
@@ -102,6 +105,7 @@ void efqat_free(model *m)
     free(e->scratch);
     free(e->acc);
     free(e->rowbuf);
+    free(e->colmask);
     free(e);
     m->efq = NULL;
 }
@@ -378,7 +382,8 @@ const layer_side *efqat_side(model *m, int k, int l, const float *dy, const floa
     int nt = omp_get_max_threads();
     layer_side *sd = &e->side;
     *sd = (layer_side){(int)R, y, ysub, sums ? e->acc : NULL, nt < e->acc_threads ? nt : e->acc_threads,
-                       gather ? e->scratch : NULL, rows, nu, e->rowbuf};
+                       gather ? e->scratch : NULL, rows, nu, e->rowbuf, gather ? e->colmask : NULL};
+    if (gather) train_cols_mask(e->colmask, (int)R, rows, nu);
     if (sums) memset(e->acc, 0, (size_t)sd->nt * R * sizeof *e->acc);
     e->side_k = k, e->side_l = l, e->side_dy = dy;
     return sd;

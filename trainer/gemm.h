@@ -50,6 +50,14 @@ void train_gemm_f32_1t(int transA, int transB, int M, int N, int K, float alpha,
  * (2 x rows x columns x k of each block computed). */
 uint64_t train_gemm_f32_1t_causal(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                                   int lda, const float *B, int ldb, float beta, float *C, int ldc, int diag);
+/* EfQAT's row subsets (a gather, not a product, but the same kernel family): dst[j] =
+ * src[cols[j]] for j < ncols (cols ascending, distinct, below width), on the calling thread.
+ * With AVX-512 (checked at run time) and at least a third of the columns wanted, one compress
+ * per 16 columns of src from mask (train_cols_mask of the same cols and width) instead of a
+ * load per wanted column; mask NULL: always the scalar loop. */
+void train_gather_cols(float *dst, const float *src, int width, const int32_t *cols, int ncols, const uint16_t *mask);
+/* The bits of cols in (width + 15) / 16 words, bit c % 16 of word c / 16. */
+void train_cols_mask(uint16_t *mask, int width, const int32_t *cols, int ncols);
 /* Always bf16 inputs, fp32 accumulation: oneDNN's bf16 matmul when it is the kernel (it
  * emulates bf16 where the CPU lacks it), else the fp32 kernel on bf16-rounded copies (the same
  * products, no speed-up). Inside a parallel region: train_gemm_bf16_1t, one thread each. */

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -199,6 +200,22 @@ uint64_t train_gemm_f32_1t_causal(int transA, int transB, int M, int N, int K, f
     train_gemm_f32(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return 2 * (uint64_t)M * (uint64_t)N * (uint64_t)(K > 0 ? K : 0);
 }
+
+/* 16 columns of src at a time: the wanted ones (mask bits) compressed to the front of a
+ * register and stored as the next popcount outputs (the register form: the compressing
+ * store is microcoded, slow on Zen 4). */
+__attribute__((target("avx512f"))) static void gather_avx512(float *dst, const float *src, int width,
+                                                             const uint16_t *mask)
+{
+    for (int c = 0, o = 0; c < width; c += 16) {
+        __mmask16 m = mask[c / 16] & fk_mask(width - c);
+        if (!m) continue;
+        __m512 v = _mm512_maskz_compress_ps(m, _mm512_maskz_loadu_ps(m, src + c));
+        int cnt = __builtin_popcount(m);
+        _mm512_mask_storeu_ps(dst + o, fk_mask(cnt), v);
+        o += cnt;
+    }
+}
 #else
 uint64_t train_gemm_f32_1t_causal(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                                   int lda, const float *B, int ldb, float beta, float *C, int ldc, int diag)
@@ -213,4 +230,23 @@ void train_gemm_f32_1t(int transA, int transB, int M, int N, int K, float alpha,
                        const float *B, int ldb, float beta, float *C, int ldc)
 {
     train_gemm_f32_1t_causal(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, -1);
+}
+
+void train_cols_mask(uint16_t *mask, int width, const int32_t *cols, int ncols)
+{
+    memset(mask, 0, (size_t)(width + 15) / 16 * sizeof *mask);
+    for (int j = 0; j < ncols; j++) mask[cols[j] / 16] |= (uint16_t)(1u << (cols[j] % 16));
+}
+
+void train_gather_cols(float *dst, const float *src, int width, const int32_t *cols, int ncols, const uint16_t *mask)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    /* a compress per 16 columns against a load per wanted column: even at about a third */
+    if (mask && 3 * ncols >= width && f32_hw()) {
+        gather_avx512(dst, src, width, mask);
+        return;
+    }
+#endif
+    (void)width;
+    for (int j = 0; j < ncols; j++) dst[j] = src[cols[j]];
 }

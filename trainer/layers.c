@@ -111,6 +111,8 @@ void layer_matmul_dx(float *dinp, const float *dout, const float *w, int N, int 
  * columns read with its leading dimension, the product added into dw's rows) instead of
  * gathered: one product per run. */
 enum { ROW_RUN_MIN = 32 };
+/* Scatter-adds of at most this many floats run on the calling thread. */
+enum { SCATTER_SERIAL = 32768 };
 
 int layer_rows_gather(const int *rows, int nrows)
 {
@@ -134,16 +136,16 @@ void layer_matmul_dw_rows(float *dw, const float *dout, const float *dsub, const
     float *dwsub = scratch + (size_t)N * nrows;
     if (!dsub) {
         float *g = scratch;
+        uint16_t *mask = malloc((size_t)(R + 15) / 16 * sizeof *mask); /* NULL: the scalar gather */
+        if (mask) train_cols_mask(mask, R, rows, nrows);
 #pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            const float *src = dout + (size_t)n * R;
-            float *dst = g + (size_t)n * nrows;
-            for (int j = 0; j < nrows; j++) dst[j] = src[rows[j]];
-        }
+        for (int n = 0; n < N; n++) train_gather_cols(g + (size_t)n * nrows, dout + (size_t)n * R, R, rows, nrows, mask);
+        free(mask);
         dsub = g;
     }
     layer_gemm(1, 0, nrows, C, N, 1.0f, dsub, nrows, inp, C, 0.0f, dwsub, C);
-#pragma omp parallel for schedule(static)
+    /* a small scatter-add costs less than waking the threads (they wait passively) */
+#pragma omp parallel for schedule(static) if ((size_t)nrows * C > SCATTER_SERIAL)
     for (int j = 0; j < nrows; j++) {
         float *dst = dw + (size_t)rows[j] * C;
         const float *src = dwsub + (size_t)j * C;
@@ -181,8 +183,7 @@ static void side_row(const layer_side *sd, size_t n, const float *dy, const floa
         }
     }
     if (sd->dsub) {
-        float *o = sd->dsub + n * (size_t)sd->nrows;
-        for (int j = 0; j < sd->nrows; j++) o[j] = dy[sd->rows[j]];
+        train_gather_cols(sd->dsub + n * (size_t)sd->nrows, dy, sd->R, sd->rows, sd->nrows, sd->mask);
     }
 }
 

@@ -190,6 +190,7 @@ typedef struct {
     const int32_t *rows;
     int nrows;
     float *rowbuf;         /* [nt][R] (layer_rope_side) */
+    const uint16_t *mask;  /* rows as train_cols_mask's bits (the gather's; NULL: scalar) */
 } layer_side;
 void layer_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int D);
 /* dx may be NULL (only dg). */
@@ -345,6 +346,7 @@ struct efqat_state {
     float *scratch;             /* row-subset product: gathered dY columns, their dW rows */
     double *acc;                /* side jobs' partial sums of dY Y: acc_threads x max rows */
     float *rowbuf;              /* side jobs' rows of Y: acc_threads x max rows */
+    uint16_t *colmask;          /* the side job's gather mask (train_cols_mask): (max R + 15) / 16 */
     int acc_threads;
     layer_side side;            /* the side job handed out last (efqat_side) */
     int side_k, side_l, ready;  /* its linear; ready: its gathered dY is in scratch */
