@@ -190,6 +190,29 @@ static void test_codes_roundtrip(void)
 
 static uint8_t byte_of(int code) { return (uint8_t)code; }
 
+/* A row subset (EfQAT's frozen rows) dequantizes exactly as the whole matrix does on those rows
+ * and writes no other row: asym groups of 2 (zero points per group) and lsq per row. */
+static void test_codes_rows_subset(void)
+{
+    enum { R = 5, C = 4 };
+    uint8_t codes[R * C];
+    float s[R * 2], z[R * 2], full[R * C], sub[R * C];
+    for (int i = 0; i < R * C; i++) codes[i] = (uint8_t)((i * 7) % 4);
+    for (int i = 0; i < R * 2; i++) s[i] = 0.1f * (float)(i + 1), z[i] = 0.5f * (float)(i % 4);
+    const int32_t rows[] = {1, 3, 4};
+    for (int q = 0; q < 2; q++) {
+        train_quantizer k = q ? TRAIN_Q_ASYM : TRAIN_Q_LSQ;
+        int group = q ? 2 : 0;
+        quant_forward_codes(k, 2, group, codes, s, q ? z : NULL, full, R, C);
+        for (int i = 0; i < R * C; i++) sub[i] = -99.0f;
+        quant_forward_codes_rows(k, 2, group, codes, s, q ? z : NULL, sub, C, rows, 3);
+        for (int r = 0; r < R; r++) {
+            int in = r == 1 || r == 3 || r == 4;
+            for (int c = 0; c < C; c++) CU_ASSERT_EQUAL(sub[r * C + c], in ? full[r * C + c] : -99.0f);
+        }
+    }
+}
+
 /* Hand values: w_hat = level(code) s with the codes stored as bytes; ds = gscale sum g level. */
 static void test_codes_hand(void)
 {
@@ -466,6 +489,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_asym_zero_range);
     TU_ADD(s, test_codes_roundtrip);
     TU_ADD(s, test_codes_hand);
+    TU_ADD(s, test_codes_rows_subset);
     TU_ADD(s, test_codes_forward_is_quant_forward);
     TU_ADD(s, test_codes_backward_finite_differences);
     TU_ADD(s, test_codes_gscale_is_ste);

@@ -328,14 +328,12 @@ void efqat_forward_codes(model *m, float *w_hat_base, int k)
     int si = k < 4 ? model_linears[k].scale : P_S_WTE;
     const float *zt = k < 4 && kind == TRAIN_Q_ASYM ? m->p.t[model_linears[k].zero] : NULL;
     for (int l = 0; l < e->nl[k]; l++) {
-        size_t nf;
+        size_t nf, r0 = (size_t)l * R;
         const int32_t *fr = frozen_rows(m, k, l, &nf);
-#pragma omp parallel for schedule(static)
-        for (size_t j = 0; j < nf; j++) {
-            size_t row = (size_t)l * R + (size_t)fr[j];
-            quant_forward_codes(kind, bits, group, e->codes + e->coff[k] + row * C, m->p.t[si] + row * ng,
-                                zt ? zt + row * ng : NULL, w_hat_base + row * C, 1, C);
-        }
+        /* one pass over the layer's frozen rows (a call per row rebuilt the level table and
+         * opened a nested parallel region each time) */
+        quant_forward_codes_rows(kind, bits, group, e->codes + e->coff[k] + r0 * C, m->p.t[si] + r0 * ng,
+                                 zt ? zt + r0 * ng : NULL, w_hat_base + r0 * C, C, fr, nf);
     }
 }
 

@@ -307,6 +307,10 @@ float quant_gscale(train_quantizer k, int bits, double numel);
  * sign: -0 == 0). */
 void quant_forward_codes(train_quantizer k, int bits, int group, const uint8_t *codes,
                          const float *s, const float *z, float *w_hat, size_t rows, size_t cols);
+/* quant_forward_codes of the rows rows[0..nrows) of such a matrix only (codes, s, z, w_hat its
+ * bases; rows NULL: rows 0..nrows-1), in one pass: EfQAT's frozen rows. */
+void quant_forward_codes_rows(train_quantizer k, int bits, int group, const uint8_t *codes, const float *s,
+                              const float *z, float *w_hat, size_t cols, const int32_t *rows, size_t nrows);
 /* The gradient of w_hat = level(code) s w.r.t. s with the codes fixed: ds (per row or group)
  * += gscale * sum g level(code), level = w_hat / s (asym: code - the forward's integer zero
  * point). g: the gradient w.r.t. w_hat (not changed); no gradient to w or z. gscale: the

@@ -250,14 +250,15 @@ static void level_table(train_quantizer k, int bits, float lvl[256])
     for (int b = 0; b < 256; b++) lvl[b] = quant_dequant(k, bits, quant_code_from_byte(k, (uint8_t)b), 1.0f, 0.0f);
 }
 
-void quant_forward_codes(train_quantizer k, int bits, int group, const uint8_t *codes,
-                         const float *s, const float *z, float *w_hat, size_t rows, size_t cols)
+void quant_forward_codes_rows(train_quantizer k, int bits, int group, const uint8_t *codes, const float *s,
+                              const float *z, float *w_hat, size_t cols, const int32_t *rows, size_t nrows)
 {
     size_t G = group_len(k, group, cols), ng = cols / G;
     float lvl[256], mx = qf_asym_max(bits);
     if (k != TRAIN_Q_ASYM) level_table(k, bits, lvl);
 #pragma omp parallel for schedule(static)
-    for (size_t r = 0; r < rows; r++) {
+    for (size_t j = 0; j < nrows; j++) {
+        size_t r = rows ? (size_t)rows[j] : j;
         for (size_t gi = 0; gi < ng; gi++) {
             size_t si = r * ng + gi;
             float sc = s[si];
@@ -271,6 +272,12 @@ void quant_forward_codes(train_quantizer k, int bits, int group, const uint8_t *
             }
         }
     }
+}
+
+void quant_forward_codes(train_quantizer k, int bits, int group, const uint8_t *codes,
+                         const float *s, const float *z, float *w_hat, size_t rows, size_t cols)
+{
+    quant_forward_codes_rows(k, bits, group, codes, s, z, w_hat, cols, NULL, rows);
 }
 
 void quant_backward_codes(train_quantizer k, int bits, int group, const float *g,
