@@ -157,6 +157,53 @@ static void test_onednn_agrees_with_openblas(void)
     fprintf(stderr, "%s\n", train_gemm_backend_name());
 }
 
+/* oneDNN's fp32 products split by rows of C over 2 threads (op(B) transposed, K > N): they
+ * agree with OpenBLAS as the unsplit ones do (row counts not a multiple of the 16-row
+ * blocks, strides, alpha, beta 1 and, with NaN in C, beta 0), leave the columns past N alone,
+ * and equal oneDNN's product on 1 thread bit for bit (each block is the same single-threaded
+ * kernel). The last case is w2's forward at (8, 384), 1024 rows of its 4096. */
+static void test_f32_row_split(void)
+{
+    qp_error err;
+    if (train_gemm_set_kernel(TRAIN_GEMM_ONEDNN, &err) != QP_OK) {
+        tu_skip("%s", err.msg);
+        return;
+    }
+    static const shape split[] = {
+        {0, 1, 301, 72, 200, 208, 200, 80, 0.5f, 1.0f},
+        {1, 1, 260, 40, 96, 270, 100, 40, 1.0f, 0.0f},
+        {0, 1, 1024, 384, 1024, 1024, 1024, 384, 1.0f, 0.0f},
+    };
+    int nt0 = omp_get_max_threads();
+    for (size_t i = 0; i < sizeof split / sizeof split[0]; i++) {
+        const shape *s = &split[i];
+        CU_ASSERT(train_gemm_f32_row_split(s->tB, s->M, s->N, s->K, 2));
+        omp_set_num_threads(2);
+        check_case(s, 1);
+        operands o = operands_make(s, 1);
+        float *two = malloc(o.nc * 4), *one = malloc(o.nc * 4);
+        CU_ASSERT_FATAL(two && one);
+        run(train_gemm_f32, s, o.A, o.B, o.c0, two);
+        omp_set_num_threads(1);
+        run(train_gemm_f32, s, o.A, o.B, o.c0, one);
+        int nan = 0;
+        for (int r = 0; r < s->M; r++)
+            for (int j = 0; j < s->N; j++) nan += isnan(two[(size_t)r * s->ldc + j]);
+        CU_ASSERT_EQUAL(nan, 0);
+        CU_ASSERT_EQUAL(memcmp(two, one, o.nc * 4), 0);
+        assert_tail_untouched(s, two, o.c0);
+        operands_free(&o);
+        free(two), free(one);
+    }
+    /* not split: B not transposed, K <= N, or too few rows for the threads */
+    CU_ASSERT(!train_gemm_f32_row_split(0, 4096, 384, 1024, 2));
+    CU_ASSERT(!train_gemm_f32_row_split(1, 4096, 384, 384, 2));
+    CU_ASSERT(!train_gemm_f32_row_split(1, 100, 64, 128, 2));
+    CU_ASSERT(!train_gemm_f32_row_split(1, 4096, 384, 1024, 1));
+    omp_set_num_threads(nt0);
+    fprintf(stderr, "\n");
+}
+
 static void test_bf16_products(void)
 {
     for (int k = 0; k < 2; k++) {
@@ -475,6 +522,7 @@ static void test_gather_cols(void)
 static void add(CU_pSuite s)
 {
     TU_ADD(s, test_onednn_agrees_with_openblas);
+    TU_ADD(s, test_f32_row_split);
     TU_ADD(s, test_bf16_products);
     TU_ADD(s, test_bf16_reuse);
     TU_ADD(s, test_bf16_in_parallel);

@@ -464,9 +464,9 @@ static void test_model_qat_uses_quantized_weights(void)
 }
 
 /* A model with every path carrying signal (weights x 10), quantized when qat. */
-static void small_model(model *m, int L, int T, int B, int qat)
+static void small_model_ff(model *m, int L, int T, int B, int qat, int ff)
 {
-    train_shape s = {L, 16, 4, 2, 24, T, 32};
+    train_shape s = {L, 16, 4, 2, ff, T, 32};
     qp_error err;
     CU_ASSERT_EQUAL_FATAL(train_shape_finish(&s, &err), QP_OK);
     train_qspec q = {TRAIN_Q_LSQ, 4, 0, 4};
@@ -478,6 +478,59 @@ static void small_model(model *m, int L, int T, int B, int qat)
     model_quant_init(m);
     m->qat = m->qat_embed = qat;
     model_quantize(m);
+}
+
+static void small_model(model *m, int L, int T, int B, int qat) { small_model_ff(m, L, T, B, qat, 24); }
+
+/* d_ff 256: 2F a multiple of 512 floats, where the backward pads dh13's rows (model.c,
+ * dh13_ld: w13's dW product reads them transposed); EfQAT at ratio 1 reads them compact.
+ * Full QAT against EfQAT with every row unfrozen: the same loss and every gradient, bit for
+ * bit, so the padded rows change nothing. The layer functions with the row stride: the same
+ * rows as compact ones, bit for bit, the pad untouched. */
+static void test_dh13_padded(void)
+{
+    enum { L = 2, B = 2, T = 8, N = B * T, F = 256 };
+    model a, b;
+    qp_error err;
+    small_model_ff(&a, L, T, B, 1, F);
+    small_model_ff(&b, L, T, B, 1, F);
+    CU_ASSERT_EQUAL_FATAL(efqat_create(&a, 1.0, TRAIN_EFQAT_CWPL, &err), QP_OK);
+    efqat_select(&a);
+    model_quantize(&a);
+    static uint16_t inp[N], tgt[N];
+    for (int i = 0; i < N; i++) inp[i] = (uint16_t)((7 * i) % 32), tgt[i] = (uint16_t)((5 * i + 3) % 32);
+    CU_ASSERT(model_forward(&a, inp, tgt, B, T) == model_forward(&b, inp, tgt, B, T));
+    model_zero_grad(&a);
+    model_zero_grad(&b);
+    model_backward(&a, inp, tgt, B, T);
+    model_backward(&b, inp, tgt, B, T);
+    model_quant_backward(&a);
+    model_quant_backward(&b);
+    CU_ASSERT_EQUAL(a.n_grads, b.n_grads);
+    CU_ASSERT(!memcmp(a.grads_mem, b.grads_mem, b.n_grads * sizeof(float)));
+    model_free(&a);
+    model_free(&b);
+
+    enum { ld = 2 * F + MODEL_DH13_PAD, C = 16 };
+    float *h = malloc(N * 2 * F * 4), *dy = malloc(N * F * 4), *d0 = malloc(N * 2 * F * 4), *d1 = malloc(N * ld * 4);
+    float *inp2 = malloc(N * C * 4), *w = malloc(2 * F * C * 4), *dx0 = malloc(N * C * 4), *dx1 = malloc(N * C * 4);
+    float *dw0 = calloc(2 * F * C, 4), *dw1 = calloc(2 * F * C, 4);
+    CU_ASSERT_FATAL(h && dy && d0 && d1 && inp2 && w && dx0 && dx1 && dw0 && dw1);
+    fill(h, N * 2 * F, 1.5f), fill(dy, N * F, 1), fill(inp2, N * C, 1), fill(w, 2 * F * C, 1);
+    for (int j = 0; j < N * ld; j++) d1[j] = NAN;
+    layer_swiglu_backward(d0, dy, h, N, F);
+    layer_swiglu_backward_ld(d1, ld, dy, h, N, F, NULL);
+    int bad = 0;
+    for (int n = 0; n < N; n++) {
+        bad += memcmp(d1 + (size_t)n * ld, d0 + (size_t)n * 2 * F, 2 * F * sizeof(float)) != 0;
+        for (int j = 2 * F; j < ld; j++) bad += !isnan(d1[(size_t)n * ld + j]);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    layer_matmul_backward(dx0, dw0, d0, inp2, w, N, C, 2 * F);
+    layer_matmul_backward_ld(dx1, dw1, d1, ld, inp2, w, N, C, 2 * F);
+    CU_ASSERT(!memcmp(dx0, dx1, N * C * sizeof(float)));
+    CU_ASSERT(!memcmp(dw0, dw1, 2 * F * C * sizeof(float)));
+    free(h), free(dy), free(d0), free(d1), free(inp2), free(w), free(dx0), free(dx1), free(dw0), free(dw1);
 }
 
 /* The whole-model passes are the block passes in a loop: rerunning them by hand, block by
@@ -853,6 +906,7 @@ static void add(CU_pSuite s)
     TU_ADD(s, test_model_qat_uses_quantized_weights);
     TU_ADD(s, test_block_passes_compose);
     TU_ADD(s, test_efqat_backward);
+    TU_ADD(s, test_dh13_padded);
     TU_ADD(s, test_efqat_update);
     TU_ADD(s, test_block_smaller_batch);
     TU_ADD(s, test_gemm_flops);

@@ -194,11 +194,50 @@ const char *train_gemm_backend_name(void)
 
 /* ---- fp32 ----------------------------------------------------------------- */
 
+#ifdef QP_HAVE_DNNL
+/* oneDNN 2.6's threaded sgemm runs 20-25% below its single-threaded rate when op(B) is
+ * transposed and K > N (measured on 2 threads, Zen 4: 155-173 against 195-205 GFLOP/s for
+ * N 256-512, K 512-2048; e.g. w2's forward at (8, 384), N 384, K 1024), while split by rows of
+ * C each thread runs at the single-threaded rate. There the rows go to the OpenMP team in
+ * blocks of 16, one single-threaded dnnl_sgemm each (it runs single-threaded inside a
+ * parallel region). Each element of C is still one sum over k by the same kernel. 0: done;
+ * -1: not split here (or a block failed: dnnl_sgemm rejects its arguments before writing C,
+ * and every block has the same ones but M, so then none wrote C). */
+enum { SPLIT_MIN_ROWS = 64 };
+
+int train_gemm_f32_row_split(int transB, int M, int N, int K, int nt)
+{
+    return transB && K > N && nt > 1 && M >= SPLIT_MIN_ROWS * nt;
+}
+
+static int dnnl_rows_split(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                           const float *B, int ldb, float beta, float *C, int ldc)
+{
+    int nt = omp_get_max_threads(), bad = 0;
+    if (omp_in_parallel() || !train_gemm_f32_row_split(transB, M, N, K, nt)) return -1;
+    int per = (M / nt + 15) / 16 * 16;
+#pragma omp parallel num_threads(nt) reduction(| : bad)
+    {
+        int m0 = per * omp_get_thread_num(), m = M - m0 < per ? M - m0 : per;
+        if (m > 0)
+            bad = dnnl_sgemm(transA ? 'T' : 'N', transB ? 'T' : 'N', m, N, K, alpha,
+                             transA ? A + m0 : A + (size_t)m0 * lda, lda, B, ldb, beta, C + (size_t)m0 * ldc,
+                             ldc) != dnnl_success;
+    }
+    return bad ? -1 : 0;
+}
+#else
+int train_gemm_f32_row_split(int transB, int M, int N, int K, int nt) { return 0; }
+#endif
+
 void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                     int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (M <= 0 || N <= 0) return;
 #ifdef QP_HAVE_DNNL
+    if (g_kernel == TRAIN_GEMM_ONEDNN &&
+        !dnnl_rows_split(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc))
+        return;
     /* dnnl_sgemm runs single-threaded when called inside a parallel region */
     if (g_kernel == TRAIN_GEMM_ONEDNN &&
         dnnl_sgemm(transA ? 'T' : 'N', transB ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C,

@@ -35,6 +35,11 @@ void train_gemm(int transA, int transB, int M, int N, int K, float alpha, const 
 /* Always fp32, on the current kernel; safe inside parallel regions (one thread each). */
 void train_gemm_f32(int transA, int transB, int M, int N, int K, float alpha, const float *A,
                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* 1 where train_gemm_f32 on oneDNN, called outside a parallel region with nt threads, splits
+ * the rows of C over the threads itself (one single-threaded product each) instead of
+ * threading one product: op(B) transposed and K > N, where oneDNN's own threading is slow
+ * (gemm.c); 0 otherwise, and always 0 in a build without oneDNN. */
+int train_gemm_f32_row_split(int transB, int M, int N, int K, int nt);
 /* fp32 on the calling thread whether or not inside a parallel region (attention's per-head
  * products): a register-blocked AVX-512 kernel where the CPU has it (checked at run time;
  * gemm_f32.c), else train_gemm_f32. Each element of C one sum in k order (in blocks of 128 k

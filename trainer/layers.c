@@ -89,16 +89,23 @@ void layer_matmul_forward(float *out, const float *inp, const float *w, int N, i
     train_gemm_keep_mark(0);
 }
 
-/* dinp[N, C] = dout @ w (overwritten); dw[R, C] += dout^T @ inp. dinp may be NULL. */
-void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
-                           const float *w, int N, int C, int R)
+/* dinp[N, C] = dout @ w (overwritten); dw[R, C] += dout^T @ inp, dout's rows ldo apart. dinp
+ * may be NULL. */
+void layer_matmul_backward_ld(float *dinp, float *dw, const float *dout, int ldo, const float *inp,
+                              const float *w, int N, int C, int R)
 {
     train_gemm_reuse(1); /* both products read dout: bf16 converts it once */
     if (dinp)
-        layer_gemm(0, 0, N, C, R, 1.0f, dout, R, w, C, 0.0f,
+        layer_gemm(0, 0, N, C, R, 1.0f, dout, ldo, w, C, 0.0f,
                    dinp, C);
-    layer_gemm(1, 0, R, C, N, 1.0f, dout, R, inp, C, 1.0f, dw, C);
+    layer_gemm(1, 0, R, C, N, 1.0f, dout, ldo, inp, C, 1.0f, dw, C);
     train_gemm_reuse(0);
+}
+
+void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
+                           const float *w, int N, int C, int R)
+{
+    layer_matmul_backward_ld(dinp, dw, dout, R, inp, w, N, C, R);
 }
 
 /* dinp[N, C] = dout @ w (overwritten): the input gradient alone. */
@@ -436,9 +443,10 @@ void layer_swiglu_forward(float *out, const float *h13, int N, int F)
     }
 }
 
-/* dh13 overwritten. side: its job on every row of dh13, Y the rows of h13. */
-void layer_swiglu_backward_side(float *dh13, const float *dout, const float *h13, int N, int F,
-                                const layer_side *side)
+/* dh13 overwritten (rows ldd apart; the columns past 2F left alone). side: its job on every
+ * row of dh13, Y the rows of h13. */
+void layer_swiglu_backward_ld(float *dh13, int ldd, const float *dout, const float *h13, int N, int F,
+                              const layer_side *side)
 {
 #pragma omp parallel num_threads(side_threads(side))
     {
@@ -446,7 +454,7 @@ void layer_swiglu_backward_side(float *dh13, const float *dout, const float *h13
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             const float *a = h13 + (size_t)n * 2 * F, *u = a + F, *dy = dout + (size_t)n * F;
-            float *da = dh13 + (size_t)n * 2 * F, *du = da + F;
+            float *da = dh13 + (size_t)n * ldd, *du = da + F;
             for (int f = 0; f < F; f++) {
                 float sg = 1.0f / (1.0f + qp_expf(-a[f]));
                 float silu = a[f] * sg;
@@ -458,9 +466,15 @@ void layer_swiglu_backward_side(float *dh13, const float *dout, const float *h13
     }
 }
 
+void layer_swiglu_backward_side(float *dh13, const float *dout, const float *h13, int N, int F,
+                                const layer_side *side)
+{
+    layer_swiglu_backward_ld(dh13, 2 * F, dout, h13, N, F, side);
+}
+
 void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F)
 {
-    layer_swiglu_backward_side(dh13, dout, h13, N, F, NULL);
+    layer_swiglu_backward_ld(dh13, 2 * F, dout, h13, N, F, NULL);
 }
 
 float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tgt, int N, int V)

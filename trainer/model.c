@@ -436,15 +436,26 @@ float model_forward(model *m, const uint16_t *inp, const uint16_t *tgt, int B, i
     return layer_softmax_xent_forward(a->probs, a->losses, tgt, N, V);
 }
 
-/* The backward of linear k of layer l: every row's dW, or EfQAT's unfrozen rows' only. */
-static void lin_backward(model *m, int k, int l, float *dinp, const float *dout, const float *inp, int N,
-                         int C, int R)
+/* The backward of linear k of layer l: every row's dW, or EfQAT's unfrozen rows' only (dout
+ * compact: ldo == R). */
+static void lin_backward(model *m, int k, int l, float *dinp, const float *dout, int ldo, const float *inp,
+                         int N, int C, int R)
 {
     int i = model_linears[k].tensor;
     float *dw = m->dw_layer ? m->g.t[i] : lay(m, m->g.t[i], i, l); /* lean: one layer's scratch */
     const float *w = lay(m, weights_for(m, i), i, l);
     if (m->efq && m->qat) efqat_linear_backward(m, k, l, dinp, dw, dout, inp, w, N, C, R);
-    else layer_matmul_backward(dinp, dw, dout, inp, w, N, C, R);
+    else layer_matmul_backward_ld(dinp, dw, dout, ldo, inp, w, N, C, R);
+}
+
+/* dh13's row stride: 2F, padded by MODEL_DH13_PAD floats where 2F floats are a multiple of
+ * 2 KiB. w13's dW product reads dh13 transposed, and rows 4 or 8 KiB apart fall into the
+ * same few L1 sets: oneDNN's sgemm ran it 7% slower unpadded at (8, 384), F 1024. EfQAT's
+ * row subsets and side jobs read dY compact: no pad there. */
+static int dh13_ld(const model *m)
+{
+    int F2 = 2 * m->s.d_ff;
+    return F2 % 512 == 0 && !(m->efq && m->qat) ? F2 + MODEL_DH13_PAD : F2;
 }
 
 /* EfQAT's side job for linear k of layer l (k 4: the head) on the pass that produces its dY
@@ -477,22 +488,23 @@ static void block_backward(model *m, int l, const float *x, int chain, float *dx
     /* MLP: y = mid + swiglu(rms(mid) W13^T) W2^T; dx becomes d(mid). EfQAT's side jobs (frozen
      * rows' step sizes, unfrozen rows' dY columns) ride on the pass that writes each dY: w13's
      * Y is h13, wo's mid - x, wqkv's the stored qkv with RoPE undone */
-    lin_backward(m, 3, l, a->dhact, dx, hact, N, F, D);
-    layer_swiglu_backward_side(a->dh13, a->dhact, h13, N, F, sd = side_for(m, 2, l, a->dh13, h13, NULL));
+    int ldd = dh13_ld(m);
+    lin_backward(m, 3, l, a->dhact, dx, D, hact, N, F, D);
+    layer_swiglu_backward_ld(a->dh13, ldd, a->dhact, h13, N, F, sd = side_for(m, 2, l, a->dh13, h13, NULL));
     side_done(m, sd);
-    lin_backward(m, 2, l, a->dln, a->dh13, ln2, N, D, 2 * F);
+    lin_backward(m, 2, l, a->dln, a->dh13, ldd, ln2, N, D, 2 * F);
     layer_rmsnorm_backward_side(dx, m->g.ln2 + (size_t)l * D, a->dln, mid, m->p.ln2 + (size_t)l * D, r2, N, D,
                                 sd = side_for(m, 1, l, dx, mid, x));
     side_done(m, sd);
     /* attention: mid = x + attn(rms(x)) Wo^T; dx becomes d(x). wqkv's dX product stays with
      * need_dx = 0: it feeds the attn_norm gain's gradient. */
-    lin_backward(m, 1, l, a->datty, dx, atty, N, D, D);
+    lin_backward(m, 1, l, a->datty, dx, D, atty, N, D, D);
     memset(a->dqkv, 0, (size_t)N * QKV * sizeof(float));
     layer_attention_backward(a->dqkv, a->datty, att, qkv, B, T, H, Hkv, hd,
                              omp_get_max_threads() <= m->scratch_threads ? m->att_scratch : NULL);
     layer_rope_side(a->dqkv, m->rope_cos, m->rope_sin, B, T, H, Hkv, hd, 1, sd = side_for(m, 0, l, a->dqkv, qkv, NULL));
     side_done(m, sd);
-    lin_backward(m, 0, l, a->dln, a->dqkv, ln1, N, D, QKV);
+    lin_backward(m, 0, l, a->dln, a->dqkv, QKV, ln1, N, D, QKV);
     sd = chain && need_dx && l > 0 ? side_for(m, 3, l - 1, dx, x, a->mid + (size_t)(l - 1) * N * D) : NULL;
     layer_rmsnorm_backward_side(need_dx ? dx : NULL, m->g.ln1 + (size_t)l * D, a->dln, x, m->p.ln1 + (size_t)l * D, r1,
                                 N, D, sd);

@@ -159,6 +159,9 @@ size_t model_scale_count(const model *m, size_t rows, size_t cols);
 void layer_matmul_forward(float *out, const float *inp, const float *w, int N, int C, int R);
 void layer_matmul_backward(float *dinp, float *dw, const float *dout, const float *inp,
                            const float *w, int N, int C, int R);
+/* The same with dout's rows ldo (>= R) floats apart. */
+void layer_matmul_backward_ld(float *dinp, float *dw, const float *dout, int ldo, const float *inp,
+                              const float *w, int N, int C, int R);
 /* dw only for rows[0..nrows) (sorted, distinct), the other rows untouched; dinp as above.
  * scratch: (N + C) * nrows floats. nrows == R is exactly layer_matmul_backward. */
 void layer_matmul_backward_rows(float *dinp, float *dw, const float *dout, const float *inp,
@@ -218,6 +221,9 @@ void layer_swiglu_backward(float *dh13, const float *dout, const float *h13, int
 /* With a side job on every row of dh13 (dY), Y the rows of h13. */
 void layer_swiglu_backward_side(float *dh13, const float *dout, const float *h13, int N, int F,
                                 const layer_side *side);
+/* The same with dh13's rows ldd (>= 2F) floats apart (the columns past 2F left alone). */
+void layer_swiglu_backward_ld(float *dh13, int ldd, const float *dout, const float *h13, int N, int F,
+                              const layer_side *side);
 /* probs: logits in, softmax out (in place); returns the mean loss. */
 float layer_softmax_xent_forward(float *probs, float *losses, const uint16_t *tgt, int N, int V);
 /* probs becomes dlogits. */

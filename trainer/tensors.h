@@ -26,12 +26,14 @@ enum { MODEL_PARAM_TENSORS(MODEL_X_ENUM) MODEL_NT };
  * GPU). Per-layer buffers hold L slices; the backward scratch at the end holds one.
  * resid: the input of each layer, [L] the last block's output; mid: after the attention
  * residual; att: the attention probabilities [L, B, H, T, T]. */
+/* dh13's rows may be padded by this many floats (model.c, dh13_ld) */
+#define MODEL_DH13_PAD 16
 #define MODEL_ACT_TENSORS(X)                                                                   \
     X(resid, (L + 1) * N * D) X(mid, L * N * D) X(ln1, L * N * D) X(ln1_rstd, L * N)            \
     X(qkv, L * N * QKV) X(att, L * B * H * T * T) X(atty, L * N * D) X(ln2, L * N * D)          \
     X(ln2_rstd, L * N) X(h13, L * N * 2 * F) X(hact, L * N * F)                                 \
     X(lnf, N * D) X(lnf_rstd, N) X(probs, N * V) X(losses, N)                                   \
-    X(dx, N * D) X(dln, N * D) X(datty, N * D) X(dqkv, N * QKV) X(dh13, N * 2 * F) X(dhact, N * F)
+    X(dx, N * D) X(dln, N * D) X(datty, N * D) X(dqkv, N * QKV) X(dh13, N * (2 * F + MODEL_DH13_PAD)) X(dhact, N * F)
 
 #define MODEL_X_ACT_ENUM(f, n) A_##f,
 enum { MODEL_ACT_TENSORS(MODEL_X_ACT_ENUM) MODEL_NACTS };
