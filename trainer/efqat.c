@@ -392,7 +392,7 @@ void efqat_side_finish(model *m)
     efqat_state *e = m->efq;
     const layer_side *sd = &e->side;
     int k = e->side_k, l = e->side_l;
-    if (sd->acc) { /* the frozen rows' ds: the threads' sums in thread order (double) */
+    if (sd->acc) { /* the frozen rows' ds: the threads' sums added in thread order, in double */
         size_t R = e->R[k], nf;
         const model_linear *ln = &model_linears[k];
         float *ds = m->g.t[ln->scale] + (size_t)l * R;

@@ -179,14 +179,14 @@ static void side_row(const layer_side *sd, size_t n, const float *dy, const floa
 {
     size_t R = (size_t)sd->R;
     if (sd->acc) {
-        double *acc = sd->acc + (size_t)tid * R;
+        float *acc = sd->acc + (size_t)tid * R;
         if (sd->ysub) {
             const float *b = sd->ysub + n * R;
 #pragma omp simd
-            for (size_t j = 0; j < R; j++) acc[j] += (double)dy[j] * (double)(y[j] - b[j]);
+            for (size_t j = 0; j < R; j++) acc[j] += dy[j] * (y[j] - b[j]);
         } else {
 #pragma omp simd
-            for (size_t j = 0; j < R; j++) acc[j] += (double)dy[j] * (double)y[j];
+            for (size_t j = 0; j < R; j++) acc[j] += dy[j] * y[j];
         }
     }
     if (sd->dsub) {

@@ -59,7 +59,7 @@ void train_memory_need(const train_config *c, train_memory *out)
         /* EfQAT (efqat.c): a code byte per quantized weight; per row a mask byte, an order
          * entry, a step size and an importance; the row-subset product's scratch for the
          * largest linear (the head, usually) and a gather mask (a bit per row of the tallest);
-         * per thread a row of a linear's output and its partial sums (double) for the side jobs */
+         * per thread a row of a linear's output and its partial sums (float) for the side jobs */
         double D = c->shape.d_model, F = c->shape.d_ff, V = c->shape.vocab, L = c->shape.n_layer, N = B * T;
         double QKV = D + 2 * hd * (c->shape.n_kv_head > 0 ? c->shape.n_kv_head : c->shape.n_head);
         double rows = L * (QKV + D + 2 * F + D) + V, codes = (double)lay.n_qw, rmax = QKV > 2 * F ? QKV : 2 * F;
@@ -68,7 +68,7 @@ void train_memory_need(const train_config *c, train_memory *out)
         for (int k = 0; k < 4; k++)
             if ((N + lin[k][1]) * lin[k][0] > gather) gather = (N + lin[k][1]) * lin[k][0];
         out->params += codes + rows * 17.0;
-        out->acts += 4.0 * gather + 12.0 * c->threads * rmax + 2.0 * ceil((V > rmax ? V : rmax) / 16.0) + 1.0;
+        out->acts += 4.0 * gather + 8.0 * c->threads * rmax + 2.0 * ceil((V > rmax ? V : rmax) / 16.0) + 1.0;
         if (c->state_path) out->other += codes + rows * 5.0;
     }
     out->total = out->params + out->acts + out->other;

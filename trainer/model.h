@@ -180,14 +180,15 @@ void layer_matmul_dw_rows(float *dw, const float *dout, const float *dsub, const
 int layer_rows_gather(const int *rows, int nrows);
 /* A side job for the element-wise pass that produces a linear's output gradient dY [N, R] row
  * by row (EfQAT's frozen and unfrozen rows, efqat.c): while a row of dY is in cache, add
- * dY[n, j] (y[n, j] - ysub[n, j]) to the calling thread's partial sums acc[tid][j] (double;
+ * dY[n, j] (y[n, j] - ysub[n, j]) to the calling thread's partial sums acc[tid][j] (float: a
+ * thread sums at most a batch's tokens, and single precision halves the pass's work;
  * the caller zeroes them and adds the threads' sums in thread order) and copy the columns
  * rows[] of dY into row n of dsub [N, nrows]. acc or dsub NULL: that part skipped. The pass
  * runs on at most nt threads. */
 typedef struct {
     int R;
     const float *y, *ysub; /* Y = y - ysub [N, R] (ysub NULL: Y = y) */
-    double *acc;           /* [nt][R] */
+    float *acc;            /* [nt][R] */
     int nt;
     float *dsub;
     const int32_t *rows;
@@ -354,7 +355,7 @@ struct efqat_state {
     uint8_t *codes;
     double *imp;                /* selection scratch: mean |w| per row */
     float *scratch;             /* row-subset product: gathered dY columns, their dW rows */
-    double *acc;                /* side jobs' partial sums of dY Y: acc_threads x max rows */
+    float *acc;                 /* side jobs' partial sums of dY Y: acc_threads x max rows */
     float *rowbuf;              /* side jobs' rows of Y: acc_threads x max rows */
     uint16_t *colmask;          /* the side job's gather mask (train_cols_mask): (max R + 15) / 16 */
     int acc_threads;
