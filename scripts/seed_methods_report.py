@@ -3,7 +3,7 @@
 
   /usr/bin/python3 scripts/seed_methods_report.py [DIR]     (default data/sweeps/seed-methods)
 
-Reads DIR/e3-runs.jsonl, e4-runs.jsonl, e6-runs.jsonl (qatplan-run-v1 records of the grids
+Reads DIR/e3-runs.jsonl, e3-L4d128-runs.jsonl, e4-runs.jsonl, e6-runs.jsonl (qatplan-run-v1 records of the grids
 beside them; the method entry's name is in the run id) and prints markdown: per bit width and
 configuration the mean loss over seeds with its standard error, the recovered share of the
 PTQ-to-QAT gap R = (L_ptq - L) / (L_ptq - L_qat) computed per seed (paired: every method of a
@@ -83,9 +83,10 @@ def recovery(t, bits, name, ref):
     return out
 
 
-def e3(runs):
+def e3(runs, shape="L2-D64 (117K)"):
     t = table(runs, lambda r: r["_name"])
-    print("### E3: recovery with the same QAT tokens (499,712 = 488 steps), CWPL\n")
+    dq = sorted({r["d_qat"] for r in runs})
+    print("### E3, %s: recovery with the same QAT tokens (%s), CWPL\n" % (shape, ", ".join("{:,}".format(d) for d in dq)))
     print("Loss in nats/byte, mean ± standard error over seeds; R = share of the PTQ-to-QAT gap "
           "recovered, per seed against full QAT at its best learning rate, then averaged.\n")
     for bits in sorted({b for b, _ in t}):
@@ -223,6 +224,9 @@ def main():
     d = sys.argv[1] if len(sys.argv) > 1 else "data/sweeps/seed-methods"
     r3 = load(os.path.join(d, "e3-runs.jsonl"))
     t3 = e3(r3) if r3 else {}
+    r3b = load(os.path.join(d, "e3-L4d128-runs.jsonl"))
+    if r3b:
+        e3(r3b, "L4-D128 (0.82M)")
     r4 = load(os.path.join(d, "e4-runs.jsonl"))
     if r4:
         e4(r4, t3)
