@@ -3,7 +3,8 @@
 
   /usr/bin/python3 scripts/seed_methods_report.py [DIR]     (default data/sweeps/seed-methods)
 
-Reads DIR/e3-runs.jsonl, e3-L4d128-runs.jsonl, e4-runs.jsonl, e6-runs.jsonl (qatplan-run-v1 records of the grids
+Reads DIR/e3-runs.jsonl, e4-runs.jsonl, e6-runs.jsonl, the second shape's e3-L4d128-runs.jsonl and
+e4-L4d128-runs.jsonl (qatplan-run-v1 records of the grids
 beside them; the method entry's name is in the run id) and prints markdown: per bit width and
 configuration the mean loss over seeds with its standard error, the recovered share of the
 PTQ-to-QAT gap R = (L_ptq - L) / (L_ptq - L_qat) computed per seed (paired: every method of a
@@ -116,9 +117,13 @@ def e3(runs, shape="L2-D64 (117K)"):
     return t
 
 
-def e4(runs, t3):
+def e4(runs, t3, shape="L2-D64 (117K)", e3_tokens=499712, eq_tokens=342016, ef_name=None):
+    """E4 (small budgets) and E5 (EfQAT r = 0.05 with E3's tokens against full QAT with
+    eq_tokens, about the same counted FLOPs); ef_name(bits): EfQAT's E3 configuration (default
+    its best LR there)."""
+    ef_name = ef_name or (lambda bits: best_lr(t3, bits, "ef05"))
     t = table(runs, lambda r: (r["_name"], r["d_qat"]))
-    print("### E4/E5: small QAT budgets and equal FLOPs\n")
+    print("### E4/E5, %s: small QAT budgets and equal FLOPs\n" % shape)
     print("| bits | configuration | QAT tokens | seeds | L_ptq | loss | L_ptq - loss | flops_qat |")
     print("|---|---|---|---|---|---|---|---|")
     for (bits, (n, dq)), v in sorted(t.items(), key=lambda kv: (kv[0][0], kv[0][1][1], kv[0][1][0])):
@@ -128,37 +133,38 @@ def e4(runs, t3):
         fq = np.mean([r.get("flops_qat", float("nan")) for r in v.values()])
         print("| %d | %s | %d | %d | %s | %s | %s | %.4g |" % (bits, n, dq, len(v), fmt(*ptq), fmt(*loss), fmt(*gain), fq))
     print()
-    # E5: EfQAT r = 0.05 with 499,712 tokens (E3, LR 3e-3) against full QAT with the same counted FLOPs
     for bits in sorted({b for b, _ in t}):
-        ef = t3.get((bits, "ef05-lr3e-3"), {})
-        q = {s: r for (b, (n, dq)), v in t.items() if b == bits and n.startswith("qat") and dq == 342016
+        name = ef_name(bits)
+        ef = t3.get((bits, name), {})
+        q = {s: r for (b, (n, dq)), v in t.items() if b == bits and n.startswith("qat") and dq == eq_tokens
              for s, r in v.items()}
         d = [ef[s]["loss"] - q[s]["loss"] for s in ef if s in q]
         if d:
             fl = (np.mean([r["flops_qat"] for r in ef.values()]), np.mean([r["flops_qat"] for r in q.values()]))
-            print("- E5, %d bits: EfQAT r = 0.05 with 499,712 tokens (%.3g FLOPs) minus full QAT with 342,016 "
-                  "tokens (%.3g FLOPs): %s nats/byte (paired, %d seeds)" % (bits, fl[0], fl[1], fmt(*mean_se(d)), len(d)))
-        etas = token_efficiency(t, t3, bits)
+            print("- E5, %d bits: EfQAT r = 0.05 (%s) with %s tokens (%.3g FLOPs) minus full QAT with %s "
+                  "tokens (%.3g FLOPs): %s nats/byte (paired, %d seeds)" % (bits, name, "{:,}".format(e3_tokens), fl[0],
+                                                                            "{:,}".format(eq_tokens), fl[1], fmt(*mean_se(d)), len(d)))
+        etas = token_efficiency(t, t3, bits, name, e3_tokens)
         if etas:
             print("- token efficiency of EfQAT r = 0.05 at %d bits: the full-QAT tokens (LR 3e-4) that reach its loss "
-                  "with 499,712 tokens, over 499,712, per seed by log-linear interpolation between full QAT's budgets: "
-                  "eta = %s (%s)" % (bits, fmt(*mean_se(etas), d=3), ", ".join("%.3f" % e for e in etas)))
+                  "with %s tokens, over that, per seed by log-linear interpolation between full QAT's budgets: "
+                  "eta = %s (%s)" % (bits, "{:,}".format(e3_tokens), fmt(*mean_se(etas), d=3), ", ".join("%.3f" % e for e in etas)))
     print()
 
 
-def token_efficiency(t, t3, bits):
-    """Per seed: tokens full QAT needs for EfQAT r = 0.05's loss at 499,712 tokens, over 499,712."""
+def token_efficiency(t, t3, bits, ef_name, e3_tokens):
+    """Per seed: tokens full QAT needs for EfQAT r = 0.05's loss at e3_tokens, over e3_tokens."""
     out = []
-    for s, ef in t3.get((bits, "ef05-lr3e-3"), {}).items():
+    for s, ef in t3.get((bits, ef_name), {}).items():
         pts = sorted((dq, v[s]["loss"]) for (b, (n, dq)), v in t.items() if b == bits and n == "qat-lr3e-4" and s in v)
         q5 = t3.get((bits, "qat-lr3e-4"), {}).get(s)
         if q5:
-            pts.append((499712, q5["loss"]))
+            pts.append((e3_tokens, q5["loss"]))
         pts.sort()
         for (d0, l0), (d1, l1) in zip(pts, pts[1:]):
             if l0 >= ef["loss"] >= l1 and l0 > l1:
                 x = math.log(d0) + (l0 - ef["loss"]) / (l0 - l1) * (math.log(d1) - math.log(d0))
-                out.append(math.exp(x) / 499712)
+                out.append(math.exp(x) / e3_tokens)
                 break
     return out
 
@@ -225,11 +231,13 @@ def main():
     r3 = load(os.path.join(d, "e3-runs.jsonl"))
     t3 = e3(r3) if r3 else {}
     r3b = load(os.path.join(d, "e3-L4d128-runs.jsonl"))
-    if r3b:
-        e3(r3b, "L4-D128 (0.82M)")
+    t3b = e3(r3b, "L4-D128 (0.82M)") if r3b else {}
     r4 = load(os.path.join(d, "e4-runs.jsonl"))
     if r4:
-        e4(r4, t3)
+        e4(r4, t3, ef_name=lambda bits: "ef05-lr3e-3")
+    r4b = load(os.path.join(d, "e4-L4d128-runs.jsonl"))
+    if r4b and r3b:
+        e4(r4b, t3b, "L4-D128 (0.82M)", 999424, 698368)
     r6 = load(os.path.join(d, "e6-runs.jsonl"))
     if r6:
         e6(r6, t3)
