@@ -3,8 +3,8 @@
 
   /usr/bin/python3 scripts/seed_methods_report.py [DIR]     (default data/sweeps/seed-methods)
 
-Reads DIR/e3-runs.jsonl, e4-runs.jsonl, e6-runs.jsonl, the second shape's e3-L4d128-runs.jsonl and
-e4-L4d128-runs.jsonl (qatplan-run-v1 records of the grids
+Reads DIR/e3-runs.jsonl, e4-runs.jsonl, e6-runs.jsonl, the second shape's e3-L4d128-runs.jsonl,
+e4-L4d128-runs.jsonl and e6-L4d128-runs.jsonl (qatplan-run-v1 records of the grids
 beside them; the method entry's name is in the run id) and prints markdown: per bit width and
 configuration the mean loss over seeds with its standard error, the recovered share of the
 PTQ-to-QAT gap R = (L_ptq - L) / (L_ptq - L_qat) computed per seed (paired: every method of a
@@ -169,9 +169,9 @@ def token_efficiency(t, t3, bits, ef_name, e3_tokens):
     return out
 
 
-def e6(runs, t3):
+def e6(runs, t3, shape="L2-D64 (117K)"):
     t = table(runs, lambda r: r["_name"])
-    print("### E6: selection modes (QAT-phase LR 3e-3)\n")
+    print("### E6, %s: selection modes (QAT-phase LR 3e-3)\n" % shape)
     print("| bits | configuration | seeds | loss | minus CWPL (paired) | unfrozen (eff.) |")
     print("|---|---|---|---|---|---|")
     for (bits, n), v in sorted(t.items()):
@@ -241,6 +241,9 @@ def main():
     r6 = load(os.path.join(d, "e6-runs.jsonl"))
     if r6:
         e6(r6, t3)
+    r6b = load(os.path.join(d, "e6-L4d128-runs.jsonl"))
+    if r6b and r3b:
+        e6(r6b, t3b, "L4-D128 (0.82M)")
     rq = load(os.path.join(d, "q2-runs.jsonl"))
     if rq:
         q2(rq)
