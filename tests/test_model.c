@@ -474,6 +474,20 @@ static void small_model_ff(model *m, int L, int T, int B, int qat, int ff)
 
 static void small_model(model *m, int L, int T, int B, int qat) { small_model_ff(m, L, T, B, qat, 24); }
 
+/* Two models (one of them under EfQAT) through forward and backward on the same batch of B x T
+ * <= 64 tokens: the losses must be equal; the gradients are the caller's to compare. */
+static void same_step_pair(model *a, model *b, int B, int T)
+{
+    static uint16_t inp[64], tgt[64];
+    CU_ASSERT_FATAL(B * T <= 64);
+    for (int i = 0; i < B * T; i++) inp[i] = (uint16_t)((7 * i) % 32), tgt[i] = (uint16_t)((5 * i + 3) % 32);
+    CU_ASSERT(model_forward(a, inp, tgt, B, T) == model_forward(b, inp, tgt, B, T));
+    model_zero_grad(a);
+    model_zero_grad(b);
+    model_backward(a, inp, tgt, B, T);
+    model_backward(b, inp, tgt, B, T);
+}
+
 /* d_ff 256: 2F a multiple of 512 floats, where the backward pads dh13's rows (model.c,
  * dh13_ld: w13's dW product reads them transposed); EfQAT at ratio 1 reads them compact.
  * Full QAT against EfQAT with every row unfrozen: the same loss and every gradient, bit for
@@ -489,13 +503,7 @@ static void test_dh13_padded(void)
     CU_ASSERT_EQUAL_FATAL(efqat_create(&a, 1.0, TRAIN_EFQAT_CWPL, &err), QP_OK);
     efqat_select(&a);
     model_quantize(&a);
-    static uint16_t inp[N], tgt[N];
-    for (int i = 0; i < N; i++) inp[i] = (uint16_t)((7 * i) % 32), tgt[i] = (uint16_t)((5 * i + 3) % 32);
-    CU_ASSERT(model_forward(&a, inp, tgt, B, T) == model_forward(&b, inp, tgt, B, T));
-    model_zero_grad(&a);
-    model_zero_grad(&b);
-    model_backward(&a, inp, tgt, B, T);
-    model_backward(&b, inp, tgt, B, T);
+    same_step_pair(&a, &b, B, T);
     model_quant_backward(&a);
     model_quant_backward(&b);
     CU_ASSERT_EQUAL(a.n_grads, b.n_grads);
@@ -651,7 +659,7 @@ static void test_gemm_flops(void)
  * of the full dW. */
 static void test_efqat_backward(void)
 {
-    enum { L = 2, B = 2, T = 8, N = B * T };
+    enum { L = 2, B = 2, T = 8 };
     model a, b;
     qp_error err;
     small_model(&a, L, T, B, 1);
@@ -660,13 +668,7 @@ static void test_efqat_backward(void)
     efqat_select(&a);
     model_quantize(&a);
     for (size_t j = 0; j < a.n_qw; j++) CU_ASSERT_FATAL(a.qw_mem[j] == b.qw_mem[j]);
-    static uint16_t inp[N], tgt[N];
-    for (int i = 0; i < N; i++) inp[i] = (uint16_t)((7 * i) % 32), tgt[i] = (uint16_t)((5 * i + 3) % 32);
-    CU_ASSERT(model_forward(&a, inp, tgt, B, T) == model_forward(&b, inp, tgt, B, T));
-    model_zero_grad(&a);
-    model_zero_grad(&b);
-    model_backward(&a, inp, tgt, B, T);
-    model_backward(&b, inp, tgt, B, T);
+    same_step_pair(&a, &b, B, T);
     const int gains[3] = {P_LN1, P_LN2, P_LNF};
     for (int i = 0; i < 3; i++) CU_ASSERT(!memcmp(a.g.t[gains[i]], b.g.t[gains[i]], a.numel[gains[i]] * sizeof(float)));
     efqat_state *e = a.efq;
